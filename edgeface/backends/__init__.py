@@ -1,0 +1,38 @@
+"""Backends run the network of a model file; :func:`open_backend` picks one from the file type."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Optional
+
+from ..errors import BackendError, ModelFileError
+from .base import Backend
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+
+
+def open_backend(path: str | os.PathLike, device: str = "cpu", threads: Optional[int] = None) -> Backend:
+    """Open `path` on the backend its type calls for: ``.onnx`` -> ONNX Runtime, checkpoints -> torch."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ModelFileError(f"no such model file: {path}")
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix == ".onnx":
+        from .onnx_backend import OnnxBackend
+
+        return OnnxBackend(path, device=device, threads=threads)
+    if suffix in CHECKPOINT_SUFFIXES:
+        if importlib.util.find_spec("torch") is None:
+            raise BackendError(f"{path} is a PyTorch checkpoint and torch is not installed; "
+                               "`pip install edgeface[train]`, or export it to ONNX")
+        from .torch_backend import TorchBackend
+
+        return TorchBackend(path, device=device, threads=threads)
+    if suffix in (".engine", ".plan", ".trt"):
+        raise BackendError(f"{path}: the TensorRT engine backend is not available in this edgeface version; "
+                           "run the .onnx with Detector(path, device='tensorrt') meanwhile")
+    raise ModelFileError(f"{path}: unknown model file type {suffix!r}; edgeface runs .onnx files and .pt checkpoints")
+
+
+__all__ = ["Backend", "open_backend"]

@@ -1,0 +1,55 @@
+"""ONNX Runtime backend (no torch needed)."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import numpy as np
+
+from ..errors import BackendError, ModelFileError
+from ..spec import SPEC_KEY, ModelSpec
+
+PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+class OnnxBackend:
+    """An edgeface ONNX file on ONNX Runtime; ``device`` is "cpu", "cuda" or "tensorrt"."""
+
+    def __init__(self, path: str, device: str = "cpu", threads: Optional[int] = None):
+        import onnxruntime as ort
+
+        if device not in PROVIDERS:
+            raise ValueError(f"unknown device {device!r} for ONNX Runtime; choose one of {', '.join(PROVIDERS)}")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(path, options, providers=PROVIDERS[device])
+        except Exception as exc:
+            raise ModelFileError(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0][:200]}; "
+                                 "is the file complete? re-export it with `edgeface export onnx`") from exc
+        wanted, running = PROVIDERS[device][0], self.session.get_providers()
+        if running[0] != wanted:
+            raise BackendError(
+                f"asked for {wanted} but ONNX Runtime runs {running[0]} (available here: "
+                f"{', '.join(ort.get_available_providers())}); install onnxruntime-gpu with a working CUDA, "
+                "or pass device='cpu'")
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if SPEC_KEY not in meta:
+            raise ModelFileError(f"{path} is an ONNX model without an edgeface spec; export models with "
+                                 "`edgeface export onnx` so the runtime knows their anchors and input convention")
+        self.spec = ModelSpec.from_json(meta[SPEC_KEY])
+        self.name = f"onnxruntime:{running[0]}"
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.path = os.fspath(path)
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        loc, conf = self.session.run(self.output_names, {self.input_name: batch})
+        return loc, conf

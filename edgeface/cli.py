@@ -1,0 +1,251 @@
+"""The ``edgeface`` command line: detect, info, convert, export."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Optional
+
+from .core.image import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from .errors import EdgefaceError
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x480, got {text!r}") from None
+    if w <= 0 or h <= 0:
+        raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
+    return w, h
+
+
+def _expand_inputs(inputs: Sequence[str]) -> list[Path]:
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+        elif item.exists():
+            files.append(item)
+        else:
+            raise EdgefaceError(f"no such file or folder: {item}")
+    if not files:
+        raise EdgefaceError(f"no images or videos found in {', '.join(inputs)}")
+    return files
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .core.image import read_image
+    from .detector import Detector
+    from .video import annotate_video
+
+    detector = Detector(args.model, score_threshold=args.score_threshold, nms_iou=args.nms_iou,
+                        max_detections=args.max_detections, input_size=args.input_size, device=args.device)
+    files = _expand_inputs(args.inputs)
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, object] = {}
+    failures = 0
+    images = [f for f in files if f.suffix.lower() not in VIDEO_SUFFIXES]
+    for path in tqdm(images, desc="images", unit="img", disable=not images or args.quiet):
+        try:
+            image = read_image(path)
+            dets = detector.detect(image)
+        except EdgefaceError as exc:
+            failures += 1
+            results[str(path)] = {"error": str(exc)}
+            tqdm.write(f"skipped {path}: {exc}", file=sys.stderr)
+            continue
+        results[str(path)] = dets.to_list()
+        if not args.no_draw:
+            import cv2
+
+            cv2.imwrite(str(out_dir / f"{path.stem}.jpg"), dets.draw(image))
+    for path in (f for f in files if f.suffix.lower() in VIDEO_SUFFIXES):
+        try:
+            results[str(path)] = annotate_video(detector, path, None if args.no_draw else out_dir / f"{path.stem}.mp4",
+                                                progress=not args.quiet)
+        except EdgefaceError as exc:
+            failures += 1
+            results[str(path)] = {"error": str(exc)}
+            print(f"skipped {path}: {exc}", file=sys.stderr)
+    json_path = out_dir / "detections.json"
+    json_path.write_text(json.dumps({"model": detector.spec.name, "backend": detector.backend.name,
+                                     "score_threshold": detector.score_threshold, "results": results}, indent=1))
+    faces = sum(len(v) for v in results.values() if isinstance(v, list) and (not v or "box" in v[0]))
+    print(f"{len(files) - failures}/{len(files)} inputs done, {faces} faces in images; results in {json_path}")
+    return 2 if failures else 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .models.registry import get_entry
+    from .spec import ModelSpec
+
+    target = args.model
+    if os.path.isfile(target):
+        spec = _read_spec(target)
+        source = target
+    else:
+        try:
+            entry = get_entry(target)
+        except KeyError as exc:
+            raise EdgefaceError(f"{target!r} is neither a model file nor a registered model: {exc.args[0]}") from None
+        spec, source = entry.spec, f"registry: {entry.description}"
+    assert isinstance(spec, ModelSpec)
+    info: dict[str, object] = {"source": source, "spec": spec.to_dict()}
+    try:
+        from .models.complexity import count_macs, count_parameters
+        from .models.registry import create_model
+
+        model = create_model(spec.name)
+        info["parameters"] = count_parameters(model)
+        info["gmacs_640x480"] = round(count_macs(model, 640, 480) / 1e9, 3)
+    except ImportError:
+        info["parameters"] = "unknown (install torch to count)"
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    print(f"{spec.name}  ({source})")
+    print(f"  parameters:  {info['parameters']:,}" if isinstance(info["parameters"], int)
+          else f"  parameters:  {info['parameters']}")
+    if "gmacs_640x480" in info:
+        print(f"  conv MAdds:  {info['gmacs_640x480']} G at 640x480")
+    size = spec.input.size
+    print(f"  input:       {spec.input.channel_order}, mean {spec.input.mean}, std {spec.input.std}, "
+          f"{'any size' if size is None else f'{size[0]}x{size[1]}'}, "
+          f"{'any batch' if spec.input.batch is None else f'batch {spec.input.batch}'}")
+    print(f"  anchors:     strides {spec.anchors.strides}, sizes {[list(s) for s in spec.anchors.sizes]}, "
+          f"ratios {spec.anchors.ratios}")
+    print(f"  boxes:       {spec.box_coding} coding, variances {spec.variances}; scores {spec.score}, "
+          f"max-out background {spec.max_out_background}")
+    print(f"  defaults:    score > {spec.score_threshold}, NMS IoU {spec.nms_iou}, "
+          f"at most {spec.max_detections} faces")
+    print(f"  versions:    model {spec.model_version}, spec {spec.spec_version}")
+    return 0
+
+
+def _read_spec(path: str):
+    """The spec of a model file, read without running it."""
+    from .errors import ModelFileError
+    from .spec import SPEC_KEY, ModelSpec
+
+    suffix = Path(path).suffix.lower()
+    if suffix == ".onnx":
+        import onnxruntime as ort
+
+        try:
+            meta = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).get_modelmeta()
+        except Exception as exc:
+            raise ModelFileError(f"ONNX Runtime cannot read {path}: {str(exc).splitlines()[0][:200]}") from exc
+        if SPEC_KEY not in meta.custom_metadata_map:
+            raise ModelFileError(f"{path} carries no edgeface spec; export it with `edgeface export onnx`")
+        return ModelSpec.from_json(meta.custom_metadata_map[SPEC_KEY])
+    from .models.checkpoint import load_checkpoint
+
+    return load_checkpoint(path)[1]
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .models.checkpoint import convert_authors_checkpoint
+
+    spec = convert_authors_checkpoint(args.source, args.output)
+    print(f"{args.source} -> {args.output}: {spec.name} (recognised from the weights)")
+    return 0
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    from .export.onnx_export import export_onnx, load_model
+
+    model, spec, trained = load_model(args.model)
+    if not trained:
+        print(f"note: {args.model} is a registry name: exporting untrained weights", file=sys.stderr)
+    check = [str(p) for p in _expand_inputs(args.check_images)] if args.check_images else []
+    report = export_onnx(model, spec, args.output, opset=args.opset, input_size=args.input_size,
+                         batch=args.batch, check_images=check, slim=not args.no_slim, compare_detections=trained)
+    print(report.summary())
+    if args.rtx_check:
+        from .export.tensorrt_rtx import build_engine_rtx
+
+        rtx = build_engine_rtx(args.output)
+        print(f"TensorRT-RTX: parsed and built ({rtx.engine_bytes / 1e6:.1f} MB engine, profile {rtx.profile}) "
+              f"in {rtx.seconds:.1f} s")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgeface", description="Face detection for edge devices and CPUs.",
+        epilog="Run `edgeface COMMAND --help` for a command's options.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("detect", help="detect faces in images, folders and videos",
+                       description="Detect faces; writes annotated copies and detections.json to --output. "
+                                   "Boxes are x1, y1, x2, y2 in the input image's pixels.")
+    p.add_argument("inputs", nargs="+", help="image files, video files, or folders of them")
+    p.add_argument("-m", "--model", required=True, help="model file: .onnx (no torch needed) or .pt checkpoint")
+    p.add_argument("-o", "--output", default="edgeface_out", help="output folder (default: %(default)s)")
+    p.add_argument("--score-threshold", type=float, help="keep faces scoring above this (default: the model's)")
+    p.add_argument("--nms-iou", type=float, help="NMS IoU threshold (default: the model's)")
+    p.add_argument("--max-detections", type=int, help="at most this many faces per image (default: the model's)")
+    p.add_argument("--input-size", type=_size, metavar="WxH",
+                   help="letterbox every frame to this size (default: run each frame at its own size)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, or tensorrt (ONNX Runtime provider)")
+    p.add_argument("--no-draw", action="store_true", help="write detections.json only")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("info", help="show a model's spec, parameters and MAdds",
+                       description="Show the spec of a registry model or model file, its parameter count "
+                                   "and conv multiply-adds at 640x480.")
+    p.add_argument("model", help="registry name (e.g. extd64, extd32-ssd-leaky) or model file")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("convert", help="convert an EXTD authors' checkpoint to an edgeface checkpoint",
+                       description="Convert EXTD_{32,48,64}.pth from the authors' release into an edgeface "
+                                   "checkpoint that carries its spec; the variant is recognised from the weights.")
+    p.add_argument("source", help="the authors' .pth file")
+    p.add_argument("-o", "--output", required=True, help="edgeface checkpoint to write (.pt)")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("export", help="export a model (onnx)")
+    export_sub = p.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    e = export_sub.add_parser("onnx", help="export to ONNX with the spec embedded",
+                              description="Export to ONNX (spec in metadata_props), simplify with onnxslim, "
+                                          "check with onnx.checker and against torch on ONNX Runtime.")
+    e.add_argument("model", help="edgeface checkpoint (.pt) or registry name (untrained weights)")
+    e.add_argument("-o", "--output", required=True, help="ONNX file to write")
+    e.add_argument("--opset", type=int, default=17,
+                   help="ONNX opset (default 17, IR 8: TensorRT 8.5+ / JetPack 5+; 13 for JetPack 4.6)")
+    e.add_argument("--input-size", type=_size, metavar="WxH", help="fixed input size (default: dynamic H and W)")
+    e.add_argument("--batch", type=int, help="fixed batch size (default: dynamic)")
+    e.add_argument("--check-images", nargs="+", metavar="PATH",
+                   help="real photos or folders for the torch/ONNX parity check (default: synthetic frames)")
+    e.add_argument("--no-slim", action="store_true", help="skip onnxslim graph simplification")
+    e.add_argument("--rtx-check", action="store_true",
+                   help="also parse and build the ONNX with TensorRT-RTX (pip install edgeface[tensorrt-rtx])")
+    e.set_defaults(func=cmd_export_onnx)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (EdgefaceError, FileNotFoundError, KeyError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"edgeface {args.command}: error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

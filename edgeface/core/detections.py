@@ -1,0 +1,80 @@
+"""`Detections`: the faces found in one image."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import cv2
+import numpy as np
+
+
+class Face(NamedTuple):
+    """One face: ``box`` = (x1, y1, x2, y2) pixels of the input image, ``score`` in [0, 1]."""
+
+    box: tuple[float, float, float, float]
+    score: float
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Faces in one image, best first.
+
+    ``boxes``: ``(N, 4)`` float32 xyxy in the pixels of the image passed to ``detect``;
+    ``scores``: ``(N,)`` float32 face probabilities.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+
+    @classmethod
+    def empty(cls) -> Detections:
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def __iter__(self) -> Iterator[Face]:
+        for box, score in zip(self.boxes.tolist(), self.scores.tolist()):
+            yield Face(tuple(box), score)
+
+    def __getitem__(self, index: Any) -> Detections:
+        """Select faces with an index, slice or boolean mask, e.g. ``dets[dets.scores > 0.8]``."""
+        return Detections(self.boxes[index].reshape(-1, 4), self.scores[index].reshape(-1))
+
+    @property
+    def xywh(self) -> np.ndarray:
+        """``(N, 4)`` boxes as (x, y, width, height)."""
+        out = self.boxes.copy()
+        out[:, 2:] -= out[:, :2]
+        return out
+
+    def draw(self, image: np.ndarray, colour: tuple[int, int, int] = (0, 255, 0), thickness: int = 2,
+             show_scores: bool = True, copy: bool = True) -> np.ndarray:
+        """Draw boxes (and scores) on a BGR image; returns the drawn image (a copy unless ``copy=False``)."""
+        canvas = image.copy() if copy else image
+        for (x1, y1, x2, y2), score in self:
+            p1, p2 = (round(x1), round(y1)), (round(x2), round(y2))
+            cv2.rectangle(canvas, p1, p2, colour, thickness, cv2.LINE_AA)
+            if show_scores:
+                cv2.putText(canvas, f"{score:.2f}", (p1[0], max(p1[1] - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX,
+                            0.45, colour, 1, cv2.LINE_AA)
+        return canvas
+
+    def to_list(self) -> list[dict[str, Any]]:
+        """JSON-ready ``[{"box": [x1, y1, x2, y2], "score": s}, ...]`` with boxes rounded to 0.01 px."""
+        return [{"box": [round(v, 2) for v in box], "score": round(score, 5)} for box, score in self]
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_list())
+
+    @classmethod
+    def from_list(cls, items: list[dict[str, Any]]) -> Detections:
+        if not items:
+            return cls.empty()
+        return cls(np.array([d["box"] for d in items], np.float32), np.array([d["score"] for d in items], np.float32))
+
+    def __repr__(self) -> str:
+        return f"Detections({len(self)} faces)"

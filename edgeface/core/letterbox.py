@@ -1,0 +1,56 @@
+"""Resizing to the network input and the mapping of boxes back to the source image."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """Where a source image sits in the network input: ``x_in = x_src * scale_x + pad_x`` (same for y)."""
+
+    scale_x: float
+    scale_y: float
+    pad_x: float
+    pad_y: float
+    source_width: int
+    source_height: int
+
+    @classmethod
+    def identity(cls, width: int, height: int) -> Letterbox:
+        return cls(1.0, 1.0, 0.0, 0.0, width, height)
+
+    def to_source(self, boxes: np.ndarray) -> np.ndarray:
+        """Map ``(N, 4)`` xyxy boxes from input pixels to source pixels, clipped to the source image."""
+        out = boxes.astype(np.float32, copy=True)
+        out[:, 0::2] = np.clip((out[:, 0::2] - self.pad_x) / self.scale_x, 0, self.source_width)
+        out[:, 1::2] = np.clip((out[:, 1::2] - self.pad_y) / self.scale_y, 0, self.source_height)
+        return out
+
+    def to_input(self, boxes: np.ndarray) -> np.ndarray:
+        """Map ``(N, 4)`` xyxy boxes from source pixels to input pixels (inverse of :meth:`to_source`)."""
+        out = boxes.astype(np.float32, copy=True)
+        out[:, 0::2] = out[:, 0::2] * self.scale_x + self.pad_x
+        out[:, 1::2] = out[:, 1::2] * self.scale_y + self.pad_y
+        return out
+
+
+def letterbox(image: np.ndarray, size: tuple[int, int], pad_value: tuple[float, ...] = (0, 0, 0),
+              interpolation: int = cv2.INTER_LINEAR) -> tuple[np.ndarray, Letterbox]:
+    """Fit `image` into ``size = (w, h)`` keeping its aspect ratio, centred, the rest filled with `pad_value`.
+
+    Returns the ``h x w`` image and the :class:`Letterbox` that maps boxes back.
+    """
+    height, width = image.shape[:2]
+    out_w, out_h = size
+    scale = min(out_w / width, out_h / height)
+    new_w, new_h = min(out_w, max(1, round(width * scale))), min(out_h, max(1, round(height * scale)))
+    pad_x, pad_y = (out_w - new_w) // 2, (out_h - new_h) // 2
+    if (new_w, new_h) != (width, height):
+        image = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
+    out = cv2.copyMakeBorder(image, pad_y, out_h - new_h - pad_y, pad_x, out_w - new_w - pad_x,
+                             cv2.BORDER_CONSTANT, value=pad_value)
+    return out, Letterbox(new_w / width, new_h / height, float(pad_x), float(pad_y), width, height)

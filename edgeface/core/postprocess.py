@@ -1,0 +1,40 @@
+"""Raw network outputs -> :class:`Detections` (NumPy reference for the CUDA decode and NMS kernels)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..spec import ModelSpec
+from .boxes import decode_boxes
+from .detections import Detections
+from .letterbox import Letterbox
+from .nms import nms
+
+
+def face_scores(conf: np.ndarray) -> np.ndarray:
+    """Face probability from ``(A, 2)`` (background, face) logits: softmax, written as a stable sigmoid."""
+    return 1.0 / (1.0 + np.exp(np.clip(conf[:, 0] - conf[:, 1], -80, 80)))
+
+
+def decode_detections(loc: np.ndarray, conf: np.ndarray, anchors: np.ndarray, spec: ModelSpec,
+                      transform: Letterbox, score_threshold: float, nms_iou: float,
+                      max_detections: int) -> Detections:
+    """Faces of one image from its ``(A, 4)`` box offsets and ``(A, 2)`` logits over ``(A, 4)`` anchors.
+
+    Keeps scores above `score_threshold`, at most ``spec.pre_nms_top_k`` of them, decodes them,
+    suppresses overlaps above `nms_iou` and maps the survivors to source-image pixels.
+    """
+    if loc.shape[0] != anchors.shape[0]:
+        raise ValueError(f"the network gave {loc.shape[0]} boxes but the spec's anchor layout has "
+                         f"{anchors.shape[0]}: the model file and its spec disagree")
+    scores = face_scores(conf.astype(np.float32, copy=False))
+    candidates = np.flatnonzero(scores > score_threshold)
+    if len(candidates) > spec.pre_nms_top_k:
+        best = np.argpartition(-scores[candidates], spec.pre_nms_top_k - 1)[: spec.pre_nms_top_k]
+        candidates = np.sort(candidates[best])
+    if len(candidates) == 0:
+        return Detections.empty()
+    boxes = decode_boxes(loc[candidates], anchors[candidates], spec.variances)
+    scores = scores[candidates].astype(np.float32)
+    keep = nms(boxes, scores, nms_iou, max_detections)
+    return Detections(transform.to_source(boxes[keep]), scores[keep])

@@ -1,0 +1,24 @@
+"""dlib imglab XML (``<image file=...><box top left width height [ignore]/>``), e.g. dlib's
+``examples/faces/training.xml`` and ``testing.xml``."""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+
+from .records import FaceRecord
+
+
+def read_imglab(xml_path: str | os.PathLike) -> list[FaceRecord]:
+    """Records of an imglab XML file; image paths are resolved relative to the XML file."""
+    root_dir = os.path.dirname(os.fspath(xml_path))
+    records = []
+    for image in ET.parse(xml_path).getroot().iter("image"):
+        boxes, ignore = [], []
+        for box in image.iter("box"):
+            left, top = float(box.get("left")), float(box.get("top"))
+            boxes.append((left, top, left + float(box.get("width")), top + float(box.get("height"))))
+            ignore.append(box.get("ignore", "0") == "1")
+        records.append(FaceRecord(os.path.join(root_dir, image.get("file")), boxes, ignore,
+                                  int(image.get("width", 0)), int(image.get("height", 0))))
+    return records

@@ -1,0 +1,17 @@
+"""Errors edgeface raises for things a user can fix; each message says what happened and what to do."""
+
+
+class EdgefaceError(Exception):
+    """Base class of edgeface's own errors."""
+
+
+class ModelFileError(EdgefaceError, ValueError):
+    """A model file is missing, unreadable, corrupt, or not an edgeface artifact."""
+
+
+class ImageError(EdgefaceError, ValueError):
+    """An image is empty, unreadable, or of the wrong dtype or shape."""
+
+
+class BackendError(EdgefaceError, RuntimeError):
+    """A backend is not installed, or did not give what was asked (e.g. a GPU provider fell back to CPU)."""

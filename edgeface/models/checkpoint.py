@@ -1,0 +1,87 @@
+"""edgeface checkpoints (torch): a state dict that carries its model spec, and the converter for the
+EXTD authors' released checkpoints."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ModelFileError
+from ..spec import ModelSpec
+from .registry import create_model
+
+CHECKPOINT_FORMAT = "edgeface-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def save_checkpoint(model: nn.Module, spec: ModelSpec, path: str | os.PathLike, **extra: Any) -> None:
+    """Write ``{format, version, spec, state_dict, **extra}``; written to a temporary file first, so an
+    interrupted save never leaves a truncated checkpoint behind."""
+    path = os.fspath(path)
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "spec": spec.to_dict(),
+               "state_dict": model.state_dict(), **extra}
+    tmp = f"{path}.tmp"
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def _torch_load(path: str) -> Any:
+    if not os.path.isfile(path):
+        raise ModelFileError(f"no such model file: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt or foreign files
+        raise ModelFileError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}); "
+                             "is the file complete? re-download or re-export it") from exc
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, ModelSpec]:
+    """Load an edgeface checkpoint as an eval-mode model and its spec."""
+    path = os.fspath(path)
+    payload = _torch_load(path)
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ModelFileError(f"{path} is a PyTorch file but not an edgeface checkpoint; for the EXTD authors' "
+                             f"weights run `edgeface convert {path} -o model.pt` first")
+    spec = ModelSpec.from_dict(payload["spec"])
+    model = create_model(spec.name)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise ModelFileError(f"{path}: weights do not fit model {spec.name!r}: {str(exc).splitlines()[0]}") from exc
+    return model.eval(), spec
+
+
+def recognise_authors_width(state_dict: dict[str, torch.Tensor]) -> int:
+    """EXTD width of an authors' state dict, read off the first block's projection."""
+    key = "base.1.conv.3.weight"
+    if key not in state_dict or "loc.5.weight" not in state_dict:
+        raise ModelFileError("not an EXTD checkpoint from the authors' release (no base.1/loc.5 weights)")
+    width = int(state_dict[key].shape[0])
+    if width not in (32, 48, 64):
+        raise ModelFileError(f"EXTD checkpoint of width {width}; released widths are 32, 48 and 64")
+    return width
+
+
+def convert_authors_checkpoint(src: str | os.PathLike, dst: str | os.PathLike,
+                               model_version: str = "authors-release") -> ModelSpec:
+    """Convert an EXTD authors' ``EXTD_{32,48,64}.pth`` into an edgeface checkpoint; returns its spec."""
+    src = os.fspath(src)
+    state_dict = _torch_load(src)
+    if isinstance(state_dict, dict) and "weight" in state_dict and isinstance(state_dict["weight"], dict):
+        state_dict = state_dict["weight"]  # the authors' training snapshots wrap the weights
+    if not isinstance(state_dict, dict):
+        raise ModelFileError(f"{src} does not hold a state dict")
+    width = recognise_authors_width(state_dict)
+    name = f"extd{width}"
+    model = create_model(name)
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        raise ModelFileError(f"{src} looks like EXTD-{width} but its weights do not fit the released layout: "
+                             f"{str(exc).splitlines()[0]}") from exc
+    spec = ModelSpec(name=name, model_version=model_version)
+    save_checkpoint(model, spec, dst, source=os.path.basename(src))
+    return spec

@@ -1,0 +1,103 @@
+"""The model spec: everything a runtime needs to turn a frame into faces with a given network.
+
+Every edgeface artifact carries one (checkpoints as a dict entry, ONNX files in `metadata_props`
+under :data:`SPEC_KEY`), so ``Detector(path)`` never guesses the input convention, anchor layout
+or box coding.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Optional
+
+SPEC_KEY = "edgeface.spec"
+SPEC_VERSION = 1
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How a uint8 frame becomes the network input: ``(pixel[channel_order] - mean) / std``, CHW float32."""
+
+    channel_order: str = "RGB"  # order the network expects; frames arrive as OpenCV BGR
+    mean: tuple[float, float, float] = (123.0, 117.0, 104.0)  # in `channel_order`
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    # None: any size (fully convolutional, anchors follow the feature maps); (w, h): letterbox to it.
+    size: Optional[tuple[int, int]] = None
+    batch: Optional[int] = None  # None: any batch size; else the fixed batch of a static-shape export
+
+
+@dataclass(frozen=True)
+class AnchorSpec:
+    """Square-or-not anchors, one set per detection level, centred at ``(j + 0.5) * stride`` pixels.
+
+    ``sizes[k]`` and ``ratios`` give ``len(sizes[k]) * len(ratios)`` anchors per cell on level k,
+    ratios are height / width. A level of stride ``2**k`` has the feature-map size reached by k
+    halvings ``n -> ceil(n / 2)`` of the input size (what a 3x3, pad-1, stride-2 conv does).
+    """
+
+    strides: tuple[int, ...] = (4, 8, 16, 32, 64, 128)
+    sizes: tuple[tuple[float, ...], ...] = ((16,), (32,), (64,), (128,), (256,), (512,))
+    ratios: tuple[float, ...] = (1.0,)
+
+    def per_cell(self, level: int) -> int:
+        return len(self.sizes[level]) * len(self.ratios)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Model spec carried by every artifact. Coordinates are pixels of the network input."""
+
+    name: str  # registry name, e.g. "extd64" or "extd32-ssd-leaky"
+    input: InputSpec = field(default_factory=InputSpec)
+    anchors: AnchorSpec = field(default_factory=AnchorSpec)
+    box_coding: str = "ssd"  # SSD centre-offset coding
+    variances: tuple[float, float] = (0.1, 0.2)
+    score: str = "softmax2"  # outputs are (background, face) logits; max-out background is in the graph
+    max_out_background: int = 3  # background logits max-pooled on the first level (documentation)
+    score_threshold: float = 0.5
+    nms_iou: float = 0.3
+    max_detections: int = 750
+    pre_nms_top_k: int = 5000  # best-scoring candidates that enter NMS
+    model_version: str = "0"
+    spec_version: int = SPEC_VERSION
+
+    def with_input_shape(self, size: Optional[tuple[int, int]], batch: Optional[int] = None) -> ModelSpec:
+        """Copy for an artifact with a fixed input ``size = (w, h)`` and/or batch (None: dynamic)."""
+        return replace(self, input=replace(self.input, size=tuple(size) if size else None, batch=batch))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        if not isinstance(data, dict) or "name" not in data:
+            raise ValueError("not an edgeface model spec (no 'name')")
+        if data.get("spec_version", 0) > SPEC_VERSION:
+            raise ValueError(
+                f"model spec version {data['spec_version']} is newer than this edgeface understands "
+                f"({SPEC_VERSION}); upgrade edgeface"
+            )
+        d = dict(data)
+        inp = dict(d.pop("input", {}))
+        if inp.get("size") is not None:
+            inp["size"] = tuple(inp["size"])
+        for key in ("mean", "std"):
+            if key in inp:
+                inp[key] = tuple(inp[key])
+        anc = dict(d.pop("anchors", {}))
+        if "sizes" in anc:
+            anc["sizes"] = tuple(tuple(s) for s in anc["sizes"])
+        for key in ("strides", "ratios"):
+            if key in anc:
+                anc[key] = tuple(anc[key])
+        if "variances" in d:
+            d["variances"] = tuple(d["variances"])
+        return cls(input=InputSpec(**inp), anchors=AnchorSpec(**anc), **d)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelSpec:
+        return cls.from_dict(json.loads(text))

@@ -1,0 +1,48 @@
+"""Running a detector over a video file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import cv2
+
+from .errors import ImageError
+
+
+def annotate_video(detector: Any, source: str | os.PathLike, output: Optional[str | os.PathLike] = None,
+                   progress: bool = True) -> list[dict[str, Any]]:
+    """Detect faces in every frame of `source`; optionally write an annotated MP4 at the source's size and
+    frame rate. Returns ``[{"frame": i, "time": seconds, "faces": [...]}, ...]``."""
+    from tqdm import tqdm
+
+    capture = cv2.VideoCapture(os.fspath(source))
+    if not capture.isOpened():
+        raise ImageError(f"cannot open video {source}: missing file, or a codec OpenCV cannot read")
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    writer = None
+    frames: list[dict[str, Any]] = []
+    try:
+        with tqdm(total=total, desc=Path(source).name, unit="frame", disable=not progress) as bar:
+            while True:
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                dets = detector.detect(frame)
+                frames.append({"frame": len(frames), "time": round(len(frames) / fps, 4), "faces": dets.to_list()})
+                if output is not None:
+                    if writer is None:
+                        height, width = frame.shape[:2]
+                        writer = cv2.VideoWriter(os.fspath(output), cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                                                 (width, height))
+                    writer.write(dets.draw(frame, copy=False))
+                bar.update()
+    finally:
+        capture.release()
+        if writer is not None:
+            writer.release()
+    if not frames:
+        raise ImageError(f"{source} has no readable frames")
+    return frames

@@ -1,0 +1,66 @@
+"""Ahead-of-time engine build with TensorRT-RTX: a GPU-free check that an exported ONNX parses and
+builds with a dynamic-shape profile (``pip install edgeface[tensorrt-rtx]``).
+
+TensorRT-RTX is a checking stand-in here, not a shipping target: it builds strongly typed networks
+only, for sm_75 and newer desktop GPUs. Jetson engines are built with JetPack's TensorRT.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import onnx
+
+from edgeface.spec import SPEC_KEY, ModelSpec
+
+DEFAULT_PROFILE = ((64, 64), (640, 480), (1920, 1088))  # (w, h): min, opt, max
+
+
+@dataclass
+class RtxBuildReport:
+    onnx_path: str
+    engine_bytes: int
+    profile: dict[str, tuple[int, ...]]
+    seconds: float
+
+
+def build_engine_rtx(onnx_path: str | os.PathLike, max_batch: int = 4,
+                     profile_sizes: tuple[tuple[int, int], ...] = DEFAULT_PROFILE,
+                     output: Optional[str | os.PathLike] = None) -> RtxBuildReport:
+    """Parse `onnx_path` and build a serialized TensorRT-RTX engine; raise RuntimeError on failure.
+
+    Dynamic dimensions get an optimisation profile from `profile_sizes` (w, h) and batch 1 ...
+    `max_batch`; fixed dimensions keep the sizes the file declares.
+    """
+    import tensorrt_rtx_bindings as trt
+
+    start = time.perf_counter()
+    onnx_path = os.fspath(onnx_path)
+    spec = ModelSpec.from_json({p.key: p.value for p in onnx.load(onnx_path, load_external_data=False)
+                                .metadata_props}[SPEC_KEY])
+    logger = trt.Logger(trt.Logger.ERROR)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(onnx_path):
+        errors = "; ".join(parser.get_error(i).desc() for i in range(parser.num_errors))
+        raise RuntimeError(f"TensorRT-RTX cannot parse {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    name = network.get_input(0).name
+    batch = spec.input.batch
+    sizes = [spec.input.size] * 3 if spec.input.size else list(profile_sizes)
+    shapes = tuple((batch or b, 3, h, w) for b, (w, h) in zip((1, 1, batch or max_batch), sizes))
+    profile = builder.create_optimization_profile()
+    profile.set_shape(name, *shapes)
+    config.add_optimization_profile(profile)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError(f"TensorRT-RTX failed to build an engine from {onnx_path}")
+    if output is not None:
+        with open(output, "wb") as f:
+            f.write(serialized)
+    return RtxBuildReport(onnx_path, serialized.nbytes, dict(zip(("min", "opt", "max"), shapes)),
+                          time.perf_counter() - start)

@@ -1,0 +1,63 @@
+"""Shared fixtures. Real data comes from ../shared (never committed); tests that need it skip without it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED = Path(os.environ.get("EDGEFACE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+DLIB_FACES = SHARED / "data" / "photos" / "dlib_examples_faces"
+AUTHORS_WEIGHTS = SHARED / "weights" / "extd_official"
+
+
+def need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} not found: the shared data folder (../shared) is not beside the checkout")
+    return path
+
+
+@pytest.fixture(scope="session")
+def dlib_testing() -> Path:
+    return need(DLIB_FACES / "testing.xml")
+
+
+@pytest.fixture(scope="session")
+def photo_paths() -> list[str]:
+    return [str(p) for p in sorted(need(DLIB_FACES).glob("*.jpg"))]
+
+
+@pytest.fixture(scope="session")
+def extd64_pt(tmp_path_factory) -> Path:
+    """The authors' EXTD-64 converted to an edgeface checkpoint (in a temp folder, never committed)."""
+    pytest.importorskip("torch")
+    from edgeface.models.checkpoint import convert_authors_checkpoint
+
+    out = tmp_path_factory.mktemp("models") / "extd64_authors.pt"
+    convert_authors_checkpoint(need(AUTHORS_WEIGHTS / "EXTD_64.pth"), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def extd64_onnx(extd64_pt, dlib_testing, tmp_path_factory) -> Path:
+    """The converted EXTD-64 exported to ONNX (dynamic H, W and batch), parity-checked on real photos."""
+    from edgeface.export.onnx_export import export_onnx, load_model
+
+    model, spec, _ = load_model(str(extd64_pt))
+    out = tmp_path_factory.mktemp("onnx") / "extd64.onnx"
+    images = sorted(str(p) for p in dlib_testing.parent.glob("2008_*.jpg"))[:3]
+    export_onnx(model, spec, out, check_images=images)
+    return out
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+def random_boxes(rng: np.random.Generator, n: int, extent: float = 200.0) -> np.ndarray:
+    xy = rng.uniform(0, extent, (n, 2))
+    wh = rng.uniform(1, extent / 3, (n, 2))
+    return np.concatenate([xy, xy + wh], axis=1).astype(np.float32)

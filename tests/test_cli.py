@@ -1,0 +1,75 @@
+"""The command line, run as a user would."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from conftest import AUTHORS_WEIGHTS, need
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgeface", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_help_lists_every_command():
+    result = run("--help")
+    assert result.returncode == 0
+    for command in ("detect", "info", "convert", "export"):
+        assert command in result.stdout
+    assert "--check-images" in run("export", "onnx", "--help").stdout
+
+
+def test_info_on_a_registry_name_and_a_model_file(extd64_onnx):
+    pytest.importorskip("torch")
+    result = run("info", "extd64", "--json")
+    info = json.loads(result.stdout)
+    assert info["parameters"] == 162_352 and info["gmacs_640x480"] == pytest.approx(10.06, rel=0.01)
+    result = run("info", str(extd64_onnx))
+    assert result.returncode == 0 and "authors-release" in result.stdout and "162,352" in result.stdout
+    result = run("info", "nosuchmodel")
+    assert result.returncode == 1 and "neither a model file nor a registered model" in result.stderr
+
+
+def test_convert_export_and_detect_end_to_end(tmp_path, photo_paths):
+    pytest.importorskip("torch")
+    checkpoint, model = tmp_path / "extd32.pt", tmp_path / "extd32.onnx"
+    result = run("convert", str(need(AUTHORS_WEIGHTS / "EXTD_32.pth")), "-o", str(checkpoint))
+    assert result.returncode == 0 and "extd32" in result.stdout
+    result = run("export", "onnx", str(checkpoint), "-o", str(model), "--check-images", *photo_paths[:2])
+    assert result.returncode == 0, result.stderr
+    assert "detections identical" in result.stdout
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for path in photo_paths[:3]:
+        (folder / path.split("/")[-1]).write_bytes(open(path, "rb").read())
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    video = tmp_path / "clip.mp4"
+    frame = cv2.resize(cv2.imread(photo_paths[0]), (320, 240))
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (320, 240))
+    for shift in range(5):
+        writer.write(np.roll(frame, shift * 4, axis=1))
+    writer.release()
+
+    out = tmp_path / "out"
+    result = run("detect", "-m", str(model), str(folder), str(video), "-o", str(out), "-q")
+    assert result.returncode == 2, result.stderr  # one broken input: reported, the rest done
+    assert "broken.jpg" in result.stderr and "cannot decode" in result.stderr
+    report = json.loads((out / "detections.json").read_text())
+    assert report["model"] == "extd32"
+    results = report["results"]
+    assert "error" in results[str(folder / "broken.jpg")]
+    assert sum(len(v) for k, v in results.items() if k.endswith(".jpg") and isinstance(v, list)) > 0
+    frames = results[str(video)]
+    assert [f["frame"] for f in frames] == list(range(5))
+    assert (out / "clip.mp4").stat().st_size > 0 and len(list(out.glob("*.jpg"))) == 3
+
+
+def test_detect_with_a_missing_model_fails_cleanly(tmp_path):
+    result = run("detect", "-m", str(tmp_path / "none.onnx"), str(tmp_path))
+    assert result.returncode == 1 and "no such model file" in result.stderr

@@ -1,0 +1,171 @@
+"""Torch-free detection parts against brute-force references on random inputs."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+from conftest import random_boxes
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgeface.core.anchors import feature_sizes, generate_anchors
+from edgeface.core.boxes import box_iou, cxcywh_to_xyxy, decode_boxes, encode_boxes, xyxy_to_cxcywh
+from edgeface.core.detections import Detections
+from edgeface.core.letterbox import Letterbox, letterbox
+from edgeface.core.nms import nms, nms_reference
+from edgeface.core.postprocess import decode_detections, face_scores
+from edgeface.core.preprocess import pad_colour_bgr, prepare_input
+from edgeface.spec import AnchorSpec, ModelSpec
+
+SPEC = ModelSpec(name="extd64")
+
+
+def iou_scalar(a, b) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def greedy_nms_scalar(boxes, scores, threshold) -> list[int]:
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])  # Python's sort is stable
+    keep: list[int] = []
+    for i in order:
+        if all(iou_scalar(boxes[i], boxes[k]) <= threshold for k in keep):
+            keep.append(i)
+    return keep
+
+
+@pytest.mark.parametrize("width,height", [(640, 480), (97, 131), (1, 1), (1280, 721)])
+def test_anchors_match_brute_force(width, height):
+    spec = AnchorSpec(sizes=((16, 24), (32,), (64,), (128,), (256,), (512,)), ratios=(1.0, 1.25))
+    expected = []
+    for level, stride in enumerate(spec.strides):
+        rows, cols = height, width
+        for _ in range(int(math.log2(stride))):
+            rows, cols = math.ceil(rows / 2), math.ceil(cols / 2)
+        for r in range(rows):
+            for c in range(cols):
+                for size in spec.sizes[level]:
+                    for ratio in spec.ratios:
+                        expected.append(((c + 0.5) * stride, (r + 0.5) * stride,
+                                         size / math.sqrt(ratio), size * math.sqrt(ratio)))
+    anchors = generate_anchors(spec, width, height)
+    np.testing.assert_allclose(anchors, np.array(expected, np.float32), rtol=1e-6)
+    assert generate_anchors(spec, width, height) is anchors  # cached
+    assert not anchors.flags.writeable
+
+
+def test_feature_sizes_640():
+    assert feature_sizes(AnchorSpec(), 640, 640) == [(160, 160), (80, 80), (40, 40), (20, 20), (10, 10), (5, 5)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**31), st.integers(1, 60))
+def test_encode_decode_round_trip_and_brute_force(seed, n):
+    rng = np.random.default_rng(seed)
+    boxes = random_boxes(rng, n)
+    anchors = xyxy_to_cxcywh(random_boxes(rng, n))
+    variances = (0.1, 0.2)
+    offsets = encode_boxes(boxes, anchors, variances)
+    np.testing.assert_allclose(decode_boxes(offsets, anchors, variances), boxes, atol=2e-3)
+    for (cx, cy, w, h), off, box in zip(anchors, offsets, decode_boxes(offsets, anchors, variances)):
+        bcx, bcy = cx + off[0] * 0.1 * w, cy + off[1] * 0.1 * h
+        bw, bh = w * math.exp(off[2] * 0.2), h * math.exp(off[3] * 0.2)
+        np.testing.assert_allclose(box, [bcx - bw / 2, bcy - bh / 2, bcx + bw / 2, bcy + bh / 2], rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(xyxy_to_cxcywh(cxcywh_to_xyxy(anchors)), anchors, atol=1e-4)
+
+
+def test_iou_matches_scalar(rng):
+    a, b = random_boxes(rng, 30), random_boxes(rng, 40)
+    b[0] = a[0]
+    iou = box_iou(a, b)
+    for i in range(len(a)):
+        for j in range(len(b)):
+            assert iou[i, j] == pytest.approx(iou_scalar(a[i].tolist(), b[j].tolist()), abs=1e-9)
+    assert iou[0, 0] == pytest.approx(1.0)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 2**31), st.integers(0, 120), st.floats(0.05, 0.9), st.integers(0, 30), st.booleans())
+def test_nms_opencv_keeps_exactly_the_reference_boxes(seed, n, threshold, max_keep, ties):
+    rng = np.random.default_rng(seed)
+    boxes = random_boxes(rng, n, extent=120)
+    scores = rng.random(n).astype(np.float32)
+    if ties:  # repeated and non-positive scores: order must follow input order, as in the reference
+        scores = (np.round(scores * 4) - 1).astype(np.float32)
+    reference = nms_reference(boxes, scores, threshold, max_keep)
+    np.testing.assert_array_equal(nms(boxes, scores, threshold, max_keep), reference)
+    brute = greedy_nms_scalar(boxes.tolist(), scores.tolist(), threshold)
+    np.testing.assert_array_equal(reference, brute[:max_keep] if max_keep else brute)
+
+
+def test_letterbox_round_trip_and_placement(rng):
+    image = rng.integers(0, 256, (300, 500, 3), dtype=np.uint8)
+    boxed, transform = letterbox(image, (640, 640), pad_value=(1, 2, 3))
+    assert boxed.shape == (640, 640, 3)
+    assert transform.scale_x == pytest.approx(640 / 500) and transform.pad_x == 0
+    top = int(transform.pad_y)
+    assert (boxed[:top] == (1, 2, 3)).all() and (boxed[top + 384 :] == (1, 2, 3)).all()
+    np.testing.assert_array_equal(boxed[top : top + 384], cv2.resize(image, (640, 384)))
+    boxes = random_boxes(rng, 20, extent=250)
+    np.testing.assert_allclose(transform.to_source(transform.to_input(boxes)), np.clip(boxes, 0, [500, 300] * 2),
+                               atol=1e-3)
+    ident = Letterbox.identity(500, 300)
+    np.testing.assert_allclose(ident.to_source(np.array([[-5, -5, 600, 400]], np.float32)), [[0, 0, 500, 300]])
+
+
+def test_prepare_input_normalises_rgb_and_pads_to_zero(rng):
+    image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    x, transform = prepare_input(image, SPEC.input)
+    assert x.shape == (3, 48, 64) and x.dtype == np.float32
+    np.testing.assert_array_equal(x[0], image[:, :, 2].astype(np.float32) - 123)  # R first
+    np.testing.assert_array_equal(x[2], image[:, :, 0].astype(np.float32) - 104)
+    assert transform == Letterbox.identity(64, 48)
+    x, transform = prepare_input(image, SPEC.input, size=(64, 64))
+    assert x.shape == (3, 64, 64) and np.abs(x[:, :8]).max() == 0  # padding normalises to 0
+    assert pad_colour_bgr(SPEC.input) == (104.0, 117.0, 123.0)
+
+
+def test_decode_detections_recovers_a_planted_face():
+    anchors = generate_anchors(SPEC.anchors, 320, 240)
+    target = np.array([[100.0, 60.0, 140.0, 110.0]], np.float32)
+    idx = int(np.argmax(box_iou(target, cxcywh_to_xyxy(anchors))[0]))
+    loc = np.zeros((len(anchors), 4), np.float32)
+    conf = np.zeros((len(anchors), 2), np.float32)
+    conf[:, 0] = 5.0  # background everywhere
+    loc[idx] = encode_boxes(target, anchors[idx : idx + 1], SPEC.variances)[0]
+    conf[idx] = (-3.0, 3.0)
+    transform = Letterbox(0.5, 0.5, 0, 0, 640, 480)  # the 320x240 input was the 640x480 frame halved
+    dets = decode_detections(loc, conf, anchors, SPEC, transform, 0.5, 0.3, 10)
+    assert len(dets) == 1
+    np.testing.assert_allclose(dets.boxes[0], target[0] * 2, atol=1e-3)
+    assert dets.scores[0] == pytest.approx(1 / (1 + math.exp(-6)), rel=1e-5)
+    np.testing.assert_allclose(face_scores(np.array([[0.0, 0.0], [1.0, 3.0]])), [0.5, 1 / (1 + math.exp(-2))])
+    with pytest.raises(ValueError, match="disagree"):
+        decode_detections(loc[:-1], conf[:-1], anchors, SPEC, transform, 0.5, 0.3, 10)
+
+
+def test_detections_container():
+    dets = Detections(np.array([[1, 2, 11, 22], [5, 5, 9, 9]], np.float32), np.array([0.9, 0.6], np.float32))
+    assert len(dets) == 2 and [f.score for f in dets] == pytest.approx([0.9, 0.6])
+    assert dets[dets.scores > 0.7].boxes.tolist() == [[1, 2, 11, 22]]
+    np.testing.assert_allclose(dets.xywh[0], [1, 2, 10, 20])
+    back = Detections.from_list(dets.to_list())
+    np.testing.assert_allclose(back.boxes, dets.boxes)
+    np.testing.assert_allclose(back.scores, dets.scores, atol=1e-5)
+    canvas = np.zeros((40, 40, 3), np.uint8)
+    drawn = dets.draw(canvas)
+    assert drawn.any() and not canvas.any()
+    assert len(Detections.empty()) == 0 and Detections.from_list([]).boxes.shape == (0, 4)
+
+
+def test_spec_round_trips_through_json():
+    spec = SPEC.with_input_shape((640, 480), batch=2)
+    assert ModelSpec.from_json(spec.to_json()) == spec
+    with pytest.raises(ValueError, match="newer"):
+        ModelSpec.from_dict({**spec.to_dict(), "spec_version": 99})

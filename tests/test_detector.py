@@ -1,0 +1,175 @@
+"""The runtime: torch and ONNX Runtime give the same faces, recall on real photos, and bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import cv2
+import numpy as np
+import pytest
+
+import edgeface
+from edgeface import BackendError, Detector, ImageError, ModelFileError
+from edgeface.core.boxes import box_iou
+from edgeface.data import read_imglab
+
+SCORE_THRESHOLD = 0.5  # the spec default; recall is reported at it
+
+
+def recall_at_05(records, detector) -> float:
+    found = total = 0
+    for record in records:
+        dets = detector(edgeface.read_image(record.image_path))
+        iou = box_iou(record.boxes, dets.boxes) if len(dets) else np.zeros((len(record.boxes), 0))
+        taken: set[int] = set()
+        for row in iou:  # one detection per face
+            for j in np.argsort(-row):
+                if row[j] >= 0.5 and j not in taken:
+                    taken.add(int(j))
+                    found += 1
+                    break
+        total += len(record.boxes)
+    return found / total
+
+
+def test_authors_extd64_finds_the_dlib_test_faces_on_torch_and_onnx(extd64_pt, extd64_onnx, dlib_testing):
+    records = read_imglab(dlib_testing)
+    assert sum(len(r.boxes) for r in records) == 25
+    on_torch = Detector(extd64_pt, score_threshold=SCORE_THRESHOLD)
+    on_onnx = Detector(extd64_onnx, score_threshold=SCORE_THRESHOLD)
+    assert on_torch.backend.name == "torch:cpu" and on_onnx.backend.name == "onnxruntime:CPUExecutionProvider"
+    assert recall_at_05(records, on_torch) >= 0.8
+    assert recall_at_05(records, on_onnx) >= 0.8
+    for record in records:
+        image = edgeface.read_image(record.image_path)
+        a, b = on_torch(image), on_onnx(image)
+        assert len(a) == len(b) > 0
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-2)
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
+
+
+def test_batch_letterbox_and_thresholds(extd64_onnx, photo_paths):
+    detector = Detector(extd64_onnx)
+    images = [edgeface.read_image(p) for p in photo_paths[:4]]
+    images.append(images[0].copy())  # same size as the first: shares its batch
+    singles = [detector.detect(i) for i in images]
+    for single, batched in zip(singles, detector.detect_batch(images)):
+        np.testing.assert_allclose(single.boxes, batched.boxes, atol=1e-2)
+    boxed = Detector(extd64_onnx, input_size=(640, 640))
+    for image, native in zip(images, singles):
+        dets = boxed(image)
+        assert (dets.boxes[:, 2] <= image.shape[1]).all() and (dets.boxes[:, 3] <= image.shape[0]).all()
+        if len(native):  # the same faces, in source pixels, whether letterboxed or not
+            assert (box_iou(native.boxes, dets.boxes).max(axis=1) > 0.6).mean() >= 0.8
+    strict = Detector(extd64_onnx, score_threshold=0.999, max_detections=2)
+    assert all(len(strict(i)) <= 2 for i in images)
+    assert all((strict(i).scores > 0.999).all() for i in images)
+
+
+def test_bad_frames_get_clear_errors(extd64_onnx, tmp_path):
+    detector = Detector(extd64_onnx)
+    frame = np.zeros((48, 64, 3), np.uint8)
+    cases = [
+        (frame.astype(np.float32), "uint8"),
+        (frame[:, :, 0], "H x W x 3"),
+        (np.zeros((48, 64, 4), np.uint8), "BGRA"),
+        (np.zeros((0, 64, 3), np.uint8), "empty"),
+        ("photo.jpg", "NumPy array"),
+    ]
+    for bad, message in cases:
+        with pytest.raises(ImageError, match=message):
+            detector.detect(bad)
+    assert len(detector.detect_batch([])) == 0
+    with pytest.raises(ImageError, match="no such image"):
+        edgeface.read_image(tmp_path / "missing.jpg")
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8 not really a jpeg")
+    with pytest.raises(ImageError, match="cannot decode"):
+        edgeface.read_image(corrupt)
+
+
+def test_bad_model_files_get_clear_errors(extd64_onnx, tmp_path):
+    import onnx
+
+    with pytest.raises(ModelFileError, match="no such model file"):
+        Detector(tmp_path / "missing.onnx")
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(extd64_onnx.read_bytes()[:1000])
+    with pytest.raises(ModelFileError, match="cannot load"):
+        Detector(corrupt)
+    foreign = onnx.load(extd64_onnx)
+    del foreign.metadata_props[:]
+    onnx.save(foreign, tmp_path / "foreign.onnx")
+    with pytest.raises(ModelFileError, match="without an edgeface spec"):
+        Detector(tmp_path / "foreign.onnx")
+    engine = tmp_path / "extd64.engine"
+    engine.write_bytes(b"engine")
+    with pytest.raises(BackendError, match="TensorRT engine backend"):
+        Detector(engine)
+    (tmp_path / "model.tflite").write_bytes(b"x")
+    with pytest.raises(ModelFileError, match="unknown model file type"):
+        Detector(tmp_path / "model.tflite")
+    with pytest.raises(ValueError, match="unknown device"):
+        Detector(extd64_onnx, device="tpu")
+
+
+def test_a_gpu_provider_that_does_not_run_is_an_error(extd64_onnx):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this ONNX Runtime has a CUDA provider; the fallback check needs one without")
+    with pytest.raises(BackendError, match="runs CPUExecutionProvider"):
+        Detector(extd64_onnx, device="cuda")
+
+
+def test_onnx_runtime_path_works_without_torch(extd64_onnx, photo_paths):
+    script = textwrap.dedent(f"""
+        import sys
+        class NoTorch:
+            def find_spec(self, name, path=None, target=None):
+                if name == "torch" or name.startswith("torch."):
+                    raise ImportError("torch is blocked in this test")
+        sys.meta_path.insert(0, NoTorch())
+        import edgeface
+        dets = edgeface.Detector({str(extd64_onnx)!r})(edgeface.read_image({photo_paths[0]!r}))
+        assert "torch" not in sys.modules
+        print(len(dets))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout.strip()) > 0
+
+
+def test_checkpoint_without_torch_says_what_to_install(extd64_pt):
+    script = textwrap.dedent(f"""
+        import sys, importlib.util
+        real = importlib.util.find_spec
+        importlib.util.find_spec = lambda name, *a: None if name == "torch" else real(name, *a)
+        import edgeface
+        try:
+            edgeface.Detector({str(extd64_pt)!r})
+        except edgeface.BackendError as exc:
+            print(exc)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert "torch is not installed" in result.stdout, result.stderr
+
+
+def test_fixed_shape_export_rejects_another_input_size(tmp_path):
+    pytest.importorskip("torch")
+    from edgeface.export.onnx_export import export_onnx, load_model
+
+    model, spec, _ = load_model("extd32")
+    path = tmp_path / "fixed.onnx"
+    export_onnx(model, spec, path, input_size=(160, 120), batch=2, compare_detections=False,
+                check_images=[np.full((120, 160, 3), 128, np.uint8)])
+    detector = Detector(path)
+    assert detector.input_size == (160, 120) and detector.spec.input.batch == 2
+    frames = [np.full((90, 200, 3), v, np.uint8) for v in (0, 80, 160)]  # 3 frames: batches of 2, padded
+    assert len(detector.detect_batch(frames)) == 3
+    with pytest.raises(ValueError, match="exported for input 160x120"):
+        Detector(path, input_size=(320, 240))
+    image = cv2.resize(frames[0], (30, 20))
+    assert isinstance(detector(image), edgeface.Detections)

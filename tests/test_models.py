@@ -1,0 +1,107 @@
+"""EXTD variants, the converter for the authors' checkpoints, and the size counts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from conftest import AUTHORS_WEIGHTS, need  # noqa: E402
+
+from edgeface.core.anchors import generate_anchors  # noqa: E402
+from edgeface.errors import ModelFileError  # noqa: E402
+from edgeface.models import create_model, default_spec, model_names  # noqa: E402
+from edgeface.models.checkpoint import convert_authors_checkpoint, load_checkpoint  # noqa: E402
+from edgeface.models.complexity import count_macs, count_parameters  # noqa: E402
+from edgeface.models.extd import EXTD  # noqa: E402
+
+EXTD_NAMES = [f"extd{w}{h}{a}" for w in (32, 48, 64) for h in ("", "-ssd") for a in ("", "-leaky", "-relu")]
+
+
+def test_registry_has_every_paper_variant():
+    assert set(EXTD_NAMES) <= set(model_names())
+    assert default_spec("extd64-fpn-prelu").name == "extd64"
+    with pytest.raises(KeyError, match="unknown model"):
+        create_model("extd80")
+
+
+@pytest.mark.parametrize("name", EXTD_NAMES)
+def test_variant_output_shapes_follow_the_anchor_layout(name):
+    model = create_model(name).eval()
+    spec = default_spec(name)
+    expected_act = {"leaky": "LeakyReLU", "relu": "ReLU"}.get(name.rsplit("-", 1)[-1], "PReLU")
+    assert {type(m).__name__ for m in model.base.modules()} & {"PReLU", "LeakyReLU", "ReLU"} == {expected_act}
+    assert hasattr(model, "upfeat") == ("-ssd" not in name)
+    for batch, height, width in ((1, 64, 96), (2, 131, 97), (1, 5, 300)):
+        with torch.no_grad():
+            loc, conf = model(torch.randn(batch, 3, height, width))
+        n = len(generate_anchors(spec.anchors, width, height))
+        assert loc.shape == (batch, n, 4) and conf.shape == (batch, n, 2)
+
+
+def test_leaky_slope_is_a_quarter():
+    slopes = {m.negative_slope for m in create_model("extd48-ssd-leaky").modules() if isinstance(m, torch.nn.LeakyReLU)}
+    assert slopes == {0.25}
+
+
+def test_size_counts_against_models_md():
+    # EXTD-64 as released: 162,352 params, 10.06 GMACs at 640x480 (models.md, within 1 %)
+    model = create_model("extd64")
+    assert count_parameters(model) == 162_352
+    assert count_macs(model, 640, 480) / 1e9 == pytest.approx(10.06, rel=0.01)
+    assert count_macs(model, 640, 640) / 1e9 == pytest.approx(13.41, rel=0.01)
+    # models.md's EXTD-32/48 figures count a stem of the block width; the released checkpoints (which
+    # load strictly, see below) have a 64-channel stem at every width, hence slightly larger models.
+    for width, params, gmacs in ((32, 60_603, 3.88), (48, 98_736, 5.81)):
+        analytic = EXTD(width, stem_channels=width)
+        assert count_parameters(analytic) == pytest.approx(params, rel=0.01)
+        assert count_macs(analytic, 640, 480) / 1e9 == pytest.approx(gmacs, rel=0.01)
+
+
+@pytest.mark.parametrize("width", [32, 48, 64])
+def test_converter_on_the_released_checkpoints(width, tmp_path):
+    src = need(AUTHORS_WEIGHTS / f"EXTD_{width}.pth")
+    dst = tmp_path / "converted.pt"
+    spec = convert_authors_checkpoint(src, dst)
+    assert spec.name == f"extd{width}"
+    model, loaded_spec = load_checkpoint(dst)
+    assert loaded_spec == spec
+    reference = EXTD(width).eval()
+    reference.load_state_dict(torch.load(src, map_location="cpu", weights_only=True), strict=True)
+    x = torch.randn(1, 3, 120, 160) * 50
+    with torch.no_grad():
+        for a, b in zip(model(x), reference(x)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    if width == 32:  # the width-32 release has an activation after every projection
+        assert isinstance(model.base[2].conv[-1], torch.nn.PReLU)
+
+
+def test_converter_and_loader_reject_foreign_files(tmp_path):
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"conv.weight": torch.zeros(3)}, foreign)
+    with pytest.raises(ModelFileError, match="not an EXTD checkpoint"):
+        convert_authors_checkpoint(foreign, tmp_path / "out.pt")
+    with pytest.raises(ModelFileError, match="not an edgeface checkpoint"):
+        load_checkpoint(foreign)
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(ModelFileError, match="not a readable PyTorch checkpoint"):
+        load_checkpoint(corrupt)
+    with pytest.raises(ModelFileError, match="no such model file"):
+        load_checkpoint(tmp_path / "missing.pt")
+    assert not (tmp_path / "out.pt").exists()
+
+
+def test_checkpoint_round_trip_keeps_weights_and_spec(tmp_path):
+    from edgeface.models.checkpoint import save_checkpoint
+
+    model = create_model("extd32-ssd-relu")
+    spec = default_spec("extd32-ssd-relu")
+    save_checkpoint(model, spec, tmp_path / "m.pt", step=7)
+    loaded, loaded_spec = load_checkpoint(tmp_path / "m.pt")
+    assert loaded_spec == spec
+    for (k, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert not list(tmp_path.glob("*.tmp"))
+    np.testing.assert_equal(len(list(tmp_path.iterdir())), 1)
