@@ -68,6 +68,22 @@ def load_model(model: str) -> tuple[nn.Module, ModelSpec, bool]:
     raise FileNotFoundError(f"{model!r} is neither a file nor a registered model ({', '.join(model_names())})")
 
 
+def fold_scalar_prelu(model: nn.Module) -> nn.Module:
+    """Copy of `model` with every single-slope PReLU replaced by the LeakyReLU it equals at inference.
+
+    ONNX Runtime fuses Conv + LeakyRelu but not Conv + PRelu (the released PReLU EXTDs ran 2.6x slower
+    on it), and PReLU is a typical DLA fallback on Jetson; the function computed is unchanged.
+    """
+    import copy
+
+    model = copy.deepcopy(model)
+    for parent in model.modules():
+        for child_name, child in parent.named_children():
+            if isinstance(child, nn.PReLU) and child.weight.numel() == 1:
+                setattr(parent, child_name, nn.LeakyReLU(float(child.weight.detach())))
+    return model
+
+
 def _check_images(images: Sequence[str | np.ndarray], seed: int = 0) -> list[np.ndarray]:
     loaded = [read_image(i) if isinstance(i, (str, os.PathLike)) else check_image(i) for i in images]
     if not loaded:
@@ -94,7 +110,7 @@ def export_onnx(model: nn.Module, spec: ModelSpec, output: str | os.PathLike, op
     """Export `model` to ONNX at `output`.
 
     ``input_size=None`` gives dynamic H and W, ``batch=None`` a dynamic batch. The graph is checked
-    by ``onnx.checker`` and run on ONNX Runtime against torch on `check_images` (paths or BGR
+    by ``onnx.checker`` and run on ONNX Runtime against the original torch model on `check_images` (paths or BGR
     frames): raw outputs must agree within :data:`PARITY_ATOL` and the detections must be identical,
     else :class:`ExportError` is raised and nothing is written. Untrained weights score every anchor
     about 0.5, so NMS order is decided by rounding noise: pass ``compare_detections=False`` for them.
@@ -102,6 +118,7 @@ def export_onnx(model: nn.Module, spec: ModelSpec, output: str | os.PathLike, op
     start = time.perf_counter()
     output = os.fspath(output)
     model = model.eval().float().cpu()
+    exported_model = fold_scalar_prelu(model)
     spec = spec.with_input_shape(input_size, batch)
     width, height = input_size or TRACE_SIZE
     dummy = torch.zeros(batch or 1, 3, height, width)
@@ -116,7 +133,7 @@ def export_onnx(model: nn.Module, spec: ModelSpec, output: str | os.PathLike, op
         raw_path = os.path.join(tmp, "raw.onnx")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, (dummy,), raw_path, dynamo=False, opset_version=opset,
+            torch.onnx.export(exported_model, (dummy,), raw_path, dynamo=False, opset_version=opset,
                               input_names=["input"], output_names=["loc", "conf"], dynamic_axes=dynamic_axes)
         proto = onnx.load(raw_path)
     if slim:

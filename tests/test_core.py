@@ -7,10 +7,10 @@ import math
 import cv2
 import numpy as np
 import pytest
-from conftest import random_boxes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import random_boxes
 from edgeface.core.anchors import feature_sizes, generate_anchors
 from edgeface.core.boxes import box_iou, cxcywh_to_xyxy, decode_boxes, encode_boxes, xyxy_to_cxcywh
 from edgeface.core.detections import Detections

@@ -10,7 +10,7 @@ onnx = pytest.importorskip("onnx")
 
 from edgeface.export import onnx_export  # noqa: E402
 from edgeface.export.onnx_export import ExportError, export_onnx, load_model  # noqa: E402
-
+from edgeface.models import model_names  # noqa: E402
 from edgeface.spec import SPEC_KEY, ModelSpec  # noqa: E402
 
 
@@ -26,6 +26,23 @@ def test_exported_authors_model_carries_its_spec(extd64_onnx):
     assert spec.input.size is None and spec.input.batch is None
     dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["batch", 3, "height", "width"]
+    ops = {node.op_type for node in proto.graph.node}
+    assert "LeakyRelu" in ops and "PRelu" not in ops  # single-slope PReLUs folded (the parity check held)
+
+
+def test_fold_scalar_prelu_keeps_the_function():
+    import torch
+
+    from edgeface.export.onnx_export import fold_scalar_prelu
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.PReLU(), torch.nn.PReLU(4))
+    torch.nn.init.uniform_(net[1].weight, 0.1, 0.5)
+    torch.nn.init.uniform_(net[2].weight, -0.5, 0.5)
+    folded = fold_scalar_prelu(net)
+    assert isinstance(folded[1], torch.nn.LeakyReLU) and isinstance(folded[2], torch.nn.PReLU)
+    assert isinstance(net[1], torch.nn.PReLU)  # the original is untouched
+    x = torch.randn(2, 3, 8, 8)
+    torch.testing.assert_close(folded(x), net(x), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("name,opset,size,batch,ir", [
@@ -68,3 +85,17 @@ def test_tensorrt_rtx_builds_exported_models(extd64_onnx, tmp_path):
     export_onnx(model, spec, fixed, input_size=(640, 480), batch=1, opset=13, compare_detections=False,
                 check_images=[np.zeros((480, 640, 3), np.uint8)])
     assert build_engine_rtx(fixed).profile["opt"] == (1, 3, 480, 640)
+
+
+@pytest.mark.parametrize("name", [n for n in model_names() if n.startswith("extd")])
+def test_every_variant_exports_and_builds_with_tensorrt_rtx(name, tmp_path, photo_paths):
+    """The CPU stand-in for an engine build: every variant's dynamic ONNX parses and builds."""
+    pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX missing: pip install edgeface[tensorrt-rtx]")
+    import cv2
+
+    from edgeface.export.tensorrt_rtx import build_engine_rtx
+
+    model, spec, _ = load_model(name)
+    small = cv2.resize(cv2.imread(photo_paths[0]), (160, 120))
+    export_onnx(model, spec, tmp_path / "m.onnx", check_images=[small], compare_detections=False)
+    assert build_engine_rtx(tmp_path / "m.onnx", max_batch=2).engine_bytes > 50_000

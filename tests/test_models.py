@@ -8,7 +8,6 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from conftest import AUTHORS_WEIGHTS, need  # noqa: E402
-
 from edgeface.core.anchors import generate_anchors  # noqa: E402
 from edgeface.errors import ModelFileError  # noqa: E402
 from edgeface.models import create_model, default_spec, model_names  # noqa: E402

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Optional
 
 import numpy as np
@@ -30,7 +31,9 @@ class OnnxBackend:
             options.intra_op_num_threads = threads
         options.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(path, options, providers=PROVIDERS[device])
+            with warnings.catch_warnings():  # ORT warns about missing providers; the check below says more
+                warnings.simplefilter("ignore", UserWarning)
+                self.session = ort.InferenceSession(path, options, providers=PROVIDERS[device])
         except Exception as exc:
             raise ModelFileError(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0][:200]}; "
                                  "is the file complete? re-export it with `edgeface export onnx`") from exc
