@@ -51,7 +51,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, object] = {}
-    failures = 0
+    failures = faces = 0
     images = [f for f in files if f.suffix.lower() not in VIDEO_SUFFIXES]
     for path in tqdm(images, desc="images", unit="img", disable=not images or args.quiet):
         try:
@@ -63,6 +63,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
             tqdm.write(f"skipped {path}: {exc}", file=sys.stderr)
             continue
         results[str(path)] = dets.to_list()
+        faces += len(dets)
         if not args.no_draw:
             import cv2
 
@@ -78,26 +79,24 @@ def cmd_detect(args: argparse.Namespace) -> int:
     json_path = out_dir / "detections.json"
     json_path.write_text(json.dumps({"model": detector.spec.name, "backend": detector.backend.name,
                                      "score_threshold": detector.score_threshold, "results": results}, indent=1))
-    faces = sum(len(v) for v in results.values() if isinstance(v, list) and (not v or "box" in v[0]))
     print(f"{len(files) - failures}/{len(files)} inputs done, {faces} faces in images; results in {json_path}")
     return 2 if failures else 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
     from .models.registry import get_entry
-    from .spec import ModelSpec
 
     target = args.model
     if os.path.isfile(target):
-        spec = _read_spec(target)
-        source = target
+        from .backends import open_backend
+
+        spec, source = open_backend(target).spec, target
     else:
         try:
             entry = get_entry(target)
         except KeyError as exc:
             raise EdgefaceError(f"{target!r} is neither a model file nor a registered model: {exc.args[0]}") from None
         spec, source = entry.spec, f"registry: {entry.description}"
-    assert isinstance(spec, ModelSpec)
     info: dict[str, object] = {"source": source, "spec": spec.to_dict()}
     try:
         from .models.complexity import count_macs, count_parameters
@@ -128,27 +127,6 @@ def cmd_info(args: argparse.Namespace) -> int:
           f"at most {spec.max_detections} faces")
     print(f"  versions:    model {spec.model_version}, spec {spec.spec_version}")
     return 0
-
-
-def _read_spec(path: str):
-    """The spec of a model file, read without running it."""
-    from .errors import ModelFileError
-    from .spec import SPEC_KEY, ModelSpec
-
-    suffix = Path(path).suffix.lower()
-    if suffix == ".onnx":
-        import onnxruntime as ort
-
-        try:
-            meta = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).get_modelmeta()
-        except Exception as exc:
-            raise ModelFileError(f"ONNX Runtime cannot read {path}: {str(exc).splitlines()[0][:200]}") from exc
-        if SPEC_KEY not in meta.custom_metadata_map:
-            raise ModelFileError(f"{path} carries no edgeface spec; export it with `edgeface export onnx`")
-        return ModelSpec.from_json(meta.custom_metadata_map[SPEC_KEY])
-    from .models.checkpoint import load_checkpoint
-
-    return load_checkpoint(path)[1]
 
 
 def cmd_convert(args: argparse.Namespace) -> int:

@@ -63,9 +63,11 @@ def load_model(model: str) -> tuple[nn.Module, ModelSpec, bool]:
     if os.path.isfile(model):
         net, spec = load_checkpoint(model)
         return net, spec, True
-    if model.lower().startswith("extd") or model in model_names():
+    try:
         return create_model(model).eval(), default_spec(model), False
-    raise FileNotFoundError(f"{model!r} is neither a file nor a registered model ({', '.join(model_names())})")
+    except KeyError:
+        raise FileNotFoundError(f"{model!r} is neither a file nor a registered model "
+                                f"({', '.join(model_names())})") from None
 
 
 def fold_scalar_prelu(model: nn.Module) -> nn.Module:
