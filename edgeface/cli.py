@@ -156,6 +156,54 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train.trainer import TrainConfig, train
+
+    cfg = TrainConfig.from_yaml(args.config)
+    if args.output:
+        cfg.output = args.output
+    if args.steps:
+        cfg.steps = args.steps
+    result = train(cfg, resume=not args.no_resume, progress=not args.quiet)
+    print(f"done: {cfg.output}/last.pt" + (f", best validation AP50 in {cfg.output}/best.pt" if cfg.val_data else "")
+          + (f"; last losses {result}" if result else ""))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .core.image import read_image
+    from .data.sources import load_records
+    from .detector import Detector
+    from .eval.plots import plot_pr_curves
+    from .eval.voc import voc_ap
+
+    source = {"format": args.format, **dict(_key_value(kv) for kv in args.data)}
+    records = load_records(source)
+    detector = Detector(args.model, score_threshold=args.score_threshold, input_size=args.input_size,
+                        device=args.device)
+    dets = [detector(read_image(r.image_path)) for r in tqdm(records, desc="eval", unit="img", disable=args.quiet)]
+    curve = voc_ap(records, dets, iou_threshold=args.iou)
+    name = Path(args.model).stem
+    print(f"{name}: VOC AP@{args.iou:g} = {curve.ap:.4f} on {len(records)} images, {curve.num_faces} faces "
+          f"({args.format} {' '.join(args.data)})")
+    if args.plot:
+        plot_pr_curves([(f"{name} AP {curve.ap:.3f}", curve.recall, curve.precision)], args.plot)
+        print(f"precision-recall plot: {args.plot}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"model": args.model, "data": source, "ap": curve.ap,
+                                               "faces": curve.num_faces, "images": len(records)}, indent=1))
+    return 0
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise EdgefaceError(f"expected KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    return key, value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgeface", description="Face detection for edge devices and CPUs.",
@@ -191,6 +239,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="the authors' .pth file")
     p.add_argument("-o", "--output", required=True, help="edgeface checkpoint to write (.pt)")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("train", help="train a model from a recipe (YAML)",
+                       description="Train per a recipe (see edgeface/train/recipes/). Resumes from <output>/last.pt "
+                                   "when it exists. Several GPUs or machines: "
+                                   "torchrun --nproc_per_node N -m edgeface train --config recipe.yaml")
+    p.add_argument("--config", required=True, help="recipe YAML")
+    p.add_argument("--output", help="run folder (default: the recipe's)")
+    p.add_argument("--steps", type=int, help="optimizer steps (default: the recipe's)")
+    p.add_argument("--no-resume", action="store_true", help="start over even if the run folder has a checkpoint")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="VOC AP of a model on a labelled set",
+                       description="Average precision (VOC devkit style: pixel-inclusive IoU, interpolated AP) "
+                                   "of a model on a labelled set, e.g. `edgeface eval -m m.onnx --format facemask "
+                                   "root=../shared/data/facemask split=val`.")
+    p.add_argument("-m", "--model", required=True, help="model file")
+    p.add_argument("--format", required=True, choices=["facemask", "voc", "imglab", "wider"], help="annotation format")
+    p.add_argument("data", nargs="+", metavar="KEY=VALUE",
+                   help="reader arguments: facemask/wider root= split=; voc annotations= images=; imglab xml=")
+    p.add_argument("--iou", type=float, default=0.5, help="IoU for a match (default: %(default)s)")
+    p.add_argument("--score-threshold", type=float, default=0.05, help="keep scores above (default: %(default)s)")
+    p.add_argument("--input-size", type=_size, metavar="WxH", help="letterbox to this size (default: native)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--plot", help="write the precision-recall curve to this PNG")
+    p.add_argument("--json", help="write the result to this JSON file")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("export", help="export a model (onnx)")
     export_sub = p.add_subparsers(dest="format", required=True, metavar="FORMAT")

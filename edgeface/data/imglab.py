@@ -9,11 +9,11 @@ import xml.etree.ElementTree as ET
 from .records import FaceRecord
 
 
-def read_imglab(xml_path: str | os.PathLike) -> list[FaceRecord]:
+def read_imglab(xml: str | os.PathLike) -> list[FaceRecord]:
     """Records of an imglab XML file; image paths are resolved relative to the XML file."""
-    root_dir = os.path.dirname(os.fspath(xml_path))
+    root_dir = os.path.dirname(os.fspath(xml))
     records = []
-    for image in ET.parse(xml_path).getroot().iter("image"):
+    for image in ET.parse(xml).getroot().iter("image"):
         boxes, ignore = [], []
         for box in image.iter("box"):
             left, top = float(box.get("left")), float(box.get("top"))

@@ -17,8 +17,9 @@ class FaceRecord:
     ignore: np.ndarray = field(default=None)  # type: ignore[assignment]
     width: int = 0
     height: int = 0
+    name: str = ""  # the image's name in its dataset (e.g. WIDER's "<event>/<file>.jpg")
+    attributes: np.ndarray | None = None  # per-face dataset flags, e.g. WIDER's (N, 6) attributes
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, np.float32).reshape(-1, 4)
-        if self.ignore is None:
-            self.ignore = np.zeros(len(self.boxes), bool)
+        self.ignore = np.zeros(len(self.boxes), bool) if self.ignore is None else np.asarray(self.ignore, bool)

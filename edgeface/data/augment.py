@@ -1,0 +1,146 @@
+"""Training augmentation (OpenCV/NumPy, seeded): the EXTD recipe.
+
+Photometric distortion in random order, then with p = 0.5 PyramidBox data-anchor-sampling, else an
+SSD-style random crop; resize to the training size with a random interpolation; horizontal flip;
+faces under ``min_face`` pixels dropped. Boxes are ``(N, 4)`` float32 xyxy pixels of the image they
+come with; every function returns new arrays and never changes its inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+INTERPOLATIONS = (cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_AREA, cv2.INTER_NEAREST, cv2.INTER_LANCZOS4)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    size: int = 640  # square training input
+    anchor_sizes: tuple[float, ...] = (16, 32, 64, 128, 256, 512)
+    data_anchor_sampling_prob: float = 0.5
+    min_face: float = 6.0
+    brightness: float = 32.0  # +-12.5 % of 255
+    contrast: tuple[float, float] = (0.5, 1.5)
+    saturation: tuple[float, float] = (0.5, 1.5)
+    hue: float = 18.0  # degrees
+    pad_bgr: tuple[float, float, float] = (104.0, 117.0, 123.0)
+
+
+def photometric_distort(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
+    """Brightness, contrast, saturation and hue, each with p = 0.5; contrast first or last at random."""
+    out = image.astype(np.float32)
+    if rng.random() < 0.5:
+        out += rng.uniform(-cfg.brightness, cfg.brightness)
+    contrast_first = rng.random() < 0.5
+    if contrast_first and rng.random() < 0.5:
+        out *= rng.uniform(*cfg.contrast)
+    hsv = cv2.cvtColor(np.clip(out, 0, 255).astype(np.uint8), cv2.COLOR_BGR2HSV).astype(np.float32)
+    if rng.random() < 0.5:
+        hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(*cfg.saturation), 0, 255)
+    if rng.random() < 0.5:
+        hsv[..., 0] = (hsv[..., 0] + rng.uniform(-cfg.hue, cfg.hue) / 2) % 180  # OpenCV hue is degrees / 2
+    out = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2BGR).astype(np.float32)
+    if not contrast_first and rng.random() < 0.5:
+        out *= rng.uniform(*cfg.contrast)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def crop_boxes(boxes: np.ndarray, x0: float, y0: float, x1: float, y1: float) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes whose centres lie in the window, clipped to it and shifted to its origin; and the kept mask."""
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    keep = (centres[:, 0] >= x0) & (centres[:, 0] < x1) & (centres[:, 1] >= y0) & (centres[:, 1] < y1)
+    out = boxes[keep].copy()
+    out[:, 0::2] = np.clip(out[:, 0::2], x0, x1) - x0
+    out[:, 1::2] = np.clip(out[:, 1::2], y0, y1) - y0
+    return out, keep
+
+
+def _window(image: np.ndarray, x0: int, y0: int, w: int, h: int, pad: tuple[float, ...]) -> np.ndarray:
+    """The ``w x h`` window at (x0, y0) of `image`, padded with `pad` where it leaves the image."""
+    out = np.empty((h, w, 3), np.uint8)
+    out[:] = np.asarray(pad, np.uint8)
+    ih, iw = image.shape[:2]
+    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + w, iw), min(y0 + h, ih)
+    if sx1 > sx0 and sy1 > sy0:
+        out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = image[sy0:sy1, sx0:sx1]
+    return out
+
+
+def data_anchor_sampling(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator,
+                         cfg: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
+    """PyramidBox data-anchor-sampling: rescale so a random face matches a random anchor size no larger
+    than its own (jittered by 2^U(-1, 1)), then take a ``size`` x ``size`` window around that face."""
+    face = boxes[rng.integers(len(boxes))]
+    side = float(np.sqrt(max((face[2] - face[0]) * (face[3] - face[1]), 1.0)))
+    anchors = np.asarray(cfg.anchor_sizes, np.float64)
+    nearest = int(np.argmin(np.abs(anchors - side)))
+    target = anchors[rng.integers(0, min(nearest, len(anchors) - 2) + 1)] * 2.0 ** rng.uniform(-1, 1)
+    scale = min(target / side, 16384 / max(image.shape[:2]))
+    interp = INTERPOLATIONS[rng.integers(len(INTERPOLATIONS))]
+    resized = cv2.resize(image, None, fx=scale, fy=scale, interpolation=interp)
+    boxes = boxes * scale
+    face = face * scale
+    # a window that contains the chosen face where possible
+    lo_x, hi_x = face[2] - cfg.size, face[0]
+    lo_y, hi_y = face[3] - cfg.size, face[1]
+    x0 = int(np.floor(rng.uniform(min(lo_x, hi_x), max(lo_x, hi_x))))
+    y0 = int(np.floor(rng.uniform(min(lo_y, hi_y), max(lo_y, hi_y))))
+    window = _window(resized, x0, y0, cfg.size, cfg.size, cfg.pad_bgr)
+    out, _ = crop_boxes(boxes, x0, y0, x0 + cfg.size, y0 + cfg.size)
+    return window, out
+
+
+def ssd_random_crop(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator,
+                    max_trials: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """SSD crop: a window of 0.3-1x each side (aspect 0.5-2) whose IoU with some face reaches a random
+    minimum (or the whole image); faces whose centres fall outside are dropped."""
+    from ..core.boxes import box_iou
+
+    height, width = image.shape[:2]
+    while True:
+        min_iou = (None, 0.1, 0.3, 0.5, 0.7, 0.9, -1.0)[rng.integers(7)]
+        if min_iou is None:
+            return image, boxes
+        for _ in range(max_trials):
+            w, h = int(rng.uniform(0.3 * width, width)), int(rng.uniform(0.3 * height, height))
+            if w < 1 or h < 1 or not 0.5 <= h / w <= 2:
+                continue
+            x0, y0 = int(rng.uniform(0, width - w)), int(rng.uniform(0, height - h))
+            rect = np.array([[x0, y0, x0 + w, y0 + h]], np.float32)
+            if len(boxes) and box_iou(rect, boxes).max() < min_iou:
+                continue
+            out, _ = crop_boxes(boxes, x0, y0, x0 + w, y0 + h)
+            if len(boxes) and not len(out):
+                continue
+            return image[y0 : y0 + h, x0 : x0 + w], out
+
+
+def hflip(image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mirror left-right: x -> width - x (exact for xyxy boxes with exclusive right edges)."""
+    width = image.shape[1]
+    out = boxes.copy()
+    out[:, 0], out[:, 2] = width - boxes[:, 2], width - boxes[:, 0]
+    return image[:, ::-1].copy(), out
+
+
+def augment(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator,
+            cfg: AugmentConfig = AugmentConfig()) -> tuple[np.ndarray, np.ndarray]:
+    """The EXTD training recipe: ``size`` x ``size`` BGR uint8 image and its face boxes."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    image = photometric_distort(image, rng, cfg)
+    if len(boxes) and rng.random() < cfg.data_anchor_sampling_prob:
+        image, boxes = data_anchor_sampling(image, boxes, rng, cfg)
+    else:
+        image, boxes = ssd_random_crop(image, boxes, rng)
+    height, width = image.shape[:2]
+    interp = INTERPOLATIONS[rng.integers(len(INTERPOLATIONS))]
+    if (width, height) != (cfg.size, cfg.size):
+        image = cv2.resize(image, (cfg.size, cfg.size), interpolation=interp)
+        boxes = boxes * np.array([cfg.size / width, cfg.size / height] * 2, np.float32)
+    if rng.random() < 0.5:
+        image, boxes = hflip(image, boxes)
+    sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    return np.ascontiguousarray(image), boxes[sides >= cfg.min_face].astype(np.float32)

@@ -1,0 +1,41 @@
+"""WIDER FACE in its official layout: ``WIDER_{split}/images/<event>/<file>.jpg`` and
+``wider_face_split/wider_face_{split}_bbx_gt.txt`` (file name, face count, then one line per face:
+``x y w h blur expression illumination invalid occlusion pose``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .records import FaceRecord
+
+ATTRIBUTES = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
+
+
+def read_wider_txt(gt_txt: str | os.PathLike, images_root: str | os.PathLike) -> list[FaceRecord]:
+    """Records of an official ``*_bbx_gt.txt``. Faces flagged invalid (or of zero size) are marked
+    ignore; the per-face attributes are kept in ``record.attributes`` (``(N, 6)`` int, ATTRIBUTES order)."""
+    lines = Path(gt_txt).read_text().split("\n")
+    records, i = [], 0
+    while i < len(lines) and lines[i].strip():
+        name = lines[i].strip()
+        count = int(lines[i + 1])
+        rows = [list(map(int, lines[i + 2 + k].split()[:10])) for k in range(max(count, 1))]
+        i += 2 + max(count, 1)  # an image with no faces still has one all-zero line
+        data = np.array(rows[:count], np.int64).reshape(-1, 10)
+        boxes = np.concatenate([data[:, :2], data[:, :2] + data[:, 2:4]], axis=1).astype(np.float32)
+        ignore = (data[:, 7] == 1) | (data[:, 2] <= 0) | (data[:, 3] <= 0)
+        record = FaceRecord(os.path.join(os.fspath(images_root), name), boxes, ignore)
+        record.attributes = data[:, 4:10]
+        record.name = name
+        records.append(record)
+    return records
+
+
+def read_wider(root: str | os.PathLike, split: str = "train") -> list[FaceRecord]:
+    """WIDER FACE ``split`` ("train" / "val") under `root`, which holds ``WIDER_<split>/`` and ``wider_face_split/``."""
+    root = Path(root)
+    return read_wider_txt(root / "wider_face_split" / f"wider_face_{split}_bbx_gt.txt",
+                          root / f"WIDER_{split}" / "images")

@@ -1,0 +1,1 @@
+"""Evaluation protocols: VOC AP, WIDER FACE easy/medium/hard, FDDB ROC."""

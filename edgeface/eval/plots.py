@@ -1,0 +1,42 @@
+"""Precision-recall plots drawn with OpenCV (no plotting library needed)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+COLOURS = [(180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148), (75, 86, 140)]
+
+
+def plot_pr_curves(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], path: str | os.PathLike,
+                   title: str = "precision-recall", size: tuple[int, int] = (640, 520)) -> None:
+    """Write a PNG of ``(label, recall, precision)`` curves; labels should carry their AP."""
+    width, height = size
+    left, right, top, bottom = 60, 20, 40, 50
+    canvas = np.full((height, width, 3), 255, np.uint8)
+    pw, ph = width - left - right, height - top - bottom
+
+    def to_px(r: np.ndarray, p: np.ndarray) -> np.ndarray:
+        return np.stack([left + r * pw, top + (1 - p) * ph], axis=1).round().astype(np.int32)
+
+    for tick in np.linspace(0, 1, 6):
+        x, y = int(left + tick * pw), int(top + (1 - tick) * ph)
+        cv2.line(canvas, (x, top), (x, top + ph), (230, 230, 230), 1)
+        cv2.line(canvas, (left, y), (left + pw, y), (230, 230, 230), 1)
+        cv2.putText(canvas, f"{tick:.1f}", (x - 12, top + ph + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+        cv2.putText(canvas, f"{tick:.1f}", (left - 32, y + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+    cv2.rectangle(canvas, (left, top), (left + pw, top + ph), (0, 0, 0), 1)
+    cv2.putText(canvas, "recall", (left + pw // 2 - 20, height - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
+    cv2.putText(canvas, "precision", (4, top - 14), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
+    cv2.putText(canvas, title, (left + 80, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1)
+    for k, (label, recall, precision) in enumerate(curves):
+        colour = COLOURS[k % len(COLOURS)]
+        if len(recall):
+            cv2.polylines(canvas, [to_px(np.asarray(recall), np.asarray(precision))], False, colour, 2, cv2.LINE_AA)
+        y = top + ph - 16 - 20 * (len(curves) - 1 - k)
+        cv2.line(canvas, (left + 12, y - 4), (left + 36, y - 4), colour, 2)
+        cv2.putText(canvas, label, (left + 42, y), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.imwrite(os.fspath(path), canvas)

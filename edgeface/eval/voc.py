@@ -1,0 +1,86 @@
+"""VOC-style average precision at one IoU threshold (as in the Pascal VOC devkit).
+
+Boxes are pixel-inclusive in the devkit (area ``(x2 - x1 + 1) * (y2 - y1 + 1)``); ``inclusive=True``
+reproduces that. AP is the area under the interpolated precision-recall curve (VOC2010+). Ground
+truth marked ``ignore`` is neither matched as a true positive nor counted; a detection whose best
+match is an ignored face is neither a true nor a false positive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..core.detections import Detections
+from ..data.records import FaceRecord
+
+
+@dataclass
+class PRCurve:
+    precision: np.ndarray
+    recall: np.ndarray
+    scores: np.ndarray  # the score threshold at each point
+    ap: float
+    num_faces: int
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray, inclusive: bool) -> np.ndarray:
+    """Pairwise IoU of ``(N, 4)`` and ``(M, 4)`` xyxy boxes; ``inclusive`` adds the devkit's +1."""
+    one = 1.0 if inclusive else 0.0
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]) + one, 0, None)
+    ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]) + one, 0, None)
+    inter = iw * ih
+    area_a = (a[:, 2] - a[:, 0] + one) * (a[:, 3] - a[:, 1] + one)
+    area_b = (b[:, 2] - b[:, 0] + one) * (b[:, 3] - b[:, 1] + one)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def interpolated_ap(recall: np.ndarray, precision: np.ndarray) -> float:
+    """Area under the precision envelope (precision made monotonically decreasing)."""
+    r = np.concatenate([[0.0], recall, [1.0]])
+    p = np.concatenate([[0.0], precision, [0.0]])
+    p = np.maximum.accumulate(p[::-1])[::-1]
+    steps = np.flatnonzero(r[1:] != r[:-1])
+    return float(np.sum((r[steps + 1] - r[steps]) * p[steps + 1]))
+
+
+def voc_ap(records: Sequence[FaceRecord], detections: Sequence[Detections], iou_threshold: float = 0.5,
+           inclusive: bool = True) -> PRCurve:
+    """Precision-recall and AP of `detections` (one per record, same order) against the records' faces."""
+    if len(records) != len(detections):
+        raise ValueError(f"{len(records)} records but {len(detections)} detection sets")
+    scores = np.concatenate([d.scores for d in detections] + [np.zeros(0, np.float32)])
+    image_ids = np.concatenate([np.full(len(d), i) for i, d in enumerate(detections)] + [np.zeros(0, int)])
+    det_ids = np.concatenate([np.arange(len(d)) for d in detections] + [np.zeros(0, int)])
+    order = np.argsort(-scores, kind="stable")
+    ious = [iou_matrix(d.boxes, r.boxes, inclusive) if len(d) and len(r.boxes) else None
+            for r, d in zip(records, detections)]
+    taken = [np.zeros(len(r.boxes), bool) for r in records]
+    tp = np.zeros(len(order))
+    fp = np.zeros(len(order))
+    for k, idx in enumerate(order):
+        img, det = image_ids[idx], det_ids[idx]
+        iou = ious[img]
+        if iou is None:
+            fp[k] = 1
+            continue
+        best = int(np.argmax(iou[det]))
+        if iou[det, best] < iou_threshold:
+            fp[k] = 1
+        elif records[img].ignore[best]:
+            continue  # matched an ignored face: neither true nor false positive
+        elif not taken[img][best]:
+            taken[img][best] = True
+            tp[k] = 1
+        else:
+            fp[k] = 1
+    num_faces = int(sum((~r.ignore).sum() for r in records))
+    keep = (tp + fp) > 0
+    tp_cum, fp_cum = np.cumsum(tp[keep]), np.cumsum(fp[keep])
+    recall = tp_cum / max(num_faces, 1)
+    precision = tp_cum / np.maximum(tp_cum + fp_cum, 1e-12)
+    return PRCurve(precision, recall, scores[order][keep], interpolated_ap(recall, precision), num_faces)

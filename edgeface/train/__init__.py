@@ -1,0 +1,1 @@
+"""Training: anchor matching, losses, datasets, the trainer and its recipes (needs torch)."""

@@ -1,0 +1,80 @@
+"""Training data: records -> augmented, normalised inputs with their anchor targets; and a sampler
+whose order is a pure function of (seed, epoch, rank), so training resumes exactly where it stopped."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from ..core.anchors import generate_anchors
+from ..core.image import read_image
+from ..core.preprocess import normalise
+from ..data.augment import AugmentConfig, augment
+from ..data.records import FaceRecord
+from ..spec import ModelSpec
+from .matching import build_targets
+
+
+class FaceTrainingSet(Dataset):
+    """Item ``epoch * len(records) + i`` is record i augmented with the RNG seeded by (seed, epoch, i):
+    the same sample whatever the worker, the batch or an interruption in between."""
+
+    def __init__(self, records: Sequence[FaceRecord], spec: ModelSpec, augment_config: AugmentConfig,
+                 seed: int = 0, thresholds: tuple[float, float, float] = (0.1, 0.35, 0.5)):
+        self.records = list(records)
+        self.spec = spec
+        self.augment_config = augment_config
+        self.seed = seed
+        self.thresholds = thresholds
+        self.anchors = generate_anchors(spec.anchors, augment_config.size, augment_config.size)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, key: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        epoch, index = divmod(int(key), len(self.records))
+        record = self.records[index]
+        rng = np.random.default_rng([self.seed, epoch, index])
+        image, boxes = augment(read_image(record.image_path), record.boxes[~record.ignore], rng, self.augment_config)
+        labels, loc = build_targets(boxes, self.anchors, self.spec.variances, self.thresholds)
+        x = normalise(image, self.spec.input)
+        return torch.from_numpy(x), torch.from_numpy(labels), torch.from_numpy(loc), index
+
+
+class ResumableSampler(Sampler[int]):
+    """Shuffled keys ``epoch * n + i`` for this rank, endless, starting at a given optimizer step.
+
+    Every epoch is a permutation seeded by (seed, epoch), cut to a whole number of steps of
+    ``samples_per_step`` per rank, and dealt to ranks round-robin.
+    """
+
+    def __init__(self, n: int, samples_per_step: int, seed: int = 0, rank: int = 0, world_size: int = 1):
+        self.n, self.samples_per_step, self.seed = n, samples_per_step, seed
+        self.rank, self.world_size = rank, world_size
+        self.steps_per_epoch = n // (samples_per_step * world_size)
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"{n} training images are fewer than one step ({samples_per_step} x {world_size} ranks)")
+        self.start_step = 0
+
+    def start_at(self, step: int) -> None:
+        self.start_step = step
+
+    def __len__(self) -> int:  # endless; a DataLoader only needs this for progress estimates
+        return 2**62
+
+    def __iter__(self) -> Iterator[int]:
+        epoch, step_in_epoch = divmod(self.start_step, self.steps_per_epoch)
+        while True:
+            order = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+            mine = order[self.rank :: self.world_size][: self.steps_per_epoch * self.samples_per_step]
+            for i in mine[step_in_epoch * self.samples_per_step :]:
+                yield epoch * self.n + int(i)
+            epoch, step_in_epoch = epoch + 1, 0
+
+
+def collate(batch):
+    xs, labels, locs, indices = zip(*batch)
+    return torch.stack(xs), torch.stack(labels), torch.stack(locs), torch.tensor(indices)

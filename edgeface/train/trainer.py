@@ -1,0 +1,277 @@
+"""The trainer: one loop, single process or DistributedDataParallel under ``torchrun``.
+
+Mixed precision on CUDA, gradient accumulation, SGD with linear warm-up and step or cosine decay,
+checkpoints every N steps and on interrupt (SIGINT/SIGTERM), exact resume, a progress bar with
+loss / lr / images per second, a CSV log (and TensorBoard when installed), and periodic validation
+(VOC AP at IoU 0.5) that keeps the best checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+from ..backends.torch_backend import TorchBackend, avoid_mmap_churn
+from ..data.augment import AugmentConfig
+from ..data.sources import load_records
+from ..detector import Detector
+from ..models.checkpoint import save_checkpoint
+from ..models.registry import create_model, default_spec
+from .dataset import FaceTrainingSet, ResumableSampler, collate
+from .losses import multibox_loss
+
+
+@dataclass
+class TrainConfig:
+    """A recipe. Steps count optimizer steps; one step sees ``batch_size x accumulate x ranks`` images."""
+
+    model: str = "extd32"
+    train_data: list[dict[str, Any]] = field(default_factory=list)
+    val_data: list[dict[str, Any]] = field(default_factory=list)
+    output: str = "runs/extd32"
+    input_size: int = 640
+    batch_size: int = 16
+    accumulate: int = 1  # the papers' "iter size"
+    steps: int = 480_000
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_steps: int = 0
+    schedule: str = "step"  # "step" or "cosine"
+    lr_steps: list[int] = field(default_factory=lambda: [240_000, 360_000])
+    lr_gamma: float = 0.1
+    neg_pos_ratio: int = 3
+    match_thresholds: list[float] = field(default_factory=lambda: [0.1, 0.35, 0.5])
+    data_anchor_sampling_prob: float = 0.5
+    checkpoint_every: int = 1000
+    val_every: int = 5000
+    log_every: int = 10
+    workers: int = 2
+    seed: int = 0
+    amp: bool = True  # only on CUDA
+    clip_grad_norm: Optional[float] = None
+    init: Optional[str] = None  # checkpoint to start from (weights only)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> TrainConfig:
+        import yaml
+
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown recipe keys {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**data)
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up from 0, then step decay at ``lr_steps`` or cosine decay to 0 at ``steps``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "cosine":
+        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return cfg.lr * cfg.lr_gamma ** sum(step >= s for s in cfg.lr_steps)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.distributed = self.world_size > 1
+        if torch.cuda.is_available():
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(self.device)
+        else:
+            self.device = torch.device("cpu")
+            avoid_mmap_churn()
+        if self.distributed and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        torch.manual_seed(cfg.seed)
+        self.spec = default_spec(cfg.model)
+        # channels-last: 3x faster depthwise convolutions with autograd on CPU, and what tensor cores want
+        self.model = create_model(cfg.model).to(self.device, memory_format=torch.channels_last)
+        if cfg.init:
+            from ..models.checkpoint import load_checkpoint
+
+            self.model.load_state_dict(load_checkpoint(cfg.init)[0].state_dict())
+        self.net = (torch.nn.parallel.DistributedDataParallel(self.model, device_ids=None if self.device.type == "cpu"
+                                                              else [self.device.index])
+                    if self.distributed else self.model)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                         weight_decay=cfg.weight_decay)
+        self.use_amp = cfg.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.step = 0
+        self.best_ap = -1.0
+        self.out = Path(cfg.output)
+        self.stop_requested = False
+        self.diverged = False
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    @property
+    def last_path(self) -> Path:
+        return self.out / "last.pt"
+
+    def save(self, path: Path) -> None:
+        if self.rank == 0:
+            save_checkpoint(self.model, self.spec, path, step=self.step, best_ap=self.best_ap,
+                            optimizer=self.optimizer.state_dict(), scaler=self.scaler.state_dict(),
+                            config=asdict(self.cfg), torch_rng=torch.get_rng_state())
+
+    def resume(self, path: Optional[Path] = None) -> bool:
+        """Continue from `path` (default: the run's last.pt, if any). Returns whether it resumed."""
+        path = path or self.last_path
+        if not path.exists():
+            return False
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        self.model.load_state_dict(payload["state_dict"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scaler.load_state_dict(payload["scaler"])
+        torch.set_rng_state(payload["torch_rng"])
+        self.step, self.best_ap = int(payload["step"]), float(payload["best_ap"])
+        return True
+
+    # -- validation -------------------------------------------------------------------------------
+    def validate(self, records) -> float:
+        from ..core.image import read_image
+        from ..eval.voc import voc_ap
+
+        self.model.eval()
+        detector = Detector(TorchBackend.from_model(self.model, self.spec, device=str(self.device)),
+                            score_threshold=0.05)
+        dets = [detector(read_image(r.image_path)) for r in records]
+        self.model.train()
+        return voc_ap(records, dets).ap
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def _request_stop(self, signum, frame) -> None:  # noqa: ARG002
+        self.stop_requested = True
+
+    def fit(self, progress: bool = True) -> dict[str, float]:
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        train_records = [r for source in cfg.train_data for r in load_records(source)]
+        val_records = [r for source in cfg.val_data for r in load_records(source)]
+        augment_config = AugmentConfig(size=cfg.input_size, data_anchor_sampling_prob=cfg.data_anchor_sampling_prob)
+        dataset = FaceTrainingSet(train_records, self.spec, augment_config, cfg.seed, tuple(cfg.match_thresholds))
+        sampler = ResumableSampler(len(dataset), cfg.batch_size * cfg.accumulate, cfg.seed, self.rank,
+                                   self.world_size)
+        sampler.start_at(self.step)
+        loader = iter(DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
+                                 collate_fn=collate, pin_memory=self.device.type == "cuda"))
+        handlers = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        log_path = self.out / "log.csv"
+        new_log = not log_path.exists()
+        log = open(log_path, "a", newline="")
+        writer = csv.writer(log)
+        if new_log:
+            writer.writerow(["step", "lr", "loss", "loss_conf", "loss_loc", "images_per_s", "val_ap"])
+        board = self._tensorboard()
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step",
+                   disable=not progress or self.rank != 0)
+        self.model.train()
+        images, tick = 0, time.perf_counter()
+        result: dict[str, float] = {}
+        try:
+            while self.step < cfg.steps and not self.stop_requested:
+                lr = learning_rate(cfg, self.step)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                self.optimizer.zero_grad(set_to_none=True)
+                totals = torch.zeros(2)
+                for micro in range(cfg.accumulate):
+                    x, labels, loc_t, _ = next(loader)
+                    x, labels, loc_t = (t.to(self.device, non_blocking=True) for t in (x, labels, loc_t))
+                    x = x.contiguous(memory_format=torch.channels_last)
+                    sync = micro == cfg.accumulate - 1 or not self.distributed
+                    with (self.net.no_sync() if not sync else nullcontext()), torch.autocast(
+                            self.device.type, dtype=torch.float16, enabled=self.use_amp):
+                        loc, conf = self.net(x)
+                        loss_conf, loss_loc = multibox_loss(loc, conf, loc_t, labels, cfg.neg_pos_ratio)
+                        loss = (loss_conf + loss_loc) / cfg.accumulate
+                    self.scaler.scale(loss).backward()
+                    totals += torch.stack([loss_conf.detach(), loss_loc.detach()]).cpu() / cfg.accumulate
+                    images += len(x) * self.world_size
+                if not torch.isfinite(totals).all():
+                    self.diverged = True
+                    raise FloatingPointError(
+                        f"training diverged at step {self.step + 1} (loss {totals.tolist()}); lower lr or set "
+                        f"clip_grad_norm, then resume from {self.last_path} (it holds the last finite weights)")
+                if cfg.clip_grad_norm:
+                    self.scaler.unscale_(self.optimizer)
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad_norm)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.step += 1
+                result = {"loss": float(totals.sum()), "loss_conf": float(totals[0]), "loss_loc": float(totals[1])}
+                bar.update()
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    rate = images / max(time.perf_counter() - tick, 1e-9)
+                    images, tick = 0, time.perf_counter()
+                    bar.set_postfix(loss=f"{result['loss']:.3f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
+                    if self.rank == 0:
+                        writer.writerow([self.step, lr, *(f"{result[k]:.5f}" for k in result), f"{rate:.2f}", ""])
+                        log.flush()
+                        if board:
+                            for key, value in result.items():
+                                board.add_scalar(f"train/{key}", value, self.step)
+                            board.add_scalar("train/lr", lr, self.step)
+                if self.step % cfg.checkpoint_every == 0:
+                    self.save(self.last_path)
+                if val_records and (self.step % cfg.val_every == 0 or self.step == cfg.steps) and self.rank == 0:
+                    ap = self.validate(val_records)
+                    result["val_ap"] = ap
+                    writer.writerow([self.step, lr, "", "", "", "", f"{ap:.5f}"])
+                    log.flush()
+                    if board:
+                        board.add_scalar("val/ap50", ap, self.step)
+                    if ap > self.best_ap:
+                        self.best_ap = ap
+                        self.save(self.out / "best.pt")
+                    tqdm.write(f"step {self.step}: validation AP50 {ap:.4f} (best {self.best_ap:.4f})")
+        finally:
+            if not self.diverged:  # on completion, error or interrupt: nothing is lost
+                self.save(self.last_path)
+            bar.close()
+            log.close()
+            if board:
+                board.close()
+            for s, handler in handlers.items():
+                signal.signal(s, handler)
+        return result
+
+    def _tensorboard(self):
+        if self.rank != 0:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is optional
+            return None
+        return SummaryWriter(str(self.out / "tensorboard"))
+
+
+def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[str, float]:
+    """Train per `cfg`, continuing from ``<output>/last.pt`` when it exists and `resume` is set."""
+    trainer = Trainer(cfg)
+    if resume and trainer.resume():
+        print(f"resuming {cfg.output} at step {trainer.step}")
+    try:
+        return trainer.fit(progress=progress)
+    finally:
+        if trainer.distributed and dist.is_initialized():
+            dist.destroy_process_group()

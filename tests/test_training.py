@@ -1,0 +1,176 @@
+"""Training parts: readers on real files, augmentation invariants, matching, loss, resume, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from conftest import SHARED, need  # noqa: E402
+from edgeface.core.anchors import generate_anchors  # noqa: E402
+from edgeface.core.boxes import box_iou, cxcywh_to_xyxy  # noqa: E402
+from edgeface.data.augment import AugmentConfig, augment, hflip  # noqa: E402
+from edgeface.data.imglab import read_imglab  # noqa: E402
+from edgeface.data.voc import read_facemask  # noqa: E402
+from edgeface.data.wider import read_wider_txt  # noqa: E402
+from edgeface.spec import AnchorSpec  # noqa: E402
+from edgeface.train.losses import multibox_loss  # noqa: E402
+from edgeface.train.matching import build_targets, match_s3fd  # noqa: E402
+from edgeface.train.trainer import TrainConfig, Trainer, learning_rate  # noqa: E402
+
+FACEMASK = SHARED / "data" / "facemask"
+
+
+def test_readers_on_the_real_files():
+    train, val = read_facemask(need(FACEMASK), "train"), read_facemask(FACEMASK, "val")
+    assert (len(train), len(val)) == (689, 164)
+    assert sum(len(r.boxes) for r in train + val) == 4072
+    assert all(os.path.exists(r.image_path) for r in val)
+    first = read_facemask(FACEMASK, "train")[0]
+    assert first.boxes[0].tolist() == [79, 105, 109, 142] and (first.width, first.height) == (512, 366)
+    dlib = read_imglab(need(SHARED / "data/photos/dlib_examples_faces/training.xml"))
+    assert len(dlib) == 4 and sum(len(r.boxes) for r in dlib) == 18
+    wider = read_wider_txt(need(SHARED / "data/widerface/wider_face_split/wider_face_val_bbx_gt.txt"), "/images")
+    assert len(wider) == 3226 and sum(len(r.boxes) for r in wider) == 39708
+    assert wider[0].name == "0--Parade/0_Parade_marchingband_1_465.jpg"
+    assert wider[0].boxes[0].tolist() == [345, 211, 349, 215] and wider[0].attributes[0].tolist() == [2, 0, 0, 0, 2, 0]
+
+
+def test_wider_reader_on_a_fixture_with_an_empty_image(tmp_path):
+    (tmp_path / "gt.txt").write_text("0--Parade/a.jpg\n2\n1 2 3 4 0 0 0 0 0 0 \n5 6 0 8 0 0 0 1 0 0 \n"
+                                     "1--Handshaking/b.jpg\n0\n0 0 0 0 0 0 0 0 0 0 \n")
+    a, b = read_wider_txt(tmp_path / "gt.txt", tmp_path)
+    assert a.boxes.tolist() == [[1, 2, 4, 6], [5, 6, 5, 14]] and a.ignore.tolist() == [False, True]
+    assert b.image_path.endswith("1--Handshaking/b.jpg") and len(b.boxes) == 0
+
+
+def test_augmentation_keeps_boxes_inside_and_is_seeded(rng):
+    image = rng.integers(0, 256, (300, 420, 3), dtype=np.uint8)
+    boxes = np.array([[10, 20, 60, 80], [200, 100, 260, 170], [400, 280, 419, 299]], np.float32)
+    cfg = AugmentConfig(size=160)
+    for seed in range(40):
+        out, out_boxes = augment(image, boxes, np.random.default_rng(seed), cfg)
+        assert out.shape == (160, 160, 3) and out.dtype == np.uint8
+        assert (out_boxes >= 0).all() and (out_boxes <= 160).all()
+        assert (out_boxes[:, 2:] - out_boxes[:, :2] >= cfg.min_face - 1e-4).all()
+        again, again_boxes = augment(image, boxes, np.random.default_rng(seed), cfg)
+        np.testing.assert_array_equal(out, again)
+        np.testing.assert_array_equal(out_boxes, again_boxes)
+    flipped, flipped_boxes = hflip(image, boxes)
+    np.testing.assert_array_equal(flipped[:, ::-1], image)
+    np.testing.assert_array_equal(hflip(flipped, flipped_boxes)[1], boxes)
+    assert flipped_boxes[0].tolist() == [360, 20, 410, 80]
+
+
+def test_s3fd_matching_on_hand_built_cases():
+    anchors = generate_anchors(AnchorSpec(), 64, 64)
+    corners = cxcywh_to_xyxy(anchors)
+    face = corners[5:6].copy()  # exactly a 16-px anchor at stride 4
+    assigned = match_s3fd(face, anchors)
+    assert assigned[5] == 0
+    above = set(np.flatnonzero(box_iou(face, corners)[0] >= 0.35).tolist())
+    positives = set(np.flatnonzero(assigned >= 0).tolist())
+    assert above <= positives and len(positives - above) == 1  # plus one compensation anchor (below)
+    tiny = np.array([[30, 30, 33, 33]], np.float32)  # below every threshold: its best anchor still matches
+    assigned = match_s3fd(tiny, anchors)
+    assert (assigned >= 0).sum() == 1 and assigned[np.argmax(box_iou(tiny, corners)[0])] == 0
+    # compensation: (1 face >= 0.35 + 1 face >= 0.5) // 2 = 1 extra anchor with 0.1 < IoU < 0.35
+    iou = box_iou(face, corners)[0]
+    extra = np.flatnonzero((iou > 0.1) & (iou < 0.35))
+    assigned = match_s3fd(face, anchors)
+    assert (assigned[extra] >= 0).sum() == 1 and assigned[extra[np.argmax(iou[extra])]] == 0
+    labels, loc = build_targets(face, anchors, (0.1, 0.2))
+    np.testing.assert_allclose(loc[5], 0, atol=1e-6)
+    assert labels.sum() == (assigned >= 0).sum() and match_s3fd(np.zeros((0, 4)), anchors).max() == -1
+
+
+def test_multibox_loss_mines_three_negatives_per_positive():
+    labels = torch.zeros(1, 100, dtype=torch.long)
+    labels[0, :5] = 1
+    conf = torch.zeros(1, 100, 2)
+    conf[0, 5:, 1] = torch.linspace(-3, 3, 95)  # background anchors: the last ones are the hardest
+    loc = torch.zeros(1, 100, 4, requires_grad=True)
+    loss_conf, loss_loc = multibox_loss(loc, conf, torch.ones(1, 100, 4), labels, min_negatives=0)
+    ce = torch.nn.functional.cross_entropy(conf[0], labels[0], reduction="none")
+    assert loss_conf.item() == pytest.approx((ce[:5].sum() + ce[-15:].sum()).item() / 5, rel=1e-5)
+    assert loss_loc.item() == pytest.approx(5 * 4 * 0.5 / 5)
+
+
+def tiny_config(tmp_path, **overrides) -> TrainConfig:
+    base = dict(model="extd32", train_data=[{"format": "facemask", "root": str(need(FACEMASK)), "split": "train"}],
+                output=str(tmp_path / "run"), input_size=128, batch_size=2, steps=4, lr=0.01, warmup_steps=2,
+                schedule="cosine", checkpoint_every=2, val_every=1000, log_every=1, workers=0)
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+def test_learning_rate_schedules():
+    cfg = TrainConfig(lr=0.1, warmup_steps=10, steps=110, lr_steps=[50, 80], schedule="step")
+    assert learning_rate(cfg, 0) == pytest.approx(0.01) and learning_rate(cfg, 9) == pytest.approx(0.1)
+    assert learning_rate(cfg, 50) == pytest.approx(0.01) and learning_rate(cfg, 80) == pytest.approx(0.001)
+    cfg.schedule = "cosine"
+    assert learning_rate(cfg, 60) == pytest.approx(0.05) and learning_rate(cfg, 110) == pytest.approx(0.0)
+
+
+def test_loss_falls_when_overfitting_a_few_real_images(tmp_path):
+    records = read_facemask(need(FACEMASK), "train")[:4]
+    xml = tmp_path / "four.xml"  # the same four images as an imglab file: a real reader on a tiny set
+    xml.write_text("<dataset><images>" + "".join(
+        f"<image file='{r.image_path}'>" + "".join(
+            f"<box left='{b[0]}' top='{b[1]}' width='{b[2] - b[0]}' height='{b[3] - b[1]}'/>" for b in r.boxes)
+        + "</image>" for r in records) + "</images></dataset>")
+    cfg = tiny_config(tmp_path, train_data=[{"format": "imglab", "xml": str(xml)}], steps=60, batch_size=4,
+                      data_anchor_sampling_prob=0.0, lr=0.01, warmup_steps=5, schedule="step", lr_steps=[])
+    trainer = Trainer(cfg)
+    trainer.fit(progress=False)
+    losses = [float(line.split(",")[2]) for line in (tmp_path / "run" / "log.csv").read_text().splitlines()[1:]]
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+
+
+def test_divergence_stops_training_and_keeps_the_last_finite_checkpoint(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, steps=3, lr=1e6, warmup_steps=0, checkpoint_every=1))
+    with pytest.raises(FloatingPointError, match="diverged"):
+        trainer.fit(progress=False)
+    payload = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert all(torch.isfinite(v.float()).all() for v in payload["state_dict"].values())
+
+
+def test_resume_gives_identical_next_steps(tmp_path):
+    straight = Trainer(tiny_config(tmp_path / "a"))
+    straight.fit(progress=False)
+    first = Trainer(tiny_config(tmp_path / "b", steps=2))
+    first.fit(progress=False)
+    resumed = Trainer(tiny_config(tmp_path / "b"))
+    assert resumed.resume() and resumed.step == 2
+    resumed.fit(progress=False)
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+def test_ddp_on_gloo_with_two_processes(tmp_path):
+    cfg = tiny_config(tmp_path, steps=2)
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg.__dict__))
+    script = tmp_path / "ddp.py"
+    script.write_text(textwrap.dedent(f"""
+        import json, os, torch
+        from edgeface.train.trainer import TrainConfig, Trainer
+        cfg = TrainConfig(**json.load(open({str(tmp_path / 'cfg.json')!r})))
+        trainer = Trainer(cfg)
+        trainer.fit(progress=False)
+        flat = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+        torch.save(flat, os.path.join({str(tmp_path)!r}, f"rank{{os.environ['RANK']}}.pt"))
+    """))
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                             "--master_port", "29517", str(script)], capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    a, b = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)  # gradients were averaged: replicas stay identical
+    assert (tmp_path / "run" / "last.pt").exists()
