@@ -197,6 +197,35 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_wider(args: argparse.Namespace) -> int:
+    from .eval.plots import plot_pr_curves
+    from .eval.wider import SETTINGS, evaluate_wider, load_ground_truth, read_submission, write_submission
+
+    ground_truth = load_ground_truth(args.ground_truth)
+    if args.model:
+        from tqdm import tqdm
+
+        from .core.image import read_image
+        from .detector import Detector
+
+        if not args.images:
+            raise EdgefaceError("--model needs --images (the WIDER_val/images folder)")
+        detector = Detector(args.model, score_threshold=args.score_threshold, device=args.device)
+        found = {}
+        for image in tqdm(ground_truth, desc="WIDER val", unit="img", disable=args.quiet):
+            path = Path(args.images) / image.event / f"{image.name}.jpg"
+            found[f"{image.event}/{image.name}"] = detector(read_image(path))
+        write_submission(args.submission, found)
+        print(f"detections written in the official layout to {args.submission}")
+    result = evaluate_wider(read_submission(args.submission), ground_truth)
+    print("WIDER FACE val AP: " + ", ".join(f"{s} {result.ap[s]:.4f}" for s in SETTINGS))
+    if args.plot:
+        plot_pr_curves([(f"{s} AP {result.ap[s]:.3f}", result.recall[s], result.precision[s]) for s in SETTINGS],
+                       args.plot, title="WIDER FACE val")
+        print(f"precision-recall plot: {args.plot}")
+    return 0
+
+
 def _key_value(text: str) -> tuple[str, str]:
     if "=" not in text:
         raise EdgefaceError(f"expected KEY=VALUE, got {text!r}")
@@ -267,6 +296,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the result to this JSON file")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("eval-wider", help="WIDER FACE easy/medium/hard AP (official protocol)",
+                       description="Score detections in the official WIDER submission layout (a folder per event, "
+                                   "one txt per image) against the official ground truth; with --model, first run "
+                                   "the model over WIDER_val/images and write that submission.")
+    p.add_argument("submission", help="submission folder (read, or written when --model is given)")
+    p.add_argument("--ground-truth", required=True, help="the eval_tools/ground_truth folder (.mat files)")
+    p.add_argument("-m", "--model", help="model to run first")
+    p.add_argument("--images", help="WIDER_val/images folder (with --model)")
+    p.add_argument("--score-threshold", type=float, default=0.05, help="with --model (default: %(default)s)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--plot", help="write the three precision-recall curves to this PNG")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_eval_wider)
 
     p = sub.add_parser("export", help="export a model (onnx)")
     export_sub = p.add_subparsers(dest="format", required=True, metavar="FORMAT")

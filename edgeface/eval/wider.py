@@ -1,0 +1,131 @@
+"""The WIDER FACE evaluation protocol, written from its definition (the official ``eval_tools``).
+
+- Ground truth: ``wider_face_val.mat`` (events, files, boxes ``x y w h``) and the keep lists of each
+  setting in ``wider_{easy,medium,hard}_val.mat`` (1-based indices of the faces that count).
+- Scores are normalised over the whole submission to [0, 1] (``(s - min) / (max - min)``).
+- Per image, detections in descending score: a detection's best ground-truth face (pixel-inclusive
+  IoU) at IoU >= 0.5 is a hit; a hit on a face outside the keep list is neither matched nor counted
+  (that detection is dropped from the proposals); a face counts once.
+- At 1000 thresholds ``1 - (t + 1) / 1000`` the kept proposals and recalled faces are summed over the
+  dataset; precision and recall (over the keep-list faces) give a VOC-style AP.
+
+Submissions use the official layout: a folder per event, one ``<file>.txt`` per image holding the file
+name, the count, then ``x y w h score`` lines.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..core.detections import Detections
+from .voc import interpolated_ap, iou_matrix
+
+SETTINGS = ("easy", "medium", "hard")
+THRESHOLDS = 1000
+
+
+@dataclass
+class WiderImage:
+    event: str
+    name: str  # file stem, e.g. "0_Parade_marchingband_1_465"
+    boxes: np.ndarray  # (M, 4) x y w h
+    keep: dict[str, np.ndarray]  # setting -> 0-based indices of the faces that count
+
+
+def load_ground_truth(gt_dir: str | os.PathLike) -> list[WiderImage]:
+    """The official ground truth from ``eval_tools/ground_truth/`` (needs scipy)."""
+    from scipy.io import loadmat
+
+    gt_dir = Path(gt_dir)
+    full = loadmat(gt_dir / "wider_face_val.mat")
+    keeps = {s: loadmat(gt_dir / f"wider_{s}_val.mat")["gt_list"] for s in SETTINGS}
+    images = []
+    for e, event in enumerate(full["event_list"][:, 0]):
+        event_name = str(event[0])
+        for i, file in enumerate(full["file_list"][e, 0][:, 0]):
+            boxes = np.asarray(full["face_bbx_list"][e, 0][i, 0], np.float64).reshape(-1, 4)
+            keep = {s: np.asarray(keeps[s][e, 0][i, 0], np.int64).reshape(-1) - 1 for s in SETTINGS}
+            images.append(WiderImage(event_name, str(file[0]), boxes, keep))
+    return images
+
+
+def write_submission(folder: str | os.PathLike, detections: Mapping[str, Detections]) -> None:
+    """Write ``{"<event>/<stem>": Detections}`` in the official layout."""
+    folder = Path(folder)
+    for key, dets in detections.items():
+        event, stem = key.split("/")
+        (folder / event).mkdir(parents=True, exist_ok=True)
+        lines = [stem, str(len(dets))] + [f"{x:.1f} {y:.1f} {w:.1f} {h:.1f} {s:.5f}"
+                                          for (x, y, w, h), s in zip(dets.xywh.tolist(), dets.scores.tolist())]
+        (folder / event / f"{stem}.txt").write_text("\n".join(lines) + "\n")
+
+
+def read_submission(folder: str | os.PathLike) -> dict[str, np.ndarray]:
+    """``{"<event>/<stem>": (N, 5) x y w h score}`` from a folder in the official layout."""
+    predictions = {}
+    for txt in sorted(Path(folder).glob("*/*.txt")):
+        lines = [line.split() for line in txt.read_text().splitlines() if line.strip()]
+        rows = [list(map(float, line[:5])) for line in lines[2:]]
+        predictions[f"{txt.parent.name}/{txt.stem}"] = np.asarray(rows, np.float64).reshape(-1, 5)
+    return predictions
+
+
+def _image_pr(pred: np.ndarray, gt: np.ndarray, counted: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """``(THRESHOLDS, 2)``: kept proposals and recalled faces of one image at each threshold."""
+    pred = pred[np.argsort(-pred[:, 4], kind="stable")]
+    xyxy = lambda b: np.concatenate([b[:, :2], b[:, :2] + b[:, 2:4]], axis=1)  # noqa: E731
+    overlaps = iou_matrix(xyxy(pred), xyxy(gt), inclusive=True)
+    recalled = np.zeros(len(gt))  # 1 found, -1 found but not counted
+    proposal = np.ones(len(pred))
+    pred_recall = np.zeros(len(pred))
+    for h in range(len(pred)):
+        best = int(np.argmax(overlaps[h]))
+        if overlaps[h, best] >= iou_threshold:
+            if not counted[best]:
+                recalled[best], proposal[h] = -1, -1
+            elif recalled[best] == 0:
+                recalled[best] = 1
+        pred_recall[h] = np.count_nonzero(recalled == 1)
+    thresholds = 1 - np.arange(1, THRESHOLDS + 1) / THRESHOLDS
+    n_above = np.searchsorted(-pred[:, 4], -thresholds, side="right")  # scores are descending
+    kept = np.concatenate([[0], np.cumsum(proposal == 1)])
+    recalled_at = np.concatenate([[0], pred_recall])
+    return np.stack([kept[n_above], recalled_at[n_above]], axis=1)
+
+
+@dataclass
+class WiderResult:
+    ap: dict[str, float]
+    precision: dict[str, np.ndarray]
+    recall: dict[str, np.ndarray]
+
+
+def evaluate_wider(predictions: Mapping[str, np.ndarray], ground_truth: list[WiderImage],
+                   iou_threshold: float = 0.5) -> WiderResult:
+    """AP on easy / medium / hard of ``{"<event>/<stem>": (N, 5) x y w h score}`` predictions."""
+    scores = np.concatenate([p[:, 4] for p in predictions.values() if len(p)] + [np.zeros(0)])
+    low, span = (scores.min(), max(scores.max() - scores.min(), 1e-12)) if len(scores) else (0.0, 1.0)
+    normalised = {k: np.concatenate([p[:, :4], (p[:, 4:5] - low) / span], axis=1) for k, p in predictions.items()}
+    result = WiderResult({}, {}, {})
+    for setting in SETTINGS:
+        curve = np.zeros((THRESHOLDS, 2))
+        faces = 0
+        for image in ground_truth:
+            keep = image.keep[setting]
+            faces += len(keep)
+            pred = normalised.get(f"{image.event}/{image.name}")
+            if pred is None or not len(pred) or not len(image.boxes):
+                continue
+            counted = np.zeros(len(image.boxes), bool)
+            counted[keep] = True
+            curve += _image_pr(pred, image.boxes, counted, iou_threshold)
+        precision = np.divide(curve[:, 1], curve[:, 0], out=np.zeros(THRESHOLDS), where=curve[:, 0] > 0)
+        recall = curve[:, 1] / max(faces, 1)
+        result.ap[setting] = interpolated_ap(recall, precision)
+        result.precision[setting], result.recall[setting] = precision, recall
+    return result
