@@ -174,3 +174,31 @@ def test_ddp_on_gloo_with_two_processes(tmp_path):
     a, b = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     torch.testing.assert_close(a, b, rtol=0, atol=0)  # gradients were averaged: replicas stay identical
     assert (tmp_path / "run" / "last.pt").exists()
+
+
+def test_hard_image_miner_flags_and_skips():
+    from edgeface.train.dataset import ResumableSampler
+    from edgeface.train.mining import HardImageMiner
+
+    miner = HardImageMiner(1000, seed=3)
+    labels = torch.tensor([[1, 1, 0], [1, 0, 0], [0, 0, 0]])
+    prob = torch.tensor([[0.9, 0.86, 0.1], [0.5, 0.99, 0.99], [0.99, 0.99, 0.99]])
+    miner.update(torch.tensor([0, 1, 2]), prob, labels)
+    assert miner.well_detected[:3].tolist() == [True, False, False]  # no positives: not "well detected"
+    miner.well_detected[:500] = True
+    kept = miner.keep(np.arange(1000), epoch=0)
+    assert 500 <= len(kept) <= 1000 and np.all(np.diff(kept) > 0)
+    assert abs((kept < 500).sum() - 150) < 40  # easy images survive with p = 0.3
+    np.testing.assert_array_equal(kept, miner.keep(np.arange(1000), epoch=0))
+    sampler = ResumableSampler(1000, 10, seed=1, miner=miner)
+    keys = [k for _, k in zip(range(1000), iter(sampler))]
+    assert len(keys) == 1000 and np.mean(np.array(keys) % 1000 < 500) < 0.4  # hard images dominate
+
+
+def test_training_with_hard_image_mining_keeps_its_state(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, steps=2, hard_image_mining=True))
+    trainer.fit(progress=False)
+    resumed = Trainer(tiny_config(tmp_path, steps=3, hard_image_mining=True))
+    assert resumed.resume() and resumed.miner is not None
+    np.testing.assert_array_equal(resumed.miner.well_detected, trainer.miner.well_detected)
+    resumed.fit(progress=False)

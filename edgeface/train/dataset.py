@@ -48,11 +48,15 @@ class ResumableSampler(Sampler[int]):
     """Shuffled keys ``epoch * n + i`` for this rank, endless, starting at a given optimizer step.
 
     Every epoch is a permutation seeded by (seed, epoch), cut to a whole number of steps of
-    ``samples_per_step`` per rank, and dealt to ranks round-robin.
+    ``samples_per_step`` per rank, and dealt to ranks round-robin. With a hard image miner, the
+    images it skips leave the permutation and the next permutations fill the epoch back to length,
+    so epochs keep their number of steps; exact resume then holds up to the flags, which a resumed
+    run takes from its checkpoint.
     """
 
-    def __init__(self, n: int, samples_per_step: int, seed: int = 0, rank: int = 0, world_size: int = 1):
-        self.n, self.samples_per_step, self.seed = n, samples_per_step, seed
+    def __init__(self, n: int, samples_per_step: int, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 miner=None):
+        self.n, self.samples_per_step, self.seed, self.miner = n, samples_per_step, seed, miner
         self.rank, self.world_size = rank, world_size
         self.steps_per_epoch = n // (samples_per_step * world_size)
         if self.steps_per_epoch == 0:
@@ -62,13 +66,25 @@ class ResumableSampler(Sampler[int]):
     def start_at(self, step: int) -> None:
         self.start_step = step
 
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        order = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        if self.miner is None:
+            return order
+        need, parts, k = len(order), [], 0
+        while sum(len(p) for p in parts) < need:
+            parts.append(self.miner.keep(np.random.default_rng([self.seed, epoch, k]).permutation(self.n), epoch))
+            k += 1
+            if k > 64 and not sum(len(p) for p in parts):  # everything skipped: nothing is hard any more
+                return order
+        return np.concatenate(parts)[:need]
+
     def __len__(self) -> int:  # endless; a DataLoader only needs this for progress estimates
         return 2**62
 
     def __iter__(self) -> Iterator[int]:
         epoch, step_in_epoch = divmod(self.start_step, self.steps_per_epoch)
         while True:
-            order = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+            order = self.epoch_order(epoch)
             mine = order[self.rank :: self.world_size][: self.steps_per_epoch * self.samples_per_step]
             for i in mine[step_in_epoch * self.samples_per_step :]:
                 yield epoch * self.n + int(i)

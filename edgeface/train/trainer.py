@@ -30,6 +30,7 @@ from ..models.checkpoint import save_checkpoint
 from ..models.registry import create_model, default_spec
 from .dataset import FaceTrainingSet, ResumableSampler, collate
 from .losses import multibox_loss
+from .mining import HardImageMiner
 
 
 @dataclass
@@ -61,6 +62,7 @@ class TrainConfig:
     seed: int = 0
     amp: bool = True  # only on CUDA
     clip_grad_norm: Optional[float] = None
+    hard_image_mining: bool = False  # SHF's hard image mining: skip well-detected images with p = 0.7
     init: Optional[str] = None  # checkpoint to start from (weights only)
 
     @classmethod
@@ -119,6 +121,7 @@ class Trainer:
         self.out = Path(cfg.output)
         self.stop_requested = False
         self.diverged = False
+        self.miner: Optional[HardImageMiner] = None
 
     # -- checkpoints ------------------------------------------------------------------------------
     @property
@@ -127,7 +130,8 @@ class Trainer:
 
     def save(self, path: Path) -> None:
         if self.rank == 0:
-            save_checkpoint(self.model, self.spec, path, step=self.step, best_ap=self.best_ap,
+            extra = {"miner": self.miner.state_dict()} if self.miner is not None else {}
+            save_checkpoint(self.model, self.spec, path, step=self.step, best_ap=self.best_ap, **extra,
                             optimizer=self.optimizer.state_dict(), scaler=self.scaler.state_dict(),
                             config=asdict(self.cfg), torch_rng=torch.get_rng_state())
 
@@ -142,6 +146,9 @@ class Trainer:
         self.scaler.load_state_dict(payload["scaler"])
         torch.set_rng_state(payload["torch_rng"])
         self.step, self.best_ap = int(payload["step"]), float(payload["best_ap"])
+        if "miner" in payload:
+            self.miner = HardImageMiner(len(payload["miner"]["well_detected"]), seed=self.cfg.seed)
+            self.miner.load_state_dict(payload["miner"])
         return True
 
     # -- validation -------------------------------------------------------------------------------
@@ -169,8 +176,10 @@ class Trainer:
         val_records = [r for source in cfg.val_data for r in load_records(source)]
         augment_config = AugmentConfig(size=cfg.input_size, data_anchor_sampling_prob=cfg.data_anchor_sampling_prob)
         dataset = FaceTrainingSet(train_records, self.spec, augment_config, cfg.seed, tuple(cfg.match_thresholds))
+        if cfg.hard_image_mining and self.miner is None:
+            self.miner = HardImageMiner(len(dataset), seed=cfg.seed)
         sampler = ResumableSampler(len(dataset), cfg.batch_size * cfg.accumulate, cfg.seed, self.rank,
-                                   self.world_size)
+                                   self.world_size, miner=self.miner)
         sampler.start_at(self.step)
         loader = iter(DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
                                  collate_fn=collate, pin_memory=self.device.type == "cuda"))
@@ -195,7 +204,7 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 totals = torch.zeros(2)
                 for micro in range(cfg.accumulate):
-                    x, labels, loc_t, _ = next(loader)
+                    x, labels, loc_t, indices = next(loader)
                     x, labels, loc_t = (t.to(self.device, non_blocking=True) for t in (x, labels, loc_t))
                     x = x.contiguous(memory_format=torch.channels_last)
                     sync = micro == cfg.accumulate - 1 or not self.distributed
@@ -205,6 +214,8 @@ class Trainer:
                         loss_conf, loss_loc = multibox_loss(loc, conf, loc_t, labels, cfg.neg_pos_ratio)
                         loss = (loss_conf + loss_loc) / cfg.accumulate
                     self.scaler.scale(loss).backward()
+                    if self.miner is not None:
+                        self._update_miner(indices, conf.detach(), labels)
                     totals += torch.stack([loss_conf.detach(), loss_loc.detach()]).cpu() / cfg.accumulate
                     images += len(x) * self.world_size
                 if not torch.isfinite(totals).all():
@@ -254,6 +265,18 @@ class Trainer:
             for s, handler in handlers.items():
                 signal.signal(s, handler)
         return result
+
+    def _update_miner(self, indices: torch.Tensor, conf: torch.Tensor, labels: torch.Tensor) -> None:
+        face_prob = conf.float().softmax(dim=-1)[..., 1]
+        indices = indices.to(self.device)
+        if self.distributed:  # every rank keeps the same flags
+            gathered = [torch.empty_like(t) for t in (indices, face_prob, labels) for _ in range(self.world_size)]
+            k = self.world_size
+            dist.all_gather(gathered[:k], indices)
+            dist.all_gather(gathered[k : 2 * k], face_prob.contiguous())
+            dist.all_gather(gathered[2 * k :], labels)
+            indices, face_prob, labels = (torch.cat(gathered[i * k : (i + 1) * k]) for i in range(3))
+        self.miner.update(indices, face_prob, labels)
 
     def _tensorboard(self):
         if self.rank != 0:
