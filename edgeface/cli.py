@@ -183,7 +183,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     records = load_records(source)
     detector = Detector(args.model, score_threshold=args.score_threshold, input_size=args.input_size,
                         device=args.device)
-    dets = [detector(read_image(r.image_path)) for r in tqdm(records, desc="eval", unit="img", disable=args.quiet)]
+    from .eval.tta import detect_tta
+
+    def run(image):
+        if args.scales == [1.0] and not args.flip and not args.box_voting:
+            return detector(image)
+        return detect_tta(detector, image, args.scales, args.flip, args.box_voting)
+
+    dets = [run(read_image(r.image_path)) for r in tqdm(records, desc="eval", unit="img", disable=args.quiet)]
     curve = voc_ap(records, dets, iou_threshold=args.iou)
     name = Path(args.model).stem
     print(f"{name}: VOC AP@{args.iou:g} = {curve.ap:.4f} on {len(records)} images, {curve.num_faces} faces "
@@ -223,6 +230,35 @@ def cmd_eval_wider(args: argparse.Namespace) -> int:
         plot_pr_curves([(f"{s} AP {result.ap[s]:.3f}", result.recall[s], result.precision[s]) for s in SETTINGS],
                        args.plot, title="WIDER FACE val")
         print(f"precision-recall plot: {args.plot}")
+    return 0
+
+
+def cmd_data_show(args: argparse.Namespace) -> int:
+    import cv2
+    import numpy as np
+
+    from .core.detections import Detections
+    from .core.image import read_image
+    from .data.augment import AugmentConfig, augment
+    from .data.sources import load_records
+
+    records = load_records({"format": args.format, **dict(_key_value(kv) for kv in args.data)})
+    if not records:
+        raise EdgefaceError("the data source has no images")
+    cfg = AugmentConfig(size=args.size)
+    rng = np.random.default_rng(args.seed)
+    tiles = []
+    for k in range(args.count):
+        record = records[int(rng.integers(len(records)))]
+        image, boxes = augment(read_image(record.image_path), record.boxes[~record.ignore], rng, cfg)
+        tile = Detections(boxes, np.ones(len(boxes), np.float32)).draw(image, (0, 255, 0), 1, show_scores=False)
+        cv2.putText(tile, f"{k}: {len(boxes)} faces", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 255), 1)
+        tiles.append(tile)
+    columns = min(4, len(tiles))
+    tiles += [np.zeros_like(tiles[0])] * (-len(tiles) % columns)
+    grid = np.vstack([np.hstack(tiles[r : r + columns]) for r in range(0, len(tiles), columns)])
+    cv2.imwrite(args.output, grid)
+    print(f"{args.count} augmented samples ({args.size}x{args.size}) with their boxes: {args.output}")
     return 0
 
 
@@ -292,10 +328,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--score-threshold", type=float, default=0.05, help="keep scores above (default: %(default)s)")
     p.add_argument("--input-size", type=_size, metavar="WxH", help="letterbox to this size (default: native)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--scales", type=float, nargs="+", default=[1.0], help="test-time scales (default: 1)")
+    p.add_argument("--flip", action="store_true", help="add horizontally mirrored passes")
+    p.add_argument("--box-voting", type=float, metavar="IOU", help="merge with box voting at this IoU (e.g. 0.3)")
     p.add_argument("--plot", help="write the precision-recall curve to this PNG")
     p.add_argument("--json", help="write the result to this JSON file")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("data", help="inspect training data")
+    data_sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    d = data_sub.add_parser("show", help="render augmented training samples with their boxes to a PNG",
+                            description="Draw a grid of samples as the trainer sees them (the EXTD augmentation), "
+                                        "boxes in green, so a person can check labels and augmentation.")
+    d.add_argument("--format", required=True, choices=["facemask", "voc", "imglab", "wider"])
+    d.add_argument("data", nargs="+", metavar="KEY=VALUE", help="reader arguments, as for `edgeface eval`")
+    d.add_argument("-o", "--output", default="augmented.png", help="PNG to write (default: %(default)s)")
+    d.add_argument("--count", type=int, default=8, help="samples (default: %(default)s)")
+    d.add_argument("--size", type=int, default=320, help="training input side (default: %(default)s)")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=cmd_data_show)
 
     p = sub.add_parser("eval-wider", help="WIDER FACE easy/medium/hard AP (official protocol)",
                        description="Score detections in the official WIDER submission layout (a folder per event, "

@@ -74,3 +74,14 @@ def test_convert_export_and_detect_end_to_end(tmp_path, photo_paths):
 def test_detect_with_a_missing_model_fails_cleanly(tmp_path):
     result = run("detect", "-m", str(tmp_path / "none.onnx"), str(tmp_path))
     assert result.returncode == 1 and "no such model file" in result.stderr
+
+
+def test_data_show_renders_augmented_samples(tmp_path):
+    root = need(AUTHORS_WEIGHTS.parents[1] / "data" / "facemask")
+    out = tmp_path / "aug.png"
+    result = run("data", "show", "--format", "facemask", f"root={root}", "split=train", "-o", str(out),
+                 "--count", "6", "--size", "128")
+    assert result.returncode == 0, result.stderr
+    grid = cv2.imread(str(out))
+    assert grid.shape == (256, 512, 3)  # 6 tiles in 4 columns: two rows, the last padded
+    assert (grid[..., 1] == 255).any()  # green boxes were drawn

@@ -102,3 +102,27 @@ def test_eval_wider_cli_scores_a_submission_folder(tmp_path):
                             timeout=300)
     assert result.returncode == 0, result.stderr
     assert "WIDER FACE val AP: easy" in result.stdout and (tmp_path / "wider.png").exists()
+
+
+def test_box_voting_and_test_time_passes(extd64_onnx, photo_paths):
+    import edgeface
+    from edgeface.eval.tta import box_voting, detect_tta
+
+    boxes = np.array([[0, 0, 10, 10], [2, 0, 12, 10], [50, 50, 60, 60]], np.float32)
+    voted = box_voting(boxes, np.array([1.0, 1.0, 0.5]), np.array([0, 2]), 0.3)
+    np.testing.assert_allclose(voted, [[1, 0, 11, 10], [50, 50, 60, 60]])
+    detector = edgeface.Detector(extd64_onnx)
+    image = edgeface.read_image(photo_paths[1])
+    plain = detector(image)
+    single = detect_tta(detector, image)
+    np.testing.assert_allclose(single.boxes, plain.boxes)
+    mirrored = detector(np.ascontiguousarray(image[:, ::-1]))
+    flipped = detect_tta(detector, image, flip=True, voting_iou=0.3)
+    assert len(flipped) >= len(plain) > 0 and len(mirrored) > 0
+    assert (box_iou_max(plain.boxes, flipped.boxes) > 0.8).all()  # every single-pass face survives the merge
+
+
+def box_iou_max(a, b):
+    from edgeface.core.boxes import box_iou
+
+    return box_iou(a, b).max(axis=1)
