@@ -321,9 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "of a model on a labelled set, e.g. `edgeface eval -m m.onnx --format facemask "
                                    "root=../shared/data/facemask split=val`.")
     p.add_argument("-m", "--model", required=True, help="model file")
-    p.add_argument("--format", required=True, choices=["facemask", "voc", "imglab", "wider"], help="annotation format")
+    p.add_argument("--format", required=True, choices=["facemask", "voc", "imglab", "wider", "fddb"],
+                   help="annotation format")
     p.add_argument("data", nargs="+", metavar="KEY=VALUE",
-                   help="reader arguments: facemask/wider root= split=; voc annotations= images=; imglab xml=")
+                   help="reader arguments: facemask/wider root= split=; voc annotations= images=; imglab xml=; "
+                        "fddb root=")
     p.add_argument("--iou", type=float, default=0.5, help="IoU for a match (default: %(default)s)")
     p.add_argument("--score-threshold", type=float, default=0.05, help="keep scores above (default: %(default)s)")
     p.add_argument("--input-size", type=_size, metavar="WxH", help="letterbox to this size (default: native)")
@@ -341,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = data_sub.add_parser("show", help="render augmented training samples with their boxes to a PNG",
                             description="Draw a grid of samples as the trainer sees them (the EXTD augmentation), "
                                         "boxes in green, so a person can check labels and augmentation.")
-    d.add_argument("--format", required=True, choices=["facemask", "voc", "imglab", "wider"])
+    d.add_argument("--format", required=True, choices=["facemask", "voc", "imglab", "wider", "fddb"])
     d.add_argument("data", nargs="+", metavar="KEY=VALUE", help="reader arguments, as for `edgeface eval`")
     d.add_argument("-o", "--output", default="augmented.png", help="PNG to write (default: %(default)s)")
     d.add_argument("--count", type=int, default=8, help="samples (default: %(default)s)")

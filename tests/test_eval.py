@@ -126,3 +126,28 @@ def box_iou_max(a, b):
     from edgeface.core.boxes import box_iou
 
     return box_iou(a, b).max(axis=1)
+
+
+def test_fddb_reader_and_roc():
+    pytest.importorskip("scipy")
+    import cv2
+
+    from edgeface.data.fddb import ellipse_mask, read_fddb
+    from edgeface.eval.fddb import fddb_roc
+
+    records = read_fddb(need(SHARED / "data" / "fddb"))
+    assert len(records) == 2845 and sum(len(r.ellipses) for r in records) == 5171  # the official counts
+    box = records[0].boxes[0]
+    assert box[3] - box[1] > box[2] - box[0]  # upright faces: taller than wide
+    reference = np.zeros((100, 120), np.uint8)
+    cv2.ellipse(reference, (60, 50), (30, 15), np.degrees(0.5), 0, 360, 1, -1)
+    mask = ellipse_mask(np.array([30, 15, 0.5, 60, 50.0]), 120, 100)
+    assert (mask & (reference > 0)).sum() / (mask | (reference > 0)).sum() > 0.93
+
+    record = FaceRecord("x.jpg", [[30, 20, 70, 80]])
+    record.ellipses = np.array([[30.0, 20.0, np.pi / 2, 50.0, 50.0]])  # upright: 40 wide, 60 tall
+    found = dets([[30, 20, 70, 80], [0, 0, 10, 10]], [0.9, 0.8])
+    roc = fddb_roc([record], [found], [(100, 100)])
+    assert roc.num_faces == 1 and roc.false_positives.tolist() == [0, 1]
+    assert roc.tpr_at(0) == 1.0 and roc.tpr_at(0, continuous=True) == pytest.approx(np.pi / 4, abs=0.03)
+    assert fddb_roc([record], [dets([[0, 0, 10, 10]], [0.9])], [(100, 100)]).tpr_at(1000) == 0.0

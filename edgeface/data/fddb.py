@@ -1,0 +1,56 @@
+"""FDDB: ten folds of ``originalPics/<path>.jpg`` with face ellipses
+(``FDDB-folds/FDDB-fold-XX-ellipseList.txt``: name, count, then
+``major_radius minor_radius angle centre_x centre_y 1`` lines; the angle, in radians, is the major
+axis's from the x axis, so upright faces have angles near +-pi/2)."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .records import FaceRecord
+
+
+def ellipse_bounds(ellipses: np.ndarray) -> np.ndarray:
+    """Axis-aligned ``(N, 4)`` xyxy bounds of ``(N, 5)`` (major, minor, angle, cx, cy) ellipses."""
+    a, b, angle, cx, cy = (ellipses[:, k] for k in range(5))
+    half_w = np.sqrt((a * np.cos(angle)) ** 2 + (b * np.sin(angle)) ** 2)
+    half_h = np.sqrt((a * np.sin(angle)) ** 2 + (b * np.cos(angle)) ** 2)
+    return np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=1).astype(np.float32)
+
+
+def read_fddb_fold(ellipse_list: str | os.PathLike, images_root: str | os.PathLike) -> list[FaceRecord]:
+    """Records of one ``*-ellipseList.txt``; ``record.ellipses`` holds the ``(N, 5)`` ellipses and
+    ``record.boxes`` their axis-aligned bounds; ``record.name`` is the FDDB image path (no suffix)."""
+    lines = [line.strip() for line in Path(ellipse_list).read_text().splitlines() if line.strip()]
+    records, i = [], 0
+    while i < len(lines):
+        name, count = lines[i], int(lines[i + 1])
+        ellipses = np.array([list(map(float, lines[i + 2 + k].split()[:5])) for k in range(count)],
+                            np.float64).reshape(-1, 5)
+        i += 2 + count
+        record = FaceRecord(os.path.join(os.fspath(images_root), f"{name}.jpg"), ellipse_bounds(ellipses), name=name)
+        record.ellipses = ellipses
+        records.append(record)
+    return records
+
+
+def read_fddb(root: str | os.PathLike, folds: list[int] | None = None) -> list[FaceRecord]:
+    """FDDB under `root` (``FDDB-folds/`` and ``originalPics/``), folds 1-10 by default."""
+    root = Path(root)
+    return [r for k in (folds or range(1, 11))
+            for r in read_fddb_fold(root / "FDDB-folds" / f"FDDB-fold-{k:02d}-ellipseList.txt", root / "originalPics")]
+
+
+def ellipse_mask(ellipse: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Boolean ``height x width`` mask of the pixels inside one (major, minor, angle, cx, cy) ellipse."""
+    a, b, angle, cx, cy = ellipse
+    ys, xs = np.mgrid[0:height, 0:width]
+    dx, dy = xs + 0.5 - cx, ys + 0.5 - cy
+    # the major axis makes `angle` with the x axis, in image coordinates (y down), as OpenCV draws it
+    u = dx * math.cos(angle) + dy * math.sin(angle)
+    v = -dx * math.sin(angle) + dy * math.cos(angle)
+    return (u / max(a, 1e-9)) ** 2 + (v / max(b, 1e-9)) ** 2 <= 1
