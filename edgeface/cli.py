@@ -164,6 +164,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg.output = args.output
     if args.steps:
         cfg.steps = args.steps
+    if args.model:
+        cfg.model = args.model
     result = train(cfg, resume=not args.no_resume, progress=not args.quiet)
     print(f"done: {cfg.output}/last.pt" + (f", best validation AP50 in {cfg.output}/best.pt" if cfg.val_data else "")
           + (f"; last losses {result}" if result else ""))
@@ -312,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="recipe YAML")
     p.add_argument("--output", help="run folder (default: the recipe's)")
     p.add_argument("--steps", type=int, help="optimizer steps (default: the recipe's)")
+    p.add_argument("--model", help="registry name of the variant to train (default: the recipe's)")
     p.add_argument("--no-resume", action="store_true", help="start over even if the run folder has a checkpoint")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)

@@ -202,3 +202,30 @@ def test_training_with_hard_image_mining_keeps_its_state(tmp_path):
     assert resumed.resume() and resumed.miner is not None
     np.testing.assert_array_equal(resumed.miner.well_detected, trainer.miner.well_detected)
     resumed.fit(progress=False)
+
+
+def test_recipes_parse_and_name_registered_models(tmp_path):
+    from pathlib import Path
+
+    from edgeface.models import model_names
+
+    recipes = sorted((Path(__file__).resolve().parents[1] / "edgeface/train/recipes").glob("*.yaml"))
+    assert len(recipes) >= 4
+    for recipe in recipes:
+        assert TrainConfig.from_yaml(recipe).model in model_names()
+    (tmp_path / "bad.yaml").write_text("modle: extd32\n")
+    with pytest.raises(ValueError, match="unknown recipe keys"):
+        TrainConfig.from_yaml(tmp_path / "bad.yaml")
+
+
+def test_train_cli_runs_a_recipe(tmp_path):
+    import yaml
+
+    cfg = tiny_config(tmp_path, steps=1)
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(cfg.__dict__))
+    result = subprocess.run([sys.executable, "-m", "edgeface", "train", "--config", str(recipe), "--model",
+                             "extd32-ssd-relu", "-q"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    payload = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert payload["spec"]["name"] == "extd32-ssd-relu" and payload["step"] == 1
