@@ -281,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Detect faces; writes annotated copies and detections.json to --output. "
                                    "Boxes are x1, y1, x2, y2 in the input image's pixels.")
     p.add_argument("inputs", nargs="+", help="image files, video files, or folders of them")
-    p.add_argument("-m", "--model", required=True, help="model file: .onnx (no torch needed) or .pt checkpoint")
+    p.add_argument("-m", "--model", help="model file: .onnx (no torch needed) or .pt checkpoint "
+                                         "(default: the model edgeface ships)")
     p.add_argument("-o", "--output", default="edgeface_out", help="output folder (default: %(default)s)")
     p.add_argument("--score-threshold", type=float, help="keep faces scoring above this (default: the model's)")
     p.add_argument("--nms-iou", type=float, help="NMS IoU threshold (default: the model's)")

@@ -15,6 +15,8 @@ from .core.image import check_image
 from .core.letterbox import Letterbox
 from .core.postprocess import decode_detections
 from .core.preprocess import prepare_input
+from .errors import ModelFileError
+from .weights import DEFAULT_MODEL
 
 
 class Detector:
@@ -22,7 +24,8 @@ class Detector:
 
     Args:
         path: ``.onnx`` (ONNX Runtime, no torch needed) or ``.pt`` edgeface checkpoint (torch), or an
-            already open :class:`~edgeface.backends.Backend`.
+            already open :class:`~edgeface.backends.Backend`; default: the model edgeface ships
+            (``edgeface/weights/MODEL_CARD.md``).
         score_threshold, nms_iou, max_detections: override the model spec's defaults.
         input_size: ``(w, h)`` to letterbox every frame to; default: frames run at their own size
             (or at the fixed size of a static-shape export).
@@ -35,10 +38,15 @@ class Detector:
     benchmarks and custom pipelines can time or replace one stage.
     """
 
-    def __init__(self, path: str | os.PathLike | Backend, score_threshold: Optional[float] = None,
+    def __init__(self, path: str | os.PathLike | Backend | None = None, score_threshold: Optional[float] = None,
                  nms_iou: Optional[float] = None, max_detections: Optional[int] = None,
                  input_size: Optional[tuple[int, int]] = None, device: str = "cpu",
                  threads: Optional[int] = None):
+        if path is None:
+            path = DEFAULT_MODEL
+            if not path.exists():
+                raise ModelFileError(f"this edgeface install ships no default model ({path} is missing); "
+                                     "pass a model file, e.g. Detector('extd64.onnx')")
         is_backend = hasattr(path, "run") and hasattr(path, "spec")
         self.backend = path if is_backend else open_backend(path, device=device, threads=threads)
         self.spec = self.backend.spec

@@ -173,3 +173,13 @@ def test_fixed_shape_export_rejects_another_input_size(tmp_path):
         Detector(path, input_size=(320, 240))
     image = cv2.resize(frames[0], (30, 20))
     assert isinstance(detector(image), edgeface.Detections)
+
+
+def test_detector_without_a_path_uses_the_shipped_model_or_says_none_ships():
+    from edgeface.weights import DEFAULT_MODEL
+
+    if DEFAULT_MODEL.exists():
+        assert len(Detector().detect(np.zeros((64, 64, 3), np.uint8))) == 0
+    else:
+        with pytest.raises(ModelFileError, match="ships no default model"):
+            Detector()
