@@ -181,7 +181,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .eval.plots import plot_pr_curves
     from .eval.voc import voc_ap
 
-    source = {"format": args.format, **dict(_key_value(kv) for kv in args.data)}
+    source = _data_source(args)
     records = load_records(source)
     detector = Detector(args.model, score_threshold=args.score_threshold, input_size=args.input_size,
                         device=args.device)
@@ -244,7 +244,7 @@ def cmd_data_show(args: argparse.Namespace) -> int:
     from .data.augment import AugmentConfig, augment
     from .data.sources import load_records
 
-    records = load_records({"format": args.format, **dict(_key_value(kv) for kv in args.data)})
+    records = load_records(_data_source(args))
     if not records:
         raise EdgefaceError("the data source has no images")
     cfg = AugmentConfig(size=args.size)
@@ -264,11 +264,23 @@ def cmd_data_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _key_value(text: str) -> tuple[str, str]:
-    if "=" not in text:
-        raise EdgefaceError(f"expected KEY=VALUE, got {text!r}")
-    key, value = text.split("=", 1)
-    return key, value
+def _add_data_source(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", required=True, choices=["facemask", "voc", "imglab", "wider", "fddb"],
+                        help="annotation format")
+    parser.add_argument("data", nargs="+", metavar="KEY=VALUE",
+                        help="reader arguments: facemask/wider root= split=; voc annotations= images=; "
+                             "imglab xml=; fddb root=")
+
+
+def _data_source(args: argparse.Namespace) -> dict[str, str]:
+    """``{"format": ..., key: value, ...}`` from ``--format`` and the KEY=VALUE arguments."""
+    source = {"format": args.format}
+    for item in args.data:
+        if "=" not in item:
+            raise EdgefaceError(f"expected KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        source[key] = value
+    return source
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -325,11 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "of a model on a labelled set, e.g. `edgeface eval -m m.onnx --format facemask "
                                    "root=../shared/data/facemask split=val`.")
     p.add_argument("-m", "--model", required=True, help="model file")
-    p.add_argument("--format", required=True, choices=["facemask", "voc", "imglab", "wider", "fddb"],
-                   help="annotation format")
-    p.add_argument("data", nargs="+", metavar="KEY=VALUE",
-                   help="reader arguments: facemask/wider root= split=; voc annotations= images=; imglab xml=; "
-                        "fddb root=")
+    _add_data_source(p)
     p.add_argument("--iou", type=float, default=0.5, help="IoU for a match (default: %(default)s)")
     p.add_argument("--score-threshold", type=float, default=0.05, help="keep scores above (default: %(default)s)")
     p.add_argument("--input-size", type=_size, metavar="WxH", help="letterbox to this size (default: native)")
@@ -347,8 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = data_sub.add_parser("show", help="render augmented training samples with their boxes to a PNG",
                             description="Draw a grid of samples as the trainer sees them (the EXTD augmentation), "
                                         "boxes in green, so a person can check labels and augmentation.")
-    d.add_argument("--format", required=True, choices=["facemask", "voc", "imglab", "wider", "fddb"])
-    d.add_argument("data", nargs="+", metavar="KEY=VALUE", help="reader arguments, as for `edgeface eval`")
+    _add_data_source(d)
     d.add_argument("-o", "--output", default="augmented.png", help="PNG to write (default: %(default)s)")
     d.add_argument("--count", type=int, default=8, help="samples (default: %(default)s)")
     d.add_argument("--size", type=int, default=320, help="training input side (default: %(default)s)")
