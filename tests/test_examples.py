@@ -1,20 +1,143 @@
-"""Examples run as a user would run them."""
+"""Examples run as a user would run them, headless, on a short video made from real photos."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
+import pytest
+
+import edgeface
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+sys.path.insert(0, str(EXAMPLES))
+
+
+def run_example(name: str, *args: str) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, str(EXAMPLES / name), *args], capture_output=True, text=True,
+                            timeout=300, cwd=EXAMPLES)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory, photo_paths) -> Path:
+    """12 frames (320x240) panning across a real group photo."""
+    photo = cv2.imread(photo_paths[4])
+    path = tmp_path_factory.mktemp("video") / "clip.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 12, (320, 240))
+    for k in range(12):
+        writer.write(cv2.resize(photo[:, k * 3 : k * 3 + photo.shape[1] - 40], (320, 240)))
+    writer.release()
+    return path
+
+
+def read_frames(path: Path) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return frames
+        frames.append(frame)
 
 
 def test_detect_faces_example(extd64_onnx, photo_paths, tmp_path):
     out = tmp_path / "faces.jpg"
-    result = subprocess.run([sys.executable, str(EXAMPLES / "detect_faces.py"), str(extd64_onnx), photo_paths[0],
-                             "-o", str(out)], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
+    result = run_example("detect_faces.py", str(extd64_onnx), photo_paths[0], "-o", str(out))
     assert "faces; wrote" in result.stdout and int(result.stdout.split("\n")[-2].split()[0]) > 0
     assert cv2.imread(str(out)).shape == cv2.imread(photo_paths[0]).shape
+
+
+def test_camera_app_headless_on_a_video(extd64_onnx, clip, tmp_path):
+    out, log = tmp_path / "annotated.mp4", tmp_path / "log.json"
+    run_example("camera_app.py", "--source", str(clip), "-m", str(extd64_onnx), "--headless", "--output", str(out),
+                "--log", str(log))
+    frames = read_frames(out)
+    assert len(frames) == 12 and frames[0].shape == (240, 320, 3)  # every frame of a file, none dropped
+    report = json.loads(log.read_text())
+    assert [f["frame"] for f in report["frames"]] == list(range(12))
+    ids = {face["id"] for f in report["frames"][2:] for face in f["faces"]}
+    faces_per_frame = [len(f["faces"]) for f in report["frames"][2:]]
+    assert min(faces_per_frame) > 0 and len(ids) <= max(faces_per_frame) + 2  # ids stay with their faces
+
+
+def test_gstreamer_pipelines_are_well_formed():
+    from camera_app import gstreamer_csi, gstreamer_usb
+
+    csi = gstreamer_csi(1, 1920, 1080, 30)
+    assert csi.startswith("nvarguscamerasrc sensor-id=1") and "width=1920,height=1080" in csi
+    assert csi.endswith("appsink drop=true max-buffers=1 sync=false") and "format=BGR" in csi
+    assert gstreamer_usb("/dev/video2").startswith("v4l2src device=/dev/video2")
+
+
+def test_anonymise_covers_every_face(extd64_onnx, clip, tmp_path):
+    out = tmp_path / "anonymised.mp4"
+    run_example("anonymise.py", str(clip), "-o", str(out), "-m", str(extd64_onnx), "--mode", "blur")
+    originals, covered = read_frames(clip), read_frames(out)
+    assert len(covered) == len(originals) and covered[0].shape == originals[0].shape
+    detector = edgeface.Detector(extd64_onnx)
+    for before, after in zip(originals, covered):
+        faces = detector(before)
+        assert len(faces) > 0
+        for x1, y1, x2, y2 in faces.boxes.astype(int).tolist():
+            sharp = cv2.Laplacian(cv2.cvtColor(before[y1:y2, x1:x2], cv2.COLOR_BGR2GRAY), cv2.CV_64F).var()
+            blurred = cv2.Laplacian(cv2.cvtColor(after[y1:y2, x1:x2], cv2.COLOR_BGR2GRAY), cv2.CV_64F).var()
+            assert blurred < 0.35 * sharp
+        outside = np.ones(before.shape[:2], bool)
+        for x1, y1, x2, y2 in faces.boxes.astype(int).tolist():
+            mx, my = (x2 - x1) // 3, (y2 - y1) // 3
+            outside[max(y1 - my, 0) : y2 + my, max(x1 - mx, 0) : x2 + mx] = False
+        assert np.abs(before.astype(int) - after.astype(int))[outside].mean() < 6  # the rest is left as it was
+
+
+def test_annotate_folder_to_coco(extd64_onnx, photo_paths, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for path in photo_paths[:3]:
+        (folder / Path(path).name).write_bytes(Path(path).read_bytes())
+    out = tmp_path / "coco.json"
+    run_example("annotate_coco.py", str(folder), "-o", str(out), "-m", str(extd64_onnx))
+    coco = json.loads(out.read_text())
+    assert len(coco["images"]) == 3 and coco["categories"][0]["name"] == "face"
+    assert len(coco["annotations"]) > 0
+    for ann in coco["annotations"]:
+        image = next(i for i in coco["images"] if i["id"] == ann["image_id"])
+        x, y, w, h = ann["bbox"]
+        assert 0 <= x and 0 <= y and x + w <= image["width"] + 0.01 and ann["area"] == pytest.approx(w * h, rel=1e-3)
+
+
+def test_tracker_keeps_ids_smooths_and_bridges_gaps():
+    from face_tracker import IouTracker
+
+    tracker = IouTracker(smoothing=0.5, max_missed=2, min_hits=2)
+
+    def frame(*boxes):
+        return edgeface.Detections(np.array(boxes, np.float32).reshape(-1, 4), np.full(len(boxes), 0.9, np.float32))
+
+    assert tracker.update(frame([0, 0, 10, 10], [50, 50, 60, 60])) == []  # not confirmed yet
+    tracks = tracker.update(frame([2, 0, 12, 10], [50, 50, 60, 60]))
+    assert sorted(t.id for t in tracks) == [1, 2]
+    np.testing.assert_allclose(next(t for t in tracks if t.id == 1).box, [1, 0, 11, 10])  # smoothed
+    assert [t.id for t in tracker.update(frame([50, 51, 60, 61]))] == [2]  # face 1 missed a frame
+    tracks = tracker.update(frame([2, 0, 12, 10], [50, 51, 60, 61]))
+    assert sorted(t.id for t in tracks) == [1, 2]  # and came back with its id
+    for _ in range(3):
+        tracker.update(frame())
+    assert tracker.tracks == [] and tracker.update(frame([0, 0, 10, 10])) == []  # new face, new id later
+
+
+def test_triton_repository(extd64_onnx, tmp_path):
+    from triton_repository import write_repository
+
+    folder = write_repository(extd64_onnx, tmp_path / "repo", max_batch=4)
+    config = (folder / "config.pbtxt").read_text()
+    assert (folder / "1" / "model.onnx").read_bytes() == extd64_onnx.read_bytes()
+    assert 'platform: "onnxruntime_onnx"' in config and "max_batch_size: 4" in config
+    assert 'dims: [ 3, -1, -1 ]' in config and "dynamic_batching" in config
+    spec_json = json.loads(config.split("string_value: ")[1].rsplit(" }", 2)[0])
+    assert edgeface.ModelSpec.from_json(spec_json).name == "extd64"
