@@ -1,0 +1,24 @@
+"""``python -m benchmarks {size,latency,accuracy,all}``: regenerate the README's tables and plots."""
+
+from __future__ import annotations
+
+import sys
+
+from . import accuracy, latency, model_size
+
+TABLES = {"size": model_size.main, "latency": latency.main, "accuracy": accuracy.main}
+
+
+def main(argv: list[str]) -> None:
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in (*TABLES, "all"):
+        print(__doc__.strip() + "\n\nEach writes JSON, a markdown table and plots to benchmarks/results/, naming the "
+              "machine, package versions and date. `python -m benchmarks NAME --help` for a table's options.")
+        sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
+    for name, run in TABLES.items():
+        if argv[0] in (name, "all"):
+            print(f"== {name} ==", flush=True)
+            run(argv[1:] if argv[0] == name else [])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

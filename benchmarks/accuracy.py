@@ -1,0 +1,153 @@
+"""Accuracy of every available model on every labelled set present, single-scale and with the papers'
+test-time strategy (scales 1 and 2, flip, box voting at IoU 0.3), and a plot of accuracy against CPU
+latency (ONNX Runtime, 640x480, median of --runs).
+
+Models: the EXTD authors' released checkpoints (converted on the fly from ../shared, never written
+into the repository), the model edgeface ships, and any --models files. Sets: the face dataset's val
+split and dlib's testing.xml when ../shared is present (VOC AP at IoU 0.5, pixel-inclusive), and any
+--wider / --fddb folders given (their official protocols).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from edgeface import Detector, read_image
+from edgeface.data.imglab import read_imglab
+from edgeface.data.voc import read_facemask
+from edgeface.eval.plots import plot_pr_curves
+from edgeface.eval.tta import detect_tta
+from edgeface.eval.voc import voc_ap
+from edgeface.weights import DEFAULT_MODEL
+
+from .latency import AUTHORS, SHARED, test_frame
+from .machine import RESULTS, describe_machine, markdown_table, write_results
+
+TTA = {"scales": (1.0, 2.0), "flip": True, "voting_iou": 0.3}
+
+
+def available_models(extra: list[str], workdir: Path) -> dict[str, Path]:
+    models: dict[str, Path] = {}
+    if AUTHORS.exists():
+        from edgeface.export.onnx_export import export_onnx, load_model
+        from edgeface.models.checkpoint import convert_authors_checkpoint
+
+        for width in (32, 48, 64):
+            pt, onnx_path = workdir / f"extd{width}.pt", workdir / f"extd{width}_authors.onnx"
+            convert_authors_checkpoint(AUTHORS / f"EXTD_{width}.pth", pt)
+            model, spec, _ = load_model(str(pt))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                export_onnx(model, spec, onnx_path, check_images=[test_frame()[0]])
+            models[f"extd{width} (authors)"] = onnx_path
+    else:
+        print(f"skipped the authors' checkpoints: {AUTHORS} not found")
+    if DEFAULT_MODEL.exists():
+        models["edgeface default"] = DEFAULT_MODEL
+    else:
+        print("skipped the shipped default model: this install has none")
+    for path in extra:
+        models[Path(path).stem] = Path(path)
+    return models
+
+
+def labelled_sets() -> dict[str, list]:
+    sets = {}
+    facemask = SHARED / "data" / "facemask"
+    if facemask.exists():
+        sets["facemask val"] = read_facemask(facemask, "val")
+    dlib = SHARED / "data" / "photos" / "dlib_examples_faces" / "testing.xml"
+    if dlib.exists():
+        sets["dlib testing"] = read_imglab(dlib)
+    if not sets:
+        print(f"skipped the shared labelled sets: {SHARED / 'data'} not found")
+    return sets
+
+
+def cpu_latency_ms(run, runs: int) -> float:
+    """Median milliseconds of ``run(frame)`` on the 640x480 test frame, after one warm-up."""
+    frame = test_frame()[0]
+    run(frame)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run(frame)
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="*", default=[], help="more edgeface model files to include")
+    parser.add_argument("--runs", type=int, default=10, help="latency runs per model (default: %(default)s)")
+    parser.add_argument("--no-tta", action="store_true", help="single-scale only")
+    args = parser.parse_args(argv)
+    rows, curves = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        models = available_models(args.models, Path(tmp))
+        sets = labelled_sets()
+        for name, path in models.items():
+            detector = Detector(path, score_threshold=0.05)
+            modes = {"single-scale": detector}
+            if not args.no_tta:
+                modes["flip + scales 1,2 + voting"] = lambda im, d=detector: detect_tta(d, im, **TTA)
+            latency = {mode: cpu_latency_ms(run, args.runs) for mode, run in modes.items()}
+            for set_name, records in sets.items():
+                images = [read_image(r.image_path) for r in records]
+                for mode, run in modes.items():
+                    curve = voc_ap(records, [run(im) for im in images])
+                    rows.append({"model": name, "set": set_name, "mode": mode, "ap50": curve.ap,
+                                 "latency_ms_640x480": latency[mode]})
+                    if set_name == "facemask val" and mode == "single-scale":
+                        curves.append((f"{name} AP {curve.ap:.3f}", curve.recall, curve.precision))
+                    print(f"{name:22s} {set_name:13s} {mode:27s} AP50 {curve.ap:.4f}", flush=True)
+    table = markdown_table(["model", "set", "mode", "AP50", "CPU ms (640x480)"],
+                           [[r["model"], r["set"], r["mode"], f"{r['ap50']:.3f}", f"{r['latency_ms_640x480']:.1f}"]
+                            for r in rows])
+    print()
+    print(table)
+    payload = {"machine": describe_machine(), "tta": TTA, "rows": rows}
+    print(f"\nwritten: {write_results('accuracy', payload, table)}")
+    if curves:
+        plot_pr_curves(curves, RESULTS / "pr_facemask_val.png", title="face dataset val, single-scale")
+        plot_accuracy_latency([r for r in rows if r["set"] == "facemask val"], RESULTS / "accuracy_vs_latency.png")
+        print(f"plots: {RESULTS / 'pr_facemask_val.png'}, {RESULTS / 'accuracy_vs_latency.png'}")
+
+
+def plot_accuracy_latency(rows: list[dict], path: Path) -> None:
+    """Scatter of AP50 against CPU latency, one point per model and test-time mode."""
+    import cv2
+
+    width, height, left, bottom, top, right = 640, 480, 70, 50, 40, 30
+    canvas = np.full((height, width, 3), 255, np.uint8)
+    max_ms = max(r["latency_ms_640x480"] for r in rows) * 1.15
+    pw, ph = width - left - right, height - top - bottom
+    cv2.rectangle(canvas, (left, top), (left + pw, top + ph), (0, 0, 0), 1)
+    for tick in np.linspace(0, 1, 6):
+        cv2.putText(canvas, f"{tick:.1f}", (left - 35, int(top + (1 - tick) * ph) + 4), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.4, (0, 0, 0), 1)
+        cv2.putText(canvas, f"{tick * max_ms:.0f}", (int(left + tick * pw) - 10, top + ph + 18),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+    cv2.putText(canvas, "CPU ms per 640x480 frame (ONNX Runtime, median)", (left, height - 10),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
+    cv2.putText(canvas, "AP50, face dataset val", (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
+    for r in rows:
+        single = r["mode"] == "single-scale"
+        x = int(left + r["latency_ms_640x480"] / max_ms * pw)
+        y = int(top + (1 - r["ap50"]) * ph)
+        colour = (180, 119, 31) if single else (14, 127, 255)
+        cv2.circle(canvas, (x, y), 5, colour, -1, cv2.LINE_AA)
+        cv2.putText(canvas, f"{r['model']} ({'1x' if single else 'TTA'})", (x + 8, y + 4),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, cv2.LINE_AA)
+    cv2.imwrite(str(path), canvas)
+
+
+if __name__ == "__main__":
+    main()
