@@ -10,7 +10,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# where tables go; EDGEFACE_RESULTS_DIR redirects them (tests, or runs on another machine)
+RESULTS = Path(os.environ.get("EDGEFACE_RESULTS_DIR", Path(__file__).resolve().parent / "results"))
 PACKAGES = ("edgeface", "numpy", "opencv-python-headless", "onnxruntime", "torch", "onnx", "onnxslim")
 
 
