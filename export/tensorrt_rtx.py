@@ -14,6 +14,7 @@ from typing import Optional
 
 import onnx
 
+from edgeface.backends.engine_file import EngineHeader, write_engine_file
 from edgeface.spec import SPEC_KEY, ModelSpec
 
 DEFAULT_PROFILE = ((64, 64), (640, 480), (1920, 1088))  # (w, h): min, opt, max
@@ -33,7 +34,8 @@ def build_engine_rtx(onnx_path: str | os.PathLike, max_batch: int = 4,
     """Parse `onnx_path` and build a serialized TensorRT-RTX engine; raise RuntimeError on failure.
 
     Dynamic dimensions get an optimisation profile from `profile_sizes` (w, h) and batch 1 ...
-    `max_batch`; fixed dimensions keep the sizes the file declares.
+    `max_batch`; fixed dimensions keep the sizes the file declares. With `output`, the engine is
+    written as an edgeface engine file (spec in its header).
     """
     import tensorrt_rtx_bindings as trt
 
@@ -60,7 +62,8 @@ def build_engine_rtx(onnx_path: str | os.PathLike, max_batch: int = 4,
     if serialized is None:
         raise RuntimeError(f"TensorRT-RTX failed to build an engine from {onnx_path}")
     if output is not None:
-        with open(output, "wb") as f:
-            f.write(serialized)
+        version = getattr(trt, "__version__", "unknown")
+        write_engine_file(output, EngineHeader(spec, version, "tensorrt_rtx", None, None, "fp32",
+                                               {"profile": [list(s) for s in shapes]}), bytes(serialized))
     return RtxBuildReport(onnx_path, serialized.nbytes, dict(zip(("min", "opt", "max"), shapes)),
                           time.perf_counter() - start)

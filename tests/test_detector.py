@@ -105,8 +105,8 @@ def test_bad_model_files_get_clear_errors(extd64_onnx, tmp_path):
     with pytest.raises(ModelFileError, match="without an edgeface spec"):
         Detector(tmp_path / "foreign.onnx")
     engine = tmp_path / "extd64.engine"
-    engine.write_bytes(b"engine")
-    with pytest.raises(BackendError, match="TensorRT engine backend"):
+    engine.write_bytes(b"a bare TensorRT plan")
+    with pytest.raises(ModelFileError, match="not an edgeface engine"):
         Detector(engine)
     (tmp_path / "model.tflite").write_bytes(b"x")
     with pytest.raises(ModelFileError, match="unknown model file type"):

@@ -30,6 +30,17 @@ def open_backend(path: str | os.PathLike, device: str = "cpu", threads: Optional
 
         return TorchBackend(path, device=device, threads=threads)
     if suffix in (".engine", ".plan", ".trt"):
+        from .engine_file import check_engine_fits, read_engine_header
+
+        header, _ = read_engine_header(path)  # spec and build target, readable without TensorRT
+        try:
+            import tensorrt
+        except ImportError:
+            flavour = "TensorRT-RTX" if header.tensorrt_flavour == "tensorrt_rtx" else "TensorRT"
+            raise BackendError(f"{path} is a TensorRT engine ({header.spec.name}, {flavour} {header.tensorrt_version}) "
+                               "and TensorRT is not installed here: JetPack ships it on Jetson, NVIDIA's index on "
+                               "desktops; or run the .onnx on ONNX Runtime") from None
+        check_engine_fits(header, path, tensorrt.__version__, None)
         raise BackendError(f"{path}: the TensorRT engine backend is not available in this edgeface version; "
                            "run the .onnx with Detector(path, device='tensorrt') meanwhile")
     raise ModelFileError(f"{path}: unknown model file type {suffix!r}; edgeface runs .onnx files and .pt checkpoints")

@@ -1,0 +1,98 @@
+"""edgeface engine files: a serialized TensorRT engine behind a small header that carries the model
+spec and what the engine was built for, so ``Detector("model.engine")`` needs no side file and can
+say exactly why an engine does not fit this machine.
+
+Layout: ``MAGIC`` (16 bytes), header length (uint32, little-endian), header (UTF-8 JSON), engine.
+Reading the header needs neither TensorRT nor a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+from ..errors import ModelFileError
+from ..spec import ModelSpec
+
+MAGIC = b"EDGEFACE-ENGINE\x00"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class EngineHeader:
+    spec: ModelSpec
+    tensorrt_version: str  # e.g. "10.3.0"
+    tensorrt_flavour: str = "tensorrt"  # or "tensorrt_rtx"
+    compute_capability: Optional[str] = None  # e.g. "8.7"; None: built ahead of time for several
+    device_name: Optional[str] = None
+    precision: str = "fp32"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["spec"] = self.spec.to_dict()
+        data["format_version"] = FORMAT_VERSION
+        return json.dumps(data, sort_keys=True)
+
+
+def write_engine_file(path: str | os.PathLike, header: EngineHeader, engine: bytes) -> None:
+    """Write header and engine; via a temporary file, so a failed build never leaves half a file."""
+    path = os.fspath(path)
+    meta = header.to_json().encode()
+    with open(f"{path}.tmp", "wb") as f:
+        f.write(MAGIC + struct.pack("<I", len(meta)) + meta)
+        f.write(engine)
+    os.replace(f"{path}.tmp", path)
+
+
+def read_engine_header(path: str | os.PathLike) -> tuple[EngineHeader, int]:
+    """The header of an edgeface engine file and the byte offset where the engine starts."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ModelFileError(f"no such model file: {path}")
+    with open(path, "rb") as f:
+        start = f.read(len(MAGIC) + 4)
+        if len(start) < len(MAGIC) + 4 or not start.startswith(MAGIC):
+            raise ModelFileError(f"{path} is not an edgeface engine (a bare TensorRT plan has no spec); build it with "
+                                 "`edgeface build-engine model.onnx`")
+        (size,) = struct.unpack("<I", start[len(MAGIC) :])
+        raw = f.read(size)
+        engine_bytes = os.path.getsize(path) - len(start) - size
+    try:
+        data = json.loads(raw)
+        if data.pop("format_version", 0) > FORMAT_VERSION:
+            raise ModelFileError(f"{path} was written by a newer edgeface; upgrade edgeface")
+        header = EngineHeader(spec=ModelSpec.from_dict(data.pop("spec")), **data)
+    except (ValueError, TypeError) as exc:
+        raise ModelFileError(f"{path}: the engine header is corrupt ({exc}); rebuild the engine") from exc
+    if engine_bytes <= 0:
+        raise ModelFileError(f"{path} holds no engine after its header (truncated copy?); rebuild or copy it again")
+    return header, len(start) + size
+
+
+def check_engine_fits(header: EngineHeader, path: str, tensorrt_version: str,
+                      compute_capability: Optional[str]) -> None:
+    """Raise :class:`ModelFileError` saying what differs, and how to rebuild, when the engine was built for
+    another TensorRT version or GPU than the ones here (engines are specific to both)."""
+    rebuild = f"rebuild it here: edgeface build-engine <model.onnx> (the ONNX that {os.path.basename(path)} came from)"
+    if header.tensorrt_version.split(".")[:2] != tensorrt_version.split(".")[:2]:
+        raise ModelFileError(f"{path} was built with TensorRT {header.tensorrt_version}, this machine has "
+                             f"{tensorrt_version}; {rebuild}")
+    if header.compute_capability and compute_capability and header.compute_capability != compute_capability:
+        built_for = f"{header.device_name or 'a GPU'} (sm_{header.compute_capability.replace('.', '')})"
+        raise ModelFileError(f"{path} was built for {built_for}, this GPU is sm_{compute_capability.replace('.', '')}; "
+                             f"{rebuild}")
+
+
+def tensorrt_generation(version: str) -> str:
+    """The TensorRT API generation edgeface targets for `version`: "8" (8.5/8.6), "10" or "11"."""
+    major, minor = (int(v) for v in version.split(".")[:2])
+    if major == 8 and minor >= 5:
+        return "8"
+    if major in (10, 11):
+        return str(major)
+    raise ModelFileError(f"TensorRT {version} is not supported: edgeface builds with 8.5/8.6 (JetPack 5.1/6.0), "
+                         "10.x (JetPack 6.1+, desktops) or 11.x")
