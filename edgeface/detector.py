@@ -24,8 +24,8 @@ class Detector:
 
     Args:
         path: ``.onnx`` (ONNX Runtime, no torch needed) or ``.pt`` edgeface checkpoint (torch), or an
-            already open :class:`~edgeface.backends.Backend`; default: the model edgeface ships
-            (``edgeface/weights/MODEL_CARD.md``).
+            already open :class:`~edgeface.backends.Backend`; default: the model edgeface ships in
+            ``edgeface/weights/`` (none yet: then a clear error).
         score_threshold, nms_iou, max_detections: override the model spec's defaults.
         input_size: ``(w, h)`` to letterbox every frame to; default: frames run at their own size
             (or at the fixed size of a static-shape export).
@@ -57,7 +57,7 @@ class Detector:
                 raise ValueError(f"input_size must be positive (w, h), got {input_size}")
             if fixed is not None and tuple(fixed) != input_size:
                 raise ValueError(f"{path} was exported for input {fixed[0]}x{fixed[1]} only; "
-                                 "drop input_size or re-export with --dynamic")
+                                 "drop input_size, or re-export without --input-size for any size")
         self.input_size = input_size or (tuple(fixed) if fixed else None)
         self.score_threshold = self.spec.score_threshold if score_threshold is None else float(score_threshold)
         self.nms_iou = self.spec.nms_iou if nms_iou is None else float(nms_iou)

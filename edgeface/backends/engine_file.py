@@ -56,8 +56,8 @@ def read_engine_header(path: str | os.PathLike) -> tuple[EngineHeader, int]:
     with open(path, "rb") as f:
         start = f.read(len(MAGIC) + 4)
         if len(start) < len(MAGIC) + 4 or not start.startswith(MAGIC):
-            raise ModelFileError(f"{path} is not an edgeface engine (a bare TensorRT plan has no spec); build it with "
-                                 "`edgeface build-engine model.onnx`")
+            raise ModelFileError(f"{path} is not an edgeface engine (a bare TensorRT plan carries no spec); build "
+                                 "engines with edgeface's engine builder, which writes the spec header")
         (size,) = struct.unpack("<I", start[len(MAGIC) :])
         raw = f.read(size)
         engine_bytes = os.path.getsize(path) - len(start) - size
@@ -77,7 +77,7 @@ def check_engine_fits(header: EngineHeader, path: str, tensorrt_version: str,
                       compute_capability: Optional[str]) -> None:
     """Raise :class:`ModelFileError` saying what differs, and how to rebuild, when the engine was built for
     another TensorRT version or GPU than the ones here (engines are specific to both)."""
-    rebuild = f"rebuild it here: edgeface build-engine <model.onnx> (the ONNX that {os.path.basename(path)} came from)"
+    rebuild = f"rebuild it on this machine from the ONNX that {os.path.basename(path)} came from"
     if header.tensorrt_version.split(".")[:2] != tensorrt_version.split(".")[:2]:
         raise ModelFileError(f"{path} was built with TensorRT {header.tensorrt_version}, this machine has "
                              f"{tensorrt_version}; {rebuild}")

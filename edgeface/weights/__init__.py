@@ -1,4 +1,4 @@
-"""Models that ship inside the package (trained by edgeface; see MODEL_CARD.md beside this file)."""
+"""Models that ship inside the package: trained by edgeface, each with a model card beside it (none yet)."""
 
 from __future__ import annotations
 
