@@ -38,6 +38,15 @@ class Letterbox:
         return out
 
 
+def fit(width: int, height: int, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """``(new_w, new_h, pad_x, pad_y)``: a ``width`` x ``height`` image resized into ``size = (w, h)``
+    keeping its aspect ratio, centred (shared by the NumPy path and the CUDA pre-processing kernel)."""
+    out_w, out_h = size
+    scale = min(out_w / width, out_h / height)
+    new_w, new_h = min(out_w, max(1, round(width * scale))), min(out_h, max(1, round(height * scale)))
+    return new_w, new_h, (out_w - new_w) // 2, (out_h - new_h) // 2
+
+
 def letterbox(image: np.ndarray, size: tuple[int, int], pad_value: tuple[float, ...] = (0, 0, 0),
               interpolation: int = cv2.INTER_LINEAR) -> tuple[np.ndarray, Letterbox]:
     """Fit `image` into ``size = (w, h)`` keeping its aspect ratio, centred, the rest filled with `pad_value`.
@@ -46,9 +55,7 @@ def letterbox(image: np.ndarray, size: tuple[int, int], pad_value: tuple[float, 
     """
     height, width = image.shape[:2]
     out_w, out_h = size
-    scale = min(out_w / width, out_h / height)
-    new_w, new_h = min(out_w, max(1, round(width * scale))), min(out_h, max(1, round(height * scale)))
-    pad_x, pad_y = (out_w - new_w) // 2, (out_h - new_h) // 2
+    new_w, new_h, pad_x, pad_y = fit(width, height, size)
     if (new_w, new_h) != (width, height):
         image = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
     out = cv2.copyMakeBorder(image, pad_y, out_h - new_h - pad_y, pad_x, out_w - new_w - pad_x,

@@ -1,0 +1,131 @@
+// edgeface CUDA kernels: pre-processing, anchor decoding with scoring and compaction, and bitmask NMS.
+// NumPy references: edgeface/backends/cuda/reference.py. The kernels use no shared memory and no
+// barriers, so the same source also compiles as host C++ (tests/cuda_emulation/) and runs every
+// thread of the grid on the CPU for the tests.
+
+#define EF_MAX_NMS_WORDS 64  // top-K <= 4096 boxes
+
+// uint8 frame (BGR, BGRx or RGB; pitched rows) -> letterbox (bilinear, half-pixel centres as OpenCV)
+// -> (x - mean) / std -> CHW float32 in the network's channel order. One thread per output pixel.
+extern "C" __global__ void ef_preprocess(
+    const unsigned char* src, int src_w, int src_h, int src_pitch, int src_channels, int src_is_rgb,
+    float* dst, int dst_w, int dst_h, int new_w, int new_h, int pad_x, int pad_y, int out_rgb,
+    float mean0, float mean1, float mean2, float inv_std0, float inv_std1, float inv_std2)
+{
+    int x = blockIdx.x * blockDim.x + threadIdx.x;
+    int y = blockIdx.y * blockDim.y + threadIdx.y;
+    if (x >= dst_w || y >= dst_h) return;
+    float rgb[3];
+    int ix = x - pad_x, iy = y - pad_y;
+    bool inside = ix >= 0 && iy >= 0 && ix < new_w && iy < new_h;
+    if (inside) {
+        float sx = (ix + 0.5f) * ((float)src_w / (float)new_w) - 0.5f;
+        float sy = (iy + 0.5f) * ((float)src_h / (float)new_h) - 0.5f;
+        sx = fminf(fmaxf(sx, 0.0f), (float)(src_w - 1));
+        sy = fminf(fmaxf(sy, 0.0f), (float)(src_h - 1));
+        int x0 = (int)sx, y0 = (int)sy;
+        int x1 = x0 + 1 < src_w ? x0 + 1 : x0, y1 = y0 + 1 < src_h ? y0 + 1 : y0;
+        float fx = sx - x0, fy = sy - y0;
+        const unsigned char* r0 = src + (long)y0 * src_pitch;
+        const unsigned char* r1 = src + (long)y1 * src_pitch;
+        for (int c = 0; c < 3; ++c) {
+            float top = r0[x0 * src_channels + c] * (1.0f - fx) + r0[x1 * src_channels + c] * fx;
+            float bottom = r1[x0 * src_channels + c] * (1.0f - fx) + r1[x1 * src_channels + c] * fx;
+            rgb[src_is_rgb ? c : 2 - c] = top * (1.0f - fy) + bottom * fy;
+        }
+    }
+    float mean[3] = {mean0, mean1, mean2};
+    float inv_std[3] = {inv_std0, inv_std1, inv_std2};
+    long plane = (long)dst_w * dst_h;
+    for (int c = 0; c < 3; ++c) {
+        float value = rgb[out_rgb ? c : 2 - c];
+        dst[c * plane + (long)y * dst_w + x] = inside ? (value - mean[c]) * inv_std[c] : 0.0f;  // pad = mean
+    }
+}
+
+// Face score (softmax of background/face logits), threshold, SSD decode of the survivors, compacted
+// with an atomic counter (order is arbitrary; ef_rank restores a deterministic one). One thread per anchor.
+extern "C" __global__ void ef_decode(
+    const float* loc, const float* conf, const float* anchors, int num_anchors, float threshold,
+    float variance0, float variance1, int capacity,
+    float* out_boxes, float* out_scores, int* out_anchor, int* out_count)
+{
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= num_anchors) return;
+    float score = 1.0f / (1.0f + expf(conf[2 * i] - conf[2 * i + 1]));
+    if (!(score > threshold)) return;
+    int k = atomicAdd(out_count, 1);
+    if (k >= capacity) return;
+    const float* a = anchors + 4 * i;
+    const float* d = loc + 4 * i;
+    float cx = a[0] + d[0] * variance0 * a[2], cy = a[1] + d[1] * variance0 * a[3];
+    float w = a[2] * expf(d[2] * variance1), h = a[3] * expf(d[3] * variance1);
+    out_boxes[4 * k + 0] = cx - 0.5f * w;
+    out_boxes[4 * k + 1] = cy - 0.5f * h;
+    out_boxes[4 * k + 2] = cx + 0.5f * w;
+    out_boxes[4 * k + 3] = cy + 0.5f * h;
+    out_scores[k] = score;
+    out_anchor[k] = i;
+}
+
+// Top-K by rank: a candidate's rank is the number ranked before it (higher score, or equal score and
+// lower anchor index); candidates of rank < k are scattered to their place. One thread per candidate.
+extern "C" __global__ void ef_rank(
+    const float* boxes, const float* scores, const int* anchor, int n, int k,
+    float* sorted_boxes, float* sorted_scores, int* sorted_anchor)
+{
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float s = scores[i];
+    int rank = 0;
+    for (int j = 0; j < n; ++j)
+        rank += scores[j] > s || (scores[j] == s && anchor[j] < anchor[i]);
+    if (rank >= k) return;
+    for (int c = 0; c < 4; ++c) sorted_boxes[4 * rank + c] = boxes[4 * i + c];
+    sorted_scores[rank] = s;
+    sorted_anchor[rank] = anchor[i];
+}
+
+// Bitmask NMS, step 1: bit b of mask[row][word] says box (64 * word + b) overlaps `row` by more than
+// the threshold (only later boxes). Grid: x over rows, y over 64-box words.
+extern "C" __global__ void ef_nms_mask(const float* boxes, int n, float iou_threshold, unsigned long long* mask)
+{
+    int row = blockIdx.x * blockDim.x + threadIdx.x;
+    int word = blockIdx.y;
+    int words = (n + 63) / 64;
+    if (row >= n || word >= words) return;
+    const float* a = boxes + 4 * row;
+    float area_a = fmaxf(a[2] - a[0], 0.0f) * fmaxf(a[3] - a[1], 0.0f);
+    unsigned long long bits = 0;
+    for (int b = 0; b < 64; ++b) {
+        int col = word * 64 + b;
+        if (col >= n) break;
+        if (col <= row) continue;
+        const float* c = boxes + 4 * col;
+        float iw = fmaxf(fminf(a[2], c[2]) - fmaxf(a[0], c[0]), 0.0f);
+        float ih = fmaxf(fminf(a[3], c[3]) - fmaxf(a[1], c[1]), 0.0f);
+        float inter = iw * ih;
+        float uni = area_a + fmaxf(c[2] - c[0], 0.0f) * fmaxf(c[3] - c[1], 0.0f) - inter;
+        if (uni > 0.0f && inter > iou_threshold * uni) bits |= 1ULL << b;
+    }
+    mask[(long)row * words + word] = bits;
+}
+
+// Bitmask NMS, step 2, on the GPU so only the kept boxes travel back: one thread walks the boxes in
+// score order, keeping each box no kept box suppresses. Launch with one thread.
+extern "C" __global__ void ef_nms_reduce(const unsigned long long* mask, int n, int max_keep, int* keep,
+                                         int* num_keep)
+{
+    if (blockIdx.x * blockDim.x + threadIdx.x != 0) return;
+    int words = (n + 63) / 64;
+    unsigned long long removed[EF_MAX_NMS_WORDS];
+    for (int w = 0; w < words; ++w) removed[w] = 0;
+    int kept = 0;
+    for (int i = 0; i < n; ++i) {
+        if ((removed[i / 64] >> (i % 64)) & 1ULL) continue;
+        keep[kept++] = i;
+        if (max_keep > 0 && kept == max_keep) break;
+        for (int w = 0; w < words; ++w) removed[w] |= mask[(long)i * words + w];
+    }
+    *num_keep = kept;
+}

@@ -1,0 +1,40 @@
+// CPU emulation of the grids of edgeface's CUDA kernels: the kernels themselves, compiled as C++.
+#include "host_shim.h"
+#include "../../edgeface/backends/cuda/kernels.cu"
+
+#define EF_GRID(gx, gy, bx, by, CALL)                                                     \
+    gridDim = {(unsigned)(gx), (unsigned)(gy), 1};                                        \
+    blockDim = {(unsigned)(bx), (unsigned)(by), 1};                                       \
+    for (unsigned by_ = 0; by_ < gridDim.y; ++by_)                                        \
+        for (unsigned bx_ = 0; bx_ < gridDim.x; ++bx_)                                    \
+            for (unsigned ty_ = 0; ty_ < blockDim.y; ++ty_)                               \
+                for (unsigned tx_ = 0; tx_ < blockDim.x; ++tx_) {                         \
+                    blockIdx = {bx_, by_, 0};                                             \
+                    threadIdx = {tx_, ty_, 0};                                            \
+                    CALL;                                                                 \
+                }
+
+extern "C" void emulate_preprocess(int gx, int gy, int bx, int by, const unsigned char* src, int src_w, int src_h,
+                                   int src_pitch, int src_channels, int src_is_rgb, float* dst, int dst_w, int dst_h,
+                                   int new_w, int new_h, int pad_x, int pad_y, int out_rgb, float m0, float m1,
+                                   float m2, float s0, float s1, float s2) {
+    EF_GRID(gx, gy, bx, by, ef_preprocess(src, src_w, src_h, src_pitch, src_channels, src_is_rgb, dst, dst_w, dst_h,
+                                          new_w, new_h, pad_x, pad_y, out_rgb, m0, m1, m2, s0, s1, s2))
+}
+
+extern "C" void emulate_decode(int gx, int bx, const float* loc, const float* conf, const float* anchors, int n,
+                               float threshold, float v0, float v1, int capacity, float* boxes, float* scores,
+                               int* anchor, int* count) {
+    EF_GRID(gx, 1, bx, 1, ef_decode(loc, conf, anchors, n, threshold, v0, v1, capacity, boxes, scores, anchor, count))
+}
+
+extern "C" void emulate_rank(int gx, int bx, const float* boxes, const float* scores, const int* anchor, int n, int k,
+                             float* sorted_boxes, float* sorted_scores, int* sorted_anchor) {
+    EF_GRID(gx, 1, bx, 1, ef_rank(boxes, scores, anchor, n, k, sorted_boxes, sorted_scores, sorted_anchor))
+}
+
+extern "C" void emulate_nms(int gx, int gy, int bx, const float* boxes, int n, float iou, int max_keep,
+                            unsigned long long* mask, int* keep, int* num_keep) {
+    EF_GRID(gx, gy, bx, 1, ef_nms_mask(boxes, n, iou, mask))
+    EF_GRID(1, 1, 1, 1, ef_nms_reduce(mask, n, max_keep, keep, num_keep))
+}
