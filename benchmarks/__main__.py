@@ -1,12 +1,12 @@
-"""``python -m benchmarks {size,latency,accuracy,all}``: regenerate the README's tables and plots."""
+"""``python -m benchmarks {size,latency,speed,accuracy,all}``: regenerate the README's tables and plots."""
 
 from __future__ import annotations
 
 import sys
 
-from . import accuracy, latency, model_size
+from . import accuracy, latency, model_size, speed_grid
 
-TABLES = {"size": model_size.main, "latency": latency.main, "accuracy": accuracy.main}
+TABLES = {"size": model_size.main, "latency": latency.main, "speed": speed_grid.main, "accuracy": accuracy.main}
 
 
 def main(argv: list[str]) -> None:

@@ -58,13 +58,14 @@ def prepare_models(names: list[str], workdir: Path) -> dict[str, tuple[Path, Pat
     return out
 
 
-def time_stages(detector: Detector, frame: np.ndarray, runs: int, warmup: int,
-                post_outputs: tuple[np.ndarray, np.ndarray] | None) -> dict[str, float]:
-    """Median milliseconds of prepare, infer and decode (and their sum) over `runs`."""
+def time_stages(detector: Detector, frames: list[np.ndarray], runs: int, warmup: int,
+                post_outputs: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, float]:
+    """Median milliseconds of prepare, infer and decode of one batch of `frames` (and their sum, with its
+    90th and 99th percentiles) over `runs`."""
     samples: dict[str, list[float]] = {"pre": [], "network": [], "post": [], "total": []}
     for i in range(warmup + runs):
         t0 = time.perf_counter()
-        batch, transforms = detector.prepare([frame])
+        batch, transforms = detector.prepare(frames)
         t1 = time.perf_counter()
         loc, conf = detector.infer(batch)
         t2 = time.perf_counter()
@@ -78,6 +79,7 @@ def time_stages(detector: Detector, frame: np.ndarray, runs: int, warmup: int,
                 samples[key].append(value_ms)
     result = {k: statistics.median(v) for k, v in samples.items()}
     result["total_p90"] = float(np.percentile(samples["total"], 90))
+    result["total_p99"] = float(np.percentile(samples["total"], 99))
     return result
 
 
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
                     reference_outputs[backend] = detector.infer(detector.prepare([frame])[0])
                 else:
                     post_outputs = reference_outputs.get(backend)
-                stages = time_stages(detector, frame, args.runs, args.warmup, post_outputs)
+                stages = time_stages(detector, [frame], args.runs, args.warmup, post_outputs)
                 faces = len(detector.decode(*(post_outputs or detector.infer(detector.prepare([frame])[0])),
                                             detector.prepare([frame])[1], 640, 480)[0])
                 row = {"model": name, "backend": detector.backend.name, "weights": "authors" if trained else "random",

@@ -37,4 +37,13 @@ def test_size_and_latency_tables(tmp_path):
 
 def test_entry_point_help():
     result = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], capture_output=True, text=True, cwd=ROOT)
-    assert result.returncode == 0 and "size,latency,accuracy,all" in result.stdout
+    assert result.returncode == 0 and "size,latency,speed,accuracy,all" in result.stdout
+
+
+def test_speed_grid_cell_runs_in_its_own_process(tmp_path):
+    pytest.importorskip("torch")
+    bench(tmp_path, "speed", "--models", "extd32-relu", "--backends", "onnxruntime-1t", "--sizes", "160x120",
+          "--batches", "1", "2", "--runs", "2", "--warmup", "0")
+    rows = json.loads((tmp_path / "speed_grid_cpu.json").read_text())["rows"]
+    assert [(r["size"], r["batch"]) for r in rows] == [("160x120", 1), ("160x120", 2)]
+    assert all(r["total_p99_ms"] >= r["total_ms"] > 0 and 20 < r["peak_rss_mb"] < 4000 for r in rows)
