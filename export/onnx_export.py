@@ -73,7 +73,7 @@ def load_model(model: str) -> tuple[nn.Module, ModelSpec, bool]:
 def fold_scalar_prelu(model: nn.Module) -> nn.Module:
     """Copy of `model` with every single-slope PReLU replaced by the LeakyReLU it equals at inference.
 
-    ONNX Runtime fuses Conv + LeakyRelu but not Conv + PRelu (the released PReLU EXTDs ran 2.6x slower
+    ONNX Runtime fuses Conv + LeakyRelu but not Conv + PRelu (the released PReLU EXTD-64 ran 2.8x slower
     on it), and PReLU is a typical DLA fallback on Jetson; the function computed is unchanged.
     """
     import copy
