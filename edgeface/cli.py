@@ -179,20 +179,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .data.sources import load_records
     from .detector import Detector
     from .eval.plots import plot_pr_curves
+    from .eval.tta import detect_tta
     from .eval.voc import voc_ap
 
     source = _data_source(args)
     records = load_records(source)
     detector = Detector(args.model, score_threshold=args.score_threshold, input_size=args.input_size,
                         device=args.device)
-    from .eval.tta import detect_tta
-
-    def run(image):
-        if args.scales == [1.0] and not args.flip and not args.box_voting:
-            return detector(image)
-        return detect_tta(detector, image, args.scales, args.flip, args.box_voting)
-
-    dets = [run(read_image(r.image_path)) for r in tqdm(records, desc="eval", unit="img", disable=args.quiet)]
+    dets = [detect_tta(detector, read_image(r.image_path), args.scales, args.flip, args.box_voting)
+            for r in tqdm(records, desc="eval", unit="img", disable=args.quiet)]
     curve = voc_ap(records, dets, iou_threshold=args.iou)
     name = Path(args.model).stem
     print(f"{name}: VOC AP@{args.iou:g} = {curve.ap:.4f} on {len(records)} images, {curve.num_faces} faces "

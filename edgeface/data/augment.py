@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..core.boxes import box_iou
+
 INTERPOLATIONS = (cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_AREA, cv2.INTER_NEAREST, cv2.INTER_LANCZOS4)
 
 
@@ -97,8 +99,6 @@ def ssd_random_crop(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generat
                     max_trials: int = 50) -> tuple[np.ndarray, np.ndarray]:
     """SSD crop: a window of 0.3-1x each side (aspect 0.5-2) whose IoU with some face reaches a random
     minimum (or the whole image); faces whose centres fall outside are dropped."""
-    from ..core.boxes import box_iou
-
     height, width = image.shape[:2]
     while True:
         min_iou = (None, 0.1, 0.3, 0.5, 0.7, 0.9, -1.0)[rng.integers(7)]

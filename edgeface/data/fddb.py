@@ -32,9 +32,8 @@ def read_fddb_fold(ellipse_list: str | os.PathLike, images_root: str | os.PathLi
         ellipses = np.array([list(map(float, lines[i + 2 + k].split()[:5])) for k in range(count)],
                             np.float64).reshape(-1, 5)
         i += 2 + count
-        record = FaceRecord(os.path.join(os.fspath(images_root), f"{name}.jpg"), ellipse_bounds(ellipses), name=name)
-        record.ellipses = ellipses
-        records.append(record)
+        records.append(FaceRecord(os.path.join(os.fspath(images_root), f"{name}.jpg"), ellipse_bounds(ellipses),
+                                  name=name, ellipses=ellipses))
     return records
 
 

@@ -19,6 +19,7 @@ class FaceRecord:
     height: int = 0
     name: str = ""  # the image's name in its dataset (e.g. WIDER's "<event>/<file>.jpg")
     attributes: np.ndarray | None = None  # per-face dataset flags, e.g. WIDER's (N, 6) attributes
+    ellipses: np.ndarray | None = None  # FDDB's (N, 5) face ellipses (major, minor, angle, cx, cy)
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, np.float32).reshape(-1, 4)

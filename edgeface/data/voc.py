@@ -7,9 +7,8 @@ import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from ..core.image import IMAGE_SUFFIXES
 from .records import FaceRecord
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def read_voc_xml(xml_path: str | os.PathLike, image_path: str | os.PathLike, classes: tuple[str, ...] | None = None,

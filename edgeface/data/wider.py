@@ -27,10 +27,8 @@ def read_wider_txt(gt_txt: str | os.PathLike, images_root: str | os.PathLike) ->
         data = np.array(rows[:count], np.int64).reshape(-1, 10)
         boxes = np.concatenate([data[:, :2], data[:, :2] + data[:, 2:4]], axis=1).astype(np.float32)
         ignore = (data[:, 7] == 1) | (data[:, 2] <= 0) | (data[:, 3] <= 0)
-        record = FaceRecord(os.path.join(os.fspath(images_root), name), boxes, ignore)
-        record.attributes = data[:, 4:10]
-        record.name = name
-        records.append(record)
+        records.append(FaceRecord(os.path.join(os.fspath(images_root), name), boxes, ignore, name=name,
+                                  attributes=data[:, 4:10]))
     return records
 
 

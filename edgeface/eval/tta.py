@@ -24,6 +24,8 @@ def detect_tta(detector, image: np.ndarray, scales: Sequence[float] = (1.0,), fl
                voting_iou: float | None = None) -> Detections:
     """Faces from one pass per scale (and its mirror), merged by NMS at the detector's IoU, optionally with
     box voting (the EXTD release used flip + multi-scale + voting at IoU 0.3)."""
+    if tuple(scales) == (1.0,) and not flip and not voting_iou:
+        return detector(image)  # one pass: nothing to merge
     height, width = image.shape[:2]
     boxes, scores = [], []
     for scale in scales:

@@ -118,6 +118,7 @@ extern "C" __global__ void ef_nms_reduce(const unsigned long long* mask, int n, 
 {
     if (blockIdx.x * blockDim.x + threadIdx.x != 0) return;
     int words = (n + 63) / 64;
+    if (words > EF_MAX_NMS_WORDS) { *num_keep = -1; return; }  // more than top-K 4096: caller's error
     unsigned long long removed[EF_MAX_NMS_WORDS];
     for (int w = 0; w < words; ++w) removed[w] = 0;
     int kept = 0;

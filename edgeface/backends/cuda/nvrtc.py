@@ -31,6 +31,12 @@ def _candidates(major: int) -> list[str]:
     return found + sorted(glob.glob(f"/usr/local/cuda*/lib64/libnvrtc.so.{major}*")) + [f"libnvrtc.so.{major}"]
 
 
+def _version(lib: ctypes.CDLL) -> tuple[int, int]:
+    v_major, v_minor = ctypes.c_int(), ctypes.c_int()
+    lib.nvrtcVersion(ctypes.byref(v_major), ctypes.byref(v_minor))
+    return v_major.value, v_minor.value
+
+
 @cache
 def load_nvrtc(major: int) -> ctypes.CDLL:
     """The NVRTC library of CUDA `major` (12 or 13); BackendError saying what to install if none is found."""
@@ -39,19 +45,14 @@ def load_nvrtc(major: int) -> ctypes.CDLL:
             lib = ctypes.CDLL(path)
         except OSError:
             continue
-        v_major, v_minor = ctypes.c_int(), ctypes.c_int()
-        lib.nvrtcVersion(ctypes.byref(v_major), ctypes.byref(v_minor))
-        if v_major.value == major:
+        if _version(lib)[0] == major:
             return lib
     wheel = "nvidia-cuda-nvrtc" if major >= 13 else f"nvidia-cuda-nvrtc-cu{major}"
     raise BackendError(f"NVRTC {major}.x not found: pip install {wheel} (or install the CUDA {major} toolkit)")
 
 
 def nvrtc_version(major: int) -> str:
-    lib = load_nvrtc(major)
-    v_major, v_minor = ctypes.c_int(), ctypes.c_int()
-    lib.nvrtcVersion(ctypes.byref(v_major), ctypes.byref(v_minor))
-    return f"{v_major.value}.{v_minor.value}"
+    return "{}.{}".format(*_version(load_nvrtc(major)))
 
 
 def nvrtc_major_for(arch: str) -> int:
