@@ -1,15 +1,22 @@
-"""``python -m benchmarks {size,latency,speed,accuracy,all}``: regenerate the README's tables and plots."""
+"""``python -m benchmarks {size,latency,speed,accuracy,gpu,gpu-suite,all}``: regenerate the README's tables
+and plots. ``gpu`` measures the GPU pipeline (skipped without a CUDA GPU); ``gpu-suite`` runs every GPU test
+and then the GPU benchmarks, in one call."""
 
 from __future__ import annotations
 
 import sys
 
-from . import accuracy, latency, model_size, speed_grid
+from . import accuracy, gpu, latency, model_size, speed_grid
 
-TABLES = {"size": model_size.main, "latency": latency.main, "speed": speed_grid.main, "accuracy": accuracy.main}
+TABLES = {"size": model_size.main, "latency": latency.main, "speed": speed_grid.main, "accuracy": accuracy.main,
+          "gpu": gpu.main}
+EXTRA = {"gpu-suite": gpu.suite}
 
 
 def main(argv: list[str]) -> None:
+    if argv and argv[0] in EXTRA:
+        EXTRA[argv[0]](argv[1:])
+        return
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in (*TABLES, "all"):
         print(__doc__.strip() + "\n\nEach writes JSON, a markdown table and plots to benchmarks/results/, naming the "
               "machine, package versions and date. `python -m benchmarks NAME --help` for a table's options.")

@@ -15,6 +15,7 @@ import statistics
 import tempfile
 import time
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +24,14 @@ from edgeface import Detector, read_image
 from edgeface.data.imglab import read_imglab
 from edgeface.data.voc import read_facemask
 from edgeface.eval.plots import plot_pr_curves
-from edgeface.eval.tta import detect_tta
 from edgeface.eval.voc import voc_ap
+from edgeface.spec import TestTimeSpec
 from edgeface.weights import DEFAULT_MODEL
 
 from .latency import AUTHORS, SHARED, test_frame
 from .machine import RESULTS, describe_machine, markdown_table, write_results
 
-TTA = {"scales": (1.0, 2.0), "flip": True, "voting_iou": 0.3}
+TTA = TestTimeSpec.from_scales((1.0, 2.0), flip=True, voting_iou=0.3)
 
 
 def available_models(extra: list[str], workdir: Path) -> dict[str, Path]:
@@ -94,10 +95,9 @@ def main(argv: list[str] | None = None) -> None:
         models = available_models(args.models, Path(tmp))
         sets = labelled_sets()
         for name, path in models.items():
-            detector = Detector(path, score_threshold=0.05)
-            modes = {"single-scale": detector}
+            modes = {"single-scale": Detector(path, score_threshold=0.05, test_time=TestTimeSpec())}
             if not args.no_tta:
-                modes["flip + scales 1,2 + voting"] = lambda im, d=detector: detect_tta(d, im, **TTA)
+                modes["flip + scales 1,2 + voting"] = Detector(path, score_threshold=0.05, test_time=TTA)
             latency = {mode: cpu_latency_ms(run, args.runs) for mode, run in modes.items()}
             for set_name, records in sets.items():
                 images = [read_image(r.image_path) for r in records]
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
                             for r in rows])
     print()
     print(table)
-    payload = {"machine": describe_machine(), "tta": TTA, "rows": rows}
+    payload = {"machine": describe_machine(), "tta": asdict(TTA), "rows": rows}
     print(f"\nwritten: {write_results('accuracy', payload, table)}")
     if curves:
         plot_pr_curves(curves, RESULTS / "pr_facemask_val.png", title="face dataset val, single-scale")

@@ -156,10 +156,46 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_build_engine(args: argparse.Namespace) -> int:
+    from .export.tensorrt_build import BuildOptions, build_engine
+
+    options = BuildOptions(
+        precision=args.precision, max_batch=args.max_batch, workspace_mb=args.workspace,
+        optimization_level=args.opt_level, timing_cache=args.timing_cache, dla_core=args.dla_core,
+        calibration_images=[str(p) for p in _expand_inputs(args.calibration_images)] if args.calibration_images else [],
+        check_images=[str(p) for p in _expand_inputs(args.check_images)] if args.check_images else [],
+        calibration_cache=args.calibration_cache, int8_mode=args.int8_mode,
+        profile_sizes=((64, 64), args.opt_size, args.max_size or (1920, 1088)))
+    output = args.output or str(Path(args.onnx).with_suffix(".engine"))
+    try:
+        report = build_engine(args.onnx, output, options)
+    except (RuntimeError, ValueError) as exc:
+        raise EdgefaceError(str(exc)) from exc
+    print(f"{output}: TensorRT {report.tensorrt_version} ({report.generation}.x API), {report.precision}, "
+          f"{report.engine_bytes / 1e6:.1f} MB, profile {report.profile}, {report.seconds:.1f} s")
+    for note in report.notes:
+        print(f"  {note}")
+    if report.dla_fallback_layers:
+        print(f"  {len(report.dla_fallback_layers)} layers fall back from DLA to the GPU: "
+              + ", ".join(report.dla_fallback_layers[:12]) + (" ..." if len(report.dla_fallback_layers) > 12 else ""))
+    if report.accuracy:
+        print(f"  {report.accuracy}")
+    return 0
+
+
+def _key_value(item: str) -> tuple[str, object]:
+    import yaml
+
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
+    return key.strip(), yaml.safe_load(value)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .train.trainer import TrainConfig, train
 
-    cfg = TrainConfig.from_yaml(args.config)
+    cfg = TrainConfig.from_yaml(args.config, overrides=dict(_key_value(item) for item in args.set))
     if args.output:
         cfg.output = args.output
     if args.steps:
@@ -179,17 +215,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .data.sources import load_records
     from .detector import Detector
     from .eval.plots import plot_pr_curves
-    from .eval.tta import detect_tta
     from .eval.voc import voc_ap
+    from .spec import TestTimeSpec
 
     source = _data_source(args)
     records = load_records(source)
+    test_time = None  # the model's own strategy
+    if args.scales or args.flip or args.box_voting or args.single_pass:
+        test_time = TestTimeSpec.from_scales(tuple(args.scales or (1.0,)), args.flip, args.box_voting)
     detector = Detector(args.model, score_threshold=args.score_threshold, input_size=args.input_size,
-                        device=args.device)
-    dets = [detect_tta(detector, read_image(r.image_path), args.scales, args.flip, args.box_voting)
+                        device=args.device, test_time=test_time)
+    dets = [detector(read_image(r.image_path))
             for r in tqdm(records, desc="eval", unit="img", disable=args.quiet)]
     curve = voc_ap(records, dets, iou_threshold=args.iou)
-    name = Path(args.model).stem
+    name = Path(args.model).stem if args.model else f"default ({detector.spec.name})"
     print(f"{name}: VOC AP@{args.iou:g} = {curve.ap:.4f} on {len(records)} images, {curve.num_faces} faces "
           f"({args.format} {' '.join(args.data)})")
     if args.plot:
@@ -323,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="run folder (default: the recipe's)")
     p.add_argument("--steps", type=int, help="optimizer steps (default: the recipe's)")
     p.add_argument("--model", help="registry name of the variant to train (default: the recipe's)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe key (YAML value), e.g. --set hard_image_mining=true --set lr=0.002")
     p.add_argument("--no-resume", action="store_true", help="start over even if the run folder has a checkpoint")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
@@ -331,13 +372,15 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Average precision (VOC devkit style: pixel-inclusive IoU, interpolated AP) "
                                    "of a model on a labelled set, e.g. `edgeface eval -m m.onnx --format facemask "
                                    "root=../shared/data/facemask split=val`.")
-    p.add_argument("-m", "--model", required=True, help="model file")
+    p.add_argument("-m", "--model", help="model file (default: the model edgeface ships)")
     _add_data_source(p)
     p.add_argument("--iou", type=float, default=0.5, help="IoU for a match (default: %(default)s)")
     p.add_argument("--score-threshold", type=float, default=0.05, help="keep scores above (default: %(default)s)")
     p.add_argument("--input-size", type=_size, metavar="WxH", help="letterbox to this size (default: native)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--scales", type=float, nargs="+", default=[1.0], help="test-time scales (default: 1)")
+    p.add_argument("--scales", type=float, nargs="+",
+                   help="test-time scales (default: the model's own strategy, e.g. one pass for EXTD)")
+    p.add_argument("--single-pass", action="store_true", help="one pass at scale 1, whatever the model's strategy")
     p.add_argument("--flip", action="store_true", help="add horizontally mirrored passes")
     p.add_argument("--box-voting", type=float, metavar="IOU", help="merge with box voting at this IoU (e.g. 0.3)")
     p.add_argument("--plot", help="write the precision-recall curve to this PNG")
@@ -388,6 +431,34 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--rtx-check", action="store_true",
                    help="also parse and build the ONNX with TensorRT-RTX (pip install edgeface[tensorrt-rtx])")
     e.set_defaults(func=cmd_export_onnx)
+
+    p = sub.add_parser("build-engine", help="build a TensorRT engine (Jetson or desktop GPU with TensorRT)",
+                       description="Build an edgeface engine file from an exported ONNX with the TensorRT installed "
+                                   "here (8.5/8.6, 10.x or 11.x, detected). The engine carries the spec; build it on "
+                                   "the device that runs it (engines are specific to GPU and TensorRT version).")
+    p.add_argument("onnx", help="ONNX exported by `edgeface export onnx`")
+    p.add_argument("-o", "--output", help="engine file (default: the ONNX name with .engine)")
+    precision = p.add_mutually_exclusive_group()
+    precision.add_argument("--fp32", dest="precision", action="store_const", const="fp32")
+    precision.add_argument("--fp16", dest="precision", action="store_const", const="fp16", help="(default)")
+    precision.add_argument("--int8", dest="precision", action="store_const", const="int8",
+                           help="INT8 (needs --calibration-images; Nano has no INT8)")
+    p.set_defaults(precision="fp16")
+    p.add_argument("--calibration-images", nargs="+", metavar="PATH", help="INT8 calibration photos or folders")
+    p.add_argument("--check-images", nargs="+", metavar="PATH",
+                   help="photos held out from calibration: accuracy of FP16/INT8 against FP32, reported")
+    p.add_argument("--int8-mode", choices=("auto", "qdq", "calibrator"), default="auto",
+                   help="qdq: explicit Q/DQ ONNX (TensorRT 10/11); calibrator: entropy calibrator (TensorRT 8/10, "
+                        "DLA); auto: calibrator on DLA, else qdq")
+    p.add_argument("--calibration-cache", help="entropy calibrator cache file (read if present, written after)")
+    p.add_argument("--max-batch", type=int, default=1, help="largest batch of the profile (default: %(default)s)")
+    p.add_argument("--opt-size", type=_size, default=(640, 480), metavar="WxH", help="size TensorRT tunes for")
+    p.add_argument("--max-size", type=_size, metavar="WxH", help="largest input size (default 1920x1088)")
+    p.add_argument("--workspace", type=int, default=1024, metavar="MB", help="workspace limit (default: %(default)s)")
+    p.add_argument("--opt-level", type=int, choices=range(6), help="builder optimisation level (TensorRT 8.6+)")
+    p.add_argument("--timing-cache", help="timing cache file: read if present, written after (fast rebuilds)")
+    p.add_argument("--dla-core", type=int, help="build for this DLA core (Xavier/Orin) with GPU fallback")
+    p.set_defaults(func=cmd_build_engine)
     return parser
 
 

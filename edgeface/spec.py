@@ -8,6 +8,7 @@ or box coding.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Optional
 
@@ -29,19 +30,54 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class AnchorSpec:
-    """Square-or-not anchors, one set per detection level, centred at ``(j + 0.5) * stride`` pixels.
+    """Anchors (or templates), one set per detection level, centred at ``(j + 0.5) * stride`` pixels.
 
     ``sizes[k]`` and ``ratios`` give ``len(sizes[k]) * len(ratios)`` anchors per cell on level k,
-    ratios are height / width. A level of stride ``2**k`` has the feature-map size reached by k
+    ratios are height / width, unless ``shapes[k]`` lists the cell's ``(w, h)`` shapes explicitly
+    (HR's clustered templates). A level of stride ``2**k`` has the feature-map size reached by k
     halvings ``n -> ceil(n / 2)`` of the input size (what a 3x3, pad-1, stride-2 conv does).
     """
 
     strides: tuple[int, ...] = (4, 8, 16, 32, 64, 128)
     sizes: tuple[tuple[float, ...], ...] = ((16,), (32,), (64,), (128,), (256,), (512,))
     ratios: tuple[float, ...] = (1.0,)
+    shapes: Optional[tuple[tuple[tuple[float, float], ...], ...]] = None
+
+    def cell_shapes(self, level: int) -> tuple[tuple[float, float], ...]:
+        """The ``(w, h)`` of each anchor in one cell of `level`, in output order."""
+        if self.shapes is not None:
+            return self.shapes[level]
+        return tuple((size / math.sqrt(r), size * math.sqrt(r)) for size in self.sizes[level] for r in self.ratios)
 
     def per_cell(self, level: int) -> int:
-        return len(self.sizes[level]) * len(self.ratios)
+        return len(self.cell_shapes(level))
+
+
+@dataclass(frozen=True)
+class PyramidScale:
+    """One pass of a test-time pyramid."""
+
+    scale: float = 1.0  # resize factor of the frame
+    short_side: Optional[int] = None  # or: resize the frame so its short side has this many pixels
+    anchors: Optional[tuple[int, ...]] = None  # indices within a cell active in this pass (None: all)
+
+
+@dataclass(frozen=True)
+class TestTimeSpec:
+    """A model's test-time strategy: passes over a pyramid (and mirrors), merged by NMS or box voting."""
+
+    pyramid: tuple[PyramidScale, ...] = (PyramidScale(),)
+    flip: bool = False
+    voting_iou: Optional[float] = None  # box voting over overlaps >= this IoU instead of plain NMS
+
+    @property
+    def single_pass(self) -> bool:
+        return self.pyramid == (PyramidScale(),) and not self.flip and not self.voting_iou
+
+    @classmethod
+    def from_scales(cls, scales: tuple[float, ...] = (1.0,), flip: bool = False,
+                    voting_iou: Optional[float] = None) -> TestTimeSpec:
+        return cls(tuple(PyramidScale(float(s)) for s in scales), flip, voting_iou)
 
 
 @dataclass(frozen=True)
@@ -59,6 +95,7 @@ class ModelSpec:
     nms_iou: float = 0.3
     max_detections: int = 750
     pre_nms_top_k: int = 5000  # best-scoring candidates that enter NMS
+    test_time: TestTimeSpec = field(default_factory=TestTimeSpec)  # what Detector runs by default
     model_version: str = "0"
     spec_version: int = SPEC_VERSION
 
@@ -94,9 +131,15 @@ class ModelSpec:
         for key in ("strides", "ratios"):
             if key in anc:
                 anc[key] = tuple(anc[key])
+        if anc.get("shapes") is not None:
+            anc["shapes"] = tuple(tuple((float(w), float(h)) for w, h in level) for level in anc["shapes"])
         if "variances" in d:
             d["variances"] = tuple(d["variances"])
-        return cls(input=InputSpec(**inp), anchors=AnchorSpec(**anc), **d)
+        tt = dict(d.pop("test_time", {}))
+        if "pyramid" in tt:
+            tt["pyramid"] = tuple(PyramidScale(**{**p, "anchors": None if p.get("anchors") is None
+                                                  else tuple(p["anchors"])}) for p in tt["pyramid"])
+        return cls(input=InputSpec(**inp), anchors=AnchorSpec(**anc), test_time=TestTimeSpec(**tt), **d)
 
     @classmethod
     def from_json(cls, text: str) -> ModelSpec:

@@ -102,7 +102,12 @@ def _check_images(images: Sequence[str | np.ndarray], seed: int = 0) -> list[np.
 
 
 def _same_detections(a: Detections, b: Detections) -> bool:
-    return len(a) == len(b) and np.allclose(a.boxes, b.boxes, atol=1e-2) and np.allclose(a.scores, b.scores, atol=1e-4)
+    """Same faces, in any order: runtimes may order scores that tie to float precision differently."""
+    if len(a) != len(b):
+        return False
+    close = ((np.abs(a.boxes[:, None] - b.boxes[None]).max(axis=-1) <= 1e-2)
+             & (np.abs(a.scores[:, None] - b.scores[None]) <= 1e-4))
+    return bool(close.any(axis=1).all() and close.any(axis=0).all())
 
 
 def export_onnx(model: nn.Module, spec: ModelSpec, output: str | os.PathLike, opset: int = DEFAULT_OPSET,

@@ -37,7 +37,7 @@ def test_size_and_latency_tables(tmp_path):
 
 def test_entry_point_help():
     result = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], capture_output=True, text=True, cwd=ROOT)
-    assert result.returncode == 0 and "size,latency,speed,accuracy,all" in result.stdout
+    assert result.returncode == 0 and "size,latency,speed,accuracy,gpu,gpu-suite,all" in result.stdout
 
 
 def test_speed_grid_cell_runs_in_its_own_process(tmp_path):
@@ -47,3 +47,11 @@ def test_speed_grid_cell_runs_in_its_own_process(tmp_path):
     rows = json.loads((tmp_path / "speed_grid_cpu.json").read_text())["rows"]
     assert [(r["size"], r["batch"]) for r in rows] == [("160x120", 1), ("160x120", 2)]
     assert all(r["total_p99_ms"] >= r["total_ms"] > 0 and 20 < r["peak_rss_mb"] < 4000 for r in rows)
+
+
+def test_gpu_benchmark_says_what_it_skipped(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "benchmarks", "gpu", "--runs", "2"], capture_output=True, text=True,
+                            cwd=ROOT, env={**os.environ, "EDGEFACE_RESULTS_DIR": str(tmp_path)}, timeout=600)
+    assert result.returncode == 0, result.stderr
+    if "skipped: no CUDA GPU" not in result.stdout:  # a GPU machine: the table was written
+        assert (tmp_path / "gpu.json").exists()

@@ -106,7 +106,8 @@ def test_eval_wider_cli_scores_a_submission_folder(tmp_path):
 
 def test_box_voting_and_test_time_passes(extd64_onnx, photo_paths):
     import edgeface
-    from edgeface.eval.tta import box_voting, detect_tta
+    from edgeface.core.testtime import box_voting
+    from edgeface.spec import TestTimeSpec
 
     boxes = np.array([[0, 0, 10, 10], [2, 0, 12, 10], [50, 50, 60, 60]], np.float32)
     voted = box_voting(boxes, np.array([1.0, 1.0, 0.5]), np.array([0, 2]), 0.3)
@@ -114,10 +115,10 @@ def test_box_voting_and_test_time_passes(extd64_onnx, photo_paths):
     detector = edgeface.Detector(extd64_onnx)
     image = edgeface.read_image(photo_paths[1])
     plain = detector(image)
-    single = detect_tta(detector, image)
-    np.testing.assert_allclose(single.boxes, plain.boxes)
+    single = edgeface.Detector(extd64_onnx, test_time=TestTimeSpec.from_scales((1.0,), voting_iou=1.0))(image)
+    np.testing.assert_allclose(single.boxes, plain.boxes)  # the pass machinery with nothing to merge
     mirrored = detector(np.ascontiguousarray(image[:, ::-1]))
-    flipped = detect_tta(detector, image, flip=True, voting_iou=0.3)
+    flipped = edgeface.Detector(extd64_onnx, test_time=TestTimeSpec(flip=True, voting_iou=0.3))(image)
     assert len(flipped) >= len(plain) > 0 and len(mirrored) > 0
     assert (box_iou_max(plain.boxes, flipped.boxes) > 0.8).all()  # every single-pass face survives the merge
 

@@ -87,9 +87,10 @@ def test_tensorrt_rtx_builds_exported_models(extd64_onnx, tmp_path):
     assert build_engine_rtx(fixed).profile["opt"] == (1, 3, 480, 640)
 
 
-@pytest.mark.parametrize("name", [n for n in model_names() if n.startswith("extd")])
+@pytest.mark.parametrize("name", [n for n in model_names() if n.startswith("extd")]
+                         + [pytest.param(n, marks=pytest.mark.slow) for n in ("srn", "hr-res50", "shf")])
 def test_every_variant_exports_and_builds_with_tensorrt_rtx(name, tmp_path, photo_paths):
-    """The CPU stand-in for an engine build: every variant's dynamic ONNX parses and builds."""
+    """The CPU stand-in for an engine build: every model's dynamic ONNX parses and builds."""
     pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX missing: pip install edgeface[tensorrt-rtx]")
     import cv2
 
@@ -99,3 +100,16 @@ def test_every_variant_exports_and_builds_with_tensorrt_rtx(name, tmp_path, phot
     small = cv2.resize(cv2.imread(photo_paths[0]), (160, 120))
     export_onnx(model, spec, tmp_path / "m.onnx", check_images=[small], compare_detections=False)
     assert build_engine_rtx(tmp_path / "m.onnx", max_batch=2).engine_bytes > 50_000
+
+
+def test_fp16_cast_builds_with_tensorrt_rtx(extd64_onnx, tmp_path):
+    """TensorRT 11 and TensorRT-RTX take FP16 from the graph: the FP16-cast export must parse and build."""
+    pytest.importorskip("tensorrt_rtx_bindings", reason="TensorRT-RTX missing: pip install edgeface[tensorrt-rtx]")
+    pytest.importorskip("onnxconverter_common")
+    from edgeface.export.precision import cast_fp16
+    from edgeface.export.tensorrt_rtx import build_engine_rtx
+
+    half = cast_fp16(extd64_onnx, tmp_path / "half.onnx")
+    fp32 = build_engine_rtx(extd64_onnx, max_batch=1)
+    fp16 = build_engine_rtx(half, max_batch=1)
+    assert 0 < fp16.engine_bytes and fp16.engine_bytes != fp32.engine_bytes

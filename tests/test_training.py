@@ -13,7 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import SHARED, need  # noqa: E402
+from conftest import SHARED, need, write_imglab  # noqa: E402
 from edgeface.core.anchors import generate_anchors  # noqa: E402
 from edgeface.core.boxes import box_iou, cxcywh_to_xyxy  # noqa: E402
 from edgeface.data.augment import AugmentConfig, augment, hflip  # noqa: E402
@@ -120,12 +120,7 @@ def test_learning_rate_schedules():
 
 
 def test_loss_falls_when_overfitting_a_few_real_images(tmp_path):
-    records = read_facemask(need(FACEMASK), "train")[:4]
-    xml = tmp_path / "four.xml"  # the same four images as an imglab file: a real reader on a tiny set
-    xml.write_text("<dataset><images>" + "".join(
-        f"<image file='{r.image_path}'>" + "".join(
-            f"<box left='{b[0]}' top='{b[1]}' width='{b[2] - b[0]}' height='{b[3] - b[1]}'/>" for b in r.boxes)
-        + "</image>" for r in records) + "</images></dataset>")
+    xml = write_imglab(read_facemask(need(FACEMASK), "train")[:4], tmp_path / "four.xml")
     cfg = tiny_config(tmp_path, train_data=[{"format": "imglab", "xml": str(xml)}], steps=60, batch_size=4,
                       data_anchor_sampling_prob=0.0, lr=0.01, warmup_steps=5, schedule="step", lr_steps=[])
     trainer = Trainer(cfg)

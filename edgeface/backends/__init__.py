@@ -40,9 +40,10 @@ def open_backend(path: str | os.PathLike, device: str = "cpu", threads: Optional
             raise BackendError(f"{path} is a TensorRT engine ({header.spec.name}, {flavour} {header.tensorrt_version}) "
                                "and TensorRT is not installed here: JetPack ships it on Jetson, NVIDIA's index on "
                                "desktops; or run the .onnx on ONNX Runtime") from None
-        check_engine_fits(header, path, tensorrt.__version__, None)
-        raise BackendError(f"{path}: the TensorRT engine backend is not available in this edgeface version; "
-                           "run the .onnx with Detector(path, device='tensorrt') meanwhile")
+        check_engine_fits(header, path, tensorrt.__version__, None)  # the GPU is checked once CUDA is up
+        from .tensorrt_backend import TensorRTBackend
+
+        return TensorRTBackend(path, tensorrt)
     raise ModelFileError(f"{path}: unknown model file type {suffix!r}; edgeface runs .onnx files and .pt checkpoints")
 
 

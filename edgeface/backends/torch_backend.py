@@ -63,3 +63,28 @@ class TorchBackend:
         with self.torch.inference_mode():
             loc, conf = self.model(self.torch.from_numpy(batch).to(self.device))
         return loc.float().cpu().numpy(), conf.float().cpu().numpy()
+
+    def network_runner(self):
+        """The model as a :class:`~edgeface.backends.cuda.pipeline.GpuPipeline` network step: it reads and writes
+        the pipeline's device buffers in place (``__cuda_array_interface__``) on the pipeline's stream."""
+        from .cuda.runtime import CudaArrayView
+
+        torch = self.torch
+
+        def run(input_ptr, loc_ptr, conf_ptr, width, height, stream):
+            with torch.cuda.stream(torch.cuda.ExternalStream(int(stream.handle), device=self.device)), \
+                    torch.no_grad():
+                x = torch.as_tensor(CudaArrayView(input_ptr, (1, 3, height, width)), device=self.device)
+                loc, conf = self.model(x)
+                torch.as_tensor(CudaArrayView(loc_ptr, loc.shape), device=self.device).copy_(loc)
+                torch.as_tensor(CudaArrayView(conf_ptr, conf.shape), device=self.device).copy_(conf)
+
+        return run
+
+    def gpu_pipeline(self, score_threshold: float, nms_iou: float, max_detections: int):
+        """The whole pipeline on the GPU: edgeface's CUDA kernels around the torch model (a CUDA device only)."""
+        if self.device.type != "cuda":
+            raise ValueError("the GPU pipeline needs the torch backend on a CUDA device")
+        from .cuda.pipeline import GpuPipeline
+
+        return GpuPipeline(self.spec, self.network_runner(), score_threshold, nms_iou, max_detections)

@@ -37,9 +37,7 @@ def _anchors(spec: AnchorSpec, width: int, height: int) -> np.ndarray:
     for level, ((rows, cols), stride) in enumerate(zip(feature_sizes(spec, width, height), spec.strides)):
         ys, xs = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
         centres = (np.stack([xs, ys], axis=-1).reshape(-1, 1, 2) + 0.5) * stride
-        shapes = np.array(
-            [(size / math.sqrt(r), size * math.sqrt(r)) for size in spec.sizes[level] for r in spec.ratios]
-        )  # (per_cell, 2) as (w, h)
+        shapes = np.array(spec.cell_shapes(level))  # (per_cell, 2) as (w, h)
         cell = np.concatenate(np.broadcast_arrays(centres, shapes[None]), axis=-1)
         levels.append(cell.reshape(-1, 4))
     anchors = np.concatenate(levels).astype(np.float32)

@@ -18,17 +18,19 @@ def face_scores(conf: np.ndarray) -> np.ndarray:
 
 def decode_detections(loc: np.ndarray, conf: np.ndarray, anchors: np.ndarray, spec: ModelSpec,
                       transform: Letterbox, score_threshold: float, nms_iou: float,
-                      max_detections: int) -> Detections:
+                      max_detections: int, active: np.ndarray | None = None) -> Detections:
     """Faces of one image from its ``(A, 4)`` box offsets and ``(A, 2)`` logits over ``(A, 4)`` anchors.
 
     Keeps scores above `score_threshold`, at most ``spec.pre_nms_top_k`` of them, decodes them,
-    suppresses overlaps above `nms_iou` and maps the survivors to source-image pixels.
+    suppresses overlaps above `nms_iou` and maps the survivors to source-image pixels. `active`, a
+    boolean ``(A,)`` mask, restricts the candidates to some anchors (HR's templates per pyramid scale).
     """
     if loc.shape[0] != anchors.shape[0]:
         raise ValueError(f"the network gave {loc.shape[0]} boxes but the spec's anchor layout has "
                          f"{anchors.shape[0]}: the model file and its spec disagree")
     scores = face_scores(conf.astype(np.float32, copy=False))
-    candidates = np.flatnonzero(scores > score_threshold)
+    passing = scores > score_threshold
+    candidates = np.flatnonzero(passing if active is None else passing & active)
     if len(candidates) > spec.pre_nms_top_k:
         best = np.argpartition(-scores[candidates], spec.pre_nms_top_k - 1)[: spec.pre_nms_top_k]
         candidates = np.sort(candidates[best])

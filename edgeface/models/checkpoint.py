@@ -65,9 +65,8 @@ def recognise_authors_width(state_dict: dict[str, torch.Tensor]) -> int:
     return width
 
 
-def convert_authors_checkpoint(src: str | os.PathLike, dst: str | os.PathLike,
-                               model_version: str = "authors-release") -> ModelSpec:
-    """Convert an EXTD authors' ``EXTD_{32,48,64}.pth`` into an edgeface checkpoint; returns its spec."""
+def load_authors_checkpoint(src: str | os.PathLike) -> tuple[nn.Module, ModelSpec]:
+    """Load an EXTD authors' ``EXTD_{32,48,64}.pth`` as an eval-mode model and its spec."""
     src = os.fspath(src)
     state_dict = _torch_load(src)
     if isinstance(state_dict, dict) and "weight" in state_dict and isinstance(state_dict["weight"], dict):
@@ -82,6 +81,20 @@ def convert_authors_checkpoint(src: str | os.PathLike, dst: str | os.PathLike,
     except RuntimeError as exc:
         raise ModelFileError(f"{src} looks like EXTD-{width} but its weights do not fit the released layout: "
                              f"{str(exc).splitlines()[0]}") from exc
-    spec = ModelSpec(name=name, model_version=model_version)
+    return model.eval(), ModelSpec(name=name, model_version="authors-release")
+
+
+def load_any_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, ModelSpec]:
+    """An edgeface checkpoint or, failing that, an EXTD authors' release file."""
+    payload = _torch_load(os.fspath(path))
+    ours = isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT
+    return load_checkpoint(path) if ours else load_authors_checkpoint(path)
+
+
+def convert_authors_checkpoint(src: str | os.PathLike, dst: str | os.PathLike,
+                               model_version: str = "authors-release") -> ModelSpec:
+    """Convert an EXTD authors' ``EXTD_{32,48,64}.pth`` into an edgeface checkpoint; returns its spec."""
+    model, spec = load_authors_checkpoint(src)
+    spec = ModelSpec(name=spec.name, model_version=model_version)
     save_checkpoint(model, spec, dst, source=os.path.basename(src))
     return spec

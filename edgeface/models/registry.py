@@ -3,6 +3,7 @@
 EXTD names: ``extd{32,48,64}`` (FPN head, PReLU: the authors' released layout), with optional
 ``-ssd`` head and ``-leaky`` / ``-relu`` activation suffixes, e.g. ``extd32-ssd-leaky``.
 Explicit ``-fpn`` / ``-prelu`` suffixes are accepted as aliases.
+The heavier models: ``srn``, ``hr-res101`` / ``hr-res50`` (Tiny Faces) and ``shf``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-from ..spec import ModelSpec
+from ..spec import AnchorSpec, InputSpec, ModelSpec, PyramidScale, TestTimeSpec
+from .templates import WIDER_TRAIN_TEMPLATES
 
 
 @dataclass(frozen=True)
@@ -79,4 +81,42 @@ def _register_extd() -> None:
                 ))
 
 
+# torchvision's ImageNet convention: the backbones of the heavier models start from its weights
+IMAGENET_INPUT = InputSpec(channel_order="RGB", mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375))
+
+
+def _register_heavy() -> None:
+    strides = (4, 8, 16, 32, 64, 128)
+    register(ModelEntry(
+        name="srn", builder="srn:SRN", kwargs={},
+        spec=ModelSpec(
+            name="srn", input=IMAGENET_INPUT,
+            anchors=AnchorSpec(strides, tuple((2.0 * s, 2.0 * 2**0.5 * s) for s in strides), (1.25,)),
+            variances=(1.0, 1.0), max_out_background=0, nms_iou=0.4,
+            test_time=TestTimeSpec.from_scales((0.5, 1.0, 1.5), flip=True, voting_iou=0.5)),
+        description="SRN: ResNet-50 + C6/C7, selective two-step classification and regression, RFE head"))
+    t = WIDER_TRAIN_TEMPLATES
+    a_only, a_and_b = tuple(t.a_set), tuple(sorted(t.a_set + t.b_set))
+    for depth in (101, 50):
+        name = f"hr-res{depth}"
+        register(ModelEntry(
+            name=name, builder="hr:HR", kwargs={"depth": depth},
+            spec=ModelSpec(
+                name=name, input=IMAGENET_INPUT, anchors=AnchorSpec((8,), shapes=(t.shapes,)),
+                variances=(1.0, 1.0), max_out_background=0, nms_iou=0.3,
+                # the pruned A+B model: A templates over the pyramid, B templates only on the 2x image
+                test_time=TestTimeSpec(tuple(PyramidScale(s, anchors=a_only) for s in (0.25, 0.5, 1.0))
+                                       + (PyramidScale(2.0, anchors=a_and_b),))),
+            description=f"HR (Tiny Faces): ResNet-{depth} res3+res4 hypercolumn, 25 clustered templates, pyramid"))
+    register(ModelEntry(
+        name="shf", builder="shf:SHF", kwargs={},
+        spec=ModelSpec(
+            name="shf", input=IMAGENET_INPUT, anchors=AnchorSpec((8,), ((16.0, 32.0, 64.0),)),
+            variances=(1.0, 1.0), max_out_background=0, nms_iou=0.3,
+            test_time=TestTimeSpec(tuple(PyramidScale(short_side=s) for s in (100, 300, 600, 1000, 1400)),
+                                   flip=True, voting_iou=0.4)),
+        description="SHF: VGG16 single stride-8 map, dilated head (1, 2, 4), hard image mining"))
+
+
 _register_extd()
+_register_heavy()

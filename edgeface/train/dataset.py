@@ -9,39 +9,37 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from ..core.anchors import generate_anchors
 from ..core.image import read_image
 from ..core.preprocess import normalise
 from ..data.augment import AugmentConfig, augment
 from ..data.records import FaceRecord
-from ..spec import ModelSpec
-from .matching import build_targets
+from .objectives import Objective
 
 
 class FaceTrainingSet(Dataset):
     """Item ``epoch * len(records) + i`` is record i augmented with the RNG seeded by (seed, epoch, i):
-    the same sample whatever the worker, the batch or an interruption in between."""
+    the same sample whatever the worker, the batch or an interruption in between. Targets come from the
+    model family's :class:`~edgeface.train.objectives.Objective`."""
 
-    def __init__(self, records: Sequence[FaceRecord], spec: ModelSpec, augment_config: AugmentConfig,
-                 seed: int = 0, thresholds: tuple[float, float, float] = (0.1, 0.35, 0.5)):
+    def __init__(self, records: Sequence[FaceRecord], objective: Objective, augment_config: AugmentConfig,
+                 seed: int = 0):
+        if augment_config.size != objective.size:
+            raise ValueError(f"augmentation size {augment_config.size} != objective size {objective.size}")
         self.records = list(records)
-        self.spec = spec
+        self.objective = objective
         self.augment_config = augment_config
         self.seed = seed
-        self.thresholds = thresholds
-        self.anchors = generate_anchors(spec.anchors, augment_config.size, augment_config.size)
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, key: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    def __getitem__(self, key: int) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
         epoch, index = divmod(int(key), len(self.records))
         record = self.records[index]
         rng = np.random.default_rng([self.seed, epoch, index])
         image, boxes = augment(read_image(record.image_path), record.boxes[~record.ignore], rng, self.augment_config)
-        labels, loc = build_targets(boxes, self.anchors, self.spec.variances, self.thresholds)
-        x = normalise(image, self.spec.input)
-        return torch.from_numpy(x), torch.from_numpy(labels), torch.from_numpy(loc), index
+        targets = {k: torch.as_tensor(v) for k, v in self.objective.targets(boxes).items()}
+        return torch.from_numpy(normalise(image, self.objective.spec.input)), targets, index
 
 
 class ResumableSampler(Sampler[int]):
@@ -92,5 +90,5 @@ class ResumableSampler(Sampler[int]):
 
 
 def collate(batch):
-    xs, labels, locs, indices = zip(*batch)
-    return torch.stack(xs), torch.stack(labels), torch.stack(locs), torch.tensor(indices)
+    xs, targets, indices = zip(*batch)
+    return torch.stack(xs), {k: torch.stack([t[k] for t in targets]) for k in targets[0]}, torch.tensor(indices)

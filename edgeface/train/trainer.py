@@ -28,9 +28,10 @@ from ..data.sources import load_records
 from ..detector import Detector
 from ..models.checkpoint import save_checkpoint
 from ..models.registry import create_model, default_spec
+from ..spec import TestTimeSpec
 from .dataset import FaceTrainingSet, ResumableSampler, collate
-from .losses import multibox_loss
 from .mining import HardImageMiner
+from .objectives import objective_for
 
 
 @dataclass
@@ -52,8 +53,8 @@ class TrainConfig:
     schedule: str = "step"  # "step" or "cosine"
     lr_steps: list[int] = field(default_factory=lambda: [240_000, 360_000])
     lr_gamma: float = 0.1
-    neg_pos_ratio: int = 3
-    match_thresholds: list[float] = field(default_factory=lambda: [0.1, 0.35, 0.5])
+    neg_pos_ratio: int = 3  # EXTD's objective
+    match_thresholds: list[float] = field(default_factory=lambda: [0.1, 0.35, 0.5])  # EXTD's S3FD matching
     data_anchor_sampling_prob: float = 0.5
     checkpoint_every: int = 1000
     val_every: int = 5000
@@ -63,13 +64,15 @@ class TrainConfig:
     amp: bool = True  # only on CUDA
     clip_grad_norm: Optional[float] = None
     hard_image_mining: bool = False  # SHF's hard image mining: skip well-detected images with p = 0.7
-    init: Optional[str] = None  # checkpoint to start from (weights only)
+    init: Optional[str] = None  # weights to start from: an edgeface checkpoint or an EXTD authors' .pth
+    freeze_bn: bool = False  # keep BatchNorm statistics and affine parameters fixed (fine-tuning small batches)
 
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike) -> TrainConfig:
+    def from_yaml(cls, path: str | os.PathLike, overrides: Optional[dict[str, Any]] = None) -> TrainConfig:
+        """The recipe at `path`, with `overrides` replacing some of its keys."""
         import yaml
 
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        data = {**(yaml.safe_load(Path(path).read_text()) or {}), **(overrides or {})}
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -106,13 +109,22 @@ class Trainer:
         # channels-last: 3x faster depthwise convolutions with autograd on CPU, and what tensor cores want
         self.model = create_model(cfg.model).to(self.device, memory_format=torch.channels_last)
         if cfg.init:
-            from ..models.checkpoint import load_checkpoint
+            from ..models.checkpoint import load_any_checkpoint
 
-            self.model.load_state_dict(load_checkpoint(cfg.init)[0].state_dict())
+            init_model, init_spec = load_any_checkpoint(cfg.init)
+            if init_spec.name != cfg.model:
+                raise ValueError(f"init weights {cfg.init} are {init_spec.name!r}, the recipe trains {cfg.model!r}")
+            self.model.load_state_dict(init_model.state_dict())
+        if cfg.freeze_bn:
+            for module in self.model.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.requires_grad_(False)
         self.net = (torch.nn.parallel.DistributedDataParallel(self.model, device_ids=None if self.device.type == "cpu"
                                                               else [self.device.index])
                     if self.distributed else self.model)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+        self.objective = objective_for(self.spec, cfg.input_size, neg_pos_ratio=cfg.neg_pos_ratio,
+                                       match_thresholds=tuple(cfg.match_thresholds))
+        self.optimizer = torch.optim.SGD(self.param_groups(), lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay)
         self.use_amp = cfg.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
@@ -122,6 +134,16 @@ class Trainer:
         self.stop_requested = False
         self.diverged = False
         self.miner: Optional[HardImageMiner] = None
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Trainable parameters, grouped by the model's learning-rate multipliers (e.g. HR's res3 branch at 0.1)."""
+        multipliers = getattr(self.model, "lr_multipliers", dict)()
+        groups: dict[float, list[torch.nn.Parameter]] = {}
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                mult = next((m for prefix, m in multipliers.items() if name.startswith(prefix)), 1.0)
+                groups.setdefault(mult, []).append(p)
+        return [{"params": params, "multiplier": mult} for mult, params in groups.items()]
 
     # -- checkpoints ------------------------------------------------------------------------------
     @property
@@ -151,6 +173,14 @@ class Trainer:
             self.miner.load_state_dict(payload["miner"])
         return True
 
+    def train_mode(self) -> None:
+        """Training mode, with frozen BatchNorm layers kept in eval mode."""
+        self.model.train()
+        if self.cfg.freeze_bn:
+            for module in self.model.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+
     # -- validation -------------------------------------------------------------------------------
     def validate(self, records) -> float:
         from ..core.image import read_image
@@ -158,9 +188,9 @@ class Trainer:
 
         self.model.eval()
         detector = Detector(TorchBackend.from_model(self.model, self.spec, device=str(self.device)),
-                            score_threshold=0.05)
+                            score_threshold=0.05, test_time=TestTimeSpec())  # one pass: validation stays cheap
         dets = [detector(read_image(r.image_path)) for r in records]
-        self.model.train()
+        self.train_mode()
         return voc_ap(records, dets).ap
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -175,7 +205,7 @@ class Trainer:
         train_records = [r for source in cfg.train_data for r in load_records(source)]
         val_records = [r for source in cfg.val_data for r in load_records(source)]
         augment_config = AugmentConfig(size=cfg.input_size, data_anchor_sampling_prob=cfg.data_anchor_sampling_prob)
-        dataset = FaceTrainingSet(train_records, self.spec, augment_config, cfg.seed, tuple(cfg.match_thresholds))
+        dataset = FaceTrainingSet(train_records, self.objective, augment_config, cfg.seed)
         if cfg.hard_image_mining and self.miner is None:
             self.miner = HardImageMiner(len(dataset), seed=cfg.seed)
         sampler = ResumableSampler(len(dataset), cfg.batch_size * cfg.accumulate, cfg.seed, self.rank,
@@ -189,34 +219,36 @@ class Trainer:
         log = open(log_path, "a", newline="")
         writer = csv.writer(log)
         if new_log:
-            writer.writerow(["step", "lr", "loss", "loss_conf", "loss_loc", "images_per_s", "val_ap"])
+            writer.writerow(["step", "lr", "loss", *(f"loss_{t}" for t in self.objective.terms), "images_per_s",
+                             "val_ap"])
         board = self._tensorboard()
         bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step",
                    disable=not progress or self.rank != 0)
-        self.model.train()
+        self.train_mode()
         images, tick = 0, time.perf_counter()
         result: dict[str, float] = {}
         try:
             while self.step < cfg.steps and not self.stop_requested:
                 lr = learning_rate(cfg, self.step)
                 for group in self.optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group.get("multiplier", 1.0)
                 self.optimizer.zero_grad(set_to_none=True)
-                totals = torch.zeros(2)
+                totals = torch.zeros(len(self.objective.terms))
                 for micro in range(cfg.accumulate):
-                    x, labels, loc_t, indices = next(loader)
-                    x, labels, loc_t = (t.to(self.device, non_blocking=True) for t in (x, labels, loc_t))
-                    x = x.contiguous(memory_format=torch.channels_last)
+                    x, targets, indices = next(loader)
+                    x = x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                    targets = {k: t.to(self.device, non_blocking=True) for k, t in targets.items()}
                     sync = micro == cfg.accumulate - 1 or not self.distributed
                     with (self.net.no_sync() if not sync else nullcontext()), torch.autocast(
                             self.device.type, dtype=torch.float16, enabled=self.use_amp):
-                        loc, conf = self.net(x)
-                        loss_conf, loss_loc = multibox_loss(loc, conf, loc_t, labels, cfg.neg_pos_ratio)
-                        loss = (loss_conf + loss_loc) / cfg.accumulate
+                        outputs = self.net(x)
+                        terms = self.objective.loss(outputs, targets)
+                        loss = sum(terms.values()) / cfg.accumulate
                     self.scaler.scale(loss).backward()
                     if self.miner is not None:
-                        self._update_miner(indices, conf.detach(), labels)
-                    totals += torch.stack([loss_conf.detach(), loss_loc.detach()]).cpu() / cfg.accumulate
+                        self._update_miner(indices, self.objective.face_prob(outputs), targets["labels"])
+                    terms = torch.stack([terms[t].detach().float().cpu() for t in self.objective.terms])
+                    totals += terms / cfg.accumulate
                     images += len(x) * self.world_size
                 if not torch.isfinite(totals).all():
                     self.diverged = True
@@ -229,7 +261,8 @@ class Trainer:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 self.step += 1
-                result = {"loss": float(totals.sum()), "loss_conf": float(totals[0]), "loss_loc": float(totals[1])}
+                result = {"loss": float(totals.sum()),
+                          **{f"loss_{t}": float(v) for t, v in zip(self.objective.terms, totals)}}
                 bar.update()
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     rate = images / max(time.perf_counter() - tick, 1e-9)
@@ -266,8 +299,7 @@ class Trainer:
                 signal.signal(s, handler)
         return result
 
-    def _update_miner(self, indices: torch.Tensor, conf: torch.Tensor, labels: torch.Tensor) -> None:
-        face_prob = conf.float().softmax(dim=-1)[..., 1]
+    def _update_miner(self, indices: torch.Tensor, face_prob: torch.Tensor, labels: torch.Tensor) -> None:
         indices = indices.to(self.device)
         if self.distributed:  # every rank keeps the same flags
             gathered = [torch.empty_like(t) for t in (indices, face_prob, labels) for _ in range(self.world_size)]

@@ -1,0 +1,125 @@
+"""Reduced-precision ONNX for TensorRT, made and checked on the CPU.
+
+- FP16: every float tensor cast to half inside the graph (inputs and outputs stay float32), the form a
+  strongly typed network (TensorRT 11, TensorRT-RTX) takes its precision from.
+- INT8: explicit, symmetric Q/DQ quantisation from calibration images (what TensorRT 10/11 build INT8
+  engines from), with NVIDIA ModelOpt when installed, else ONNX Runtime's static quantiser.
+
+:func:`compare_precisions` runs a reduced-precision graph against the FP32 one on ONNX Runtime over
+images held out from calibration and reports how much outputs and detections move.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from edgeface.core.boxes import box_iou
+from edgeface.core.image import read_image
+from edgeface.spec import SPEC_KEY, ModelSpec
+
+
+def onnx_spec(path: str | os.PathLike) -> ModelSpec:
+    props = {p.key: p.value for p in onnx.load(os.fspath(path), load_external_data=False).metadata_props}
+    if SPEC_KEY not in props:
+        raise ValueError(f"{path} carries no edgeface spec: export it with `edgeface export onnx`")
+    return ModelSpec.from_json(props[SPEC_KEY])
+
+
+def cast_fp16(src: str | os.PathLike, dst: str | os.PathLike) -> str:
+    """Write an FP16 copy of `src` (float32 inputs/outputs kept, so the runtime side does not change)."""
+    from onnxconverter_common import float16
+
+    model = onnx.load(os.fspath(src))
+    del model.graph.value_info[:]  # stale float32 annotations would contradict the cast graph
+    # Resize stays float32: its scales/roi inputs must be float32, and upsampling gains nothing from FP16
+    half = float16.convert_float_to_float16(model, keep_io_types=True,
+                                            op_block_list=[*float16.DEFAULT_OP_BLOCK_LIST, "Resize"])
+    onnx.checker.check_model(half)
+    onnx.save(half, os.fspath(dst))
+    return os.fspath(dst)
+
+
+def calibration_batches(images: Sequence[str | np.ndarray], spec: ModelSpec,
+                        size: tuple[int, int] = (640, 480)) -> list[np.ndarray]:
+    """Calibration inputs: each image letterboxed to `size` (or the export's fixed size) and normalised."""
+    from edgeface.core.preprocess import prepare_input
+
+    size = tuple(spec.input.size) if spec.input.size else size
+    return [prepare_input(read_image(i) if isinstance(i, (str, os.PathLike)) else i, spec.input, size)[0][None]
+            for i in images]
+
+
+def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, images: Sequence[str | np.ndarray],
+                  size: tuple[int, int] = (640, 480)) -> str:
+    """Write an explicitly quantised (Q/DQ, symmetric INT8) copy of `src`, calibrated on `images`."""
+    src, dst = os.fspath(src), os.fspath(dst)
+    spec = onnx_spec(src)
+    batches = calibration_batches(images, spec, size)
+    if not batches:
+        raise ValueError("INT8 quantisation needs calibration images")
+    try:
+        from modelopt.onnx.quantization import quantize as modelopt_quantize
+    except ImportError:
+        modelopt_quantize = None
+    if modelopt_quantize is not None:
+        modelopt_quantize(src, quantize_mode="int8", calibration_data=np.concatenate(batches),
+                          calibration_eps=["cpu"], output_path=dst)
+    else:
+        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+        class Reader(CalibrationDataReader):
+            def __init__(self):
+                self.items = iter([{"input": b} for b in batches])
+
+            def get_next(self):
+                return next(self.items, None)
+
+        quantize_static(src, dst, Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8,
+                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+    model = onnx.load(dst)  # keep the spec: quantisers drop metadata
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, {SPEC_KEY: spec.to_json(), "edgeface.model": spec.name})
+    onnx.save(model, dst)
+    return dst
+
+
+@dataclass
+class PrecisionReport:
+    precision: str
+    images: int
+    max_score_diff: float  # largest |face probability - FP32's| over all anchors
+    face_recall: float  # share of FP32's faces found again (IoU >= 0.5)
+    extra_faces: int  # faces FP32 did not find
+
+    def summary(self) -> str:
+        return (f"{self.precision} vs fp32 on {self.images} held-out images: max score change "
+                f"{self.max_score_diff:.4f}, {self.face_recall:.1%} of FP32's faces kept, {self.extra_faces} new")
+
+
+def compare_precisions(reference: str | os.PathLike, candidate: str | os.PathLike, precision: str,
+                       images: Sequence[str | np.ndarray]) -> PrecisionReport:
+    """FP32 `reference` against reduced-precision `candidate` (both ONNX) on ONNX Runtime, at each image's size."""
+    from edgeface.core.postprocess import face_scores
+    from edgeface.detector import Detector
+
+    ref, cand = Detector(os.fspath(reference)), Detector(os.fspath(candidate))
+    max_diff, kept, total, extra = 0.0, 0, 0, 0
+    for image in images:
+        frame = read_image(image) if isinstance(image, (str, os.PathLike)) else image
+        batch, transforms = ref.prepare([frame])
+        (loc_r, conf_r), (loc_c, conf_c) = ref.infer(batch), cand.infer(batch)
+        max_diff = max(max_diff, float(np.abs(face_scores(conf_r[0]) - face_scores(conf_c[0])).max()))
+        width, height = batch.shape[3], batch.shape[2]
+        a = ref.decode(loc_r, conf_r, transforms, width, height)[0]
+        b = cand.decode(loc_c, conf_c, transforms, width, height)[0]
+        iou = box_iou(a.boxes, b.boxes) if len(a) and len(b) else np.zeros((len(a), len(b)))
+        kept += int((iou >= 0.5).any(axis=1).sum()) if len(b) else 0
+        extra += int((~(iou >= 0.5).any(axis=0)).sum()) if len(a) else len(b)
+        total += len(a)
+    return PrecisionReport(precision, len(images), max_diff, kept / total if total else 1.0, extra)

@@ -1,0 +1,279 @@
+"""TensorRT engine builder for Jetson and desktop GPUs (``edgeface build-engine``).
+
+Runs where TensorRT is installed (JetPack's, or NVIDIA's wheels on a desktop) and writes an edgeface
+engine file: the serialized engine behind a header with the spec and the build target, so
+``Detector("model.engine")`` needs no side file and rejects an engine built for another GPU or
+TensorRT version with a message that says how to rebuild.
+
+Three API generations, detected from ``tensorrt.__version__``:
+
+- 8.5/8.6 (JetPack 5.1 / 6.0): explicit-batch network flag; FP16/INT8 builder flags; INT8 from an
+  entropy calibrator (with a calibration cache) or from a Q/DQ ONNX;
+- 10.x (JetPack 6.1/6.2, desktops): explicit batch is implicit; FP16 flag; INT8 from a Q/DQ ONNX, or the
+  (deprecated) calibrator, which DLA still needs;
+- 11.x (desktops, JetPack 7.2.2+): strongly typed networks only: FP16 comes from an FP16-cast ONNX and
+  INT8 from a Q/DQ ONNX (see :mod:`edgeface.export.precision`); no precision flags, no calibrators.
+
+Every generation gets an optimisation profile (batch and input size), a persisted timing cache, the
+builder optimisation level, a workspace limit and, on Xavier / Orin, DLA with GPU fallback and a
+report of the layers that fell back.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+
+from edgeface.backends.engine_file import EngineHeader, tensorrt_generation, write_engine_file
+
+from .precision import calibration_batches, cast_fp16, compare_precisions, onnx_spec, quantize_int8
+
+PRECISIONS = ("fp32", "fp16", "int8")
+DEFAULT_PROFILE = ((64, 64), (640, 480), (1920, 1088))  # (w, h): min, opt, max
+
+
+@dataclass
+class BuildOptions:
+    precision: str = "fp16"
+    max_batch: int = 1
+    profile_sizes: tuple[tuple[int, int], ...] = DEFAULT_PROFILE  # ignored for fixed-size exports
+    workspace_mb: int = 1024
+    optimization_level: Optional[int] = None  # 0-5 (TensorRT 8.6+); None: TensorRT's default (3)
+    timing_cache: Optional[str] = None  # read if present, written after the build
+    dla_core: Optional[int] = None  # Xavier / Orin DLA core; unsupported layers fall back to the GPU
+    calibration_images: Sequence[str] = ()  # INT8: calibration set
+    check_images: Sequence[str] = ()  # held out from calibration: accuracy of the precision against FP32
+    calibration_cache: Optional[str] = None  # entropy calibrator's cache (TensorRT 8/10)
+    int8_mode: str = "auto"  # "qdq" (explicit quantisation), "calibrator" (implicit, TRT 8/10), "auto"
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.int8_mode not in ("auto", "qdq", "calibrator"):
+            raise ValueError(f"int8_mode must be auto, qdq or calibrator, got {self.int8_mode!r}")
+
+
+@dataclass
+class BuildReport:
+    engine_path: str
+    tensorrt_version: str
+    generation: str
+    precision: str
+    engine_bytes: int
+    seconds: float
+    profile: dict[str, tuple[int, ...]]
+    dla_fallback_layers: list[str] = field(default_factory=list)
+    accuracy: Optional[str] = None  # the precision check against FP32
+    notes: list[str] = field(default_factory=list)
+
+
+def _import_tensorrt():
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise RuntimeError("building engines needs TensorRT: on Jetson it comes with JetPack (python3-libnvinfer); "
+                           "on desktops `pip install tensorrt` from NVIDIA's index. No GPU here? "
+                           "`edgeface export onnx --rtx-check` checks an ONNX builds, without a GPU") from exc
+    return trt
+
+
+class Generation:
+    """The TensorRT API of one generation, as the builder needs it."""
+
+    def __init__(self, trt: Any):
+        self.trt = trt
+        self.version = trt.__version__
+        self.name = tensorrt_generation(self.version)
+
+    @property
+    def strongly_typed(self) -> bool:
+        return self.name == "11"
+
+    def network_flags(self) -> int:
+        if self.name == "8":
+            return 1 << int(self.trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+        return 0  # explicit batch is the only mode from 10; 11 networks are always strongly typed
+
+    def int8_mode(self, options: BuildOptions) -> str:
+        if options.precision != "int8":
+            return "none"
+        if self.strongly_typed:
+            if options.int8_mode == "calibrator":
+                raise ValueError(f"TensorRT {self.version} has no INT8 calibrators: use int8_mode='qdq'")
+            return "qdq"
+        if options.int8_mode == "auto":  # DLA needs implicit quantisation; GPUs take Q/DQ graphs
+            return "calibrator" if options.dla_core is not None else "qdq"
+        return options.int8_mode
+
+    def set_precision(self, config: Any, options: BuildOptions, int8_mode: str) -> None:
+        if self.strongly_typed:
+            return  # the ONNX carries the precision
+        if options.precision in ("fp16", "int8"):
+            config.set_flag(self.trt.BuilderFlag.FP16)  # INT8 engines keep FP16 for layers that stay float
+        if options.precision == "int8":
+            config.set_flag(self.trt.BuilderFlag.INT8)
+
+
+def _network_input_onnx(onnx_path: str, options: BuildOptions, gen: Generation, workdir: str,
+                        int8_mode: str) -> tuple[str, list[str]]:
+    """The ONNX the network is parsed from: as exported, FP16-cast (strongly typed) or Q/DQ (INT8)."""
+    notes = []
+    if int8_mode == "qdq":
+        if not options.calibration_images:
+            raise ValueError("INT8 needs --calibration-images (a folder of typical frames)")
+        path = quantize_int8(onnx_path, os.path.join(workdir, "int8.onnx"), options.calibration_images)
+        notes.append(f"INT8 as explicit Q/DQ from {len(options.calibration_images)} calibration images")
+        return path, notes
+    if options.precision == "fp16" and gen.strongly_typed:
+        notes.append("FP16 from an FP16-cast ONNX (strongly typed network)")
+        return cast_fp16(onnx_path, os.path.join(workdir, "fp16.onnx")), notes
+    return onnx_path, notes
+
+
+def build_engine(onnx_path: str | os.PathLike, output: str | os.PathLike, options: Optional[BuildOptions] = None,
+                 trt: Any = None, device: Optional[tuple[str, str]] = None) -> BuildReport:
+    """Build an edgeface engine file at `output` from an exported ONNX.
+
+    `trt` is the TensorRT module (default: ``import tensorrt``); `device` is ``(name, compute capability)``
+    of the GPU the engine is for (default: read through cuda-bindings).
+    """
+    start = time.perf_counter()
+    options = options or BuildOptions()
+    trt = trt or _import_tensorrt()
+    gen = Generation(trt)
+    onnx_path = os.fspath(onnx_path)
+    spec = onnx_spec(onnx_path)
+    int8_mode = gen.int8_mode(options)
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    with tempfile.TemporaryDirectory() as workdir:
+        source, notes = _network_input_onnx(onnx_path, options, gen, workdir, int8_mode)
+        network = builder.create_network(gen.network_flags())
+        parser = trt.OnnxParser(network, logger)
+        if not parser.parse_from_file(source):
+            errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
+            raise RuntimeError(f"TensorRT {gen.version} cannot parse {onnx_path}: {errors}")
+        config = builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
+        if options.optimization_level is not None:
+            config.builder_optimization_level = options.optimization_level
+        gen.set_precision(config, options, int8_mode)
+        shapes = _profile_shapes(spec, options)
+        profile = builder.create_optimization_profile()
+        profile.set_shape(network.get_input(0).name, *shapes)
+        config.add_optimization_profile(profile)
+        if int8_mode == "calibrator":
+            config.int8_calibrator = make_calibrator(trt, options, spec, shapes[1])
+            notes.append("INT8 from the entropy calibrator" + (f" (cache {options.calibration_cache})"
+                                                                  if options.calibration_cache else ""))
+        fallback = _configure_dla(trt, config, network, options) if options.dla_core is not None else []
+        cache = _load_timing_cache(config, options.timing_cache)
+        serialized = builder.build_serialized_network(network, config)
+        if serialized is None:
+            raise RuntimeError(f"TensorRT {gen.version} failed to build an engine from {onnx_path} (see its log above)")
+        if options.timing_cache:
+            _save_timing_cache(config, cache, options.timing_cache)
+        name, capability = device or gpu_identity()
+        header = EngineHeader(spec, gen.version, "tensorrt",
+                              capability, name, options.precision,
+                              {"profile": [list(s) for s in shapes], "dla_core": options.dla_core,
+                               "int8": int8_mode if int8_mode != "none" else None})
+        write_engine_file(output, header, bytes(serialized))
+        accuracy = None
+        if options.precision != "fp32" and options.check_images:
+            if source != onnx_path:  # the precision is in the graph: check it on ONNX Runtime against FP32
+                accuracy = compare_precisions(onnx_path, source, options.precision, options.check_images).summary()
+            else:  # builder flags: the precision only exists inside TensorRT
+                notes.append("FP16 from the builder flag: check it against FP32 by running the engine "
+                             "(`python -m benchmarks gpu`)")
+    return BuildReport(os.fspath(output), gen.version, gen.name, options.precision, len(serialized),
+                       time.perf_counter() - start, dict(zip(("min", "opt", "max"), shapes)), fallback, accuracy,
+                       notes)
+
+
+def _profile_shapes(spec, options: BuildOptions) -> tuple[tuple[int, int, int, int], ...]:
+    batch = spec.input.batch
+    sizes = [spec.input.size] * 3 if spec.input.size else list(options.profile_sizes)
+    return tuple((batch or b, 3, h, w) for b, (w, h) in zip((1, batch or options.max_batch, batch or options.max_batch),
+                                                            sizes))
+
+
+def _configure_dla(trt: Any, config: Any, network: Any, options: BuildOptions) -> list[str]:
+    """Put the network on DLA core `options.dla_core` with GPU fallback; the layers DLA cannot run."""
+    config.default_device_type = trt.DeviceType.DLA
+    config.DLA_core = options.dla_core
+    config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    return [network.get_layer(i).name for i in range(network.num_layers)
+            if not config.can_run_on_DLA(network.get_layer(i))]
+
+
+def _load_timing_cache(config: Any, path: Optional[str]) -> Any:
+    data = b""
+    if path and os.path.isfile(path):
+        with open(path, "rb") as f:
+            data = f.read()
+    cache = config.create_timing_cache(data)
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    return cache
+
+
+def _save_timing_cache(config: Any, cache: Any, path: str) -> None:
+    serialized = config.get_timing_cache().serialize()
+    with open(f"{path}.tmp", "wb") as f:
+        f.write(bytes(serialized))
+    os.replace(f"{path}.tmp", path)
+
+
+def make_calibrator(trt: Any, options: BuildOptions, spec, shape: tuple[int, int, int, int]):
+    """An ``IInt8EntropyCalibrator2`` feeding letterboxed calibration images from device memory
+    (cuda-bindings), reading and writing `options.calibration_cache`."""
+    from edgeface.backends.cuda.runtime import DeviceBuffer
+
+    batches = calibration_batches(options.calibration_images, spec, (shape[3], shape[2]))
+    if not batches and not (options.calibration_cache and os.path.isfile(options.calibration_cache)):
+        raise ValueError("the INT8 calibrator needs calibration images or an existing calibration cache")
+
+    class Calibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self):
+            super().__init__()
+            self.batches = iter(batches)
+            self.buffer = DeviceBuffer(int(np.prod((1, *shape[1:]))) * 4) if batches else None
+
+        def get_batch_size(self):
+            return 1
+
+        def get_batch(self, names):
+            batch = next(self.batches, None)
+            if batch is None:
+                return None
+            self.buffer.copy_from_host(np.ascontiguousarray(batch, np.float32))
+            return [self.buffer.ptr]
+
+        def read_calibration_cache(self):
+            path = options.calibration_cache
+            if path and os.path.isfile(path):
+                with open(path, "rb") as f:
+                    return f.read()
+            return None
+
+        def write_calibration_cache(self, cache):
+            if options.calibration_cache:
+                with open(options.calibration_cache, "wb") as f:
+                    f.write(bytes(cache))
+
+    return Calibrator()
+
+
+def gpu_identity() -> tuple[Optional[str], Optional[str]]:
+    """``(name, "major.minor")`` of CUDA device 0, through cuda-bindings; ``(None, None)`` without it."""
+    try:
+        from edgeface.backends.cuda.runtime import device_identity
+    except ImportError:
+        return None, None
+    return device_identity()
