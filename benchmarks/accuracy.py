@@ -5,7 +5,8 @@ latency (ONNX Runtime, 640x480, median of --runs).
 Models: the EXTD authors' released checkpoints (converted on the fly from ../shared, never written
 into the repository), the model edgeface ships, and any --models files. Sets: the face dataset's val
 split and dlib's testing.xml when ../shared is present (VOC AP at IoU 0.5, pixel-inclusive), and any
---wider / --fddb folders given (their official protocols).
+--wider-images / --fddb folders given (their official protocols: WIDER FACE easy / medium / hard AP,
+FDDB true-positive rate at 1000 false positives).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 import warnings
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -84,33 +86,72 @@ def cpu_latency_ms(run, runs: int) -> float:
     return statistics.median(times)
 
 
+def official_sets(args) -> dict[str, Any]:
+    """WIDER FACE val (official protocol) and FDDB (ROC) when the user points at their images."""
+    sets: dict[str, Any] = {}
+    if args.wider_images:
+        from edgeface.eval.wider import load_ground_truth
+
+        sets["wider"] = load_ground_truth(args.wider_ground_truth)
+    if args.fddb:
+        from edgeface.data.fddb import read_fddb
+
+        sets["fddb"] = read_fddb(args.fddb)
+    return sets
+
+
+def score_official(kind: str, data, run, args) -> list[tuple[str, str, float]]:
+    """``(set, metric, value)`` rows of one model/mode on WIDER val or FDDB."""
+    if kind == "wider":
+        from edgeface.eval.wider import SETTINGS, as_predictions, detect_wider, evaluate_wider
+
+        result = evaluate_wider(as_predictions(detect_wider(run, data, args.wider_images)), data)
+        return [(f"WIDER val {s}", "AP (official)", result.ap[s]) for s in SETTINGS]
+    from edgeface.eval.fddb import fddb_roc
+
+    images = [read_image(r.image_path) for r in data]
+    roc = fddb_roc(data, [run(im) for im in images], [im.shape[1::-1] for im in images])
+    return [("FDDB (10 folds)", "TPR @ 1000 FP, discrete", roc.tpr_at(1000)),
+            ("FDDB (10 folds)", "TPR @ 1000 FP, continuous", roc.tpr_at(1000, continuous=True))]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="*", default=[], help="more edgeface model files to include")
     parser.add_argument("--runs", type=int, default=10, help="latency runs per model (default: %(default)s)")
     parser.add_argument("--no-tta", action="store_true", help="single-scale only")
+    parser.add_argument("--wider-images", help="WIDER_val/images folder: adds WIDER FACE val easy/medium/hard AP")
+    parser.add_argument("--wider-ground-truth", default=str(SHARED / "data/widerface/eval_tools/ground_truth"),
+                        help="the official eval_tools/ground_truth folder (default: %(default)s)")
+    parser.add_argument("--fddb", help="FDDB folder (FDDB-folds/ and originalPics/): adds TPR at 1000 FP")
     args = parser.parse_args(argv)
     rows, curves = [], []
     with tempfile.TemporaryDirectory() as tmp:
         models = available_models(args.models, Path(tmp))
-        sets = labelled_sets()
+        sets, official = labelled_sets(), official_sets(args)
         for name, path in models.items():
             modes = {"single-scale": Detector(path, score_threshold=0.05, test_time=TestTimeSpec())}
             if not args.no_tta:
                 modes["flip + scales 1,2 + voting"] = Detector(path, score_threshold=0.05, test_time=TTA)
             latency = {mode: cpu_latency_ms(run, args.runs) for mode, run in modes.items()}
+            scored = []
             for set_name, records in sets.items():
                 images = [read_image(r.image_path) for r in records]
                 for mode, run in modes.items():
                     curve = voc_ap(records, [run(im) for im in images])
-                    rows.append({"model": name, "set": set_name, "mode": mode, "ap50": curve.ap,
-                                 "latency_ms_640x480": latency[mode]})
+                    scored.append((set_name, mode, "VOC AP50", curve.ap))
                     if set_name == "facemask val" and mode == "single-scale":
                         curves.append((f"{name} AP {curve.ap:.3f}", curve.recall, curve.precision))
-                    print(f"{name:22s} {set_name:13s} {mode:27s} AP50 {curve.ap:.4f}", flush=True)
-    table = markdown_table(["model", "set", "mode", "AP50", "CPU ms (640x480)"],
-                           [[r["model"], r["set"], r["mode"], f"{r['ap50']:.3f}", f"{r['latency_ms_640x480']:.1f}"]
-                            for r in rows])
+            for kind, data in official.items():
+                for mode, run in modes.items():
+                    scored += [(s, mode, metric, value) for s, metric, value in score_official(kind, data, run, args)]
+            for set_name, mode, metric, value in scored:
+                rows.append({"model": name, "set": set_name, "mode": mode, "metric": metric, "score": value,
+                             "latency_ms_640x480": latency[mode]})
+                print(f"{name:22s} {set_name:16s} {mode:27s} {metric} {value:.4f}", flush=True)
+    table = markdown_table(["model", "set", "mode", "metric", "score", "CPU ms (640x480)"],
+                           [[r["model"], r["set"], r["mode"], r["metric"], f"{r['score']:.3f}",
+                             f"{r['latency_ms_640x480']:.1f}"] for r in rows])
     print()
     print(table)
     payload = {"machine": describe_machine(), "tta": asdict(TTA), "rows": rows}
@@ -141,7 +182,7 @@ def plot_accuracy_latency(rows: list[dict], path: Path) -> None:
     for r in rows:
         single = r["mode"] == "single-scale"
         x = int(left + r["latency_ms_640x480"] / max_ms * pw)
-        y = int(top + (1 - r["ap50"]) * ph)
+        y = int(top + (1 - r["score"]) * ph)
         colour = (180, 119, 31) if single else (14, 127, 255)
         cv2.circle(canvas, (x, y), 5, colour, -1, cv2.LINE_AA)
         cv2.putText(canvas, f"{r['model']} ({'1x' if single else 'TTA'})", (x + 8, y + 4),

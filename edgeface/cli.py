@@ -242,22 +242,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_eval_wider(args: argparse.Namespace) -> int:
     from .eval.plots import plot_pr_curves
-    from .eval.wider import SETTINGS, evaluate_wider, load_ground_truth, read_submission, write_submission
+    from .eval.wider import (
+        SETTINGS,
+        detect_wider,
+        evaluate_wider,
+        load_ground_truth,
+        read_submission,
+        write_submission,
+    )
 
     ground_truth = load_ground_truth(args.ground_truth)
     if args.model:
-        from tqdm import tqdm
-
-        from .core.image import read_image
         from .detector import Detector
 
         if not args.images:
             raise EdgefaceError("--model needs --images (the WIDER_val/images folder)")
         detector = Detector(args.model, score_threshold=args.score_threshold, device=args.device)
-        found = {}
-        for image in tqdm(ground_truth, desc="WIDER val", unit="img", disable=args.quiet):
-            path = Path(args.images) / image.event / f"{image.name}.jpg"
-            found[f"{image.event}/{image.name}"] = detector(read_image(path))
+        found = detect_wider(detector, ground_truth, args.images, progress=not args.quiet)
         write_submission(args.submission, found)
         print(f"detections written in the official layout to {args.submission}")
     result = evaluate_wider(read_submission(args.submission), ground_truth)

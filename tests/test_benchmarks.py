@@ -55,3 +55,50 @@ def test_gpu_benchmark_says_what_it_skipped(tmp_path):
     assert result.returncode == 0, result.stderr
     if "skipped: no CUDA GPU" not in result.stdout:  # a GPU machine: the table was written
         assert (tmp_path / "gpu.json").exists()
+
+
+def test_accuracy_benchmark_scores_wider_and_fddb_folders(tmp_path, photo_paths):
+    """The official-protocol rows on folders in the real layouts: ground truth as detections scores ~1."""
+    pytest.importorskip("scipy")
+    import argparse
+    import shutil
+
+    import numpy as np
+
+    from benchmarks.accuracy import score_official
+    from conftest import SHARED, need
+    from edgeface.core.detections import Detections
+    from edgeface.data.fddb import ellipse_bounds, read_fddb
+    from edgeface.eval.wider import load_ground_truth
+
+    gt = load_ground_truth(need(SHARED / "data/widerface/eval_tools/ground_truth"))[:40:8]
+    for image in gt:
+        (tmp_path / "WIDER_val" / image.event).mkdir(parents=True, exist_ok=True)
+        shutil.copy(photo_paths[0], tmp_path / "WIDER_val" / image.event / f"{image.name}.jpg")
+    boxes = {id(image): image.boxes for image in gt}
+    queue = list(gt)
+
+    def wider_truth(frame):  # called once per image, in ground-truth order
+        b = boxes[id(queue.pop(0))]
+        return Detections(np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], 1).astype(np.float32),
+                          np.linspace(1, 0.5, len(b)).astype(np.float32))
+
+    args = argparse.Namespace(wider_images=str(tmp_path / "WIDER_val"))
+    rows = score_official("wider", gt, wider_truth, args)
+    assert [r[0] for r in rows] == ["WIDER val easy", "WIDER val medium", "WIDER val hard"]
+    assert all(r[2] > 0.99 for r in rows)
+
+    fold = (need(SHARED / "data/fddb/FDDB-folds") / "FDDB-fold-01-ellipseList.txt").read_text().splitlines()
+    (tmp_path / "fddb" / "FDDB-folds").mkdir(parents=True)
+    for k in range(1, 11):  # fold 1 cut to its first image; the others empty
+        text = "\n".join(fold[: 2 + int(fold[1])]) + "\n" if k == 1 else ""
+        (tmp_path / "fddb" / "FDDB-folds" / f"FDDB-fold-{k:02d}-ellipseList.txt").write_text(text)
+    image_path = tmp_path / "fddb" / "originalPics" / f"{fold[0]}.jpg"
+    image_path.parent.mkdir(parents=True)
+    import cv2
+
+    cv2.imwrite(str(image_path), np.zeros((450, 450, 3), np.uint8))
+    records = read_fddb(tmp_path / "fddb")
+    truth = ellipse_bounds(records[0].ellipses).astype(np.float32)
+    rows = score_official("fddb", records, lambda frame: Detections(truth, np.ones(len(truth), np.float32)), args)
+    assert rows[0][1] == "TPR @ 1000 FP, discrete" and rows[0][2] == 1.0

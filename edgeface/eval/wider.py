@@ -65,6 +65,23 @@ def write_submission(folder: str | os.PathLike, detections: Mapping[str, Detecti
         (folder / event / f"{stem}.txt").write_text("\n".join(lines) + "\n")
 
 
+def detect_wider(detector, ground_truth: list[WiderImage], images_root: str | os.PathLike,
+                 progress: bool = True) -> dict[str, Detections]:
+    """Run `detector` over the WIDER val images (``WIDER_val/images/<event>/<file>.jpg``) of the ground truth."""
+    from tqdm import tqdm
+
+    from ..core.image import read_image
+
+    return {f"{image.event}/{image.name}": detector(read_image(Path(images_root) / image.event / f"{image.name}.jpg"))
+            for image in tqdm(ground_truth, desc="WIDER val", unit="img", disable=not progress)}
+
+
+def as_predictions(detections: Mapping[str, Detections]) -> dict[str, np.ndarray]:
+    """``{"<event>/<stem>": (N, 5) x y w h score}``, as :func:`read_submission` gives, from detections in memory."""
+    return {key: np.concatenate([d.xywh, d.scores[:, None]], axis=1).astype(np.float64)
+            for key, d in detections.items()}
+
+
 def read_submission(folder: str | os.PathLike) -> dict[str, np.ndarray]:
     """``{"<event>/<stem>": (N, 5) x y w h score}`` from a folder in the official layout."""
     predictions = {}
