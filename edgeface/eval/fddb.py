@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -34,13 +35,18 @@ class FddbRoc:
         return float(tpr[ok[-1]]) if len(ok) else 0.0
 
 
-def region_overlaps(record: FaceRecord, dets: Detections, width: int, height: int) -> np.ndarray:
-    """``(D, F)`` overlap (intersection over union of pixel regions) of detection rectangles and face ellipses."""
+def region_overlaps(record: FaceRecord, dets: Detections, width: int, height: int,
+                    ellipses: Optional[np.ndarray] = None) -> np.ndarray:
+    """``(D, F)`` overlap (intersection over union of pixel regions) of detections and face ellipses; each
+    detection's region is its rectangle, or its row of ``(D, 5)`` `ellipses` when given (FDDB takes both)."""
     faces = [ellipse_mask(e, width, height) for e in record.ellipses]
     out = np.zeros((len(dets), len(faces)))
     for d, (x1, y1, x2, y2) in enumerate(np.round(dets.boxes).astype(int).tolist()):
-        rect = np.zeros((height, width), bool)
-        rect[max(y1, 0) : max(y2, 0), max(x1, 0) : max(x2, 0)] = True
+        if ellipses is not None:
+            rect = ellipse_mask(ellipses[d], width, height)
+        else:
+            rect = np.zeros((height, width), bool)
+            rect[max(y1, 0) : max(y2, 0), max(x1, 0) : max(x2, 0)] = True
         for f, face in enumerate(faces):
             inter = np.count_nonzero(rect & face)
             union = np.count_nonzero(rect | face)
@@ -49,13 +55,15 @@ def region_overlaps(record: FaceRecord, dets: Detections, width: int, height: in
 
 
 def fddb_roc(records: Sequence[FaceRecord], detections: Sequence[Detections],
-             image_sizes: Sequence[tuple[int, int]]) -> FddbRoc:
-    """ROC of `detections` on FDDB `records` (with ``ellipses``); `image_sizes` are (width, height)."""
+             image_sizes: Sequence[tuple[int, int]], ellipse_regressor=None) -> FddbRoc:
+    """ROC of `detections` on FDDB `records` (with ``ellipses``); `image_sizes` are (width, height). With an
+    :class:`~edgeface.eval.ellipse.EllipseRegressor`, detections are scored as the ellipses it predicts."""
     from scipy.optimize import linear_sum_assignment
 
     scores, discrete, continuous = [], [], []
     for record, dets, (width, height) in zip(records, detections, image_sizes):
-        overlap = region_overlaps(record, dets, width, height)
+        regions = ellipse_regressor.predict(dets.boxes) if ellipse_regressor is not None and len(dets) else None
+        overlap = region_overlaps(record, dets, width, height, regions)
         hit = np.zeros(len(dets))
         if overlap.size:
             rows, cols = linear_sum_assignment(np.where(overlap > 0.5, overlap, 0.0), maximize=True)
