@@ -282,7 +282,7 @@ def cmd_data_show(args: argparse.Namespace) -> int:
     records = load_records(_data_source(args))
     if not records:
         raise EdgefaceError("the data source has no images")
-    cfg = AugmentConfig(size=args.size)
+    cfg = AugmentConfig(size=args.size, recipe=args.recipe)
     rng = np.random.default_rng(args.seed)
     tiles = []
     for k in range(args.count):
@@ -399,6 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--count", type=int, default=8, help="samples (default: %(default)s)")
     d.add_argument("--size", type=int, default=320, help="training input side (default: %(default)s)")
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--recipe", choices=("extd", "rescale_crop"), default="extd",
+                   help="sampling: EXTD's (data-anchor-sampling / SSD crops) or HR/SHF's rescale + crop")
     d.set_defaults(func=cmd_data_show)
 
     p = sub.add_parser("eval-wider", help="WIDER FACE easy/medium/hard AP (official protocol)",

@@ -224,3 +224,21 @@ def test_train_cli_runs_a_recipe(tmp_path):
     assert result.returncode == 0, result.stderr
     payload = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert payload["spec"]["name"] == "extd32-ssd-relu" and payload["step"] == 1
+
+
+def test_rescale_crop_recipe_keeps_boxes_inside_and_scales_them(rng):
+    from edgeface.data.augment import rescale_crop
+
+    image = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    boxes = np.array([[100, 100, 140, 150], [300, 200, 330, 240]], np.float32)
+    cfg = AugmentConfig(size=256, recipe="rescale_crop", rescales=(2.0,))
+    for seed in range(10):
+        window, out = rescale_crop(image, boxes, np.random.default_rng(seed), cfg)
+        assert window.shape == (256, 256, 3)
+        assert (out >= 0).all() and (out <= 256).all()
+        assert (out[:, 2:] - out[:, :2] <= 2 * (boxes[:, 2:] - boxes[:, :2]).max(axis=0) + 1e-3).all()
+    sample, kept = augment(image, boxes, np.random.default_rng(0), AugmentConfig(size=512, recipe="rescale_crop",
+                                                                                  rescales=(1.0,)))
+    assert sample.shape == (512, 512, 3) and len(kept) == 2  # the whole image fits: every face stays
+    with pytest.raises(ValueError, match="unknown augmentation recipe"):
+        augment(image, boxes, rng, AugmentConfig(recipe="mosaic"))

@@ -29,6 +29,10 @@ class AugmentConfig:
     saturation: tuple[float, float] = (0.5, 1.5)
     hue: float = 18.0  # degrees
     pad_bgr: tuple[float, float, float] = (104.0, 117.0, 123.0)
+    # "extd": data-anchor-sampling or SSD crop, then resize; "rescale_crop" (HR, SHF): rescale by a random
+    # factor of `rescales`, then a random size x size window (padded where it leaves the image)
+    recipe: str = "extd"
+    rescales: tuple[float, ...] = (0.5, 1.0, 2.0)
 
 
 def photometric_distort(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
@@ -118,6 +122,20 @@ def ssd_random_crop(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generat
             return image[y0 : y0 + h, x0 : x0 + w], out
 
 
+def rescale_crop(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator,
+                 cfg: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Tiny Faces' sampling: rescale by a factor drawn from ``cfg.rescales``, then a random ``size`` x ``size``
+    window of the result (a random placement of the image inside the window when it is smaller)."""
+    scale = float(cfg.rescales[rng.integers(len(cfg.rescales))])
+    interp = INTERPOLATIONS[rng.integers(len(INTERPOLATIONS))]
+    resized = cv2.resize(image, None, fx=scale, fy=scale, interpolation=interp) if scale != 1 else image
+    height, width = resized.shape[:2]
+    x0 = int(rng.integers(min(0, width - cfg.size), max(0, width - cfg.size) + 1))
+    y0 = int(rng.integers(min(0, height - cfg.size), max(0, height - cfg.size) + 1))
+    out, _ = crop_boxes(boxes * scale, x0, y0, x0 + cfg.size, y0 + cfg.size)
+    return _window(resized, x0, y0, cfg.size, cfg.size, cfg.pad_bgr), out
+
+
 def hflip(image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mirror left-right: x -> width - x (exact for xyxy boxes with exclusive right edges)."""
     width = image.shape[1]
@@ -128,10 +146,15 @@ def hflip(image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 def augment(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator,
             cfg: AugmentConfig = AugmentConfig()) -> tuple[np.ndarray, np.ndarray]:
-    """The EXTD training recipe: ``size`` x ``size`` BGR uint8 image and its face boxes."""
+    """A training sample: ``size`` x ``size`` BGR uint8 image and its face boxes (photometric distortion, the
+    recipe's sampling, flip, minimum face size)."""
+    if cfg.recipe not in ("extd", "rescale_crop"):
+        raise ValueError(f"unknown augmentation recipe {cfg.recipe!r} (extd, rescale_crop)")
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     image = photometric_distort(image, rng, cfg)
-    if len(boxes) and rng.random() < cfg.data_anchor_sampling_prob:
+    if cfg.recipe == "rescale_crop":
+        image, boxes = rescale_crop(image, boxes, rng, cfg)
+    elif len(boxes) and rng.random() < cfg.data_anchor_sampling_prob:
         image, boxes = data_anchor_sampling(image, boxes, rng, cfg)
     else:
         image, boxes = ssd_random_crop(image, boxes, rng)

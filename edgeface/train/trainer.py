@@ -56,6 +56,8 @@ class TrainConfig:
     neg_pos_ratio: int = 3  # EXTD's objective
     match_thresholds: list[float] = field(default_factory=lambda: [0.1, 0.35, 0.5])  # EXTD's S3FD matching
     data_anchor_sampling_prob: float = 0.5
+    augment_recipe: str = "extd"  # or "rescale_crop" (HR, SHF): a random rescale, then an input_size window
+    rescales: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])  # rescale_crop's factors
     checkpoint_every: int = 1000
     val_every: int = 5000
     log_every: int = 10
@@ -65,6 +67,7 @@ class TrainConfig:
     clip_grad_norm: Optional[float] = None
     hard_image_mining: bool = False  # SHF's hard image mining: skip well-detected images with p = 0.7
     init: Optional[str] = None  # weights to start from: an edgeface checkpoint or an EXTD authors' .pth
+    backbone_weights: Optional[str] = None  # torchvision ImageNet weights for SRN/HR/SHF, e.g. "VGG16_Weights.DEFAULT"
     freeze_bn: bool = False  # keep BatchNorm statistics and affine parameters fixed (fine-tuning small batches)
 
     @classmethod
@@ -115,6 +118,10 @@ class Trainer:
             if init_spec.name != cfg.model:
                 raise ValueError(f"init weights {cfg.init} are {init_spec.name!r}, the recipe trains {cfg.model!r}")
             self.model.load_state_dict(init_model.state_dict())
+        if cfg.backbone_weights:
+            from ..models.backbones import load_imagenet
+
+            load_imagenet(self.model.backbone, cfg.backbone_weights)
         if cfg.freeze_bn:
             for module in self.model.modules():
                 if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
@@ -204,7 +211,8 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         train_records = [r for source in cfg.train_data for r in load_records(source)]
         val_records = [r for source in cfg.val_data for r in load_records(source)]
-        augment_config = AugmentConfig(size=cfg.input_size, data_anchor_sampling_prob=cfg.data_anchor_sampling_prob)
+        augment_config = AugmentConfig(size=cfg.input_size, data_anchor_sampling_prob=cfg.data_anchor_sampling_prob,
+                                       recipe=cfg.augment_recipe, rescales=tuple(cfg.rescales))
         dataset = FaceTrainingSet(train_records, self.objective, augment_config, cfg.seed)
         if cfg.hard_image_mining and self.miner is None:
             self.miner = HardImageMiner(len(dataset), seed=cfg.seed)
