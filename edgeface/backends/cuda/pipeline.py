@@ -19,7 +19,7 @@ from ...core.detections import Detections
 from ...core.letterbox import Letterbox, fit
 from ...errors import BackendError
 from ...spec import ModelSpec
-from .runtime import DeviceBuffer, Kernels, Stream
+from .runtime import DeviceBuffer, Kernels, Stream, context
 
 MAX_TOP_K = 4096  # ef_nms_reduce keeps its suppression bitset for at most this many candidates
 BLOCK = 256
@@ -85,6 +85,7 @@ class GpuPipeline:
 
     def detect(self, frame: np.ndarray, input_size: tuple[int, int] | None = None) -> Detections:
         """Faces in one BGR (or BGRx) uint8 frame, letterboxed to `input_size` or run at its own size."""
+        context()  # current on this thread too (camera apps call from their own threads)
         frame = np.ascontiguousarray(frame)
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] not in (3, 4):
             raise ValueError(f"expected an H x W x 3 (or x 4) uint8 frame, got {frame.dtype} {frame.shape}")

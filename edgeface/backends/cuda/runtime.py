@@ -33,16 +33,20 @@ def check(result: tuple) -> Any:
 
 
 @cache
-def context(ordinal: int = 0):
-    """The primary context of device `ordinal`, made current."""
+def _primary_context(ordinal: int):
     driver = _driver()
     check(driver.cuInit(0))
     count = check(driver.cuDeviceGetCount())
     if count == 0 or ordinal >= count:
         raise BackendError(f"no CUDA device {ordinal} (found {count}): use a CPU backend (an .onnx model)")
     device = check(driver.cuDeviceGet(ordinal))
-    ctx = check(driver.cuDevicePrimaryCtxRetain(device))
-    check(driver.cuCtxSetCurrent(ctx))
+    return device, check(driver.cuDevicePrimaryCtxRetain(device))
+
+
+def context(ordinal: int = 0):
+    """The primary context of device `ordinal` (the one torch and TensorRT use), made current on this thread."""
+    device, ctx = _primary_context(ordinal)
+    check(_driver().cuCtxSetCurrent(ctx))
     return device, ctx
 
 
