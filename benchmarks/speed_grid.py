@@ -22,7 +22,21 @@ from .latency import prepare_models, test_frame, time_stages
 from .machine import describe_machine, markdown_table, write_results
 
 SIZES = ("320x240", "640x480", "1280x720")
-BACKENDS = ("onnxruntime", "onnxruntime-1t", "torch")
+BACKENDS = ("onnxruntime", "onnxruntime-1t", "torch", "torch-cuda", "onnxruntime-cuda")
+
+
+def unavailable(backend: str) -> str | None:
+    """Why `backend` cannot run here, or None."""
+    if backend == "torch-cuda":
+        import torch
+
+        return None if torch.cuda.is_available() else "torch sees no CUDA device"
+    if backend == "onnxruntime-cuda":
+        import onnxruntime
+
+        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+            return "onnxruntime has no CUDA provider (pip install onnxruntime-gpu on a GPU machine)"
+    return None
 
 
 def peak_rss_mb() -> float:
@@ -39,7 +53,8 @@ def run_cell(cell: dict) -> dict:
 
     width, height = (int(v) for v in cell["size"].split("x"))
     path = cell["onnx"] if cell["backend"].startswith("onnxruntime") else cell["checkpoint"]
-    detector = Detector(path, threads=1 if cell["backend"] == "onnxruntime-1t" else None)
+    device = "cuda" if cell["backend"].endswith("-cuda") else "cpu"
+    detector = Detector(path, threads=1 if cell["backend"] == "onnxruntime-1t" else None, device=device)
     frame = cv2.resize(test_frame()[0], (width, height), interpolation=cv2.INTER_AREA)
     stages = time_stages(detector, [frame] * cell["batch"], cell["runs"], cell["warmup"])
     peak_mb = peak_rss_mb()
@@ -61,10 +76,17 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(run_cell(json.loads(args.cell))))
         return
     rows = []
+    backends = []
+    for backend in args.backends:
+        reason = unavailable(backend)
+        if reason:
+            print(f"skipped backend {backend}: {reason}")
+        else:
+            backends.append(backend)
     with tempfile.TemporaryDirectory() as tmp:
         models = prepare_models(args.models, Path(tmp))
         for name, (checkpoint, onnx_path, _) in models.items():
-            for backend in args.backends:
+            for backend in backends:
                 for size in args.sizes:
                     for batch in args.batches:
                         cell = {"model": name, "backend": backend, "size": size, "batch": batch, "runs": args.runs,
@@ -86,9 +108,10 @@ def main(argv: list[str] | None = None) -> None:
           f"{r['images_per_s']:.1f}", f"{r['peak_rss_mb']:.0f}"] for r in rows])
     print()
     print(table)
+    gpu = any(r["backend"].endswith("-cuda") for r in rows)
     payload = {"machine": describe_machine(), "runs": args.runs, "rows": rows,
-               "note": "GPU backends join this table with the GPU runtime; this machine has none"}
-    print(f"\nwritten: {write_results('speed_grid_cpu', payload, table)}")
+               "skipped_backends": {b: unavailable(b) for b in args.backends if b not in backends}}
+    print(f"\nwritten: {write_results('speed_grid' if gpu else 'speed_grid_cpu', payload, table)}")
 
 
 if __name__ == "__main__":
