@@ -39,9 +39,10 @@ class Detector:
             its spec (one pass for EXTD; HR's pyramid with 2x interpolation, ...). ``TestTimeSpec()``
             forces a single pass. A fixed ``input_size`` always runs one pass.
 
-    ``detect(frame)`` takes an OpenCV BGR uint8 ``H x W x 3`` frame and returns :class:`Detections`
-    in that frame's pixels. The pipeline is ``prepare`` -> ``infer`` -> ``decode``, each public so
-    benchmarks and custom pipelines can time or replace one stage.
+    ``detect(frame)`` takes an OpenCV BGR uint8 ``H x W x 3`` frame (on the GPU runtime also a device array
+    with ``__cuda_array_interface__``: CuPy, torch) and returns :class:`Detections` in that frame's pixels.
+    The pipeline is ``prepare`` -> ``infer`` -> ``decode``, each public so benchmarks and custom pipelines
+    can time or replace one stage.
     """
 
     def __init__(self, path: str | os.PathLike | Backend | None = None, score_threshold: Optional[float] = None,
@@ -99,11 +100,13 @@ class Detector:
 
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[Detections]:
         """Faces in each frame; frames of one size (or all, when letterboxing) share a network run."""
+        if self.gpu_pipeline is not None and self.test_time.single_pass:  # device arrays stay on the GPU
+            on_device = [hasattr(image, "__cuda_array_interface__") for image in images]
+            return [self.gpu_pipeline.detect(image if device else check_image(image), self.input_size)
+                    for image, device in zip(images, on_device)]
         images = [check_image(image) for image in images]
         if not self.test_time.single_pass:
             return [self._detect_passes(image) for image in images]
-        if self.gpu_pipeline is not None:
-            return [self.gpu_pipeline.detect(image, self.input_size) for image in images]
         results: list[Optional[Detections]] = [None] * len(images)
         for indices in self._groups(images):
             batch, transforms = self.prepare([images[i] for i in indices])

@@ -64,17 +64,17 @@ def test_kernels_compile_for_every_target(major, arch, monkeypatch, tmp_path):
     assert nvrtc.compile_cubin(arch, major=major) == cubin and list(tmp_path.glob("*.cubin"))  # cached
 
 
-def run_preprocess(emulator, image: np.ndarray, size, src_is_rgb=False, pitch_pad=0) -> np.ndarray:
+def run_preprocess(emulator, image: np.ndarray, size, src_is_rgb=False, pitch_pad=0, half=False) -> np.ndarray:
     height, width, channels = image.shape
     pitched = np.zeros((height, width * channels + pitch_pad), np.uint8)
     pitched[:, : width * channels] = image.reshape(height, -1)
     out_w, out_h = size or (width, height)
     new_w, new_h, pad_x, pad_y = fit(width, height, (out_w, out_h))
-    dst = np.full((3, out_h, out_w), np.nan, np.float32)
+    dst = np.full((3, out_h, out_w), np.nan, np.float16 if half else np.float32)
     mean, inv_std = SPEC.input.mean, [1 / s for s in SPEC.input.std]
     emulator.emulate_preprocess(
         (out_w + 15) // 16, (out_h + 15) // 16, 16, 16, ptr(pitched), width, height, pitched.shape[1], channels,
-        int(src_is_rgb), ptr(dst), out_w, out_h, new_w, new_h, pad_x, pad_y, 1,
+        int(src_is_rgb), ptr(dst), int(half), out_w, out_h, new_w, new_h, pad_x, pad_y, 1,
         *(ctypes.c_float(v) for v in (*mean, *inv_std)))
     return dst
 
@@ -92,6 +92,27 @@ def test_preprocess_kernel_matches_its_reference(emulator, rng, shape, size):
     # and the reference is the runtime's OpenCV path, up to OpenCV's fixed-point uint8 rounding
     runtime, _ = prepare_input(bgr, SPEC.input, size)
     assert np.abs(runtime - expected).max() <= (1.01 if size else 0)
+
+
+def test_half_conversion_rounds_like_numpy(emulator, rng):
+    """ef_half_bits against NumPy's float16 (round to nearest even) on normals, subnormals, ties, extremes."""
+    special = np.array([0.0, -0.0, 1.0, -2.5, 65504.0, 65520.0, 1e6, -1e6, 6.1e-5, 5.96e-8, 2.98e-8, 1e-9,
+                        np.inf, -np.inf, 1 + 2**-11, 1 + 3 * 2**-11, 2**-24 * 1.5], np.float32)
+    values = np.concatenate([special, rng.normal(0, 100, 5000).astype(np.float32),
+                             (rng.normal(0, 1e-5, 2000)).astype(np.float32)])
+    out = np.zeros(len(values), np.uint16)
+    emulator.emulate_half_bits(ptr(values), ptr(out), len(values))
+    np.testing.assert_array_equal(out, values.astype(np.float16).view(np.uint16))
+    nan = np.array([np.nan], np.float32)
+    emulator.emulate_half_bits(ptr(nan), ptr(out), 1)
+    assert np.isnan(out[:1].view(np.float16)[0])
+
+
+def test_preprocess_kernel_writes_fp16(emulator, rng):
+    bgr = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    half = run_preprocess(emulator, bgr, (64, 64), half=True)
+    full = run_preprocess(emulator, bgr, (64, 64))
+    np.testing.assert_array_equal(half, full.astype(np.float16))  # the same values, rounded once
 
 
 def test_preprocess_kernel_on_a_real_photo(emulator, photo_paths):

@@ -15,11 +15,16 @@
                 }
 
 extern "C" void emulate_preprocess(int gx, int gy, int bx, int by, const unsigned char* src, int src_w, int src_h,
-                                   int src_pitch, int src_channels, int src_is_rgb, float* dst, int dst_w, int dst_h,
+                                   int src_pitch, int src_channels, int src_is_rgb, void* dst, int dst_half,
+                                   int dst_w, int dst_h,
                                    int new_w, int new_h, int pad_x, int pad_y, int out_rgb, float m0, float m1,
                                    float m2, float s0, float s1, float s2) {
-    EF_GRID(gx, gy, bx, by, ef_preprocess(src, src_w, src_h, src_pitch, src_channels, src_is_rgb, dst, dst_w, dst_h,
-                                          new_w, new_h, pad_x, pad_y, out_rgb, m0, m1, m2, s0, s1, s2))
+    EF_GRID(gx, gy, bx, by, ef_preprocess(src, src_w, src_h, src_pitch, src_channels, src_is_rgb, dst, dst_half,
+                                          dst_w, dst_h, new_w, new_h, pad_x, pad_y, out_rgb, m0, m1, m2, s0, s1, s2))
+}
+
+extern "C" void emulate_half_bits(const float* values, unsigned short* out, int n) {
+    for (int i = 0; i < n; ++i) out[i] = ef_half_bits(values[i]);
 }
 
 extern "C" void emulate_decode(int gx, int bx, const float* loc, const float* conf, const float* anchors, int n,

@@ -7,5 +7,6 @@ struct EfDim3 { unsigned x, y, z; };
 static EfDim3 threadIdx, blockIdx, blockDim, gridDim;
 
 #define __global__
+#define __device__
 
 static inline int atomicAdd(int* address, int value) { int old = *address; *address += value; return old; }

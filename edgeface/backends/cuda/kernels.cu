@@ -5,11 +5,36 @@
 
 #define EF_MAX_NMS_WORDS 64  // top-K <= 4096 boxes
 
+// float -> IEEE half bits, rounding to nearest even (subnormals, overflow to inf, NaN kept). Written out
+// rather than taken from cuda_fp16.h, so NVRTC needs no include path and the host emulation runs it too.
+static __device__ inline unsigned short ef_half_bits(float value)
+{
+    union { float f; unsigned int u; } v;
+    v.f = value;
+    unsigned int sign = (v.u >> 16) & 0x8000u, mant = v.u & 0x7fffffu;
+    int exp = (int)((v.u >> 23) & 0xffu);
+    if (exp == 255) return (unsigned short)(sign | 0x7c00u | (mant ? 0x200u : 0u));
+    exp += 15 - 127;
+    if (exp >= 31) return (unsigned short)(sign | 0x7c00u);
+    unsigned int half, rem, mid;
+    if (exp <= 0) {  // a half subnormal (or zero)
+        if (exp < -10) return (unsigned short)sign;
+        mant |= 0x800000u;
+        int shift = 14 - exp;
+        half = mant >> shift, rem = mant & ((1u << shift) - 1u), mid = 1u << (shift - 1);
+    } else {
+        half = ((unsigned int)exp << 10) | (mant >> 13), rem = mant & 0x1fffu, mid = 0x1000u;
+    }
+    if (rem > mid || (rem == mid && (half & 1u))) ++half;  // a carry into the exponent is the right result
+    return (unsigned short)(sign | half);
+}
+
 // uint8 frame (BGR, BGRx or RGB; pitched rows) -> letterbox (bilinear, half-pixel centres as OpenCV)
-// -> (x - mean) / std -> CHW float32 in the network's channel order. One thread per output pixel.
+// -> (x - mean) / std -> CHW float32 (or float16 when dst_half) in the network's channel order.
+// One thread per output pixel.
 extern "C" __global__ void ef_preprocess(
     const unsigned char* src, int src_w, int src_h, int src_pitch, int src_channels, int src_is_rgb,
-    float* dst, int dst_w, int dst_h, int new_w, int new_h, int pad_x, int pad_y, int out_rgb,
+    void* dst, int dst_half, int dst_w, int dst_h, int new_w, int new_h, int pad_x, int pad_y, int out_rgb,
     float mean0, float mean1, float mean2, float inv_std0, float inv_std1, float inv_std2)
 {
     int x = blockIdx.x * blockDim.x + threadIdx.x;
@@ -38,8 +63,10 @@ extern "C" __global__ void ef_preprocess(
     float inv_std[3] = {inv_std0, inv_std1, inv_std2};
     long plane = (long)dst_w * dst_h;
     for (int c = 0; c < 3; ++c) {
-        float value = rgb[out_rgb ? c : 2 - c];
-        dst[c * plane + (long)y * dst_w + x] = inside ? (value - mean[c]) * inv_std[c] : 0.0f;  // pad = mean
+        float value = inside ? (rgb[out_rgb ? c : 2 - c] - mean[c]) * inv_std[c] : 0.0f;  // pad = mean
+        long at = c * plane + (long)y * dst_w + x;
+        if (dst_half) ((unsigned short*)dst)[at] = ef_half_bits(value);
+        else ((float*)dst)[at] = value;
     }
 }
 

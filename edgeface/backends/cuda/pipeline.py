@@ -66,6 +66,24 @@ class GpuPipeline:
         self._buffers: dict[tuple[int, int, int, int], Buffers] = {}
         self._count = np.zeros(1, np.int32)
 
+    @staticmethod
+    def _source(frame) -> tuple[int | None, tuple[int, int, int], int]:
+        """``(device pointer or None for host frames, (h, w, channels), row pitch in bytes)``."""
+        interface = getattr(frame, "__cuda_array_interface__", None)
+        if interface is None:
+            if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 \
+                    or frame.shape[2] not in (3, 4):
+                got = f"{getattr(frame, 'dtype', type(frame).__name__)} {getattr(frame, 'shape', '')}"
+                raise ValueError(f"expected an H x W x 3 (or x 4) uint8 frame, got {got}")
+            frame = np.ascontiguousarray(frame)
+            return None, frame.shape, frame.shape[1] * frame.shape[2]
+        shape, strides = tuple(interface["shape"]), interface.get("strides")
+        if interface["typestr"] not in ("|u1", "<u1") or len(shape) != 3 or shape[2] not in (3, 4):
+            raise ValueError(f"expected an H x W x 3 (or x 4) uint8 device frame, got {interface['typestr']} {shape}")
+        if strides is not None and tuple(strides[1:]) != (shape[2], 1):
+            raise ValueError("device frames need contiguous pixels within a row (row pitch may differ)")
+        return int(interface["data"][0]), shape, (strides[0] if strides else shape[1] * shape[2])
+
     def _buffers_for(self, frame_w: int, frame_h: int, width: int, height: int) -> Buffers:
         key = (frame_w, frame_h, width, height)
         if key not in self._buffers:
@@ -83,20 +101,21 @@ class GpuPipeline:
             self._buffers[key] = buffers
         return self._buffers[key]
 
-    def detect(self, frame: np.ndarray, input_size: tuple[int, int] | None = None) -> Detections:
-        """Faces in one BGR (or BGRx) uint8 frame, letterboxed to `input_size` or run at its own size."""
+    def detect(self, frame, input_size: tuple[int, int] | None = None) -> Detections:
+        """Faces in one BGR (or BGRx) uint8 frame, letterboxed to `input_size` or run at its own size. The frame
+        is a NumPy array (copied to the GPU) or any device array with ``__cuda_array_interface__`` (CuPy, torch,
+        numba: read in place, pitched rows allowed)."""
         context()  # current on this thread too (camera apps call from their own threads)
-        frame = np.ascontiguousarray(frame)
-        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] not in (3, 4):
-            raise ValueError(f"expected an H x W x 3 (or x 4) uint8 frame, got {frame.dtype} {frame.shape}")
-        frame_h, frame_w, channels = frame.shape
+        source, (frame_h, frame_w, channels), pitch = self._source(frame)
         width, height = input_size or (frame_w, frame_h)
         new_w, new_h, pad_x, pad_y = fit(frame_w, frame_h, (width, height))
         b = self._buffers_for(frame_w, frame_h, width, height)
         s, inp = self.stream, self.spec.input
-        b.frame.copy_from_host(frame, s)
+        if source is None:
+            b.frame.copy_from_host(frame, s)
+            source = b.frame.ptr
         self.kernels.launch("ef_preprocess", ((width + 15) // 16, (height + 15) // 16, 1), (16, 16, 1), s,
-                            b.frame.ptr, frame_w, frame_h, frame_w * channels, channels, 0, b.input.ptr, width, height,
+                            source, frame_w, frame_h, pitch, channels, 0, b.input.ptr, 0, width, height,
                             new_w, new_h, pad_x, pad_y, int(inp.channel_order == "RGB"), *inp.mean,
                             *(1.0 / np.asarray(inp.std)))
         self.network(b.input.ptr, b.loc.ptr, b.conf.ptr, width, height, s)

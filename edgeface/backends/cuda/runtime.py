@@ -136,7 +136,7 @@ class Kernels:
     """The kernels of ``kernels.cu``, from the cubin for this GPU's architecture (NVRTC, cached on disk)."""
 
     SIGNATURES = {
-        "ef_preprocess": (POINTER, INT, INT, INT, INT, INT, POINTER, INT, INT, INT, INT, INT, INT, INT,
+        "ef_preprocess": (POINTER, INT, INT, INT, INT, INT, POINTER, INT, INT, INT, INT, INT, INT, INT, INT,
                           FLOAT, FLOAT, FLOAT, FLOAT, FLOAT, FLOAT),
         "ef_decode": (POINTER, POINTER, POINTER, INT, FLOAT, FLOAT, FLOAT, INT, POINTER, POINTER, POINTER, POINTER),
         "ef_rank": (POINTER, POINTER, POINTER, INT, INT, POINTER, POINTER, POINTER),
