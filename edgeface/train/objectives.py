@@ -115,6 +115,12 @@ def ohem_mask(loss: torch.Tensor, labels: torch.Tensor, max_pos: int, max_neg: i
     return positives | hardest(0, limit.to(labels.device))
 
 
+def by_cell_anchor(t: torch.Tensor, per_cell: int) -> torch.Tensor:
+    """``(B, A)`` -> ``(B * per_cell, A / per_cell)``: row ``(image, k)`` holds the k-th anchor of every cell
+    (for SHF, one dilation branch)."""
+    return t.reshape(t.shape[0], -1, per_cell).transpose(1, 2).reshape(t.shape[0] * per_cell, -1)
+
+
 class SHFObjective(Objective):
     """SHF: positives IoU >= 0.5, negatives < 0.3, regression for IoU >= 0.3; OHEM per dilation branch."""
 
@@ -131,9 +137,7 @@ class SHFObjective(Objective):
         labels = targets["labels"]
         branches = self.spec.anchors.per_cell(0)
         ce = F.cross_entropy(conf.float().reshape(-1, 2), labels.clamp(min=0).reshape(-1), reduction="none")
-        # rows = (image, branch): a branch's anchors are every `branches`-th one, so (B, A) -> (B * branches, A / b)
-        ce, branch_labels = (t.reshape(len(labels), -1, branches).transpose(1, 2).reshape(-1, t.numel() // (
-            len(labels) * branches)) for t in (ce.view_as(labels), labels))
+        ce, branch_labels = by_cell_anchor(ce.view_as(labels), branches), by_cell_anchor(labels, branches)
         chosen = ohem_mask(ce, branch_labels, max_pos=64, total=256)
         conf_loss = ce[chosen].sum() / chosen.sum().clamp(min=1)
         regress = targets["regress"]
