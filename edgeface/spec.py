@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Optional
 
 SPEC_KEY = "edgeface.spec"
-SPEC_VERSION = 1
+SPEC_VERSION = 2  # 2: explicit template shapes and the test-time strategy
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,8 @@ class PyramidScale:
 @dataclass(frozen=True)
 class TestTimeSpec:
     """A model's test-time strategy: passes over a pyramid (and mirrors), merged by NMS or box voting."""
+
+    __test__ = False  # not a pytest test class, despite its name
 
     pyramid: tuple[PyramidScale, ...] = (PyramidScale(),)
     flip: bool = False
