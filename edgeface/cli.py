@@ -195,14 +195,20 @@ def _key_value(item: str) -> tuple[str, object]:
 def cmd_train(args: argparse.Namespace) -> int:
     from .train.trainer import TrainConfig, train
 
-    cfg = TrainConfig.from_yaml(args.config, overrides=dict(_key_value(item) for item in args.set))
+    try:
+        cfg = TrainConfig.from_yaml(args.config, overrides=dict(_key_value(item) for item in args.set))
+    except (ValueError, TypeError) as exc:  # unknown keys, wrong value types
+        raise EdgefaceError(str(exc)) from exc
     if args.output:
         cfg.output = args.output
     if args.steps:
         cfg.steps = args.steps
     if args.model:
         cfg.model = args.model
-    result = train(cfg, resume=not args.no_resume, progress=not args.quiet)
+    try:
+        result = train(cfg, resume=not args.no_resume, progress=not args.quiet)
+    except ValueError as exc:  # a run folder of another model, a bad data source
+        raise EdgefaceError(str(exc)) from exc
     print(f"done: {cfg.output}/last.pt" + (f", best validation AP50 in {cfg.output}/best.pt" if cfg.val_data else "")
           + (f"; last losses {result}" if result else ""))
     return 0

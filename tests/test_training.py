@@ -224,6 +224,22 @@ def test_train_cli_runs_a_recipe(tmp_path):
     assert result.returncode == 0, result.stderr
     payload = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert payload["spec"]["name"] == "extd32-ssd-relu" and payload["step"] == 1
+    # resuming a run folder of another model is a one-line error, not a traceback
+    result = subprocess.run([sys.executable, "-m", "edgeface", "train", "--config", str(recipe), "-q"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "holds a checkpoint of extd32-ssd-relu" in result.stderr
+    assert "Traceback" not in result.stderr
+    # --set overrides recipe keys; a key the recipe format does not know is a one-line error
+    result = subprocess.run([sys.executable, "-m", "edgeface", "train", "--config", str(recipe), "--set", "steps=2",
+                             "--set", "hard_image_mining=true", "--output", str(tmp_path / "run2"), "-q"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    payload = torch.load(tmp_path / "run2" / "last.pt", weights_only=True)
+    assert payload["step"] == 2 and "miner" in payload
+    result = subprocess.run([sys.executable, "-m", "edgeface", "train", "--config", str(recipe), "--set", "stpes=2"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "unknown recipe keys ['stpes']" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_rescale_crop_recipe_keeps_boxes_inside_and_scales_them(rng):

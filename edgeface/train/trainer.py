@@ -170,6 +170,10 @@ class Trainer:
         if not path.exists():
             return False
         payload = torch.load(path, map_location="cpu", weights_only=True)
+        saved = payload.get("spec", {}).get("name")
+        if saved != self.spec.name:
+            raise ValueError(f"{path} holds a checkpoint of {saved} but this run trains {self.spec.name}: give the run "
+                             "its own --output folder, or start over with --no-resume")
         self.model.load_state_dict(payload["state_dict"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scaler.load_state_dict(payload["scaler"])
