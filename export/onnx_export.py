@@ -24,7 +24,9 @@ from edgeface.detector import Detector
 from edgeface.errors import EdgefaceError
 from edgeface.models.checkpoint import load_checkpoint
 from edgeface.models.registry import create_model, default_spec, model_names
-from edgeface.spec import SPEC_KEY, ModelSpec
+from edgeface.spec import ModelSpec
+
+from .onnx_spec import embed_spec
 
 DEFAULT_OPSET = 17  # TensorRT 8.5/8.6 (JetPack 5.1 / 6.0) parse opset <= 17 with IR <= 8
 PARITY_ATOL = 1e-4  # max abs difference of raw outputs, ONNX Runtime vs torch
@@ -149,8 +151,7 @@ def export_onnx(model: nn.Module, spec: ModelSpec, output: str | os.PathLike, op
         proto = onnxslim.slim(proto)
     proto.ir_version = min(proto.ir_version, onnx.helper.find_min_ir_version_for(
         [onnx.helper.make_opsetid("", opset)]))
-    del proto.metadata_props[:]
-    onnx.helper.set_model_props(proto, {SPEC_KEY: spec.to_json(), "edgeface.model": spec.name})
+    embed_spec(proto, spec)
     proto.producer_name = "edgeface"
     try:
         onnx.checker.check_model(proto, full_check=True)

@@ -20,14 +20,9 @@ import onnx
 
 from edgeface.core.boxes import box_iou
 from edgeface.core.image import read_image
-from edgeface.spec import SPEC_KEY, ModelSpec
+from edgeface.spec import ModelSpec
 
-
-def onnx_spec(path: str | os.PathLike) -> ModelSpec:
-    props = {p.key: p.value for p in onnx.load(os.fspath(path), load_external_data=False).metadata_props}
-    if SPEC_KEY not in props:
-        raise ValueError(f"{path} carries no edgeface spec: export it with `edgeface export onnx`")
-    return ModelSpec.from_json(props[SPEC_KEY])
+from .onnx_spec import embed_spec, read_onnx_spec
 
 
 def cast_fp16(src: str | os.PathLike, dst: str | os.PathLike) -> str:
@@ -58,7 +53,7 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, images: Sequen
                   size: tuple[int, int] = (640, 480)) -> str:
     """Write an explicitly quantised (Q/DQ, symmetric INT8) copy of `src`, calibrated on `images`."""
     src, dst = os.fspath(src), os.fspath(dst)
-    spec = onnx_spec(src)
+    spec = read_onnx_spec(src)
     batches = calibration_batches(images, spec, size)
     if not batches:
         raise ValueError("INT8 quantisation needs calibration images")
@@ -83,8 +78,7 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, images: Sequen
                         weight_type=QuantType.QInt8,
                         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
     model = onnx.load(dst)  # keep the spec: quantisers drop metadata
-    del model.metadata_props[:]
-    onnx.helper.set_model_props(model, {SPEC_KEY: spec.to_json(), "edgeface.model": spec.name})
+    embed_spec(model, spec)
     onnx.save(model, dst)
     return dst
 
@@ -118,8 +112,8 @@ def compare_precisions(reference: str | os.PathLike, candidate: str | os.PathLik
         width, height = batch.shape[3], batch.shape[2]
         a = ref.decode(loc_r, conf_r, transforms, width, height)[0]
         b = cand.decode(loc_c, conf_c, transforms, width, height)[0]
-        iou = box_iou(a.boxes, b.boxes) if len(a) and len(b) else np.zeros((len(a), len(b)))
-        kept += int((iou >= 0.5).any(axis=1).sum()) if len(b) else 0
-        extra += int((~(iou >= 0.5).any(axis=0)).sum()) if len(a) else len(b)
+        same = box_iou(a.boxes, b.boxes) >= 0.5  # (len(a), len(b)), empty sides included
+        kept += int(same.any(axis=1).sum())
+        extra += int((~same.any(axis=0)).sum())
         total += len(a)
     return PrecisionReport(precision, len(images), max_diff, kept / total if total else 1.0, extra)

@@ -32,10 +32,10 @@ import numpy as np
 
 from edgeface.backends.engine_file import EngineHeader, tensorrt_generation, write_engine_file
 
-from .precision import calibration_batches, cast_fp16, compare_precisions, onnx_spec, quantize_int8
+from .onnx_spec import DEFAULT_PROFILE, profile_shapes, read_onnx_spec
+from .precision import calibration_batches, cast_fp16, compare_precisions, quantize_int8
 
 PRECISIONS = ("fp32", "fp16", "int8")
-DEFAULT_PROFILE = ((64, 64), (640, 480), (1920, 1088))  # (w, h): min, opt, max
 
 
 @dataclass
@@ -148,7 +148,7 @@ def build_engine(onnx_path: str | os.PathLike, output: str | os.PathLike, option
     trt = trt or _import_tensorrt()
     gen = Generation(trt)
     onnx_path = os.fspath(onnx_path)
-    spec = onnx_spec(onnx_path)
+    spec = read_onnx_spec(onnx_path)
     int8_mode = gen.int8_mode(options)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -164,7 +164,7 @@ def build_engine(onnx_path: str | os.PathLike, output: str | os.PathLike, option
         if options.optimization_level is not None:
             config.builder_optimization_level = options.optimization_level
         gen.set_precision(config, options, int8_mode)
-        shapes = _profile_shapes(spec, options)
+        shapes = profile_shapes(spec, options.profile_sizes, options.max_batch, opt_batch=options.max_batch)
         profile = builder.create_optimization_profile()
         profile.set_shape(network.get_input(0).name, *shapes)
         config.add_optimization_profile(profile)
@@ -195,13 +195,6 @@ def build_engine(onnx_path: str | os.PathLike, output: str | os.PathLike, option
     return BuildReport(os.fspath(output), gen.version, gen.name, options.precision, len(serialized),
                        time.perf_counter() - start, dict(zip(("min", "opt", "max"), shapes)), fallback, accuracy,
                        notes)
-
-
-def _profile_shapes(spec, options: BuildOptions) -> tuple[tuple[int, int, int, int], ...]:
-    batch = spec.input.batch
-    sizes = [spec.input.size] * 3 if spec.input.size else list(options.profile_sizes)
-    return tuple((batch or b, 3, h, w) for b, (w, h) in zip((1, batch or options.max_batch, batch or options.max_batch),
-                                                            sizes))
 
 
 def _configure_dla(trt: Any, config: Any, network: Any, options: BuildOptions) -> list[str]:

@@ -12,12 +12,9 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-import onnx
-
 from edgeface.backends.engine_file import EngineHeader, write_engine_file
-from edgeface.spec import SPEC_KEY, ModelSpec
 
-DEFAULT_PROFILE = ((64, 64), (640, 480), (1920, 1088))  # (w, h): min, opt, max
+from .onnx_spec import DEFAULT_PROFILE, profile_shapes, read_onnx_spec
 
 
 @dataclass
@@ -41,8 +38,7 @@ def build_engine_rtx(onnx_path: str | os.PathLike, max_batch: int = 4,
 
     start = time.perf_counter()
     onnx_path = os.fspath(onnx_path)
-    spec = ModelSpec.from_json({p.key: p.value for p in onnx.load(onnx_path, load_external_data=False)
-                                .metadata_props}[SPEC_KEY])
+    spec = read_onnx_spec(onnx_path)
     logger = trt.Logger(trt.Logger.ERROR)
     builder = trt.Builder(logger)
     network = builder.create_network(0)
@@ -52,9 +48,7 @@ def build_engine_rtx(onnx_path: str | os.PathLike, max_batch: int = 4,
         raise RuntimeError(f"TensorRT-RTX cannot parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
     name = network.get_input(0).name
-    batch = spec.input.batch
-    sizes = [spec.input.size] * 3 if spec.input.size else list(profile_sizes)
-    shapes = tuple((batch or b, 3, h, w) for b, (w, h) in zip((1, 1, batch or max_batch), sizes))
+    shapes = profile_shapes(spec, profile_sizes, max_batch, opt_batch=1)
     profile = builder.create_optimization_profile()
     profile.set_shape(name, *shapes)
     config.add_optimization_profile(profile)

@@ -1,0 +1,36 @@
+"""The spec inside an exported ONNX file, and the engine input shapes it implies. Torch-free, so the
+TensorRT builder runs on a Jetson without torch."""
+
+from __future__ import annotations
+
+import os
+
+import onnx
+
+from edgeface.spec import SPEC_KEY, ModelSpec
+
+DEFAULT_PROFILE = ((64, 64), (640, 480), (1920, 1088))  # (w, h) of an engine's profile: min, opt, max
+
+
+def read_onnx_spec(path: str | os.PathLike) -> ModelSpec:
+    """The edgeface spec stored in an ONNX file's ``metadata_props``."""
+    props = {p.key: p.value for p in onnx.load(os.fspath(path), load_external_data=False).metadata_props}
+    if SPEC_KEY not in props:
+        raise ValueError(f"{path} carries no edgeface spec: export it with `edgeface export onnx`")
+    return ModelSpec.from_json(props[SPEC_KEY])
+
+
+def embed_spec(proto: onnx.ModelProto, spec: ModelSpec) -> None:
+    """Replace `proto`'s metadata with `spec` (and the model name)."""
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, {SPEC_KEY: spec.to_json(), "edgeface.model": spec.name})
+
+
+def profile_shapes(spec: ModelSpec, profile_sizes: tuple[tuple[int, int], ...], max_batch: int,
+                   opt_batch: int) -> tuple[tuple[int, int, int, int], ...]:
+    """``(min, opt, max)`` NCHW input shapes of an engine's optimisation profile: a fixed-size or fixed-batch
+    export keeps its own size or batch; dynamic ones take `profile_sizes` (w, h) and batches 1, `opt_batch`,
+    `max_batch`."""
+    batch = spec.input.batch
+    sizes = [spec.input.size] * 3 if spec.input.size else list(profile_sizes)
+    return tuple((batch or b, 3, h, w) for b, (w, h) in zip((1, opt_batch, max_batch), sizes))
