@@ -12,13 +12,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import BackendError
+from .cuda.runtime import DeviceBuffer, Stream, device_identity
 from .engine_file import check_engine_fits, read_engine_header
 
 
 class TensorRTBackend:
     def __init__(self, path: str, tensorrt: Any = None):
-        from .cuda.runtime import DeviceBuffer, Stream, device_identity
-
         header, offset = read_engine_header(path)
         if tensorrt is None:
             import tensorrt
@@ -36,7 +35,6 @@ class TensorRTBackend:
                                "the engine on this machine with `edgeface build-engine`")
         self.context = self.engine.create_execution_context()
         self.stream = Stream()
-        self._device_buffer = DeviceBuffer
         self._buffers: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
         self.name = f"tensorrt:{name}"
 
@@ -59,7 +57,7 @@ class TensorRTBackend:
         if key not in self._buffers:
             self.context.set_input_shape("input", key)
             n = int(np.prod(self.context.get_tensor_shape("loc"))) // 4
-            self._buffers[key] = tuple(self._device_buffer(b) for b in (batch.nbytes, n * 16, n * 8))
+            self._buffers[key] = tuple(DeviceBuffer(b) for b in (batch.nbytes, n * 16, n * 8))
         inp, loc, conf = self._buffers[key]
         self._bind(inp.ptr, loc.ptr, conf.ptr, key)
         inp.copy_from_host(batch, self.stream)

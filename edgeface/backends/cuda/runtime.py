@@ -1,5 +1,5 @@
-"""The CUDA driver through NVIDIA's ``cuda-bindings``: context, stream, device and pinned host buffers,
-the kernels of ``kernels.cu`` loaded from their cubin, and graph capture. Imported only on GPU paths.
+"""The CUDA driver through NVIDIA's ``cuda-bindings``: context, stream, device buffers and the kernels of
+``kernels.cu`` loaded from their cubin. Imported only on GPU paths.
 """
 
 from __future__ import annotations
@@ -88,25 +88,6 @@ class DeviceBuffer:
             self.ptr = 0
 
 
-class PinnedArray:
-    """Page-locked (optionally device-mapped, for Jetson zero-copy) host memory viewed as a NumPy array."""
-
-    def __init__(self, shape: tuple[int, ...], dtype: Any, mapped: bool = False):
-        context()
-        driver = _driver()
-        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        flags = driver.CU_MEMHOSTALLOC_DEVICEMAP if mapped else 0
-        self.host_ptr = int(check(driver.cuMemHostAlloc(max(nbytes, 1), flags)))
-        buffer = (ctypes.c_byte * nbytes).from_address(self.host_ptr)
-        self.array = np.frombuffer(buffer, dtype=dtype).reshape(shape)
-        self.device_ptr = int(check(driver.cuMemHostGetDevicePointer(self.host_ptr, 0))) if mapped else None
-
-    def __del__(self):
-        if getattr(self, "host_ptr", None):
-            _driver().cuMemFreeHost(self.host_ptr)
-            self.host_ptr = 0
-
-
 class CudaArrayView:
     """A device pointer with a shape, exposed through ``__cuda_array_interface__`` (CuPy, torch, numba read it)."""
 
@@ -165,21 +146,3 @@ class Kernels:
         pointers = (ctypes.c_void_p * len(values))(*(ctypes.addressof(v) for v in values))
         check(_driver().cuLaunchKernel(self.functions[name], *grid, *block, 0, stream.handle,
                                        ctypes.addressof(pointers), 0))
-
-
-class Graph:
-    """A captured sequence of launches on one stream, replayed with a single launch."""
-
-    def __init__(self, stream: Stream, record):
-        driver = _driver()
-        check(driver.cuStreamBeginCapture(stream.handle, driver.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_GLOBAL))
-        try:
-            record()
-        finally:
-            graph = check(driver.cuStreamEndCapture(stream.handle))
-        self.graph = graph
-        self.exec = check(driver.cuGraphInstantiate(graph, 0))
-        self.stream = stream
-
-    def launch(self) -> None:
-        check(_driver().cuGraphLaunch(self.exec, self.stream.handle))
