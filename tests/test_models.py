@@ -74,6 +74,14 @@ def test_converter_on_the_released_checkpoints(width, tmp_path):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
     if width == 32:  # the width-32 release has an activation after every projection
         assert isinstance(model.base[2].conv[-1], torch.nn.PReLU)
+    # either file serves as training's `init`: the same weights from the release and from the conversion
+    from edgeface.models.checkpoint import load_any_checkpoint
+
+    for source in (src, dst):
+        loaded, loaded_spec = load_any_checkpoint(source)
+        assert loaded_spec.name == f"extd{width}"
+        for a, b in zip(loaded.state_dict().values(), reference.state_dict().values()):
+            assert torch.equal(a, b)
 
 
 def test_converter_and_loader_reject_foreign_files(tmp_path):

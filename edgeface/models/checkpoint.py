@@ -42,9 +42,17 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, ModelSpec]:
     """Load an edgeface checkpoint as an eval-mode model and its spec."""
     path = os.fspath(path)
     payload = _torch_load(path)
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+    if not _is_edgeface(payload):
         raise ModelFileError(f"{path} is a PyTorch file but not an edgeface checkpoint; for the EXTD authors' "
                              f"weights run `edgeface convert {path} -o model.pt` first")
+    return _model_from_checkpoint(payload, path)
+
+
+def _is_edgeface(payload: Any) -> bool:
+    return isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT
+
+
+def _model_from_checkpoint(payload: dict, path: str) -> tuple[nn.Module, ModelSpec]:
     spec = ModelSpec.from_dict(payload["spec"])
     model = create_model(spec.name)
     try:
@@ -68,7 +76,10 @@ def recognise_authors_width(state_dict: dict[str, torch.Tensor]) -> int:
 def load_authors_checkpoint(src: str | os.PathLike) -> tuple[nn.Module, ModelSpec]:
     """Load an EXTD authors' ``EXTD_{32,48,64}.pth`` as an eval-mode model and its spec."""
     src = os.fspath(src)
-    state_dict = _torch_load(src)
+    return _model_from_authors(_torch_load(src), src)
+
+
+def _model_from_authors(state_dict: Any, src: str) -> tuple[nn.Module, ModelSpec]:
     if isinstance(state_dict, dict) and "weight" in state_dict and isinstance(state_dict["weight"], dict):
         state_dict = state_dict["weight"]  # the authors' training snapshots wrap the weights
     if not isinstance(state_dict, dict):
@@ -86,9 +97,9 @@ def load_authors_checkpoint(src: str | os.PathLike) -> tuple[nn.Module, ModelSpe
 
 def load_any_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, ModelSpec]:
     """An edgeface checkpoint or, failing that, an EXTD authors' release file."""
-    payload = _torch_load(os.fspath(path))
-    ours = isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT
-    return load_checkpoint(path) if ours else load_authors_checkpoint(path)
+    path = os.fspath(path)
+    payload = _torch_load(path)  # read once, then interpreted as whichever format it is
+    return _model_from_checkpoint(payload, path) if _is_edgeface(payload) else _model_from_authors(payload, path)
 
 
 def convert_authors_checkpoint(src: str | os.PathLike, dst: str | os.PathLike,

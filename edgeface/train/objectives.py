@@ -216,7 +216,7 @@ class SRNObjective(Objective):
         high = ~low
         # second-step targets on the STR levels: match again against the anchors the first step refined
         labels2, loc2_t = labels.clone(), loc_t.clone()
-        refined = refine_anchors(self.anchors[self.low == 0], loc1[:, high].detach().cpu().numpy())
+        refined = refine_anchors(self.anchors[~self.low], loc1[:, high].detach().cpu().numpy())
         for i in range(len(labels)):
             faces = targets["faces"][i, : int(targets["num_faces"][i])].cpu().numpy()
             lab, assigned, _ = match_iou(faces, refined[i], *self.refined_step)
