@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _nms_rows(runs: int, torch) -> list[dict]:
-    """ef_rank + ef_nms_mask + ef_nms_reduce against torchvision.ops.nms and the NumPy NMS, 4096 boxes."""
+    """ef_nms_mask + ef_nms_reduce against torchvision.ops.nms and the NumPy NMS, 4096 boxes."""
     from edgeface.backends.cuda.runtime import DeviceBuffer, Kernels, Stream
     from edgeface.core.nms import nms
 
@@ -97,14 +97,17 @@ def _nms_rows(runs: int, torch) -> list[dict]:
     scores = rng.uniform(0, 1, k).astype(np.float32)
     order = np.argsort(-scores, kind="stable")
     kernels, stream = Kernels(), Stream()
-    sorted_boxes = DeviceBuffer(k * 16)
+    sorted_boxes, sorted_scores, num = DeviceBuffer(k * 16), DeviceBuffer(k * 4), DeviceBuffer(4)
     sorted_boxes.copy_from_host(boxes[order], stream)
+    sorted_scores.copy_from_host(scores[order], stream)
+    num.copy_from_host(np.array([k], np.int32), stream)
     words = (k + 63) // 64
-    mask, keep, count = DeviceBuffer(k * words * 8), DeviceBuffer(k * 4), DeviceBuffer(4)
+    mask, result = DeviceBuffer(k * words * 8), DeviceBuffer(16 + 750 * 20)
 
     def ours():
-        kernels.launch("ef_nms_mask", (words, words, 1), (64, 1, 1), stream, sorted_boxes.ptr, k, 0.3, mask.ptr)
-        kernels.launch("ef_nms_reduce", (1, 1, 1), (1, 1, 1), stream, mask.ptr, k, 750, keep.ptr, count.ptr)
+        kernels.launch("ef_nms_mask", (words, words, 1), (64, 1, 1), stream, sorted_boxes.ptr, num.ptr, 0.3, mask.ptr)
+        kernels.launch("ef_nms_reduce", (1, 1, 1), (1, 1, 1), stream, mask.ptr, sorted_boxes.ptr, sorted_scores.ptr,
+                       num.ptr, 750, result.ptr, result.ptr + 16)
 
     row = {"model": "NMS 4096 boxes", "size": "-", "gpu_pipeline_ms": _median_ms(ours, runs, stream.synchronize),
            "numpy_pre_post_ms": _median_ms(lambda: nms(boxes, scores, 0.3, 750), runs)}

@@ -70,3 +70,40 @@ def write_imglab(records, path: Path) -> Path:
             f"<box left='{b[0]}' top='{b[1]}' width='{b[2] - b[0]}' height='{b[3] - b[1]}'/>" for b in r.boxes)
         + "</image>" for r in records) + "</images></dataset>")
     return path
+
+
+@pytest.fixture(scope="session")
+def emulator(tmp_path_factory):
+    """The CUDA kernels compiled as C++ for the CPU (tests/cuda_emulation/emulate.cpp)."""
+    import ctypes
+    import shutil
+    import subprocess
+
+    if shutil.which("g++") is None:
+        pytest.skip("g++ not found: the CPU emulation of the CUDA kernels needs a C++ compiler")
+    lib = tmp_path_factory.mktemp("emulation") / "emulate.so"
+    source = Path(__file__).resolve().parent / "cuda_emulation" / "emulate.cpp"
+    subprocess.run(["g++", "-O2", "-shared", "-fPIC", "-std=c++14", str(source), "-o", str(lib)], check=True)
+    return ctypes.CDLL(str(lib))
+
+
+@pytest.fixture
+def emulated_runtime(emulator, monkeypatch):
+    """The CPU stand-in for edgeface.backends.cuda.runtime (discrete-GPU memory unless a test sets `integrated`)."""
+    from cuda_emulation import runtime
+
+    runtime.load(emulator)
+    monkeypatch.setattr(runtime, "integrated", False)
+    return runtime
+
+
+@pytest.fixture(scope="session")
+def gpu_runtime():
+    """edgeface.backends.cuda.runtime on a real GPU; skips, saying why, without one."""
+    try:
+        from edgeface.backends.cuda import runtime
+
+        runtime.context()
+    except Exception as exc:  # no cuda-bindings, no driver or no device
+        pytest.skip(f"no CUDA GPU here ({type(exc).__name__}: {exc})")
+    return runtime

@@ -1,13 +1,11 @@
-"""The CUDA kernels without a GPU: compiled by NVRTC for every target architecture (resource use
-checked), and run on the CPU by emulating their grids (the same source compiled as C++) against their
-NumPy references on random and real inputs. On a GPU, tests marked `gpu` run them for real."""
+"""The CUDA kernels: compiled by NVRTC for every target architecture (resource use checked), and run
+against their NumPy references on random and real inputs, twice: on the CPU through the emulation of
+their grids (the same source compiled as C++, ``tests/cuda_emulation/``), and on a real GPU (the
+``gpu``-marked cases, which skip, saying why, where there is none)."""
 
 from __future__ import annotations
 
 import ctypes
-import shutil
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,23 +22,28 @@ from edgeface.core.letterbox import fit
 from edgeface.core.preprocess import prepare_input
 from edgeface.spec import ModelSpec
 
-HERE = Path(__file__).resolve().parent
 SPEC = ModelSpec(name="extd64")
 ATOL = 5e-3  # pre-processing: the kernel computes sample positions in float32, the reference in float64
 
 
-def ptr(array: np.ndarray, ctype=ctypes.c_void_p):
-    return array.ctypes.data_as(ctype)
+@pytest.fixture(params=["emulated", pytest.param("gpu", marks=pytest.mark.gpu)])
+def cuda(request):
+    """``(runtime, kernels, stream)`` on the CPU emulation or on a real GPU."""
+    runtime = request.getfixturevalue("emulated_runtime" if request.param == "emulated" else "gpu_runtime")
+    return runtime, runtime.Kernels(), runtime.Stream()
 
 
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory):
-    if shutil.which("g++") is None:
-        pytest.skip("g++ not found: the CPU emulation of the kernels needs a C++ compiler")
-    lib = tmp_path_factory.mktemp("emulation") / "emulate.so"
-    subprocess.run(["g++", "-O2", "-shared", "-fPIC", "-std=c++14", str(HERE / "cuda_emulation" / "emulate.cpp"),
-                    "-o", str(lib)], check=True)
-    return ctypes.CDLL(str(lib))
+def upload(runtime, array: np.ndarray, stream):
+    buffer = runtime.DeviceBuffer(array.nbytes)
+    buffer.copy_from_host(np.ascontiguousarray(array), stream)
+    return buffer
+
+
+def download(buffer, shape, dtype, stream) -> np.ndarray:
+    out = np.empty(shape, dtype)
+    buffer.copy_to_host(out, stream)
+    stream.synchronize()
+    return out
 
 
 @pytest.mark.parametrize("major,arch", [(12, a) for a in ("sm_53", "sm_62", "sm_72", "sm_87")]
@@ -64,31 +67,30 @@ def test_kernels_compile_for_every_target(major, arch, monkeypatch, tmp_path):
     assert nvrtc.compile_cubin(arch, major=major) == cubin and list(tmp_path.glob("*.cubin"))  # cached
 
 
-def run_preprocess(emulator, image: np.ndarray, size, src_is_rgb=False, pitch_pad=0, half=False) -> np.ndarray:
+def run_preprocess(cuda, image: np.ndarray, size, src_is_rgb=False, pitch_pad=0, half=False) -> np.ndarray:
+    runtime, kernels, stream = cuda
     height, width, channels = image.shape
     pitched = np.zeros((height, width * channels + pitch_pad), np.uint8)
     pitched[:, : width * channels] = image.reshape(height, -1)
     out_w, out_h = size or (width, height)
     new_w, new_h, pad_x, pad_y = fit(width, height, (out_w, out_h))
-    dst = np.full((3, out_h, out_w), np.nan, np.float16 if half else np.float32)
-    mean, inv_std = SPEC.input.mean, [1 / s for s in SPEC.input.std]
-    emulator.emulate_preprocess(
-        (out_w + 15) // 16, (out_h + 15) // 16, 16, 16, ptr(pitched), width, height, pitched.shape[1], channels,
-        int(src_is_rgb), ptr(dst), int(half), out_w, out_h, new_w, new_h, pad_x, pad_y, 1,
-        *(ctypes.c_float(v) for v in (*mean, *inv_std)))
-    return dst
+    src, dst = upload(runtime, pitched, stream), runtime.DeviceBuffer(3 * out_w * out_h * (2 if half else 4))
+    kernels.launch("ef_preprocess", ((out_w + 15) // 16, (out_h + 15) // 16, 1), (16, 16, 1), stream,
+                   src.ptr, width, height, pitched.shape[1], channels, int(src_is_rgb), dst.ptr, int(half), out_w,
+                   out_h, new_w, new_h, pad_x, pad_y, 1, *SPEC.input.mean, *(1 / s for s in SPEC.input.std))
+    return download(dst, (3, out_h, out_w), np.float16 if half else np.float32, stream)
 
 
 @pytest.mark.parametrize("shape,size", [((48, 64), None), ((37, 53), (64, 64)), ((120, 90), (80, 60)),
                                         ((31, 200), (96, 96))])
-def test_preprocess_kernel_matches_its_reference(emulator, rng, shape, size):
+def test_preprocess_kernel_matches_its_reference(cuda, rng, shape, size):
     bgr = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
     expected = preprocess_reference(bgr, SPEC.input, size)
-    np.testing.assert_allclose(run_preprocess(emulator, bgr, size, pitch_pad=13), expected, atol=ATOL)
+    np.testing.assert_allclose(run_preprocess(cuda, bgr, size, pitch_pad=13), expected, atol=ATOL)
     bgrx = np.concatenate([bgr, np.full((*shape, 1), 255, np.uint8)], axis=2)
-    np.testing.assert_allclose(run_preprocess(emulator, bgrx, size), expected, atol=ATOL)
+    np.testing.assert_allclose(run_preprocess(cuda, bgrx, size), expected, atol=ATOL)
     rgb = np.ascontiguousarray(bgr[:, :, ::-1])
-    np.testing.assert_allclose(run_preprocess(emulator, rgb, size, src_is_rgb=True), expected, atol=ATOL)
+    np.testing.assert_allclose(run_preprocess(cuda, rgb, size, src_is_rgb=True), expected, atol=ATOL)
     # and the reference is the runtime's OpenCV path, up to OpenCV's fixed-point uint8 rounding
     runtime, _ = prepare_input(bgr, SPEC.input, size)
     assert np.abs(runtime - expected).max() <= (1.01 if size else 0)
@@ -101,74 +103,88 @@ def test_half_conversion_rounds_like_numpy(emulator, rng):
     values = np.concatenate([special, rng.normal(0, 100, 5000).astype(np.float32),
                              (rng.normal(0, 1e-5, 2000)).astype(np.float32)])
     out = np.zeros(len(values), np.uint16)
-    emulator.emulate_half_bits(ptr(values), ptr(out), len(values))
+    emulator.emulate_half_bits(values.ctypes.data_as(ctypes.c_void_p), out.ctypes.data_as(ctypes.c_void_p),
+                               len(values))
     np.testing.assert_array_equal(out, values.astype(np.float16).view(np.uint16))
     nan = np.array([np.nan], np.float32)
-    emulator.emulate_half_bits(ptr(nan), ptr(out), 1)
+    emulator.emulate_half_bits(nan.ctypes.data_as(ctypes.c_void_p), out.ctypes.data_as(ctypes.c_void_p), 1)
     assert np.isnan(out[:1].view(np.float16)[0])
 
 
-def test_preprocess_kernel_writes_fp16(emulator, rng):
+def test_preprocess_kernel_writes_fp16(cuda, rng):
     bgr = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
-    half = run_preprocess(emulator, bgr, (64, 64), half=True)
-    full = run_preprocess(emulator, bgr, (64, 64))
+    half = run_preprocess(cuda, bgr, (64, 64), half=True)
+    full = run_preprocess(cuda, bgr, (64, 64))
     np.testing.assert_array_equal(half, full.astype(np.float16))  # the same values, rounded once
 
 
-def test_preprocess_kernel_on_a_real_photo(emulator, photo_paths):
+def test_preprocess_kernel_on_a_real_photo(cuda, photo_paths):
     import cv2
 
     photo = cv2.imread(photo_paths[0])
     expected = preprocess_reference(photo, SPEC.input, (320, 320))
-    np.testing.assert_allclose(run_preprocess(emulator, photo, (320, 320)), expected, atol=ATOL)
+    np.testing.assert_allclose(run_preprocess(cuda, photo, (320, 320)), expected, atol=ATOL)
 
 
-def run_decode(emulator, loc, conf, anchors, threshold, capacity):
-    boxes = np.zeros((capacity, 4), np.float32)
-    scores = np.zeros(capacity, np.float32)
-    anchor = np.zeros(capacity, np.int32)
-    count = np.zeros(1, np.int32)
+def run_decode(cuda, loc, conf, anchors, threshold, capacity):
+    runtime, kernels, stream = cuda
     n = len(anchors)
-    emulator.emulate_decode((n + 255) // 256, 256, ptr(loc), ptr(conf), ptr(anchors), n, ctypes.c_float(threshold),
-                            ctypes.c_float(0.1), ctypes.c_float(0.2), capacity, ptr(boxes), ptr(scores), ptr(anchor),
-                            ptr(count))
-    k = min(int(count[0]), capacity)
-    return boxes[:k], scores[:k], anchor[:k], int(count[0])
+    inputs = [upload(runtime, a, stream) for a in (loc, conf, anchors)]
+    boxes, scores, anchor, count = (runtime.DeviceBuffer(capacity * s) for s in (16, 4, 4, 4))
+    count.zero(stream)
+    kernels.launch("ef_decode", ((n + 255) // 256, 1, 1), (256, 1, 1), stream, *(b.ptr for b in inputs), n,
+                   threshold, *SPEC.variances, capacity, boxes.ptr, scores.ptr, anchor.ptr, count.ptr)
+    total = int(download(count, 1, np.int32, stream)[0])
+    k = min(total, capacity)
+    return (download(boxes, (capacity, 4), np.float32, stream)[:k], download(scores, capacity, np.float32, stream)[:k],
+            download(anchor, capacity, np.int32, stream)[:k], total)
 
 
-def test_decode_kernel_matches_its_reference(emulator, rng):
+def test_decode_kernel_matches_its_reference(cuda, rng):
     anchors = np.ascontiguousarray(generate_anchors(SPEC.anchors, 160, 120))
     loc = rng.normal(0, 1, (len(anchors), 4)).astype(np.float32)
     conf = rng.normal(0, 2, (len(anchors), 2)).astype(np.float32)
-    boxes, scores, anchor, count = run_decode(emulator, loc, conf, anchors, 0.8, len(anchors))
+    boxes, scores, anchor, count = run_decode(cuda, loc, conf, anchors, 0.8, len(anchors))
     ref_boxes, ref_scores, ref_anchor = decode_reference(loc, conf, anchors, 0.8, SPEC.variances)
     assert count == len(ref_anchor) > 0
     order = np.argsort(anchor)  # compaction order is arbitrary on a GPU
     np.testing.assert_array_equal(anchor[order], ref_anchor)
     np.testing.assert_allclose(boxes[order], ref_boxes, rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(scores[order], ref_scores, rtol=1e-5)
-    assert run_decode(emulator, loc, conf, anchors, 0.8, 10)[3] == count  # overflow is counted, not written
+    assert run_decode(cuda, loc, conf, anchors, 0.8, 10)[3] == count  # overflow is counted, not written
 
 
-def test_rank_and_bitmask_nms_match_their_references(emulator, rng):
-    for n, k, iou, max_keep in ((300, 200, 0.3, 0), (700, 700, 0.5, 20), (1, 1, 0.3, 0), (130, 64, 0.1, 5)):
-        xy = rng.uniform(0, 200, (n, 2))
-        boxes = np.concatenate([xy, xy + rng.uniform(4, 60, (n, 2))], axis=1).astype(np.float32)
-        scores = np.round(rng.random(n), 2).astype(np.float32)  # many ties
-        anchor = rng.permutation(10 * n)[:n].astype(np.int32)
-        sorted_boxes = np.zeros((k, 4), np.float32)
-        sorted_scores = np.zeros(k, np.float32)
-        sorted_anchor = np.zeros(k, np.int32)
-        emulator.emulate_rank((n + 127) // 128, 128, ptr(boxes), ptr(scores), ptr(anchor), n, k, ptr(sorted_boxes),
-                              ptr(sorted_scores), ptr(sorted_anchor))
-        order = rank_reference(scores, anchor, k)
-        np.testing.assert_array_equal(sorted_anchor, anchor[order])
-        np.testing.assert_array_equal(sorted_boxes, boxes[order])
-        words = (k + 63) // 64
-        mask = np.zeros((k, words), np.uint64)
-        keep = np.zeros(k, np.int32)
-        num_keep = np.zeros(1, np.int32)
-        emulator.emulate_nms((k + 63) // 64, words, 64, ptr(sorted_boxes), k, ctypes.c_float(iou), max_keep,
-                             ptr(mask), ptr(keep), ptr(num_keep))
-        expected = nms_bitmask_reference(sorted_boxes, iou, max_keep)
-        np.testing.assert_array_equal(keep[: num_keep[0]], expected)
+@pytest.mark.parametrize("n,capacity,k,iou,max_keep", [(300, 300, 200, 0.3, 300), (700, 700, 700, 0.5, 20),
+                                                       (1, 1, 1, 0.3, 5), (130, 100, 64, 0.1, 5),
+                                                       (0, 50, 50, 0.3, 10), (5000, 5000, 4096, 0.4, 750)])
+def test_rank_and_bitmask_nms_match_their_references(cuda, rng, n, capacity, k, iou, max_keep):
+    """Counts come from device memory (as in the pipeline); `capacity` < n is a decode overflow: only the first
+    `capacity` candidates exist."""
+    runtime, kernels, stream = cuda
+    xy = rng.uniform(0, 200, (n, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(4, 60, (n, 2))], axis=1).astype(np.float32).reshape(n, 4)
+    scores = np.round(rng.random(n), 2).astype(np.float32)  # many ties
+    anchor = rng.permutation(10 * n)[:n].astype(np.int32)
+    slots = max(capacity, 1)
+    on_device = [upload(runtime, np.resize(a, (slots, *a.shape[1:])), stream) for a in (boxes, scores, anchor)]
+    count = upload(runtime, np.array([n], np.int32), stream)
+    sorted_boxes, sorted_scores, sorted_anchor, num_sorted = (runtime.DeviceBuffer(k * s) for s in (16, 4, 4, 1))
+    kernels.launch("ef_rank", ((slots + 127) // 128, 1, 1), (128, 1, 1), stream, *(b.ptr for b in on_device),
+                   count.ptr, capacity, k, sorted_boxes.ptr, sorted_scores.ptr, sorted_anchor.ptr, num_sorted.ptr)
+    m = min(n, capacity)
+    order = rank_reference(scores[:m], anchor[:m], k)
+    assert download(num_sorted, 1, np.int32, stream)[0] == len(order)
+    np.testing.assert_array_equal(download(sorted_anchor, k, np.int32, stream)[: len(order)], anchor[order])
+    got_boxes = download(sorted_boxes, (k, 4), np.float32, stream)[: len(order)]
+    np.testing.assert_array_equal(got_boxes, boxes[order])
+    words = (k + 63) // 64
+    mask, result = runtime.DeviceBuffer(k * words * 8), runtime.DeviceBuffer(16 + max_keep * 20)
+    kernels.launch("ef_nms_mask", (words, words, 1), (64, 1, 1), stream, sorted_boxes.ptr, num_sorted.ptr, iou,
+                   mask.ptr)
+    kernels.launch("ef_nms_reduce", (1, 1, 1), (1, 1, 1), stream, mask.ptr, sorted_boxes.ptr, sorted_scores.ptr,
+                   num_sorted.ptr, max_keep, result.ptr, result.ptr + 16)
+    raw = download(result, result.nbytes, np.uint8, stream)
+    kept = raw[16:].view(np.float32).reshape(max_keep, 5)[: raw[:4].view(np.int32)[0]]
+    expected = nms_bitmask_reference(got_boxes, iou, max_keep)
+    np.testing.assert_array_equal(kept[:, :4], got_boxes[expected])
+    np.testing.assert_array_equal(kept[:, 4], scores[order][expected])

@@ -2,7 +2,8 @@
 tensors bound by name, ``execute_async_v3`` on the pipeline's stream (TensorRT 8.5 and newer).
 
 ``run(batch)`` takes host arrays like every backend; :meth:`TensorRTBackend.gpu_pipeline` gives the
-full GPU path (pre-processing, network, decode and NMS on the GPU) that ``Detector`` uses for frames.
+full GPU path (pre-processing, network, decode and NMS on the GPU, replayed as one CUDA graph per frame
+size) that ``Detector`` uses for frames.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class TensorRTBackend:
             self._bind(input_ptr, loc_ptr, conf_ptr, (1, 3, height, width))
             self._execute(stream.handle)
 
+        run.capturable = True  # once it has run at a shape, execute_async_v3 may be captured in a CUDA graph
         return run
 
     def gpu_pipeline(self, score_threshold: float, nms_iou: float, max_detections: int):

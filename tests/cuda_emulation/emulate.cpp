@@ -1,4 +1,6 @@
-// CPU emulation of the grids of edgeface's CUDA kernels: the kernels themselves, compiled as C++.
+// CPU emulation of the grids of edgeface's CUDA kernels: the kernels themselves, compiled as C++. Each
+// emulate_<kernel>(grid x, grid y, block x, block y, <the kernel's own parameters>) runs every thread
+// of the grid, one at a time; tests/cuda_emulation/runtime.py launches them like the CUDA runtime does.
 #include "host_shim.h"
 #include "../../edgeface/backends/cuda/kernels.cu"
 
@@ -14,32 +16,39 @@
                     CALL;                                                                 \
                 }
 
-extern "C" void emulate_preprocess(int gx, int gy, int bx, int by, const unsigned char* src, int src_w, int src_h,
-                                   int src_pitch, int src_channels, int src_is_rgb, void* dst, int dst_half,
-                                   int dst_w, int dst_h,
-                                   int new_w, int new_h, int pad_x, int pad_y, int out_rgb, float m0, float m1,
-                                   float m2, float s0, float s1, float s2) {
+extern "C" void emulate_ef_preprocess(int gx, int gy, int bx, int by, const unsigned char* src, int src_w, int src_h,
+                                      int src_pitch, int src_channels, int src_is_rgb, void* dst, int dst_half,
+                                      int dst_w, int dst_h, int new_w, int new_h, int pad_x, int pad_y, int out_rgb,
+                                      float m0, float m1, float m2, float s0, float s1, float s2) {
     EF_GRID(gx, gy, bx, by, ef_preprocess(src, src_w, src_h, src_pitch, src_channels, src_is_rgb, dst, dst_half,
                                           dst_w, dst_h, new_w, new_h, pad_x, pad_y, out_rgb, m0, m1, m2, s0, s1, s2))
 }
 
+extern "C" void emulate_ef_decode(int gx, int gy, int bx, int by, const float* loc, const float* conf,
+                                  const float* anchors, int n, float threshold, float v0, float v1, int capacity,
+                                  float* boxes, float* scores, int* anchor, int* count) {
+    EF_GRID(gx, gy, bx, by,
+            ef_decode(loc, conf, anchors, n, threshold, v0, v1, capacity, boxes, scores, anchor, count))
+}
+
+extern "C" void emulate_ef_rank(int gx, int gy, int bx, int by, const float* boxes, const float* scores,
+                                const int* anchor, const int* count, int capacity, int k, float* sorted_boxes,
+                                float* sorted_scores, int* sorted_anchor, int* num_sorted) {
+    EF_GRID(gx, gy, bx, by, ef_rank(boxes, scores, anchor, count, capacity, k, sorted_boxes, sorted_scores,
+                                    sorted_anchor, num_sorted))
+}
+
+extern "C" void emulate_ef_nms_mask(int gx, int gy, int bx, int by, const float* boxes, const int* num, float iou,
+                                    unsigned long long* mask) {
+    EF_GRID(gx, gy, bx, by, ef_nms_mask(boxes, num, iou, mask))
+}
+
+extern "C" void emulate_ef_nms_reduce(int gx, int gy, int bx, int by, const unsigned long long* mask,
+                                      const float* sorted_boxes, const float* sorted_scores, const int* num,
+                                      int max_keep, int* num_keep, float* kept) {
+    EF_GRID(gx, gy, bx, by, ef_nms_reduce(mask, sorted_boxes, sorted_scores, num, max_keep, num_keep, kept))
+}
+
 extern "C" void emulate_half_bits(const float* values, unsigned short* out, int n) {
     for (int i = 0; i < n; ++i) out[i] = ef_half_bits(values[i]);
-}
-
-extern "C" void emulate_decode(int gx, int bx, const float* loc, const float* conf, const float* anchors, int n,
-                               float threshold, float v0, float v1, int capacity, float* boxes, float* scores,
-                               int* anchor, int* count) {
-    EF_GRID(gx, 1, bx, 1, ef_decode(loc, conf, anchors, n, threshold, v0, v1, capacity, boxes, scores, anchor, count))
-}
-
-extern "C" void emulate_rank(int gx, int bx, const float* boxes, const float* scores, const int* anchor, int n, int k,
-                             float* sorted_boxes, float* sorted_scores, int* sorted_anchor) {
-    EF_GRID(gx, 1, bx, 1, ef_rank(boxes, scores, anchor, n, k, sorted_boxes, sorted_scores, sorted_anchor))
-}
-
-extern "C" void emulate_nms(int gx, int gy, int bx, const float* boxes, int n, float iou, int max_keep,
-                            unsigned long long* mask, int* keep, int* num_keep) {
-    EF_GRID(gx, gy, bx, 1, ef_nms_mask(boxes, n, iou, mask))
-    EF_GRID(1, 1, 1, 1, ef_nms_reduce(mask, n, max_keep, keep, num_keep))
 }

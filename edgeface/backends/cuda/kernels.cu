@@ -96,12 +96,16 @@ extern "C" __global__ void ef_decode(
 }
 
 // Top-K by rank: a candidate's rank is the number ranked before it (higher score, or equal score and
-// lower anchor index); candidates of rank < k are scattered to their place. One thread per candidate.
+// lower anchor index); candidates of rank < k are scattered to their place. The candidate count is read
+// from device memory (ef_decode's counter), so nothing waits on the host between kernels and the whole
+// sequence can be captured in a CUDA graph. One thread per possible candidate (`capacity`).
 extern "C" __global__ void ef_rank(
-    const float* boxes, const float* scores, const int* anchor, int n, int k,
-    float* sorted_boxes, float* sorted_scores, int* sorted_anchor)
+    const float* boxes, const float* scores, const int* anchor, const int* count, int capacity, int k,
+    float* sorted_boxes, float* sorted_scores, int* sorted_anchor, int* num_sorted)
 {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
+    int n = *count < capacity ? *count : capacity;
+    if (i == 0) *num_sorted = n < k ? n : k;
     if (i >= n) return;
     float s = scores[i];
     int rank = 0;
@@ -114,9 +118,12 @@ extern "C" __global__ void ef_rank(
 }
 
 // Bitmask NMS, step 1: bit b of mask[row][word] says box (64 * word + b) overlaps `row` by more than
-// the threshold (only later boxes). Grid: x over rows, y over 64-box words.
-extern "C" __global__ void ef_nms_mask(const float* boxes, int n, float iou_threshold, unsigned long long* mask)
+// the threshold (only later boxes). `*num` boxes (<= 4096), rows of ceil(*num / 64) words. Grid: x over
+// rows, y over 64-box words, both sized for the largest `*num`.
+extern "C" __global__ void ef_nms_mask(const float* boxes, const int* num, float iou_threshold,
+                                       unsigned long long* mask)
 {
+    int n = *num;
     int row = blockIdx.x * blockDim.x + threadIdx.x;
     int word = blockIdx.y;
     int words = (n + 63) / 64;
@@ -138,22 +145,25 @@ extern "C" __global__ void ef_nms_mask(const float* boxes, int n, float iou_thre
     mask[(long)row * words + word] = bits;
 }
 
-// Bitmask NMS, step 2, on the GPU so only the kept boxes travel back: one thread walks the boxes in
-// score order, keeping each box no kept box suppresses. Launch with one thread.
-extern "C" __global__ void ef_nms_reduce(const unsigned long long* mask, int n, int max_keep, int* keep,
-                                         int* num_keep)
+// Bitmask NMS, step 2, and the final reduction, on the GPU so only the kept boxes travel back: one
+// thread walks the boxes in score order, keeping each box no kept box suppresses (at most `max_keep`),
+// and writes *num_keep and the kept rows (x1, y1, x2, y2, score) to `kept`. Launch with one thread.
+extern "C" __global__ void ef_nms_reduce(const unsigned long long* mask, const float* sorted_boxes,
+                                         const float* sorted_scores, const int* num, int max_keep,
+                                         int* num_keep, float* kept)
 {
     if (blockIdx.x * blockDim.x + threadIdx.x != 0) return;
+    int n = *num < EF_MAX_NMS_WORDS * 64 ? *num : EF_MAX_NMS_WORDS * 64;
     int words = (n + 63) / 64;
-    if (words > EF_MAX_NMS_WORDS) { *num_keep = -1; return; }  // more than top-K 4096: caller's error
     unsigned long long removed[EF_MAX_NMS_WORDS];
     for (int w = 0; w < words; ++w) removed[w] = 0;
-    int kept = 0;
-    for (int i = 0; i < n; ++i) {
+    int count = 0;
+    for (int i = 0; i < n && count < max_keep; ++i) {
         if ((removed[i / 64] >> (i % 64)) & 1ULL) continue;
-        keep[kept++] = i;
-        if (max_keep > 0 && kept == max_keep) break;
+        for (int c = 0; c < 4; ++c) kept[5 * count + c] = sorted_boxes[4 * i + c];
+        kept[5 * count + 4] = sorted_scores[i];
+        ++count;
         for (int w = 0; w < words; ++w) removed[w] |= mask[(long)i * words + w];
     }
-    *num_keep = kept;
+    *num_keep = count;
 }

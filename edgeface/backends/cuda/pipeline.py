@@ -1,73 +1,99 @@
 """The GPU pipeline around a network: frame -> ef_preprocess -> network -> ef_decode -> ef_rank ->
-ef_nms_mask -> ef_nms_reduce -> only the kept boxes copied back. Buffers are allocated once per input
-size and owned here; everything runs on one stream. The network is any runner that reads the input
-buffer and writes the ``loc`` / ``conf`` buffers on that stream (TensorRT, or torch on CUDA).
+ef_nms_mask -> ef_nms_reduce -> only the kept boxes copied back, with one synchronisation per frame.
 
-The same steps have NumPy references in :mod:`edgeface.backends.cuda.reference`; GPU tests compare
-them (``pytest -m gpu``).
+Memory is allocated once per (frame size, input size) and owned here: device buffers, a page-locked
+staging buffer for host frames and a page-locked result buffer (both mapped into the GPU on integrated
+GPUs such as Jetson, so the kernels read the frame and write the result in place, with no copies).
+Every kernel reads its element counts from device memory, so the sequence never waits on the host; for
+host frames and a network that allows it (TensorRT) it is captured as a CUDA graph after the first
+frame and replayed with one launch. Device frames (``__cuda_array_interface__``) are read in place; their
+address changes from frame to frame, so their sequence is launched kernel by kernel.
+
+The network is any runner that reads the input buffer and writes the ``loc`` / ``conf`` buffers on the
+pipeline's stream (TensorRT, or torch on CUDA). The kernels have NumPy references in
+:mod:`edgeface.backends.cuda.reference`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Optional
 
 import numpy as np
 
 from ...core.anchors import generate_anchors
 from ...core.detections import Detections
 from ...core.letterbox import Letterbox, fit
-from ...errors import BackendError
 from ...spec import ModelSpec
-from .runtime import DeviceBuffer, Kernels, Stream, context
 
 MAX_TOP_K = 4096  # ef_nms_reduce keeps its suppression bitset for at most this many candidates
 BLOCK = 256
+RESULT_HEADER = 16  # bytes before the kept rows in the result buffer: the int32 count, padded
+
+# (input, loc, conf, width, height, stream) -> None. A runner with ``capturable = True`` may be captured in
+# a CUDA graph (its work is fixed for a given input size once it has run once).
+NetworkRunner = Callable[[int, int, int, int, int, Any], None]
 
 
 @dataclass
-class Buffers:
-    """Device memory for one (frame size, input size)."""
+class Plan:
+    """Everything one (frame size, input size) needs, allocated once."""
 
-    frame: DeviceBuffer
-    input: DeviceBuffer
-    loc: DeviceBuffer
-    conf: DeviceBuffer
-    anchors: DeviceBuffer
-    boxes: DeviceBuffer
-    scores: DeviceBuffer
-    anchor_index: DeviceBuffer
-    count: DeviceBuffer
-    sorted_boxes: DeviceBuffer
-    sorted_scores: DeviceBuffer
-    sorted_anchor: DeviceBuffer
-    mask: DeviceBuffer
-    keep: DeviceBuffer
-    num_keep: DeviceBuffer
+    frame_shape: tuple[int, int, int]  # h, w, channels
+    input_size: tuple[int, int]  # w, h
+    staging: Any  # HostBuffer: host frames are copied (or decoded by the caller) into it
+    frame: Any  # DeviceBuffer the staging buffer is copied to; None when the staging buffer is mapped
+    input: Any
+    loc: Any
+    conf: Any
+    anchors: Any
+    boxes: Any
+    scores: Any
+    anchor_index: Any
+    count: Any
+    sorted_boxes: Any
+    sorted_scores: Any
+    sorted_anchor: Any
+    num_sorted: Any
+    mask: Any
+    result: Any  # HostBuffer: int32 count, then (max_keep, 5) float32 rows x1, y1, x2, y2, score
+    result_device: Any  # DeviceBuffer the kernels write the result to; None when the result buffer is mapped
     num_anchors: int
+    graph: Any = None
+    runs: int = 0
 
-
-NetworkRunner = Callable[[int, int, int, int, int, Stream], None]  # (input, loc, conf, width, height, stream)
+    def staging_frame(self) -> np.ndarray:
+        return self.staging.array(self.frame_shape, np.uint8)
 
 
 class GpuPipeline:
     """Frame in, :class:`Detections` out, on the GPU. `network(input_ptr, loc_ptr, conf_ptr, w, h, stream)` runs
-    the model on a ``(1, 3, h, w)`` float32 input."""
+    the model on a ``(1, 3, h, w)`` float32 input.
+
+    `runtime` is :mod:`edgeface.backends.cuda.runtime` (the default) or a stand-in with the same names (the
+    tests' CPU emulation). `use_graphs` replays host-frame sequences as CUDA graphs when the network allows it.
+    """
 
     def __init__(self, spec: ModelSpec, network: NetworkRunner, score_threshold: float, nms_iou: float,
-                 max_detections: int, top_k: int = MAX_TOP_K):
+                 max_detections: int, top_k: int = MAX_TOP_K, runtime: Optional[ModuleType] = None,
+                 use_graphs: bool = True):
         if not 0 < top_k <= MAX_TOP_K:
             raise ValueError(f"top_k must be in 1..{MAX_TOP_K} (the GPU NMS keeps a fixed bitset), got {top_k}")
-        self.spec, self.network = spec, network
-        self.score_threshold, self.nms_iou, self.max_detections, self.top_k = (
-            score_threshold, nms_iou, max_detections, top_k)
-        self.kernels = Kernels()
-        self.stream = Stream()
-        self._buffers: dict[tuple[int, int, int, int], Buffers] = {}
-        self._count = np.zeros(1, np.int32)
+        if runtime is None:
+            from . import runtime
+        self.rt, self.spec, self.network = runtime, spec, network
+        self.score_threshold, self.nms_iou, self.top_k = score_threshold, nms_iou, top_k
+        self.max_keep = min(max_detections, top_k) if max_detections > 0 else top_k
+        self.use_graphs = use_graphs and bool(getattr(network, "capturable", False))
+        self.mapped = runtime.is_integrated()
+        self.kernels = runtime.Kernels()
+        self.stream = runtime.Stream()
+        self._plans: dict[tuple[int, ...], Plan] = {}
 
     @staticmethod
-    def _source(frame) -> tuple[int | None, tuple[int, int, int], int]:
+    def _source(frame) -> tuple[Optional[int], tuple[int, int, int], int]:
         """``(device pointer or None for host frames, (h, w, channels), row pitch in bytes)``."""
         interface = getattr(frame, "__cuda_array_interface__", None)
         if interface is None:
@@ -75,7 +101,6 @@ class GpuPipeline:
                     or frame.shape[2] not in (3, 4):
                 got = f"{getattr(frame, 'dtype', type(frame).__name__)} {getattr(frame, 'shape', '')}"
                 raise ValueError(f"expected an H x W x 3 (or x 4) uint8 frame, got {got}")
-            frame = np.ascontiguousarray(frame)
             return None, frame.shape, frame.shape[1] * frame.shape[2]
         shape, strides = tuple(interface["shape"]), interface.get("strides")
         if interface["typestr"] not in ("|u1", "<u1") or len(shape) != 3 or shape[2] not in (3, 4):
@@ -84,69 +109,92 @@ class GpuPipeline:
             raise ValueError("device frames need contiguous pixels within a row (row pitch may differ)")
         return int(interface["data"][0]), shape, (strides[0] if strides else shape[1] * shape[2])
 
-    def _buffers_for(self, frame_w: int, frame_h: int, width: int, height: int) -> Buffers:
-        key = (frame_w, frame_h, width, height)
-        if key not in self._buffers:
+    def plan(self, frame_shape: tuple[int, int, int], input_size: tuple[int, int]) -> Plan:
+        """The memory for frames of `frame_shape` (h, w, channels) run at `input_size` (w, h), allocated once."""
+        key = (*frame_shape, *input_size)
+        if key not in self._plans:
+            rt, (width, height), k = self.rt, input_size, self.top_k
             anchors = generate_anchors(self.spec.anchors, width, height)
-            n, k = len(anchors), self.top_k
-            words = (k + 63) // 64
-            buffers = Buffers(
-                frame=DeviceBuffer(frame_w * frame_h * 4), input=DeviceBuffer(3 * width * height * 4),
-                loc=DeviceBuffer(n * 16), conf=DeviceBuffer(n * 8), anchors=DeviceBuffer(n * 16),
-                boxes=DeviceBuffer(n * 16), scores=DeviceBuffer(n * 4), anchor_index=DeviceBuffer(n * 4),
-                count=DeviceBuffer(4), sorted_boxes=DeviceBuffer(k * 16), sorted_scores=DeviceBuffer(k * 4),
-                sorted_anchor=DeviceBuffer(k * 4), mask=DeviceBuffer(k * words * 8), keep=DeviceBuffer(k * 4),
-                num_keep=DeviceBuffer(4), num_anchors=n)
-            buffers.anchors.copy_from_host(anchors, self.stream)
-            self._buffers[key] = buffers
-        return self._buffers[key]
+            n = len(anchors)
+            staging = rt.HostBuffer(int(np.prod(frame_shape)), mapped=self.mapped)
+            result = rt.HostBuffer(RESULT_HEADER + self.max_keep * 20, mapped=self.mapped)
+            plan = Plan(
+                frame_shape=tuple(frame_shape), input_size=(width, height), staging=staging,
+                frame=None if self.mapped else rt.DeviceBuffer(staging.nbytes),
+                input=rt.DeviceBuffer(3 * width * height * 4), loc=rt.DeviceBuffer(n * 16),
+                conf=rt.DeviceBuffer(n * 8), anchors=rt.DeviceBuffer(n * 16), boxes=rt.DeviceBuffer(n * 16),
+                scores=rt.DeviceBuffer(n * 4), anchor_index=rt.DeviceBuffer(n * 4), count=rt.DeviceBuffer(4),
+                sorted_boxes=rt.DeviceBuffer(k * 16), sorted_scores=rt.DeviceBuffer(k * 4),
+                sorted_anchor=rt.DeviceBuffer(k * 4), num_sorted=rt.DeviceBuffer(4),
+                mask=rt.DeviceBuffer(k * ((k + 63) // 64) * 8), result=result,
+                result_device=None if self.mapped else rt.DeviceBuffer(result.nbytes), num_anchors=n)
+            plan.anchors.copy_from_host(anchors, self.stream)
+            self._plans[key] = plan
+        return self._plans[key]
 
-    def detect(self, frame, input_size: tuple[int, int] | None = None) -> Detections:
-        """Faces in one BGR (or BGRx) uint8 frame, letterboxed to `input_size` or run at its own size. The frame
-        is a NumPy array (copied to the GPU) or any device array with ``__cuda_array_interface__`` (CuPy, torch,
-        numba: read in place, pitched rows allowed)."""
-        context()  # current on this thread too (camera apps call from their own threads)
-        source, (frame_h, frame_w, channels), pitch = self._source(frame)
-        width, height = input_size or (frame_w, frame_h)
-        new_w, new_h, pad_x, pad_y = fit(frame_w, frame_h, (width, height))
-        b = self._buffers_for(frame_w, frame_h, width, height)
-        s, inp = self.stream, self.spec.input
+    def host_frame(self, width: int, height: int, channels: int = 3) -> np.ndarray:
+        """The page-locked buffer host frames of this size are staged in. A camera app that decodes straight into
+        it (and passes it to :meth:`detect`) saves the one host-side copy per frame."""
+        frame_shape = (height, width, channels)
+        return self.plan(frame_shape, (width, height)).staging_frame()
+
+    def _enqueue(self, plan: Plan, source: Optional[int], pitch: int) -> None:
+        """Put the whole sequence for one frame on the stream; `source` is a device frame, None for the staging
+        buffer. Nothing here reads device memory on the host, so it can be captured in a graph."""
+        s, launch, spec = self.stream, self.kernels.launch, self.spec
+        (frame_h, frame_w, channels), (width, height) = plan.frame_shape, plan.input_size
         if source is None:
-            b.frame.copy_from_host(frame, s)
-            source = b.frame.ptr
-        self.kernels.launch("ef_preprocess", ((width + 15) // 16, (height + 15) // 16, 1), (16, 16, 1), s,
-                            source, frame_w, frame_h, pitch, channels, 0, b.input.ptr, 0, width, height,
-                            new_w, new_h, pad_x, pad_y, int(inp.channel_order == "RGB"), *inp.mean,
-                            *(1.0 / np.asarray(inp.std)))
-        self.network(b.input.ptr, b.loc.ptr, b.conf.ptr, width, height, s)
-        b.count.zero(s)
-        n = b.num_anchors
-        self.kernels.launch("ef_decode", ((n + BLOCK - 1) // BLOCK, 1, 1), (BLOCK, 1, 1), s, b.loc.ptr, b.conf.ptr,
-                            b.anchors.ptr, n, self.score_threshold, *self.spec.variances, n, b.boxes.ptr,
-                            b.scores.ptr, b.anchor_index.ptr, b.count.ptr)
-        b.count.copy_to_host(self._count, s)
-        s.synchronize()
-        candidates = min(int(self._count[0]), n)
-        if candidates == 0:
-            return Detections.empty()
-        k = min(candidates, self.top_k)
-        self.kernels.launch("ef_rank", ((candidates + BLOCK - 1) // BLOCK, 1, 1), (BLOCK, 1, 1), s, b.boxes.ptr,
-                            b.scores.ptr, b.anchor_index.ptr, candidates, k, b.sorted_boxes.ptr, b.sorted_scores.ptr,
-                            b.sorted_anchor.ptr)
+            if plan.frame is None:
+                source = plan.staging.device_ptr
+            else:
+                plan.frame.copy_from_host(plan.staging_frame(), s)
+                source = plan.frame.ptr
+        new_w, new_h, pad_x, pad_y = fit(frame_w, frame_h, (width, height))
+        launch("ef_preprocess", ((width + 15) // 16, (height + 15) // 16, 1), (16, 16, 1), s,
+               source, frame_w, frame_h, pitch, channels, 0, plan.input.ptr, 0, width, height, new_w, new_h,
+               pad_x, pad_y, int(spec.input.channel_order == "RGB"), *spec.input.mean,
+               *(1.0 / np.asarray(spec.input.std)))
+        self.network(plan.input.ptr, plan.loc.ptr, plan.conf.ptr, width, height, s)
+        n, k = plan.num_anchors, self.top_k
+        plan.count.zero(s)
+        launch("ef_decode", ((n + BLOCK - 1) // BLOCK, 1, 1), (BLOCK, 1, 1), s, plan.loc.ptr, plan.conf.ptr,
+               plan.anchors.ptr, n, self.score_threshold, *spec.variances, n, plan.boxes.ptr, plan.scores.ptr,
+               plan.anchor_index.ptr, plan.count.ptr)
+        launch("ef_rank", ((n + BLOCK - 1) // BLOCK, 1, 1), (BLOCK, 1, 1), s, plan.boxes.ptr, plan.scores.ptr,
+               plan.anchor_index.ptr, plan.count.ptr, n, k, plan.sorted_boxes.ptr, plan.sorted_scores.ptr,
+               plan.sorted_anchor.ptr, plan.num_sorted.ptr)
         words = (k + 63) // 64
-        self.kernels.launch("ef_nms_mask", ((k + 63) // 64, words, 1), (64, 1, 1), s, b.sorted_boxes.ptr, k,
-                            self.nms_iou, b.mask.ptr)
-        self.kernels.launch("ef_nms_reduce", (1, 1, 1), (1, 1, 1), s, b.mask.ptr, k, self.max_detections,
-                            b.keep.ptr, b.num_keep.ptr)
-        num_keep, boxes, scores = np.zeros(1, np.int32), np.empty((k, 4), np.float32), np.empty(k, np.float32)
-        keep = np.empty(k, np.int32)
-        b.num_keep.copy_to_host(num_keep, s)
-        b.keep.copy_to_host(keep, s)
-        b.sorted_boxes.copy_to_host(boxes, s)
-        b.sorted_scores.copy_to_host(scores, s)
-        s.synchronize()
-        if num_keep[0] < 0:
-            raise BackendError(f"GPU NMS got {k} candidates, more than its {MAX_TOP_K}-box bitset")
-        kept = keep[: num_keep[0]]
+        launch("ef_nms_mask", (words, words, 1), (64, 1, 1), s, plan.sorted_boxes.ptr, plan.num_sorted.ptr,
+               self.nms_iou, plan.mask.ptr)
+        result = plan.result.device_ptr if plan.result_device is None else plan.result_device.ptr
+        launch("ef_nms_reduce", (1, 1, 1), (1, 1, 1), s, plan.mask.ptr, plan.sorted_boxes.ptr,
+               plan.sorted_scores.ptr, plan.num_sorted.ptr, self.max_keep, result, result + RESULT_HEADER)
+        if plan.result_device is not None:
+            plan.result_device.copy_to_host(plan.result.array((plan.result.nbytes,), np.uint8), s)
+
+    def detect(self, frame, input_size: Optional[tuple[int, int]] = None) -> Detections:
+        """Faces in one BGR (or BGRx) uint8 frame, letterboxed to `input_size` or run at its own size. The frame
+        is a NumPy array (staged in page-locked memory; see :meth:`host_frame`) or any device array with
+        ``__cuda_array_interface__`` (CuPy, torch, numba: read in place, pitched rows allowed)."""
+        self.rt.context()  # current on this thread too (camera apps call from their own threads)
+        source, frame_shape, pitch = self._source(frame)
+        frame_h, frame_w = frame_shape[:2]
+        plan = self.plan(tuple(frame_shape), input_size or (frame_w, frame_h))
+        if source is None:
+            staged = plan.staging_frame()
+            if frame.__array_interface__["data"][0] != staged.__array_interface__["data"][0]:
+                np.copyto(staged, frame)
+            if plan.graph is None and self.use_graphs and plan.runs > 0:  # the network has run once at this size
+                plan.graph = self.rt.Graph(self.stream, lambda: self._enqueue(plan, None, pitch))
+        if source is None and plan.graph is not None:
+            plan.graph.launch(self.stream)
+        else:
+            self._enqueue(plan, source, pitch)
+        self.stream.synchronize()
+        plan.runs += 1
+        count = int(plan.result.array((1,), np.int32)[0])
+        kept = plan.result.array((self.max_keep, 5), np.float32, RESULT_HEADER)[:count].copy()
+        width, height = plan.input_size
+        new_w, new_h, pad_x, pad_y = fit(frame_w, frame_h, (width, height))
         transform = Letterbox(new_w / frame_w, new_h / frame_h, float(pad_x), float(pad_y), frame_w, frame_h)
-        return Detections(transform.to_source(boxes[kept]), scores[kept])
+        return Detections(transform.to_source(kept[:, :4]), kept[:, 4])

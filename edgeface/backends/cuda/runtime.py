@@ -1,10 +1,14 @@
-"""The CUDA driver through NVIDIA's ``cuda-bindings``: context, stream, device buffers and the kernels of
-``kernels.cu`` loaded from their cubin. Imported only on GPU paths.
+"""The CUDA driver through NVIDIA's ``cuda-bindings``: context, stream, device and page-locked host
+buffers, CUDA graphs and the kernels of ``kernels.cu`` loaded from their cubin. Imported only on GPU paths.
+
+:class:`~edgeface.backends.cuda.pipeline.GpuPipeline` uses only the names this module shares with its CPU
+stand-in, ``tests/cuda_emulation/runtime.py`` (which runs the kernels' source as C++ on the CPU).
 """
 
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 from functools import cache
 from typing import Any, Optional
 
@@ -50,6 +54,13 @@ def context(ordinal: int = 0):
     return device, ctx
 
 
+def is_integrated(ordinal: int = 0) -> bool:
+    """Whether device `ordinal` shares memory with the CPU (Jetson): host memory mapped into it needs no copies."""
+    device, _ = context(ordinal)
+    attribute = _driver().CUdevice_attribute.CU_DEVICE_ATTRIBUTE_INTEGRATED
+    return bool(check(_driver().cuDeviceGetAttribute(attribute, device)))
+
+
 def device_identity(ordinal: int = 0) -> tuple[str, str]:
     """``(name, "major.minor")`` of CUDA device `ordinal`."""
     driver = _driver()
@@ -88,6 +99,30 @@ class DeviceBuffer:
             self.ptr = 0
 
 
+class HostBuffer:
+    """Page-locked host memory owned by this object, so copies are asynchronous and can be captured in a graph.
+    ``mapped`` also maps it into the device's address space (``device_ptr``): kernels then read and write it in
+    place, which on an integrated GPU (Jetson) replaces the copy altogether."""
+
+    def __init__(self, nbytes: int, mapped: bool = False):
+        context()
+        driver = _driver()
+        self.nbytes = int(nbytes)
+        flags = driver.CU_MEMHOSTALLOC_DEVICEMAP if mapped else 0
+        self.ptr = int(check(driver.cuMemHostAlloc(max(self.nbytes, 1), flags)))
+        self.device_ptr = int(check(driver.cuMemHostGetDevicePointer(self.ptr, 0))) if mapped else None
+
+    def array(self, shape: tuple[int, ...], dtype: Any, offset: int = 0) -> np.ndarray:
+        """A NumPy view of the buffer from byte `offset`."""
+        raw = (ctypes.c_char * self.nbytes).from_address(self.ptr)
+        return np.frombuffer(raw, dtype, int(np.prod(shape)), offset).reshape(shape)
+
+    def __del__(self):
+        if getattr(self, "ptr", None):
+            _driver().cuMemFreeHost(self.ptr)
+            self.ptr = 0
+
+
 class CudaArrayView:
     """A device pointer with a shape, exposed through ``__cuda_array_interface__`` (CuPy, torch, numba read it)."""
 
@@ -97,6 +132,8 @@ class CudaArrayView:
 
 
 class Stream:
+    """A CUDA stream: everything one pipeline enqueues runs on it, in order."""
+
     def __init__(self):
         context()
         self.handle = check(_driver().cuStreamCreate(0))
@@ -110,20 +147,58 @@ class Stream:
             self.handle = None
 
 
+class Graph:
+    """The work `enqueue()` puts on `stream`, captured once as a CUDA graph and replayed by :meth:`launch` with one
+    driver call. Everything captured (kernel arguments, buffer addresses, copy sizes) is fixed at capture, and
+    host copies must use page-locked memory."""
+
+    def __init__(self, stream: Stream, enqueue: Callable[[], None]):
+        driver = _driver()
+        thread_local = driver.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
+        check(driver.cuStreamBeginCapture(stream.handle, thread_local))
+        try:
+            enqueue()
+        except BaseException:
+            err, partial = driver.cuStreamEndCapture(stream.handle)  # leave capture mode, drop what was captured
+            if err == driver.CUresult.CUDA_SUCCESS and partial is not None:
+                driver.cuGraphDestroy(partial)
+            raise
+        self.graph = check(driver.cuStreamEndCapture(stream.handle))
+        self.exec = check(driver.cuGraphInstantiate(self.graph, 0))
+
+    def launch(self, stream: Stream) -> None:
+        check(_driver().cuGraphLaunch(self.exec, stream.handle))
+
+    def __del__(self):
+        driver = _driver()
+        if getattr(self, "exec", None) is not None:
+            driver.cuGraphExecDestroy(self.exec)
+        if getattr(self, "graph", None) is not None:
+            driver.cuGraphDestroy(self.graph)
+
+
 POINTER, INT, FLOAT = "p", "i", "f"
+SIGNATURES = {  # the kernels' parameters, in order
+    "ef_preprocess": (POINTER, INT, INT, INT, INT, INT, POINTER, INT, INT, INT, INT, INT, INT, INT, INT,
+                      FLOAT, FLOAT, FLOAT, FLOAT, FLOAT, FLOAT),
+    "ef_decode": (POINTER, POINTER, POINTER, INT, FLOAT, FLOAT, FLOAT, INT, POINTER, POINTER, POINTER, POINTER),
+    "ef_rank": (POINTER, POINTER, POINTER, POINTER, INT, INT, POINTER, POINTER, POINTER, POINTER),
+    "ef_nms_mask": (POINTER, POINTER, FLOAT, POINTER),
+    "ef_nms_reduce": (POINTER, POINTER, POINTER, POINTER, INT, POINTER, POINTER),
+}
+
+
+def kernel_arguments(name: str, args: tuple) -> list:
+    """`args` of kernel `name` as ctypes values (device pointers as ints, then ints and floats per its signature)."""
+    kinds = SIGNATURES[name]
+    if len(args) != len(kinds):
+        raise BackendError(f"{name} takes {len(kinds)} arguments, got {len(args)}")
+    return [ctypes.c_uint64(int(a)) if k == POINTER else ctypes.c_int(int(a)) if k == INT else ctypes.c_float(float(a))
+            for a, k in zip(args, kinds)]
 
 
 class Kernels:
     """The kernels of ``kernels.cu``, from the cubin for this GPU's architecture (NVRTC, cached on disk)."""
-
-    SIGNATURES = {
-        "ef_preprocess": (POINTER, INT, INT, INT, INT, INT, POINTER, INT, INT, INT, INT, INT, INT, INT, INT,
-                          FLOAT, FLOAT, FLOAT, FLOAT, FLOAT, FLOAT),
-        "ef_decode": (POINTER, POINTER, POINTER, INT, FLOAT, FLOAT, FLOAT, INT, POINTER, POINTER, POINTER, POINTER),
-        "ef_rank": (POINTER, POINTER, POINTER, INT, INT, POINTER, POINTER, POINTER),
-        "ef_nms_mask": (POINTER, INT, FLOAT, POINTER),
-        "ef_nms_reduce": (POINTER, INT, INT, POINTER, POINTER),
-    }
 
     def __init__(self, ordinal: int = 0):
         driver = _driver()
@@ -133,16 +208,12 @@ class Kernels:
         self._cubin = ctypes.create_string_buffer(cubin, len(cubin))
         self.module = check(driver.cuModuleLoadData(ctypes.addressof(self._cubin)))
         self.functions = {name: check(driver.cuModuleGetFunction(self.module, name.encode()))
-                          for name in self.SIGNATURES}
+                          for name in SIGNATURES}
 
     def launch(self, name: str, grid: tuple[int, int, int], block: tuple[int, int, int], stream: Stream,
                *args: Any) -> None:
         """Launch kernel `name` with `args` (device pointers as ints, then ints and floats per its signature)."""
-        kinds = self.SIGNATURES[name]
-        if len(args) != len(kinds):
-            raise BackendError(f"{name} takes {len(kinds)} arguments, got {len(args)}")
-        values = [ctypes.c_uint64(int(a)) if k == POINTER else ctypes.c_int(int(a)) if k == INT
-                  else ctypes.c_float(float(a)) for a, k in zip(args, kinds)]
+        values = kernel_arguments(name, args)
         pointers = (ctypes.c_void_p * len(values))(*(ctypes.addressof(v) for v in values))
         check(_driver().cuLaunchKernel(self.functions[name], *grid, *block, 0, stream.handle,
                                        ctypes.addressof(pointers), 0))

@@ -1,0 +1,121 @@
+"""The GPU pipeline (edgeface/backends/cuda/pipeline.py) end to end on the CPU stand-in runtime: the same
+launch sequence, buffer sizes, device-side counts, page-locked / mapped staging and CUDA-graph replay as on
+a GPU, with the kernels emulated and the network run by ONNX Runtime. The same pipeline on a real GPU is
+tested in test_gpu.py."""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import pytest
+
+import edgeface
+from edgeface.backends.cuda.pipeline import GpuPipeline
+from edgeface.backends.onnx_backend import OnnxBackend
+from edgeface.weights import DEFAULT_MODEL
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return OnnxBackend(str(DEFAULT_MODEL))
+
+
+def host_network(backend):
+    """The ONNX model as a pipeline network step over emulated device memory, enqueued on the stream."""
+    def run(input_ptr, loc_ptr, conf_ptr, width, height, stream):
+        def step():
+            x = np.ctypeslib.as_array((ctypes.c_float * (3 * width * height)).from_address(input_ptr))
+            loc, conf = (np.ascontiguousarray(a, np.float32) for a in backend.run(x.reshape(1, 3, height, width)))
+            ctypes.memmove(loc_ptr, loc.ctypes.data, loc.nbytes)
+            ctypes.memmove(conf_ptr, conf.ctypes.data, conf.nbytes)
+        stream.enqueue(step)
+
+    run.capturable = True
+    return run
+
+
+def pipeline(runtime, backend, use_graphs=True, **overrides) -> GpuPipeline:
+    spec = backend.spec
+    settings = dict(score_threshold=spec.score_threshold, nms_iou=spec.nms_iou, max_detections=spec.max_detections)
+    settings.update(overrides)
+    return GpuPipeline(spec, host_network(backend), runtime=runtime, use_graphs=use_graphs, **settings)
+
+
+def assert_same(a, b, box_atol=0.5, score_atol=2e-3):
+    assert len(a) == len(b)
+    np.testing.assert_allclose(a.boxes, b.boxes, atol=box_atol)
+    np.testing.assert_allclose(a.scores, b.scores, atol=score_atol)
+
+
+@pytest.mark.parametrize("integrated", [False, True], ids=["discrete", "integrated"])
+def test_gpu_pipeline_matches_the_cpu_detector(emulated_runtime, backend, photo_paths, integrated):
+    emulated_runtime.integrated = integrated  # True: staging and result buffers mapped, no copies (Jetson)
+    gpu = pipeline(emulated_runtime, backend)
+    cpu, sized = edgeface.Detector(DEFAULT_MODEL), edgeface.Detector(DEFAULT_MODEL, input_size=(320, 240))
+    for path in photo_paths[:3]:
+        image = edgeface.read_image(path)
+        expected = cpu(image)
+        assert len(expected) > 0
+        assert_same(gpu.detect(image, (320, 240)), sized(image))
+        assert_same(gpu.detect(image), expected)  # at the frame's own size
+    plan = next(iter(gpu._plans.values()))
+    assert (plan.frame is None) == integrated and (plan.result_device is None) == integrated
+
+
+def test_graph_replay_equals_launching_each_kernel(emulated_runtime, backend, photo_paths):
+    """Captured once at the second frame of a size, the graph re-reads the staging buffer and re-zeroes the
+    counters on every replay: frames of the same size give what the kernel-by-kernel launch gives."""
+    graphs, eager = pipeline(emulated_runtime, backend), pipeline(emulated_runtime, backend, use_graphs=False)
+    import cv2
+
+    frames = [cv2.resize(edgeface.read_image(p), (400, 300)) for p in photo_paths[:3]]
+    frames.append(np.zeros_like(frames[0]))  # no faces: the replay must not keep the previous frame's boxes
+    for i, frame in enumerate(frames + frames[:1]):
+        got, expected = graphs.detect(frame), eager.detect(frame)
+        np.testing.assert_array_equal(got.boxes, expected.boxes)
+        np.testing.assert_array_equal(got.scores, expected.scores)
+        assert (graphs.plan((300, 400, 3), (400, 300)).graph is not None) == (i > 0)
+    assert len(graphs.detect(frames[-1])) == 0
+    assert eager.plan((300, 400, 3), (400, 300)).graph is None
+
+
+def test_max_detections_and_top_k_bound_the_result(emulated_runtime, backend, photo_paths):
+    image = edgeface.read_image(photo_paths[0])
+    everything = pipeline(emulated_runtime, backend, score_threshold=0.01, nms_iou=0.9).detect(image)
+    capped = pipeline(emulated_runtime, backend, score_threshold=0.01, nms_iou=0.9, max_detections=3).detect(image)
+    assert len(everything) > 3 and len(capped) == 3
+    np.testing.assert_array_equal(capped.boxes, everything.boxes[:3])
+    top = pipeline(emulated_runtime, backend, score_threshold=0.01, nms_iou=0.9, top_k=10).detect(image)
+    assert len(top) <= 10
+    with pytest.raises(ValueError, match="top_k"):
+        pipeline(emulated_runtime, backend, top_k=5000)
+
+
+def test_frames_staged_in_place_and_device_frames(emulated_runtime, backend, photo_paths):
+    """A frame decoded straight into `host_frame()` is not copied again; a device frame (here: emulated device
+    memory, pitched rows) is read in place and gives the same faces."""
+    gpu = pipeline(emulated_runtime, backend)
+    image = edgeface.read_image(photo_paths[1])
+    h, w = image.shape[:2]
+    expected = gpu.detect(image)
+    staged = gpu.host_frame(w, h)
+    staged[:] = image
+    assert_same(gpu.detect(staged), expected, 0, 0)
+    pitched = np.zeros((h, w * 3 + 64), np.uint8)
+    pitched[:, : w * 3] = image.reshape(h, -1)
+    interface = {"data": (pitched.ctypes.data, False), "shape": (h, w, 3), "typestr": "|u1",
+                 "strides": (pitched.shape[1], 3, 1), "version": 3}
+    device_frame = type("DeviceFrame", (), {"__cuda_array_interface__": interface})()
+    assert_same(gpu.detect(device_frame), expected, 0, 0)
+
+
+def test_bad_frames_are_refused(emulated_runtime, backend):
+    gpu = pipeline(emulated_runtime, backend)
+    with pytest.raises(ValueError, match="uint8 frame"):
+        gpu.detect(np.zeros((10, 10, 3), np.float32))
+    with pytest.raises(ValueError, match="uint8 frame"):
+        gpu.detect(np.zeros((10, 10), np.uint8))
+    interface = {"data": (0, False), "shape": (4, 4, 3), "typestr": "<f4", "version": 3}
+    with pytest.raises(ValueError, match="device frame"):
+        gpu.detect(type("DeviceFrame", (), {"__cuda_array_interface__": interface})())
