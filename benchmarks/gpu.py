@@ -1,6 +1,8 @@
-"""GPU benchmarks: end-to-end latency of the GPU pipeline (CUDA pre-processing + network + CUDA decode/NMS)
-against the same network with the NumPy pre/post-processing, per input size, with the GPU named; and the
-NMS kernels against torchvision's NMS (when installed) and the NumPy path.
+"""GPU benchmarks, with the GPU named: end-to-end latency and frames/s of the GPU pipeline (CUDA
+pre-processing + torch network + CUDA decode/NMS) by model, precision (FP32, FP16 autocast) and input size,
+split into its pre / network / post stages, against the same network with the NumPy pre/post-processing;
+the network's throughput by batch size; and the NMS kernels against torchvision's NMS (when installed)
+and the NumPy path. Medians of --runs runs after a warm-up.
 
 ``python -m benchmarks gpu`` measures; ``python -m benchmarks gpu-suite`` first runs every GPU test
 (``pytest -m gpu``), then measures: the one call to make on a machine with a GPU.
@@ -35,10 +37,58 @@ def _median_ms(run, runs: int, sync=lambda: None) -> float:
     return statistics.median(times)
 
 
+SHARED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights" / "extd_official"
+PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "photos" / "dlib_examples_faces"
+BATCHES = (1, 4, 8)
+
+
+def _checkpoint(model: str, folder: Path) -> tuple[Path, str]:
+    """The authors' trained weights when ../shared has them (realistic candidate counts for the decode and NMS
+    kernels), else random weights."""
+    from edgeface.models.checkpoint import convert_authors_checkpoint, save_checkpoint
+    from edgeface.models.registry import create_model, default_spec
+
+    path = folder / f"{model}.pt"
+    authors = SHARED_WEIGHTS / f"EXTD_{model[4:]}.pth"
+    if model.startswith("extd") and authors.exists():
+        convert_authors_checkpoint(authors, path)
+        return path, "authors' weights"
+    save_checkpoint(create_model(model), default_spec(model), path)
+    return path, "random weights"
+
+
+def _frame(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
+    photos = sorted(PHOTOS.glob("*.jpg"))
+    if not photos:
+        return rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    import cv2
+
+    return cv2.resize(cv2.imread(str(photos[0])), (width, height))
+
+
+def _time_stages(gpu, host, frame: np.ndarray, runs: int, sync) -> dict:
+    """One frame size: the GPU pipeline end to end and stage by stage (host frame staged, as in `detect`), and
+    the same network with the NumPy pre/post-processing."""
+    pipeline = gpu.gpu_pipeline
+    h, w = frame.shape[:2]
+    plan = pipeline.plan(frame.shape, (w, h))
+    plan.staging_frame()[:] = frame
+    stream_sync = pipeline.stream.synchronize
+    row = {"faces": len(gpu(frame)),
+           "gpu_pipeline_ms": _median_ms(lambda: gpu(frame), runs, sync),
+           "numpy_pre_post_ms": _median_ms(lambda: host(frame), runs, sync),
+           "pre_ms": _median_ms(lambda: pipeline.enqueue_preprocess(plan, None, w * 3), runs, stream_sync),
+           "network_ms": _median_ms(lambda: pipeline.enqueue_network(plan), runs, stream_sync),
+           "post_ms": _median_ms(lambda: pipeline.enqueue_postprocess(plan), runs, stream_sync)}
+    row["frames_per_s"] = 1e3 / row["gpu_pipeline_ms"]
+    return row
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=50, help="timed runs per cell (default: %(default)s)")
-    parser.add_argument("--models", nargs="*", default=["extd32", "extd64"], help="registry names (random weights)")
+    parser.add_argument("--models", nargs="*", default=["extd32", "extd64"],
+                        help="registry names (EXTD: the authors' weights from ../shared when present)")
     args = parser.parse_args(argv)
     try:
         import torch
@@ -52,40 +102,49 @@ def main(argv: list[str] | None = None) -> None:
         return
     from edgeface import Detector
     from edgeface.backends.torch_backend import TorchBackend
-    from edgeface.models.checkpoint import save_checkpoint
-    from edgeface.models.registry import create_model, default_spec
 
-    rows = []
+    rows, batch_rows = [], []
     rng = np.random.default_rng(0)
+    sync = torch.cuda.synchronize
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models:
-            path = Path(tmp) / f"{model}.pt"
-            save_checkpoint(create_model(model), default_spec(model), path)
-            backend = TorchBackend(str(path), device="cuda")
-            gpu = Detector(backend, score_threshold=0.05)
-            host = Detector(backend, score_threshold=0.05)
-            host.gpu_pipeline = None  # the same torch network with NumPy pre/post-processing
-            for w, h in SIZES:
-                frame = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-                sync = torch.cuda.synchronize
-                e2e_gpu = _median_ms(lambda d=gpu, f=frame: d(f), args.runs, sync)
-                e2e_host = _median_ms(lambda d=host, f=frame: d(f), args.runs, sync)
-                batch, _ = host.prepare([frame])
-                network = _median_ms(lambda d=host, b=batch: d.infer(b), args.runs, sync)
-                rows.append({"model": model, "size": f"{w}x{h}", "gpu_pipeline_ms": e2e_gpu,
-                             "numpy_pre_post_ms": e2e_host, "network_only_ms": network})
-                print(f"{model} {w}x{h}: GPU pipeline {e2e_gpu:.2f} ms, NumPy pre/post {e2e_host:.2f} ms, "
-                      f"network {network:.2f} ms", flush=True)
-    rows += _nms_rows(args.runs, torch)
-    table = markdown_table(["model / step", "size", "GPU pipeline ms", "NumPy pre/post ms", "network ms"],
-                           [[r["model"], r["size"], f"{r['gpu_pipeline_ms']:.2f}", f"{r['numpy_pre_post_ms']:.2f}",
-                             f"{r.get('network_only_ms', float('nan')):.2f}"] for r in rows])
+            path, weights = _checkpoint(model, Path(tmp))
+            for precision in ("fp32", "fp16"):
+                backend = TorchBackend(str(path), device="cuda", fp16=precision == "fp16")
+                gpu = Detector(backend)
+                host = Detector(backend)
+                host.gpu_pipeline = None  # the same torch network with NumPy pre/post-processing
+                for w, h in SIZES:
+                    row = {"model": model, "weights": weights, "precision": precision, "size": f"{w}x{h}",
+                           **_time_stages(gpu, host, _frame(w, h, rng), args.runs, sync)}
+                    rows.append(row)
+                    print(f"{model} {precision} {w}x{h}: GPU pipeline {row['gpu_pipeline_ms']:.2f} ms (pre "
+                          f"{row['pre_ms']:.2f} / network {row['network_ms']:.2f} / post {row['post_ms']:.2f}), "
+                          f"NumPy pre/post {row['numpy_pre_post_ms']:.2f} ms", flush=True)
+                for batch_size in BATCHES:  # the network alone, batched: throughput
+                    batch, _ = host.prepare([_frame(640, 480, rng)] * batch_size)
+                    ms = _median_ms(lambda d=host, b=batch: d.infer(b), args.runs, sync)
+                    batch_rows.append({"model": model, "precision": precision, "size": "640x480",
+                                       "batch": batch_size, "network_ms": ms, "frames_per_s": batch_size * 1e3 / ms})
+    nms = _nms_rows(args.runs, torch)
+    table = markdown_table(
+        ["model", "precision", "size", "faces", "GPU pipeline ms (frames/s)", "pre / network / post ms",
+         "NumPy pre/post ms"],
+        [[r["model"], r["precision"], r["size"], r["faces"], f"{r['gpu_pipeline_ms']:.2f} ({r['frames_per_s']:.0f})",
+          f"{r['pre_ms']:.2f} / {r['network_ms']:.2f} / {r['post_ms']:.2f}", f"{r['numpy_pre_post_ms']:.2f}"]
+         for r in rows])
+    table += "\n\n" + markdown_table(
+        ["model", "precision", "size", "batch", "network ms", "frames/s"],
+        [[r["model"], r["precision"], r["size"], r["batch"], f"{r['network_ms']:.2f}", f"{r['frames_per_s']:.0f}"]
+         for r in batch_rows])
+    table += "\n\n" + markdown_table(["NMS, 4096 boxes", "ms"], [[k, f"{v:.3f}"] for k, v in nms.items()])
     print(table)
-    payload = {"machine": {**describe_machine(), "gpu": name, "compute_capability": capability}, "rows": rows}
+    payload = {"machine": {**describe_machine(), "gpu": name, "compute_capability": capability}, "rows": rows,
+               "batch_rows": batch_rows, "nms_ms": nms}
     print(f"written: {write_results('gpu', payload, table)}")
 
 
-def _nms_rows(runs: int, torch) -> list[dict]:
+def _nms_rows(runs: int, torch) -> dict[str, float]:
     """ef_nms_mask + ef_nms_reduce against torchvision.ops.nms and the NumPy NMS, 4096 boxes."""
     from edgeface.backends.cuda.runtime import DeviceBuffer, Kernels, Stream
     from edgeface.core.nms import nms
@@ -109,17 +168,17 @@ def _nms_rows(runs: int, torch) -> list[dict]:
         kernels.launch("ef_nms_reduce", (1, 1, 1), (1, 1, 1), stream, mask.ptr, sorted_boxes.ptr, sorted_scores.ptr,
                        num.ptr, 750, result.ptr, result.ptr + 16)
 
-    row = {"model": "NMS 4096 boxes", "size": "-", "gpu_pipeline_ms": _median_ms(ours, runs, stream.synchronize),
-           "numpy_pre_post_ms": _median_ms(lambda: nms(boxes, scores, 0.3, 750), runs)}
+    timings = {"edgeface kernels (mask + reduce)": _median_ms(ours, runs, stream.synchronize),
+               "NumPy (edgeface.core.nms)": _median_ms(lambda: nms(boxes, scores, 0.3, 750), runs)}
     try:
         import torchvision
 
         tb, ts = torch.from_numpy(boxes).cuda(), torch.from_numpy(scores).cuda()
-        row["network_only_ms"] = _median_ms(lambda: torchvision.ops.nms(tb, ts, 0.3), runs, torch.cuda.synchronize)
-        row["model"] += " (network column: torchvision.ops.nms)"
+        timings["torchvision.ops.nms"] = _median_ms(lambda: torchvision.ops.nms(tb, ts, 0.3), runs,
+                                                    torch.cuda.synchronize)
     except ImportError:
-        pass
-    return [row]
+        timings["torchvision.ops.nms"] = float("nan")  # not installed
+    return timings
 
 
 def suite(argv: list[str] | None = None) -> None:

@@ -183,3 +183,10 @@ def test_detector_without_a_path_uses_the_shipped_model_or_says_none_ships():
     else:
         with pytest.raises(ModelFileError, match="ships no default model"):
             Detector()
+
+
+def test_torch_fp16_needs_a_cuda_device(extd64_pt):
+    from edgeface.backends.torch_backend import TorchBackend
+
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        TorchBackend(str(extd64_pt), device="cpu", fp16=True)

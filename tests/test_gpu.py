@@ -11,19 +11,31 @@ import pytest
 pytestmark = pytest.mark.gpu
 
 
-def test_gpu_pipeline_with_torch_matches_the_cpu_path(gpu_runtime, extd64_pt, photo_paths):
+@pytest.mark.parametrize("fp16", [False, True], ids=["fp32", "fp16"])
+def test_gpu_pipeline_with_torch_matches_the_cpu_path(gpu_runtime, extd64_pt, photo_paths, fp16):
+    """FP32: the same faces as the CPU path. FP16 (autocast): every confident CPU face found again (IoU > 0.8,
+    score within 0.02)."""
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("torch has no CUDA here")
     import edgeface
     from edgeface.backends.torch_backend import TorchBackend
+    from edgeface.core.boxes import box_iou
 
-    gpu = edgeface.Detector(TorchBackend(str(extd64_pt), device="cuda"))
+    gpu = edgeface.Detector(TorchBackend(str(extd64_pt), device="cuda", fp16=fp16))
     cpu = edgeface.Detector(extd64_pt)
     assert gpu.gpu_pipeline is not None
     for path in photo_paths[:6]:
         image = edgeface.read_image(path)
         a, b = cpu(image), gpu(image)
+        if fp16:
+            confident = a.scores > 0.5
+            if confident.any():
+                assert len(b) > 0, path
+                iou = box_iou(a.boxes[confident], b.boxes)
+                assert (iou.max(1) > 0.8).all(), path
+                np.testing.assert_allclose(a.scores[confident], b.scores[iou.argmax(1)], atol=0.02)
+            continue
         assert len(a) == len(b), path
         np.testing.assert_allclose(a.boxes, b.boxes, atol=0.5)
         np.testing.assert_allclose(a.scores, b.scores, atol=2e-3)

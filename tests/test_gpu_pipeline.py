@@ -119,3 +119,17 @@ def test_bad_frames_are_refused(emulated_runtime, backend):
     interface = {"data": (0, False), "shape": (4, 4, 3), "typestr": "<f4", "version": 3}
     with pytest.raises(ValueError, match="device frame"):
         gpu.detect(type("DeviceFrame", (), {"__cuda_array_interface__": interface})())
+
+
+def test_detector_and_gpu_benchmark_stages_on_the_stand_in(emulated_runtime, backend, photo_paths):
+    """Detector hands single-pass frames to its GPU pipeline; the GPU benchmark's stage timing (run on GPUs only)
+    drives the same pipeline methods."""
+    from benchmarks.gpu import _time_stages
+
+    gpu, host = edgeface.Detector(DEFAULT_MODEL), edgeface.Detector(DEFAULT_MODEL)
+    gpu.gpu_pipeline = pipeline(emulated_runtime, backend)
+    image = edgeface.read_image(photo_paths[0])
+    assert_same(gpu(image), host(image))
+    row = _time_stages(gpu, host, image, runs=1, sync=lambda: None)
+    assert row["faces"] == len(host(image)) > 0
+    assert all(row[k] > 0 for k in ("gpu_pipeline_ms", "numpy_pre_post_ms", "pre_ms", "network_ms", "post_ms"))

@@ -31,9 +31,10 @@ def avoid_mmap_churn() -> bool:
 
 
 class TorchBackend:
-    """An edgeface checkpoint on PyTorch; ``device`` is any torch device string ("cpu", "cuda", "cuda:1")."""
+    """An edgeface checkpoint on PyTorch; ``device`` is any torch device string ("cpu", "cuda", "cuda:1").
+    ``fp16`` runs the network under FP16 autocast (CUDA only); outputs stay float32."""
 
-    def __init__(self, path: str, device: str = "cpu", threads: Optional[int] = None):
+    def __init__(self, path: str, device: str = "cpu", threads: Optional[int] = None, fp16: bool = False):
         import torch
 
         from ..models.checkpoint import load_checkpoint
@@ -43,9 +44,12 @@ class TorchBackend:
         avoid_mmap_churn()
         self.torch = torch
         self.device = torch.device(device)
+        if fp16 and self.device.type != "cuda":
+            raise ValueError(f"fp16 needs a CUDA device (got {device!r}); on the CPU run float32")
+        self.fp16 = fp16
         model, self.spec = load_checkpoint(path)
         self.model = model.to(self.device)
-        self.name = f"torch:{self.device}"
+        self.name = f"torch:{self.device}" + (":fp16" if fp16 else "")
 
     @classmethod
     def from_model(cls, model, spec, device: str = "cpu") -> TorchBackend:
@@ -54,13 +58,16 @@ class TorchBackend:
 
         avoid_mmap_churn()
         self = cls.__new__(cls)
-        self.torch, self.device, self.spec = torch, torch.device(device), spec
+        self.torch, self.device, self.spec, self.fp16 = torch, torch.device(device), spec, False
         self.model = model.eval().to(self.device)
         self.name = f"torch:{self.device}"
         return self
 
+    def _autocast(self):
+        return self.torch.autocast(self.device.type, dtype=self.torch.float16, enabled=self.fp16)
+
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        with self.torch.inference_mode():
+        with self.torch.inference_mode(), self._autocast():
             loc, conf = self.model(self.torch.from_numpy(batch).to(self.device))
         return loc.float().cpu().numpy(), conf.float().cpu().numpy()
 
@@ -73,7 +80,7 @@ class TorchBackend:
 
         def run(input_ptr, loc_ptr, conf_ptr, width, height, stream):
             with torch.cuda.stream(torch.cuda.ExternalStream(int(stream.handle), device=self.device)), \
-                    torch.no_grad():
+                    torch.no_grad(), self._autocast():
                 x = torch.as_tensor(CudaArrayView(input_ptr, (1, 3, height, width)), device=self.device)
                 loc, conf = self.model(x)
                 torch.as_tensor(CudaArrayView(loc_ptr, loc.shape), device=self.device).copy_(loc)

@@ -139,26 +139,39 @@ class GpuPipeline:
         return self.plan(frame_shape, (width, height)).staging_frame()
 
     def _enqueue(self, plan: Plan, source: Optional[int], pitch: int) -> None:
-        """Put the whole sequence for one frame on the stream; `source` is a device frame, None for the staging
-        buffer. Nothing here reads device memory on the host, so it can be captured in a graph."""
-        s, launch, spec = self.stream, self.kernels.launch, self.spec
+        """Put the whole sequence for one frame on the stream. Nothing in it reads device memory on the host,
+        so it can be captured in a graph."""
+        self.enqueue_preprocess(plan, source, pitch)
+        self.enqueue_network(plan)
+        self.enqueue_postprocess(plan)
+
+    def enqueue_preprocess(self, plan: Plan, source: Optional[int], pitch: int) -> None:
+        """Stage 1: the frame (`source`, a device frame, or None for the staging buffer) -> the network input."""
         (frame_h, frame_w, channels), (width, height) = plan.frame_shape, plan.input_size
         if source is None:
             if plan.frame is None:
                 source = plan.staging.device_ptr
             else:
-                plan.frame.copy_from_host(plan.staging_frame(), s)
+                plan.frame.copy_from_host(plan.staging_frame(), self.stream)
                 source = plan.frame.ptr
         new_w, new_h, pad_x, pad_y = fit(frame_w, frame_h, (width, height))
-        launch("ef_preprocess", ((width + 15) // 16, (height + 15) // 16, 1), (16, 16, 1), s,
-               source, frame_w, frame_h, pitch, channels, 0, plan.input.ptr, 0, width, height, new_w, new_h,
-               pad_x, pad_y, int(spec.input.channel_order == "RGB"), *spec.input.mean,
-               *(1.0 / np.asarray(spec.input.std)))
-        self.network(plan.input.ptr, plan.loc.ptr, plan.conf.ptr, width, height, s)
-        n, k = plan.num_anchors, self.top_k
+        inp = self.spec.input
+        self.kernels.launch("ef_preprocess", ((width + 15) // 16, (height + 15) // 16, 1), (16, 16, 1), self.stream,
+                            source, frame_w, frame_h, pitch, channels, 0, plan.input.ptr, 0, width, height, new_w,
+                            new_h, pad_x, pad_y, int(inp.channel_order == "RGB"), *inp.mean,
+                            *(1.0 / np.asarray(inp.std)))
+
+    def enqueue_network(self, plan: Plan) -> None:
+        """Stage 2: the network, input buffer -> ``loc`` / ``conf`` buffers."""
+        width, height = plan.input_size
+        self.network(plan.input.ptr, plan.loc.ptr, plan.conf.ptr, width, height, self.stream)
+
+    def enqueue_postprocess(self, plan: Plan) -> None:
+        """Stage 3: decode, rank, NMS and the kept rows into the result buffer."""
+        s, launch, n, k = self.stream, self.kernels.launch, plan.num_anchors, self.top_k
         plan.count.zero(s)
         launch("ef_decode", ((n + BLOCK - 1) // BLOCK, 1, 1), (BLOCK, 1, 1), s, plan.loc.ptr, plan.conf.ptr,
-               plan.anchors.ptr, n, self.score_threshold, *spec.variances, n, plan.boxes.ptr, plan.scores.ptr,
+               plan.anchors.ptr, n, self.score_threshold, *self.spec.variances, n, plan.boxes.ptr, plan.scores.ptr,
                plan.anchor_index.ptr, plan.count.ptr)
         launch("ef_rank", ((n + BLOCK - 1) // BLOCK, 1, 1), (BLOCK, 1, 1), s, plan.boxes.ptr, plan.scores.ptr,
                plan.anchor_index.ptr, plan.count.ptr, n, k, plan.sorted_boxes.ptr, plan.sorted_scores.ptr,
