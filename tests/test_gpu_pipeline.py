@@ -133,3 +133,24 @@ def test_detector_and_gpu_benchmark_stages_on_the_stand_in(emulated_runtime, bac
     row = _time_stages(gpu, host, image, runs=1, sync=lambda: None)
     assert row["faces"] == len(host(image)) > 0
     assert all(row[k] > 0 for k in ("gpu_pipeline_ms", "numpy_pre_post_ms", "pre_ms", "network_ms", "post_ms"))
+
+
+def test_a_network_that_cannot_be_captured_falls_back_to_launches(emulated_runtime, backend, photo_paths):
+    from edgeface.errors import BackendError
+
+    network = host_network(backend)
+
+    def refuses_capture(*args):
+        if args[-1].recording is not None:
+            raise BackendError("operation not permitted when stream is capturing")
+        network(*args)
+
+    refuses_capture.capturable = True
+    gpu = GpuPipeline(backend.spec, refuses_capture, backend.spec.score_threshold, backend.spec.nms_iou,
+                      backend.spec.max_detections, runtime=emulated_runtime)
+    image = edgeface.read_image(photo_paths[0])
+    first = gpu.detect(image)
+    with pytest.warns(UserWarning, match="graph capture failed"):
+        second = gpu.detect(image)
+    assert_same(second, first, 0, 0)
+    assert not gpu.use_graphs and len(gpu.detect(image)) == len(first)

@@ -16,6 +16,7 @@ pipeline's stream (TensorRT, or torch on CUDA). The kernels have NumPy reference
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
@@ -26,6 +27,7 @@ import numpy as np
 from ...core.anchors import generate_anchors
 from ...core.detections import Detections
 from ...core.letterbox import Letterbox, fit
+from ...errors import BackendError
 from ...spec import ModelSpec
 
 MAX_TOP_K = 4096  # ef_nms_reduce keeps its suppression bitset for at most this many candidates
@@ -185,6 +187,13 @@ class GpuPipeline:
         if plan.result_device is not None:
             plan.result_device.copy_to_host(plan.result.array((plan.result.nbytes,), np.uint8), s)
 
+    def _capture(self, plan: Plan, pitch: int) -> None:
+        try:
+            plan.graph = self.rt.Graph(self.stream, lambda: self._enqueue(plan, None, pitch))
+        except BackendError as exc:  # e.g. a network that cannot be captured: keep working without graphs
+            warnings.warn(f"CUDA graph capture failed, launching kernel by kernel from now on: {exc}", stacklevel=3)
+            self.use_graphs = False
+
     def detect(self, frame, input_size: Optional[tuple[int, int]] = None) -> Detections:
         """Faces in one BGR (or BGRx) uint8 frame, letterboxed to `input_size` or run at its own size. The frame
         is a NumPy array (staged in page-locked memory; see :meth:`host_frame`) or any device array with
@@ -198,7 +207,7 @@ class GpuPipeline:
             if frame.__array_interface__["data"][0] != staged.__array_interface__["data"][0]:
                 np.copyto(staged, frame)
             if plan.graph is None and self.use_graphs and plan.runs > 0:  # the network has run once at this size
-                plan.graph = self.rt.Graph(self.stream, lambda: self._enqueue(plan, None, pitch))
+                self._capture(plan, pitch)
         if source is None and plan.graph is not None:
             plan.graph.launch(self.stream)
         else:
