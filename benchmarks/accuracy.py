@@ -162,31 +162,64 @@ def main(argv: list[str] | None = None) -> None:
         print(f"plots: {RESULTS / 'pr_facemask_val.png'}, {RESULTS / 'accuracy_vs_latency.png'}")
 
 
+def _nice_step(extent: float, ticks: int = 5) -> float:
+    """A 1 / 2 / 5 x 10^n tick step giving about `ticks` ticks over `extent`."""
+    raw = extent / ticks
+    power = 10 ** np.floor(np.log10(raw))
+    return float(next(m * power for m in (1, 2, 5, 10) if m * power >= raw))
+
+
+def place_labels(points: list[tuple[int, int]], sizes: list[tuple[int, int]], bounds: tuple[int, int, int, int],
+                 gap: int = 8) -> list[tuple[int, int]]:
+    """Bottom-left corners for text boxes of `sizes` beside `points`, each clear of the others and inside
+    `bounds` (x0, y0, x1, y1): right of its point if it fits, else left, moved down or up until free."""
+    placed: list[tuple[int, int, int, int]] = []
+    corners = []
+    for (x, y), (w, h) in zip(points, sizes):
+        left_x = x + gap if x + gap + w <= bounds[2] else x - gap - w
+        for shift in sorted(range(-60, 61, 2), key=abs):
+            box = (left_x, y + 4 + shift - h, left_x + w, y + 4 + shift)
+            inside = bounds[0] <= box[0] and box[2] <= bounds[2] and bounds[1] <= box[1] and box[3] <= bounds[3]
+            if inside and all(box[2] < b[0] or b[2] < box[0] or box[3] < b[1] or b[3] < box[1] for b in placed):
+                break
+        placed.append(box)
+        corners.append((box[0], box[3]))
+    return corners
+
+
 def plot_accuracy_latency(rows: list[dict], path: Path) -> None:
-    """Scatter of AP50 against CPU latency, one point per model and test-time mode."""
+    """Scatter of AP50 against CPU latency, one labelled point per model and test-time mode."""
     import cv2
 
-    width, height, left, bottom, top, right = 640, 480, 70, 50, 40, 30
+    width, height, left, bottom, top, right = 720, 480, 70, 50, 40, 20
     canvas = np.full((height, width, 3), 255, np.uint8)
-    max_ms = max(r["latency_ms_640x480"] for r in rows) * 1.15
+    step = _nice_step(max(r["latency_ms_640x480"] for r in rows) * 1.1)
+    max_ms = step * np.ceil(max(r["latency_ms_640x480"] for r in rows) * 1.1 / step)
     pw, ph = width - left - right, height - top - bottom
-    cv2.rectangle(canvas, (left, top), (left + pw, top + ph), (0, 0, 0), 1)
+    font, black = cv2.FONT_HERSHEY_SIMPLEX, (0, 0, 0)
     for tick in np.linspace(0, 1, 6):
-        cv2.putText(canvas, f"{tick:.1f}", (left - 35, int(top + (1 - tick) * ph) + 4), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.4, (0, 0, 0), 1)
-        cv2.putText(canvas, f"{tick * max_ms:.0f}", (int(left + tick * pw) - 10, top + ph + 18),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
-    cv2.putText(canvas, "CPU ms per 640x480 frame (ONNX Runtime, median)", (left, height - 10),
-                cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
-    cv2.putText(canvas, "AP50, face dataset val", (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
-    for r in rows:
-        single = r["mode"] == "single-scale"
-        x = int(left + r["latency_ms_640x480"] / max_ms * pw)
-        y = int(top + (1 - r["score"]) * ph)
-        colour = (180, 119, 31) if single else (14, 127, 255)
+        y = int(top + (1 - tick) * ph)
+        cv2.line(canvas, (left, y), (left + pw, y), (230, 230, 230), 1)
+        cv2.putText(canvas, f"{tick:.1f}", (left - 35, y + 4), font, 0.4, black, 1)
+    for ms in np.arange(0, max_ms + step / 2, step):
+        x = int(left + ms / max_ms * pw)
+        cv2.line(canvas, (x, top), (x, top + ph), (230, 230, 230), 1)
+        cv2.putText(canvas, f"{ms:.0f}", (x - 10, top + ph + 18), font, 0.4, black, 1)
+    cv2.rectangle(canvas, (left, top), (left + pw, top + ph), black, 1)
+    cv2.putText(canvas, "CPU ms per 640x480 frame (ONNX Runtime, median)", (left, height - 10), font, 0.45, black, 1)
+    cv2.putText(canvas, "AP50, face dataset val", (8, 24), font, 0.5, black, 1)
+    rows = sorted(rows, key=lambda r: -r["score"])
+    points = [(int(left + r["latency_ms_640x480"] / max_ms * pw), int(top + (1 - r["score"]) * ph)) for r in rows]
+    labels = [f"{r['model']} ({'1x' if r['mode'] == 'single-scale' else 'TTA'})" for r in rows]
+    sizes = [cv2.getTextSize(text, font, 0.4, 1)[0] for text in labels]
+    corners = place_labels(points, sizes, (left + 2, top + 2, left + pw - 2, top + ph - 2))
+    for r, (x, y), text, (w, h), corner in zip(rows, points, labels, sizes, corners):
+        colour = (180, 119, 31) if r["mode"] == "single-scale" else (14, 127, 255)
         cv2.circle(canvas, (x, y), 5, colour, -1, cv2.LINE_AA)
-        cv2.putText(canvas, f"{r['model']} ({'1x' if single else 'TTA'})", (x + 8, y + 4),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, cv2.LINE_AA)
+        anchor = (corner[0] if corner[0] > x else corner[0] + w, corner[1] - h // 2)
+        if abs(anchor[1] - y) > 6:  # a moved label: a leader line back to its point
+            cv2.line(canvas, (x, y), anchor, colour, 1, cv2.LINE_AA)
+        cv2.putText(canvas, text, corner, font, 0.4, colour, 1, cv2.LINE_AA)
     cv2.imwrite(str(path), canvas)
 
 

@@ -102,3 +102,16 @@ def test_accuracy_benchmark_scores_wider_and_fddb_folders(tmp_path, photo_paths)
     truth = ellipse_bounds(records[0].ellipses).astype(np.float32)
     rows = score_official("fddb", records, lambda frame: Detections(truth, np.ones(len(truth), np.float32)), args)
     assert rows[0][1] == "TPR @ 1000 FP, discrete" and rows[0][2] == 1.0
+
+
+def test_plot_labels_do_not_overlap():
+    from benchmarks.accuracy import place_labels
+
+    points = [(100, 100)] * 5 + [(395, 300), (390, 302)]  # five on one spot, two near the right edge
+    sizes = [(120, 10)] * 7
+    bounds = (0, 0, 400, 400)
+    boxes = [(x, y - h, x + w, y) for (x, y), (w, h) in zip(place_labels(points, sizes, bounds), sizes)]
+    for i, a in enumerate(boxes):
+        assert bounds[0] <= a[0] and a[2] <= bounds[2] and bounds[1] <= a[1] and a[3] <= bounds[3], a
+        for b in boxes[i + 1 :]:
+            assert a[2] < b[0] or b[2] < a[0] or a[3] < b[1] or b[3] < a[1], (a, b)
