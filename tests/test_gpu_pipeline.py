@@ -102,6 +102,10 @@ def test_frames_staged_in_place_and_device_frames(emulated_runtime, backend, pho
     staged = gpu.host_frame(w, h)
     staged[:] = image
     assert_same(gpu.detect(staged), expected, 0, 0)
+    sized = gpu.host_frame(w, h, input_size=(320, 240))
+    sized[:] = image
+    assert_same(gpu.detect(sized, (320, 240)), gpu.detect(image, (320, 240)), 0, 0)
+    assert sized.ctypes.data == gpu.plan((h, w, 3), (320, 240)).staging.ptr != staged.ctypes.data
     pitched = np.zeros((h, w * 3 + 64), np.uint8)
     pitched[:, : w * 3] = image.reshape(h, -1)
     interface = {"data": (pitched.ctypes.data, False), "shape": (h, w, 3), "typestr": "|u1",

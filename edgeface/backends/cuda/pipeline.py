@@ -134,11 +134,12 @@ class GpuPipeline:
             self._plans[key] = plan
         return self._plans[key]
 
-    def host_frame(self, width: int, height: int, channels: int = 3) -> np.ndarray:
-        """The page-locked buffer host frames of this size are staged in. A camera app that decodes straight into
-        it (and passes it to :meth:`detect`) saves the one host-side copy per frame."""
-        frame_shape = (height, width, channels)
-        return self.plan(frame_shape, (width, height)).staging_frame()
+    def host_frame(self, width: int, height: int, channels: int = 3,
+                   input_size: Optional[tuple[int, int]] = None) -> np.ndarray:
+        """The page-locked buffer that host frames of this size, run at `input_size` (default: their own size), are
+        staged in. A camera app that decodes straight into it and passes it to :meth:`detect` with the same
+        `input_size` saves the one host-side copy per frame."""
+        return self.plan((height, width, channels), input_size or (width, height)).staging_frame()
 
     def _enqueue(self, plan: Plan, source: Optional[int], pitch: int) -> None:
         """Put the whole sequence for one frame on the stream. Nothing in it reads device memory on the host,
