@@ -13,6 +13,20 @@ import torch
 from torch import nn
 
 
+def init_like_torchvision(module: nn.Module) -> None:
+    """torchvision's initialisation of its ResNet and VGG: He-normal convolutions (fan out), zero biases,
+    unit BatchNorm. PyTorch's default convolution init shrinks activations layer by layer, which leaves a
+    BatchNorm-free VGG16 trained from scratch with an almost constant detection map."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class Bottleneck(nn.Module):
     """ResNet v1.5 bottleneck: 1x1 -> 3x3 (carries the stride) -> 1x1 x4, projection shortcut when needed."""
 
@@ -63,6 +77,7 @@ class ResNet(nn.Module):
                 inplanes = planes * Bottleneck.expansion
             setattr(self, f"layer{stage + 1}", nn.Sequential(*layers))
             self.channels.append(inplanes)
+        init_like_torchvision(self)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -92,6 +107,7 @@ class VGG16(nn.Module):
             if stage < 4:
                 layers.append(nn.MaxPool2d(2, 2, ceil_mode=True))
         self.features = nn.Sequential(*layers)
+        init_like_torchvision(self)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         conv4_3 = self.features[: VGG16_CONV4_3 + 1](x)

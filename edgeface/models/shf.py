@@ -32,8 +32,13 @@ class SHF(nn.Module):
         self.dilated = nn.Conv2d(512, 128, 3)  # weights shared by the three branches; padding = dilation
         self.conf = nn.ModuleList(nn.Conv2d(128, 2, 1) for _ in DILATIONS)
         self.loc = nn.ModuleList(nn.Conv2d(128, 4, 1) for _ in DILATIONS)
-        for layer in (self.reduce5, self.reduce4, self.fuse, self.dilated, *self.conf, *self.loc):
-            nn.init.normal_(layer.weight, std=0.01)  # the paper's Gaussian initialisation of new layers
+        # new layers: Gaussian, as in the paper (which gives no scale): He-normal for the feature layers, so the
+        # detection map keeps the backbone's scale, and std 0.01 for the predictors
+        for layer in (self.reduce5, self.reduce4, self.fuse, self.dilated):
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+            nn.init.zeros_(layer.bias)
+        for layer in (*self.conf, *self.loc):
+            nn.init.normal_(layer.weight, std=0.01)
             nn.init.zeros_(layer.bias)
 
     def detection_map(self, x: torch.Tensor) -> torch.Tensor:
