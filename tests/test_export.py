@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
 from edgeface.export import onnx_export  # noqa: E402
@@ -98,6 +98,11 @@ def test_every_variant_exports_and_builds_with_tensorrt_rtx(name, tmp_path, phot
 
     model, spec, _ = load_model(name)
     small = cv2.resize(cv2.imread(photo_paths[0]), (160, 120))
+    if not name.startswith("extd"):  # small random predictors, as trained ones are: SRN's second step
+        torch.manual_seed(0)          # multiplies its deltas by e^(first-step log-scale), rounding noise too
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d) and module.out_channels <= 125:
+                torch.nn.init.normal_(module.weight, std=0.01)
     export_onnx(model, spec, tmp_path / "m.onnx", check_images=[small], compare_detections=False)
     assert build_engine_rtx(tmp_path / "m.onnx", max_batch=2).engine_bytes > 50_000
 

@@ -71,6 +71,14 @@ def test_srn_compose_deltas_equals_decoding_twice(rng):
     twice = decode_boxes(second, refined, (1.0, 1.0))
     composed = compose_deltas(torch.from_numpy(first), torch.from_numpy(second)).numpy()
     np.testing.assert_allclose(decode_boxes(composed, anchors, (1.0, 1.0)), twice, rtol=1e-5, atol=1e-3)
+    # a first step past the cap refines like training does (refine_anchors)
+    from edgeface.train.objectives import refine_anchors
+
+    first[:, 2:] += 6.0
+    refined = refine_anchors(anchors, first[None])[0]
+    composed = compose_deltas(torch.from_numpy(first), torch.from_numpy(second)).numpy()
+    np.testing.assert_allclose(decode_boxes(composed, anchors, (1.0, 1.0)), decode_boxes(second, refined, (1.0, 1.0)),
+                               rtol=1e-5, atol=1e-2)
 
 
 def test_srn_selective_rules_in_eval_mode():

@@ -26,6 +26,7 @@ STR_LEVELS = (3, 4, 5)  # strides 32, 64, 128: two-step regression
 ANCHORS_PER_CELL = 2
 FIRST_STEP_THRESHOLD = 0.01  # an STC anchor survives only if its first-step face score exceeds this
 PRIOR = 0.01  # classification bias initialisation (focal loss)
+MAX_LOG_SCALE = 4.0  # a refined anchor grows at most e^4 = 55x per side (keeps untrained outputs finite)
 FILTERED_LOGIT = -1.0e4  # logit of an anchor the first step filtered out (finite for FP16 engines)
 
 
@@ -60,9 +61,11 @@ def flatten(t: torch.Tensor, channels: int) -> torch.Tensor:
 
 def compose_deltas(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     """Deltas relative to the anchor equal to applying `first`, then `second` relative to the refined anchor
-    (centre-offset coding without variances): exact, so refined anchors never leave the graph."""
-    dxy = first[..., :2] + second[..., :2] * first[..., 2:].exp()
-    return torch.cat([dxy, first[..., 2:] + second[..., 2:]], dim=-1)
+    (centre-offset coding without variances): exact, so refined anchors never leave the graph. The first
+    step's log-scales are capped at MAX_LOG_SCALE, as when training refines the anchors."""
+    first_wh = first[..., 2:].clamp(max=MAX_LOG_SCALE)
+    dxy = first[..., :2] + second[..., :2] * first_wh.exp()
+    return torch.cat([dxy, first_wh + second[..., 2:]], dim=-1)
 
 
 class SRN(nn.Module):

@@ -239,9 +239,13 @@ class SRNObjective(Objective):
 
 
 def refine_anchors(anchors: np.ndarray, deltas: np.ndarray) -> np.ndarray:
-    """``(B, A, 4)`` cxcywh anchors moved by ``(B, A, 4)`` first-step deltas (centre-offset coding, no variances)."""
+    """``(B, A, 4)`` cxcywh anchors moved by ``(B, A, 4)`` first-step deltas (centre-offset coding, no variances;
+    log-scales capped like SRN's :func:`~edgeface.models.srn.compose_deltas`)."""
+    from ..models.srn import MAX_LOG_SCALE
+
     centre = anchors[None, :, :2] + deltas[..., :2] * anchors[None, :, 2:]
-    return np.concatenate([centre, anchors[None, :, 2:] * np.exp(np.minimum(deltas[..., 2:], 4.0))], axis=-1)
+    return np.concatenate([centre, anchors[None, :, 2:] * np.exp(np.minimum(deltas[..., 2:], MAX_LOG_SCALE))],
+                          axis=-1)
 
 
 OBJECTIVES = {"extd": SSDObjective, "shf": SHFObjective, "hr": HRObjective, "srn": SRNObjective}
