@@ -96,6 +96,7 @@ def test_every_variant_exports_and_builds_with_tensorrt_rtx(name, tmp_path, phot
 
     from edgeface.export.tensorrt_rtx import build_engine_rtx
 
+    torch.manual_seed(0)
     model, spec, _ = load_model(name)
     small = cv2.resize(cv2.imread(photo_paths[0]), (160, 120))
     if not name.startswith("extd"):  # small random predictors, as trained ones are: SRN's second step
@@ -103,6 +104,8 @@ def test_every_variant_exports_and_builds_with_tensorrt_rtx(name, tmp_path, phot
         for module in model.modules():
             if isinstance(module, torch.nn.Conv2d) and module.out_channels <= 125:
                 torch.nn.init.normal_(module.weight, std=0.01)
+        if name == "srn":  # SRN's prior bias puts first-step scores on the 0.01 STC threshold: scores flip
+            torch.nn.init.zeros_(model.cls[-1].bias)
     export_onnx(model, spec, tmp_path / "m.onnx", check_images=[small], compare_detections=False)
     assert build_engine_rtx(tmp_path / "m.onnx", max_batch=2).engine_bytes > 50_000
 
