@@ -1,15 +1,16 @@
-"""``python -m benchmarks {size,latency,speed,accuracy,gpu,gpu-suite,all}``: regenerate the README's tables
-and plots. ``gpu`` measures the GPU pipeline (skipped without a CUDA GPU); ``gpu-suite`` runs every GPU test
-and then the GPU benchmarks, in one call."""
+"""``python -m benchmarks {size,latency,speed,accuracy,big-photos,gpu,gpu-suite,all}``: regenerate the README's
+tables and plots. ``big-photos`` measures the default memory policy on 12 and 48 MP photos. ``gpu`` measures
+the GPU pipeline (skipped without a CUDA GPU); ``gpu-suite`` runs every GPU test and then the GPU benchmarks, in
+one call."""
 
 from __future__ import annotations
 
 import sys
 
-from . import accuracy, gpu, latency, model_size, speed_grid
+from . import accuracy, big_photos, gpu, latency, model_size, speed_grid
 
 TABLES = {"size": model_size.main, "latency": latency.main, "speed": speed_grid.main, "accuracy": accuracy.main,
-          "gpu": gpu.main}
+          "big-photos": big_photos.main, "gpu": gpu.main}
 EXTRA = {"gpu-suite": gpu.suite}
 
 

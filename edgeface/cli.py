@@ -8,85 +8,150 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
-from .core.image import IMAGE_SUFFIXES, VIDEO_SUFFIXES
-from .errors import EdgefaceError
+from .core.image import IMAGE_SUFFIXES, VIDEO_SUFFIXES, list_inputs
+from .errors import EdgefaceError, ImageWarning, OptionError
+from .options import (
+    DEFAULT_MAX_SIDE,
+    check_device,
+    check_input_size,
+    check_max_detections,
+    check_max_side,
+    check_nms_iou,
+    check_score_threshold,
+)
 
 
-def _size(text: str) -> tuple[int, int]:
+def _checked(check: Callable[[Any], Any], parse: Callable[[str], Any] = float) -> Callable[[str], Any]:
+    """An argparse type: parse the text, then check it with the API's own check (one rule for both)."""
+
+    def convert(text: str) -> Any:
+        try:
+            return check(parse(text))
+        except ValueError as exc:  # OptionError is a ValueError; so is float("abc")
+            raise argparse.ArgumentTypeError(str(exc) if isinstance(exc, OptionError) else
+                                             f"expected a number, got {text!r}") from None
+
+    convert.__name__ = check.__name__.replace("check_", "")  # argparse names the option's type in its error
+    return convert
+
+
+def _parse_size(text: str) -> tuple[int, int]:
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x480, got {text!r}") from None
-    if w <= 0 or h <= 0:
-        raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
+        raise OptionError(f"expected WIDTHxHEIGHT such as 640x480, got {text!r}") from None
     return w, h
 
 
-def _expand_inputs(inputs: Sequence[str]) -> list[Path]:
-    files: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            files += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
-        elif item.exists():
-            files.append(item)
-        else:
-            raise EdgefaceError(f"no such file or folder: {item}")
-    if not files:
-        raise EdgefaceError(f"no images or videos found in {', '.join(inputs)}")
+_size = _checked(check_input_size, _parse_size)
+
+
+def _expand_inputs(inputs: Sequence[str], suffixes: tuple[str, ...] = IMAGE_SUFFIXES + VIDEO_SUFFIXES,
+                   exclude: Optional[Path] = None) -> list[Path]:
+    """`inputs` as files: folders searched recursively (:func:`edgeface.core.image.list_inputs`), files under
+    `exclude` (the output folder) left out."""
+    files = list_inputs(inputs, suffixes)
+    if exclude is not None:
+        files = [f for f in files if exclude.resolve() not in f.resolve().parents]
     return files
 
 
+def annotated_paths(files: Sequence[Path], out_dir: Path) -> dict[Path, Path]:
+    """Where `detect` writes each input's annotated copy: its path below the inputs' deepest common folder, under
+    `out_dir`, keeping an image's own format (``x/p.jpg`` and ``x/p.png`` stay apart); a video becomes an MP4 named
+    after the whole file name unless it is one already (``clip.avi`` -> ``clip.avi.mp4``)."""
+    resolved = [f.resolve() for f in files]
+    common = Path(os.path.commonpath([p.parent for p in resolved])) if resolved else Path()
+    out: dict[Path, Path] = {}
+    for file, path in zip(files, resolved):
+        relative = path.relative_to(common)
+        suffix = path.suffix.lower()
+        if suffix in VIDEO_SUFFIXES:
+            relative = relative if suffix == ".mp4" else relative.with_name(relative.name + ".mp4")
+        elif suffix not in IMAGE_SUFFIXES:
+            relative = relative.with_name(relative.name + ".jpg")
+        out[file] = out_dir / relative
+    return out
+
+
+def _output_folder(path: str) -> Path:
+    out_dir = Path(path)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise EdgefaceError(f"-o {out_dir}: a file of that name exists; the output is a folder, give another name")
+    return out_dir
+
+
 def cmd_detect(args: argparse.Namespace) -> int:
+    import warnings
+
     from tqdm import tqdm
 
     from .core.image import read_image
     from .detector import Detector
     from .video import annotate_video
 
+    out_dir = _output_folder(args.output)
     detector = Detector(args.model, score_threshold=args.score_threshold, nms_iou=args.nms_iou,
-                        max_detections=args.max_detections, input_size=args.input_size, device=args.device)
-    files = _expand_inputs(args.inputs)
-    out_dir = Path(args.output)
+                        max_detections=args.max_detections, input_size=args.input_size, device=args.device,
+                        max_side=args.max_side)
+    files = _expand_inputs(args.inputs, exclude=out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results: dict[str, object] = {}
-    failures = faces = 0
-    images = [f for f in files if f.suffix.lower() not in VIDEO_SUFFIXES]
-    for path in tqdm(images, desc="images", unit="img", disable=not images or args.quiet):
-        try:
-            image = read_image(path)
-            dets = detector.detect(image)
-        except EdgefaceError as exc:
-            failures += 1
-            results[str(path)] = {"error": str(exc)}
-            tqdm.write(f"skipped {path}: {exc}", file=sys.stderr)
-            continue
-        results[str(path)] = dets.to_list()
-        faces += len(dets)
-        if not args.no_draw:
-            import cv2
-
-            cv2.imwrite(str(out_dir / f"{path.stem}.jpg"), dets.draw(image))
-    for path in (f for f in files if f.suffix.lower() in VIDEO_SUFFIXES):
-        try:
-            results[str(path)] = annotate_video(detector, path, None if args.no_draw else out_dir / f"{path.stem}.mp4",
-                                                progress=not args.quiet)
-        except EdgefaceError as exc:
-            failures += 1
-            results[str(path)] = {"error": str(exc)}
-            print(f"skipped {path}: {exc}", file=sys.stderr)
+    targets = annotated_paths(files, out_dir)
+    results: dict[str, dict[str, Any]] = {}
+    failures = faces = flagged = 0
+    with tqdm(total=len(files), desc="inputs", unit="file", disable=args.quiet) as bar:
+        for path in files:
+            video = path.suffix.lower() in VIDEO_SUFFIXES
+            target = None if args.no_draw else targets[path]
+            entry: dict[str, Any] = {"type": "video" if video else "image", "annotated": None, "error": None,
+                                     "warnings": [], "frames" if video else "faces": []}
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", ImageWarning)
+                    if target is not None:
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                    if video:
+                        entry["frames"] = annotate_video(detector, path, target, progress=not args.quiet)
+                    else:
+                        image = read_image(path)
+                        dets = detector.detect(image)
+                        entry["faces"] = dets.to_list()
+                        faces += len(dets)
+                        if target is not None and not cv2_imwrite(target, dets.draw(image)):
+                            raise EdgefaceError(f"cannot write {target}")
+                    entry["annotated"] = None if target is None else str(target)
+                entry["warnings"] = [str(w.message) for w in caught if issubclass(w.category, ImageWarning)]
+                for message in entry["warnings"]:
+                    flagged += 1
+                    tqdm.write(f"warning: {message}", file=sys.stderr)
+            except EdgefaceError as exc:
+                failures += 1
+                entry["error"] = str(exc)
+                tqdm.write(f"skipped {path}: {exc}", file=sys.stderr)
+            results[str(path)] = entry
+            bar.update()
     json_path = out_dir / "detections.json"
-    json_path.write_text(json.dumps({"model": detector.spec.name, "backend": detector.backend.name,
-                                     "score_threshold": detector.score_threshold, "results": results}, indent=1))
-    print(f"{len(files) - failures}/{len(files)} inputs done, {faces} faces in images; results in {json_path}")
+    json_path.write_text(json.dumps({"schema": DETECTIONS_SCHEMA, "model": detector.spec.name,
+                                     "backend": detector.backend.name, "score_threshold": detector.score_threshold,
+                                     "max_side": detector.max_side, "results": results}, indent=1))
+    print(f"{len(files) - failures}/{len(files)} inputs done, {faces} faces in images"
+          + (f", {flagged} flagged (see warnings)" if flagged else "") + f"; results in {json_path}")
     return 2 if failures else 0
+
+
+def cv2_imwrite(path: Path, image) -> bool:
+    import cv2
+
+    return bool(cv2.imwrite(str(path), image))
 
 
 def cmd_info(args: argparse.Namespace) -> int:
     from .models.registry import get_entry
+    from .weights import DEFAULT_MODEL
 
-    target = args.model
+    target = args.model or str(DEFAULT_MODEL)
     if os.path.isfile(target):
         from .backends import open_backend
 
@@ -143,7 +208,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     model, spec, trained = load_model(args.model)
     if not trained:
         print(f"note: {args.model} is a registry name: exporting untrained weights", file=sys.stderr)
-    check = [str(p) for p in _expand_inputs(args.check_images)] if args.check_images else []
+    check = [str(p) for p in _expand_inputs(args.check_images, IMAGE_SUFFIXES)] if args.check_images else []
     report = export_onnx(model, spec, args.output, opset=args.opset, input_size=args.input_size,
                          batch=args.batch, check_images=check, slim=not args.no_slim, compare_detections=trained)
     print(report.summary())
@@ -162,8 +227,9 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
     options = BuildOptions(
         precision=args.precision, max_batch=args.max_batch, workspace_mb=args.workspace,
         optimization_level=args.opt_level, timing_cache=args.timing_cache, dla_core=args.dla_core,
-        calibration_images=[str(p) for p in _expand_inputs(args.calibration_images)] if args.calibration_images else [],
-        check_images=[str(p) for p in _expand_inputs(args.check_images)] if args.check_images else [],
+        calibration_images=([str(p) for p in _expand_inputs(args.calibration_images, IMAGE_SUFFIXES)]
+                            if args.calibration_images else []),
+        check_images=[str(p) for p in _expand_inputs(args.check_images, IMAGE_SUFFIXES)] if args.check_images else [],
         calibration_cache=args.calibration_cache, int8_mode=args.int8_mode,
         profile_sizes=((64, 64), args.opt_size, args.max_size or (1920, 1088)))
     output = args.output or str(Path(args.onnx).with_suffix(".engine"))
@@ -193,7 +259,7 @@ def _key_value(item: str) -> tuple[str, object]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train.trainer import TrainConfig, train
+    from .train.trainer import TrainConfig, TrainingInterrupted, train
 
     try:
         cfg = TrainConfig.from_yaml(args.config, overrides=dict(_key_value(item) for item in args.set))
@@ -207,21 +273,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg.model = args.model
     try:
         result = train(cfg, resume=not args.no_resume, progress=not args.quiet)
+    except TrainingInterrupted as exc:
+        print(f"edgeface train: {exc}", file=sys.stderr)
+        return 128 + exc.signum  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
     except ValueError as exc:  # a run folder of another model, a bad data source
         raise EdgefaceError(str(exc)) from exc
-    print(f"done: {cfg.output}/last.pt" + (f", best validation AP50 in {cfg.output}/best.pt" if cfg.val_data else "")
+    best = Path(cfg.output) / "best.pt"
+    print(f"done: {cfg.output}/last.pt" + (f", best validation AP50 in {best}" if best.exists() else "")
           + (f"; last losses {result}" if result else ""))
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from .core.image import read_image
     from .data.sources import load_records
     from .detector import Detector
     from .eval.plots import plot_pr_curves
-    from .eval.voc import voc_ap
+    from .eval.voc import evaluate_detector
     from .spec import TestTimeSpec
 
     source = _data_source(args)
@@ -230,10 +297,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.scales or args.flip or args.box_voting or args.single_pass:
         test_time = TestTimeSpec.from_scales(tuple(args.scales or (1.0,)), args.flip, args.box_voting)
     detector = Detector(args.model, score_threshold=args.score_threshold, input_size=args.input_size,
-                        device=args.device, test_time=test_time)
-    dets = [detector(read_image(r.image_path))
-            for r in tqdm(records, desc="eval", unit="img", disable=args.quiet)]
-    curve = voc_ap(records, dets, iou_threshold=args.iou)
+                        device=args.device, test_time=test_time, max_side=args.max_side)
+    curve = evaluate_detector(detector, records, iou_threshold=args.iou, progress=not args.quiet)
     name = Path(args.model).stem if args.model else f"default ({detector.spec.name})"
     print(f"{name}: VOC AP@{args.iou:g} = {curve.ap:.4f} on {len(records)} images, {curve.num_faces} faces "
           f"({args.format} {' '.join(args.data)})")
@@ -324,6 +389,37 @@ def _data_source(args: argparse.Namespace) -> dict[str, str]:
     return source
 
 
+DETECTIONS_SCHEMA = 2
+DETECT_EPILOG = """\
+outputs (under --output):
+  annotated copies   each input's path below the inputs' deepest common folder, in the input's own
+                     format (x/p.jpg, x/p.png and y/p.jpg stay apart); videos as MP4 (clip.avi -> clip.avi.mp4)
+  detections.json    {"schema": 2, "model", "backend", "score_threshold", "max_side",
+                      "results": {INPUT_PATH: ENTRY}}, every ENTRY with the keys
+                       "type": "image" | "video", "annotated": path or null, "error": message or null,
+                       "warnings": [messages] (e.g. a truncated file), and
+                       "faces": [{"box": [x1, y1, x2, y2], "score": s}] for an image, or
+                       "frames": [{"frame": i, "time": seconds, "faces": [...]}] for a video
+                     (empty lists when "error" is set)
+exit status: 0 all inputs done, 2 some skipped (see their "error"), 1 an error stopped the run
+"""
+
+
+def _add_size_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input-size", type=_size, metavar="WxH",
+                   help="letterbox every frame to this size (default: each frame at its own size, see --max-side)")
+    p.add_argument("--max-side", type=_checked(check_max_side, int), default=DEFAULT_MAX_SIDE, metavar="PIXELS",
+                   help="scale frames whose longest side is above this down to it first, to bound memory (about "
+                        "0.9 GB per megapixel on the CPU); boxes stay in the frame's pixels; 0: run full size "
+                        "(default: %(default)s)")
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", type=_checked(check_device, str), default="cpu",
+                   help="cpu (default), cuda, cuda:N, or tensorrt (ONNX Runtime's GPU providers; engines and "
+                        "checkpoints on CUDA take cuda)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgeface", description="Face detection for edge devices and CPUs.",
@@ -332,17 +428,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("detect", help="detect faces in images, folders and videos",
                        description="Detect faces; writes annotated copies and detections.json to --output. "
-                                   "Boxes are x1, y1, x2, y2 in the input image's pixels.")
-    p.add_argument("inputs", nargs="+", help="image files, video files, or folders of them")
+                                   "Boxes are x1, y1, x2, y2 in the input image's pixels.",
+                       epilog=DETECT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", help="image files, video files, or folders of them (searched recursively, "
+                                             "hidden files and the output folder skipped)")
     p.add_argument("-m", "--model", help="model file: .onnx (no torch needed) or .pt checkpoint "
                                          "(default: the model edgeface ships)")
     p.add_argument("-o", "--output", default="edgeface_out", help="output folder (default: %(default)s)")
-    p.add_argument("--score-threshold", type=float, help="keep faces scoring above this (default: the model's)")
-    p.add_argument("--nms-iou", type=float, help="NMS IoU threshold (default: the model's)")
-    p.add_argument("--max-detections", type=int, help="at most this many faces per image (default: the model's)")
-    p.add_argument("--input-size", type=_size, metavar="WxH",
-                   help="letterbox every frame to this size (default: run each frame at its own size)")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda, or tensorrt (ONNX Runtime provider)")
+    p.add_argument("--score-threshold", type=_checked(check_score_threshold), metavar="P",
+                   help="keep faces scoring above this probability, 0-1 (default: the model's)")
+    p.add_argument("--nms-iou", type=_checked(check_nms_iou), metavar="IOU",
+                   help="suppress boxes overlapping a better one by more than this IoU, 0-1 (default: the model's)")
+    p.add_argument("--max-detections", type=_checked(check_max_detections, int), metavar="N",
+                   help="at most this many faces per image, >= 1 (default: the model's)")
+    _add_size_options(p)
+    _add_device(p)
     p.add_argument("--no-draw", action="store_true", help="write detections.json only")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_detect)
@@ -350,7 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="show a model's spec, parameters and MAdds",
                        description="Show the spec of a registry model or model file, its parameter count "
                                    "and conv multiply-adds at 640x480.")
-    p.add_argument("model", help="registry name (e.g. extd64, extd32-ssd-leaky) or model file")
+    p.add_argument("model", nargs="?",
+                   help="registry name (e.g. extd64, extd32-ssd-leaky) or model file "
+                        "(default: the model edgeface ships)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_info)
 
@@ -382,9 +484,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-m", "--model", help="model file (default: the model edgeface ships)")
     _add_data_source(p)
     p.add_argument("--iou", type=float, default=0.5, help="IoU for a match (default: %(default)s)")
-    p.add_argument("--score-threshold", type=float, default=0.05, help="keep scores above (default: %(default)s)")
-    p.add_argument("--input-size", type=_size, metavar="WxH", help="letterbox to this size (default: native)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--score-threshold", type=_checked(check_score_threshold), default=0.05, metavar="P",
+                   help="keep scores above (default: %(default)s)")
+    _add_size_options(p)
+    _add_device(p)
     p.add_argument("--scales", type=float, nargs="+",
                    help="test-time scales (default: the model's own strategy, e.g. one pass for EXTD)")
     p.add_argument("--single-pass", action="store_true", help="one pass at scale 1, whatever the model's strategy")
@@ -417,8 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ground-truth", required=True, help="the eval_tools/ground_truth folder (.mat files)")
     p.add_argument("-m", "--model", help="model to run first")
     p.add_argument("--images", help="WIDER_val/images folder (with --model)")
-    p.add_argument("--score-threshold", type=float, default=0.05, help="with --model (default: %(default)s)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--score-threshold", type=_checked(check_score_threshold), default=0.05, metavar="P",
+                   help="with --model (default: %(default)s)")
+    _add_device(p)
     p.add_argument("--plot", help="write the three precision-recall curves to this PNG")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_eval_wider)
@@ -435,7 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--input-size", type=_size, metavar="WxH", help="fixed input size (default: dynamic H and W)")
     e.add_argument("--batch", type=int, help="fixed batch size (default: dynamic)")
     e.add_argument("--check-images", nargs="+", metavar="PATH",
-                   help="real photos or folders for the torch/ONNX parity check (default: synthetic frames)")
+                   help="real photos or folders (searched recursively) for the torch/ONNX parity check "
+                        "(default: synthetic frames)")
     e.add_argument("--no-slim", action="store_true", help="skip onnxslim graph simplification")
     e.add_argument("--rtx-check", action="store_true",
                    help="also parse and build the ONNX with TensorRT-RTX (pip install edgeface[tensorrt-rtx])")
@@ -453,7 +558,8 @@ def build_parser() -> argparse.ArgumentParser:
     precision.add_argument("--int8", dest="precision", action="store_const", const="int8",
                            help="INT8 (needs --calibration-images; Nano has no INT8)")
     p.set_defaults(precision="fp16")
-    p.add_argument("--calibration-images", nargs="+", metavar="PATH", help="INT8 calibration photos or folders")
+    p.add_argument("--calibration-images", nargs="+", metavar="PATH",
+                   help="INT8 calibration photos or folders (searched recursively)")
     p.add_argument("--check-images", nargs="+", metavar="PATH",
                    help="photos held out from calibration: accuracy of FP16/INT8 against FP32, reported")
     p.add_argument("--int8-mode", choices=("auto", "qdq", "calibrator"), default="auto",

@@ -13,11 +13,20 @@ from .backends import Backend, open_backend
 from .core.anchors import generate_anchors
 from .core.detections import Detections
 from .core.image import check_image
-from .core.letterbox import Letterbox
+from .core.letterbox import Letterbox, fit_within
 from .core.postprocess import decode_detections
 from .core.preprocess import prepare_input
 from .core.testtime import active_anchors, merge_passes, pass_size
-from .errors import ModelFileError
+from .errors import ModelFileError, OptionError
+from .options import (
+    DEFAULT_MAX_SIDE,
+    check_device,
+    check_input_size,
+    check_max_detections,
+    check_max_side,
+    check_nms_iou,
+    check_score_threshold,
+)
 from .spec import TestTimeSpec
 from .weights import DEFAULT_MODEL
 
@@ -26,54 +35,73 @@ class Detector:
     """Face detector for an edgeface model file.
 
     Args:
-        path: ``.onnx`` (ONNX Runtime, no torch needed) or ``.pt`` edgeface checkpoint (torch), or an
-            already open :class:`~edgeface.backends.Backend`; default: the model edgeface ships in
-            ``edgeface/weights/`` (none yet: then a clear error).
-        score_threshold, nms_iou, max_detections: override the model spec's defaults.
-        input_size: ``(w, h)`` to letterbox every frame to; default: frames run at their own size
-            (or at the fixed size of a static-shape export).
-        device: "cpu" (default), "cuda", or for ONNX files "tensorrt". A GPU that was asked for but
+        path: ``.onnx`` (ONNX Runtime, no torch needed), ``.engine`` (TensorRT) or ``.pt`` edgeface checkpoint
+            (torch), or an already open :class:`~edgeface.backends.Backend`; default: the model edgeface ships
+            (``edgeface/weights/edgeface_default.onnx``, EXTD-64 fine-tuned by edgeface; its card lies beside it).
+        score_threshold: keep faces whose probability is above this, in [0, 1] (default: the spec's).
+        nms_iou: suppress boxes overlapping a better one by more than this IoU, in [0, 1] (default: the spec's).
+        max_detections: at most this many faces per frame, >= 1 (default: the spec's).
+        input_size: ``(w, h)`` to letterbox every frame to; default: frames run at their own size, bounded by
+            `max_side` (or at the fixed size of a static-shape export).
+        max_side: when frames run at their own size, a frame whose longest side exceeds this many pixels is
+            scaled down to it first (default 1920: memory grows about 0.9 GB per megapixel of network input on
+            the CPU, so a 48 MP photo at its own size needs over 40 GB). Boxes still come back in the frame's own
+            pixels. ``None`` (or 0) runs every frame at its full size.
+        device: "cpu" (default), "cuda", "cuda:N", or for ONNX files "tensorrt". A GPU that was asked for but
             is not what runs is an error, never a silent CPU fallback.
         threads: CPU threads for the backend (default: the backend's own choice).
         test_time: passes per frame (pyramid, flip, box voting); default: the model's own strategy from
             its spec (one pass for EXTD; HR's pyramid with 2x interpolation, ...). ``TestTimeSpec()``
-            forces a single pass. A fixed ``input_size`` always runs one pass.
+            forces a single pass. A fixed ``input_size`` always runs one pass. Every pass's input is bounded by
+            `max_side` too.
 
+    Out-of-range options raise :class:`~edgeface.errors.OptionError` (a ``ValueError``) saying the allowed range.
     ``detect(frame)`` takes an OpenCV BGR uint8 ``H x W x 3`` frame (on the GPU runtime also a device array
     with ``__cuda_array_interface__``: CuPy, torch) and returns :class:`Detections` in that frame's pixels.
     The pipeline is ``prepare`` -> ``infer`` -> ``decode``, each public so benchmarks and custom pipelines
-    can time or replace one stage.
+    can time or replace one stage. The thresholds are read at every call on the CPU path; the GPU pipeline is
+    built with the values given here.
     """
 
     def __init__(self, path: str | os.PathLike | Backend | None = None, score_threshold: Optional[float] = None,
                  nms_iou: Optional[float] = None, max_detections: Optional[int] = None,
                  input_size: Optional[tuple[int, int]] = None, device: str = "cpu",
-                 threads: Optional[int] = None, test_time: Optional[TestTimeSpec] = None):
+                 threads: Optional[int] = None, test_time: Optional[TestTimeSpec] = None,
+                 max_side: Optional[int] = DEFAULT_MAX_SIDE):
+        # every option is checked before the model is opened: a typo costs no model load
+        score_threshold = None if score_threshold is None else check_score_threshold(score_threshold)
+        nms_iou = None if nms_iou is None else check_nms_iou(nms_iou)
+        max_detections = None if max_detections is None else check_max_detections(max_detections)
+        input_size = None if input_size is None else check_input_size(input_size)
+        self.max_side = check_max_side(max_side)
+        device = check_device(device)
         if path is None:
             path = DEFAULT_MODEL
             if not path.exists():
                 raise ModelFileError(f"this edgeface install ships no default model ({path} is missing); "
                                      "pass a model file, e.g. Detector('extd64.onnx')")
         is_backend = hasattr(path, "run") and hasattr(path, "spec")
-        self.backend = path if is_backend else open_backend(path, device=device, threads=threads)
+        self.backend = path if is_backend else open_backend(path, device=device, threads=threads,
+                                                            varying_sizes=input_size is None)
         self.spec = self.backend.spec
         fixed = self.spec.input.size
-        if input_size is not None:
-            input_size = (int(input_size[0]), int(input_size[1]))
-            if min(input_size) <= 0:
-                raise ValueError(f"input_size must be positive (w, h), got {input_size}")
-            if fixed is not None and tuple(fixed) != input_size:
-                raise ValueError(f"{path} was exported for input {fixed[0]}x{fixed[1]} only; "
-                                 "drop input_size, or re-export without --input-size for any size")
+        if input_size is not None and fixed is not None and tuple(fixed) != input_size:
+            raise OptionError(f"{path} was exported for input {fixed[0]}x{fixed[1]} only; "
+                              "drop input_size, or re-export without --input-size for any size")
         self.input_size = input_size or (tuple(fixed) if fixed else None)
-        self.score_threshold = self.spec.score_threshold if score_threshold is None else float(score_threshold)
-        self.nms_iou = self.spec.nms_iou if nms_iou is None else float(nms_iou)
-        self.max_detections = self.spec.max_detections if max_detections is None else int(max_detections)
+        self.score_threshold = self.spec.score_threshold if score_threshold is None else score_threshold
+        self.nms_iou = self.spec.nms_iou if nms_iou is None else nms_iou
+        self.max_detections = self.spec.max_detections if max_detections is None else max_detections
         if test_time is not None and not test_time.single_pass and self.input_size is not None:
-            raise ValueError("test-time passes resize the frame, so they need a model that runs at any input "
-                             "size: drop input_size (or use a dynamic-shape export)")
+            raise OptionError("test-time passes resize the frame, so they need a model that runs at any input "
+                              "size: drop input_size (or use a dynamic-shape export)")
         self.test_time = TestTimeSpec() if self.input_size is not None else (test_time or self.spec.test_time)
         self.gpu_pipeline = self._open_gpu_pipeline()
+
+    def run_size(self, width: int, height: int) -> tuple[int, int]:
+        """``(w, h)`` of the network input for a ``width`` x ``height`` frame: the fixed `input_size`, else the
+        frame's own size bounded by `max_side`."""
+        return self.input_size or fit_within(width, height, self.max_side)
 
     def _open_gpu_pipeline(self):
         """The all-GPU path (CUDA pre-processing, network, decode and NMS) for TensorRT engines, and for torch on
@@ -102,8 +130,8 @@ class Detector:
         """Faces in each frame; frames of one size (or all, when letterboxing) share a network run."""
         if self.gpu_pipeline is not None and self.test_time.single_pass:  # device arrays stay on the GPU
             on_device = [hasattr(image, "__cuda_array_interface__") for image in images]
-            return [self.gpu_pipeline.detect(image if device else check_image(image), self.input_size)
-                    for image, device in zip(images, on_device)]
+            return [self.gpu_pipeline.detect(frame, self._gpu_input_size(frame))
+                    for frame in (image if device else check_image(image) for image, device in zip(images, on_device))]
         images = [check_image(image) for image in images]
         if not self.test_time.single_pass:
             return [self._detect_passes(image) for image in images]
@@ -120,7 +148,7 @@ class Detector:
         height, width = image.shape[:2]
         passes = []
         for p in self.test_time.pyramid:
-            size = pass_size(width, height, p)
+            size = fit_within(*pass_size(width, height, p), self.max_side)
             scaled = image if size == (width, height) else cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
             for mirrored in (False, True) if self.test_time.flip else (False,):
                 frame = np.ascontiguousarray(scaled[:, ::-1]) if mirrored else scaled
@@ -133,17 +161,24 @@ class Detector:
                 passes.append(Detections(boxes * np.float32([width / size[0], height / size[1]] * 2), dets.scores))
         return merge_passes(passes, self.nms_iou, self.max_detections, self.test_time.voting_iou)
 
+    def _gpu_input_size(self, frame) -> Optional[tuple[int, int]]:
+        """The GPU pipeline's input size for a host or device frame (None: its own size)."""
+        shape = frame.__cuda_array_interface__["shape"] if hasattr(frame, "__cuda_array_interface__") else frame.shape
+        size = self.run_size(int(shape[1]), int(shape[0]))
+        return None if size == (int(shape[1]), int(shape[0])) else size
+
     def _groups(self, images: list[np.ndarray]) -> list[list[int]]:
         """Indices of frames that can share one batch (same input size, at most the fixed batch)."""
         by_size: dict[tuple[int, int], list[int]] = {}
         for i, image in enumerate(images):
-            by_size.setdefault(self.input_size or image.shape[1::-1], []).append(i)
+            by_size.setdefault(self.run_size(image.shape[1], image.shape[0]), []).append(i)
         step = self.spec.input.batch or max(len(images), 1)
         return [group[k : k + step] for group in by_size.values() for k in range(0, len(group), step)]
 
     def prepare(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[Letterbox]]:
         """Frames of one input size -> ``(N, 3, H, W)`` float32 batch and each frame's letterbox."""
-        pairs = [prepare_input(image, self.spec.input, self.input_size) for image in images]
+        pairs = [prepare_input(image, self.spec.input, self.run_size(image.shape[1], image.shape[0]))
+                 for image in images]
         batch = np.stack([p[0] for p in pairs])
         fixed_batch = self.spec.input.batch
         if fixed_batch and len(batch) < fixed_batch:  # a static-batch export: pad with empty frames

@@ -15,3 +15,11 @@ class ImageError(EdgefaceError, ValueError):
 
 class BackendError(EdgefaceError, RuntimeError):
     """A backend is not installed, or did not give what was asked (e.g. a GPU provider fell back to CPU)."""
+
+
+class OptionError(EdgefaceError, ValueError):
+    """An option (threshold, size, device, recipe value, ...) is out of range or of the wrong type."""
+
+
+class ImageWarning(UserWarning):
+    """An image decoded, but not whole (e.g. a truncated JPEG whose lower part is grey); results may miss faces."""

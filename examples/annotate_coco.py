@@ -14,12 +14,12 @@ import json
 from pathlib import Path
 
 import edgeface
-from edgeface.core.image import IMAGE_SUFFIXES
+from edgeface.core.image import IMAGE_SUFFIXES, list_inputs
 
 
 def coco_document(folder: Path, detector: edgeface.Detector) -> dict:
     images, annotations = [], []
-    for image_id, path in enumerate(sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES), 1):
+    for image_id, path in enumerate(list_inputs([folder], IMAGE_SUFFIXES), 1):
         try:
             image = edgeface.read_image(path)
         except edgeface.ImageError as exc:
@@ -42,7 +42,7 @@ def coco_document(folder: Path, detector: edgeface.Detector) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder", help="image folder (searched recursively)")
+    parser.add_argument("folder", help="image folder (searched recursively, hidden files skipped)")
     parser.add_argument("-o", "--output", default="faces_coco.json")
     parser.add_argument("-m", "--model", help="edgeface model (default: the one edgeface ships)")
     parser.add_argument("--threshold", type=float, help="score threshold (default: the model's)")

@@ -11,13 +11,14 @@ worse than an extra blurred patch.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 import edgeface
-from edgeface.core.image import IMAGE_SUFFIXES
+from edgeface.core.image import IMAGE_SUFFIXES, list_inputs
 
 
 def anonymise(frame: np.ndarray, faces: edgeface.Detections, mode: str = "blur", margin: float = 0.15) -> np.ndarray:
@@ -42,7 +43,7 @@ def anonymise(frame: np.ndarray, faces: edgeface.Detections, mode: str = "blur",
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("source", help="video file or image folder")
+    parser.add_argument("source", help="video file or image folder (searched recursively; undecodable files skipped)")
     parser.add_argument("-o", "--output", required=True, help="video file or folder to write")
     parser.add_argument("-m", "--model", help="edgeface model (default: the one edgeface ships)")
     parser.add_argument("--mode", choices=["blur", "pixelate"], default="blur")
@@ -54,11 +55,18 @@ def main() -> None:
     if source.is_dir():
         out_dir = Path(args.output)
         out_dir.mkdir(parents=True, exist_ok=True)
-        images = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        for path in images:
-            image = edgeface.read_image(path)
-            cv2.imwrite(str(out_dir / path.name), anonymise(image, detector(image), args.mode))
-        print(f"{len(images)} images anonymised into {out_dir}")
+        done = 0
+        for path in list_inputs([source], IMAGE_SUFFIXES):  # subfolders too; their layout is kept
+            try:
+                image = edgeface.read_image(path)
+            except edgeface.ImageError as exc:
+                print(f"skipped {path}: {exc}", file=sys.stderr)
+                continue
+            target = out_dir / path.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(target), anonymise(image, detector(image), args.mode))
+            done += 1
+        print(f"{done} images anonymised into {out_dir}")
         return
     capture = cv2.VideoCapture(str(source))
     if not capture.isOpened():

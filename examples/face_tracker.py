@@ -3,6 +3,10 @@
 Frame-by-frame boxes flicker (a face's box jitters by a few pixels and drops out for a frame);
 this keeps an id per face and an exponentially smoothed box, and holds a track through short gaps.
 
+    python examples/face_tracker.py clip.mp4          # prints each frame's track ids and boxes
+
+or in code (camera_app.py does this):
+
     tracker = IouTracker()
     for frame in video:
         for track in tracker.update(detector(frame)):
@@ -11,6 +15,7 @@ this keeps an id per face and an exponentially smoothed box, and holds a track t
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,3 +70,32 @@ class IouTracker:
             self.tracks.append(Track(self._next_id, boxes[d].astype(np.float64), float(scores[d])))
             self._next_id += 1
         return [t for t in self.tracks if t.missed == 0 and t.hits >= self.min_hits]
+
+
+def main() -> None:
+    import cv2
+
+    import edgeface
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("video", help="video file (or camera index, e.g. 0)")
+    parser.add_argument("-m", "--model", help="edgeface model (default: the one edgeface ships)")
+    parser.add_argument("--max-frames", type=int, help="stop after this many frames")
+    args = parser.parse_args()
+    detector, tracker = edgeface.Detector(args.model), IouTracker()
+    capture = cv2.VideoCapture(int(args.video) if args.video.isdigit() else args.video)
+    if not capture.isOpened():
+        raise SystemExit(f"cannot open video {args.video}")
+    frame_index = 0
+    while args.max_frames is None or frame_index < args.max_frames:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        tracks = tracker.update(detector(frame))
+        print(f"frame {frame_index}: " + (", ".join(f"#{t.id} {[round(v) for v in t.box]}" for t in tracks) or "-"))
+        frame_index += 1
+    capture.release()
+
+
+if __name__ == "__main__":
+    main()

@@ -4,8 +4,8 @@
 #   export/jetson_build.sh extd64.onnx [--fp16 | --int8 --calibration-images photos/] [build-engine options]
 #
 # JetPack installs TensorRT's Python bindings for the system Python (python3-libnvinfer), so the venv
-# sees system site-packages; edgeface's runtime and the ONNX tools come from pip. cuda-bindings must
-# match JetPack's CUDA: 12.x on JetPack 6 (default below), 13.x on JetPack 7. The engine is written
+# sees system site-packages; edgeface's runtime and the ONNX tools come from pip. The GPU runtime's extra
+# matches JetPack's CUDA: cuda12 on JetPack 6 (default below), cuda on JetPack 7. The engine is written
 # next to the ONNX (model.engine) and only runs on this Jetson model and JetPack release.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
@@ -16,7 +16,9 @@ cuda_major="${cuda_major:-12}"
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv --system-site-packages "$venv"
     "$venv/bin/pip" install --upgrade pip
-    "$venv/bin/pip" install -e "$here" onnx onnxconverter-common "cuda-bindings==${cuda_major}.*"
+    extra="cuda12"
+    [ "$cuda_major" -ge 13 ] && extra="cuda"
+    "$venv/bin/pip" install -e "$here[$extra]" onnx onnxconverter-common
 fi
 "$venv/bin/python" -c "import tensorrt; print('TensorRT', tensorrt.__version__)" || {
     echo "JetPack's TensorRT Python bindings are missing: sudo apt install python3-libnvinfer" >&2; exit 1; }

@@ -162,29 +162,44 @@ def build_engine(onnx_path: str | os.PathLike, output: str | os.PathLike, option
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
         if options.optimization_level is not None:
+            if not hasattr(type(config), "builder_optimization_level"):  # a property since TensorRT 8.6
+                raise ValueError(f"TensorRT {gen.version} has no builder optimisation level (8.6 and newer): "
+                                 "drop --opt-level")
             config.builder_optimization_level = options.optimization_level
         gen.set_precision(config, options, int8_mode)
         shapes = profile_shapes(spec, options.profile_sizes, options.max_batch, opt_batch=options.max_batch)
+        if options.dla_core is not None and len(set(shapes)) > 1:  # DLA runs static shapes only
+            shapes = (shapes[1],) * 3
+            notes.append(f"DLA needs static shapes: the profile is fixed at {shapes[1]} (--opt-size, --max-batch)")
+        input_name = network.get_input(0).name
         profile = builder.create_optimization_profile()
-        profile.set_shape(network.get_input(0).name, *shapes)
+        profile.set_shape(input_name, *shapes)
         config.add_optimization_profile(profile)
         if int8_mode == "calibrator":
-            config.int8_calibrator = make_calibrator(trt, options, spec, shapes[1])
+            calibration_shape = (1, *shapes[1][1:])  # the calibrator feeds one image at a time
+            calibration_profile = builder.create_optimization_profile()
+            calibration_profile.set_shape(input_name, *(calibration_shape,) * 3)
+            config.set_calibration_profile(calibration_profile)
+            config.int8_calibrator = make_calibrator(trt, options, spec, calibration_shape)
             notes.append("INT8 from the entropy calibrator" + (f" (cache {options.calibration_cache})"
                                                                   if options.calibration_cache else ""))
         fallback = _configure_dla(trt, config, network, options) if options.dla_core is not None else []
-        cache = _load_timing_cache(config, options.timing_cache)
+        notes += _load_timing_cache(config, options.timing_cache)
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
             raise RuntimeError(f"TensorRT {gen.version} failed to build an engine from {onnx_path} (see its log above)")
+        engine = bytes(memoryview(serialized))  # IHostMemory: the buffer protocol and nbytes, no len()
         if options.timing_cache:
-            _save_timing_cache(config, cache, options.timing_cache)
+            notes += _save_timing_cache(config, options.timing_cache)
         name, capability = device or gpu_identity()
+        if capability is None:
+            notes.append("no GPU identity (cuda-bindings missing or no driver): the engine file names no GPU, "
+                         "so a mismatch is only found when TensorRT loads it")
         header = EngineHeader(spec, gen.version, "tensorrt",
                               capability, name, options.precision,
                               {"profile": [list(s) for s in shapes], "dla_core": options.dla_core,
                                "int8": int8_mode if int8_mode != "none" else None})
-        write_engine_file(output, header, bytes(serialized))
+        write_engine_file(output, header, engine)
         accuracy = None
         if options.precision != "fp32" and options.check_images:
             if source != onnx_path:  # the precision is in the graph: check it on ONNX Runtime against FP32
@@ -192,7 +207,7 @@ def build_engine(onnx_path: str | os.PathLike, output: str | os.PathLike, option
             else:  # builder flags: the precision only exists inside TensorRT
                 notes.append("FP16 from the builder flag: check it against FP32 by running the engine "
                              "(`python -m benchmarks gpu`)")
-    return BuildReport(os.fspath(output), gen.version, gen.name, options.precision, len(serialized),
+    return BuildReport(os.fspath(output), gen.version, gen.name, options.precision, len(engine),
                        time.perf_counter() - start, dict(zip(("min", "opt", "max"), shapes)), fallback, accuracy,
                        notes)
 
@@ -206,21 +221,31 @@ def _configure_dla(trt: Any, config: Any, network: Any, options: BuildOptions) -
             if not config.can_run_on_DLA(network.get_layer(i))]
 
 
-def _load_timing_cache(config: Any, path: Optional[str]) -> Any:
+def _load_timing_cache(config: Any, path: Optional[str]) -> list[str]:
+    """Give the build the timing cache at `path` (if any); a cache TensorRT rejects (another GPU or TensorRT
+    version) is replaced by an empty one. Returns notes for the report."""
     data = b""
     if path and os.path.isfile(path):
         with open(path, "rb") as f:
             data = f.read()
-    cache = config.create_timing_cache(data)
-    config.set_timing_cache(cache, ignore_mismatch=False)
-    return cache
+    if data:
+        cache = config.create_timing_cache(data)
+        if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+            return [f"timing cache {path}: reused"]
+    cache = config.create_timing_cache(b"")
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        return ["TensorRT gave no timing cache: building without one"]
+    return [f"timing cache {path} is from another GPU or TensorRT version: started afresh"] if data else []
 
 
-def _save_timing_cache(config: Any, cache: Any, path: str) -> None:
-    serialized = config.get_timing_cache().serialize()
+def _save_timing_cache(config: Any, path: str) -> list[str]:
+    cache = config.get_timing_cache()
+    if cache is None:  # nothing was set, or the build dropped it
+        return [f"no timing cache to write to {path}"]
     with open(f"{path}.tmp", "wb") as f:
-        f.write(bytes(serialized))
+        f.write(memoryview(cache.serialize()))
     os.replace(f"{path}.tmp", path)
+    return []
 
 
 def make_calibrator(trt: Any, options: BuildOptions, spec, shape: tuple[int, int, int, int]):
@@ -264,9 +289,13 @@ def make_calibrator(trt: Any, options: BuildOptions, spec, shape: tuple[int, int
 
 
 def gpu_identity() -> tuple[Optional[str], Optional[str]]:
-    """``(name, "major.minor")`` of CUDA device 0, through cuda-bindings; ``(None, None)`` without it."""
+    """``(name, "major.minor")`` of CUDA device 0, through cuda-bindings; ``(None, None)`` without cuda-bindings
+    or a driver (the runtime imports cuda-bindings only when called, so that is a BackendError, not an
+    ImportError): a finished build is never lost to it."""
+    from edgeface.backends.cuda.runtime import device_identity
+    from edgeface.errors import BackendError
+
     try:
-        from edgeface.backends.cuda.runtime import device_identity
-    except ImportError:
+        return device_identity()
+    except BackendError:
         return None, None
-    return device_identity()

@@ -64,11 +64,12 @@ def test_convert_export_and_detect_end_to_end(tmp_path, photo_paths):
     report = json.loads((out / "detections.json").read_text())
     assert report["model"] == "extd32"
     results = report["results"]
-    assert "error" in results[str(folder / "broken.jpg")]
-    assert sum(len(v) for k, v in results.items() if k.endswith(".jpg") and isinstance(v, list)) > 0
-    frames = results[str(video)]
+    assert results[str(folder / "broken.jpg")]["error"]
+    assert sum(len(v["faces"]) for k, v in results.items() if k.endswith(".jpg")) > 0
+    frames = results[str(video)]["frames"]
     assert [f["frame"] for f in frames] == list(range(5))
-    assert (out / "clip.mp4").stat().st_size > 0 and len(list(out.glob("*.jpg"))) == 3
+    # annotated copies mirror the inputs below their common folder (here tmp_path)
+    assert (out / "clip.mp4").stat().st_size > 0 and len(list((out / "photos").glob("*.jpg"))) == 3
 
 
 def test_detect_with_a_missing_model_fails_cleanly(tmp_path):

@@ -45,4 +45,4 @@ def test_cli_detect_runs_the_default_model(tmp_path, photo_paths):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     data = json.loads((tmp_path / "detections.json").read_text())
-    assert data["model"] == "extd64" and len(data["results"][photo_paths[0]]) > 0
+    assert data["model"] == "extd64" and len(data["results"][photo_paths[0]]["faces"]) > 0

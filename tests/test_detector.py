@@ -111,7 +111,7 @@ def test_bad_model_files_get_clear_errors(extd64_onnx, tmp_path):
     (tmp_path / "model.tflite").write_bytes(b"x")
     with pytest.raises(ModelFileError, match="unknown model file type"):
         Detector(tmp_path / "model.tflite")
-    with pytest.raises(ValueError, match="unknown device"):
+    with pytest.raises(ValueError, match="device must be one of"):
         Detector(extd64_onnx, device="tpu")
 
 
@@ -190,3 +190,12 @@ def test_torch_fp16_needs_a_cuda_device(extd64_pt):
 
     with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
         TorchBackend(str(extd64_pt), device="cpu", fp16=True)
+
+
+def test_torch_backend_says_how_many_boxes_it_writes(extd64_pt):
+    """What the GPU pipeline checks against its plan's anchors before the network may write into its buffers."""
+    from edgeface.backends.torch_backend import TorchBackend
+    from edgeface.core.anchors import generate_anchors
+
+    backend = TorchBackend(str(extd64_pt))
+    assert backend.output_anchors(64, 48) == len(generate_anchors(backend.spec.anchors, 64, 48)) > 0

@@ -4,6 +4,7 @@ that run for real here (FP16 cast, INT8 Q/DQ quantisation and its accuracy check
 
 from __future__ import annotations
 
+import pickle
 import types
 
 import numpy as np
@@ -23,7 +24,7 @@ class Recorder:
 
 def fake_tensorrt(version: str, dla_unsupported: tuple[str, ...] = ("Resize",)) -> types.SimpleNamespace:
     """A module with the builder API of TensorRT `version` (8.x, 10.x or 11.x), recording calls."""
-    major = int(version.split(".")[0])
+    major, minor = (int(v) for v in version.split(".")[:2])
     rec = Recorder()
 
     class Layer:
@@ -53,12 +54,19 @@ def fake_tensorrt(version: str, dla_unsupported: tuple[str, ...] = ("Resize",)) 
         num_errors = 0
 
     class Cache:
+        def __init__(self, data: bytes):
+            self.data = data
+
         def serialize(self):
-            return b"timing-cache"
+            return pickle.PickleBuffer(b"timing-cache")  # IHostMemory: buffer protocol only, no len()
 
     class Config:
+        # only the attributes this generation's IBuilderConfig binding has (python/src/infer/pyCore.cpp)
+        __slots__ = ("flags", "int8_calibrator", "default_device_type", "DLA_core", "_cache", "calibration_profile",
+                     *(("builder_optimization_level",) if (major, minor) >= (8, 6) else ()))
+
         def __init__(self):
-            self.flags, self.int8_calibrator = set(), None
+            self.flags, self.int8_calibrator, self._cache, self.calibration_profile = set(), None, None, None
 
         def set_flag(self, flag):
             self.flags.add(flag)
@@ -72,13 +80,21 @@ def fake_tensorrt(version: str, dla_unsupported: tuple[str, ...] = ("Resize",)) 
 
         def create_timing_cache(self, data):
             rec.calls.append(("timing_cache_in", bytes(data)))
-            return Cache()
+            return Cache(bytes(data))
 
         def set_timing_cache(self, cache, ignore_mismatch):
-            pass
+            if cache.data not in (b"", b"timing-cache"):  # a cache of another GPU or TensorRT version
+                return False
+            self._cache = cache
+            return True
 
         def get_timing_cache(self):
-            return Cache()
+            return self._cache  # None until one is set
+
+        def set_calibration_profile(self, profile):
+            if major >= 11:
+                raise AttributeError("TensorRT 11 has no calibration")
+            rec.calls.append(("calibration_profile", profile.shapes))
 
         def can_run_on_DLA(self, layer):
             return not any(u in layer.name for u in dla_unsupported)
@@ -103,7 +119,7 @@ def fake_tensorrt(version: str, dla_unsupported: tuple[str, ...] = ("Resize",)) 
 
         def build_serialized_network(self, network, config):
             rec.calls.append(("build", frozenset(config.flags), config.int8_calibrator))
-            return b"\x01" * 4096
+            return pickle.PickleBuffer(b"\x01" * 4096)  # IHostMemory: buffer protocol and nbytes, no len()
 
     flags = {"GPU_FALLBACK": "GPU_FALLBACK"}
     if major < 11:  # TensorRT 11 removed the precision flags and the calibrators
@@ -149,10 +165,15 @@ def test_tensorrt_10_dla_reports_fallback_layers_and_uses_the_calibrator(extd64_
     made = []
     monkeypatch.setattr(tensorrt_build, "make_calibrator", lambda *a: made.append(a) or "calibrator")
     report = build_engine(extd64_onnx, tmp_path / "m.engine",
-                          BuildOptions(precision="int8", dla_core=0, calibration_images=["x.jpg"]), trt=trt,
-                          device=ORIN)
+                          BuildOptions(precision="int8", dla_core=0, calibration_images=["x.jpg"], max_batch=2),
+                          trt=trt, device=ORIN)
     assert ("create_network", 0) in trt.recorder.calls
     assert report.dla_fallback_layers == ["Resize_1"]
+    # DLA runs static shapes: min = opt = max, or the "DLA" engine would silently run on the GPU
+    assert dict(c[:2] for c in trt.recorder.calls if c[0] == "profile")["profile"] == ((2, 3, 480, 640),) * 3
+    # the calibrator feeds one image: a calibration profile of that shape, and the calibrator sized for it
+    assert ("calibration_profile", ((1, 3, 480, 640),) * 3) in trt.recorder.calls
+    assert made[0][3] == (1, 3, 480, 640)
     build = next(c for c in trt.recorder.calls if c[0] == "build")
     assert build[1] == {"FP16", "INT8", "GPU_FALLBACK"} and build[2] == "calibrator" and made
     assert read_engine_header(tmp_path / "m.engine")[0].extra["int8"] == "calibrator"
@@ -207,3 +228,54 @@ def test_precision_check_on_the_fp16_cast(extd64_onnx, tmp_path, photo_paths):
     report = compare_precisions(extd64_onnx, half, "fp16", photo_paths[:3])
     assert report.max_score_diff < 0.02 and report.face_recall == 1.0, report.summary()
     assert np.isfinite(report.max_score_diff)
+
+
+def test_optimisation_level_needs_tensorrt_8_6(extd64_onnx, tmp_path):
+    with pytest.raises(ValueError, match="no builder optimisation level"):
+        build_engine(extd64_onnx, tmp_path / "m.engine", BuildOptions(optimization_level=3),
+                     trt=fake_tensorrt("8.5.2"), device=ORIN)
+    build_engine(extd64_onnx, tmp_path / "m.engine", BuildOptions(), trt=fake_tensorrt("8.5.2"), device=ORIN)
+    assert read_engine_header(tmp_path / "m.engine")[0].tensorrt_version == "8.5.2"
+
+
+def test_a_timing_cache_of_another_gpu_is_replaced_not_fatal(extd64_onnx, tmp_path):
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(b"from another GPU")
+    report = build_engine(extd64_onnx, tmp_path / "m.engine", BuildOptions(timing_cache=str(cache)),
+                          trt=fake_tensorrt("10.3.0"), device=ORIN)
+    assert any("another GPU or TensorRT version" in n for n in report.notes)
+    assert cache.read_bytes() == b"timing-cache"  # the fresh cache of this build
+
+
+def test_a_build_without_cuda_bindings_still_writes_its_engine(extd64_onnx, tmp_path, monkeypatch):
+    from edgeface.backends.cuda import runtime
+    from edgeface.errors import BackendError
+
+    def no_bindings(ordinal=0):
+        raise BackendError("the GPU runtime needs cuda-bindings: pip install edgeface[cuda]")
+
+    monkeypatch.setattr(runtime, "device_identity", no_bindings)
+    report = build_engine(extd64_onnx, tmp_path / "m.engine", trt=fake_tensorrt("10.3.0"))
+    header = read_engine_header(tmp_path / "m.engine")[0]
+    assert header.compute_capability is None and any("no GPU identity" in n for n in report.notes)
+
+
+@pytest.mark.slow
+def test_the_tensorrt_10_builder_path_on_real_tensorrt_bindings(extd64_onnx, tmp_path):
+    """TensorRT-RTX's Python bindings are the TensorRT 10 builder API (pybind11) without precision flags: the
+    builder's own code path runs on them, real IHostMemory and timing cache included (FP32, no GPU needed)."""
+    rtx = pytest.importorskip("tensorrt_rtx_bindings")
+
+    class AsTensorRT10(types.ModuleType):  # the real bindings under TensorRT 10's version
+        __version__ = "10.9.0"
+
+        def __getattr__(self, name):
+            return getattr(rtx, name)
+
+    cache = tmp_path / "timing.cache"
+    options = BuildOptions(precision="fp32", optimization_level=1, timing_cache=str(cache),
+                           profile_sizes=((64, 64), (160, 120), (320, 320)))
+    report = build_engine(extd64_onnx, tmp_path / "m.engine", options, trt=AsTensorRT10("tensorrt"), device=ORIN)
+    header, offset = read_engine_header(tmp_path / "m.engine")
+    assert report.engine_bytes > 10_000 and (tmp_path / "m.engine").stat().st_size == offset + report.engine_bytes
+    assert header.spec.name == "extd64" and cache.stat().st_size > 0

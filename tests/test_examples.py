@@ -95,6 +95,29 @@ def test_anonymise_covers_every_face(extd64_onnx, clip, tmp_path):
         assert np.abs(before.astype(int) - after.astype(int))[outside].mean() < 6  # the rest is left as it was
 
 
+def test_anonymise_an_image_folder_skips_undecodable_files(extd64_onnx, photo_paths, tmp_path):
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    (folder / "sub" / "a.jpg").write_bytes(Path(photo_paths[0]).read_bytes())
+    result = run_example("anonymise.py", str(folder), "-o", str(tmp_path / "out"), "-m", str(extd64_onnx))
+    assert "skipped" in result.stderr and "broken.jpg" in result.stderr and "1 images anonymised" in result.stdout
+    assert cv2.imread(str(tmp_path / "out" / "sub" / "a.jpg")).shape == cv2.imread(photo_paths[0]).shape
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.py")))
+def test_every_example_explains_itself_with_help(name):
+    result = run_example(name, "--help")
+    assert result.stdout.startswith("usage:") and len(result.stdout.splitlines()) > 3
+
+
+def test_face_tracker_prints_tracks_of_a_video(extd64_onnx, clip):
+    result = run_example("face_tracker.py", str(clip), "-m", str(extd64_onnx), "--max-frames", "4")
+    lines = result.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == [f"frame {i}" for i in range(4)]
+    assert "#1 [" in lines[-1]  # tracks are confirmed from the second frame on
+
+
 def test_annotate_folder_to_coco(extd64_onnx, photo_paths, tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()

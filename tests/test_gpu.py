@@ -11,16 +11,31 @@ import pytest
 pytestmark = pytest.mark.gpu
 
 
+def assert_same_faces(cpu, gpu, threshold: float, min_iou: float, score_atol: float) -> None:
+    """Faces that clear `threshold` by more than `score_atol` on one side are found on the other (IoU >= `min_iou`,
+    score within `score_atol`); faces nearer the threshold may be on one side only. Face counts are not compared:
+    cuDNN's TF32 convolutions (Ampere and newer) move scores by about 1e-3, enough to cross a threshold."""
+    from edgeface.core.boxes import box_iou
+
+    for a, b in ((cpu, gpu), (gpu, cpu)):
+        clear = a.scores > threshold + score_atol
+        if not clear.any():
+            continue
+        assert len(b) > 0
+        iou = box_iou(a.boxes[clear], b.boxes)
+        assert (iou.max(1) >= min_iou).all(), iou.max(1)
+        np.testing.assert_allclose(a.scores[clear], b.scores[iou.argmax(1)], atol=score_atol)
+
+
 @pytest.mark.parametrize("fp16", [False, True], ids=["fp32", "fp16"])
 def test_gpu_pipeline_with_torch_matches_the_cpu_path(gpu_runtime, extd64_pt, photo_paths, fp16):
-    """FP32: the same faces as the CPU path. FP16 (autocast): every confident CPU face found again (IoU > 0.8,
-    score within 0.02)."""
+    """FP32 (TF32 convolutions on Ampere+): the same faces as the CPU path, boxes within a tolerance. FP16
+    (autocast): every clear CPU face found again (IoU > 0.8, score within 0.02)."""
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("torch has no CUDA here")
     import edgeface
     from edgeface.backends.torch_backend import TorchBackend
-    from edgeface.core.boxes import box_iou
 
     gpu = edgeface.Detector(TorchBackend(str(extd64_pt), device="cuda", fp16=fp16))
     cpu = edgeface.Detector(extd64_pt)
@@ -29,16 +44,9 @@ def test_gpu_pipeline_with_torch_matches_the_cpu_path(gpu_runtime, extd64_pt, ph
         image = edgeface.read_image(path)
         a, b = cpu(image), gpu(image)
         if fp16:
-            confident = a.scores > 0.5
-            if confident.any():
-                assert len(b) > 0, path
-                iou = box_iou(a.boxes[confident], b.boxes)
-                assert (iou.max(1) > 0.8).all(), path
-                np.testing.assert_allclose(a.scores[confident], b.scores[iou.argmax(1)], atol=0.02)
+            assert_same_faces(a, b, cpu.score_threshold, min_iou=0.8, score_atol=0.02)
             continue
-        assert len(a) == len(b), path
-        np.testing.assert_allclose(a.boxes, b.boxes, atol=0.5)
-        np.testing.assert_allclose(a.scores, b.scores, atol=2e-3)
+        assert_same_faces(a, b, cpu.score_threshold, min_iou=0.95, score_atol=5e-3)
         on_device = gpu(torch.from_numpy(image).cuda())  # a device frame, read in place
         np.testing.assert_allclose(on_device.boxes, b.boxes, atol=1e-4)
 

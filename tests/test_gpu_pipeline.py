@@ -13,6 +13,7 @@ import pytest
 import edgeface
 from edgeface.backends.cuda.pipeline import GpuPipeline
 from edgeface.backends.onnx_backend import OnnxBackend
+from edgeface.core.anchors import generate_anchors
 from edgeface.weights import DEFAULT_MODEL
 
 
@@ -158,3 +159,91 @@ def test_a_network_that_cannot_be_captured_falls_back_to_launches(emulated_runti
         second = gpu.detect(image)
     assert_same(second, first, 0, 0)
     assert not gpu.use_graphs and len(gpu.detect(image)) == len(first)
+
+
+def test_the_pipeline_lives_on_its_device_and_waits_for_a_frame_producer(emulated_runtime, backend, photo_paths):
+    """Device ordinal: everything is created and run with device 1's context current. Device frames carrying a
+    stream (CUDA array interface v3) are read after that stream's queued work, not before."""
+    emulated_runtime.contexts.clear()
+    gpu = pipeline(emulated_runtime, backend, ordinal=1)
+    image = edgeface.read_image(photo_paths[0])
+    frame = gpu.host_frame(image.shape[1], image.shape[0])
+    frame[:] = image
+    interface = {"data": (frame.ctypes.data, False), "shape": image.shape, "typestr": "|u1", "version": 3}
+    for stream in (None, 0, 7):
+        device_frame = type("DeviceFrame", (), {"__cuda_array_interface__": {**interface, "stream": stream}})()
+        gpu.detect(device_frame)
+    assert gpu.stream.waited_for == [7]  # None and 0: the producer asks for no synchronisation
+    assert emulated_runtime.contexts and set(emulated_runtime.contexts) == {1}
+
+
+def test_a_network_whose_outputs_disagree_with_the_spec_is_refused(emulated_runtime, backend):
+    from edgeface.errors import ModelFileError
+
+    network = host_network(backend)
+    network.output_anchors = lambda width, height: 7  # not the spec's layout: it would write past loc / conf
+    gpu = GpuPipeline(backend.spec, network, 0.5, 0.3, 10, runtime=emulated_runtime)
+    with pytest.raises(ModelFileError, match="the model file and its spec disagree"):
+        gpu.detect(np.zeros((48, 64, 3), np.uint8))
+
+
+class FakeTensorRTEngine:
+    """A TensorRT engine stand-in on emulated device memory: its network is ONNX Runtime, and a context whose input
+    shape changed must run eagerly (and be synchronised) before any capture, as TensorRT requires."""
+
+    def __init__(self, backend):
+        self.backend, self.contexts = backend, []
+
+    def create_execution_context(self):
+        engine = self
+
+        class Context:
+            def __init__(self):
+                self.shape, self.addresses, self.needs_eager_run = None, {}, False
+                engine.contexts.append(self)
+
+            def set_input_shape(self, name, shape):
+                self.shape, self.needs_eager_run = tuple(shape), True
+                return True
+
+            def get_tensor_shape(self, name):
+                n, _, h, w = self.shape
+                return (n, len(generate_anchors(engine.backend.spec.anchors, w, h)), 4 if name == "loc" else 2)
+
+            def set_tensor_address(self, name, ptr):
+                self.addresses[name] = ptr
+
+            def execute_async_v3(self, stream_handle):
+                stream = stream_of[stream_handle]
+                if stream.recording is not None and self.needs_eager_run:
+                    raise AssertionError("captured right after set_input_shape, without an eager run first")
+                _, _, h, w = self.shape
+                host_network(engine.backend)(self.addresses["input"], self.addresses["loc"], self.addresses["conf"],
+                                             w, h, stream)
+                if stream.recording is None:
+                    self.needs_eager_run = False
+                return True
+
+        return Context()
+
+
+stream_of: dict[int, object] = {}
+
+
+def test_tensorrt_runs_each_frame_size_on_its_own_context_alternating_sizes(emulated_runtime, backend, photo_paths):
+    """Sizes A, B, A, B, ...: one execution context per size, so each graph is captured on a context that already
+    ran eagerly at its shape, and replays give what launching each kernel gives."""
+    from edgeface.backends.tensorrt_backend import TensorRTBackend
+
+    trt = TensorRTBackend.__new__(TensorRTBackend)  # the engine-facing half, without CUDA or an engine file
+    trt.spec, trt.engine, trt._contexts = backend.spec, FakeTensorRTEngine(backend), {}
+    graphs = GpuPipeline(backend.spec, trt.network_runner(), 0.5, 0.3, 50, runtime=emulated_runtime)
+    eager = pipeline(emulated_runtime, backend, use_graphs=False)
+    stream_of[id(graphs.stream)] = graphs.stream
+    graphs.stream.handle = id(graphs.stream)
+    image = edgeface.read_image(photo_paths[0])
+    sizes = [(320, 240), (256, 192)] * 3
+    for size in sizes:
+        assert_same(graphs.detect(image, size), eager.detect(image, size), 0, 0)
+    assert len(trt.engine.contexts) == 2 and graphs.use_graphs
+    assert all(plan.graph is not None for plan in graphs._plans.values())

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -258,3 +259,88 @@ def test_rescale_crop_recipe_keeps_boxes_inside_and_scales_them(rng):
     assert sample.shape == (512, 512, 3) and len(kept) == 2  # the whole image fits: every face stays
     with pytest.raises(ValueError, match="unknown augmentation recipe"):
         augment(image, boxes, rng, AugmentConfig(recipe="mosaic"))
+
+
+def start_training(tmp_path, **overrides) -> tuple[subprocess.Popen, Path]:
+    """`edgeface train` on a tiny recipe in its own process group (as a terminal runs it)."""
+    import yaml
+
+    cfg = tiny_config(tmp_path, **overrides)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(cfg.__dict__))
+    process = subprocess.Popen([sys.executable, "-m", "edgeface", "train", "--config", str(recipe), "-q"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return process, tmp_path / "run" / "log.csv"
+
+
+def wait_for_log_step(log, step: int, process, timeout: float = 240.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        if log.exists() and any(line.split(",")[0] == str(step) for line in log.read_text().splitlines()[1:]):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"training did not reach step {step}")
+
+
+@pytest.mark.parametrize("signum, whole_group", [("SIGTERM", False), ("SIGINT", True)])
+def test_an_interrupted_run_says_so_exits_non_zero_and_resumes(tmp_path, signum, whole_group):
+    import signal
+
+    # SIGINT to the whole process group is Ctrl-C in a terminal: it reaches the DataLoader workers too
+    process, log = start_training(tmp_path, steps=400, workers=2, checkpoint_every=1000)
+    wait_for_log_step(log, 2, process)
+    sig = getattr(signal, signum)
+    os.killpg(process.pid, sig) if whole_group else process.send_signal(sig)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + sig, stderr
+    assert "Traceback" not in stderr and f"interrupted ({signum}) at step" in stderr and "resume" in stderr
+    step = int(stderr.split("at step ")[1].split()[0])
+    payload = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert payload["step"] == step >= 2 and step < 400
+
+
+def test_a_stop_during_validation_ends_it_at_once_without_a_best_checkpoint(tmp_path):
+    import signal
+    import time
+
+    val = [{"format": "facemask", "root": str(need(FACEMASK)), "split": "val"}]  # 164 images: minutes on a CPU
+    process, log = start_training(tmp_path, steps=1, val_every=1, val_data=val, input_size=64)
+    wait_for_log_step(log, 1, process)  # the step is logged, then validation starts
+    time.sleep(2)
+    sent = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert time.monotonic() - sent < 30, "the stop waited for the validation pass"
+    assert process.returncode == 128 + signal.SIGTERM and "interrupted (SIGTERM) at step 1 of 1" in stderr
+    assert not (tmp_path / "run" / "best.pt").exists() and (tmp_path / "run" / "last.pt").exists()
+
+
+def test_validation_runs_only_where_val_every_says(tmp_path):
+    val = [{"format": "imglab", "xml": str(write_imglab(read_facemask(need(FACEMASK), "val")[:2],
+                                                        tmp_path / "two.xml"))}]
+    trainer = Trainer(tiny_config(tmp_path / "a", steps=2, val_every=1000, val_data=val))
+    result = trainer.fit(progress=False)
+    assert "val_ap" not in result and not (tmp_path / "a" / "run" / "best.pt").exists()
+    trainer = Trainer(tiny_config(tmp_path / "b", steps=3, val_every=2, val_data=val))
+    result = trainer.fit(progress=False)
+    rows = [line.split(",") for line in (tmp_path / "b" / "run" / "log.csv").read_text().splitlines()[1:]]
+    assert [int(r[0]) for r in rows if r[-1]] == [2, 3] and "val_ap" in result  # step 2, and the last step
+
+
+def test_recipe_values_of_the_wrong_type_are_one_line_errors(tmp_path):
+    import yaml
+
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_config(tmp_path, steps=1).__dict__))
+    for setting, message in (("batch_size=abc", "batch_size must be an int, got 'abc'"),
+                             ("lr=fast", "lr must be a float, got 'fast'"),
+                             ("amp=3", "amp must be a bool, got 3"),
+                             ("lr_steps=5", "lr_steps must be a list, got 5")):
+        result = subprocess.run([sys.executable, "-m", "edgeface", "train", "--config", str(recipe), "--set", setting],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 1 and message in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+    assert TrainConfig.from_yaml(recipe, {"lr": 1}).lr == 1.0 and isinstance(TrainConfig.from_yaml(recipe).lr, float)

@@ -19,9 +19,10 @@ PROVIDERS = {
 
 
 class OnnxBackend:
-    """An edgeface ONNX file on ONNX Runtime; ``device`` is "cpu", "cuda" or "tensorrt"."""
+    """An edgeface ONNX file on ONNX Runtime; ``device`` is "cpu", "cuda" or "tensorrt". ``memory_pattern``:
+    ONNX Runtime's memory planning, 5-10 % faster for frames of one size, but it keeps a block per size seen."""
 
-    def __init__(self, path: str, device: str = "cpu", threads: Optional[int] = None):
+    def __init__(self, path: str, device: str = "cpu", threads: Optional[int] = None, memory_pattern: bool = True):
         import onnxruntime as ort
 
         if device not in PROVIDERS:
@@ -30,6 +31,7 @@ class OnnxBackend:
         if threads:
             options.intra_op_num_threads = threads
         options.log_severity_level = 3
+        options.enable_mem_pattern = memory_pattern
         try:
             with warnings.catch_warnings():  # ORT warns about missing providers; the check below says more
                 warnings.simplefilter("ignore", UserWarning)
@@ -54,5 +56,12 @@ class OnnxBackend:
         self.path = os.fspath(path)
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        loc, conf = self.session.run(self.output_names, {self.input_name: batch})
+        try:
+            loc, conf = self.session.run(self.output_names, {self.input_name: batch})
+        except Exception as exc:
+            if "alloc" not in str(exc).lower():
+                raise
+            n, _, h, w = batch.shape
+            raise BackendError(f"out of memory running {n} input(s) of {w}x{h} on ONNX Runtime: use a smaller "
+                               "input_size or max_side") from None
         return loc, conf

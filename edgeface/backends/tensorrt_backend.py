@@ -34,21 +34,32 @@ class TensorRTBackend:
         if self.engine is None:
             raise BackendError(f"TensorRT {tensorrt.__version__} could not deserialize {path} on {name}: rebuild "
                                "the engine on this machine with `edgeface build-engine`")
-        self.context = self.engine.create_execution_context()
         self.stream = Stream()
+        self._contexts: dict[tuple[int, ...], Any] = {}
         self._buffers: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
         self.name = f"tensorrt:{name}"
 
-    def _bind(self, input_ptr: int, loc_ptr: int, conf_ptr: int, shape: tuple[int, ...]) -> None:
-        if not self.context.set_input_shape("input", shape):
-            lo, opt, hi = self.engine.get_tensor_profile_shape("input", 0)
-            raise BackendError(f"input {shape} is outside the engine's profile (min {tuple(lo)}, max {tuple(hi)}); "
-                               "rebuild with a wider --max-size / --max-batch")
-        for tensor, ptr in (("input", input_ptr), ("loc", loc_ptr), ("conf", conf_ptr)):
-            self.context.set_tensor_address(tensor, int(ptr))
+    def context_for(self, shape: tuple[int, ...]) -> Any:
+        """The execution context of input `shape`, one per shape: a context whose input shape changes may need
+        work (allocation, shape inference) that a CUDA graph captured for another shape would not replay."""
+        if shape not in self._contexts:
+            context = self.engine.create_execution_context()
+            if not context.set_input_shape("input", shape):
+                lo, opt, hi = self.engine.get_tensor_profile_shape("input", 0)
+                raise BackendError(f"input {shape} is outside the engine's profile (min {tuple(lo)}, max "
+                                   f"{tuple(hi)}); rebuild with a wider --max-size / --max-batch")
+            self._contexts[shape] = context
+        return self._contexts[shape]
 
-    def _execute(self, stream_handle: Any) -> None:
-        if not self.context.execute_async_v3(int(stream_handle)):
+    def output_anchors(self, width: int, height: int) -> int:
+        """Boxes the engine writes for one ``width`` x ``height`` input."""
+        return int(self.context_for((1, 3, height, width)).get_tensor_shape("loc")[1])
+
+    def _execute(self, shape: tuple[int, ...], input_ptr: int, loc_ptr: int, conf_ptr: int, stream_handle: Any) -> None:
+        context = self.context_for(shape)
+        for tensor, ptr in (("input", input_ptr), ("loc", loc_ptr), ("conf", conf_ptr)):
+            context.set_tensor_address(tensor, int(ptr))
+        if not context.execute_async_v3(int(stream_handle)):
             raise BackendError("TensorRT execution failed (see the TensorRT log above)")
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -56,13 +67,11 @@ class TensorRTBackend:
         batch = np.ascontiguousarray(batch, np.float32)
         key = batch.shape
         if key not in self._buffers:
-            self.context.set_input_shape("input", key)
-            n = int(np.prod(self.context.get_tensor_shape("loc"))) // 4
+            n = int(np.prod(self.context_for(key).get_tensor_shape("loc"))) // 4
             self._buffers[key] = tuple(DeviceBuffer(b) for b in (batch.nbytes, n * 16, n * 8))
         inp, loc, conf = self._buffers[key]
-        self._bind(inp.ptr, loc.ptr, conf.ptr, key)
         inp.copy_from_host(batch, self.stream)
-        self._execute(self.stream.handle)
+        self._execute(key, inp.ptr, loc.ptr, conf.ptr, self.stream.handle)
         anchors = loc.nbytes // 16 // len(batch)
         out_loc = np.empty((len(batch), anchors, 4), np.float32)
         out_conf = np.empty((len(batch), anchors, 2), np.float32)
@@ -74,10 +83,10 @@ class TensorRTBackend:
     def network_runner(self):
         """The engine as a :class:`~edgeface.backends.cuda.pipeline.GpuPipeline` network step."""
         def run(input_ptr, loc_ptr, conf_ptr, width, height, stream):
-            self._bind(input_ptr, loc_ptr, conf_ptr, (1, 3, height, width))
-            self._execute(stream.handle)
+            self._execute((1, 3, height, width), input_ptr, loc_ptr, conf_ptr, stream.handle)
 
-        run.capturable = True  # once it has run at a shape, execute_async_v3 may be captured in a CUDA graph
+        run.capturable = True  # once its context has run at its shape, execute_async_v3 may be captured
+        run.output_anchors = self.output_anchors
         return run
 
     def gpu_pipeline(self, score_threshold: float, nms_iou: float, max_detections: int):

@@ -86,7 +86,15 @@ class TorchBackend:
                 torch.as_tensor(CudaArrayView(loc_ptr, loc.shape), device=self.device).copy_(loc)
                 torch.as_tensor(CudaArrayView(conf_ptr, conf.shape), device=self.device).copy_(conf)
 
+        run.output_anchors = self.output_anchors
         return run
+
+    def output_anchors(self, width: int, height: int) -> int:
+        """Boxes the model gives for one ``width`` x ``height`` input (one forward pass on zeros)."""
+        torch = self.torch
+        with torch.inference_mode(), self._autocast():
+            loc, _ = self.model(torch.zeros((1, 3, height, width), device=self.device))
+        return int(loc.shape[1])
 
     def gpu_pipeline(self, score_threshold: float, nms_iou: float, max_detections: int):
         """The whole pipeline on the GPU: edgeface's CUDA kernels around the torch model (a CUDA device only)."""
@@ -94,4 +102,5 @@ class TorchBackend:
             raise ValueError("the GPU pipeline needs the torch backend on a CUDA device")
         from .cuda.pipeline import GpuPipeline
 
-        return GpuPipeline(self.spec, self.network_runner(), score_threshold, nms_iou, max_detections)
+        return GpuPipeline(self.spec, self.network_runner(), score_threshold, nms_iou, max_detections,
+                           ordinal=self.device.index or 0)  # buffers and stream on the model's device

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
 
-from ..errors import ImageError
+from ..errors import ImageError, ImageWarning
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
@@ -31,11 +34,53 @@ def check_image(image: object) -> np.ndarray:
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as a BGR uint8 array; raise :class:`ImageError` if it is missing or unreadable."""
+    """Read an image file as a BGR uint8 array; raise :class:`ImageError` if it is missing or unreadable.
+
+    A file that decodes but is cut short (a truncated JPEG or PNG: its lower part comes out grey) is returned
+    with an :class:`~edgeface.errors.ImageWarning`, so callers can flag results that may miss faces.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ImageError(f"no such image file: {path}")
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    image = cv2.imread(path, cv2.IMREAD_COLOR)  # (imdecode rejects what imread decodes of a truncated JPEG)
     if image is None:
         raise ImageError(f"cannot decode {path}: not an image OpenCV can read, or the file is corrupt")
+    data = Path(path).read_bytes()
+    if is_truncated(data):
+        warnings.warn(ImageWarning(f"{path} is truncated ({len(data)} bytes): the part of the image after the cut "
+                                   "is missing (decoded as grey), so faces there cannot be found"), stacklevel=2)
     return image
+
+
+def is_truncated(data: bytes) -> bool:
+    """Whether JPEG or PNG bytes stop before the image's end: no JPEG end-of-image marker after the last
+    start-of-scan (entropy-coded data cannot contain one), or no PNG IEND chunk near the end. Other formats: False.
+    """
+    if data[:2] == b"\xff\xd8":
+        return data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda")
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return b"IEND" not in data[-4096:]
+    return False
+
+
+def list_inputs(paths: Sequence[str | os.PathLike], suffixes: tuple[str, ...] = IMAGE_SUFFIXES + VIDEO_SUFFIXES,
+                ) -> list[Path]:
+    """The files named in `paths`, folders searched recursively for files with one of `suffixes`.
+
+    The one rule of every edgeface command and example that takes folders: files given by name are taken as
+    they are (whatever their suffix); a folder contributes every file below it, in subfolders too, whose suffix
+    is in `suffixes` (case-insensitive), sorted by path, hidden files and folders skipped. A missing path, or
+    nothing found at all, is an :class:`ImageError`.
+    """
+    files: list[Path] = []
+    for item in map(Path, paths):
+        if item.is_dir():
+            found = (p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+            files += sorted(p for p in found if not any(part.startswith(".") for part in p.relative_to(item).parts))
+        elif item.exists():
+            files.append(item)
+        else:
+            raise ImageError(f"no such file or folder: {item}")
+    if not files:
+        raise ImageError(f"no {'/'.join(s.lstrip('.') for s in suffixes)} files found in {', '.join(map(str, paths))}")
+    return files

@@ -47,6 +47,15 @@ def fit(width: int, height: int, size: tuple[int, int]) -> tuple[int, int, int, 
     return new_w, new_h, (out_w - new_w) // 2, (out_h - new_h) // 2
 
 
+def fit_within(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    """``(w, h)`` of a ``width`` x ``height`` frame scaled down, keeping its aspect ratio, so that its longest side
+    is at most `max_side` (unchanged when it already fits, or when `max_side` is None)."""
+    if max_side is None or max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return min(max_side, max(1, round(width * scale))), min(max_side, max(1, round(height * scale)))
+
+
 def letterbox(image: np.ndarray, size: tuple[int, int], pad_value: tuple[float, ...] = (0, 0, 0),
               interpolation: int = cv2.INTER_LINEAR) -> tuple[np.ndarray, Letterbox]:
     """Fit `image` into ``size = (w, h)`` keeping its aspect ratio, centred, the rest filled with `pad_value`.

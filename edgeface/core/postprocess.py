@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ModelFileError
 from ..spec import ModelSpec
 from .boxes import decode_boxes
 from .detections import Detections
@@ -26,8 +27,9 @@ def decode_detections(loc: np.ndarray, conf: np.ndarray, anchors: np.ndarray, sp
     boolean ``(A,)`` mask, restricts the candidates to some anchors (HR's templates per pyramid scale).
     """
     if loc.shape[0] != anchors.shape[0]:
-        raise ValueError(f"the network gave {loc.shape[0]} boxes but the spec's anchor layout has "
-                         f"{anchors.shape[0]}: the model file and its spec disagree")
+        raise ModelFileError(f"the network gave {loc.shape[0]} boxes but its spec's anchor layout has "
+                             f"{anchors.shape[0]}: the model file and its spec disagree; re-export it with "
+                             "`edgeface export onnx`")
     scores = face_scores(conf.astype(np.float32, copy=False))
     passing = scores > score_threshold
     candidates = np.flatnonzero(passing if active is None else passing & active)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -84,3 +85,20 @@ def voc_ap(records: Sequence[FaceRecord], detections: Sequence[Detections], iou_
     recall = tp_cum / max(num_faces, 1)
     precision = tp_cum / np.maximum(tp_cum + fp_cum, 1e-12)
     return PRCurve(precision, recall, scores[order][keep], interpolated_ap(recall, precision), num_faces)
+
+
+def evaluate_detector(detector, records: Sequence[FaceRecord], iou_threshold: float = 0.5, progress: bool = False,
+                      should_stop: Optional[Callable[[], bool]] = None) -> Optional[PRCurve]:
+    """Run `detector` (an :class:`edgeface.Detector`) over the records' images and score it with :func:`voc_ap`:
+    the one evaluation path of ``edgeface eval`` and of validation during training. Returns None when
+    `should_stop` turns true before the last image (checked before each one)."""
+    from tqdm import tqdm
+
+    from ..core.image import read_image
+
+    detections = []
+    for record in tqdm(records, desc="eval", unit="img", disable=not progress):
+        if should_stop is not None and should_stop():
+            return None
+        detections.append(detector(read_image(record.image_path)))
+    return voc_ap(records, detections, iou_threshold=iou_threshold)

@@ -16,7 +16,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 
 import torch
 import torch.distributed as dist
@@ -26,6 +26,7 @@ from ..backends.torch_backend import TorchBackend, avoid_mmap_churn
 from ..data.augment import AugmentConfig
 from ..data.sources import load_records
 from ..detector import Detector
+from ..errors import EdgefaceError, OptionError
 from ..models.checkpoint import save_checkpoint
 from ..models.registry import create_model, default_spec
 from ..spec import TestTimeSpec
@@ -79,8 +80,31 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"{path}: unknown recipe keys {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**data)
+            raise OptionError(f"{path}: unknown recipe keys {sorted(unknown)}; known: {sorted(known)}")
+        hints = get_type_hints(cls)
+        return cls(**{key: _checked_value(f"{path}: {key}", hints[key], value) for key, value in data.items()})
+
+
+def _checked_value(name: str, hint: Any, value: Any) -> Any:
+    """`value` if it has the recipe key's type (ints pass as floats), else an :class:`OptionError` naming both."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Union:  # Optional[X]
+        if value is None:
+            return None
+        return _checked_value(name, next(a for a in args if a is not type(None)), value)
+    if origin is list:
+        if not isinstance(value, list):
+            raise OptionError(f"{name} must be a list, got {value!r}")
+        return [_checked_value(f"{name}[{i}]", args[0], v) for i, v in enumerate(value)] if args else value
+    if origin is dict or hint is Any:
+        if origin is dict and not isinstance(value, dict):
+            raise OptionError(f"{name} must be a mapping (KEY: VALUE lines), got {value!r}")
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise OptionError(f"{name} must be {'a' if hint is not int else 'an'} {hint.__name__}, got {value!r}")
+    return value
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -138,7 +162,8 @@ class Trainer:
         self.step = 0
         self.best_ap = -1.0
         self.out = Path(cfg.output)
-        self.stop_requested = False
+        self.stop_signal: Optional[int] = None  # set by SIGINT/SIGTERM: stop after the current step
+        self.validation_cut = False  # a stop signal cut a validation pass short
         self.diverged = False
         self.miner: Optional[HardImageMiner] = None
 
@@ -193,20 +218,25 @@ class Trainer:
                     module.eval()
 
     # -- validation -------------------------------------------------------------------------------
-    def validate(self, records) -> float:
-        from ..core.image import read_image
-        from ..eval.voc import voc_ap
+    def validate(self, records) -> Optional[float]:
+        """VOC AP50 on `records`, one pass per image; None when a stop signal arrived meanwhile."""
+        from ..eval.voc import evaluate_detector
 
         self.model.eval()
         detector = Detector(TorchBackend.from_model(self.model, self.spec, device=str(self.device)),
                             score_threshold=0.05, test_time=TestTimeSpec())  # one pass: validation stays cheap
-        dets = [detector(read_image(r.image_path)) for r in records]
+        curve = evaluate_detector(detector, records, should_stop=lambda: self.stop_signal is not None)
         self.train_mode()
-        return voc_ap(records, dets).ap
+        return None if curve is None else curve.ap
+
+    def validation_due(self) -> bool:
+        """Every ``val_every`` steps, and at the last step when ``val_every`` fits in the run (0: never)."""
+        every = self.cfg.val_every
+        return every > 0 and (self.step % every == 0 or (self.step == self.cfg.steps and every <= self.cfg.steps))
 
     # -- the loop ---------------------------------------------------------------------------------
     def _request_stop(self, signum, frame) -> None:  # noqa: ARG002
-        self.stop_requested = True
+        self.stop_signal = signum
 
     def fit(self, progress: bool = True) -> dict[str, float]:
         from tqdm import tqdm
@@ -224,7 +254,8 @@ class Trainer:
                                    self.world_size, miner=self.miner)
         sampler.start_at(self.step)
         loader = iter(DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
-                                 collate_fn=collate, pin_memory=self.device.type == "cuda"))
+                                 collate_fn=collate, pin_memory=self.device.type == "cuda",
+                                 worker_init_fn=_leave_signals_to_the_trainer))
         handlers = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
         log_path = self.out / "log.csv"
         new_log = not log_path.exists()
@@ -240,7 +271,7 @@ class Trainer:
         images, tick = 0, time.perf_counter()
         result: dict[str, float] = {}
         try:
-            while self.step < cfg.steps and not self.stop_requested:
+            while self.step < cfg.steps and self.stop_signal is None:
                 lr = learning_rate(cfg, self.step)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr * group.get("multiplier", 1.0)
@@ -289,8 +320,11 @@ class Trainer:
                             board.add_scalar("train/lr", lr, self.step)
                 if self.step % cfg.checkpoint_every == 0:
                     self.save(self.last_path)
-                if val_records and (self.step % cfg.val_every == 0 or self.step == cfg.steps) and self.rank == 0:
+                if val_records and self.validation_due() and self.rank == 0:
                     ap = self.validate(val_records)
+                    if ap is None:  # interrupted: no AP, and no best.pt from a partial pass
+                        self.validation_cut = True
+                        break
                     result["val_ap"] = ap
                     writer.writerow([self.step, lr, "", "", "", "", f"{ap:.5f}"])
                     log.flush()
@@ -332,13 +366,36 @@ class Trainer:
         return SummaryWriter(str(self.out / "tensorboard"))
 
 
+class TrainingInterrupted(EdgefaceError):
+    """Training stopped on SIGINT / SIGTERM before its last step; ``last.pt`` holds everything to resume from."""
+
+    def __init__(self, step: int, steps: int, signum: int, last_path: Path):
+        self.step, self.steps, self.signum, self.last_path = step, steps, signum, last_path
+        name = signal.Signals(signum).name
+        super().__init__(f"interrupted ({name}) at step {step} of {steps}; {last_path} is saved: run the same "
+                         "command again to resume from it")
+
+
+def _leave_signals_to_the_trainer(worker_id: int) -> None:  # noqa: ARG001
+    """DataLoader workers ignore SIGINT / SIGTERM: Ctrl-C in a terminal reaches the whole process group, and a
+    worker that died of it would take the main process down before it could checkpoint."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[str, float]:
-    """Train per `cfg`, continuing from ``<output>/last.pt`` when it exists and `resume` is set."""
+    """Train per `cfg`, continuing from ``<output>/last.pt`` when it exists and `resume` is set.
+
+    Returns the last step's losses (and ``val_ap`` when it validated). Raises :class:`TrainingInterrupted` when a
+    SIGINT or SIGTERM stopped it early (after saving ``last.pt``)."""
     trainer = Trainer(cfg)
     if resume and trainer.resume():
         print(f"resuming {cfg.output} at step {trainer.step}")
     try:
-        return trainer.fit(progress=progress)
+        result = trainer.fit(progress=progress)
     finally:
         if trainer.distributed and dist.is_initialized():
             dist.destroy_process_group()
+    if trainer.stop_signal is not None and (trainer.step < cfg.steps or trainer.validation_cut):
+        raise TrainingInterrupted(trainer.step, cfg.steps, trainer.stop_signal, trainer.last_path)
+    return result

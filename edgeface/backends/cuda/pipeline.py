@@ -6,8 +6,11 @@ staging buffer for host frames and a page-locked result buffer (both mapped into
 GPUs such as Jetson, so the kernels read the frame and write the result in place, with no copies).
 Every kernel reads its element counts from device memory, so the sequence never waits on the host; for
 host frames and a network that allows it (TensorRT) it is captured as a CUDA graph after the first
-frame and replayed with one launch. Device frames (``__cuda_array_interface__``) are read in place; their
-address changes from frame to frame, so their sequence is launched kernel by kernel.
+frame and replayed with one launch (that first frame is the eager run and synchronisation TensorRT needs at a
+shape before capture). Device frames (``__cuda_array_interface__``) are read in place, after the stream that
+wrote them; their address changes from frame to frame, so their sequence is launched kernel by kernel. A
+network runner may say how many boxes it writes at a size (``output_anchors(w, h)``): a plan whose anchor
+layout disagrees is refused, since the network would write past its output buffers.
 
 The network is any runner that reads the input buffer and writes the ``loc`` / ``conf`` buffers on the
 pipeline's stream (TensorRT, or torch on CUDA). The kernels have NumPy references in
@@ -27,7 +30,7 @@ import numpy as np
 from ...core.anchors import generate_anchors
 from ...core.detections import Detections
 from ...core.letterbox import Letterbox, fit
-from ...errors import BackendError
+from ...errors import BackendError, ModelFileError
 from ...spec import ModelSpec
 
 MAX_TOP_K = 4096  # ef_nms_reduce keeps its suppression bitset for at most this many candidates
@@ -80,23 +83,25 @@ class GpuPipeline:
 
     def __init__(self, spec: ModelSpec, network: NetworkRunner, score_threshold: float, nms_iou: float,
                  max_detections: int, top_k: int = MAX_TOP_K, runtime: Optional[ModuleType] = None,
-                 use_graphs: bool = True):
+                 use_graphs: bool = True, ordinal: int = 0):
         if not 0 < top_k <= MAX_TOP_K:
             raise ValueError(f"top_k must be in 1..{MAX_TOP_K} (the GPU NMS keeps a fixed bitset), got {top_k}")
         if runtime is None:
             from . import runtime
-        self.rt, self.spec, self.network = runtime, spec, network
+        self.rt, self.spec, self.network, self.ordinal = runtime, spec, network, ordinal
         self.score_threshold, self.nms_iou, self.top_k = score_threshold, nms_iou, top_k
         self.max_keep = min(max_detections, top_k) if max_detections > 0 else top_k
         self.use_graphs = use_graphs and bool(getattr(network, "capturable", False))
-        self.mapped = runtime.is_integrated()
-        self.kernels = runtime.Kernels()
+        runtime.context(ordinal)  # everything below lives on this device
+        self.mapped = runtime.is_integrated(ordinal)
+        self.kernels = runtime.Kernels(ordinal)
         self.stream = runtime.Stream()
         self._plans: dict[tuple[int, ...], Plan] = {}
 
     @staticmethod
     def _source(frame) -> tuple[Optional[int], tuple[int, int, int], int]:
-        """``(device pointer or None for host frames, (h, w, channels), row pitch in bytes)``."""
+        """``(device pointer or None for host frames, (h, w, channels), row pitch in bytes)``; the producer stream of
+        a device frame is handled by :meth:`detect`."""
         interface = getattr(frame, "__cuda_array_interface__", None)
         if interface is None:
             if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 \
@@ -118,6 +123,10 @@ class GpuPipeline:
             rt, (width, height), k = self.rt, input_size, self.top_k
             anchors = generate_anchors(self.spec.anchors, width, height)
             n = len(anchors)
+            produced = getattr(self.network, "output_anchors", None)
+            if produced is not None and produced(width, height) != n:  # or the network writes past loc / conf
+                raise ModelFileError(f"the network gives {produced(width, height)} boxes at {width}x{height} but "
+                                     f"its spec's anchor layout has {n}: the model file and its spec disagree")
             staging = rt.HostBuffer(int(np.prod(frame_shape)), mapped=self.mapped)
             result = rt.HostBuffer(RESULT_HEADER + self.max_keep * 20, mapped=self.mapped)
             plan = Plan(
@@ -199,8 +208,11 @@ class GpuPipeline:
         """Faces in one BGR (or BGRx) uint8 frame, letterboxed to `input_size` or run at its own size. The frame
         is a NumPy array (staged in page-locked memory; see :meth:`host_frame`) or any device array with
         ``__cuda_array_interface__`` (CuPy, torch, numba: read in place, pitched rows allowed)."""
-        self.rt.context()  # current on this thread too (camera apps call from their own threads)
+        self.rt.context(self.ordinal)  # current on this thread too (camera apps call from their own threads)
         source, frame_shape, pitch = self._source(frame)
+        producer = getattr(frame, "__cuda_array_interface__", {}).get("stream")
+        if source is not None and producer:  # v3: wait for the stream that wrote the frame (None/0: no need)
+            self.stream.wait_for(producer)
         frame_h, frame_w = frame_shape[:2]
         plan = self.plan(tuple(frame_shape), input_size or (frame_w, frame_h))
         if source is None:

@@ -8,6 +8,8 @@ stand-in, ``tests/cuda_emulation/runtime.py`` (which runs the kernels' source as
 from __future__ import annotations
 
 import ctypes
+import threading
+import weakref
 from collections.abc import Callable
 from functools import cache
 from typing import Any, Optional
@@ -36,6 +38,9 @@ def check(result: tuple) -> Any:
     return values[0] if len(values) == 1 else tuple(values) if values else None
 
 
+_thread = threading.local()  # the device this thread last made current
+
+
 @cache
 def _primary_context(ordinal: int):
     driver = _driver()
@@ -47,10 +52,15 @@ def _primary_context(ordinal: int):
     return device, check(driver.cuDevicePrimaryCtxRetain(device))
 
 
-def context(ordinal: int = 0):
-    """The primary context of device `ordinal` (the one torch and TensorRT use), made current on this thread."""
+def context(ordinal: Optional[int] = None):
+    """The primary context of device `ordinal` (the one torch and TensorRT use), made current on this thread;
+    default: the device this thread last made current (0 at first). Buffers, streams and graphs are created in
+    the current context, so a pipeline on device 1 calls ``context(1)`` first."""
+    if ordinal is None:
+        ordinal = getattr(_thread, "ordinal", 0)
     device, ctx = _primary_context(ordinal)
     check(_driver().cuCtxSetCurrent(ctx))
+    _thread.ordinal = ordinal
     return device, ctx
 
 
@@ -72,13 +82,21 @@ def device_identity(ordinal: int = 0) -> tuple[str, str]:
     return name, f"{major}.{minor}"
 
 
+def _release_with(owner: object, free: Callable[..., Any], *handles: Any) -> None:
+    """Free `handles` with `free` when `owner` is collected, or at interpreter exit while modules still exist
+    (``weakref.finalize``): a ``__del__`` that imports the driver fails during module teardown, once per object."""
+    weakref.finalize(owner, free, *handles)
+
+
 class DeviceBuffer:
     """Device memory owned by this object (freed with it)."""
 
     def __init__(self, nbytes: int):
         context()
+        driver = _driver()
         self.nbytes = int(nbytes)
-        self.ptr = int(check(_driver().cuMemAlloc(max(self.nbytes, 1))))
+        self.ptr = int(check(driver.cuMemAlloc(max(self.nbytes, 1))))
+        _release_with(self, driver.cuMemFree, self.ptr)
 
     def copy_from_host(self, array: np.ndarray, stream: Optional[Stream] = None) -> None:
         array = np.ascontiguousarray(array)
@@ -93,11 +111,6 @@ class DeviceBuffer:
     def zero(self, stream: Stream, nbytes: Optional[int] = None) -> None:
         check(_driver().cuMemsetD8Async(self.ptr, 0, nbytes or self.nbytes, stream.handle))
 
-    def __del__(self):
-        if getattr(self, "ptr", None):
-            _driver().cuMemFree(self.ptr)
-            self.ptr = 0
-
 
 class HostBuffer:
     """Page-locked host memory owned by this object, so copies are asynchronous and can be captured in a graph.
@@ -110,17 +123,13 @@ class HostBuffer:
         self.nbytes = int(nbytes)
         flags = driver.CU_MEMHOSTALLOC_DEVICEMAP if mapped else 0
         self.ptr = int(check(driver.cuMemHostAlloc(max(self.nbytes, 1), flags)))
+        _release_with(self, driver.cuMemFreeHost, self.ptr)
         self.device_ptr = int(check(driver.cuMemHostGetDevicePointer(self.ptr, 0))) if mapped else None
 
     def array(self, shape: tuple[int, ...], dtype: Any, offset: int = 0) -> np.ndarray:
         """A NumPy view of the buffer from byte `offset`."""
         raw = (ctypes.c_char * self.nbytes).from_address(self.ptr)
         return np.frombuffer(raw, dtype, int(np.prod(shape)), offset).reshape(shape)
-
-    def __del__(self):
-        if getattr(self, "ptr", None):
-            _driver().cuMemFreeHost(self.ptr)
-            self.ptr = 0
 
 
 class CudaArrayView:
@@ -132,19 +141,29 @@ class CudaArrayView:
 
 
 class Stream:
-    """A CUDA stream: everything one pipeline enqueues runs on it, in order."""
+    """A CUDA stream: everything one pipeline enqueues runs on it, in order. Non-blocking: it does not
+    synchronise with the legacy default stream, so while it captures a graph other threads' default-stream
+    work (torch's, CuPy's) goes on."""
 
     def __init__(self):
         context()
-        self.handle = check(_driver().cuStreamCreate(0))
+        driver = _driver()
+        self.handle = check(driver.cuStreamCreate(driver.CUstream_flags.CU_STREAM_NON_BLOCKING))
+        _release_with(self, driver.cuStreamDestroy, self.handle)
 
     def synchronize(self) -> None:
         check(_driver().cuStreamSynchronize(self.handle))
 
-    def __del__(self):
-        if getattr(self, "handle", None) is not None:
-            _driver().cuStreamDestroy(self.handle)
-            self.handle = None
+    def wait_for(self, producer: int) -> None:
+        """Make this stream wait for the work queued so far on stream handle `producer` (the ``stream`` of a CUDA
+        array interface v3: 1 is the legacy default stream, 2 the per-thread default stream)."""
+        driver = _driver()
+        event = check(driver.cuEventCreate(driver.CUevent_flags.CU_EVENT_DISABLE_TIMING))
+        try:
+            check(driver.cuEventRecord(event, producer))
+            check(driver.cuStreamWaitEvent(self.handle, event, 0))
+        finally:
+            driver.cuEventDestroy(event)  # released once the wait has happened
 
 
 class Graph:
@@ -164,17 +183,12 @@ class Graph:
                 driver.cuGraphDestroy(partial)
             raise
         self.graph = check(driver.cuStreamEndCapture(stream.handle))
+        _release_with(self, driver.cuGraphDestroy, self.graph)
         self.exec = check(driver.cuGraphInstantiate(self.graph, 0))
+        _release_with(self, driver.cuGraphExecDestroy, self.exec)  # finalizers run last-registered first
 
     def launch(self, stream: Stream) -> None:
         check(_driver().cuGraphLaunch(self.exec, stream.handle))
-
-    def __del__(self):
-        driver = _driver()
-        if getattr(self, "exec", None) is not None:
-            driver.cuGraphExecDestroy(self.exec)
-        if getattr(self, "graph", None) is not None:
-            driver.cuGraphDestroy(self.graph)
 
 
 POINTER, INT, FLOAT = "p", "i", "f"
@@ -204,7 +218,7 @@ class Kernels:
         driver = _driver()
         _, capability = device_identity(ordinal)
         self.arch = "sm_" + capability.replace(".", "")
-        cubin = compile_cubin(self.arch)
+        cubin = compile_cubin(self.arch, driver_version=check(driver.cuDriverGetVersion()))
         self._cubin = ctypes.create_string_buffer(cubin, len(cubin))
         self.module = check(driver.cuModuleLoadData(ctypes.addressof(self._cubin)))
         self.functions = {name: check(driver.cuModuleGetFunction(self.module, name.encode()))

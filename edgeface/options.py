@@ -1,0 +1,88 @@
+"""Checks of the user-facing options, shared by :class:`~edgeface.Detector` and the command line.
+
+Each ``check_*`` returns the value in its canonical type or raises :class:`~edgeface.errors.OptionError`
+with a one-line message that names the option, the value and the allowed range.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from numbers import Integral, Real
+from typing import Optional
+
+from .errors import OptionError
+
+# Longest side of a network input edgeface accepts; memory grows about 0.9 GB per megapixel on the CPU.
+MAX_INPUT_SIDE = 8192
+# The default bound on a frame's longest side when frames run at their own size (see Detector's max_side).
+DEFAULT_MAX_SIDE = 1920
+DEVICES = ("cpu", "cuda", "cuda:N", "tensorrt")
+
+
+def _real(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise OptionError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise OptionError(f"{name} must be a finite number, got {value}")
+    return value
+
+
+def _integer(name: str, value: object) -> int:
+    if isinstance(value, Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, Real) and not isinstance(value, bool) and float(value).is_integer():
+        return int(value)
+    raise OptionError(f"{name} must be a whole number, got {value!r}")
+
+
+def check_score_threshold(value: object) -> float:
+    """A face probability in [0, 1]."""
+    value = _real("score_threshold", value)
+    if not 0.0 <= value <= 1.0:
+        raise OptionError(f"score_threshold is a face probability in [0, 1], got {value:g}")
+    return value
+
+
+def check_nms_iou(value: object) -> float:
+    """An IoU in [0, 1]: overlapping boxes above it are suppressed (1 keeps all but exact duplicates)."""
+    value = _real("nms_iou", value)
+    if not 0.0 <= value <= 1.0:
+        raise OptionError(f"nms_iou is an overlap (IoU) in [0, 1], got {value:g}")
+    return value
+
+
+def check_max_detections(value: object) -> int:
+    """At least one face per image."""
+    value = _integer("max_detections", value)
+    if value < 1:
+        raise OptionError(f"max_detections must be at least 1, got {value}")
+    return value
+
+
+def check_input_size(value: object) -> tuple[int, int]:
+    """``(w, h)``, each side in [1, MAX_INPUT_SIDE]."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+        raise OptionError(f"input_size must be a (width, height) pair such as (640, 480), got {value!r}")
+    w, h = (_integer("input_size", v) for v in value)
+    if not (0 < w <= MAX_INPUT_SIDE and 0 < h <= MAX_INPUT_SIDE):
+        raise OptionError(f"input_size sides must be between 1 and {MAX_INPUT_SIDE} pixels, got {w}x{h}")
+    return w, h
+
+
+def check_max_side(value: object) -> Optional[int]:
+    """A bound on the longest side of a frame run at its own size, in [32, MAX_INPUT_SIDE]; None or 0: no bound."""
+    if value is None or (not isinstance(value, bool) and value == 0):
+        return None
+    value = _integer("max_side", value)
+    if not 32 <= value <= MAX_INPUT_SIDE:
+        raise OptionError(f"max_side must be between 32 and {MAX_INPUT_SIDE} pixels (or 0 for none), got {value}")
+    return value
+
+
+def check_device(value: object) -> str:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``tensorrt``."""
+    if not isinstance(value, str) or not re.fullmatch(r"cpu|cuda(:\d+)?|tensorrt", value):
+        raise OptionError(f"device must be one of {', '.join(DEVICES)}, got {value!r}")
+    return value

@@ -1,0 +1,196 @@
+"""Hostile options, files and outputs: one-line errors, never a silent wrong result, nothing overwritten."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import edgeface
+from conftest import DLIB_FACES, need
+from edgeface import Detector
+from edgeface.core.image import is_truncated, list_inputs
+from edgeface.errors import ImageWarning, ModelFileError, OptionError
+from edgeface.weights import DEFAULT_MODEL
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgeface", *args], capture_output=True, text=True, timeout=300)
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    """The error of a failed command, checked to be short and traceback-free."""
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(score_threshold=1.5), "score_threshold is a face probability in [0, 1], got 1.5"),
+    (dict(score_threshold=-0.5), "score_threshold is a face probability in [0, 1], got -0.5"),
+    (dict(score_threshold=math.nan), "score_threshold must be a finite number, got nan"),
+    (dict(score_threshold="0.5"), "score_threshold must be a number"),
+    (dict(nms_iou=2), "nms_iou is an overlap (IoU) in [0, 1], got 2"),
+    (dict(nms_iou=-1), "nms_iou is an overlap (IoU) in [0, 1], got -1"),
+    (dict(max_detections=-1), "max_detections must be at least 1, got -1"),
+    (dict(max_detections=2.5), "max_detections must be a whole number"),
+    (dict(input_size=320), "input_size must be a (width, height) pair"),
+    (dict(input_size=(100_000, 100_000)), "input_size sides must be between 1 and 8192"),
+    (dict(input_size=(0, 10)), "input_size sides must be between 1 and 8192"),
+    (dict(max_side=10), "max_side must be between 32 and 8192"),
+    (dict(device="tpu"), "device must be one of cpu, cuda, cuda:N, tensorrt, got 'tpu'"),
+])
+def test_out_of_range_options_are_errors_before_the_model_loads(options, message, tmp_path):
+    with pytest.raises(OptionError) as info:
+        Detector(tmp_path / "never_opened.onnx", **options)  # the check comes first: no "no such model file"
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_valid_options_are_kept_in_their_canonical_types():
+    need(DEFAULT_MODEL)
+    detector = Detector(score_threshold=1, nms_iou=np.float32(0.3), max_detections=np.int64(5), input_size=[64, 48])
+    assert (detector.score_threshold, detector.max_detections, detector.input_size) == (1.0, 5, (64, 48))
+    assert type(detector.max_detections) is int and type(detector.nms_iou) is float
+    assert len(detector(np.zeros((48, 64, 3), np.uint8))) == 0  # threshold 1: nothing passes
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--score-threshold", "1.5"), "score_threshold is a face probability in [0, 1], got 1.5"),
+    (("--score-threshold", "nan"), "finite"),
+    (("--nms-iou", "2"), "nms_iou is an overlap"),
+    (("--nms-iou", "-1"), "nms_iou is an overlap"),
+    (("--max-detections", "-1"), "max_detections must be at least 1"),
+    (("--device", "tpu"), "device must be one of"),
+    (("--input-size", "100000x100000"), "input_size sides must be between 1 and 8192"),
+    (("--input-size", "320"), "expected WIDTHxHEIGHT"),
+])
+def test_cli_rejects_bad_options_in_one_line(args, message, tmp_path):
+    image = tmp_path / "a.jpg"
+    cv2.imwrite(str(image), np.zeros((32, 32, 3), np.uint8))
+    result = run_cli("detect", str(image), "-o", str(tmp_path / "out"), *args)
+    assert result.returncode == 2 and message in one_line_error(result)  # argparse's usage error
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_output_that_is_a_file_and_model_spec_mismatch_are_one_line_errors(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    image = tmp_path / "a.jpg"
+    cv2.imwrite(str(image), np.zeros((64, 64, 3), np.uint8))
+    taken = tmp_path / "taken"
+    taken.write_text("keep me")
+    result = run_cli("detect", str(image), "-o", str(taken))
+    assert "a file of that name exists" in one_line_error(result) and taken.read_text() == "keep me"
+
+    model = onnx.load(str(need(DEFAULT_MODEL)))  # its graph with a spec of one more anchor per cell
+    entry = next(p for p in model.metadata_props if p.key == "edgeface.spec")
+    spec = json.loads(entry.value)
+    spec["anchors"]["ratios"] = [1.0, 1.5]
+    entry.value = json.dumps(spec)
+    wrong = tmp_path / "wrong_spec.onnx"
+    onnx.save(model, str(wrong))
+    with pytest.raises(ModelFileError, match="the model file and its spec disagree"):
+        Detector(wrong)(np.zeros((64, 64, 3), np.uint8))
+    result = run_cli("detect", str(image), "-m", str(wrong), "-o", str(tmp_path / "out"), "-q")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "the model file and its spec disagree" in result.stderr
+
+
+def truncated_copy(source: Path, target: Path, fraction: float = 0.4) -> Path:
+    data = source.read_bytes()
+    target.write_bytes(data[: int(len(data) * fraction)])
+    return target
+
+
+def test_truncated_images_are_flagged(tmp_path):
+    photo = need(DLIB_FACES / "2008_002506.jpg")
+    assert not is_truncated(photo.read_bytes())
+    cut = truncated_copy(photo, tmp_path / "cut.jpg")
+    assert is_truncated(cut.read_bytes())
+    with pytest.warns(ImageWarning, match="truncated"):
+        image = edgeface.read_image(cut)
+    assert image.shape == cv2.imread(str(photo)).shape  # it decodes: the lower part grey
+    png = tmp_path / "whole.png"
+    cv2.imwrite(str(png), cv2.imread(str(photo)))
+    assert not is_truncated(png.read_bytes()) and is_truncated(png.read_bytes()[:-20])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        edgeface.read_image(photo)  # a whole file: no warning
+
+    out = tmp_path / "out"
+    result = run_cli("detect", str(cut), str(photo), "-o", str(out), "-q")
+    assert result.returncode == 0, result.stderr
+    assert "warning:" in result.stderr and "truncated" in result.stderr and "1 flagged" in result.stdout
+    entries = json.loads((out / "detections.json").read_text())["results"]
+    assert "truncated" in entries[str(cut)]["warnings"][0] and entries[str(photo)]["warnings"] == []
+
+
+def test_detect_outputs_are_unique_and_the_json_has_one_schema(tmp_path):
+    photo = cv2.imread(str(need(DLIB_FACES / "2008_002506.jpg")))
+    for name in ("x/p.jpg", "x/p.png", "y/p.jpg", "y/deeper/q.jpg"):
+        (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / "in" / name), photo)
+    (tmp_path / "in" / "x" / "broken.jpg").write_bytes(b"not an image")
+    (tmp_path / "in" / ".hidden").mkdir()
+    cv2.imwrite(str(tmp_path / "in" / ".hidden" / "skip.jpg"), photo)
+    out = tmp_path / "in" / "out"  # inside the input folder: a second run must not read its own outputs
+    for _ in range(2):
+        result = run_cli("detect", str(tmp_path / "in"), "-o", str(out), "-q")
+        assert result.returncode == 2, result.stderr  # the broken file is reported, the rest done
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert written == ["detections.json", "x/p.jpg", "x/p.png", "y/deeper/q.jpg", "y/p.jpg"]
+    report = json.loads((out / "detections.json").read_text())
+    assert report["schema"] == 2 and len(report["results"]) == 5
+    for path, entry in report["results"].items():
+        assert set(entry) == {"type", "annotated", "error", "warnings", "faces"}, path
+        if path.endswith("broken.jpg"):
+            assert entry["error"] and entry["faces"] == [] and entry["annotated"] is None
+        else:
+            assert entry["error"] is None and len(entry["faces"]) > 0 and Path(entry["annotated"]).exists()
+
+
+def test_folders_are_searched_recursively_by_one_rule(tmp_path):
+    for name in ("a.jpg", "sub/b.PNG", "sub/deep/c.mp4", "sub/notes.txt", ".git/d.jpg"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    assert [p.relative_to(tmp_path).as_posix() for p in list_inputs([tmp_path])] == \
+        ["a.jpg", "sub/b.PNG", "sub/deep/c.mp4"]
+    assert list_inputs([tmp_path / "sub" / "notes.txt"]) == [tmp_path / "sub" / "notes.txt"]  # named: taken
+    with pytest.raises(edgeface.ImageError, match="no such file or folder"):
+        list_inputs([tmp_path / "missing"])
+
+
+def test_info_without_a_model_describes_the_shipped_one():
+    need(DEFAULT_MODEL)
+    result = run_cli("info")
+    assert result.returncode == 0, result.stderr
+    assert "extd64" in result.stdout and "edgeface_default.onnx" in result.stdout
+
+
+def test_big_photos_run_bounded_and_boxes_come_back_in_their_own_pixels():
+    need(DEFAULT_MODEL)
+    photo = cv2.imread(str(need(DLIB_FACES / "bald_guys.jpg")))  # 1986 x 1545, a crowd
+    big = cv2.resize(photo, (photo.shape[1] * 2, photo.shape[0] * 2), interpolation=cv2.INTER_CUBIC)
+    detector = Detector()
+    assert detector.max_side == 1920 and detector.run_size(8000, 6000) == (1920, 1440)
+    assert detector.run_size(640, 480) == (640, 480)
+    seen = []
+    run = detector.backend.run
+    detector.backend.run = lambda batch: seen.append(batch.shape) or run(batch)
+    faces_big = detector(big)
+    assert seen == [(1, 3, 1494, 1920)]  # 3972 x 3090 scaled to a 1920 longest side
+    small = cv2.resize(big, (1920, 1494), interpolation=cv2.INTER_LINEAR)
+    faces_small = detector(small)
+    assert len(faces_big) == len(faces_small) > 20
+    np.testing.assert_allclose(faces_big.boxes, faces_small.boxes * (big.shape[1] / 1920), rtol=0.02, atol=2)
+    native = Detector(max_side=None)
+    assert native.run_size(3972, 3090) == (3972, 3090) and native.max_side is None

@@ -1,0 +1,54 @@
+"""The runtime as users install it: a wheel, from the package registry, on the oldest Python edgeface claims."""
+
+from __future__ import annotations
+
+import glob
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import DLIB_FACES, need
+
+ROOT = Path(__file__).resolve().parents[1]
+OLDEST_PYTHON = "3.9"  # pyproject's requires-python
+
+
+def find_python(version: str) -> str | None:
+    candidates = [shutil.which(f"python{version}"), *sorted(glob.glob(str(Path.home() / f".pyenv/versions/{version}*"
+                                                                         f"/bin/python{version}")))]
+    for candidate in filter(None, candidates):
+        if subprocess.run([candidate, "--version"], capture_output=True).returncode == 0:
+            return candidate
+    return None
+
+
+def test_requires_python_is_the_oldest_tested():
+    assert f'requires-python = ">={OLDEST_PYTHON}"' in (ROOT / "pyproject.toml").read_text()
+
+
+@pytest.mark.slow
+def test_the_cpu_runtime_installs_and_detects_on_the_oldest_python(tmp_path):
+    photo = need(DLIB_FACES / "2008_002506.jpg")
+    python = find_python(OLDEST_PYTHON)
+    if python is None:
+        pytest.skip(f"no Python {OLDEST_PYTHON} interpreter on this machine")
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)],
+                   check=True, capture_output=True, timeout=600)
+    venv = tmp_path / "venv"
+    subprocess.run([python, "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *wheels.glob("*.whl")],
+                         capture_output=True, text=True, timeout=900)
+    if pip.returncode != 0 and ("Could not find a version" in pip.stderr or "connection" in pip.stderr.lower()):
+        pytest.skip(f"the package registry cannot serve the runtime's dependencies here: {pip.stderr[-300:]}")
+    assert pip.returncode == 0, pip.stderr[-2000:]
+    script = ("import sys, edgeface; d = edgeface.Detector(); faces = d(edgeface.read_image(sys.argv[1])); "
+              "assert 'torch' not in sys.modules; print(sys.version_info[:2], len(faces))")
+    result = subprocess.run([str(venv / "bin" / "python"), "-c", script, str(photo)], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    version, faces = result.stdout.strip().rsplit(" ", 1)
+    assert version == str(tuple(int(v) for v in OLDEST_PYTHON.split("."))) and int(faces) > 0
