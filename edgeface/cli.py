@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .core.image import IMAGE_SUFFIXES, VIDEO_SUFFIXES, list_inputs
+from .data.augment import RECIPES
 from .errors import EdgefaceError, ImageWarning, OptionError
 from .options import (
     DEFAULT_MAX_SIDE,
@@ -508,8 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--count", type=int, default=8, help="samples (default: %(default)s)")
     d.add_argument("--size", type=int, default=320, help="training input side (default: %(default)s)")
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--recipe", choices=("extd", "rescale_crop"), default="extd",
-                   help="sampling: EXTD's (data-anchor-sampling / SSD crops) or HR/SHF's rescale + crop")
+    d.add_argument("--recipe", choices=RECIPES, default="extd",
+                   help="sampling: EXTD's (data-anchor-sampling / SSD crops), HR/SHF's rescale + crop, or SRN's "
+                        "expand + square crop")
     d.set_defaults(func=cmd_data_show)
 
     p = sub.add_parser("eval-wider", help="WIDER FACE easy/medium/hard AP (official protocol)",

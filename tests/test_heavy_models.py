@@ -127,7 +127,12 @@ def test_templates_hybrid_resolution_and_pruned_sets():
     for i, (w, h) in enumerate(t.objects):
         tw, th = t.shapes[i]
         assert (tw / w, th / h) == (t.resolution(i), t.resolution(i))
-        assert (i in t.a_set) == (40 <= h <= 140) and (i in t.b_set) == (h < 20)
+    # hr_res101.m: A = templates 5-12, B = 19-25 by decreasing area (1-based); no template below 10 px
+    by_area = sorted(range(25), key=lambda i: -t.objects[i][0] * t.objects[i][1])
+    assert set(t.a_set) == {by_area[r - 1] for r in range(5, 13)} and len(t.a_set) == 8
+    assert set(t.b_set) == {by_area[r - 1] for r in range(19, 26)} and len(t.b_set) == 7
+    assert min(min(wh) for wh in t.objects) >= 10
+    assert max(t.objects[i][1] for i in t.b_set) < min(t.objects[i][1] for i in t.a_set)
     pyramid = default_spec("hr-res101").test_time.pyramid
     assert [p.scale for p in pyramid] == [0.25, 0.5, 1.0, 2.0]
     assert set(pyramid[-1].anchors) == set(t.a_set) | set(t.b_set) and pyramid[0].anchors == t.a_set
@@ -139,7 +144,7 @@ def test_templates_recomputed_from_wider_train():
 
     records = read_wider_txt(need(SHARED / "data/widerface/wider_face_split/wider_face_train_bbx_gt.txt"), "")
     boxes = np.concatenate([r.boxes[~r.ignore] for r in records])
-    assert cluster_shapes(boxes[:, 2:] - boxes[:, :2]) == WIDER_TRAIN_TEMPLATES
+    assert cluster_shapes(boxes[:, 2:] - boxes[:, :2]) == WIDER_TRAIN_TEMPLATES  # min cluster size 10, as official
 
 
 def test_heavy_specs_round_trip_through_json():

@@ -123,7 +123,8 @@ def test_learning_rate_schedules():
 def test_loss_falls_when_overfitting_a_few_real_images(tmp_path):
     xml = write_imglab(read_facemask(need(FACEMASK), "train")[:4], tmp_path / "four.xml")
     cfg = tiny_config(tmp_path, train_data=[{"format": "imglab", "xml": str(xml)}], steps=60, batch_size=4,
-                      data_anchor_sampling_prob=0.0, lr=0.01, warmup_steps=5, schedule="step", lr_steps=[])
+                      data_anchor_sampling_prob=0.0, lr=0.01, warmup_steps=5, schedule="step", lr_steps=[],
+                      clip_grad_norm=10.0)  # from scratch, EXTD can spike at lr 0.01 (step 42 once went to 1e3)
     trainer = Trainer(cfg)
     trainer.fit(progress=False)
     losses = [float(line.split(",")[2]) for line in (tmp_path / "run" / "log.csv").read_text().splitlines()[1:]]

@@ -30,9 +30,15 @@ class AugmentConfig:
     hue: float = 18.0  # degrees
     pad_bgr: tuple[float, float, float] = (104.0, 117.0, 123.0)
     # "extd": data-anchor-sampling or SSD crop, then resize; "rescale_crop" (HR, SHF): rescale by a random
-    # factor of `rescales`, then a random size x size window (padded where it leaves the image)
+    # factor of `rescales`, then a random size x size window (padded where it leaves the image); "square_crop"
+    # (SRN): expand, then a random square window
     recipe: str = "extd"
     rescales: tuple[float, ...] = (0.5, 1.0, 2.0)
+    max_expand: float = 4.0  # square_crop (SRN): largest zoom-out of the expand step
+
+
+# "extd": data-anchor-sampling or SSD crop; "rescale_crop" (HR, SHF); "square_crop" (SRN: expand + square crop)
+RECIPES = ("extd", "rescale_crop", "square_crop")
 
 
 def photometric_distort(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
@@ -136,6 +142,34 @@ def rescale_crop(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator,
     return _window(resized, x0, y0, cfg.size, cfg.size, cfg.pad_bgr), out
 
 
+def square_crop(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator,
+                cfg: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
+    """SRN's sampling: with p = 0.5 expand (the image placed at random on a mean-coloured canvas up to
+    ``cfg.max_expand`` times its size), then a random square window of 0.3-1 times the short side that keeps
+    at least one face centre (faces whose centre leaves it are dropped). Squares resized to the square
+    training input keep every face's aspect ratio."""
+    if rng.random() < 0.5:
+        ratio = float(rng.uniform(1.0, cfg.max_expand))
+        height, width = image.shape[:2]
+        canvas_w, canvas_h = int(width * ratio), int(height * ratio)
+        x0, y0 = int(rng.integers(0, canvas_w - width + 1)), int(rng.integers(0, canvas_h - height + 1))
+        canvas = np.empty((canvas_h, canvas_w, 3), image.dtype)
+        canvas[:] = np.asarray(cfg.pad_bgr, np.float32).astype(image.dtype)
+        canvas[y0 : y0 + height, x0 : x0 + width] = image
+        image, boxes = canvas, boxes + np.float32([x0, y0, x0, y0])
+    height, width = image.shape[:2]
+    for _ in range(50):
+        side = int(rng.uniform(0.3, 1.0) * min(width, height))
+        x0, y0 = int(rng.integers(0, width - side + 1)), int(rng.integers(0, height - side + 1))
+        out, _ = crop_boxes(boxes, x0, y0, x0 + side, y0 + side)
+        if len(out) or not len(boxes):
+            return image[y0 : y0 + side, x0 : x0 + side], out
+    side = min(width, height)  # no window kept a face: the largest centred square
+    x0, y0 = (width - side) // 2, (height - side) // 2
+    out, _ = crop_boxes(boxes, x0, y0, x0 + side, y0 + side)
+    return image[y0 : y0 + side, x0 : x0 + side], out
+
+
 def hflip(image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mirror left-right: x -> width - x (exact for xyxy boxes with exclusive right edges)."""
     width = image.shape[1]
@@ -147,13 +181,23 @@ def hflip(image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 def augment(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator,
             cfg: AugmentConfig = AugmentConfig()) -> tuple[np.ndarray, np.ndarray]:
     """A training sample: ``size`` x ``size`` BGR uint8 image and its face boxes (photometric distortion, the
-    recipe's sampling, flip, minimum face size)."""
-    if cfg.recipe not in ("extd", "rescale_crop"):
-        raise ValueError(f"unknown augmentation recipe {cfg.recipe!r} (extd, rescale_crop)")
+    recipe's sampling, flip), faces under ``min_face`` left out (see :func:`augment_sample` for them)."""
+    image, faces, _ = augment_sample(image, boxes, rng, cfg)
+    return image, faces
+
+
+def augment_sample(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator,
+                   cfg: AugmentConfig = AugmentConfig()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`augment`, also returning the faces that ended up under ``min_face``: ``(image, faces, ignored)``.
+    Training ignores the anchors near those instead of teaching them as background."""
+    if cfg.recipe not in RECIPES:
+        raise ValueError(f"unknown augmentation recipe {cfg.recipe!r} ({', '.join(RECIPES)})")
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     image = photometric_distort(image, rng, cfg)
     if cfg.recipe == "rescale_crop":
         image, boxes = rescale_crop(image, boxes, rng, cfg)
+    elif cfg.recipe == "square_crop":
+        image, boxes = square_crop(image, boxes, rng, cfg)
     elif len(boxes) and rng.random() < cfg.data_anchor_sampling_prob:
         image, boxes = data_anchor_sampling(image, boxes, rng, cfg)
     else:
@@ -166,4 +210,5 @@ def augment(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator,
     if rng.random() < 0.5:
         image, boxes = hflip(image, boxes)
     sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-    return np.ascontiguousarray(image), boxes[sides >= cfg.min_face].astype(np.float32)
+    large = sides >= cfg.min_face
+    return np.ascontiguousarray(image), boxes[large].astype(np.float32), boxes[~large].astype(np.float32)

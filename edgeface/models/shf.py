@@ -15,6 +15,7 @@ from .backbones import VGG16
 
 DILATIONS = (1, 2, 4)
 FROZEN_FEATURES = 10  # conv1_1 ... conv2_2 (and their ReLUs / pools): frozen, as in the paper
+BACKBONE_LR_MULTIPLIER = 2.0
 
 
 class SHF(nn.Module):
@@ -40,6 +41,11 @@ class SHF(nn.Module):
         for layer in (*self.conf, *self.loc):
             nn.init.normal_(layer.weight, std=0.01)
             nn.init.zeros_(layer.bias)
+
+    def lr_multipliers(self) -> dict[str, float]:
+        """Parameter-name prefixes whose learning rate differs from the base rate: the trained part of VGG16 at 2x
+        (the official ``BACKBONE_MULT = 2.0``; conv1-conv2 stay frozen)."""
+        return {"backbone.": BACKBONE_LR_MULTIPLIER}
 
     def detection_map(self, x: torch.Tensor) -> torch.Tensor:
         conv4_3, conv5_3 = self.backbone(x)

@@ -32,7 +32,7 @@ FILTERED_LOGIT = -1.0e4  # logit of an anchor the first step filtered out (finit
 
 class RFE(nn.Module):
     """Receptive field enrichment: four branches (1x1 -> 1x5 / 5x1 / 1x3 / 3x1 -> 1x1), concatenated,
-    fused by a 1x1 convolution and added to the input."""
+    fused by a 1x1 convolution + ReLU (the official ``cated_conv``) and added to the input."""
 
     def __init__(self, channels: int = 256):
         super().__init__()
@@ -45,7 +45,7 @@ class RFE(nn.Module):
         self.fuse = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.fuse(torch.cat([b(x) for b in self.branches], dim=1))
+        return x + F.relu(self.fuse(torch.cat([b(x) for b in self.branches], dim=1)))
 
 
 def subnet(outputs: int) -> nn.Sequential:
@@ -90,11 +90,17 @@ class SRN(nn.Module):
                 nn.init.zeros_(m.bias)
         nn.init.constant_(self.cls[-1].bias, -math.log((1 - PRIOR) / PRIOR))
 
+    def train(self, mode: bool = True) -> SRN:
+        """Training mode with the frozen stem's BatchNorm kept in eval mode (its statistics stay ImageNet's)."""
+        super().train(mode)
+        self.backbone.bn1.eval()
+        return self
+
     def feature_sets(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """First-step (C2 ... C7 reduced) and second-step (P2 ... P7) features, stride 4 first."""
         c = self.backbone(x)
         c6 = self.c6(c[-1])
-        c7 = self.c7(F.relu(c6))
+        c7 = self.c7(c6)  # no ReLU between C6 and C7, nor between P6 and P7: the official resnet_srn.py
         first = [conv(t) for conv, t in zip(self.first, (*c, c6, c7))]
         top = self.lateral[3](c[3])
         tops = [top]
@@ -103,8 +109,8 @@ class SRN(nn.Module):
                                                         align_corners=False)
             tops.append(top)
         p = [smooth(t) for smooth, t in zip(self.smooth, tops[::-1])]
-        p6 = self.p6(p[3])
-        second = [*p, p6, self.p7(F.relu(p6))]
+        p6 = self.p6(tops[0])  # from C5's lateral, as the official code (not from the smoothed P5)
+        second = [*p, p6, self.p7(p6)]
         return first, second
 
     def forward(self, x: torch.Tensor):

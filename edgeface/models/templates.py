@@ -15,7 +15,12 @@ import numpy as np
 
 SMALL_OBJECT = 40  # px: objects shorter than this are detected at 2x resolution
 LARGE_OBJECT = 140  # px: objects taller than this are detected at 0.5x resolution
-TINY_OBJECT = 20  # px: "B" templates of the pruned model (run only on the 2x image)
+MIN_CLUSTER_SIZE = 10  # px: boxes smaller than this (either side) are left out of the clustering (minClusterSize)
+# The pruned model's template sets by rank of decreasing area, 1-based, as the official scripts/hr_res101.m
+# gives them for 25 clusters: "A" (allscale_templateIds 5:12) runs over the whole pyramid, "B"
+# (onescale_templateIds 19:25) only on the 2x image.
+A_RANKS = range(5, 13)
+B_RANKS = range(19, 26)
 
 
 def shape_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -72,32 +77,38 @@ class Templates:
         """Template ``(w, h)`` in network-input pixels: the object shape at its detection resolution."""
         return tuple((w * self.resolution(i), h * self.resolution(i)) for i, (w, h) in enumerate(self.objects))
 
+    def _by_rank(self, ranks: range) -> tuple[int, ...]:
+        """Indices (objects are stored by increasing area) of the templates at 1-based `ranks` of decreasing area."""
+        n = len(self.objects)
+        return tuple(sorted(n - r for r in ranks if r <= n))
+
     @property
     def a_set(self) -> tuple[int, ...]:
-        """Pruned model's "A" templates: objects of 40-140 px, run over the whole pyramid."""
-        return tuple(i for i, (_, h) in enumerate(self.objects) if SMALL_OBJECT <= h <= LARGE_OBJECT)
+        """Pruned model's "A" templates (ranks 5-12 by decreasing area), run over the whole pyramid."""
+        return self._by_rank(A_RANKS)
 
     @property
     def b_set(self) -> tuple[int, ...]:
-        """Pruned model's "B" templates: objects under 20 px, run only on the 2x image."""
-        return tuple(i for i, (_, h) in enumerate(self.objects) if h < TINY_OBJECT)
+        """Pruned model's "B" templates (ranks 19-25 by decreasing area: the smallest), run only on the 2x image."""
+        return self._by_rank(B_RANKS)
 
 
-def cluster_shapes(wh: np.ndarray, k: int = 25, seed: int = 0) -> Templates:
-    """Templates from the ``(n, 2)`` ``(w, h)`` shapes of training boxes (non-positive ones are dropped)."""
+def cluster_shapes(wh: np.ndarray, k: int = 25, seed: int = 0, min_size: float = MIN_CLUSTER_SIZE) -> Templates:
+    """Templates from the ``(n, 2)`` ``(w, h)`` shapes of training boxes; boxes under `min_size` on either side
+    are left out, as the official clustering does (a template for a 3x4 px box has nothing to learn from)."""
     wh = np.asarray(wh, np.float64)
-    wh = wh[(wh > 0).all(axis=1)]
+    wh = wh[(wh >= max(min_size, 1e-9)).all(axis=1)]
     unique, counts = np.unique(wh, axis=0, return_counts=True)  # integer shapes repeat: cluster them weighted
     medoids = kmedoids(unique, k, counts, seed=seed)
     return Templates(tuple((float(w), float(h)) for w, h in medoids))
 
 
-# The 25 clusters of WIDER FACE train (valid boxes) from `cluster_shapes` with seed 0.
+# The 25 clusters of WIDER FACE train (valid boxes of at least 10 x 10 px) from `cluster_shapes` with seed 0.
 WIDER_TRAIN_TEMPLATES = Templates((
-    (3.0, 4.0), (4.0, 4.0), (4.0, 6.0), (5.0, 6.0), (6.0, 8.0), (7.0, 8.0), (6.0, 10.0), (8.0, 11.0), (10.0, 13.0),
-    (12.0, 16.0), (14.0, 18.0), (17.0, 21.0), (16.0, 25.0), (21.0, 26.0), (26.0, 32.0), (27.0, 39.0), (32.0, 37.0),
-    (35.0, 45.0), (41.0, 50.0), (46.0, 59.0), (57.0, 72.0), (72.0, 96.0), (99.0, 132.0), (144.0, 192.0),
-    (264.0, 356.0),
+    (10.0, 11.0), (11.0, 11.0), (10.0, 14.0), (12.0, 13.0), (12.0, 15.0), (12.0, 19.0), (14.0, 17.0), (16.0, 20.0),
+    (19.0, 24.0), (22.0, 24.0), (23.0, 29.0), (25.0, 36.0), (30.0, 34.0), (33.0, 42.0), (39.0, 47.0), (42.0, 55.0),
+    (51.0, 55.0), (48.0, 65.0), (58.0, 74.0), (68.0, 90.0), (82.0, 108.0), (102.0, 138.0), (136.0, 180.0),
+    (200.0, 268.0), (342.0, 447.0),
 ))
 
 
@@ -108,11 +119,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("annotations", help="wider_face_train_bbx_gt.txt")
     parser.add_argument("-k", type=int, default=25, help="templates (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--min-size", type=float, default=MIN_CLUSTER_SIZE,
+                        help="leave out boxes smaller than this on either side (default: %(default)s)")
     args = parser.parse_args(argv)
     records = read_wider_txt(args.annotations, "")
     boxes = np.concatenate([r.boxes[~r.ignore] for r in records])
     print(f"clustering {len(boxes)} valid boxes of {len(records)} images")
-    templates = cluster_shapes(boxes[:, 2:] - boxes[:, :2], args.k, args.seed)
+    templates = cluster_shapes(boxes[:, 2:] - boxes[:, :2], args.k, args.seed, args.min_size)
     print("  # w, h of the object; detected at; template w, h; pruned set")
     for i, ((w, h), (tw, th)) in enumerate(zip(templates.objects, templates.shapes)):
         tag = "A" if i in templates.a_set else "B" if i in templates.b_set else "-"

@@ -11,7 +11,7 @@ from torch.utils.data import Dataset, Sampler
 
 from ..core.image import read_image
 from ..core.preprocess import normalise
-from ..data.augment import AugmentConfig, augment
+from ..data.augment import AugmentConfig, augment_sample
 from ..data.records import FaceRecord
 from .objectives import Objective
 
@@ -37,8 +37,9 @@ class FaceTrainingSet(Dataset):
         epoch, index = divmod(int(key), len(self.records))
         record = self.records[index]
         rng = np.random.default_rng([self.seed, epoch, index])
-        image, boxes = augment(read_image(record.image_path), record.boxes[~record.ignore], rng, self.augment_config)
-        targets = {k: torch.as_tensor(v) for k, v in self.objective.targets(boxes).items()}
+        image, faces, too_small = augment_sample(read_image(record.image_path), record.boxes[~record.ignore], rng,
+                                                 self.augment_config)
+        targets = {k: torch.as_tensor(v) for k, v in self.objective.targets(faces, too_small).items()}
         return torch.from_numpy(normalise(image, self.objective.spec.input)), targets, index
 
 
