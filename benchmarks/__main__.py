@@ -1,6 +1,7 @@
-"""``python -m benchmarks {size,latency,speed,accuracy,big-photos,positives,gpu,gpu-suite,all}``: regenerate
-the README's tables and plots. ``big-photos`` measures the default memory policy on 12 and 48 MP photos;
-``positives`` the training targets per face size of each model family. ``gpu`` measures
+"""``python -m benchmarks {size,latency,speed,accuracy,big-photos,postprocess,positives,gpu,gpu-suite,all}``:
+regenerate the README's tables and plots. ``big-photos`` measures the default memory policy on 12 and 48 MP
+photos; ``postprocess`` each test-time strategy with a network that fires on every anchor; ``positives`` the
+training targets per face size of each model family. ``gpu`` measures
 the GPU pipeline (skipped without a CUDA GPU); ``gpu-suite`` runs every GPU test and then the GPU benchmarks, in
 one call."""
 
@@ -8,10 +9,11 @@ from __future__ import annotations
 
 import sys
 
-from . import accuracy, big_photos, gpu, latency, model_size, positives, speed_grid
+from . import accuracy, big_photos, gpu, latency, model_size, positives, postprocess, speed_grid
 
 TABLES = {"size": model_size.main, "latency": latency.main, "speed": speed_grid.main, "accuracy": accuracy.main,
-          "big-photos": big_photos.main, "positives": positives.main, "gpu": gpu.main}
+          "big-photos": big_photos.main, "postprocess": postprocess.main, "positives": positives.main,
+          "gpu": gpu.main}
 EXTRA = {"gpu-suite": gpu.suite}
 
 

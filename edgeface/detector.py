@@ -146,6 +146,10 @@ class Detector:
     def _detect_passes(self, image: np.ndarray) -> Detections:
         """The test-time strategy: one network run per pyramid scale (and mirror), merged."""
         height, width = image.shape[:2]
+        # candidates per pass: the spec's pre-NMS budget shared by the passes (at least max_detections each), so
+        # post-processing stays bounded when a model fires on every anchor of a 10-pass pyramid
+        runs = len(self.test_time.pyramid) * (2 if self.test_time.flip else 1)
+        per_pass = max(-(-self.spec.pre_nms_top_k // runs), self.max_detections)
         passes = []
         for p in self.test_time.pyramid:
             size = fit_within(*pass_size(width, height, p), self.max_side)
@@ -154,12 +158,13 @@ class Detector:
                 frame = np.ascontiguousarray(scaled[:, ::-1]) if mirrored else scaled
                 batch, transforms = self.prepare([frame])
                 loc, conf = self.infer(batch)
-                dets = self.decode(loc, conf, transforms, batch.shape[3], batch.shape[2], p.anchors)[0]
+                dets = self.decode(loc, conf, transforms, batch.shape[3], batch.shape[2], p.anchors, per_pass)[0]
                 boxes = dets.boxes
                 if mirrored:
                     boxes[:, [0, 2]] = size[0] - boxes[:, [2, 0]]
                 passes.append(Detections(boxes * np.float32([width / size[0], height / size[1]] * 2), dets.scores))
-        return merge_passes(passes, self.nms_iou, self.max_detections, self.test_time.voting_iou)
+        return merge_passes(passes, self.nms_iou, self.max_detections, self.test_time.voting_iou,
+                            self.spec.pre_nms_top_k)
 
     def _gpu_input_size(self, frame) -> Optional[tuple[int, int]]:
         """The GPU pipeline's input size for a host or device frame (None: its own size)."""
@@ -190,11 +195,13 @@ class Detector:
         return self.backend.run(batch)
 
     def decode(self, loc: np.ndarray, conf: np.ndarray, transforms: Sequence[Letterbox], width: int,
-               height: int, anchor_subset: Optional[tuple[int, ...]] = None) -> list[Detections]:
+               height: int, anchor_subset: Optional[tuple[int, ...]] = None,
+               top_k: Optional[int] = None) -> list[Detections]:
         """Raw outputs of a ``width`` x ``height`` batch -> one :class:`Detections` per frame, from the
-        anchors whose index within their cell is in `anchor_subset` (default: all)."""
+        anchors whose index within their cell is in `anchor_subset` (default: all), at most `top_k` candidates
+        entering NMS (default: the spec's ``pre_nms_top_k``)."""
         anchors = generate_anchors(self.spec.anchors, width, height)
         active = None if anchor_subset is None else active_anchors(self.spec.anchors, width, height, anchor_subset)
         return [decode_detections(loc[i], conf[i], anchors, self.spec, transform, self.score_threshold,
-                                  self.nms_iou, self.max_detections, active)
+                                  self.nms_iou, self.max_detections, active, top_k)
                 for i, transform in enumerate(transforms)]

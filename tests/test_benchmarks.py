@@ -38,7 +38,7 @@ def test_size_and_latency_tables(tmp_path):
 def test_entry_point_help():
     result = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0
-    assert "size,latency,speed,accuracy,big-photos,positives,gpu,gpu-suite,all" in result.stdout
+    assert "size,latency,speed,accuracy,big-photos,postprocess,positives,gpu,gpu-suite,all" in result.stdout
 
 
 def test_speed_grid_cell_runs_in_its_own_process(tmp_path):
@@ -116,3 +116,10 @@ def test_plot_labels_do_not_overlap():
         assert bounds[0] <= a[0] and a[2] <= bounds[2] and bounds[1] <= a[1] and a[3] <= bounds[3], a
         for b in boxes[i + 1 :]:
             assert a[2] < b[0] or b[2] < a[0] or a[3] < b[1] or b[3] < a[1], (a, b)
+
+
+def test_worst_case_postprocessing_benchmark(tmp_path):
+    bench(tmp_path, "postprocess", "--models", "shf", "--sizes", "80x60", "--runs", "1")
+    rows = json.loads((tmp_path / "postprocess_worst_case.json").read_text())["rows"]
+    assert [(r["fires"], r["passes"]) for r in rows] == [(False, 10), (True, 10)]  # 5 short sides x flip
+    assert rows[0]["faces"] == 0 < rows[1]["faces"] <= 750 and rows[1]["edgeface_ms"] > 0

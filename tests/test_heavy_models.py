@@ -189,10 +189,12 @@ def test_export_parity_and_runtime_detections(name, tmp_path, photo_paths):
 def test_detector_runs_the_models_own_pyramid_with_its_template_subsets():
     """HR's spec: A templates at 0.25x, 0.5x, 1x and A + B at 2x. A fake network that fires every anchor shows
     which (template, scale) pairs the detector used."""
+    from dataclasses import replace
+
     from edgeface import Detector
     from edgeface.spec import TestTimeSpec
 
-    spec = default_spec("hr-res101")
+    spec = replace(default_spec("hr-res101"), pre_nms_top_k=10**6)  # no candidate budget: every box is seen
 
     class EveryAnchorFires:
         name, sizes = "fake", []
@@ -221,3 +223,25 @@ def test_detector_runs_the_models_own_pyramid_with_its_template_subsets():
     backend.sizes.clear()
     single(np.zeros((300, 400, 3), np.uint8))
     assert backend.sizes == [(400, 300)]
+
+
+def test_test_time_postprocessing_stays_bounded_when_every_anchor_fires(monkeypatch):
+    """SHF's strategy is 10 passes (5 short sides x flip): each pass may bring at most its share of the spec's
+    pre-NMS budget (and at least max_detections), the merge at most the budget itself."""
+    from benchmarks.postprocess import FiresEverywhere
+    from edgeface import Detector
+    from edgeface.core import postprocess, testtime
+
+    spec = default_spec("shf")
+    seen = {"pass": [], "merge": []}
+    def counting(nms, key):
+        return lambda boxes, *args: seen[key].append(len(boxes)) or nms(boxes, *args)
+
+    for module, key in ((postprocess, "pass"), (testtime, "merge")):
+        monkeypatch.setattr(module, "nms", counting(module.nms, key))
+    detector = Detector(FiresEverywhere(spec))
+    faces = detector(np.zeros((240, 320, 3), np.uint8))
+    per_pass = max(-(-spec.pre_nms_top_k // 10), detector.max_detections)
+    assert len(seen["pass"]) == 10 and max(seen["pass"]) <= per_pass
+    assert seen["merge"] == [min(10 * detector.max_detections, spec.pre_nms_top_k)]
+    assert len(faces) == detector.max_detections

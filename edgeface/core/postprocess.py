@@ -17,12 +17,19 @@ def face_scores(conf: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(np.clip(conf[:, 0] - conf[:, 1], -80, 80)))
 
 
+def best_scoring(indices: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
+    """The (sorted) `indices` of the `k` highest ``scores[indices]`` (all when there are no more than `k`)."""
+    if len(indices) <= k:
+        return indices
+    return np.sort(indices[np.argpartition(-scores[indices], k - 1)[:k]])
+
+
 def decode_detections(loc: np.ndarray, conf: np.ndarray, anchors: np.ndarray, spec: ModelSpec,
                       transform: Letterbox, score_threshold: float, nms_iou: float,
-                      max_detections: int, active: np.ndarray | None = None) -> Detections:
+                      max_detections: int, active: np.ndarray | None = None, top_k: int | None = None) -> Detections:
     """Faces of one image from its ``(A, 4)`` box offsets and ``(A, 2)`` logits over ``(A, 4)`` anchors.
 
-    Keeps scores above `score_threshold`, at most ``spec.pre_nms_top_k`` of them, decodes them,
+    Keeps scores above `score_threshold`, at most `top_k` (default ``spec.pre_nms_top_k``) of them, decodes them,
     suppresses overlaps above `nms_iou` and maps the survivors to source-image pixels. `active`, a
     boolean ``(A,)`` mask, restricts the candidates to some anchors (HR's templates per pyramid scale).
     """
@@ -33,9 +40,7 @@ def decode_detections(loc: np.ndarray, conf: np.ndarray, anchors: np.ndarray, sp
     scores = face_scores(conf.astype(np.float32, copy=False))
     passing = scores > score_threshold
     candidates = np.flatnonzero(passing if active is None else passing & active)
-    if len(candidates) > spec.pre_nms_top_k:
-        best = np.argpartition(-scores[candidates], spec.pre_nms_top_k - 1)[: spec.pre_nms_top_k]
-        candidates = np.sort(candidates[best])
+    candidates = best_scoring(candidates, scores, top_k or spec.pre_nms_top_k)
     if len(candidates) == 0:
         return Detections.empty()
     boxes = decode_boxes(loc[candidates], anchors[candidates], spec.variances)
