@@ -59,8 +59,8 @@ class Detector:
     ``detect(frame)`` takes an OpenCV BGR uint8 ``H x W x 3`` frame (on the GPU runtime also a device array
     with ``__cuda_array_interface__``: CuPy, torch) and returns :class:`Detections` in that frame's pixels.
     The pipeline is ``prepare`` -> ``infer`` -> ``decode``, each public so benchmarks and custom pipelines
-    can time or replace one stage. The thresholds are read at every call on the CPU path; the GPU pipeline is
-    built with the values given here.
+    can time or replace one stage. ``score_threshold``, ``nms_iou`` and ``max_detections`` may be changed later
+    (checked as here); a change reaches the CPU and the GPU path alike.
     """
 
     def __init__(self, path: str | os.PathLike | Backend | None = None, score_threshold: Optional[float] = None,
@@ -89,14 +89,45 @@ class Detector:
             raise OptionError(f"{path} was exported for input {fixed[0]}x{fixed[1]} only; "
                               "drop input_size, or re-export without --input-size for any size")
         self.input_size = input_size or (tuple(fixed) if fixed else None)
-        self.score_threshold = self.spec.score_threshold if score_threshold is None else score_threshold
-        self.nms_iou = self.spec.nms_iou if nms_iou is None else nms_iou
-        self.max_detections = self.spec.max_detections if max_detections is None else max_detections
+        self._decode = (self.spec.score_threshold if score_threshold is None else score_threshold,
+                        self.spec.nms_iou if nms_iou is None else nms_iou,
+                        self.spec.max_detections if max_detections is None else max_detections)
         if test_time is not None and not test_time.single_pass and self.input_size is not None:
             raise OptionError("test-time passes resize the frame, so they need a model that runs at any input "
                               "size: drop input_size (or use a dynamic-shape export)")
         self.test_time = TestTimeSpec() if self.input_size is not None else (test_time or self.spec.test_time)
         self.gpu_pipeline = self._open_gpu_pipeline()
+
+    # The decode settings: one set for the CPU and GPU paths. Changing one after construction is checked like the
+    # constructor's argument and reaches the GPU pipeline too (which recaptures its CUDA graphs).
+    @property
+    def score_threshold(self) -> float:
+        return self._decode[0]
+
+    @score_threshold.setter
+    def score_threshold(self, value: float) -> None:
+        self._set_decode(check_score_threshold(value), self.nms_iou, self.max_detections)
+
+    @property
+    def nms_iou(self) -> float:
+        return self._decode[1]
+
+    @nms_iou.setter
+    def nms_iou(self, value: float) -> None:
+        self._set_decode(self.score_threshold, check_nms_iou(value), self.max_detections)
+
+    @property
+    def max_detections(self) -> int:
+        return self._decode[2]
+
+    @max_detections.setter
+    def max_detections(self, value: int) -> None:
+        self._set_decode(self.score_threshold, self.nms_iou, check_max_detections(value))
+
+    def _set_decode(self, score_threshold: float, nms_iou: float, max_detections: int) -> None:
+        self._decode = (score_threshold, nms_iou, max_detections)
+        if self.gpu_pipeline is not None:
+            self.gpu_pipeline.set_decode(score_threshold, nms_iou, max_detections)
 
     def run_size(self, width: int, height: int) -> tuple[int, int]:
         """``(w, h)`` of the network input for a ``width`` x ``height`` frame: the fixed `input_size`, else the

@@ -247,3 +247,43 @@ def test_tensorrt_runs_each_frame_size_on_its_own_context_alternating_sizes(emul
         assert_same(graphs.detect(image, size), eager.detect(image, size), 0, 0)
     assert len(trt.engine.contexts) == 2 and graphs.use_graphs
     assert all(plan.graph is not None for plan in graphs._plans.values())
+
+
+def test_plans_are_an_lru_cache_and_their_memory_goes_with_them(emulated_runtime, backend, photo_paths):
+    import gc
+
+    gpu = pipeline(emulated_runtime, backend, max_plans=2)
+    image = edgeface.read_image(photo_paths[0])
+    sizes = [(160, 120), (192, 144), (224, 168)]
+    for size in sizes:
+        gpu.detect(image, size)
+    gc.collect()
+    live = len(emulated_runtime._live)
+    assert [key[3:] for key in gpu._plans] == [(192, 144), (224, 168)]
+    gpu.detect(image, (192, 144))  # used again: now the most recent
+    for size in [(256, 192), (288, 216), (320, 240), (352, 264)]:  # four more sizes: still two plans of memory
+        gpu.detect(image, size)
+    gc.collect()
+    assert len(gpu._plans) == 2 and len(emulated_runtime._live) <= live
+    with pytest.raises(ValueError, match="max_plans"):
+        pipeline(emulated_runtime, backend, max_plans=0)
+
+
+def test_decode_settings_changed_later_reach_the_gpu_path(emulated_runtime, backend, photo_paths):
+    from edgeface.errors import OptionError
+
+    image = edgeface.read_image(photo_paths[4])
+    gpu, host = edgeface.Detector(DEFAULT_MODEL), edgeface.Detector(DEFAULT_MODEL)
+    gpu.gpu_pipeline = pipeline(emulated_runtime, backend)
+    for _ in range(2):
+        assert_same(gpu(image), host(image))  # the second frame replays a captured graph
+    assert next(iter(gpu.gpu_pipeline._plans.values())).graph is not None
+    for name, value in (("score_threshold", 0.9), ("nms_iou", 0.1), ("max_detections", 3)):
+        setattr(gpu, name, value)
+        setattr(host, name, value)
+        for _ in range(2):
+            assert_same(gpu(image), host(image))
+    assert len(gpu(image)) == 3
+    with pytest.raises(OptionError, match="score_threshold"):
+        gpu.score_threshold = 1.5
+    assert gpu.score_threshold == gpu.gpu_pipeline.score_threshold == 0.9

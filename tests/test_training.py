@@ -345,3 +345,22 @@ def test_recipe_values_of_the_wrong_type_are_one_line_errors(tmp_path):
         assert result.returncode == 1 and message in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
     assert TrainConfig.from_yaml(recipe, {"lr": 1}).lr == 1.0 and isinstance(TrainConfig.from_yaml(recipe).lr, float)
+
+
+def test_validation_turns_cudnn_benchmark_off_for_its_varying_sizes(tmp_path, monkeypatch):
+    from edgeface.data.sources import load_records
+    from edgeface.eval import voc
+
+    val = [{"format": "imglab", "xml": str(write_imglab(read_facemask(need(FACEMASK), "val")[:1],
+                                                        tmp_path / "one.xml"))}]
+    trainer = Trainer(tiny_config(tmp_path, val_data=val))
+    seen = []
+    evaluate = voc.evaluate_detector
+    monkeypatch.setattr(voc, "evaluate_detector",
+                        lambda *a, **k: seen.append(torch.backends.cudnn.benchmark) or evaluate(*a, **k))
+    torch.backends.cudnn.benchmark = True
+    try:
+        trainer.validate(load_records(val[0]))
+        assert seen == [False] and torch.backends.cudnn.benchmark  # off inside, restored after
+    finally:
+        torch.backends.cudnn.benchmark = False

@@ -225,7 +225,12 @@ class Trainer:
         self.model.eval()
         detector = Detector(TorchBackend.from_model(self.model, self.spec, device=str(self.device)),
                             score_threshold=0.05, test_time=TestTimeSpec())  # one pass: validation stays cheap
-        curve = evaluate_detector(detector, records, should_stop=lambda: self.stop_signal is not None)
+        benchmark = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = False  # every image has its own size: no re-tuning per shape
+        try:
+            curve = evaluate_detector(detector, records, should_stop=lambda: self.stop_signal is not None)
+        finally:
+            torch.backends.cudnn.benchmark = benchmark
         self.train_mode()
         return None if curve is None else curve.ap
 
@@ -268,6 +273,8 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step",
                    disable=not progress or self.rank != 0)
         self.train_mode()
+        # training crops have one fixed size: let cuDNN pick its fastest kernels once (validation turns it off)
+        torch.backends.cudnn.benchmark = self.device.type == "cuda"
         images, tick = 0, time.perf_counter()
         result: dict[str, float] = {}
         try:

@@ -1,7 +1,8 @@
 """The GPU pipeline around a network: frame -> ef_preprocess -> network -> ef_decode -> ef_rank ->
 ef_nms_mask -> ef_nms_reduce -> only the kept boxes copied back, with one synchronisation per frame.
 
-Memory is allocated once per (frame size, input size) and owned here: device buffers, a page-locked
+Memory is allocated once per (frame size, input size), for at most ``max_plans`` sizes (least recently used
+evicted), and owned here: device buffers, a page-locked
 staging buffer for host frames and a page-locked result buffer (both mapped into the GPU on integrated
 GPUs such as Jetson, so the kernels read the frame and write the result in place, with no copies).
 Every kernel reads its element counts from device memory, so the sequence never waits on the host; for
@@ -20,6 +21,7 @@ pipeline's stream (TensorRT, or torch on CUDA). The kernels have NumPy reference
 from __future__ import annotations
 
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
@@ -34,6 +36,7 @@ from ...errors import BackendError, ModelFileError
 from ...spec import ModelSpec
 
 MAX_TOP_K = 4096  # ef_nms_reduce keeps its suppression bitset for at most this many candidates
+DEFAULT_MAX_PLANS = 4  # frame sizes whose memory is kept (a 1080p plan holds about 50 MB of GPU and pinned memory)
 BLOCK = 256
 RESULT_HEADER = 16  # bytes before the kept rows in the result buffer: the int32 count, padded
 
@@ -83,20 +86,32 @@ class GpuPipeline:
 
     def __init__(self, spec: ModelSpec, network: NetworkRunner, score_threshold: float, nms_iou: float,
                  max_detections: int, top_k: int = MAX_TOP_K, runtime: Optional[ModuleType] = None,
-                 use_graphs: bool = True, ordinal: int = 0):
+                 use_graphs: bool = True, ordinal: int = 0, max_plans: int = DEFAULT_MAX_PLANS):
         if not 0 < top_k <= MAX_TOP_K:
             raise ValueError(f"top_k must be in 1..{MAX_TOP_K} (the GPU NMS keeps a fixed bitset), got {top_k}")
+        if max_plans < 1:
+            raise ValueError(f"max_plans must be at least 1, got {max_plans}")
         if runtime is None:
             from . import runtime
         self.rt, self.spec, self.network, self.ordinal = runtime, spec, network, ordinal
-        self.score_threshold, self.nms_iou, self.top_k = score_threshold, nms_iou, top_k
-        self.max_keep = min(max_detections, top_k) if max_detections > 0 else top_k
+        self.top_k, self.max_plans = top_k, max_plans
         self.use_graphs = use_graphs and bool(getattr(network, "capturable", False))
         runtime.context(ordinal)  # everything below lives on this device
         self.mapped = runtime.is_integrated(ordinal)
         self.kernels = runtime.Kernels(ordinal)
         self.stream = runtime.Stream()
-        self._plans: dict[tuple[int, ...], Plan] = {}
+        self._plans: OrderedDict[tuple[int, ...], Plan] = OrderedDict()  # least recently used first
+        self.set_decode(score_threshold, nms_iou, max_detections)
+
+    def set_decode(self, score_threshold: float, nms_iou: float, max_detections: int) -> None:
+        """Change the decode settings. Captured graphs hold the old values as kernel arguments, so they are
+        dropped (recaptured at the next frames of their size); a new `max_detections` reallocates the plans."""
+        max_keep = min(max_detections, self.top_k) if max_detections > 0 else self.top_k
+        if max_keep != getattr(self, "max_keep", max_keep):
+            self._plans.clear()  # the result buffers are sized for max_keep
+        self.score_threshold, self.nms_iou, self.max_keep = float(score_threshold), float(nms_iou), max_keep
+        for plan in self._plans.values():
+            plan.graph, plan.runs = None, 0
 
     @staticmethod
     def _source(frame) -> tuple[Optional[int], tuple[int, int, int], int]:
@@ -119,7 +134,11 @@ class GpuPipeline:
     def plan(self, frame_shape: tuple[int, int, int], input_size: tuple[int, int]) -> Plan:
         """The memory for frames of `frame_shape` (h, w, channels) run at `input_size` (w, h), allocated once."""
         key = (*frame_shape, *input_size)
-        if key not in self._plans:
+        if key in self._plans:
+            self._plans.move_to_end(key)
+        else:
+            while len(self._plans) >= self.max_plans:  # least recently used first; its memory goes with it
+                self._plans.popitem(last=False)
             rt, (width, height), k = self.rt, input_size, self.top_k
             anchors = generate_anchors(self.spec.anchors, width, height)
             n = len(anchors)

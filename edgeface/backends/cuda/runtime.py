@@ -129,6 +129,7 @@ class HostBuffer:
     def array(self, shape: tuple[int, ...], dtype: Any, offset: int = 0) -> np.ndarray:
         """A NumPy view of the buffer from byte `offset`."""
         raw = (ctypes.c_char * self.nbytes).from_address(self.ptr)
+        raw.owner = self  # the view keeps the page-locked memory alive (a plan evicted meanwhile frees it later)
         return np.frombuffer(raw, dtype, int(np.prod(shape)), offset).reshape(shape)
 
 
