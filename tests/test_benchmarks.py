@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import SHARED, need
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -123,3 +125,22 @@ def test_worst_case_postprocessing_benchmark(tmp_path):
     rows = json.loads((tmp_path / "postprocess_worst_case.json").read_text())["rows"]
     assert [(r["fires"], r["passes"]) for r in rows] == [(False, 10), (True, 10)]  # 5 short sides x flip
     assert rows[0]["faces"] == 0 < rows[1]["faces"] <= 750 and rows[1]["edgeface_ms"] > 0
+
+
+def test_heavy_training_script_runs_end_to_end_at_toy_sizes(tmp_path):
+    """The one-call GPU training of SHF / HR / SRN (issue 14), at toy sizes on the CPU: it prepares its inputs,
+    trains, validates both ways and returns at most 8 parsable files."""
+    need(SHARED / "data" / "facemask")
+    data, out = tmp_path / "facemask", tmp_path / "out"
+    for args in (["--prepare", str(data)], ["--data", str(data), "--out", str(out), "--tiny", "--workers", "0",
+                                             "--families", "shf", "hr-res50"]):
+        result = subprocess.run([sys.executable, "-m", "benchmarks", "heavy-training", *args], capture_output=True,
+                                text=True, cwd=ROOT, timeout=600)
+        assert result.returncode == 0, result.stderr[-2000:]
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["heavy_training.json", "heavy_training.md", "hr-res50_curves.png", "hr-res50_log.csv",
+                     "shf_curves.png", "shf_log.csv"]
+    rows = json.loads((out / "heavy_training.json").read_text())["rows"]
+    assert [r["model"] for r in rows] == ["shf", "hr-res50"]
+    assert all(0 <= r["ap50_single"] <= 1 and 0 <= r["ap50_own_strategy"] <= 1 and r["steps"] == 3 for r in rows)
+    assert sum(p.stat().st_size for p in out.iterdir()) < 8 * 16 << 20

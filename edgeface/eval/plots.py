@@ -40,3 +40,39 @@ def plot_pr_curves(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], path: s
         cv2.line(canvas, (left + 12, y - 4), (left + 36, y - 4), colour, 2)
         cv2.putText(canvas, label, (left + 42, y), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.imwrite(os.fspath(path), canvas)
+
+
+def plot_lines(series: Sequence[tuple[str, np.ndarray, np.ndarray]], path: str | os.PathLike, title: str,
+               xlabel: str, ylabel: str, size: tuple[int, int] = (640, 420)) -> None:
+    """Write a PNG of ``(label, x, y)`` lines on axes fitted to the data (e.g. training loss against step)."""
+    width, height = size
+    left, right, top, bottom = 70, 20, 40, 50
+    canvas = np.full((height, width, 3), 255, np.uint8)
+    pw, ph = width - left - right, height - top - bottom
+    xs = np.concatenate([np.asarray(x, float) for _, x, _ in series] + [np.zeros(1)])
+    ys = np.concatenate([np.asarray(y, float) for _, _, y in series] + [np.zeros(1)])
+    x0, x1 = float(xs.min()), float(max(xs.max(), xs.min() + 1e-9))
+    y0, y1 = float(ys.min()), float(max(ys.max(), ys.min() + 1e-9))
+    for tick in np.linspace(0, 1, 6):
+        x, y = int(left + tick * pw), int(top + (1 - tick) * ph)
+        cv2.line(canvas, (x, top), (x, top + ph), (230, 230, 230), 1)
+        cv2.line(canvas, (left, y), (left + pw, y), (230, 230, 230), 1)
+        cv2.putText(canvas, f"{x0 + tick * (x1 - x0):.4g}", (x - 14, top + ph + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.38,
+                    (0, 0, 0), 1)
+        cv2.putText(canvas, f"{y0 + tick * (y1 - y0):.3g}", (4, y + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1)
+    cv2.rectangle(canvas, (left, top), (left + pw, top + ph), (0, 0, 0), 1)
+    cv2.putText(canvas, xlabel, (left + pw // 2 - 20, height - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
+    cv2.putText(canvas, ylabel, (4, top - 14), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
+    cv2.putText(canvas, title, (left + 80, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1)
+    for k, (label, x, y) in enumerate(series):
+        colour = COLOURS[k % len(COLOURS)]
+        points = np.stack([left + (np.asarray(x, float) - x0) / (x1 - x0) * pw,
+                           top + (1 - (np.asarray(y, float) - y0) / (y1 - y0)) * ph], axis=1).round().astype(np.int32)
+        if len(points) > 1:
+            cv2.polylines(canvas, [points], False, colour, 2, cv2.LINE_AA)
+        for p in points if len(points) <= 20 else ():
+            cv2.circle(canvas, (int(p[0]), int(p[1])), 3, colour, -1)
+        yl = top + 16 + 20 * k
+        cv2.line(canvas, (left + pw - 200, yl - 4), (left + pw - 176, yl - 4), colour, 2)
+        cv2.putText(canvas, label, (left + pw - 170, yl), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.imwrite(os.fspath(path), canvas)
