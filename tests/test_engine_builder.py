@@ -16,6 +16,38 @@ pytest.importorskip("torch")
 from edgeface.backends.engine_file import read_engine_header  # noqa: E402
 from edgeface.export.tensorrt_build import BuildOptions, build_engine  # noqa: E402
 
+# IBuilderConfig's Python API per TensorRT generation, read off NVIDIA/TensorRT's python/src/infer/pyCore.cpp
+# (every .def / .def_property name of py::class_<IBuilderConfig>) at tags 8.5.3, v8.6.1, v10.3.0 and v11.1.
+_CONFIG_COMMON = {
+    "DLA_core", "add_optimization_profile", "avg_timing_iterations", "can_run_on_DLA", "clear_flag",
+    "create_timing_cache", "default_device_type", "engine_capability", "flags", "get_device_type", "get_flag",
+    "get_memory_pool_limit", "get_preview_feature", "get_tactic_sources", "get_timing_cache", "is_device_type_set",
+    "num_optimization_profiles", "profile_stream", "profiling_verbosity", "reset", "reset_device_type",
+    "set_device_type", "set_flag", "set_memory_pool_limit", "set_preview_feature", "set_tactic_sources",
+    "set_timing_cache"}
+_CONFIG_QUANTIZATION = {"algorithm_selector", "clear_quantization_flag", "get_calibration_profile",
+                        "get_quantization_flag", "int8_calibrator", "quantization_flags", "set_calibration_profile",
+                        "set_quantization_flag"}
+CONFIG_API = {
+    "8.5": _CONFIG_COMMON | _CONFIG_QUANTIZATION | {"max_workspace_size", "min_timing_iterations"},
+    "8.6": _CONFIG_COMMON | _CONFIG_QUANTIZATION | {"max_workspace_size", "min_timing_iterations",
+                                                    "builder_optimization_level", "hardware_compatibility_level",
+                                                    "max_aux_streams", "plugins_to_serialize"},
+    "10": _CONFIG_COMMON | _CONFIG_QUANTIZATION | {"builder_optimization_level", "hardware_compatibility_level",
+                                                   "max_aux_streams", "plugins_to_serialize", "progress_monitor",
+                                                   "runtime_platform"},
+    "11": _CONFIG_COMMON | {"all_build_routes", "build_route", "builder_optimization_level",
+                            "hardware_compatibility_level", "l2_limit_for_tiling", "max_aux_streams",
+                            "max_num_tactics", "plugins_to_serialize", "progress_monitor", "remote_auto_tuning_config",
+                            "runtime_platform", "tiling_optimization_level"},
+}
+
+
+def config_api(version: str) -> set[str]:
+    """The API of `version`'s generation (the oldest listed for older versions, which the builder refuses)."""
+    major, minor = (int(v) for v in version.split(".")[:2])
+    return CONFIG_API.get(f"8.{minor}" if major == 8 else str(major), CONFIG_API["8.5"])
+
 
 class Recorder:
     def __init__(self):
@@ -60,13 +92,34 @@ def fake_tensorrt(version: str, dla_unsupported: tuple[str, ...] = ("Resize",)) 
         def serialize(self):
             return pickle.PickleBuffer(b"timing-cache")  # IHostMemory: buffer protocol only, no len()
 
+    api = config_api(version)
+
     class Config:
-        # only the attributes this generation's IBuilderConfig binding has (python/src/infer/pyCore.cpp)
-        __slots__ = ("flags", "int8_calibrator", "default_device_type", "DLA_core", "_cache", "calibration_profile",
-                     *(("builder_optimization_level",) if (major, minor) >= (8, 6) else ()))
+        """IBuilderConfig of this generation: using a name its binding does not have is an AttributeError."""
+
+        __slots__ = ("flags", "default_device_type", "DLA_core", "_cache", "_calibrator",
+                     *(("builder_optimization_level",) if "builder_optimization_level" in api else ()))
 
         def __init__(self):
-            self.flags, self.int8_calibrator, self._cache, self.calibration_profile = set(), None, None, None
+            self.flags, self._cache, self._calibrator = set(), None, None
+
+        def __getattribute__(self, name):
+            if not name.startswith("_") and name not in api:
+                raise AttributeError(f"'tensorrt.IBuilderConfig' object ({version}) has no attribute {name!r}")
+            return object.__getattribute__(self, name)
+
+        def __setattr__(self, name, value):
+            if not name.startswith("_") and name not in api:
+                raise AttributeError(f"'tensorrt.IBuilderConfig' object ({version}) has no attribute {name!r}")
+            object.__setattr__(self, name, value)
+
+        @property
+        def int8_calibrator(self):
+            return self._calibrator
+
+        @int8_calibrator.setter
+        def int8_calibrator(self, calibrator):
+            self._calibrator = calibrator
 
         def set_flag(self, flag):
             self.flags.add(flag)
@@ -92,12 +145,13 @@ def fake_tensorrt(version: str, dla_unsupported: tuple[str, ...] = ("Resize",)) 
             return self._cache  # None until one is set
 
         def set_calibration_profile(self, profile):
-            if major >= 11:
-                raise AttributeError("TensorRT 11 has no calibration")
             rec.calls.append(("calibration_profile", profile.shapes))
 
         def can_run_on_DLA(self, layer):
             return not any(u in layer.name for u in dla_unsupported)
+
+    for name in [n for n in vars(Config) if not n.startswith("_") and n not in api]:
+        delattr(Config, name)  # e.g. TensorRT 11 has no calibration
 
     class Profile:
         def set_shape(self, name, *shapes):
@@ -118,7 +172,7 @@ def fake_tensorrt(version: str, dla_unsupported: tuple[str, ...] = ("Resize",)) 
             return Profile()
 
         def build_serialized_network(self, network, config):
-            rec.calls.append(("build", frozenset(config.flags), config.int8_calibrator))
+            rec.calls.append(("build", frozenset(config.flags), config._calibrator))
             return pickle.PickleBuffer(b"\x01" * 4096)  # IHostMemory: buffer protocol and nbytes, no len()
 
     flags = {"GPU_FALLBACK": "GPU_FALLBACK"}
@@ -279,3 +333,17 @@ def test_the_tensorrt_10_builder_path_on_real_tensorrt_bindings(extd64_onnx, tmp
     header, offset = read_engine_header(tmp_path / "m.engine")
     assert report.engine_bytes > 10_000 and (tmp_path / "m.engine").stat().st_size == offset + report.engine_bytes
     assert header.spec.name == "extd64" and cache.stat().st_size > 0
+
+
+@pytest.mark.parametrize("version", ["8.5.2", "8.6.2", "10.3.0", "11.4.1"])
+def test_the_stand_ins_offer_only_their_generations_api(version):
+    """Every public name a stand-in IBuilderConfig defines exists in that generation's binding source."""
+    config = fake_tensorrt(version).Builder(None).create_builder_config()
+    defined = {n for n in dir(type(config)) if not n.startswith("_")}
+    assert defined <= config_api(version), defined - config_api(version)
+    if not version.startswith("8"):
+        with pytest.raises(AttributeError, match="has no attribute"):
+            config.max_workspace_size = 1 << 30  # removed in TensorRT 10
+    if version.startswith("11"):
+        with pytest.raises(AttributeError):
+            config.int8_calibrator = object()

@@ -15,7 +15,7 @@ from edgeface.core.testtime import active_anchors, pass_size  # noqa: E402
 from edgeface.models import create_model, default_spec, model_names  # noqa: E402
 from edgeface.models.backbones import VGG16, ResNet, load_imagenet  # noqa: E402
 from edgeface.models.complexity import count_macs, count_parameters  # noqa: E402
-from edgeface.models.templates import WIDER_TRAIN_TEMPLATES, cluster_shapes, kmedoids, shape_distance  # noqa: E402
+from edgeface.models.hr.templates import WIDER_TRAIN_TEMPLATES, cluster_shapes, kmedoids, shape_distance  # noqa: E402
 from edgeface.spec import ModelSpec, PyramidScale  # noqa: E402
 
 HEAVY = ["srn", "hr-res101", "hr-res50", "shf"]
@@ -245,3 +245,36 @@ def test_test_time_postprocessing_stays_bounded_when_every_anchor_fires(monkeypa
     assert len(seen["pass"]) == 10 and max(seen["pass"]) <= per_pass
     assert seen["merge"] == [min(10 * detector.max_detections, spec.pre_nms_top_k)]
     assert len(faces) == detector.max_detections
+
+
+def test_a_model_family_is_one_folder_found_by_the_registry(tmp_path, monkeypatch):
+    """A fifth family: one folder with its registration, network and objective; objectives are named by the
+    registry entry, never guessed from a name prefix (a model called "shf2" is not SHF)."""
+    import edgeface.models
+    from edgeface.models import registry
+    from edgeface.spec import ModelSpec
+    from edgeface.train.objectives import objective_for
+
+    with pytest.raises(ValueError, match="not a registered model"):
+        objective_for(ModelSpec(name="shf2"), 64)
+    family = tmp_path / "toy"
+    family.mkdir()
+    (family / "__init__.py").write_text(
+        "from edgeface.models.registry import ModelEntry, forward_to, register\n"
+        "from edgeface.spec import ModelSpec\n"
+        "register(ModelEntry(name='toy', family='toy', builder='toy.network:Toy', kwargs={'width': 3},\n"
+        "                    objective='toy.objective:ToyObjective', spec=ModelSpec(name='toy'), description='toy'))\n"
+        "__getattr__ = forward_to(__name__)\n")
+    (family / "network.py").write_text("import torch\nclass Toy(torch.nn.Conv2d):\n"
+                                       "    def __init__(self, width):\n        super().__init__(3, width, 1)\n")
+    (family / "objective.py").write_text("from edgeface.train.objectives import Objective\n"
+                                         "class ToyObjective(Objective):\n    terms = ('toy',)\n")
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(edgeface.models, "__path__", [*edgeface.models.__path__, str(tmp_path)])
+    registry.load_families([str(tmp_path)])
+    assert "toy" in registry.model_names() and registry.get_entry("toy").family == "toy"
+    assert registry.create_model("toy").out_channels == 3
+    assert objective_for(registry.default_spec("toy"), 64).terms == ("toy",)
+    from edgeface.models.toy import Toy  # the package forwards its network's names
+
+    assert Toy(2).out_channels == 2

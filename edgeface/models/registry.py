@@ -1,4 +1,10 @@
-"""One registry of model names -> (builder, spec). Torch-free: builders are imported when called.
+"""One registry of model names -> (family, network builder, training objective, spec), in the timm pattern.
+Torch-free: networks and objectives are imported when used.
+
+A model family is one folder under ``edgeface/models/`` (``extd/``, ``srn/``, ``hr/``, ``shf/``): its
+``__init__.py`` registers its models (torch-free), ``network.py`` holds the torch module and ``objective.py``
+the training objective. Every family folder is found and loaded the first time the registry is asked, so
+adding a family means adding a folder.
 
 EXTD names: ``extd{32,48,64}`` (FPN head, PReLU: the authors' released layout), with optional
 ``-ssd`` head and ``-leaky`` / ``-relu`` activation suffixes, e.g. ``extd32-ssd-leaky``.
@@ -9,23 +15,30 @@ The heavier models: ``srn``, ``hr-res101`` / ``hr-res50`` (Tiny Faces) and ``shf
 from __future__ import annotations
 
 import importlib
+import pkgutil
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
-from ..spec import AnchorSpec, InputSpec, ModelSpec, PyramidScale, TestTimeSpec
-from .templates import WIDER_TRAIN_TEMPLATES
+from ..spec import InputSpec, ModelSpec
 
 
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
-    builder: str  # "module:callable" under edgeface.models
+    family: str  # the family folder under edgeface/models
+    builder: str  # "module:callable" under edgeface.models, e.g. "srn.network:SRN"
     kwargs: dict[str, Any]
     spec: ModelSpec
     description: str
+    objective: str = ""  # "module:class" of its training objective under edgeface.models
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+_LOADED = False
+
+# torchvision's ImageNet convention: the backbones of the heavier models start from its weights
+IMAGENET_INPUT = InputSpec(channel_order="RGB", mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375))
 
 
 def register(entry: ModelEntry) -> None:
@@ -34,15 +47,53 @@ def register(entry: ModelEntry) -> None:
     _REGISTRY[entry.name] = entry
 
 
+def load_families(paths: Optional[Iterable[str]] = None) -> None:
+    """Import every family folder under `paths` (default: edgeface/models), each registering its models."""
+    global _LOADED
+    from . import __path__ as models_path
+
+    _LOADED = True
+    for module in pkgutil.iter_modules(list(paths or models_path)):
+        if module.ispkg:
+            importlib.import_module(f"edgeface.models.{module.name}")
+
+
+def _entries() -> dict[str, ModelEntry]:
+    if not _LOADED:
+        load_families()
+    return _REGISTRY
+
+
+def resolve(path: str) -> Any:
+    """The object a ``"module:attribute"`` path under edgeface.models names (imported now)."""
+    module_name, attr = path.split(":")
+    return getattr(importlib.import_module(f"edgeface.models.{module_name}"), attr)
+
+
+def forward_to(package: str, module: str = "network") -> Callable[[str], Any]:
+    """A module ``__getattr__`` for a family package: names it does not define come from its `module` (torch),
+    imported on first use, so ``from edgeface.models.srn import SRN`` works while the package stays torch-free."""
+
+    def __getattr__(name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        try:
+            return getattr(importlib.import_module(f"{package}.{module}"), name)
+        except AttributeError:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}") from None
+
+    return __getattr__
+
+
 def model_names() -> list[str]:
     """Every registered model name."""
-    return sorted(_REGISTRY)
+    return sorted(_entries())
 
 
 def canonical_name(name: str) -> str:
     """Registry name for `name`, accepting the explicit default suffixes (``extd64-fpn-prelu`` -> ``extd64``)."""
     key = name.lower().replace("-fpn", "").replace("-prelu", "")
-    if key not in _REGISTRY:
+    if key not in _entries():
         raise KeyError(f"unknown model {name!r}; known models: {', '.join(model_names())}")
     return key
 
@@ -59,64 +110,4 @@ def default_spec(name: str) -> ModelSpec:
 def create_model(name: str, **overrides: Any):
     """Build the torch module of a registered model with fresh weights (needs torch)."""
     entry = get_entry(name)
-    module_name, attr = entry.builder.split(":")
-    builder = getattr(importlib.import_module(f"edgeface.models.{module_name}"), attr)
-    return builder(**{**entry.kwargs, **overrides})
-
-
-def _register_extd() -> None:
-    activations = {"prelu": "PReLU", "leaky": "Leaky-ReLU (0.25)", "relu": "ReLU"}
-    for width in (32, 48, 64):
-        for head in ("fpn", "ssd"):
-            for activation, act_name in activations.items():
-                suffix = ("-ssd" if head == "ssd" else "") + ("" if activation == "prelu" else f"-{activation}")
-                name = f"extd{width}{suffix}"
-                released = " (the authors' released layout)" if (head, activation) == ("fpn", "prelu") else ""
-                register(ModelEntry(
-                    name=name,
-                    builder="extd:EXTD",
-                    kwargs={"width": width, "head": head, "activation": activation},
-                    spec=ModelSpec(name=name),
-                    description=f"EXTD width {width}, {head.upper()} head, {act_name}{released}",
-                ))
-
-
-# torchvision's ImageNet convention: the backbones of the heavier models start from its weights
-IMAGENET_INPUT = InputSpec(channel_order="RGB", mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375))
-
-
-def _register_heavy() -> None:
-    strides = (4, 8, 16, 32, 64, 128)
-    register(ModelEntry(
-        name="srn", builder="srn:SRN", kwargs={},
-        spec=ModelSpec(
-            name="srn", input=IMAGENET_INPUT,
-            anchors=AnchorSpec(strides, tuple((2.0 * s, 2.0 * 2**0.5 * s) for s in strides), (1.25,)),
-            variances=(1.0, 1.0), max_out_background=0, nms_iou=0.4,
-            test_time=TestTimeSpec.from_scales((0.5, 1.0, 1.5), flip=True, voting_iou=0.5)),
-        description="SRN: ResNet-50 + C6/C7, selective two-step classification and regression, RFE head"))
-    t = WIDER_TRAIN_TEMPLATES
-    a_only, a_and_b = tuple(t.a_set), tuple(sorted(t.a_set + t.b_set))
-    for depth in (101, 50):
-        name = f"hr-res{depth}"
-        register(ModelEntry(
-            name=name, builder="hr:HR", kwargs={"depth": depth},
-            spec=ModelSpec(
-                name=name, input=IMAGENET_INPUT, anchors=AnchorSpec((8,), shapes=(t.shapes,)),
-                variances=(1.0, 1.0), max_out_background=0, nms_iou=0.3,
-                # the pruned A+B model: A templates over the pyramid, B templates only on the 2x image
-                test_time=TestTimeSpec(tuple(PyramidScale(s, anchors=a_only) for s in (0.25, 0.5, 1.0))
-                                       + (PyramidScale(2.0, anchors=a_and_b),))),
-            description=f"HR (Tiny Faces): ResNet-{depth} res3+res4 hypercolumn, 25 clustered templates, pyramid"))
-    register(ModelEntry(
-        name="shf", builder="shf:SHF", kwargs={},
-        spec=ModelSpec(
-            name="shf", input=IMAGENET_INPUT, anchors=AnchorSpec((8,), ((16.0, 32.0, 64.0),)),
-            variances=(1.0, 1.0), max_out_background=0, nms_iou=0.3,
-            test_time=TestTimeSpec(tuple(PyramidScale(short_side=s) for s in (100, 300, 600, 1000, 1400)),
-                                   flip=True, voting_iou=0.4)),
-        description="SHF: VGG16 single stride-8 map, dilated head (1, 2, 4), hard image mining"))
-
-
-_register_extd()
-_register_heavy()
+    return resolve(entry.builder)(**{**entry.kwargs, **overrides})

@@ -1,4 +1,5 @@
-"""Losses (torch). Multibox: softmax cross-entropy with hard-negative mining + smooth-L1 on positives."""
+"""Losses (torch), every model family's, written once: multibox (softmax cross-entropy with hard-negative
+mining + smooth-L1 on positives), example mining (:func:`ohem_mask`) and the sigmoid focal loss."""
 
 from __future__ import annotations
 
@@ -28,3 +29,32 @@ def multibox_loss(loc: torch.Tensor, conf: torch.Tensor, loc_target: torch.Tenso
     loss_conf = ce[positive | negative].sum() / total_pos
     loss_loc = F.smooth_l1_loss(loc[positive].float(), loc_target[positive], reduction="sum") / total_pos
     return loss_conf, loss_loc
+
+
+def ohem_mask(loss: torch.Tensor, labels: torch.Tensor, max_pos: int, max_neg: int | None = None,
+              total: int | None = None, min_loss: float | None = None, random: bool = False) -> torch.Tensor:
+    """Example mining per row of ``(R, A)`` losses: positives (labels 1, at most `max_pos`) and negatives
+    (labels 0, at most `max_neg`, or up to `total` anchors in all), only among anchors whose loss exceeds
+    `min_loss` when given; the hardest first (OHEM), or at random among the eligible with `random` (Tiny
+    Faces' sampling; torch's RNG, so a resumed run draws the same). Returns a bool mask."""
+    hard = loss.detach()
+    eligible = torch.ones_like(labels, dtype=torch.bool) if min_loss is None else hard > min_loss
+    order = torch.rand(hard.shape, device=hard.device) if random else hard
+
+    def hardest(value: int, limit: torch.Tensor) -> torch.Tensor:
+        candidate = eligible & (labels == value)
+        rank = order.masked_fill(~candidate, -float("inf")).argsort(dim=1, descending=True).argsort(dim=1)
+        return candidate & (rank < limit)
+
+    positives = hardest(1, torch.tensor(max_pos, device=labels.device))
+    limit = total - positives.sum(dim=1, keepdim=True) if total is not None else torch.tensor(max_neg)
+    return positives | hardest(0, limit.to(labels.device))
+
+
+def focal_loss(logits: torch.Tensor, labels: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
+    """Sigmoid focal loss per anchor (labels 1 / 0; the caller masks ignored anchors)."""
+    target = labels.clamp(min=0).float()
+    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    p = logits.sigmoid()
+    p_t = p * target + (1 - p) * (1 - target)
+    return (alpha * target + (1 - alpha) * (1 - target)) * (1 - p_t) ** gamma * ce

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import VGG16
+from ..backbones import VGG16
 
 DILATIONS = (1, 2, 4)
 FROZEN_FEATURES = 10  # conv1_1 ... conv2_2 (and their ReLUs / pools): frozen, as in the paper

@@ -2,7 +2,7 @@
 shapes, and the hybrid-resolution assignment of each cluster to the resolution it is detected at.
 NumPy only (the model registry reads the result without torch).
 
-Run ``python -m edgeface.models.templates ../shared/data/widerface/wider_face_split/wider_face_train_bbx_gt.txt``
+Run ``python -m edgeface.models.hr.templates ../shared/data/widerface/wider_face_split/wider_face_train_bbx_gt.txt``
 to recompute the templates edgeface ships from the WIDER FACE train annotations.
 """
 
@@ -113,7 +113,7 @@ WIDER_TRAIN_TEMPLATES = Templates((
 
 
 def main(argv: list[str] | None = None) -> None:
-    from ..data.wider import read_wider_txt
+    from ...data.wider import read_wider_txt
 
     parser = argparse.ArgumentParser(description="Cluster Tiny Faces templates from WIDER FACE annotations.")
     parser.add_argument("annotations", help="wider_face_train_bbx_gt.txt")

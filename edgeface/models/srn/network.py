@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import ResNet
+from ..backbones import ResNet
 
 LEVELS = 6
 STC_LEVELS = (0, 1, 2)  # strides 4, 8, 16: two-step classification

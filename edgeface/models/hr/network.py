@@ -3,7 +3,7 @@
 A ResNet-101 (or -50) truncated after res4; a hypercolumn of 1x1 score convolutions on res4 (stride 16,
 upsampled x2 by a fixed bilinear transposed convolution) and res3 (stride 8), summed into one stride-8
 map with, per template, a face logit and four deltas. The 25 templates come from k-medoids clustering
-of the training boxes (:mod:`edgeface.models.templates`); the image pyramid runs them at the
+of the training boxes (:mod:`edgeface.models.hr.templates`); the image pyramid runs them at the
 resolutions they were made for.
 """
 
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import ResNet
+from ..backbones import ResNet
 
 TEMPLATES = 25
 RES3_LR_MULTIPLIER = 0.1  # the paper's learning-rate multipliers: res4 branch 1, res3 branch 0.1

@@ -1,0 +1,24 @@
+"""EXTD's training objective (S3FD / SSD): S3FD matching, softmax cross-entropy with 3:1 hard-negative mining,
+smooth-L1."""
+
+from __future__ import annotations
+
+from ...train.losses import multibox_loss
+from ...train.matching import build_targets, ignore_near
+from ...train.objectives import Objective
+
+
+class SSDObjective(Objective):
+    """EXTD / S3FD."""
+
+    terms = ("conf", "loc")
+
+    def targets(self, faces, ignored=None):
+        labels, loc = build_targets(faces, self.anchors, self.spec.variances,
+                                    tuple(self.options.get("match_thresholds", (0.1, 0.35, 0.5))))
+        return {"labels": ignore_near(labels, ignored, self.anchors), "loc": loc}
+
+    def loss(self, outputs, targets):
+        conf, loc = multibox_loss(outputs[0], outputs[1], targets["loc"], targets["labels"],
+                                  self.options.get("neg_pos_ratio", 3))
+        return {"conf": conf, "loc": loc}
