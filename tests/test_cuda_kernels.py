@@ -245,3 +245,42 @@ def test_nvrtc_is_loaded_after_its_builtins_from_the_same_folder(tmp_path, monke
     finally:
         nvrtc.load_nvrtc.cache_clear()
     assert loaded == [("libnvrtc-builtins.so.13.0", ctypes.RTLD_GLOBAL), ("libnvrtc.so.13", 0)]
+
+
+@pytest.mark.parametrize("n,capacity,k", [(0, 50, 10), (1, 1, 1), (300, 300, 1), (3000, 3000, 5000),
+                                          (20000, 20000, 5000), (20000, 15000, 64), (6000, 6000, 6000 - 1)])
+def test_top_k_selection_then_rank_matches_the_reference(cuda, rng, n, capacity, k):
+    """Radix select (8 passes) + compaction + ef_rank over the K: exactly rank_reference's top K, ties included
+    (scores rounded to 2 decimals: hundreds of candidates share each score), counts read from device memory."""
+    from edgeface.backends.cuda import SELECT_COUNT, SELECT_STATE_INTS
+
+    runtime, kernels, stream = cuda
+    k = min(k, 5120)
+    xy = rng.uniform(0, 200, (n, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(4, 60, (n, 2))], axis=1).astype(np.float32).reshape(n, 4)
+    scores = (np.round(rng.random(n), 2) + 0.01).astype(np.float32)
+    anchor = rng.permutation(10 * max(n, 1))[:n].astype(np.int32)
+    slots = max(capacity, 1)
+    on_device = [upload(runtime, np.resize(a, (slots, *a.shape[1:])), stream) for a in (boxes, scores, anchor)]
+    count = upload(runtime, np.array([n], np.int32), stream)
+    state = runtime.DeviceBuffer(SELECT_STATE_INTS * 4)
+    state.zero(stream)
+    selected = [runtime.DeviceBuffer(k * s) for s in (16, 4, 4)]
+    grid = ((slots + 255) // 256, 1, 1)
+    for radix_pass in range(8):
+        kernels.launch("ef_select_histogram", grid, (256, 1, 1), stream, on_device[1].ptr, on_device[2].ptr,
+                       count.ptr, capacity, radix_pass, state.ptr)
+        kernels.launch("ef_select_pick", (1, 1, 1), (1, 1, 1), stream, count.ptr, capacity, k, radix_pass, state.ptr)
+    kernels.launch("ef_select_compact", grid, (256, 1, 1), stream, *(b.ptr for b in on_device), count.ptr, capacity,
+                   state.ptr, *(b.ptr for b in selected))
+    m = min(n, capacity)
+    assert download(state, SELECT_STATE_INTS, np.int32, stream)[SELECT_COUNT] == min(m, k)
+    sorted_boxes, sorted_scores, sorted_anchor = (runtime.DeviceBuffer(k * s) for s in (16, 4, 4))
+    num_sorted = runtime.DeviceBuffer(4)
+    kernels.launch("ef_rank", ((k + 127) // 128, 1, 1), (128, 1, 1), stream, *(b.ptr for b in selected),
+                   state.ptr + 4 * SELECT_COUNT, k, k, sorted_boxes.ptr, sorted_scores.ptr, sorted_anchor.ptr,
+                   num_sorted.ptr)
+    order = rank_reference(scores[:m], anchor[:m], k)
+    assert download(num_sorted, 1, np.int32, stream)[0] == len(order)
+    np.testing.assert_array_equal(download(sorted_anchor, k, np.int32, stream)[: len(order)], anchor[order])
+    np.testing.assert_array_equal(download(sorted_boxes, (k, 4), np.float32, stream)[: len(order)], boxes[order])

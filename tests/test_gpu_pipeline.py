@@ -90,7 +90,32 @@ def test_max_detections_and_top_k_bound_the_result(emulated_runtime, backend, ph
     top = pipeline(emulated_runtime, backend, score_threshold=0.01, nms_iou=0.9, top_k=10).detect(image)
     assert len(top) <= 10
     with pytest.raises(ValueError, match="top_k"):
-        pipeline(emulated_runtime, backend, top_k=5000)
+        pipeline(emulated_runtime, backend, top_k=6000)
+    assert pipeline(emulated_runtime, backend).top_k == backend.spec.pre_nms_top_k == 5000  # as the CPU path
+
+
+def test_thousands_of_candidates_select_the_cpu_paths_top_k(emulated_runtime, backend):
+    """A network firing at every anchor of a 640x480 frame (25,500 candidates, distinct scores): the GPU path keeps
+    the spec's 5,000 best for NMS as the CPU path does, so both find the same faces."""
+    from edgeface.core.anchors import generate_anchors as anchors_of
+
+    n = len(anchors_of(backend.spec.anchors, 640, 480))
+    rng = np.random.default_rng(0)
+    loc = rng.normal(0, 0.1, (1, n, 4)).astype(np.float32)
+    conf = np.zeros((1, n, 2), np.float32)
+    conf[0, :, 1] = rng.permutation(n).astype(np.float32) / n * 6 - 1  # distinct scores from 0.27 to 0.99
+
+    def fires(input_ptr, loc_ptr, conf_ptr, width, height, stream):
+        stream.enqueue(lambda: (ctypes.memmove(loc_ptr, loc.ctypes.data, loc.nbytes),
+                                ctypes.memmove(conf_ptr, conf.ctypes.data, conf.nbytes)))
+
+    gpu = GpuPipeline(backend.spec, fires, 0.2, 0.3, 750, runtime=emulated_runtime)
+    frame = np.zeros((480, 640, 3), np.uint8)
+    cpu = edgeface.Detector(backend, score_threshold=0.2, nms_iou=0.3, max_detections=750)
+    cpu.infer = lambda batch: (loc, conf)
+    expected = cpu(frame)
+    assert n > 5000 and len(expected) > 100
+    assert_same(gpu.detect(frame), expected, box_atol=1e-3, score_atol=1e-6)
 
 
 def test_frames_staged_in_place_and_device_frames(emulated_runtime, backend, photo_paths):

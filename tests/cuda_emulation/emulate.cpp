@@ -31,6 +31,23 @@ extern "C" void emulate_ef_decode(int gx, int gy, int bx, int by, const float* l
             ef_decode(loc, conf, anchors, n, threshold, v0, v1, capacity, boxes, scores, anchor, count))
 }
 
+extern "C" void emulate_ef_select_histogram(int gx, int gy, int bx, int by, const float* scores, const int* anchor,
+                                            const int* count, int capacity, int pass, int* state) {
+    EF_GRID(gx, gy, bx, by, ef_select_histogram(scores, anchor, count, capacity, pass, state))
+}
+
+extern "C" void emulate_ef_select_pick(int gx, int gy, int bx, int by, const int* count, int capacity, int k, int pass,
+                                       int* state) {
+    EF_GRID(gx, gy, bx, by, ef_select_pick(count, capacity, k, pass, state))
+}
+
+extern "C" void emulate_ef_select_compact(int gx, int gy, int bx, int by, const float* boxes, const float* scores,
+                                          const int* anchor, const int* count, int capacity, int* state,
+                                          float* out_boxes, float* out_scores, int* out_anchor) {
+    EF_GRID(gx, gy, bx, by, ef_select_compact(boxes, scores, anchor, count, capacity, state, out_boxes, out_scores,
+                                              out_anchor))
+}
+
 extern "C" void emulate_ef_rank(int gx, int gy, int bx, int by, const float* boxes, const float* scores,
                                 const int* anchor, const int* count, int capacity, int k, float* sorted_boxes,
                                 float* sorted_scores, int* sorted_anchor, int* num_sorted) {

@@ -3,7 +3,16 @@
 // barriers, so the same source also compiles as host C++ (tests/cuda_emulation/) and runs every
 // thread of the grid on the CPU for the tests.
 
-#define EF_MAX_NMS_WORDS 64  // top-K <= 4096 boxes
+#define EF_MAX_NMS_WORDS 80  // top-K <= 5120 boxes (the specs' pre_nms_top_k is 5000)
+
+// The selection state (ints): a 256-bin histogram, then the rank still to place, whether every candidate is
+// kept, the 64-bit key prefix chosen so far (low, high word) and the count of selected candidates.
+#define EF_SEL_REMAINING 256
+#define EF_SEL_ALL 257
+#define EF_SEL_PREFIX_LO 258
+#define EF_SEL_PREFIX_HI 259
+#define EF_SEL_COUNT 260
+#define EF_SEL_INTS 264
 
 // float -> IEEE half bits, rounding to nearest even (subnormals, overflow to inf, NaN kept). Written out
 // rather than taken from cuda_fp16.h, so NVRTC needs no include path and the host emulation runs it too.
@@ -95,6 +104,70 @@ extern "C" __global__ void ef_decode(
     out_anchor[k] = i;
 }
 
+// Exact top-K selection in O(n) per pass, before ranking (whose cost is quadratic in what it ranks): radix select
+// over unique 64-bit keys, the score's bits then the anchor index reversed (a higher score first, ties to the
+// lower anchor, as ef_rank orders them), 8 bits per pass from the most significant. ef_select_histogram counts
+// the candidates that match the prefix chosen so far by their next byte; ef_select_pick (one thread) chooses the
+// byte of the K-th key and clears the histogram; after 8 passes the prefix is the K-th key itself and
+// ef_select_compact keeps the candidates whose key is at least that: exactly K (all of them when n <= K).
+static __device__ inline unsigned long long ef_key(const float* scores, const int* anchor, int i)
+{
+    union { float f; unsigned int u; } s;
+    s.f = scores[i];  // scores are positive: their bits order as the values do
+    return ((unsigned long long)s.u << 32) | (unsigned long long)(0xffffffffu - (unsigned int)anchor[i]);
+}
+
+static __device__ inline unsigned long long ef_prefix(const int* state)
+{
+    return ((unsigned long long)(unsigned int)state[EF_SEL_PREFIX_HI] << 32) | (unsigned int)state[EF_SEL_PREFIX_LO];
+}
+
+extern "C" __global__ void ef_select_histogram(const float* scores, const int* anchor, const int* count,
+                                               int capacity, int pass, int* state)
+{
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    int n = *count < capacity ? *count : capacity;
+    if (i >= n || state[EF_SEL_ALL]) return;
+    unsigned long long key = ef_key(scores, anchor, i);
+    int shift = 56 - 8 * pass;
+    if (pass > 0 && (key >> (shift + 8)) != (ef_prefix(state) >> (shift + 8))) return;
+    atomicAdd(&state[(int)((key >> shift) & 255ULL)], 1);
+}
+
+extern "C" __global__ void ef_select_pick(const int* count, int capacity, int k, int pass, int* state)
+{
+    if (blockIdx.x * blockDim.x + threadIdx.x != 0) return;
+    int n = *count < capacity ? *count : capacity;
+    if (pass == 0) {
+        state[EF_SEL_REMAINING] = k;
+        state[EF_SEL_ALL] = n <= k;
+    }
+    if (!state[EF_SEL_ALL]) {
+        int remaining = state[EF_SEL_REMAINING];
+        int b = 255;
+        for (; b > 0 && state[b] < remaining; --b) remaining -= state[b];
+        unsigned long long prefix = ef_prefix(state) | ((unsigned long long)b << (56 - 8 * pass));
+        state[EF_SEL_PREFIX_LO] = (int)(unsigned int)(prefix & 0xffffffffULL);
+        state[EF_SEL_PREFIX_HI] = (int)(unsigned int)(prefix >> 32);
+        state[EF_SEL_REMAINING] = remaining;
+    }
+    for (int b = 0; b < 256; ++b) state[b] = 0;
+}
+
+extern "C" __global__ void ef_select_compact(const float* boxes, const float* scores, const int* anchor,
+                                             const int* count, int capacity, int* state, float* out_boxes,
+                                             float* out_scores, int* out_anchor)
+{
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    int n = *count < capacity ? *count : capacity;
+    if (i >= n) return;
+    if (!state[EF_SEL_ALL] && ef_key(scores, anchor, i) < ef_prefix(state)) return;
+    int j = atomicAdd(&state[EF_SEL_COUNT], 1);
+    for (int c = 0; c < 4; ++c) out_boxes[4 * j + c] = boxes[4 * i + c];
+    out_scores[j] = scores[i];
+    out_anchor[j] = anchor[i];
+}
+
 // Top-K by rank: a candidate's rank is the number ranked before it (higher score, or equal score and
 // lower anchor index); candidates of rank < k are scattered to their place. The candidate count is read
 // from device memory (ef_decode's counter), so nothing waits on the host between kernels and the whole
@@ -118,7 +191,7 @@ extern "C" __global__ void ef_rank(
 }
 
 // Bitmask NMS, step 1: bit b of mask[row][word] says box (64 * word + b) overlaps `row` by more than
-// the threshold (only later boxes). `*num` boxes (<= 4096), rows of ceil(*num / 64) words. Grid: x over
+// the threshold (only later boxes). `*num` boxes (<= 5120), rows of ceil(*num / 64) words. Grid: x over
 // rows, y over 64-box words, both sized for the largest `*num`.
 extern "C" __global__ void ef_nms_mask(const float* boxes, const int* num, float iou_threshold,
                                        unsigned long long* mask)

@@ -1,5 +1,6 @@
-"""The GPU pipeline around a network: frame -> ef_preprocess -> network -> ef_decode -> ef_rank ->
-ef_nms_mask -> ef_nms_reduce -> only the kept boxes copied back, with one synchronisation per frame.
+"""The GPU pipeline around a network: frame -> ef_preprocess -> network -> ef_decode -> top-K selection
+(ef_select_*: radix select, linear in the candidates) -> ef_rank (sorts the K) -> ef_nms_mask -> ef_nms_reduce ->
+only the kept boxes copied back, with one synchronisation per frame.
 
 Memory is allocated once per (frame size, input size), for at most ``max_plans`` sizes (least recently used
 evicted), and owned here: device buffers, a page-locked
@@ -34,8 +35,9 @@ from ...core.detections import Detections
 from ...core.letterbox import Letterbox, fit
 from ...errors import BackendError, ModelFileError
 from ...spec import ModelSpec
+from . import SELECT_COUNT, SELECT_STATE_INTS
 
-MAX_TOP_K = 4096  # ef_nms_reduce keeps its suppression bitset for at most this many candidates
+MAX_TOP_K = 5120  # ef_nms_reduce keeps its suppression bitset for at most this many candidates
 DEFAULT_MAX_PLANS = 4  # frame sizes whose memory is kept (a 1080p plan holds about 50 MB of GPU and pinned memory)
 BLOCK = 256
 RESULT_HEADER = 16  # bytes before the kept rows in the result buffer: the int32 count, padded
@@ -61,6 +63,10 @@ class Plan:
     scores: Any
     anchor_index: Any
     count: Any
+    select: Any  # the top-K selection's state (histogram, prefix, count)
+    selected_boxes: Any
+    selected_scores: Any
+    selected_anchor: Any
     sorted_boxes: Any
     sorted_scores: Any
     sorted_anchor: Any
@@ -85,8 +91,9 @@ class GpuPipeline:
     """
 
     def __init__(self, spec: ModelSpec, network: NetworkRunner, score_threshold: float, nms_iou: float,
-                 max_detections: int, top_k: int = MAX_TOP_K, runtime: Optional[ModuleType] = None,
+                 max_detections: int, top_k: Optional[int] = None, runtime: Optional[ModuleType] = None,
                  use_graphs: bool = True, ordinal: int = 0, max_plans: int = DEFAULT_MAX_PLANS):
+        top_k = min(spec.pre_nms_top_k, MAX_TOP_K) if top_k is None else top_k  # as the CPU path
         if not 0 < top_k <= MAX_TOP_K:
             raise ValueError(f"top_k must be in 1..{MAX_TOP_K} (the GPU NMS keeps a fixed bitset), got {top_k}")
         if max_plans < 1:
@@ -154,6 +161,8 @@ class GpuPipeline:
                 input=rt.DeviceBuffer(3 * width * height * 4), loc=rt.DeviceBuffer(n * 16),
                 conf=rt.DeviceBuffer(n * 8), anchors=rt.DeviceBuffer(n * 16), boxes=rt.DeviceBuffer(n * 16),
                 scores=rt.DeviceBuffer(n * 4), anchor_index=rt.DeviceBuffer(n * 4), count=rt.DeviceBuffer(4),
+                select=rt.DeviceBuffer(SELECT_STATE_INTS * 4), selected_boxes=rt.DeviceBuffer(k * 16),
+                selected_scores=rt.DeviceBuffer(k * 4), selected_anchor=rt.DeviceBuffer(k * 4),
                 sorted_boxes=rt.DeviceBuffer(k * 16), sorted_scores=rt.DeviceBuffer(k * 4),
                 sorted_anchor=rt.DeviceBuffer(k * 4), num_sorted=rt.DeviceBuffer(4),
                 mask=rt.DeviceBuffer(k * ((k + 63) // 64) * 8), result=result,
@@ -204,9 +213,10 @@ class GpuPipeline:
         launch("ef_decode", ((n + BLOCK - 1) // BLOCK, 1, 1), (BLOCK, 1, 1), s, plan.loc.ptr, plan.conf.ptr,
                plan.anchors.ptr, n, self.score_threshold, *self.spec.variances, n, plan.boxes.ptr, plan.scores.ptr,
                plan.anchor_index.ptr, plan.count.ptr)
-        launch("ef_rank", ((n + BLOCK - 1) // BLOCK, 1, 1), (BLOCK, 1, 1), s, plan.boxes.ptr, plan.scores.ptr,
-               plan.anchor_index.ptr, plan.count.ptr, n, k, plan.sorted_boxes.ptr, plan.sorted_scores.ptr,
-               plan.sorted_anchor.ptr, plan.num_sorted.ptr)
+        self.enqueue_top_k(plan)
+        launch("ef_rank", ((k + BLOCK - 1) // BLOCK, 1, 1), (BLOCK, 1, 1), s, plan.selected_boxes.ptr,
+               plan.selected_scores.ptr, plan.selected_anchor.ptr, plan.select.ptr + 4 * SELECT_COUNT, k, k,
+               plan.sorted_boxes.ptr, plan.sorted_scores.ptr, plan.sorted_anchor.ptr, plan.num_sorted.ptr)
         words = (k + 63) // 64
         launch("ef_nms_mask", (words, words, 1), (64, 1, 1), s, plan.sorted_boxes.ptr, plan.num_sorted.ptr,
                self.nms_iou, plan.mask.ptr)
@@ -215,6 +225,21 @@ class GpuPipeline:
                plan.sorted_scores.ptr, plan.num_sorted.ptr, self.max_keep, result, result + RESULT_HEADER)
         if plan.result_device is not None:
             plan.result_device.copy_to_host(plan.result.array((plan.result.nbytes,), np.uint8), s)
+
+    def enqueue_top_k(self, plan: Plan) -> None:
+        """The `top_k` best candidates (score, then lower anchor) of ef_decode's, unordered, into the plan's
+        ``selected_*`` buffers and their count into its selection state: 8 radix passes, each linear in the
+        candidates, so thousands of candidates cost no more than a few kernels (ef_rank then sorts only K)."""
+        s, launch, n, k = self.stream, self.kernels.launch, plan.num_anchors, self.top_k
+        grid = ((n + BLOCK - 1) // BLOCK, 1, 1)
+        plan.select.zero(s)
+        for radix_pass in range(8):
+            launch("ef_select_histogram", grid, (BLOCK, 1, 1), s, plan.scores.ptr, plan.anchor_index.ptr,
+                   plan.count.ptr, n, radix_pass, plan.select.ptr)
+            launch("ef_select_pick", (1, 1, 1), (1, 1, 1), s, plan.count.ptr, n, k, radix_pass, plan.select.ptr)
+        launch("ef_select_compact", grid, (BLOCK, 1, 1), s, plan.boxes.ptr, plan.scores.ptr, plan.anchor_index.ptr,
+               plan.count.ptr, n, plan.select.ptr, plan.selected_boxes.ptr, plan.selected_scores.ptr,
+               plan.selected_anchor.ptr)
 
     def _capture(self, plan: Plan, pitch: int) -> None:
         try:
