@@ -312,3 +312,23 @@ def test_decode_settings_changed_later_reach_the_gpu_path(emulated_runtime, back
     with pytest.raises(OptionError, match="score_threshold"):
         gpu.score_threshold = 1.5
     assert gpu.score_threshold == gpu.gpu_pipeline.score_threshold == 0.9
+
+
+def test_the_gpu_path_bounds_big_frames_like_the_cpu_path(emulated_runtime, backend, photo_paths):
+    """max_side on the GPU path: a 2400 x 1800 frame (host or device) runs at 1920 x 1440, boxes in its own
+    pixels, as the CPU path; the GPU's bilinear resize is not OpenCV's fixed-point one, hence a box tolerance."""
+    import cv2
+
+    photo = edgeface.read_image(photo_paths[4])
+    big = cv2.resize(photo, (2400, 1800), interpolation=cv2.INTER_LINEAR)
+    gpu, host = edgeface.Detector(DEFAULT_MODEL), edgeface.Detector(DEFAULT_MODEL)
+    gpu.gpu_pipeline = pipeline(emulated_runtime, backend)
+    faces, expected = gpu(big), host(big)
+    assert next(iter(gpu.gpu_pipeline._plans))[3:] == (1920, 1440)
+    assert len(expected) > 0 and abs(len(faces) - len(expected)) <= 1
+    from edgeface.core.boxes import box_iou
+
+    assert (box_iou(expected.boxes, faces.boxes).max(axis=1) > 0.9).mean() >= 0.9
+    interface = {"data": (big.ctypes.data, False), "shape": big.shape, "typestr": "|u1", "version": 3}
+    device_frame = type("DeviceFrame", (), {"__cuda_array_interface__": interface})()
+    assert_same(gpu(device_frame), faces, 0, 0)  # a device frame of that size takes the same bounded plan
