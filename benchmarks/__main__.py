@@ -1,20 +1,31 @@
-"""``python -m benchmarks {size,latency,speed,accuracy,big-photos,postprocess,positives,gpu,gpu-suite,all}``:
+"""``python -m benchmarks {size,latency,speed,accuracy,big-photos,postprocess,positives,int8,gpu,gpu-suite,all}``:
 regenerate the README's tables and plots. ``big-photos`` measures the default memory policy on 12 and 48 MP
 photos; ``postprocess`` each test-time strategy with a network that fires on every anchor; ``positives`` the
-training targets per face size of each model family. ``heavy-training`` trains SHF, HR and SRN on a GPU in
-one call (see its --help). ``gpu`` measures
-the GPU pipeline (skipped without a CUDA GPU); ``gpu-suite`` runs every GPU test and then the GPU benchmarks, in
-one call."""
+training targets per face size of each model family; ``int8`` the shipped model quantised for CPUs.
+``heavy-training`` trains SHF, HR and SRN on a GPU in one call (see its --help). ``gpu`` measures the GPU
+pipeline (skipped without a CUDA GPU); ``gpu-suite`` runs every GPU test and then the GPU benchmarks, in one
+call."""
 
 from __future__ import annotations
 
 import sys
 
-from . import accuracy, big_photos, gpu, heavy_training, latency, model_size, positives, postprocess, speed_grid
+from . import (
+    accuracy,
+    big_photos,
+    gpu,
+    heavy_training,
+    int8_cpu,
+    latency,
+    model_size,
+    positives,
+    postprocess,
+    speed_grid,
+)
 
 TABLES = {"size": model_size.main, "latency": latency.main, "speed": speed_grid.main, "accuracy": accuracy.main,
           "big-photos": big_photos.main, "postprocess": postprocess.main, "positives": positives.main,
-          "gpu": gpu.main}
+          "int8": int8_cpu.main, "gpu": gpu.main}
 EXTRA = {"gpu-suite": gpu.suite, "heavy-training": heavy_training.main}
 
 

@@ -83,6 +83,41 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, images: Sequen
     return dst
 
 
+def quantize_int8_cpu(src: str | os.PathLike, dst: str | os.PathLike, images: Sequence[str | np.ndarray],
+                      size: tuple[int, int] = (640, 480)) -> str:
+    """Write an INT8 copy of `src` for ONNX Runtime on CPUs, calibrated on `images`: Q/DQ with unsigned 8-bit
+    activations and signed per-channel 8-bit weights, the form ONNX Runtime's x86 / ARM integer kernels run
+    (TensorRT wants :func:`quantize_int8`'s symmetric activations instead)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    src, dst = os.fspath(src), os.fspath(dst)
+    spec = read_onnx_spec(src)
+    batches = calibration_batches(images, spec, size)
+    if not batches:
+        raise ValueError("INT8 quantisation needs calibration images")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{"input": b} for b in batches])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    prepared = f"{dst}.prepared.onnx"
+    try:
+        quant_pre_process(src, prepared, skip_symbolic_shape=True)  # folded and shape-inferred, as ORT advises
+        quantize_static(prepared, dst, Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, per_channel=True)
+    finally:
+        if os.path.exists(prepared):
+            os.remove(prepared)
+    model = onnx.load(dst)  # keep the spec: quantisers drop metadata
+    embed_spec(model, spec)
+    onnx.save(model, dst)
+    return dst
+
+
 @dataclass
 class PrecisionReport:
     precision: str

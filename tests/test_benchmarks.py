@@ -40,7 +40,7 @@ def test_size_and_latency_tables(tmp_path):
 def test_entry_point_help():
     result = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0
-    assert "size,latency,speed,accuracy,big-photos,postprocess,positives,gpu,gpu-suite,all" in result.stdout
+    assert "size,latency,speed,accuracy,big-photos,postprocess,positives,int8,gpu,gpu-suite,all" in result.stdout
 
 
 def test_speed_grid_cell_runs_in_its_own_process(tmp_path):

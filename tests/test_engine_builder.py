@@ -347,3 +347,18 @@ def test_the_stand_ins_offer_only_their_generations_api(version):
     if version.startswith("11"):
         with pytest.raises(AttributeError):
             config.int8_calibrator = object()
+
+
+def test_cpu_int8_keeps_the_spec_and_the_faces(photo_paths, tmp_path):
+    """ONNX Runtime's CPU INT8 form of the shipped model (python -m benchmarks int8 measures AP and speed)."""
+    from edgeface import Detector
+    from edgeface.export.precision import compare_precisions, quantize_int8_cpu
+    from edgeface.weights import DEFAULT_MODEL
+
+    int8 = quantize_int8_cpu(DEFAULT_MODEL, tmp_path / "int8.onnx", photo_paths[:6])
+    assert Detector(int8).spec == Detector(DEFAULT_MODEL).spec
+    model = onnx.load(int8)
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in model.graph.node}
+    report = compare_precisions(DEFAULT_MODEL, int8, "int8", photo_paths[6:10])
+    assert report.face_recall >= 0.8, report.summary()
+    assert not list(tmp_path.glob("*.prepared.onnx"))
