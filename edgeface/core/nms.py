@@ -11,29 +11,13 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .boxes import box_iou
-
 
 def nms_reference(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_keep: int = 0) -> np.ndarray:
-    """Indices of kept ``(N, 4)`` xyxy boxes, best first; ``max_keep > 0`` stops after that many."""
+    """Indices of kept ``(N, 4)`` xyxy boxes, best first; ``max_keep > 0`` stops after that many. Each kept box is
+    compared only with the boxes after it in score order (those before are decided), in
+    :func:`~edgeface.core.boxes.box_iou`'s float64 arithmetic, written out so areas are computed once."""
     order = np.argsort(-scores, kind="stable")
-    keep: list[int] = []
-    suppressed = np.zeros(len(boxes), dtype=bool)
-    for i in order:
-        if suppressed[i]:
-            continue
-        keep.append(int(i))
-        if max_keep and len(keep) == max_keep:
-            break
-        suppressed |= box_iou(boxes[i : i + 1], boxes)[0] > iou_threshold
-    return np.asarray(keep, dtype=np.int64)
-
-
-def _greedy_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_keep: int) -> np.ndarray:
-    """:func:`nms_reference`'s loop over views of the score-sorted boxes after each kept one, with
-    :func:`~edgeface.core.boxes.box_iou`'s float64 arithmetic (so it decides exactly as the reference)."""
-    order = np.argsort(-scores, kind="stable")
-    x1, y1, x2, y2 = boxes[order].astype(np.float64).T
+    x1, y1, x2, y2 = np.asarray(boxes, np.float64)[order].T
     area = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
     suppressed = np.zeros(len(order), bool)
     keep: list[int] = []
@@ -41,7 +25,7 @@ def _greedy_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max
         if suppressed[i]:
             continue
         keep.append(int(order[i]))
-        if len(keep) == max_keep:
+        if max_keep and len(keep) == max_keep:
             break
         r = slice(i + 1, None)
         inter = (np.clip(np.minimum(x2[i], x2[r]) - np.maximum(x1[i], x1[r]), 0, None)
@@ -56,12 +40,12 @@ EARLY_EXIT_RATIO = 4  # with max_keep <= n / this, greedy NMS that stops at max_
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_keep: int = 0) -> np.ndarray:
     """Same result as :func:`nms_reference`: by OpenCV, or, when `max_keep` is small against the candidates
-    (a model that fires everywhere), by the reference's own greedy loop, which stops at `max_keep` boxes and so
+    (a model that fires everywhere), by the reference itself, which stops at `max_keep` boxes and so
     costs O(max_keep x n) instead of OpenCV's O(kept x n) over every box it keeps."""
     if len(boxes) == 0:
         return np.zeros(0, dtype=np.int64)
     if max_keep and max_keep * EARLY_EXIT_RATIO <= len(boxes):
-        return _greedy_nms(boxes, scores, iou_threshold, max_keep)
+        return nms_reference(boxes, scores, iou_threshold, max_keep)
     xywh = np.asarray(boxes, dtype=np.float64).copy()
     xywh[:, 2:] -= xywh[:, :2]
     scores = np.asarray(scores, dtype=np.float32)
