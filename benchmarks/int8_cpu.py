@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .latency import time_stages
 from .machine import describe_machine, markdown_table, write_results
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -22,16 +23,8 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 def latency_ms(path: str, runs: int = 8) -> float:
     from edgeface import Detector
 
-    detector = Detector(path, input_size=(640, 480))
     frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
-    for _ in range(2):
-        detector(frame)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        detector(frame)
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
+    return time_stages(Detector(path, input_size=(640, 480)), [frame], runs, warmup=2)["total"]
 
 
 def accuracy(path: str, face_val, wider_gt, wider_images: Path) -> dict[str, float]:

@@ -12,8 +12,9 @@ images held out from calibration and reports how much outputs and detections mov
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
@@ -49,53 +50,24 @@ def calibration_batches(images: Sequence[str | np.ndarray], spec: ModelSpec,
             for i in images]
 
 
-def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, images: Sequence[str | np.ndarray],
-                  size: tuple[int, int] = (640, 480)) -> str:
-    """Write an explicitly quantised (Q/DQ, symmetric INT8) copy of `src`, calibrated on `images`."""
-    src, dst = os.fspath(src), os.fspath(dst)
+def _calibrated(src: str, dst: str, images: Sequence[str | np.ndarray], size: tuple[int, int],
+                quantise: Callable[[list[np.ndarray]], None]) -> str:
+    """Run `quantise(batches)` (which writes `dst`) on `images` letterboxed to `size`, then give `dst` back the
+    spec of `src` (quantisers drop metadata)."""
     spec = read_onnx_spec(src)
     batches = calibration_batches(images, spec, size)
     if not batches:
         raise ValueError("INT8 quantisation needs calibration images")
-    try:
-        from modelopt.onnx.quantization import quantize as modelopt_quantize
-    except ImportError:
-        modelopt_quantize = None
-    if modelopt_quantize is not None:
-        modelopt_quantize(src, quantize_mode="int8", calibration_data=np.concatenate(batches),
-                          calibration_eps=["cpu"], output_path=dst)
-    else:
-        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-        class Reader(CalibrationDataReader):
-            def __init__(self):
-                self.items = iter([{"input": b} for b in batches])
-
-            def get_next(self):
-                return next(self.items, None)
-
-        quantize_static(src, dst, Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
-                        weight_type=QuantType.QInt8,
-                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
-    model = onnx.load(dst)  # keep the spec: quantisers drop metadata
+    quantise(batches)
+    model = onnx.load(dst)
     embed_spec(model, spec)
     onnx.save(model, dst)
     return dst
 
 
-def quantize_int8_cpu(src: str | os.PathLike, dst: str | os.PathLike, images: Sequence[str | np.ndarray],
-                      size: tuple[int, int] = (640, 480)) -> str:
-    """Write an INT8 copy of `src` for ONNX Runtime on CPUs, calibrated on `images`: Q/DQ with unsigned 8-bit
-    activations and signed per-channel 8-bit weights, the form ONNX Runtime's x86 / ARM integer kernels run
-    (TensorRT wants :func:`quantize_int8`'s symmetric activations instead)."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    src, dst = os.fspath(src), os.fspath(dst)
-    spec = read_onnx_spec(src)
-    batches = calibration_batches(images, spec, size)
-    if not batches:
-        raise ValueError("INT8 quantisation needs calibration images")
+def _ort_quantize_static(src: str, dst: str, batches: list[np.ndarray], **options: Any) -> None:
+    """ONNX Runtime's static quantisation of `src` into `dst`, calibrated on `batches`."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -104,18 +76,50 @@ def quantize_int8_cpu(src: str | os.PathLike, dst: str | os.PathLike, images: Se
         def get_next(self):
             return next(self.items, None)
 
-    prepared = f"{dst}.prepared.onnx"
-    try:
-        quant_pre_process(src, prepared, skip_symbolic_shape=True)  # folded and shape-inferred, as ORT advises
-        quantize_static(prepared, dst, Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, per_channel=True)
-    finally:
-        if os.path.exists(prepared):
-            os.remove(prepared)
-    model = onnx.load(dst)  # keep the spec: quantisers drop metadata
-    embed_spec(model, spec)
-    onnx.save(model, dst)
-    return dst
+    quantize_static(src, dst, Reader(), quant_format=QuantFormat.QDQ, **options)
+
+
+def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, images: Sequence[str | np.ndarray],
+                  size: tuple[int, int] = (640, 480)) -> str:
+    """Write an explicitly quantised (Q/DQ, symmetric INT8) copy of `src`, calibrated on `images`."""
+    src, dst = os.fspath(src), os.fspath(dst)
+
+    def quantise(batches: list[np.ndarray]) -> None:
+        try:
+            from modelopt.onnx.quantization import quantize as modelopt_quantize
+        except ImportError:
+            from onnxruntime.quantization import QuantType
+
+            _ort_quantize_static(src, dst, batches, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                                 extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+            return
+        modelopt_quantize(src, quantize_mode="int8", calibration_data=np.concatenate(batches),
+                          calibration_eps=["cpu"], output_path=dst)
+
+    return _calibrated(src, dst, images, size, quantise)
+
+
+def quantize_int8_cpu(src: str | os.PathLike, dst: str | os.PathLike, images: Sequence[str | np.ndarray],
+                      size: tuple[int, int] = (640, 480)) -> str:
+    """Write an INT8 copy of `src` for ONNX Runtime on CPUs, calibrated on `images`: Q/DQ with unsigned 8-bit
+    activations and signed per-channel 8-bit weights, the form ONNX Runtime's x86 / ARM integer kernels run
+    (TensorRT wants :func:`quantize_int8`'s symmetric activations instead)."""
+    src, dst = os.fspath(src), os.fspath(dst)
+
+    def quantise(batches: list[np.ndarray]) -> None:
+        from onnxruntime.quantization import QuantType
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        prepared = f"{dst}.prepared.onnx"
+        try:
+            quant_pre_process(src, prepared, skip_symbolic_shape=True)  # folded and shape-inferred, as ORT advises
+            _ort_quantize_static(prepared, dst, batches, activation_type=QuantType.QUInt8,
+                                 weight_type=QuantType.QInt8, per_channel=True)
+        finally:
+            if os.path.exists(prepared):
+                os.remove(prepared)
+
+    return _calibrated(src, dst, images, size, quantise)
 
 
 @dataclass

@@ -1,9 +1,9 @@
-"""Precision-recall plots drawn with OpenCV (no plotting library needed)."""
+"""Precision-recall and line plots drawn with OpenCV (no plotting library needed)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -11,31 +11,45 @@ import numpy as np
 COLOURS = [(180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148), (75, 86, 140)]
 
 
-def plot_pr_curves(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], path: str | os.PathLike,
-                   title: str = "precision-recall", size: tuple[int, int] = (640, 520)) -> None:
-    """Write a PNG of ``(label, recall, precision)`` curves; labels should carry their AP."""
+def _axes(size: tuple[int, int], left: int, x_range: tuple[float, float], y_range: tuple[float, float],
+          tick_format: str, xlabel: str, ylabel: str, title: str) -> tuple[np.ndarray, Callable, int, int, int]:
+    """A white canvas with framed axes over `x_range` x `y_range` (6 ticks each, labelled with `tick_format`),
+    axis labels and a title. Returns ``(canvas, to_px, top, pw, ph)``: `to_px(x, y)` maps data arrays to
+    ``(N, 2)`` int32 pixel points; the plot area is `pw` x `ph` pixels from (`left`, `top`)."""
     width, height = size
-    left, right, top, bottom = 60, 20, 40, 50
+    right, top, bottom = 20, 40, 50
     canvas = np.full((height, width, 3), 255, np.uint8)
     pw, ph = width - left - right, height - top - bottom
+    (x0, x1), (y0, y1) = x_range, y_range
 
-    def to_px(r: np.ndarray, p: np.ndarray) -> np.ndarray:
-        return np.stack([left + r * pw, top + (1 - p) * ph], axis=1).round().astype(np.int32)
+    def to_px(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return np.stack([left + (np.asarray(x, float) - x0) / (x1 - x0) * pw,
+                         top + (1 - (np.asarray(y, float) - y0) / (y1 - y0)) * ph], axis=1).round().astype(np.int32)
 
     for tick in np.linspace(0, 1, 6):
         x, y = int(left + tick * pw), int(top + (1 - tick) * ph)
         cv2.line(canvas, (x, top), (x, top + ph), (230, 230, 230), 1)
         cv2.line(canvas, (left, y), (left + pw, y), (230, 230, 230), 1)
-        cv2.putText(canvas, f"{tick:.1f}", (x - 12, top + ph + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
-        cv2.putText(canvas, f"{tick:.1f}", (left - 32, y + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+        cv2.putText(canvas, format(x0 + tick * (x1 - x0), tick_format), (x - 12, top + ph + 18),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+        cv2.putText(canvas, format(y0 + tick * (y1 - y0), tick_format), (left - 32, y + 4), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.4, (0, 0, 0), 1)
     cv2.rectangle(canvas, (left, top), (left + pw, top + ph), (0, 0, 0), 1)
-    cv2.putText(canvas, "recall", (left + pw // 2 - 20, height - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
-    cv2.putText(canvas, "precision", (4, top - 14), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
+    cv2.putText(canvas, xlabel, (left + pw // 2 - 20, height - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
+    cv2.putText(canvas, ylabel, (4, top - 14), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
     cv2.putText(canvas, title, (left + 80, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1)
+    return canvas, to_px, top, pw, ph
+
+
+def plot_pr_curves(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], path: str | os.PathLike,
+                   title: str = "precision-recall", size: tuple[int, int] = (640, 520)) -> None:
+    """Write a PNG of ``(label, recall, precision)`` curves; labels should carry their AP."""
+    left = 60
+    canvas, to_px, top, pw, ph = _axes(size, left, (0.0, 1.0), (0.0, 1.0), ".1f", "recall", "precision", title)
     for k, (label, recall, precision) in enumerate(curves):
         colour = COLOURS[k % len(COLOURS)]
         if len(recall):
-            cv2.polylines(canvas, [to_px(np.asarray(recall), np.asarray(precision))], False, colour, 2, cv2.LINE_AA)
+            cv2.polylines(canvas, [to_px(recall, precision)], False, colour, 2, cv2.LINE_AA)
         y = top + ph - 16 - 20 * (len(curves) - 1 - k)
         cv2.line(canvas, (left + 12, y - 4), (left + 36, y - 4), colour, 2)
         cv2.putText(canvas, label, (left + 42, y), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
@@ -45,34 +59,19 @@ def plot_pr_curves(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], path: s
 def plot_lines(series: Sequence[tuple[str, np.ndarray, np.ndarray]], path: str | os.PathLike, title: str,
                xlabel: str, ylabel: str, size: tuple[int, int] = (640, 420)) -> None:
     """Write a PNG of ``(label, x, y)`` lines on axes fitted to the data (e.g. training loss against step)."""
-    width, height = size
-    left, right, top, bottom = 70, 20, 40, 50
-    canvas = np.full((height, width, 3), 255, np.uint8)
-    pw, ph = width - left - right, height - top - bottom
     xs = np.concatenate([np.asarray(x, float) for _, x, _ in series] + [np.zeros(1)])
     ys = np.concatenate([np.asarray(y, float) for _, _, y in series] + [np.zeros(1)])
-    x0, x1 = float(xs.min()), float(max(xs.max(), xs.min() + 1e-9))
-    y0, y1 = float(ys.min()), float(max(ys.max(), ys.min() + 1e-9))
-    for tick in np.linspace(0, 1, 6):
-        x, y = int(left + tick * pw), int(top + (1 - tick) * ph)
-        cv2.line(canvas, (x, top), (x, top + ph), (230, 230, 230), 1)
-        cv2.line(canvas, (left, y), (left + pw, y), (230, 230, 230), 1)
-        cv2.putText(canvas, f"{x0 + tick * (x1 - x0):.4g}", (x - 14, top + ph + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.38,
-                    (0, 0, 0), 1)
-        cv2.putText(canvas, f"{y0 + tick * (y1 - y0):.3g}", (4, y + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1)
-    cv2.rectangle(canvas, (left, top), (left + pw, top + ph), (0, 0, 0), 1)
-    cv2.putText(canvas, xlabel, (left + pw // 2 - 20, height - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
-    cv2.putText(canvas, ylabel, (4, top - 14), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
-    cv2.putText(canvas, title, (left + 80, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1)
+    x_range = (float(xs.min()), float(max(xs.max(), xs.min() + 1e-9)))
+    y_range = (float(ys.min()), float(max(ys.max(), ys.min() + 1e-9)))
+    canvas, to_px, top, pw, _ = _axes(size, 70, x_range, y_range, ".3g", xlabel, ylabel, title)
     for k, (label, x, y) in enumerate(series):
         colour = COLOURS[k % len(COLOURS)]
-        points = np.stack([left + (np.asarray(x, float) - x0) / (x1 - x0) * pw,
-                           top + (1 - (np.asarray(y, float) - y0) / (y1 - y0)) * ph], axis=1).round().astype(np.int32)
+        points = to_px(x, y)
         if len(points) > 1:
             cv2.polylines(canvas, [points], False, colour, 2, cv2.LINE_AA)
-        for p in points if len(points) <= 20 else ():
-            cv2.circle(canvas, (int(p[0]), int(p[1])), 3, colour, -1)
+        for px, py in points if len(points) <= 20 else ():
+            cv2.circle(canvas, (int(px), int(py)), 3, colour, -1)
         yl = top + 16 + 20 * k
-        cv2.line(canvas, (left + pw - 200, yl - 4), (left + pw - 176, yl - 4), colour, 2)
-        cv2.putText(canvas, label, (left + pw - 170, yl), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.line(canvas, (70 + pw - 200, yl - 4), (70 + pw - 176, yl - 4), colour, 2)
+        cv2.putText(canvas, label, (70 + pw - 170, yl), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.imwrite(os.fspath(path), canvas)

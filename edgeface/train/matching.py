@@ -48,12 +48,7 @@ def build_targets(faces: np.ndarray, anchors: np.ndarray, variances: tuple[float
     """Training targets of one image: ``labels (A,)`` int64 (1 face, 0 background) and encoded
     ``loc (A, 4)`` float32 offsets (zeros where background)."""
     assigned = match_s3fd(faces, anchors, thresholds)
-    labels = (assigned >= 0).astype(np.int64)
-    loc = np.zeros((len(anchors), 4), np.float32)
-    pos = assigned >= 0
-    if pos.any():
-        loc[pos] = encode_boxes(faces[assigned[pos]], anchors[pos], variances)
-    return labels, loc
+    return (assigned >= 0).astype(np.int64), encoded(faces, anchors, assigned, assigned >= 0, variances)
 
 
 def match_iou(faces: np.ndarray, anchors: np.ndarray, positive: float, negative: float,
