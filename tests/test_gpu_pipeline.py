@@ -272,6 +272,15 @@ def test_tensorrt_runs_each_frame_size_on_its_own_context_alternating_sizes(emul
         assert_same(graphs.detect(image, size), eager.detect(image, size), 0, 0)
     assert len(trt.engine.contexts) == 2 and graphs.use_graphs
     assert all(plan.graph is not None for plan in graphs._plans.values())
+    # the plan cache bounds TensorRT's contexts too: an evicted size's context goes with its plan
+    trt = TensorRTBackend.__new__(TensorRTBackend)
+    trt.spec, trt.engine, trt._contexts = backend.spec, FakeTensorRTEngine(backend), {}
+    bounded = GpuPipeline(backend.spec, trt.network_runner(), 0.5, 0.3, 50, runtime=emulated_runtime, max_plans=2)
+    stream_of[id(bounded.stream)] = bounded.stream
+    bounded.stream.handle = id(bounded.stream)
+    for size in [(160, 120), (192, 144), (224, 168), (256, 192)]:
+        bounded.detect(image, size)
+    assert sorted(trt._contexts) == [(1, 3, 168, 224), (1, 3, 192, 256)]
 
 
 def test_plans_are_an_lru_cache_and_their_memory_goes_with_them(emulated_runtime, backend, photo_paths):

@@ -51,6 +51,10 @@ class TensorRTBackend:
             self._contexts[shape] = context
         return self._contexts[shape]
 
+    def release(self, width: int, height: int) -> None:
+        """Free the execution context of one ``width`` x ``height`` input (its plan was evicted)."""
+        self._contexts.pop((1, 3, height, width), None)
+
     def output_anchors(self, width: int, height: int) -> int:
         """Boxes the engine writes for one ``width`` x ``height`` input."""
         return int(self.context_for((1, 3, height, width)).get_tensor_shape("loc")[1])
@@ -86,7 +90,7 @@ class TensorRTBackend:
             self._execute((1, 3, height, width), input_ptr, loc_ptr, conf_ptr, stream.handle)
 
         run.capturable = True  # once its context has run at its shape, execute_async_v3 may be captured
-        run.output_anchors = self.output_anchors
+        run.output_anchors, run.release = self.output_anchors, self.release
         return run
 
     def gpu_pipeline(self, score_threshold: float, nms_iou: float, max_detections: int):

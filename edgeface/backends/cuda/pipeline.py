@@ -12,7 +12,8 @@ frame and replayed with one launch (that first frame is the eager run and synchr
 shape before capture). Device frames (``__cuda_array_interface__``) are read in place, after the stream that
 wrote them; their address changes from frame to frame, so their sequence is launched kernel by kernel. A
 network runner may say how many boxes it writes at a size (``output_anchors(w, h)``): a plan whose anchor
-layout disagrees is refused, since the network would write past its output buffers.
+layout disagrees is refused, since the network would write past its output buffers; and it may keep state per
+input size, freed by ``release(w, h)`` when the last plan of that size goes.
 
 The network is any runner that reads the input buffer and writes the ``loc`` / ``conf`` buffers on the
 pipeline's stream (TensorRT, or torch on CUDA). The kernels have NumPy references in
@@ -115,7 +116,8 @@ class GpuPipeline:
         dropped (recaptured at the next frames of their size); a new `max_detections` reallocates the plans."""
         max_keep = min(max_detections, self.top_k) if max_detections > 0 else self.top_k
         if max_keep != getattr(self, "max_keep", max_keep):
-            self._plans.clear()  # the result buffers are sized for max_keep
+            for key in list(self._plans):  # the result buffers are sized for max_keep
+                self._drop_plan(key)
         self.score_threshold, self.nms_iou, self.max_keep = float(score_threshold), float(nms_iou), max_keep
         for plan in self._plans.values():
             plan.graph, plan.runs = None, 0
@@ -145,7 +147,7 @@ class GpuPipeline:
             self._plans.move_to_end(key)
         else:
             while len(self._plans) >= self.max_plans:  # least recently used first; its memory goes with it
-                self._plans.popitem(last=False)
+                self._drop_plan(next(iter(self._plans)))
             rt, (width, height), k = self.rt, input_size, self.top_k
             anchors = generate_anchors(self.spec.anchors, width, height)
             n = len(anchors)
@@ -170,6 +172,14 @@ class GpuPipeline:
             plan.anchors.copy_from_host(anchors, self.stream)
             self._plans[key] = plan
         return self._plans[key]
+
+    def _drop_plan(self, key: tuple[int, ...]) -> None:
+        """Free a plan's memory, and the network's per-size state (``release(w, h)``: TensorRT's execution
+        context) once no other plan runs at its input size."""
+        plan = self._plans.pop(key)
+        release = getattr(self.network, "release", None)
+        if release is not None and all(p.input_size != plan.input_size for p in self._plans.values()):
+            release(*plan.input_size)
 
     def host_frame(self, width: int, height: int, channels: int = 3,
                    input_size: Optional[tuple[int, int]] = None) -> np.ndarray:
