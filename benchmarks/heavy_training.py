@@ -25,9 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .machine import describe_machine, markdown_table
+from .machine import SHARED, describe_machine, markdown_table
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 FAMILIES = ("shf", "hr-res50", "srn")
 # Per family: training input side, batch, peak lr and augmentation. Larger batches than the papers' (one GPU,
 # minutes not days), warm-up then cosine decay.

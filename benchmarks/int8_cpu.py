@@ -1,8 +1,8 @@
-"""INT8 on the CPU for the model edgeface ships: ONNX Runtime static quantisation (Q/DQ, unsigned activations,
-per-channel signed weights; :func:`edgeface.export.precision.quantize_int8_cpu`) calibrated on real photos
-(face-dataset and WIDER FACE train images), against FP32 in the same run: VOC AP50 on the face dataset's val
-split, WIDER FACE val easy / medium / hard AP (official protocol, over the val images ``../shared`` holds) and
-the latency at 640x480 (median of 8, after 2 warm-up runs).
+"""INT8 on the CPU for a model edgeface ships (--model default or fast): ONNX Runtime static quantisation (Q/DQ,
+unsigned activations, per-channel signed weights; :func:`edgeface.export.precision.quantize_int8_cpu`) calibrated on
+real photos (face-dataset and WIDER FACE train images), against FP32 in the same run: VOC AP50 on the face
+dataset's val split, WIDER FACE val easy / medium / hard AP (official protocol, over the val images ``../shared``
+holds) and the latency at 640x480 (median of 8, after 2 warm-up runs).
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from .latency import time_stages
-from .machine import describe_machine, markdown_table, write_results
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from .machine import SHARED, describe_machine, markdown_table, write_results
+from .wise_ft import both_validations, score_model
 
 
 def latency_ms(path: str, runs: int = 8) -> float:
@@ -27,29 +26,17 @@ def latency_ms(path: str, runs: int = 8) -> float:
     return time_stages(Detector(path, input_size=(640, 480)), [frame], runs, warmup=2)["total"]
 
 
-def accuracy(path: str, face_val, wider_gt, wider_images: Path) -> dict[str, float]:
-    from edgeface import Detector
-    from edgeface.eval.voc import evaluate_detector
-    from edgeface.eval.wider import SETTINGS, as_predictions, detect_wider, evaluate_wider
-
-    detector = Detector(path, score_threshold=0.05)
-    result = {"face_val_ap50": evaluate_detector(detector, face_val).ap}
-    if wider_gt:
-        wider = evaluate_wider(as_predictions(detect_wider(detector, wider_gt, wider_images, progress=False)), wider_gt)
-        result.update({f"wider_{s}": wider.ap[s] for s in SETTINGS})
-    return result
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calibration", type=int, default=64, help="calibration photos (default: %(default)s)")
+    parser.add_argument("--model", default="default", choices=["default", "fast"],
+                        help="the shipped model to quantise (default: %(default)s)")
     parser.add_argument("--save", help="also keep the INT8 model here")
     args = parser.parse_args(argv)
     from edgeface.data.voc import read_facemask
     from edgeface.data.wider import read_wider
-    from edgeface.eval.wider import load_ground_truth
     from edgeface.export.precision import quantize_int8_cpu
-    from edgeface.weights import DEFAULT_MODEL
+    from edgeface.weights import SHIPPED
 
     facemask, widerface = SHARED / "data" / "facemask", SHARED / "data" / "widerface"
     if not facemask.exists():
@@ -58,23 +45,18 @@ def main(argv: list[str] | None = None) -> None:
     train = read_facemask(facemask, "train")
     calibration = [r.image_path for r in train[:: max(1, 2 * len(train) // args.calibration)]][: args.calibration // 2]
     if (widerface / "WIDER_train").exists():
-        wider_train = sorted((r for r in read_wider(widerface, "train") if Path(r.image_path).exists()),
-                             key=lambda r: r.name)
+        wider_train = sorted(read_wider(widerface, "train"), key=lambda r: r.name)
         calibration += [r.image_path for r in wider_train[:: max(1, len(wider_train) // (args.calibration // 2))]]
-    images = widerface / "WIDER_val" / "images"
-    wider_gt = []
-    if images.exists():
-        wider_gt = [g for g in load_ground_truth(widerface / "eval_tools" / "ground_truth")
-                    if (images / g.event / f"{g.name}.jpg").exists()]
-    face_val = read_facemask(facemask, "val")
+    sets = both_validations()
     with tempfile.TemporaryDirectory() as tmp:
-        int8 = args.save or str(Path(tmp) / "edgeface_default_int8.onnx")
+        shipped = SHIPPED[args.model]
+        int8 = args.save or str(Path(tmp) / f"{shipped.stem}_int8.onnx")
         start = time.perf_counter()
-        quantize_int8_cpu(DEFAULT_MODEL, int8, calibration)
+        quantize_int8_cpu(shipped, int8, calibration)
         print(f"quantised on {len(calibration)} photos in {time.perf_counter() - start:.0f} s", flush=True)
         rows = []
-        for name, path in (("FP32 (shipped)", str(DEFAULT_MODEL)), ("INT8", int8)):
-            row = {"model": name, "latency_ms": latency_ms(path), **accuracy(path, face_val, wider_gt, images),
+        for name, path in ((f"{args.model}: FP32 (shipped)", str(shipped)), (f"{args.model}: INT8", int8)):
+            row = {"model": name, "latency_ms": latency_ms(path), **score_model(path, sets),
                    "megabytes": Path(path).stat().st_size / 1e6}
             rows.append(row)
             print(row, flush=True)
@@ -83,9 +65,10 @@ def main(argv: list[str] | None = None) -> None:
                            [[r["model"], f"{r['megabytes']:.1f}", *(f"{r[c]:.3f}" for c in columns),
                              f"{r['latency_ms']:.1f}"] for r in rows])
     print(table)
-    payload = {"machine": describe_machine(), "calibration_images": len(calibration),
-               "wider_val_images": len(wider_gt), "rows": rows}
-    print(f"\nwritten: {write_results('int8_cpu', payload, table)}")
+    payload = {"machine": describe_machine(), "model": args.model, "calibration_images": len(calibration),
+               "wider_val_images": len(sets[-1].wider_ground_truth or []), "rows": rows}
+    name = "int8_cpu" if args.model == "default" else f"int8_cpu_{args.model}"
+    print(f"\nwritten: {write_results(name, payload, table)}")
 
 
 if __name__ == "__main__":

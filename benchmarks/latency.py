@@ -22,9 +22,8 @@ import numpy as np
 from edgeface import Detector, read_image
 from edgeface.models.registry import model_names
 
-from .machine import describe_machine, markdown_table, write_results
+from .machine import SHARED, describe_machine, markdown_table, write_results
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 PHOTO = SHARED / "data" / "photos" / "dlib_examples_faces" / "2008_002470.jpg"
 AUTHORS = SHARED / "weights" / "extd_official"
 

@@ -12,6 +12,8 @@ from typing import Any
 
 # where tables go; EDGEFACE_RESULTS_DIR redirects them (tests, or runs on another machine)
 RESULTS = Path(os.environ.get("EDGEFACE_RESULTS_DIR", Path(__file__).resolve().parent / "results"))
+# ../shared beside the checkout; EDGEFACE_SHARED points elsewhere
+SHARED = Path(os.environ.get("EDGEFACE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 PACKAGES = ("edgeface", "numpy", "opencv-python-headless", "onnxruntime", "torch", "onnx", "onnxslim")
 
 

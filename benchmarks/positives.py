@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
-from .machine import describe_machine, markdown_table, write_results
+from .machine import SHARED, describe_machine, markdown_table, write_results
 
-SHARED = Path(os.environ.get("EDGEFACE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 BUCKETS = (0, 8, 16, 32, 64, 128, 100_000)
 FAMILIES = {"extd64": 640, "shf": 800, "hr-res50": 500, "srn": 1024}
 
@@ -96,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     if not (root / "WIDER_train").exists():
         print(f"skipped: {root} not found (the shared data folder is not beside the checkout)")
         return
-    records = [r for r in read_wider(root, "train") if Path(r.image_path).exists()]
+    records = read_wider(root, "train")
     records = sorted(records, key=lambda r: r.name)
     records = [records[i] for i in np.linspace(0, len(records) - 1, min(args.images, len(records))).astype(int)]
     results = {family: measure(family, FAMILIES[family], records) for family in args.families}

@@ -150,9 +150,9 @@ def cv2_imwrite(path: Path, image) -> bool:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from .models.registry import get_entry
-    from .weights import DEFAULT_MODEL
+    from .weights import shipped_model
 
-    target = args.model or str(DEFAULT_MODEL)
+    target = str(shipped_model(args.model) or args.model)
     if os.path.isfile(target):
         from .backends import open_backend
 
@@ -200,6 +200,24 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     spec = convert_authors_checkpoint(args.source, args.output)
     print(f"{args.source} -> {args.output}: {spec.name} (recognised from the weights)")
+    return 0
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    from .models.checkpoint import interpolate_weights, load_any_checkpoint, save_checkpoint
+    from .spec import ModelSpec
+
+    start, start_spec = load_any_checkpoint(args.start)
+    end, end_spec = load_any_checkpoint(args.end)
+    if start_spec.name != end_spec.name:
+        raise EdgefaceError(f"{args.start} holds {start_spec.name} and {args.end} {end_spec.name}: interpolation "
+                            "needs two sets of weights of one model")
+    version = args.model_version or f"{end_spec.model_version}-wise{args.alpha:g}"
+    spec = ModelSpec.from_dict({**end_spec.to_dict(), "model_version": version})
+    save_checkpoint(interpolate_weights(start, end, args.alpha), spec, args.output,
+                    interpolated={"start": os.path.basename(args.start), "end": os.path.basename(args.end),
+                                  "alpha": args.alpha})
+    print(f"{args.output}: {spec.name}, {1 - args.alpha:g} x {args.start} + {args.alpha:g} x {args.end}")
     return 0
 
 
@@ -300,7 +318,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     detector = Detector(args.model, score_threshold=args.score_threshold, input_size=args.input_size,
                         device=args.device, test_time=test_time, max_side=args.max_side)
     curve = evaluate_detector(detector, records, iou_threshold=args.iou, progress=not args.quiet)
-    name = Path(args.model).stem if args.model else f"default ({detector.spec.name})"
+    name = f"{Path(args.model).stem} ({detector.spec.name})"
     print(f"{name}: VOC AP@{args.iou:g} = {curve.ap:.4f} on {len(records)} images, {curve.num_faces} faces "
           f"({args.format} {' '.join(args.data)})")
     if args.plot:
@@ -323,7 +341,8 @@ def cmd_eval_wider(args: argparse.Namespace) -> int:
         write_submission,
     )
 
-    ground_truth = load_ground_truth(args.ground_truth)
+    # with --images, only the images present there count (a partial copy of WIDER val); else all of WIDER val
+    ground_truth = load_ground_truth(args.ground_truth, args.images)
     if args.model:
         from .detector import Detector
 
@@ -333,6 +352,7 @@ def cmd_eval_wider(args: argparse.Namespace) -> int:
         found = detect_wider(detector, ground_truth, args.images, progress=not args.quiet)
         write_submission(args.submission, found)
         print(f"detections written in the official layout to {args.submission}")
+    print(f"scoring {len(ground_truth)} WIDER val images")
     result = evaluate_wider(read_submission(args.submission), ground_truth)
     print("WIDER FACE val AP: " + ", ".join(f"{s} {result.ap[s]:.4f}" for s in SETTINGS))
     if args.plot:
@@ -433,8 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=DETECT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", help="image files, video files, or folders of them (searched recursively, "
                                              "hidden files and the output folder skipped)")
-    p.add_argument("-m", "--model", help="model file: .onnx (no torch needed) or .pt checkpoint "
-                                         "(default: the model edgeface ships)")
+    p.add_argument("-m", "--model", help="model file: .onnx (no torch needed) or .pt checkpoint, or a shipped "
+                                         "model: default (EXTD-64) or fast (EXTD-32) (default: %(default)s)",
+                   default="default")
     p.add_argument("-o", "--output", default="edgeface_out", help="output folder (default: %(default)s)")
     p.add_argument("--score-threshold", type=_checked(check_score_threshold), metavar="P",
                    help="keep faces scoring above this probability, 0-1 (default: the model's)")
@@ -452,8 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Show the spec of a registry model or model file, its parameter count "
                                    "and conv multiply-adds at 640x480.")
     p.add_argument("model", nargs="?",
-                   help="registry name (e.g. extd64, extd32-ssd-leaky) or model file "
-                        "(default: the model edgeface ships)")
+                   help="registry name (e.g. extd64, extd32-ssd-leaky), model file, or a shipped model: default "
+                        "or fast (default: default)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_info)
 
@@ -463,6 +484,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="the authors' .pth file")
     p.add_argument("-o", "--output", required=True, help="edgeface checkpoint to write (.pt)")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("interpolate", help="mix two sets of weights of one model (WiSE-FT)",
+                       description="Write the checkpoint whose weights are (1 - alpha) x START + alpha x END: "
+                                   "weight-space ensembling of a model and a fine-tune of it (WiSE-FT, Wortsman et "
+                                   "al. 2022), which keeps much of what START knew while adding most of what the "
+                                   "fine-tune learned. Choose alpha on validation sets of both kinds: "
+                                   "python -m benchmarks wise-ft.")
+    p.add_argument("start", help="the first weights: an edgeface checkpoint or an EXTD authors' .pth")
+    p.add_argument("end", help="the second weights (the fine-tune), same model")
+    p.add_argument("--alpha", type=float, required=True, help="weight of END, in [0, 1]")
+    p.add_argument("-o", "--output", required=True, help="edgeface checkpoint to write (.pt)")
+    p.add_argument("--model-version", help="spec model_version of the result (default: END's + '-wise<alpha>')")
+    p.set_defaults(func=cmd_interpolate)
 
     p = sub.add_parser("train", help="train a model from a recipe (YAML)",
                        description="Train per a recipe (see edgeface/train/recipes/). Resumes from <output>/last.pt "
@@ -482,7 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Average precision (VOC devkit style: pixel-inclusive IoU, interpolated AP) "
                                    "of a model on a labelled set, e.g. `edgeface eval -m m.onnx --format facemask "
                                    "root=../shared/data/facemask split=val`.")
-    p.add_argument("-m", "--model", help="model file (default: the model edgeface ships)")
+    p.add_argument("-m", "--model", default="default",
+                   help="model file, or a shipped model: default or fast (default: %(default)s)")
     _add_data_source(p)
     p.add_argument("--iou", type=float, default=0.5, help="IoU for a match (default: %(default)s)")
     p.add_argument("--score-threshold", type=_checked(check_score_threshold), default=0.05, metavar="P",
@@ -521,7 +556,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("submission", help="submission folder (read, or written when --model is given)")
     p.add_argument("--ground-truth", required=True, help="the eval_tools/ground_truth folder (.mat files)")
     p.add_argument("-m", "--model", help="model to run first")
-    p.add_argument("--images", help="WIDER_val/images folder (with --model)")
+    p.add_argument("--images", help="WIDER_val/images folder: the model runs on it (with --model), and only the "
+                                    "images present there are scored (a partial copy of WIDER val)")
     p.add_argument("--score-threshold", type=_checked(check_score_threshold), default=0.05, metavar="P",
                    help="with --model (default: %(default)s)")
     _add_device(p)

@@ -28,7 +28,7 @@ from .options import (
     check_score_threshold,
 )
 from .spec import TestTimeSpec
-from .weights import DEFAULT_MODEL
+from .weights import shipped_model
 
 
 class Detector:
@@ -36,8 +36,9 @@ class Detector:
 
     Args:
         path: ``.onnx`` (ONNX Runtime, no torch needed), ``.engine`` (TensorRT) or ``.pt`` edgeface checkpoint
-            (torch), or an already open :class:`~edgeface.backends.Backend`; default: the model edgeface ships
-            (``edgeface/weights/edgeface_default.onnx``, EXTD-64 fine-tuned by edgeface; its card lies beside it).
+            (torch), an already open :class:`~edgeface.backends.Backend`, or a shipped model's short name:
+            ``"default"`` (EXTD-64 trained by edgeface, the default when `path` is omitted) or ``"fast"``
+            (EXTD-32, 2.5x fewer MACs); their model cards lie beside them in ``edgeface/weights/``.
         score_threshold: keep faces whose probability is above this, in [0, 1] (default: the spec's).
         nms_iou: suppress boxes overlapping a better one by more than this IoU, in [0, 1] (default: the spec's).
         max_detections: at most this many faces per frame, >= 1 (default: the spec's).
@@ -75,11 +76,12 @@ class Detector:
         input_size = None if input_size is None else check_input_size(input_size)
         self.max_side = check_max_side(max_side)
         device = check_device(device)
-        if path is None:
-            path = DEFAULT_MODEL
-            if not path.exists():
-                raise ModelFileError(f"this edgeface install ships no default model ({path} is missing); "
-                                     "pass a model file, e.g. Detector('extd64.onnx')")
+        shipped = shipped_model(path) if not hasattr(path, "run") else None
+        if shipped is not None:
+            if not shipped.exists():
+                raise ModelFileError(f"this edgeface install does not ship the {path or 'default'!r} model ({shipped}"
+                                     " is missing); pass a model file, e.g. Detector('extd64.onnx')")
+            path = shipped
         is_backend = hasattr(path, "run") and hasattr(path, "spec")
         self.backend = path if is_backend else open_backend(path, device=device, threads=threads,
                                                             varying_sizes=input_size is None)

@@ -40,7 +40,8 @@ def test_size_and_latency_tables(tmp_path):
 def test_entry_point_help():
     result = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0
-    assert "size,latency,speed,accuracy,big-photos,postprocess,positives,int8,gpu,gpu-suite,all" in result.stdout
+    assert ("{size,latency,speed,accuracy,big-photos,postprocess,positives,int8,gpu,gpu-suite,heavy-training,wise-ft,"
+            "all}") in result.stdout
 
 
 def test_speed_grid_cell_runs_in_its_own_process(tmp_path):
@@ -144,3 +145,51 @@ def test_heavy_training_script_runs_end_to_end_at_toy_sizes(tmp_path):
     assert [r["model"] for r in rows] == ["shf", "hr-res50"]
     assert all(0 <= r["ap50_single"] <= 1 and 0 <= r["ap50_own_strategy"] <= 1 and r["steps"] == 3 for r in rows)
     assert sum(p.stat().st_size for p in out.iterdir()) < 8 * 16 << 20
+
+
+def small_shared(tmp_path: Path, face_images: int, wider_images: int) -> Path:
+    """A ../shared with the first `face_images` of the face dataset's val split and `wider_images` WIDER val images."""
+    import shutil
+
+    facemask, widerface = need(SHARED / "data" / "facemask"), need(SHARED / "data" / "widerface")
+    root = tmp_path / "shared"
+    val = json.loads((facemask / "split.json").read_text())["val"][:face_images]
+    for folder, suffix in (("images", ".jpg"), ("annotations", ".xml")):
+        (root / "data/facemask" / folder).mkdir(parents=True)
+        for stem in val:
+            shutil.copy(facemask / folder / f"{stem}{suffix}", root / "data/facemask" / folder)
+    (root / "data/facemask/split.json").write_text(json.dumps({"train": [], "val": val}))
+    for folder in ("eval_tools", "wider_face_split"):
+        shutil.copytree(widerface / folder, root / "data/widerface" / folder)
+    for jpg in sorted((widerface / "WIDER_val/images").glob("*/*.jpg"))[:wider_images]:
+        (root / "data/widerface/WIDER_val/images" / jpg.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(jpg, root / "data/widerface/WIDER_val/images" / jpg.parent.name)
+    return root
+
+
+def test_wise_ft_scores_the_line_from_release_to_fine_tune_on_both_validations(tmp_path):
+    """alpha 0 is the release itself and alpha 1 the fine-tune: scored in the same run, on both kinds of set."""
+    import torch
+
+    from edgeface.models.checkpoint import load_authors_checkpoint, save_checkpoint
+
+    release = need(SHARED / "weights" / "extd_official" / "EXTD_32.pth")
+    model, spec = load_authors_checkpoint(release)
+    with torch.no_grad():  # a "fine-tune" that lost every face: background logits +50, face logits -50
+        for conf in model.conf:
+            conf.bias.fill_(50.0)
+            conf.bias[-1] = -50.0
+    save_checkpoint(model, spec, tmp_path / "lost.pt")
+    shared = small_shared(tmp_path, face_images=3, wider_images=2)
+    env = {**os.environ, "EDGEFACE_RESULTS_DIR": str(tmp_path), "EDGEFACE_SHARED": str(shared)}
+    result = subprocess.run([sys.executable, "-m", "benchmarks", "wise-ft", "--start", str(release), "--end",
+                             str(tmp_path / "lost.pt"), "--alphas", "0", "1", "--wider-max-side", "320"],
+                            capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    payload = json.loads((tmp_path / "wise_ft.json").read_text())
+    assert payload["validation_images"] == {"face_val": 3, "wider": 2}
+    first, last = payload["rows"]
+    metrics = ["face_val_ap50", "wider_easy", "wider_medium", "wider_hard"]
+    assert first["alpha"] == 0 and first["face_val_ap50"] > 0.3 and max(first[m] for m in metrics[1:]) > 0
+    assert last["alpha"] == 1 and all(last[m] == 0 for m in metrics)
+    assert (tmp_path / "wise_ft.png").exists()

@@ -112,3 +112,46 @@ def test_checkpoint_round_trip_keeps_weights_and_spec(tmp_path):
         assert torch.equal(a, b), k
     assert not list(tmp_path.glob("*.tmp"))
     np.testing.assert_equal(len(list(tmp_path.iterdir())), 1)
+
+
+def test_interpolated_weights_lie_on_the_line_between_two_models(tmp_path):
+    import subprocess
+    import sys
+
+    from edgeface.errors import OptionError
+    from edgeface.models.checkpoint import interpolate_weights, save_checkpoint
+
+    torch.manual_seed(0)
+    start, end = create_model("extd32"), create_model("extd32")
+    for module in end.modules():  # make the BatchNorm buffers differ too
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.num_batches_tracked.fill_(5)
+    a, b = start.state_dict(), end.state_dict()
+    for alpha in (0.0, 0.25, 1.0):
+        mixed = interpolate_weights(start, end, alpha).state_dict()
+        for key in a:
+            if a[key].is_floating_point():
+                torch.testing.assert_close(mixed[key], a[key] + alpha * (b[key] - a[key]), rtol=0, atol=1e-6)
+            else:
+                assert torch.equal(mixed[key], b[key]), key
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert all(torch.equal(p, q) for p, q in zip(interpolate_weights(start, end, 0.0)(x), start.eval()(x)))
+    with pytest.raises(ModelFileError, match="not the same architecture"):
+        interpolate_weights(start, create_model("extd64"), 0.5)
+    with pytest.raises(OptionError, match=r"alpha must be in \[0, 1\]"):
+        interpolate_weights(start, end, float("nan"))
+
+    save_checkpoint(start, default_spec("extd32"), tmp_path / "a.pt")
+    save_checkpoint(end, default_spec("extd32"), tmp_path / "b.pt")
+    cli = [sys.executable, "-m", "edgeface", "interpolate", str(tmp_path / "a.pt"), str(tmp_path / "b.pt")]
+    done = subprocess.run([*cli, "--alpha", "0.5", "-o", str(tmp_path / "mid.pt")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    loaded, spec = load_checkpoint(tmp_path / "mid.pt")
+    assert spec.name == "extd32" and spec.model_version.endswith("-wise0.5")
+    for key in ("base.0.0.weight", "loc.0.weight"):
+        torch.testing.assert_close(loaded.state_dict()[key], (a[key] + b[key]) / 2)
+    failed = subprocess.run([*cli, "--alpha", "1.5", "-o", str(tmp_path / "bad.pt")], capture_output=True, text=True)
+    assert failed.returncode == 1 and "alpha must be in [0, 1]" in failed.stderr and "Traceback" not in failed.stderr
+    assert not (tmp_path / "bad.pt").exists()

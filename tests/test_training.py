@@ -348,8 +348,8 @@ def test_recipe_values_of_the_wrong_type_are_one_line_errors(tmp_path):
 
 
 def test_validation_turns_cudnn_benchmark_off_for_its_varying_sizes(tmp_path, monkeypatch):
-    from edgeface.data.sources import load_records
     from edgeface.eval import voc
+    from edgeface.eval.validation import validation_set
 
     val = [{"format": "imglab", "xml": str(write_imglab(read_facemask(need(FACEMASK), "val")[:1],
                                                         tmp_path / "one.xml"))}]
@@ -360,7 +360,52 @@ def test_validation_turns_cudnn_benchmark_off_for_its_varying_sizes(tmp_path, mo
                         lambda *a, **k: seen.append(torch.backends.cudnn.benchmark) or evaluate(*a, **k))
     torch.backends.cudnn.benchmark = True
     try:
-        trainer.validate(load_records(val[0]))
+        trainer.validate([validation_set(val[0])])
         assert seen == [False] and torch.backends.cudnn.benchmark  # off inside, restored after
     finally:
         torch.backends.cudnn.benchmark = False
+
+
+def partial_wider(tmp_path, images: int) -> Path:
+    """A WIDER FACE root holding the official ground truth and the first `images` val images of ../shared."""
+    import shutil
+
+    shared = need(SHARED / "data" / "widerface")
+    root = tmp_path / "widerface"
+    shutil.copytree(shared / "eval_tools", root / "eval_tools")
+    shutil.copytree(shared / "wider_face_split", root / "wider_face_split")
+    for jpg in sorted((shared / "WIDER_val" / "images").glob("*/*.jpg"))[:images]:
+        (root / "WIDER_val" / "images" / jpg.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(jpg, root / "WIDER_val" / "images" / jpg.parent.name / jpg.name)
+    return root
+
+
+def test_validation_scores_each_set_under_its_protocol_and_logs_every_metric(tmp_path):
+    from edgeface.eval.validation import validation_set
+
+    wider = {"format": "wider", "root": str(partial_wider(tmp_path, 2)), "split": "val", "max_side": 320}
+    faces = {"format": "imglab", "name": "faces",
+             "xml": str(write_imglab(read_facemask(need(FACEMASK), "val")[:2], tmp_path / "two.xml"))}
+    vset = validation_set(wider)
+    assert len(vset.wider_ground_truth) == 2 and vset.max_side == 320  # only the images present count
+    assert vset.metrics == ["wider_easy", "wider_medium", "wider_hard"]
+    assert validation_set(faces).metrics == ["faces_ap50"]
+
+    result = Trainer(tiny_config(tmp_path, steps=1, val_every=1, val_data=[faces, wider])).fit(progress=False)
+    rows = list(csv_rows(tmp_path / "run" / "log.csv"))
+    header, validation = rows[0], rows[-1]
+    metrics = ["faces_ap50", "wider_easy", "wider_medium", "wider_hard"]
+    assert header[-5:] == [f"val_{m}" for m in metrics] + ["val_ap"] and len(validation) == len(header)
+    scores = [float(v) for v in validation[-5:-1]]
+    assert all(0 <= v <= 1 for v in scores) and scores == pytest.approx([result[f"val_{m}"] for m in metrics], abs=1e-5)
+    # the best checkpoint is kept by the mean over sets: a set with three metrics weighs as much as one with one
+    exact = [result[f"val_{m}"] for m in metrics]
+    assert result["val_ap"] == pytest.approx((exact[0] + np.mean(exact[1:])) / 2)
+    assert (tmp_path / "run" / "best.pt").exists()
+
+
+def csv_rows(path: Path):
+    import csv
+
+    with open(path, newline="") as f:
+        yield from csv.reader(f)

@@ -16,9 +16,10 @@ name, the count, then ``x y w h score`` lines.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -37,8 +38,11 @@ class WiderImage:
     keep: dict[str, np.ndarray]  # setting -> 0-based indices of the faces that count
 
 
-def load_ground_truth(gt_dir: str | os.PathLike) -> list[WiderImage]:
-    """The official ground truth from ``eval_tools/ground_truth/`` (needs scipy)."""
+def load_ground_truth(gt_dir: str | os.PathLike, images_root: str | os.PathLike | None = None) -> list[WiderImage]:
+    """The official ground truth from ``eval_tools/ground_truth/`` (needs scipy).
+
+    With `images_root` (``WIDER_val/images``), only the images present under it: a partial copy of WIDER val is
+    scored on what it has (the protocol is per image, so the subset's AP is the protocol applied to the subset)."""
     from scipy.io import loadmat
 
     gt_dir = Path(gt_dir)
@@ -51,6 +55,10 @@ def load_ground_truth(gt_dir: str | os.PathLike) -> list[WiderImage]:
             boxes = np.asarray(full["face_bbx_list"][e, 0][i, 0], np.float64).reshape(-1, 4)
             keep = {s: np.asarray(keeps[s][e, 0][i, 0], np.int64).reshape(-1) - 1 for s in SETTINGS}
             images.append(WiderImage(event_name, str(file[0]), boxes, keep))
+    if images_root is not None:
+        images = [g for g in images if (Path(images_root) / g.event / f"{g.name}.jpg").exists()]
+        if not images:
+            raise FileNotFoundError(f"no WIDER val image of the ground truth is under {images_root}")
     return images
 
 
@@ -65,15 +73,21 @@ def write_submission(folder: str | os.PathLike, detections: Mapping[str, Detecti
         (folder / event / f"{stem}.txt").write_text("\n".join(lines) + "\n")
 
 
-def detect_wider(detector, ground_truth: list[WiderImage], images_root: str | os.PathLike,
-                 progress: bool = True) -> dict[str, Detections]:
-    """Run `detector` over the WIDER val images (``WIDER_val/images/<event>/<file>.jpg``) of the ground truth."""
+def detect_wider(detector, ground_truth: list[WiderImage], images_root: str | os.PathLike, progress: bool = True,
+                 should_stop: Optional[Callable[[], bool]] = None) -> Optional[dict[str, Detections]]:
+    """Run `detector` over the WIDER val images (``WIDER_val/images/<event>/<file>.jpg``) of the ground truth.
+    Returns None when `should_stop` turns true before the last image (checked before each one)."""
     from tqdm import tqdm
 
     from ..core.image import read_image
 
-    return {f"{image.event}/{image.name}": detector(read_image(Path(images_root) / image.event / f"{image.name}.jpg"))
-            for image in tqdm(ground_truth, desc="WIDER val", unit="img", disable=not progress)}
+    found = {}
+    for image in tqdm(ground_truth, desc="WIDER val", unit="img", disable=not progress):
+        if should_stop is not None and should_stop():
+            return None
+        path = Path(images_root) / image.event / f"{image.name}.jpg"
+        found[f"{image.event}/{image.name}"] = detector(read_image(path))
+    return found
 
 
 def as_predictions(detections: Mapping[str, Detections]) -> dict[str, np.ndarray]:

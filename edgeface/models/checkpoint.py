@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ModelFileError
+from ..errors import ModelFileError, OptionError
 from ..spec import ModelSpec
 from .registry import create_model
 
@@ -109,3 +109,19 @@ def convert_authors_checkpoint(src: str | os.PathLike, dst: str | os.PathLike,
     spec = ModelSpec(name=spec.name, model_version=model_version)
     save_checkpoint(model, spec, dst, source=os.path.basename(src))
     return spec
+
+
+def interpolate_weights(start: nn.Module, end: nn.Module, alpha: float) -> nn.Module:
+    """WiSE-FT: a copy of `end` whose floating-point weights and buffers are ``(1 - alpha) * start + alpha * end``
+    (alpha 0: `start`, 1: `end`); integer buffers (BatchNorm's step counters) are `end`'s. Both must be the same
+    architecture (for example a release and a fine-tune of it)."""
+    import copy
+
+    if not 0.0 <= alpha <= 1.0:  # also false for NaN
+        raise OptionError(f"alpha must be in [0, 1], got {alpha}")
+    a, b = start.state_dict(), end.state_dict()
+    if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
+        raise ModelFileError("the two models are not the same architecture: their weights do not correspond")
+    mixed = copy.deepcopy(end)
+    mixed.load_state_dict({k: torch.lerp(a[k], b[k], alpha) if b[k].is_floating_point() else b[k] for k in b})
+    return mixed.eval()

@@ -27,6 +27,7 @@ from ..data.augment import AugmentConfig
 from ..data.sources import load_records
 from ..detector import Detector
 from ..errors import EdgefaceError, OptionError
+from ..eval.validation import ValidationSet, headline, validation_set
 from ..models.checkpoint import save_checkpoint
 from ..models.registry import create_model, default_spec
 from ..spec import TestTimeSpec
@@ -218,21 +219,28 @@ class Trainer:
                     module.eval()
 
     # -- validation -------------------------------------------------------------------------------
-    def validate(self, records) -> Optional[float]:
-        """VOC AP50 on `records`, one pass per image; None when a stop signal arrived meanwhile."""
-        from ..eval.voc import evaluate_detector
+    def validate(self, sets: list[ValidationSet]) -> Optional[dict[str, float]]:
+        """Every metric of every validation set, one pass per image; None when a stop signal arrived meanwhile."""
+        from ..eval.validation import score
 
         self.model.eval()
-        detector = Detector(TorchBackend.from_model(self.model, self.spec, device=str(self.device)),
-                            score_threshold=0.05, test_time=TestTimeSpec())  # one pass: validation stays cheap
+        backend = TorchBackend.from_model(self.model, self.spec, device=str(self.device))
         benchmark = torch.backends.cudnn.benchmark
         torch.backends.cudnn.benchmark = False  # every image has its own size: no re-tuning per shape
+        scores: Optional[dict[str, float]] = {}
         try:
-            curve = evaluate_detector(detector, records, should_stop=lambda: self.stop_signal is not None)
+            for vset in sets:
+                bound = {} if vset.max_side is None else {"max_side": vset.max_side}
+                detector = Detector(backend, score_threshold=0.05, test_time=TestTimeSpec(), **bound)  # one pass
+                found = score(detector, vset, should_stop=lambda: self.stop_signal is not None)
+                if found is None:
+                    scores = None
+                    break
+                scores.update(found)
         finally:
             torch.backends.cudnn.benchmark = benchmark
         self.train_mode()
-        return None if curve is None else curve.ap
+        return scores
 
     def validation_due(self) -> bool:
         """Every ``val_every`` steps, and at the last step when ``val_every`` fits in the run (0: never)."""
@@ -249,7 +257,8 @@ class Trainer:
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
         train_records = [r for source in cfg.train_data for r in load_records(source)]
-        val_records = [r for source in cfg.val_data for r in load_records(source)]
+        val_sets = [validation_set(source) for source in cfg.val_data]
+        val_metrics = [m for vset in val_sets for m in vset.metrics]
         augment_config = AugmentConfig(size=cfg.input_size, data_anchor_sampling_prob=cfg.data_anchor_sampling_prob,
                                        recipe=cfg.augment_recipe, rescales=tuple(cfg.rescales))
         dataset = FaceTrainingSet(train_records, self.objective, augment_config, cfg.seed)
@@ -268,7 +277,7 @@ class Trainer:
         writer = csv.writer(log)
         if new_log:
             writer.writerow(["step", "lr", "loss", *(f"loss_{t}" for t in self.objective.terms), "images_per_s",
-                             "val_ap"])
+                             *(f"val_{m}" for m in val_metrics), "val_ap"])
         board = self._tensorboard()
         bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step",
                    disable=not progress or self.rank != 0)
@@ -319,7 +328,8 @@ class Trainer:
                     images, tick = 0, time.perf_counter()
                     bar.set_postfix(loss=f"{result['loss']:.3f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
                     if self.rank == 0:
-                        writer.writerow([self.step, lr, *(f"{result[k]:.5f}" for k in result), f"{rate:.2f}", ""])
+                        writer.writerow([self.step, lr, *(f"{result[k]:.5f}" for k in result), f"{rate:.2f}",
+                                         *[""] * len(val_metrics), ""])
                         log.flush()
                         if board:
                             for key, value in result.items():
@@ -327,20 +337,26 @@ class Trainer:
                             board.add_scalar("train/lr", lr, self.step)
                 if self.step % cfg.checkpoint_every == 0:
                     self.save(self.last_path)
-                if val_records and self.validation_due() and self.rank == 0:
-                    ap = self.validate(val_records)
-                    if ap is None:  # interrupted: no AP, and no best.pt from a partial pass
+                if val_sets and self.validation_due() and self.rank == 0:
+                    scores = self.validate(val_sets)
+                    if scores is None:  # interrupted: no AP, and no best.pt from a partial pass
                         self.validation_cut = True
                         break
-                    result["val_ap"] = ap
-                    writer.writerow([self.step, lr, "", "", "", "", f"{ap:.5f}"])
+                    ap = headline(scores, val_sets)
+                    result.update({f"val_{m}": v for m, v in scores.items()}, val_ap=ap)
+                    writer.writerow([self.step, lr, *[""] * (2 + len(self.objective.terms)),
+                                     *(f"{scores[m]:.5f}" for m in val_metrics), f"{ap:.5f}"])
                     log.flush()
                     if board:
-                        board.add_scalar("val/ap50", ap, self.step)
+                        for metric, value in scores.items():
+                            board.add_scalar(f"val/{metric}", value, self.step)
+                        board.add_scalar("val/mean", ap, self.step)
                     if ap > self.best_ap:
                         self.best_ap = ap
                         self.save(self.out / "best.pt")
-                    tqdm.write(f"step {self.step}: validation AP50 {ap:.4f} (best {self.best_ap:.4f})")
+                    mean = f"mean {ap:.4f}, " if len(scores) > 1 else ""
+                    tqdm.write(f"step {self.step}: validation " + ", ".join(f"{m} {v:.4f}" for m, v in scores.items())
+                               + f" ({mean}best {self.best_ap:.4f})")
         finally:
             if not self.diverged:  # on completion, error or interrupt: nothing is lost
                 self.save(self.last_path)

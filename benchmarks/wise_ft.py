@@ -1,0 +1,100 @@
+"""WiSE-FT: weight-space interpolation between a released model and a fine-tune of it, scored on both kinds of
+validation, to choose the mix that keeps what the release knows and adds what the fine-tune learned.
+
+For each alpha the interpolated weights ``(1 - alpha) x START + alpha x END`` (``edgeface interpolate``) are
+exported to ONNX and run through ONNX Runtime single-scale at each image's own size (score threshold 0.05):
+VOC AP50 on the face dataset's val split and WIDER FACE val easy / medium / hard AP (official protocol, over the
+val images ``../shared`` holds). Alpha 0 is START itself (the baseline in the same run). Writes a table, JSON
+and a plot of every metric against alpha.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .machine import RESULTS, SHARED, describe_machine, markdown_table, write_results
+
+
+def both_validations(max_side: int | None = None) -> list:
+    """The face dataset's val split and the WIDER FACE val images present, as training validates on them."""
+    from edgeface.eval.validation import validation_set
+
+    bound = {} if max_side is None else {"max_side": max_side}
+    sets = [validation_set({"format": "facemask", "name": "face_val", "root": str(SHARED / "data" / "facemask"),
+                            "split": "val"})]
+    if (SHARED / "data" / "widerface" / "WIDER_val" / "images").exists():
+        sets.append(validation_set({"format": "wider", "root": str(SHARED / "data" / "widerface"), "split": "val",
+                                    **bound}))
+    return sets
+
+
+def score_model(path: str | Path, sets: list) -> dict[str, float]:
+    """Every metric of `sets` for the model file at `path` (single pass, score threshold 0.05)."""
+    from edgeface import Detector
+    from edgeface.eval.validation import score
+    from edgeface.spec import TestTimeSpec
+
+    result: dict[str, float] = {}
+    for vset in sets:
+        bound = {} if vset.max_side is None else {"max_side": vset.max_side}
+        result.update(score(Detector(path, score_threshold=0.05, test_time=TestTimeSpec(), **bound), vset))
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--start", default=str(SHARED / "weights" / "extd_official" / "EXTD_64.pth"),
+                        help="the released weights (edgeface checkpoint or authors' .pth; default: %(default)s)")
+    parser.add_argument("--end", required=True, help="the fine-tune of START (edgeface checkpoint, e.g. last.pt)")
+    parser.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0],
+                        help="weights of END to score (default: %(default)s)")
+    parser.add_argument("--wider-max-side", type=int,
+                        help="run WIDER val images downscaled to this longest side (default: their own size)")
+    parser.add_argument("--name", default="wise_ft", help="results file stem (default: %(default)s)")
+    args = parser.parse_args(argv)
+    from edgeface.export.onnx_export import export_onnx
+    from edgeface.models.checkpoint import interpolate_weights, load_any_checkpoint
+
+    if not (SHARED / "data" / "facemask").exists():
+        print(f"skipped: {SHARED / 'data'} not found (the shared data folder is not beside the checkout)")
+        return
+    start, spec = load_any_checkpoint(args.start)
+    end, end_spec = load_any_checkpoint(args.end)
+    sets = both_validations(args.wider_max_side)
+    check = str(next((SHARED / "data" / "facemask" / "images").glob("*.jpg")))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for alpha in args.alphas:
+            onnx_path = Path(tmp) / f"alpha{alpha:g}.onnx"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                export_onnx(interpolate_weights(start, end, alpha), end_spec, onnx_path, check_images=[check])
+            begin = time.perf_counter()
+            row = {"alpha": alpha, **score_model(onnx_path, sets), "seconds": time.perf_counter() - begin}
+            rows.append(row)
+            print(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), flush=True)
+    metrics = [m for vset in sets for m in vset.metrics]
+    table = markdown_table(["alpha (weight of the fine-tune)", *metrics],
+                           [[f"{r['alpha']:g}", *(f"{r[m]:.3f}" for m in metrics)] for r in rows])
+    print(table)
+    payload = {"machine": describe_machine(), "start": args.start, "end": args.end, "model": spec.name,
+               "wider_max_side": args.wider_max_side,
+               "validation_images": {vset.name: len(vset.records or vset.wider_ground_truth) for vset in sets},
+               "rows": rows}
+    print(f"\nwritten: {write_results(args.name, payload, table)}")
+    from edgeface.eval.plots import plot_lines
+
+    alphas = np.array([r["alpha"] for r in rows])
+    plot_lines([(m, alphas, np.array([r[m] for r in rows])) for m in metrics], RESULTS / f"{args.name}.png",
+               title=f"{spec.name}: release (0) to fine-tune (1)", xlabel="alpha", ylabel="AP")
+    print(f"plot: {RESULTS / f'{args.name}.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Validation sets as recipes name them, each scored under its own protocol.
+
+A recipe's ``val_data`` entry is a data source (see :func:`edgeface.data.sources.load_records`) plus two
+optional keys: ``name`` (the metric prefix; default: the format) and ``max_side`` (the detector's bound on
+the longest image side, to keep validation cheap; default: the detector's). WIDER FACE val entries
+(``{format: wider, root: ..., split: val}``) are scored with the official easy / medium / hard protocol on the
+images present (its ``eval_tools/ground_truth`` under ``root``); every other set with VOC AP at IoU 0.5.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from ..data.records import FaceRecord
+
+
+@dataclass
+class ValidationSet:
+    name: str
+    max_side: Optional[int]  # None: the detector's default
+    records: list[FaceRecord]  # VOC AP sets
+    wider_ground_truth: Optional[list] = None  # WIDER val: official protocol over these images
+    wider_images: Optional[Path] = None
+
+    @property
+    def metrics(self) -> list[str]:
+        """The metric names this set reports, e.g. ``facemask_ap50`` or ``wider_easy``."""
+        if self.wider_ground_truth is not None:
+            from .wider import SETTINGS
+
+            return [f"{self.name}_{s}" for s in SETTINGS]
+        return [f"{self.name}_ap50"]
+
+
+def validation_set(source: dict[str, Any]) -> ValidationSet:
+    """The :class:`ValidationSet` of one recipe ``val_data`` entry."""
+    from ..data.sources import load_records
+
+    source = dict(source)
+    name, max_side = str(source.pop("name", source.get("format"))), source.pop("max_side", None)
+    if source.get("format") == "wider" and source.get("split") == "val":
+        from .wider import load_ground_truth
+
+        root = Path(source["root"])
+        images = root / "WIDER_val" / "images"
+        return ValidationSet(name, max_side, [], load_ground_truth(root / "eval_tools" / "ground_truth", images),
+                             images)
+    return ValidationSet(name, max_side, load_records(source))
+
+
+def score(detector, vset: ValidationSet, should_stop: Optional[Callable[[], bool]] = None,
+          progress: bool = False) -> Optional[dict[str, float]]:
+    """``{metric: value}`` of `detector` (an :class:`edgeface.Detector`) on `vset`; None when `should_stop`
+    turned true before the last image."""
+    if vset.wider_ground_truth is None:
+        from .voc import evaluate_detector
+
+        curve = evaluate_detector(detector, vset.records, progress=progress, should_stop=should_stop)
+        return None if curve is None else {f"{vset.name}_ap50": curve.ap}
+    from .wider import SETTINGS, as_predictions, detect_wider, evaluate_wider
+
+    found = detect_wider(detector, vset.wider_ground_truth, vset.wider_images, progress, should_stop)
+    if found is None:
+        return None
+    result = evaluate_wider(as_predictions(found), vset.wider_ground_truth)
+    return {f"{vset.name}_{s}": result.ap[s] for s in SETTINGS}
+
+
+def headline(scores: dict[str, float], sets: list[ValidationSet]) -> float:
+    """One number to keep the best checkpoint by: the mean over sets of each set's mean metric."""
+    means = [sum(scores[m] for m in s.metrics) / len(s.metrics) for s in sets]
+    return sum(means) / len(means)
