@@ -2,7 +2,8 @@
 validation, to choose the mix that keeps what the release knows and adds what the fine-tune learned.
 
 For each alpha the interpolated weights ``(1 - alpha) x START + alpha x END`` (``edgeface interpolate``) are
-exported to ONNX and run through ONNX Runtime single-scale at each image's own size (score threshold 0.05):
+exported to ONNX and run through ONNX Runtime in one pass at each image's own size (or upscaled to --min-side;
+score threshold 0.05):
 VOC AP50 on the face dataset's val split and WIDER FACE val easy / medium / hard AP (official protocol, over the
 val images ``../shared`` holds). Alpha 0 is START itself (the baseline in the same run). Writes a table, JSON
 and a plot of every metric against alpha.
@@ -54,6 +55,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--end", required=True, help="the fine-tune of START (edgeface checkpoint, e.g. last.pt)")
     parser.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0],
                         help="weights of END to score (default: %(default)s)")
+    parser.add_argument("--min-side", type=int,
+                        help="the exported models upscale frames whose longest side is below this (spec min_side; "
+                             "the shipped models use 640; default: none)")
     parser.add_argument("--wider-max-side", type=int,
                         help="run WIDER val images downscaled to this longest side (default: their own size)")
     parser.add_argument("--name", default="wise_ft", help="results file stem (default: %(default)s)")
@@ -74,7 +78,8 @@ def main(argv: list[str] | None = None) -> None:
             onnx_path = Path(tmp) / f"alpha{alpha:g}.onnx"
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                export_onnx(interpolate_weights(start, end, alpha), end_spec, onnx_path, check_images=[check])
+                export_onnx(interpolate_weights(start, end, alpha), end_spec.with_min_side(args.min_side), onnx_path,
+                            check_images=[check])
             begin = time.perf_counter()
             row = {"alpha": alpha, **score_model(onnx_path, sets), "seconds": time.perf_counter() - begin}
             rows.append(row)
@@ -84,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
                            [[f"{r['alpha']:g}", *(f"{r[m]:.3f}" for m in metrics)] for r in rows])
     print(table)
     payload = {"machine": describe_machine(), "start": args.start, "end": args.end, "model": spec.name,
-               "wider_max_side": args.wider_max_side,
+               "min_side": args.min_side, "wider_max_side": args.wider_max_side,
                "validation_images": {vset.name: len(vset.records or vset.wider_ground_truth) for vset in sets},
                "rows": rows}
     print(f"\nwritten: {write_results(args.name, payload, table)}")

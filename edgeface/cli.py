@@ -19,6 +19,7 @@ from .options import (
     check_input_size,
     check_max_detections,
     check_max_side,
+    check_min_side,
     check_nms_iou,
     check_score_threshold,
 )
@@ -96,7 +97,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     out_dir = _output_folder(args.output)
     detector = Detector(args.model, score_threshold=args.score_threshold, nms_iou=args.nms_iou,
                         max_detections=args.max_detections, input_size=args.input_size, device=args.device,
-                        max_side=args.max_side)
+                        max_side=args.max_side, min_side=args.min_side)
     files = _expand_inputs(args.inputs, exclude=out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     targets = annotated_paths(files, out_dir)
@@ -136,7 +137,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
     json_path = out_dir / "detections.json"
     json_path.write_text(json.dumps({"schema": DETECTIONS_SCHEMA, "model": detector.spec.name,
                                      "backend": detector.backend.name, "score_threshold": detector.score_threshold,
-                                     "max_side": detector.max_side, "results": results}, indent=1))
+                                     "max_side": detector.max_side, "min_side": detector.min_side,
+                                     "results": results}, indent=1))
     print(f"{len(files) - failures}/{len(files)} inputs done, {faces} faces in images"
           + (f", {flagged} flagged (see warnings)" if flagged else "") + f"; results in {json_path}")
     return 2 if failures else 0
@@ -225,6 +227,8 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     from .export.onnx_export import export_onnx, load_model
 
     model, spec, trained = load_model(args.model)
+    if args.min_side is not None:
+        spec = spec.with_min_side(args.min_side)
     if not trained:
         print(f"note: {args.model} is a registry name: exporting untrained weights", file=sys.stderr)
     check = [str(p) for p in _expand_inputs(args.check_images, IMAGE_SUFFIXES)] if args.check_images else []
@@ -316,7 +320,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.scales or args.flip or args.box_voting or args.single_pass:
         test_time = TestTimeSpec.from_scales(tuple(args.scales or (1.0,)), args.flip, args.box_voting)
     detector = Detector(args.model, score_threshold=args.score_threshold, input_size=args.input_size,
-                        device=args.device, test_time=test_time, max_side=args.max_side)
+                        device=args.device, test_time=test_time, max_side=args.max_side, min_side=args.min_side)
     curve = evaluate_detector(detector, records, iou_threshold=args.iou, progress=not args.quiet)
     name = f"{Path(args.model).stem} ({detector.spec.name})"
     print(f"{name}: VOC AP@{args.iou:g} = {curve.ap:.4f} on {len(records)} images, {curve.num_faces} faces "
@@ -415,7 +419,7 @@ DETECT_EPILOG = """\
 outputs (under --output):
   annotated copies   each input's path below the inputs' deepest common folder, in the input's own
                      format (x/p.jpg, x/p.png and y/p.jpg stay apart); videos as MP4 (clip.avi -> clip.avi.mp4)
-  detections.json    {"schema": 2, "model", "backend", "score_threshold", "max_side",
+  detections.json    {"schema": 2, "model", "backend", "score_threshold", "max_side", "min_side",
                       "results": {INPUT_PATH: ENTRY}}, every ENTRY with the keys
                        "type": "image" | "video", "annotated": path or null, "error": message or null,
                        "warnings": [messages] (e.g. a truncated file), and
@@ -433,6 +437,9 @@ def _add_size_options(p: argparse.ArgumentParser) -> None:
                    help="scale frames whose longest side is above this down to it first, to bound memory (about "
                         "0.9 GB per megapixel on the CPU); boxes stay in the frame's pixels; 0: run full size "
                         "(default: %(default)s)")
+    p.add_argument("--min-side", type=_checked(check_min_side, int), metavar="PIXELS",
+                   help="upscale frames whose longest side is below this to it first (one pass), so small faces "
+                        "reach the smallest anchors; 0: never (default: the model's, 640 for the shipped models)")
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
@@ -576,6 +583,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ONNX opset (default 17, IR 8: TensorRT 8.5+ / JetPack 5+; 13 for JetPack 4.6)")
     e.add_argument("--input-size", type=_size, metavar="WxH", help="fixed input size (default: dynamic H and W)")
     e.add_argument("--batch", type=int, help="fixed batch size (default: dynamic)")
+    e.add_argument("--min-side", type=_checked(check_min_side, int), metavar="PIXELS",
+                   help="record in the spec that frames whose longest side is below this run upscaled to it "
+                        "(Detector's default min_side; default: the checkpoint's, none for trained ones)")
     e.add_argument("--check-images", nargs="+", metavar="PATH",
                    help="real photos or folders (searched recursively) for the torch/ONNX parity check "
                         "(default: synthetic frames)")

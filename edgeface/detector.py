@@ -24,6 +24,7 @@ from .options import (
     check_input_size,
     check_max_detections,
     check_max_side,
+    check_min_side,
     check_nms_iou,
     check_score_threshold,
 )
@@ -48,6 +49,10 @@ class Detector:
             scaled down to it first (default 1920: memory grows about 0.9 GB per megapixel of network input on
             the CPU, so a 48 MP photo at its own size needs over 40 GB). Boxes still come back in the frame's own
             pixels. ``None`` (or 0) runs every frame at its full size.
+        min_side: when frames run at their own size in one pass, a frame whose longest side is below this many
+            pixels is upscaled to it first, so that its small faces reach the smallest anchors (default: the
+            model's ``spec.input.min_side``: 640 for the shipped models, none for others; 0: never upscale).
+            `max_side` wins over it.
         device: "cpu" (default), "cuda", "cuda:N", or for ONNX files "tensorrt". A GPU that was asked for but
             is not what runs is an error, never a silent CPU fallback.
         threads: CPU threads for the backend (default: the backend's own choice).
@@ -68,13 +73,14 @@ class Detector:
                  nms_iou: Optional[float] = None, max_detections: Optional[int] = None,
                  input_size: Optional[tuple[int, int]] = None, device: str = "cpu",
                  threads: Optional[int] = None, test_time: Optional[TestTimeSpec] = None,
-                 max_side: Optional[int] = DEFAULT_MAX_SIDE):
+                 max_side: Optional[int] = DEFAULT_MAX_SIDE, min_side: Optional[int] = None):
         # every option is checked before the model is opened: a typo costs no model load
         score_threshold = None if score_threshold is None else check_score_threshold(score_threshold)
         nms_iou = None if nms_iou is None else check_nms_iou(nms_iou)
         max_detections = None if max_detections is None else check_max_detections(max_detections)
         input_size = None if input_size is None else check_input_size(input_size)
         self.max_side = check_max_side(max_side)
+        min_side = None if min_side is None else check_min_side(min_side) or 0  # 0: never upscale
         device = check_device(device)
         shipped = shipped_model(path) if not hasattr(path, "run") else None
         if shipped is not None:
@@ -91,6 +97,7 @@ class Detector:
             raise OptionError(f"{path} was exported for input {fixed[0]}x{fixed[1]} only; "
                               "drop input_size, or re-export without --input-size for any size")
         self.input_size = input_size or (tuple(fixed) if fixed else None)
+        self.min_side = self.spec.input.min_side if min_side is None else (min_side or None)
         self._decode = (self.spec.score_threshold if score_threshold is None else score_threshold,
                         self.spec.nms_iou if nms_iou is None else nms_iou,
                         self.spec.max_detections if max_detections is None else max_detections)
@@ -133,8 +140,8 @@ class Detector:
 
     def run_size(self, width: int, height: int) -> tuple[int, int]:
         """``(w, h)`` of the network input for a ``width`` x ``height`` frame: the fixed `input_size`, else the
-        frame's own size bounded by `max_side`."""
-        return self.input_size or fit_within(width, height, self.max_side)
+        frame's own size, upscaled to `min_side` when smaller and bounded by `max_side`."""
+        return self.input_size or fit_within(width, height, self.max_side, self.min_side)
 
     def _open_gpu_pipeline(self):
         """The all-GPU path (CUDA pre-processing, network, decode and NMS) for TensorRT engines, and for torch on

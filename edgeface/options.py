@@ -73,11 +73,20 @@ def check_input_size(value: object) -> tuple[int, int]:
 
 def check_max_side(value: object) -> Optional[int]:
     """A bound on the longest side of a frame run at its own size, in [32, MAX_INPUT_SIDE]; None or 0: no bound."""
+    return _side("max_side", value)
+
+
+def check_min_side(value: object) -> Optional[int]:
+    """The longest side a smaller frame is upscaled to, in [32, MAX_INPUT_SIDE]; None or 0: no upscaling."""
+    return _side("min_side", value)
+
+
+def _side(name: str, value: object) -> Optional[int]:
     if value is None or (not isinstance(value, bool) and value == 0):
         return None
-    value = _integer("max_side", value)
+    value = _integer(name, value)
     if not 32 <= value <= MAX_INPUT_SIDE:
-        raise OptionError(f"max_side must be between 32 and {MAX_INPUT_SIDE} pixels (or 0 for none), got {value}")
+        raise OptionError(f"{name} must be between 32 and {MAX_INPUT_SIDE} pixels (or 0 for none), got {value}")
     return value
 
 

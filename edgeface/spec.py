@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Optional
 
 SPEC_KEY = "edgeface.spec"
-SPEC_VERSION = 2  # 2: explicit template shapes and the test-time strategy
+SPEC_VERSION = 3  # 2: explicit template shapes and the test-time strategy; 3: input.min_side
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,9 @@ class InputSpec:
     # None: any size (fully convolutional, anchors follow the feature maps); (w, h): letterbox to it.
     size: Optional[tuple[int, int]] = None
     batch: Optional[int] = None  # None: any batch size; else the fixed batch of a static-shape export
+    # frames run at their own size whose longest side is below this are upscaled to it (one pass: small faces
+    # reach the smallest anchors); None: never upscaled
+    min_side: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,10 @@ class ModelSpec:
     def with_input_shape(self, size: Optional[tuple[int, int]], batch: Optional[int] = None) -> ModelSpec:
         """Copy for an artifact with a fixed input ``size = (w, h)`` and/or batch (None: dynamic)."""
         return replace(self, input=replace(self.input, size=tuple(size) if size else None, batch=batch))
+
+    def with_min_side(self, min_side: Optional[int]) -> ModelSpec:
+        """Copy whose frames smaller than `min_side` (longest side) run upscaled to it (None: own size)."""
+        return replace(self, input=replace(self.input, min_side=min_side))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

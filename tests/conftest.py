@@ -29,27 +29,40 @@ def photo_paths() -> list[str]:
     return [str(p) for p in sorted(need(DLIB_FACES).glob("*.jpg"))]
 
 
-@pytest.fixture(scope="session")
-def extd64_pt(tmp_path_factory) -> Path:
-    """The authors' EXTD-64 converted to an edgeface checkpoint (in a temp folder, never committed)."""
+def authors_checkpoint(width: int, folder: Path) -> Path:
+    """The authors' EXTD-`width` converted to an edgeface checkpoint in `folder` (temporary, never committed)."""
     pytest.importorskip("torch")
     from edgeface.models.checkpoint import convert_authors_checkpoint
 
-    out = tmp_path_factory.mktemp("models") / "extd64_authors.pt"
-    convert_authors_checkpoint(need(AUTHORS_WEIGHTS / "EXTD_64.pth"), out)
+    out = folder / f"extd{width}_authors.pt"
+    convert_authors_checkpoint(need(AUTHORS_WEIGHTS / f"EXTD_{width}.pth"), out)
+    return out
+
+
+def authors_onnx(width: int, folder: Path, dlib_testing: Path) -> Path:
+    """The converted EXTD-`width` exported to ONNX (dynamic H, W and batch), parity-checked on real photos."""
+    from edgeface.export.onnx_export import export_onnx, load_model
+
+    model, spec, _ = load_model(str(authors_checkpoint(width, folder)))
+    out = folder / f"extd{width}.onnx"
+    images = sorted(str(p) for p in dlib_testing.parent.glob("2008_*.jpg"))[:3]
+    export_onnx(model, spec, out, check_images=images)
     return out
 
 
 @pytest.fixture(scope="session")
-def extd64_onnx(extd64_pt, dlib_testing, tmp_path_factory) -> Path:
-    """The converted EXTD-64 exported to ONNX (dynamic H, W and batch), parity-checked on real photos."""
-    from edgeface.export.onnx_export import export_onnx, load_model
+def extd64_pt(tmp_path_factory) -> Path:
+    return authors_checkpoint(64, tmp_path_factory.mktemp("models"))
 
-    model, spec, _ = load_model(str(extd64_pt))
-    out = tmp_path_factory.mktemp("onnx") / "extd64.onnx"
-    images = sorted(str(p) for p in dlib_testing.parent.glob("2008_*.jpg"))[:3]
-    export_onnx(model, spec, out, check_images=images)
-    return out
+
+@pytest.fixture(scope="session")
+def extd64_onnx(dlib_testing, tmp_path_factory) -> Path:
+    return authors_onnx(64, tmp_path_factory.mktemp("onnx"), dlib_testing)
+
+
+@pytest.fixture(scope="session")
+def extd32_onnx(dlib_testing, tmp_path_factory) -> Path:
+    return authors_onnx(32, tmp_path_factory.mktemp("onnx"), dlib_testing)
 
 
 @pytest.fixture

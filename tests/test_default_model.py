@@ -1,5 +1,6 @@
-"""The model edgeface ships: present with its card, loaded by Detector() and the CLI without a path, and
-clearly better than the EXTD authors' EXTD-64 on the face dataset's validation split."""
+"""The models edgeface ships (default: EXTD-64, fast: EXTD-32): present with their cards, loaded by short name
+by Detector() and the CLI, and at least the authors' release of the same width on the face dataset's val split
+and on WIDER FACE val."""
 
 from __future__ import annotations
 
@@ -10,20 +11,35 @@ import sys
 import pytest
 
 from conftest import SHARED, need
-from edgeface.weights import DEFAULT_MODEL, MODEL_CARD
+from edgeface.errors import ModelFileError
+from edgeface.weights import SHIPPED
 
 FACEMASK = SHARED / "data" / "facemask"
+WIDER = SHARED / "data" / "widerface"
 
 
-def test_the_default_model_ships_with_its_card():
+@pytest.mark.parametrize("short, name", [("default", "extd64"), ("fast", "extd32")])
+def test_the_shipped_models_ship_with_their_cards(short, name):
     import edgeface
 
-    assert DEFAULT_MODEL.exists() and MODEL_CARD.exists()
-    detector = edgeface.Detector()
-    assert detector.spec.name == "extd64" and detector.backend.name.startswith("onnxruntime")
-    card = MODEL_CARD.read_text()
-    for fact in ("Validation AP", "Training data", "Recipe", "Hardware", "Wall time", detector.spec.model_version):
+    path = SHIPPED[short]
+    assert path.exists() and path.with_suffix(".md").exists()
+    detector = edgeface.Detector() if short == "default" else edgeface.Detector(short)
+    assert detector.spec.name == name and detector.backend.name.startswith("onnxruntime")
+    card = path.with_suffix(".md").read_text()
+    for fact in ("Validation AP", "Training data", "Recipe", "Hardware", "Wall time", "WIDER FACE",
+                 "non-commercial", detector.spec.model_version):
         assert fact in card, fact
+
+
+def test_a_file_named_like_a_short_name_wins(tmp_path, monkeypatch):
+    import edgeface
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fast").write_bytes(b"not a model")
+    with pytest.raises(ModelFileError) as error:
+        edgeface.Detector("fast")
+    assert str(SHIPPED["fast"]) not in str(error.value)
 
 
 def test_the_default_model_beats_the_authors_extd64_on_the_val_split(extd64_onnx):

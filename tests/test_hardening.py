@@ -14,11 +14,13 @@ import numpy as np
 import pytest
 
 import edgeface
-from conftest import DLIB_FACES, need
+from conftest import DLIB_FACES, SHARED, need
 from edgeface import Detector
 from edgeface.core.image import is_truncated, list_inputs
 from edgeface.errors import ImageWarning, ModelFileError, OptionError
 from edgeface.weights import DEFAULT_MODEL
+
+FACEMASK = SHARED / "data" / "facemask"
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -47,6 +49,7 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
     (dict(input_size=(100_000, 100_000)), "input_size sides must be between 1 and 8192"),
     (dict(input_size=(0, 10)), "input_size sides must be between 1 and 8192"),
     (dict(max_side=10), "max_side must be between 32 and 8192"),
+    (dict(min_side=10_000), "min_side must be between 32 and 8192"),
     (dict(device="tpu"), "device must be one of cpu, cuda, cuda:N, tensorrt, got 'tpu'"),
 ])
 def test_out_of_range_options_are_errors_before_the_model_loads(options, message, tmp_path):
@@ -194,3 +197,29 @@ def test_big_photos_run_bounded_and_boxes_come_back_in_their_own_pixels():
     np.testing.assert_allclose(faces_big.boxes, faces_small.boxes * (big.shape[1] / 1920), rtol=0.02, atol=2)
     native = Detector(max_side=None)
     assert native.run_size(3972, 3090) == (3972, 3090) and native.max_side is None
+
+
+def test_small_frames_run_upscaled_to_min_side_in_one_pass(extd64_onnx):
+    """A frame smaller than min_side runs as if the caller had upscaled it, with boxes in its own pixels."""
+    photo = cv2.imread(str(need(FACEMASK / "images" / "maksssksksss0.jpg")))  # 512 x 366
+    height, width = photo.shape[:2]
+    upscaled = Detector(extd64_onnx, min_side=640)
+    assert upscaled.run_size(width, height) == (640, round(height * 640 / width))
+    assert upscaled.run_size(1024, 768) == (1024, 768)  # large frames are left alone
+    capped = Detector(extd64_onnx, min_side=640, max_side=416)  # max_side wins
+    assert capped.run_size(width, height) == (416, round(height * 416 / width))
+    assert Detector(extd64_onnx).min_side is None  # the authors' spec has none; 0 turns a model's off
+    size = upscaled.run_size(width, height)
+    by_hand = Detector(extd64_onnx)(cv2.resize(photo, size, interpolation=cv2.INTER_LINEAR))
+    faces = upscaled(photo)
+    assert len(faces) == len(by_hand) > 0
+    np.testing.assert_allclose(faces.boxes, by_hand.boxes * np.float32([width / size[0], height / size[1]] * 2),
+                               atol=1e-3)
+
+    from edgeface.spec import ModelSpec
+
+    spec = upscaled.spec.with_min_side(640)
+    assert ModelSpec.from_dict(spec.to_dict()) == spec and spec.input.min_side == 640
+    old = spec.to_dict()
+    del old["input"]["min_side"]  # a spec written before min_side existed
+    assert ModelSpec.from_dict(old).input.min_side is None

@@ -47,13 +47,18 @@ def fit(width: int, height: int, size: tuple[int, int]) -> tuple[int, int, int, 
     return new_w, new_h, (out_w - new_w) // 2, (out_h - new_h) // 2
 
 
-def fit_within(width: int, height: int, max_side: int | None) -> tuple[int, int]:
-    """``(w, h)`` of a ``width`` x ``height`` frame scaled down, keeping its aspect ratio, so that its longest side
-    is at most `max_side` (unchanged when it already fits, or when `max_side` is None)."""
-    if max_side is None or max(width, height) <= max_side:
+def fit_within(width: int, height: int, max_side: int | None, min_side: int | None = None) -> tuple[int, int]:
+    """``(w, h)`` of a ``width`` x ``height`` frame scaled, keeping its aspect ratio, so that its longest side is at
+    least `min_side` and at most `max_side` (`max_side` wins; unchanged when it already fits; None: no bound)."""
+    longest = max(width, height)
+    if min_side is not None and longest < min_side:
+        target = min_side if max_side is None else min(min_side, max_side)
+    elif max_side is not None and longest > max_side:
+        target = max_side
+    else:
         return width, height
-    scale = max_side / max(width, height)
-    return min(max_side, max(1, round(width * scale))), min(max_side, max(1, round(height * scale)))
+    scale = target / longest
+    return min(target, max(1, round(width * scale))), min(target, max(1, round(height * scale)))
 
 
 def letterbox(image: np.ndarray, size: tuple[int, int], pad_value: tuple[float, ...] = (0, 0, 0),
