@@ -163,9 +163,10 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append({"model": name, "set": set_name, "mode": mode, "metric": metric, "score": value,
                              "latency_ms_640x480": latency[mode]})
                 print(f"{name:22s} {set_name:16s} {mode:27s} {metric} {value:.4f}", flush=True)
-    table = markdown_table(["model", "set", "mode", "metric", "score", "CPU ms (640x480)"],
-                           [[r["model"], r["set"], r["mode"], r["metric"], f"{r['score']:.3f}",
-                             f"{r['latency_ms_640x480']:.1f}"] for r in rows])
+    table = summary_table(rows) + "\n\n" + markdown_table(
+        ["model", "set", "mode", "metric", "score", "CPU ms (640x480)"],
+        [[r["model"], r["set"], r["mode"], r["metric"], f"{r['score']:.3f}", f"{r['latency_ms_640x480']:.1f}"]
+         for r in rows])
     print()
     print(table)
     payload = {"machine": describe_machine(), "tta": asdict(TTA), "rows": rows}
@@ -174,6 +175,25 @@ def main(argv: list[str] | None = None) -> None:
         plot_pr_curves(curves, RESULTS / "pr_facemask_val.png", title="face dataset val, single-scale")
         plot_accuracy_latency([r for r in rows if r["set"] == "facemask val"], RESULTS / "accuracy_vs_latency.png")
         print(f"plots: {RESULTS / 'pr_facemask_val.png'}, {RESULTS / 'accuracy_vs_latency.png'}")
+
+
+MODE_SUFFIX = {"single-scale": "", "flip + scales 1,2 + voting": ", TTA"}
+
+
+def summary_table(rows: list[dict]) -> str:
+    """One line per model, one column per set and mode (``, TTA``: flip + scales 1, 2 + voting; ``, 416 px``:
+    downscaled to that longest side), and its single-scale CPU latency."""
+    columns: dict[tuple[str, str], str] = {}
+    cells: dict[str, dict] = {}
+    for r in rows:
+        suffix = MODE_SUFFIX.get(r["mode"], r["mode"][len("single-scale"):])  # "single-scale, 416 px" -> ", 416 px"
+        columns.setdefault((r["set"], r["mode"]), r["set"] + suffix)
+        cells.setdefault(r["model"], {})[(r["set"], r["mode"])] = r["score"]
+        if r["mode"] == "single-scale":
+            cells[r["model"]]["ms"] = r["latency_ms_640x480"]
+    return markdown_table(["model", *columns.values(), "CPU ms, 640x480"],
+                          [[model, *(f"{c[k]:.3f}" if k in c else "" for k in columns), f"{c.get('ms', 0):.0f}"]
+                           for model, c in cells.items()])
 
 
 def _nice_step(extent: float, ticks: int = 5) -> float:

@@ -113,7 +113,9 @@ class ModelSpec:
         return replace(self, input=replace(self.input, min_side=min_side))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The spec in this edgeface's schema (so its ``spec_version`` is this edgeface's, whatever it was read
+        from: an older edgeface then refuses it with "upgrade edgeface" instead of misreading new fields)."""
+        return {**asdict(self), "spec_version": SPEC_VERSION}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)

@@ -42,18 +42,32 @@ def test_a_file_named_like_a_short_name_wins(tmp_path, monkeypatch):
     assert str(SHIPPED["fast"]) not in str(error.value)
 
 
-def test_the_default_model_beats_the_authors_extd64_on_the_val_split(extd64_onnx):
+@pytest.mark.parametrize("short, release, target", [("default", "extd64_onnx", 0.85), ("fast", "extd32_onnx", 0.82)])
+def test_the_shipped_models_meet_their_face_dataset_targets(short, release, target, request):
+    """VOC AP50 on the face dataset's val split, one pass per image as Detector runs it by default."""
     import edgeface
     from edgeface.data.voc import read_facemask
-    from edgeface.eval.voc import voc_ap
+    from edgeface.eval.voc import evaluate_detector
 
     records = read_facemask(need(FACEMASK), "val")
-    ours, authors = edgeface.Detector(score_threshold=0.05), edgeface.Detector(extd64_onnx, score_threshold=0.05)
-    images = [edgeface.read_image(r.image_path) for r in records]
-    ap_ours = voc_ap(records, [ours(im) for im in images]).ap
-    ap_authors = voc_ap(records, [authors(im) for im in images]).ap
-    assert ap_authors == pytest.approx(0.612, abs=0.01)  # the released EXTD-64, single scale, own size
-    assert ap_ours > ap_authors + 0.15, (ap_ours, ap_authors)
+    ours = evaluate_detector(edgeface.Detector(short, score_threshold=0.05), records).ap
+    authors = evaluate_detector(edgeface.Detector(request.getfixturevalue(release), score_threshold=0.05), records).ap
+    assert ours >= target and ours > authors + 0.2, (ours, authors)
+
+
+@pytest.mark.parametrize("short, release", [("default", "extd64_onnx"), ("fast", "extd32_onnx")])
+def test_the_shipped_models_keep_what_the_release_knows_about_wider_faces(short, release, request):
+    """WIDER FACE val (official protocol) on 100 of the val images in ../shared at 416 px: no setting more than
+    0.01 below the authors' release of the same width (the face-dataset-only fine-tune lost 0.06-0.10)."""
+    import edgeface
+    from edgeface.eval.validation import score, validation_set
+
+    need(WIDER / "WIDER_val" / "images")
+    wider = validation_set({"format": "wider", "root": str(WIDER), "split": "val", "max_side": 416})
+    wider.wider_ground_truth = wider.wider_ground_truth[::4]
+    ours = score(edgeface.Detector(short, score_threshold=0.05, max_side=416), wider)
+    authors = score(edgeface.Detector(request.getfixturevalue(release), score_threshold=0.05, max_side=416), wider)
+    assert all(ours[m] >= authors[m] - 0.01 for m in ours), (ours, authors)
 
 
 def test_cli_detect_runs_the_default_model(tmp_path, photo_paths):
