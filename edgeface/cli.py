@@ -228,7 +228,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 
     model, spec, trained = load_model(args.model)
     if args.min_side is not None:
-        spec = spec.with_min_side(args.min_side)
+        spec = spec.with_min_side(args.min_side or None)
     if not trained:
         print(f"note: {args.model} is a registry name: exporting untrained weights", file=sys.stderr)
     check = [str(p) for p in _expand_inputs(args.check_images, IMAGE_SUFFIXES)] if args.check_images else []

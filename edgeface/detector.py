@@ -80,7 +80,7 @@ class Detector:
         max_detections = None if max_detections is None else check_max_detections(max_detections)
         input_size = None if input_size is None else check_input_size(input_size)
         self.max_side = check_max_side(max_side)
-        min_side = None if min_side is None else check_min_side(min_side) or 0  # 0: never upscale
+        min_side = check_min_side(min_side)  # None: the model's; 0: never upscale
         device = check_device(device)
         shipped = shipped_model(path) if not hasattr(path, "run") else None
         if shipped is not None:

@@ -77,7 +77,10 @@ def check_max_side(value: object) -> Optional[int]:
 
 
 def check_min_side(value: object) -> Optional[int]:
-    """The longest side a smaller frame is upscaled to, in [32, MAX_INPUT_SIDE]; None or 0: no upscaling."""
+    """The longest side a smaller frame is upscaled to, in [32, MAX_INPUT_SIDE]; 0: never upscale; None: not given
+    (the model's own)."""
+    if value is not None and not isinstance(value, bool) and value == 0:
+        return 0
     return _side("min_side", value)
 
 

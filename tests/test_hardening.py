@@ -208,7 +208,8 @@ def test_small_frames_run_upscaled_to_min_side_in_one_pass(extd64_onnx):
     assert upscaled.run_size(1024, 768) == (1024, 768)  # large frames are left alone
     capped = Detector(extd64_onnx, min_side=640, max_side=416)  # max_side wins
     assert capped.run_size(width, height) == (416, round(height * 416 / width))
-    assert Detector(extd64_onnx).min_side is None  # the authors' spec has none; 0 turns a model's off
+    assert Detector(extd64_onnx).min_side is None  # the authors' spec has none
+    assert Detector().run_size(400, 300) == (640, 480) and Detector(min_side=0).run_size(400, 300) == (400, 300)
     size = upscaled.run_size(width, height)
     by_hand = Detector(extd64_onnx)(cv2.resize(photo, size, interpolation=cv2.INTER_LINEAR))
     faces = upscaled(photo)
