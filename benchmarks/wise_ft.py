@@ -37,14 +37,11 @@ def both_validations(max_side: int | None = None) -> list:
 
 def score_model(path: str | Path, sets: list) -> dict[str, float]:
     """Every metric of `sets` for the model file at `path` (single pass, score threshold 0.05)."""
-    from edgeface import Detector
     from edgeface.eval.validation import score
-    from edgeface.spec import TestTimeSpec
 
     result: dict[str, float] = {}
     for vset in sets:
-        bound = {} if vset.max_side is None else {"max_side": vset.max_side}
-        result.update(score(Detector(path, score_threshold=0.05, test_time=TestTimeSpec(), **bound), vset))
+        result.update(score(vset.detector(path), vset))
     return result
 
 

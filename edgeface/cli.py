@@ -206,8 +206,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from .models.checkpoint import interpolate_weights, load_any_checkpoint, save_checkpoint
-    from .spec import ModelSpec
 
     start, start_spec = load_any_checkpoint(args.start)
     end, end_spec = load_any_checkpoint(args.end)
@@ -215,7 +216,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
         raise EdgefaceError(f"{args.start} holds {start_spec.name} and {args.end} {end_spec.name}: interpolation "
                             "needs two sets of weights of one model")
     version = args.model_version or f"{end_spec.model_version}-wise{args.alpha:g}"
-    spec = ModelSpec.from_dict({**end_spec.to_dict(), "model_version": version})
+    spec = replace(end_spec, model_version=version)
     save_checkpoint(interpolate_weights(start, end, args.alpha), spec, args.output,
                     interpolated={"start": os.path.basename(args.start), "end": os.path.basename(args.end),
                                   "alpha": args.alpha})

@@ -24,6 +24,15 @@ class ValidationSet:
     wider_ground_truth: Optional[list] = None  # WIDER val: official protocol over these images
     wider_images: Optional[Path] = None
 
+    def detector(self, model):
+        """The detector validation runs `model` (a model file or an open backend) as: one pass per image, score
+        threshold 0.05, bounded by this set's ``max_side`` when it has one."""
+        from ..detector import Detector
+        from ..spec import TestTimeSpec
+
+        bound = {} if self.max_side is None else {"max_side": self.max_side}
+        return Detector(model, score_threshold=0.05, test_time=TestTimeSpec(), **bound)
+
     @property
     def metrics(self) -> list[str]:
         """The metric names this set reports, e.g. ``facemask_ap50`` or ``wider_easy``."""

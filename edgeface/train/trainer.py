@@ -25,12 +25,10 @@ from torch.utils.data import DataLoader
 from ..backends.torch_backend import TorchBackend, avoid_mmap_churn
 from ..data.augment import AugmentConfig
 from ..data.sources import load_records
-from ..detector import Detector
 from ..errors import EdgefaceError, OptionError
 from ..eval.validation import ValidationSet, headline, validation_set
 from ..models.checkpoint import save_checkpoint
 from ..models.registry import create_model, default_spec
-from ..spec import TestTimeSpec
 from .dataset import FaceTrainingSet, ResumableSampler, collate
 from .mining import HardImageMiner
 from .objectives import objective_for
@@ -230,9 +228,7 @@ class Trainer:
         scores: Optional[dict[str, float]] = {}
         try:
             for vset in sets:
-                bound = {} if vset.max_side is None else {"max_side": vset.max_side}
-                detector = Detector(backend, score_threshold=0.05, test_time=TestTimeSpec(), **bound)  # one pass
-                found = score(detector, vset, should_stop=lambda: self.stop_signal is not None)
+                found = score(vset.detector(backend), vset, should_stop=lambda: self.stop_signal is not None)
                 if found is None:
                     scores = None
                     break
