@@ -22,7 +22,7 @@ from edgeface.data.imglab import read_imglab  # noqa: E402
 from edgeface.data.voc import read_facemask  # noqa: E402
 from edgeface.data.wider import read_wider_txt  # noqa: E402
 from edgeface.spec import AnchorSpec  # noqa: E402
-from edgeface.train.losses import multibox_loss  # noqa: E402
+from edgeface.train.losses import distillation_loss, multibox_loss  # noqa: E402
 from edgeface.train.matching import build_targets, match_s3fd  # noqa: E402
 from edgeface.train.trainer import TrainConfig, Trainer, learning_rate  # noqa: E402
 
@@ -102,6 +102,24 @@ def test_multibox_loss_mines_three_negatives_per_positive():
     ce = torch.nn.functional.cross_entropy(conf[0], labels[0], reduction="none")
     assert loss_conf.item() == pytest.approx((ce[:5].sum() + ce[-15:].sum()).item() / 5, rel=1e-5)
     assert loss_loc.item() == pytest.approx(5 * 4 * 0.5 / 5)
+
+
+def test_distillation_loss_follows_the_teacher_where_the_ground_truth_marks_no_face():
+    # anchors: 0 a labelled face (ground truth only), 1 the teacher's face, 2 background for both, 3 ignored
+    labels = torch.tensor([[1, 0, 0, -1]])
+    teacher_conf = torch.tensor([[[0.0, 4.0], [-2.0, 2.0], [5.0, -5.0], [0.5, 0.0]]])
+    teacher_loc = torch.tensor([[[9.0] * 4, [0.5, 0.0, 0.0, 0.0], [9.0] * 4, [9.0] * 4]])
+    zero_conf, zero_loc = distillation_loss(teacher_loc, teacher_conf, teacher_loc, teacher_conf, labels)
+    assert zero_conf.item() == pytest.approx(0, abs=1e-7) and zero_loc.item() == 0
+    conf = torch.zeros(1, 4, 2, requires_grad=True)  # the student: 0.5 everywhere
+    loc = torch.zeros(1, 4, 4, requires_grad=True)
+    loss_conf, loss_loc = distillation_loss(loc, conf, teacher_loc, teacher_conf, labels)
+    p = teacher_conf[0].softmax(-1)
+    kl = (p * (p.log() - np.log(0.5))).sum(-1)
+    assert loss_conf.item() == pytest.approx(((kl[1] + kl[2] + kl[3]) / 3).item(), rel=1e-5)  # student 0.5: active
+    assert loss_loc.item() == pytest.approx(0.5 * 0.5**2)  # anchor 1 only: the teacher's face, not labelled
+    (loss_conf + loss_loc).backward()
+    assert conf.grad[0, 0].abs().sum() == 0 and loc.grad[0, [0, 2, 3]].abs().sum() == 0
 
 
 def tiny_config(tmp_path, **overrides) -> TrainConfig:
@@ -409,3 +427,25 @@ def csv_rows(path: Path):
 
     with open(path, newline="") as f:
         yield from csv.reader(f)
+
+
+def test_distillation_from_a_teacher_is_logged_and_starts_at_zero_from_the_teachers_weights(tmp_path):
+    teacher = need(SHARED / "weights" / "extd_official" / "EXTD_32.pth")
+    cfg = tiny_config(tmp_path, steps=2, init=str(teacher), distill_from=str(teacher), freeze_bn=True,
+                      distill_weight=3.0)
+    result = Trainer(cfg).fit(progress=False)
+    assert result["loss_distill_conf"] > 0 and result["loss"] == pytest.approx(sum(
+        v for k, v in result.items() if k.startswith("loss_")), rel=1e-5)
+    header, first = (tmp_path / "run" / "log.csv").read_text().splitlines()[:2]
+    assert header.split(",")[3:7] == ["loss_conf", "loss_loc", "loss_distill_conf", "loss_distill_loc"]
+    assert [float(v) for v in first.split(",")[5:7]] == [0.0, 0.0]  # the student starts as its teacher
+
+
+def test_a_teacher_whose_outputs_do_not_correspond_is_a_clear_error(tmp_path):
+    from edgeface.errors import OptionError
+    from edgeface.models.checkpoint import save_checkpoint
+    from edgeface.models.registry import create_model, default_spec
+
+    save_checkpoint(create_model("shf"), default_spec("shf"), tmp_path / "shf.pt")
+    with pytest.raises(OptionError, match="same family and anchors"):
+        Trainer(tiny_config(tmp_path, distill_from=str(tmp_path / "shf.pt")))

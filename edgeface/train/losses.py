@@ -1,5 +1,6 @@
 """Losses (torch), every model family's, written once: multibox (softmax cross-entropy with hard-negative
-mining + smooth-L1 on positives), example mining (:func:`ohem_mask`) and the sigmoid focal loss."""
+mining + smooth-L1 on positives), example mining (:func:`ohem_mask`), the sigmoid focal loss and distillation
+from a teacher's outputs (:func:`distillation_loss`)."""
 
 from __future__ import annotations
 
@@ -58,3 +59,25 @@ def focal_loss(logits: torch.Tensor, labels: torch.Tensor, alpha: float = 0.25, 
     p = logits.sigmoid()
     p_t = p * target + (1 - p) * (1 - target)
     return (alpha * target + (1 - alpha) * (1 - target)) * (1 - p_t) ** gamma * ce
+
+
+def distillation_loss(loc: torch.Tensor, conf: torch.Tensor, teacher_loc: torch.Tensor, teacher_conf: torch.Tensor,
+                      labels: torch.Tensor, min_prob: float = 0.02) -> tuple[torch.Tensor, torch.Tensor]:
+    """Learning without forgetting for softmax-and-box heads (shapes as in :func:`multibox_loss`).
+
+    Wherever the ground truth does not mark a face (labels 0 or -1), the student follows the teacher: its class
+    distribution by KL divergence, averaged over the anchors where either model gives a face at least
+    `min_prob` (elsewhere both agree on background), and its box offsets by smooth-L1, averaged over the anchors
+    the teacher calls a face (probability 0.5 or more). Anchors labelled face learn from the ground truth alone,
+    so new faces the teacher misses are not unlearned. Returns ``(classification, localisation)``.
+    """
+    free = labels != 1
+    teacher_prob = teacher_conf.detach().float().softmax(dim=-1)
+    log_prob = conf.float().log_softmax(dim=-1)
+    face = torch.maximum(teacher_prob[..., 1], log_prob[..., 1].detach().exp())
+    active = free & (face >= min_prob)
+    kl = (teacher_prob * (teacher_prob.clamp(min=1e-12).log() - log_prob)).sum(dim=-1)
+    loss_conf = kl[active].sum() / active.sum().clamp(min=1)
+    sure = free & (teacher_prob[..., 1] >= 0.5)
+    loss_loc = F.smooth_l1_loss(loc[sure].float(), teacher_loc.detach()[sure].float(), reduction="sum")
+    return loss_conf, loss_loc / sure.sum().clamp(min=1)

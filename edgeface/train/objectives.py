@@ -55,6 +55,11 @@ class Objective:
         """Named loss terms of a batch (the trainer sums them)."""
         raise NotImplementedError
 
+    def distill(self, outputs, teacher_outputs, targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Named loss terms that keep a batch's `outputs` close to a teacher's on the same images (learning
+        without forgetting); the trainer adds them, prefixed ``distill_``, when a recipe names a teacher."""
+        raise ValueError(f"{type(self).__name__} ({self.spec.name}) has no distillation loss")
+
     def face_prob(self, outputs) -> torch.Tensor:
         """``(B, A)`` face probabilities (for hard image mining), from the outputs of a training forward."""
         return outputs[1].detach().float().softmax(dim=-1)[..., 1]

@@ -2,8 +2,9 @@
 
 Mixed precision on CUDA, gradient accumulation, SGD with linear warm-up and step or cosine decay,
 checkpoints every N steps and on interrupt (SIGINT/SIGTERM), exact resume, a progress bar with
-loss / lr / images per second, a CSV log (and TensorBoard when installed), and periodic validation
-(VOC AP at IoU 0.5) that keeps the best checkpoint.
+loss / lr / images per second, a CSV log (and TensorBoard when installed), periodic validation on every
+``val_data`` set under its own protocol that keeps the best checkpoint, and optional distillation from a
+teacher's outputs on the training images (learning without forgetting: ``distill_from``).
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ class TrainConfig:
     init: Optional[str] = None  # weights to start from: an edgeface checkpoint or an EXTD authors' .pth
     backbone_weights: Optional[str] = None  # torchvision ImageNet weights for SRN/HR/SHF, e.g. "VGG16_Weights.DEFAULT"
     freeze_bn: bool = False  # keep BatchNorm statistics and affine parameters fixed (fine-tuning small batches)
+    distill_from: Optional[str] = None  # a teacher (checkpoint or authors' .pth, same anchors) to distil from (LwF)
+    distill_weight: float = 1.0  # the distillation terms' weight against the ground-truth terms
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, overrides: Optional[dict[str, Any]] = None) -> TrainConfig:
@@ -154,6 +157,9 @@ class Trainer:
                     if self.distributed else self.model)
         self.objective = objective_for(self.spec, cfg.input_size, neg_pos_ratio=cfg.neg_pos_ratio,
                                        match_thresholds=tuple(cfg.match_thresholds))
+        self.teacher = self._teacher(cfg.distill_from) if cfg.distill_from else None
+        self.terms = self.objective.terms + (tuple(f"distill_{t}" for t in self.objective.terms)
+                                             if self.teacher is not None else ())
         self.optimizer = torch.optim.SGD(self.param_groups(), lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay)
         self.use_amp = cfg.amp and self.device.type == "cuda"
@@ -165,6 +171,17 @@ class Trainer:
         self.validation_cut = False  # a stop signal cut a validation pass short
         self.diverged = False
         self.miner: Optional[HardImageMiner] = None
+
+    def _teacher(self, path: str) -> torch.nn.Module:
+        """The frozen model to distil from: same anchors as the student, so their outputs correspond."""
+        from ..models.checkpoint import load_any_checkpoint
+        from ..models.registry import get_entry
+
+        teacher, spec = load_any_checkpoint(path)
+        if spec.anchors != self.spec.anchors or get_entry(spec.name).family != get_entry(self.spec.name).family:
+            raise OptionError(f"distill_from {path} is {spec.name}, whose outputs do not correspond to "
+                              f"{self.spec.name}'s anchors: distil from a model of the same family and anchors")
+        return teacher.to(self.device, memory_format=torch.channels_last).eval().requires_grad_(False)
 
     def param_groups(self) -> list[dict[str, Any]]:
         """Trainable parameters, grouped by the model's learning-rate multipliers (e.g. HR's res3 branch at 0.1)."""
@@ -272,7 +289,7 @@ class Trainer:
         log = open(log_path, "a", newline="")
         writer = csv.writer(log)
         if new_log:
-            writer.writerow(["step", "lr", "loss", *(f"loss_{t}" for t in self.objective.terms), "images_per_s",
+            writer.writerow(["step", "lr", "loss", *(f"loss_{t}" for t in self.terms), "images_per_s",
                              *(f"val_{m}" for m in val_metrics), "val_ap"])
         board = self._tensorboard()
         bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step",
@@ -288,7 +305,7 @@ class Trainer:
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr * group.get("multiplier", 1.0)
                 self.optimizer.zero_grad(set_to_none=True)
-                totals = torch.zeros(len(self.objective.terms))
+                totals = torch.zeros(len(self.terms))
                 for micro in range(cfg.accumulate):
                     x, targets, indices = next(loader)
                     x = x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
@@ -298,11 +315,16 @@ class Trainer:
                             self.device.type, dtype=torch.float16, enabled=self.use_amp):
                         outputs = self.net(x)
                         terms = self.objective.loss(outputs, targets)
+                        if self.teacher is not None:
+                            with torch.no_grad():
+                                taught = self.teacher(x)
+                            terms.update({f"distill_{t}": cfg.distill_weight * v
+                                          for t, v in self.objective.distill(outputs, taught, targets).items()})
                         loss = sum(terms.values()) / cfg.accumulate
                     self.scaler.scale(loss).backward()
                     if self.miner is not None:
                         self._update_miner(indices, self.objective.face_prob(outputs), targets["labels"])
-                    terms = torch.stack([terms[t].detach().float().cpu() for t in self.objective.terms])
+                    terms = torch.stack([terms[t].detach().float().cpu() for t in self.terms])
                     totals += terms / cfg.accumulate
                     images += len(x) * self.world_size
                 if not torch.isfinite(totals).all():
@@ -317,7 +339,7 @@ class Trainer:
                 self.scaler.update()
                 self.step += 1
                 result = {"loss": float(totals.sum()),
-                          **{f"loss_{t}": float(v) for t, v in zip(self.objective.terms, totals)}}
+                          **{f"loss_{t}": float(v) for t, v in zip(self.terms, totals)}}
                 bar.update()
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     rate = images / max(time.perf_counter() - tick, 1e-9)
@@ -340,7 +362,7 @@ class Trainer:
                         break
                     ap = headline(scores, val_sets)
                     result.update({f"val_{m}": v for m, v in scores.items()}, val_ap=ap)
-                    writer.writerow([self.step, lr, *[""] * (2 + len(self.objective.terms)),
+                    writer.writerow([self.step, lr, *[""] * (2 + len(self.terms)),
                                      *(f"{scores[m]:.5f}" for m in val_metrics), f"{ap:.5f}"])
                     log.flush()
                     if board:

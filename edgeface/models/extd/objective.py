@@ -3,7 +3,7 @@ smooth-L1."""
 
 from __future__ import annotations
 
-from ...train.losses import multibox_loss
+from ...train.losses import distillation_loss, multibox_loss
 from ...train.matching import build_targets, ignore_near
 from ...train.objectives import Objective
 
@@ -21,4 +21,8 @@ class SSDObjective(Objective):
     def loss(self, outputs, targets):
         conf, loc = multibox_loss(outputs[0], outputs[1], targets["loc"], targets["labels"],
                                   self.options.get("neg_pos_ratio", 3))
+        return {"conf": conf, "loc": loc}
+
+    def distill(self, outputs, teacher_outputs, targets):
+        conf, loc = distillation_loss(outputs[0], outputs[1], teacher_outputs[0], teacher_outputs[1], targets["labels"])
         return {"conf": conf, "loc": loc}
