@@ -165,7 +165,7 @@ def _nms_rows(runs: int, torch) -> dict[str, float]:
 
     def ours():
         kernels.launch("ef_nms_mask", (words, words, 1), (64, 1, 1), stream, sorted_boxes.ptr, num.ptr, 0.3, mask.ptr)
-        kernels.launch("ef_nms_reduce", (1, 1, 1), (1, 1, 1), stream, mask.ptr, sorted_boxes.ptr, sorted_scores.ptr,
+        kernels.launch("ef_nms_reduce", (1, 1, 1), (32, 1, 1), stream, mask.ptr, sorted_boxes.ptr, sorted_scores.ptr,
                        num.ptr, 750, result.ptr, result.ptr + 16)
 
     timings = {"edgeface kernels (mask + reduce)": _median_ms(ours, runs, stream.synchronize),

@@ -174,7 +174,8 @@ def test_decode_kernel_matches_its_reference(cuda, rng):
 
 @pytest.mark.parametrize("n,capacity,k,iou,max_keep", [(300, 300, 200, 0.3, 300), (700, 700, 700, 0.5, 20),
                                                        (1, 1, 1, 0.3, 5), (130, 100, 64, 0.1, 5),
-                                                       (0, 50, 50, 0.3, 10), (5000, 5000, 4096, 0.4, 750)])
+                                                       (0, 50, 50, 0.3, 10), (5000, 5000, 4096, 0.4, 750),
+                                                       (6000, 6000, 5120, 0.5, 5120), (900, 900, 65, 0.05, 64)])
 def test_rank_and_bitmask_nms_match_their_references(cuda, rng, n, capacity, k, iou, max_keep):
     """Counts come from device memory (as in the pipeline); `capacity` < n is a decode overflow: only the first
     `capacity` candidates exist."""
@@ -200,13 +201,39 @@ def test_rank_and_bitmask_nms_match_their_references(cuda, rng, n, capacity, k, 
     mask, result = runtime.DeviceBuffer(k * words * 8), runtime.DeviceBuffer(16 + max_keep * 20)
     kernels.launch("ef_nms_mask", (words, words, 1), (64, 1, 1), stream, sorted_boxes.ptr, num_sorted.ptr, iou,
                    mask.ptr)
-    kernels.launch("ef_nms_reduce", (1, 1, 1), (1, 1, 1), stream, mask.ptr, sorted_boxes.ptr, sorted_scores.ptr,
+    kernels.launch("ef_nms_reduce", (1, 1, 1), (32, 1, 1), stream, mask.ptr, sorted_boxes.ptr, sorted_scores.ptr,
                    num_sorted.ptr, max_keep, result.ptr, result.ptr + 16)
     raw = download(result, result.nbytes, np.uint8, stream)
     kept = raw[16:].view(np.float32).reshape(max_keep, 5)[: raw[:4].view(np.int32)[0]]
     expected = nms_bitmask_reference(got_boxes, iou, max_keep)
     np.testing.assert_array_equal(kept[:, :4], got_boxes[expected])
     np.testing.assert_array_equal(kept[:, 4], scores[order][expected])
+
+
+def test_the_emulated_warp_exchanges_like_a_gpu_and_refuses_divergence(emulator):
+    import ctypes
+
+    out = (ctypes.c_int * 32)()
+    emulator.emulate_error.restype = ctypes.c_char_p
+    emulator.emulate_test_shuffle(7, -1, -1, out)
+    assert emulator.emulate_error() == b"" and list(out) == [7 + lane for lane in range(32)]
+    emulator.emulate_test_shuffle(39, -1, -1, out)  # the source lane is taken modulo 32
+    assert list(out) == [7 + lane for lane in range(32)]
+    emulator.emulate_test_shuffle(0, 5, -1, out)
+    assert b"returned" in emulator.emulate_error()
+    emulator.emulate_test_shuffle(0, -1, 9, out)
+    assert b"different __shfl_sync" in emulator.emulate_error()
+
+
+def test_the_nms_reduction_is_refused_in_other_than_one_warp(emulated_runtime):
+    from cuda_emulation.runtime import EmulationError
+
+    runtime, kernels, stream = emulated_runtime, emulated_runtime.Kernels(), emulated_runtime.Stream()
+    num, result = upload(runtime, np.array([0], np.int32), stream), runtime.DeviceBuffer(16 + 20)
+    buffers = [runtime.DeviceBuffer(64) for _ in range(3)]
+    with pytest.raises(EmulationError, match="32 threads"):
+        kernels.launch("ef_nms_reduce", (1, 1, 1), (64, 1, 1), stream, *(b.ptr for b in buffers), num.ptr, 1,
+                       result.ptr, result.ptr + 16)
 
 
 def test_the_nvrtc_follows_the_driver():

@@ -1,6 +1,7 @@
 // CPU emulation of the grids of edgeface's CUDA kernels: the kernels themselves, compiled as C++. Each
 // emulate_<kernel>(grid x, grid y, block x, block y, <the kernel's own parameters>) runs every thread
-// of the grid, one at a time; tests/cuda_emulation/runtime.py launches them like the CUDA runtime does.
+// of the grid, one at a time (a warp-synchronous kernel's blocks as one warp each: EF_WARP_GRID);
+// tests/cuda_emulation/runtime.py launches them like the CUDA runtime does and reads emulate_error() after each.
 #include "host_shim.h"
 #include "../../edgeface/backends/cuda/kernels.cu"
 
@@ -15,6 +16,21 @@
                     threadIdx = {tx_, ty_, 0};                                            \
                     CALL;                                                                 \
                 }
+
+#define EF_WARP_GRID(gx, gy, bx, by, CALL)                                                \
+    gridDim = {(unsigned)(gx), (unsigned)(gy), 1};                                        \
+    blockDim = {(unsigned)(bx), (unsigned)(by), 1};                                       \
+    for (unsigned by_ = 0; by_ < gridDim.y; ++by_)                                        \
+        for (unsigned bx_ = 0; bx_ < gridDim.x; ++bx_)                                    \
+            ef_run_warp({bx_, by_, 0}, [&] { CALL; });
+
+extern "C" const char* emulate_error()
+{
+    static char last[sizeof ef_error];
+    memcpy(last, ef_error, sizeof last);
+    ef_error[0] = 0;
+    return last;
+}
 
 extern "C" void emulate_ef_preprocess(int gx, int gy, int bx, int by, const unsigned char* src, int src_w, int src_h,
                                       int src_pitch, int src_channels, int src_is_rgb, void* dst, int dst_half,
@@ -63,9 +79,24 @@ extern "C" void emulate_ef_nms_mask(int gx, int gy, int bx, int by, const float*
 extern "C" void emulate_ef_nms_reduce(int gx, int gy, int bx, int by, const unsigned long long* mask,
                                       const float* sorted_boxes, const float* sorted_scores, const int* num,
                                       int max_keep, int* num_keep, float* kept) {
-    EF_GRID(gx, gy, bx, by, ef_nms_reduce(mask, sorted_boxes, sorted_scores, num, max_keep, num_keep, kept))
+    EF_WARP_GRID(gx, gy, bx, by, ef_nms_reduce(mask, sorted_boxes, sorted_scores, num, max_keep, num_keep, kept))
 }
 
 extern "C" void emulate_half_bits(const float* values, unsigned short* out, int n) {
     for (int i = 0; i < n; ++i) out[i] = ef_half_bits(values[i]);
+}
+
+// For the emulation's own tests: warps that shuffle correctly (each lane gets lane `source`'s value plus its own)
+// and that diverge (lane `early` returns before the shuffle, or shuffles at another call site).
+extern "C" void emulate_test_shuffle(int source, int early, int other_site, int* out) {
+    gridDim = {1, 1, 1};
+    blockDim = {32, 1, 1};
+    ef_run_warp({0, 0, 0}, [&] {
+        int lane = (int)threadIdx.x;
+        if (lane == early) return;
+        // two instantiations, so the compiler cannot merge the two call sites into one
+        int got = lane == other_site ? (int)__shfl_sync(0xffffffffu, (unsigned)lane, source)
+                                     : __shfl_sync(0xffffffffu, lane, source);
+        out[lane] = got + lane;
+    });
 }

@@ -25,6 +25,7 @@ integrated = False  # set True to exercise the mapped (Jetson) memory path
 
 def load(library: ctypes.CDLL) -> None:
     global _library
+    library.emulate_error.restype = ctypes.c_char_p
     _library = library
 
 
@@ -67,6 +68,10 @@ class Stream:
 GUARD = 256  # bytes of a known pattern on each side of every allocation, checked after every operation
 GUARD_BYTE = 0x5A
 _live: weakref.WeakSet[_Memory] = weakref.WeakSet()
+
+
+class EmulationError(AssertionError):
+    """A kernel did what a GPU would turn into undefined results (for example a warp diverging at a shuffle)."""
 
 
 class BufferOverrun(AssertionError):
@@ -158,4 +163,11 @@ class Kernels:
         assert grid[2] == 1 and block[2] == 1 and block[0] * block[1] <= 1024, (grid, block)
         values = kernel_arguments(name, args)
         function = getattr(_library, "emulate_" + name)
-        stream.enqueue(lambda: function(grid[0], grid[1], block[0], block[1], *values), name)
+
+        def run() -> None:
+            function(grid[0], grid[1], block[0], block[1], *values)
+            error = _library.emulate_error()
+            if error:
+                raise EmulationError(f"{name}: {error.decode()}")
+
+        stream.enqueue(run, name)

@@ -1,9 +1,10 @@
 // edgeface CUDA kernels: pre-processing, anchor decoding with scoring and compaction, and bitmask NMS.
-// NumPy references: edgeface/backends/cuda/reference.py. The kernels use no shared memory and no
-// barriers, so the same source also compiles as host C++ (tests/cuda_emulation/) and runs every
-// thread of the grid on the CPU for the tests.
+// NumPy references: edgeface/backends/cuda/reference.py. The kernels use no shared memory and no block
+// barriers (the NMS reduction is one warp exchanging registers with __shfl_sync), so the same source also
+// compiles as host C++ (tests/cuda_emulation/) and runs every thread of the grid on the CPU for the tests.
 
 #define EF_MAX_NMS_WORDS 80  // top-K <= 5120 boxes (the specs' pre_nms_top_k is 5000)
+#define EF_NMS_LANE_WORDS ((EF_MAX_NMS_WORDS + 31) / 32)  // suppression words per lane of the reducing warp
 
 // The selection state (ints): a 256-bin histogram, then the rank still to place, whether every candidate is
 // kept, the 64-bit key prefix chosen so far (low, high word) and the count of selected candidates.
@@ -218,25 +219,53 @@ extern "C" __global__ void ef_nms_mask(const float* boxes, const int* num, float
     mask[(long)row * words + word] = bits;
 }
 
-// Bitmask NMS, step 2, and the final reduction, on the GPU so only the kept boxes travel back: one
-// thread walks the boxes in score order, keeping each box no kept box suppresses (at most `max_keep`),
-// and writes *num_keep and the kept rows (x1, y1, x2, y2, score) to `kept`. Launch with one thread.
+// Bitmask NMS, step 2, and the final reduction, on the GPU so only the kept boxes travel back. One warp (launch
+// one block of 32 threads) walks the boxes in score order, a 64-box word at a time; lane l holds the suppression
+// bits of words l, l + 32 and l + 64 in registers. Within a word the boxes are decided in turn from the word's bits,
+// each kept box adding its own row's bits for the word (shuffled from the lane that loaded them, so no memory
+// access is in that chain); then each lane ORs the kept boxes' rows into its later words, and the kept boxes are
+// written out as rows (x1, y1, x2, y2, score), at most `max_keep`, with their count in *num_keep.
 extern "C" __global__ void ef_nms_reduce(const unsigned long long* mask, const float* sorted_boxes,
                                          const float* sorted_scores, const int* num, int max_keep,
                                          int* num_keep, float* kept)
 {
-    if (blockIdx.x * blockDim.x + threadIdx.x != 0) return;
+    const unsigned full = 0xffffffffu;
+    int lane = threadIdx.x;
     int n = *num < EF_MAX_NMS_WORDS * 64 ? *num : EF_MAX_NMS_WORDS * 64;
     int words = (n + 63) / 64;
-    unsigned long long removed[EF_MAX_NMS_WORDS];
-    for (int w = 0; w < words; ++w) removed[w] = 0;
+    unsigned long long removed[EF_NMS_LANE_WORDS];
+    for (int r = 0; r < EF_NMS_LANE_WORDS; ++r) removed[r] = 0;
     int count = 0;
-    for (int i = 0; i < n && count < max_keep; ++i) {
-        if ((removed[i / 64] >> (i % 64)) & 1ULL) continue;
-        for (int c = 0; c < 4; ++c) kept[5 * count + c] = sorted_boxes[4 * i + c];
-        kept[5 * count + 4] = sorted_scores[i];
-        ++count;
-        for (int w = 0; w < words; ++w) removed[w] |= mask[(long)i * words + w];
+    for (int word = 0; word < words && count < max_keep; ++word) {
+        unsigned long long held = 0;
+        for (int r = 0; r < EF_NMS_LANE_WORDS; ++r)  // unrolled: `removed` stays in registers
+            if (r == word / 32) held = removed[r];
+        unsigned long long suppressed = __shfl_sync(full, held, word % 32);
+        int first = 64 * word, in_word = n - first < 64 ? n - first : 64;
+        unsigned long long own_low = lane < in_word ? mask[(long)(first + lane) * words + word] : 0ULL;
+        unsigned long long own_high = lane + 32 < in_word ? mask[(long)(first + lane + 32) * words + word] : 0ULL;
+        unsigned long long keep = 0;
+        for (int b = 0; b < in_word && count < max_keep; ++b) {
+            if ((suppressed >> b) & 1ULL) continue;
+            suppressed |= __shfl_sync(full, b < 32 ? own_low : own_high, b % 32);
+            keep |= 1ULL << b;
+            ++count;
+        }
+        int before = count - __popcll(keep);
+        for (int half = 0; half < 2; ++half) {
+            int b = lane + 32 * half;
+            if (!((keep >> b) & 1ULL)) continue;
+            int at = before + __popcll(keep & ((1ULL << b) - 1ULL));
+            for (int c = 0; c < 4; ++c) kept[5 * at + c] = sorted_boxes[4 * (first + b) + c];
+            kept[5 * at + 4] = sorted_scores[first + b];
+        }
+        for (unsigned long long rest = keep; rest; rest &= rest - 1ULL) {
+            long row = (long)(first + __ffsll((long long)rest) - 1) * words;
+            for (int r = 0; r < EF_NMS_LANE_WORDS; ++r) {
+                int w = lane + 32 * r;
+                if (w > word && w < words) removed[r] |= mask[row + w];
+            }
+        }
     }
-    *num_keep = count;
+    if (lane == 0) *num_keep = count;
 }

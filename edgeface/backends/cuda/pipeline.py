@@ -231,7 +231,7 @@ class GpuPipeline:
         launch("ef_nms_mask", (words, words, 1), (64, 1, 1), s, plan.sorted_boxes.ptr, plan.num_sorted.ptr,
                self.nms_iou, plan.mask.ptr)
         result = plan.result.device_ptr if plan.result_device is None else plan.result_device.ptr
-        launch("ef_nms_reduce", (1, 1, 1), (1, 1, 1), s, plan.mask.ptr, plan.sorted_boxes.ptr,
+        launch("ef_nms_reduce", (1, 1, 1), (32, 1, 1), s, plan.mask.ptr, plan.sorted_boxes.ptr,
                plan.sorted_scores.ptr, plan.num_sorted.ptr, self.max_keep, result, result + RESULT_HEADER)
         if plan.result_device is not None:
             plan.result_device.copy_to_host(plan.result.array((plan.result.nbytes,), np.uint8), s)
