@@ -1,5 +1,5 @@
 """GPU benchmarks, with the GPU named: end-to-end latency and frames/s of the GPU pipeline (CUDA
-pre-processing + torch network + CUDA decode/NMS) by model, precision (FP32, FP16 autocast) and input size,
+pre-processing + torch network + CUDA decode/NMS) by model, precision (FP32, FP16 half weights) and input size,
 split into its pre / network / post stages, against the same network with the NumPy pre/post-processing;
 the network's throughput by batch size; and the NMS kernels against torchvision's NMS (when installed)
 and the NumPy path. Medians of --runs runs after a warm-up.

@@ -30,7 +30,8 @@ def assert_same_faces(cpu, gpu, threshold: float, min_iou: float, score_atol: fl
 @pytest.mark.parametrize("fp16", [False, True], ids=["fp32", "fp16"])
 def test_gpu_pipeline_with_torch_matches_the_cpu_path(gpu_runtime, extd64_pt, photo_paths, fp16):
     """FP32 (TF32 convolutions on Ampere+): the same faces as the CPU path, boxes within a tolerance. FP16
-    (autocast): every clear CPU face found again (IoU > 0.8, score within 0.02)."""
+    (half weights): every clear CPU face found again (IoU > 0.8, score within 0.02). The second frame of a size
+    replays the network's CUDA graph (torch's) between the pipeline's two: the same detections as the first."""
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("torch has no CUDA here")
@@ -43,12 +44,16 @@ def test_gpu_pipeline_with_torch_matches_the_cpu_path(gpu_runtime, extd64_pt, ph
     for path in photo_paths[:6]:
         image = edgeface.read_image(path)
         a, b = cpu(image), gpu(image)
+        replayed = gpu(image)
+        np.testing.assert_allclose(replayed.boxes, b.boxes, atol=1e-3)
+        np.testing.assert_allclose(replayed.scores, b.scores, atol=1e-4)
         if fp16:
             assert_same_faces(a, b, cpu.score_threshold, min_iou=0.8, score_atol=0.02)
             continue
         assert_same_faces(a, b, cpu.score_threshold, min_iou=0.95, score_atol=5e-3)
         on_device = gpu(torch.from_numpy(image).cuda())  # a device frame, read in place
         np.testing.assert_allclose(on_device.boxes, b.boxes, atol=1e-4)
+    assert gpu.gpu_pipeline.network.graphs  # captured per input size, freed with the size's last plan
 
 
 def test_graph_replay_on_the_gpu(gpu_runtime, photo_paths):
@@ -85,4 +90,4 @@ def test_graph_replay_on_the_gpu(gpu_runtime, photo_paths):
         np.testing.assert_array_equal(got.boxes, eager.detect(frame, (320, 240)).boxes)
         np.testing.assert_allclose(got.boxes, expected.boxes, atol=1e-3)
         np.testing.assert_allclose(got.scores, expected.scores, atol=1e-5)
-        assert (graphs.plan((300, 400, 3), (320, 240)).graph is not None) == (i > 0)
+        assert (graphs.plan((300, 400, 3), (320, 240)).graphs != ()) == (i > 0)

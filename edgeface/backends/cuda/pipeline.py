@@ -7,10 +7,12 @@ evicted), and owned here: device buffers, a page-locked
 staging buffer for host frames and a page-locked result buffer (both mapped into the GPU on integrated
 GPUs such as Jetson, so the kernels read the frame and write the result in place, with no copies).
 Every kernel reads its element counts from device memory, so the sequence never waits on the host; for
-host frames and a network that allows it (TensorRT) it is captured as a CUDA graph after the first
-frame and replayed with one launch (that first frame is the eager run and synchronisation TensorRT needs at a
-shape before capture). Device frames (``__cuda_array_interface__``) are read in place, after the stream that
-wrote them; their address changes from frame to frame, so their sequence is launched kernel by kernel. A
+host frames it is captured in CUDA graphs after the first frame of a size and replayed: the whole frame as one
+graph when the network may be captured with it (TensorRT: that first frame is the eager run and synchronisation
+it needs at a shape before capture), otherwise the pre- and post-processing as two graphs with the network run
+between them (torch, which replays a graph of its own). Device frames (``__cuda_array_interface__``) are read
+in place, after the stream that wrote them; their address changes from frame to frame, so their sequence is
+launched kernel by kernel. A
 network runner may say how many boxes it writes at a size (``output_anchors(w, h)``): a plan whose anchor
 layout disagrees is refused, since the network would write past its output buffers; and it may keep state per
 input size, freed by ``release(w, h)`` when the last plan of that size goes.
@@ -44,7 +46,7 @@ BLOCK = 256
 RESULT_HEADER = 16  # bytes before the kept rows in the result buffer: the int32 count, padded
 
 # (input, loc, conf, width, height, stream) -> None. A runner with ``capturable = True`` may be captured in
-# a CUDA graph (its work is fixed for a given input size once it has run once).
+# the pipeline's CUDA graph (its work is fixed for a given input size once it has run once).
 NetworkRunner = Callable[[int, int, int, int, int, Any], None]
 
 
@@ -76,7 +78,7 @@ class Plan:
     result: Any  # HostBuffer: int32 count, then (max_keep, 5) float32 rows x1, y1, x2, y2, score
     result_device: Any  # DeviceBuffer the kernels write the result to; None when the result buffer is mapped
     num_anchors: int
-    graph: Any = None
+    graphs: tuple = ()  # captured stages, launched in order; None stands for the network, run between them
     runs: int = 0
 
     def staging_frame(self) -> np.ndarray:
@@ -88,7 +90,7 @@ class GpuPipeline:
     the model on a ``(1, 3, h, w)`` float32 input.
 
     `runtime` is :mod:`edgeface.backends.cuda.runtime` (the default) or a stand-in with the same names (the
-    tests' CPU emulation). `use_graphs` replays host-frame sequences as CUDA graphs when the network allows it.
+    tests' CPU emulation). `use_graphs` replays host-frame sequences as CUDA graphs.
     """
 
     def __init__(self, spec: ModelSpec, network: NetworkRunner, score_threshold: float, nms_iou: float,
@@ -103,7 +105,8 @@ class GpuPipeline:
             from . import runtime
         self.rt, self.spec, self.network, self.ordinal = runtime, spec, network, ordinal
         self.top_k, self.max_plans = top_k, max_plans
-        self.use_graphs = use_graphs and bool(getattr(network, "capturable", False))
+        self.use_graphs = use_graphs
+        self.capture_network = bool(getattr(network, "capturable", False))
         runtime.context(ordinal)  # everything below lives on this device
         self.mapped = runtime.is_integrated(ordinal)
         self.kernels = runtime.Kernels(ordinal)
@@ -120,7 +123,7 @@ class GpuPipeline:
                 self._drop_plan(key)
         self.score_threshold, self.nms_iou, self.max_keep = float(score_threshold), float(nms_iou), max_keep
         for plan in self._plans.values():
-            plan.graph, plan.runs = None, 0
+            plan.graphs, plan.runs = (), 0
 
     @staticmethod
     def _source(frame) -> tuple[Optional[int], tuple[int, int, int], int]:
@@ -252,9 +255,19 @@ class GpuPipeline:
                plan.selected_anchor.ptr)
 
     def _capture(self, plan: Plan, pitch: int) -> None:
+        graph = self.rt.Graph
+        if self.capture_network:
+            try:
+                plan.graphs = (graph(self.stream, lambda: self._enqueue(plan, None, pitch)),)
+                return
+            except BackendError as exc:  # a network that cannot be captured: capture around it from now on
+                warnings.warn(f"CUDA graph capture failed with the network; capturing the pre- and post-processing "
+                              f"around it from now on: {exc}", stacklevel=3)
+                self.capture_network = False
         try:
-            plan.graph = self.rt.Graph(self.stream, lambda: self._enqueue(plan, None, pitch))
-        except BackendError as exc:  # e.g. a network that cannot be captured: keep working without graphs
+            plan.graphs = (graph(self.stream, lambda: self.enqueue_preprocess(plan, None, pitch)), None,
+                           graph(self.stream, lambda: self.enqueue_postprocess(plan)))
+        except BackendError as exc:
             warnings.warn(f"CUDA graph capture failed, launching kernel by kernel from now on: {exc}", stacklevel=3)
             self.use_graphs = False
 
@@ -273,10 +286,14 @@ class GpuPipeline:
             staged = plan.staging_frame()
             if frame.__array_interface__["data"][0] != staged.__array_interface__["data"][0]:
                 np.copyto(staged, frame)
-            if plan.graph is None and self.use_graphs and plan.runs > 0:  # the network has run once at this size
+            if not plan.graphs and self.use_graphs and plan.runs > 0:  # the network has run once at this size
                 self._capture(plan, pitch)
-        if source is None and plan.graph is not None:
-            plan.graph.launch(self.stream)
+        if source is None and plan.graphs:
+            for graph in plan.graphs:
+                if graph is None:
+                    self.enqueue_network(plan)
+                else:
+                    graph.launch(self.stream)
         else:
             self._enqueue(plan, source, pitch)
         self.stream.synchronize()
