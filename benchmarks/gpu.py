@@ -1,8 +1,10 @@
 """GPU benchmarks, with the GPU named: end-to-end latency and frames/s of the GPU pipeline (CUDA
 pre-processing + torch network + CUDA decode/NMS) by model, precision (FP32, FP16 half weights) and input size,
 split into its pre / network / post stages, against the same network with the NumPy pre/post-processing;
-the network's throughput by batch size; and the NMS kernels against torchvision's NMS (when installed)
-and the NumPy path. Medians of --runs runs after a warm-up.
+the network's throughput by batch size; the NMS kernels against torchvision's NMS (when installed) and the
+NumPy path; the post-processing of a real crowd photo at 1920x1080 with score threshold 0.01; device memory
+after 100 photos of different sizes; and FP16 against FP32 detections on real photos. Medians of --runs runs
+after a warm-up.
 
 ``python -m benchmarks gpu`` measures; ``python -m benchmarks gpu-suite`` first runs every GPU test
 (``pytest -m gpu``), then measures: the one call to make on a machine with a GPU.
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .machine import describe_machine, markdown_table, write_results
+from .machine import SHARED, describe_machine, markdown_table, write_results
 
 SIZES = ((320, 240), (640, 480), (1280, 720))
 
@@ -127,6 +129,13 @@ def main(argv: list[str] | None = None) -> None:
                     batch_rows.append({"model": model, "precision": precision, "size": "640x480",
                                        "batch": batch_size, "network_ms": ms, "frames_per_s": batch_size * 1e3 / ms})
     nms = _nms_rows(args.runs, torch)
+    with tempfile.TemporaryDirectory() as tmp:
+        path, _ = _checkpoint("extd64", Path(tmp))
+        fp32, fp16 = (TorchBackend(str(path), device="cuda", fp16=half) for half in (False, True))
+        crowd = _crowd_post_row(Detector(fp32, score_threshold=0.01), args.runs)
+        memory = _memory_after_photos(Detector(fp32), torch)
+        precision = _fp16_against_fp32(fp32, fp16)
+    print(f"crowd frame: {crowd}\nmemory: {memory}\nFP16: {precision}")
     table = markdown_table(
         ["model", "precision", "size", "faces", "GPU pipeline ms (frames/s)", "pre / network / post ms",
          "NumPy pre/post ms"],
@@ -138,9 +147,16 @@ def main(argv: list[str] | None = None) -> None:
         [[r["model"], r["precision"], r["size"], r["batch"], f"{r['network_ms']:.2f}", f"{r['frames_per_s']:.0f}"]
          for r in batch_rows])
     table += "\n\n" + markdown_table(["NMS, 4096 boxes", "ms"], [[k, f"{v:.3f}"] for k, v in nms.items()])
+    table += "\n\n" + markdown_table(["EXTD-64", "result"], [
+        [f"post-processing, 1920x1080 crowd photo, threshold 0.01 ({crowd['candidates']} candidates, "
+         f"{crowd['faces']} faces)", f"{crowd['post_ms']:.3f} ms"],
+        [f"device memory after {memory['photos']} photos of {memory['sizes']} sizes (max_plans "
+         f"{memory['max_plans']}): peak / last", f"{memory['peak_mb']:.0f} / {memory['last_mb']:.0f} MB"],
+        [f"FP16 against FP32 on {precision.images} photos", precision.summary()]])
     print(table)
     payload = {"machine": {**describe_machine(), "gpu": name, "compute_capability": capability}, "rows": rows,
-               "batch_rows": batch_rows, "nms_ms": nms}
+               "batch_rows": batch_rows, "nms_ms": nms, "crowd_1080p": crowd, "memory": memory,
+               "fp16": vars(precision)}
     print(f"written: {write_results('gpu', payload, table)}")
 
 
@@ -179,6 +195,69 @@ def _nms_rows(runs: int, torch) -> dict[str, float]:
     except ImportError:
         timings["torchvision.ops.nms"] = float("nan")  # not installed
     return timings
+
+
+def _wider_val_photos() -> list[Path]:
+    """The WIDER FACE val photos in ../shared (different sizes), most faces first; empty without them."""
+    import warnings
+
+    from edgeface.data.wider import read_wider
+
+    try:
+        with warnings.catch_warnings():  # ../shared holds a few of the listed images
+            warnings.simplefilter("ignore")
+            records = read_wider(SHARED / "data" / "widerface", "val")
+    except (OSError, ValueError):
+        return []
+    return [Path(r.image_path) for r in sorted(records, key=lambda r: -len(r.boxes))]
+
+
+def _crowd_post_row(detector, runs: int) -> dict:
+    """Decode + top-K + NMS alone for the most crowded WIDER val photo resized to 1920x1080 (a synthetic frame
+    without ../shared), at the detector's score threshold: the candidates the kernels sort through."""
+    import cv2
+
+    from edgeface import read_image
+
+    photos = _wider_val_photos()
+    photo = read_image(photos[0]) if photos else _frame(1920, 1080, np.random.default_rng(0))
+    frame = cv2.resize(photo, (1920, 1080))
+    pipeline = detector.gpu_pipeline
+    faces = len(detector(frame))
+    plan = next(reversed(pipeline._plans.values()))  # the frame's, its network outputs in place
+    candidates = np.empty(1, np.int32)
+    plan.count.copy_to_host(candidates, pipeline.stream)
+    pipeline.stream.synchronize()
+    return {"size": "x".join(map(str, plan.input_size)), "faces": faces, "candidates": int(candidates[0]),
+            "post_ms": _median_ms(lambda: pipeline.enqueue_postprocess(plan), runs, pipeline.stream.synchronize)}
+
+
+def _memory_after_photos(detector, torch, count: int = 100) -> dict:
+    """Device memory in use (the driver's count: the pipeline's plans and torch's pools) while `count` photos of
+    different sizes run one after another, against before the first."""
+    from edgeface import read_image
+
+    photos = _wider_val_photos()[:count]
+    torch.cuda.synchronize()
+    free_before = torch.cuda.mem_get_info()[0]
+    peak, sizes = 0, set()
+    for path in photos:
+        image = read_image(path)
+        sizes.add(image.shape[:2])
+        detector(image)
+        torch.cuda.synchronize()
+        peak = max(peak, free_before - torch.cuda.mem_get_info()[0])
+    last = free_before - torch.cuda.mem_get_info()[0]
+    return {"photos": len(photos), "sizes": len(sizes), "max_plans": detector.gpu_pipeline.max_plans,
+            "peak_mb": peak / 2**20, "last_mb": last / 2**20}
+
+
+def _fp16_against_fp32(fp32, fp16, count: int = 20):
+    """The half-weight network's detections against the float32 one's on real photos (faces kept, score change)."""
+    from edgeface.export.precision import compare_precisions
+
+    photos = [str(p) for p in sorted(PHOTOS.glob("*.jpg"))] + [str(p) for p in _wider_val_photos()]
+    return compare_precisions(fp32, fp16, "fp16 (torch, half weights)", photos[:count])
 
 
 def suite(argv: list[str] | None = None) -> None:

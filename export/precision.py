@@ -135,13 +135,17 @@ class PrecisionReport:
                 f"{self.max_score_diff:.4f}, {self.face_recall:.1%} of FP32's faces kept, {self.extra_faces} new")
 
 
-def compare_precisions(reference: str | os.PathLike, candidate: str | os.PathLike, precision: str,
+def compare_precisions(reference: str | os.PathLike | Any, candidate: str | os.PathLike | Any, precision: str,
                        images: Sequence[str | np.ndarray]) -> PrecisionReport:
-    """FP32 `reference` against reduced-precision `candidate` (both ONNX) on ONNX Runtime, at each image's size."""
+    """FP32 `reference` against reduced-precision `candidate`, at each image's size: model files (ONNX on ONNX
+    Runtime) or backends (for example torch on CUDA in float32 and with half weights)."""
     from edgeface.core.postprocess import face_scores
     from edgeface.detector import Detector
 
-    ref, cand = Detector(os.fspath(reference)), Detector(os.fspath(candidate))
+    def opened(model: Any) -> Detector:
+        return Detector(os.fspath(model) if isinstance(model, (str, os.PathLike)) else model)
+
+    ref, cand = opened(reference), opened(candidate)
     max_diff, kept, total, extra = 0.0, 0, 0, 0
     for image in images:
         frame = read_image(image) if isinstance(image, (str, os.PathLike)) else image

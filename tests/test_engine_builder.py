@@ -282,6 +282,10 @@ def test_precision_check_on_the_fp16_cast(extd64_onnx, tmp_path, photo_paths):
     report = compare_precisions(extd64_onnx, half, "fp16", photo_paths[:3])
     assert report.max_score_diff < 0.02 and report.face_recall == 1.0, report.summary()
     assert np.isfinite(report.max_score_diff)
+    from edgeface.backends.onnx_backend import OnnxBackend  # backends too (the GPU benchmark's torch FP16)
+
+    same = compare_precisions(OnnxBackend(str(extd64_onnx)), OnnxBackend(str(extd64_onnx)), "fp32", photo_paths[:1])
+    assert same.max_score_diff == 0 and same.face_recall == 1.0 and same.extra_faces == 0
 
 
 def test_optimisation_level_needs_tensorrt_8_6(extd64_onnx, tmp_path):
