@@ -108,9 +108,11 @@ def main(argv: list[str] | None = None) -> None:
     rows, batch_rows = [], []
     rng = np.random.default_rng(0)
     sync = torch.cuda.synchronize
+    wider = _wider_val_photos()
     with tempfile.TemporaryDirectory() as tmp:
+        checkpoints = {model: _checkpoint(model, Path(tmp)) for model in {*args.models, "extd64"}}
         for model in args.models:
-            path, weights = _checkpoint(model, Path(tmp))
+            path, weights = checkpoints[model]
             for precision in ("fp32", "fp16"):
                 backend = TorchBackend(str(path), device="cuda", fp16=precision == "fp16")
                 gpu = Detector(backend)
@@ -128,13 +130,11 @@ def main(argv: list[str] | None = None) -> None:
                     ms = _median_ms(lambda d=host, b=batch: d.infer(b), args.runs, sync)
                     batch_rows.append({"model": model, "precision": precision, "size": "640x480",
                                        "batch": batch_size, "network_ms": ms, "frames_per_s": batch_size * 1e3 / ms})
-    nms = _nms_rows(args.runs, torch)
-    with tempfile.TemporaryDirectory() as tmp:
-        path, _ = _checkpoint("extd64", Path(tmp))
-        fp32, fp16 = (TorchBackend(str(path), device="cuda", fp16=half) for half in (False, True))
-        crowd = _crowd_post_row(Detector(fp32, score_threshold=0.01), args.runs)
-        memory = _memory_after_photos(Detector(fp32), torch)
-        precision = _fp16_against_fp32(fp32, fp16)
+        nms = _nms_rows(args.runs, torch)
+        fp32, fp16 = (TorchBackend(str(checkpoints["extd64"][0]), device="cuda", fp16=half) for half in (False, True))
+        crowd = _crowd_post_row(Detector(fp32, score_threshold=0.01), wider, args.runs)
+        memory = _memory_after_photos(Detector(fp32), wider, torch)
+        precision = _fp16_against_fp32(fp32, fp16, wider)
     print(f"crowd frame: {crowd}\nmemory: {memory}\nFP16: {precision}")
     table = markdown_table(
         ["model", "precision", "size", "faces", "GPU pipeline ms (frames/s)", "pre / network / post ms",
@@ -162,6 +162,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _nms_rows(runs: int, torch) -> dict[str, float]:
     """ef_nms_mask + ef_nms_reduce against torchvision.ops.nms and the NumPy NMS, 4096 boxes."""
+    from edgeface.backends.cuda.pipeline import RESULT_HEADER, enqueue_nms, nms_mask_nbytes
     from edgeface.backends.cuda.runtime import DeviceBuffer, Kernels, Stream
     from edgeface.core.nms import nms
 
@@ -176,13 +177,10 @@ def _nms_rows(runs: int, torch) -> dict[str, float]:
     sorted_boxes.copy_from_host(boxes[order], stream)
     sorted_scores.copy_from_host(scores[order], stream)
     num.copy_from_host(np.array([k], np.int32), stream)
-    words = (k + 63) // 64
-    mask, result = DeviceBuffer(k * words * 8), DeviceBuffer(16 + 750 * 20)
+    mask, result = DeviceBuffer(nms_mask_nbytes(k)), DeviceBuffer(RESULT_HEADER + 750 * 20)
 
     def ours():
-        kernels.launch("ef_nms_mask", (words, words, 1), (64, 1, 1), stream, sorted_boxes.ptr, num.ptr, 0.3, mask.ptr)
-        kernels.launch("ef_nms_reduce", (1, 1, 1), (32, 1, 1), stream, mask.ptr, sorted_boxes.ptr, sorted_scores.ptr,
-                       num.ptr, 750, result.ptr, result.ptr + 16)
+        enqueue_nms(kernels, stream, k, 0.3, 750, sorted_boxes.ptr, sorted_scores.ptr, num.ptr, mask.ptr, result.ptr)
 
     timings = {"edgeface kernels (mask + reduce)": _median_ms(ours, runs, stream.synchronize),
                "NumPy (edgeface.core.nms)": _median_ms(lambda: nms(boxes, scores, 0.3, 750), runs)}
@@ -212,15 +210,14 @@ def _wider_val_photos() -> list[Path]:
     return [Path(r.image_path) for r in sorted(records, key=lambda r: -len(r.boxes))]
 
 
-def _crowd_post_row(detector, runs: int) -> dict:
+def _crowd_post_row(detector, wider: list[Path], runs: int) -> dict:
     """Decode + top-K + NMS alone for the most crowded WIDER val photo resized to 1920x1080 (a synthetic frame
     without ../shared), at the detector's score threshold: the candidates the kernels sort through."""
     import cv2
 
     from edgeface import read_image
 
-    photos = _wider_val_photos()
-    photo = read_image(photos[0]) if photos else _frame(1920, 1080, np.random.default_rng(0))
+    photo = read_image(wider[0]) if wider else _frame(1920, 1080, np.random.default_rng(0))
     frame = cv2.resize(photo, (1920, 1080))
     pipeline = detector.gpu_pipeline
     faces = len(detector(frame))
@@ -232,12 +229,12 @@ def _crowd_post_row(detector, runs: int) -> dict:
             "post_ms": _median_ms(lambda: pipeline.enqueue_postprocess(plan), runs, pipeline.stream.synchronize)}
 
 
-def _memory_after_photos(detector, torch, count: int = 100) -> dict:
+def _memory_after_photos(detector, wider: list[Path], torch, count: int = 100) -> dict:
     """Device memory in use (the driver's count: the pipeline's plans and torch's pools) while `count` photos of
     different sizes run one after another, against before the first."""
     from edgeface import read_image
 
-    photos = _wider_val_photos()[:count]
+    photos = wider[:count]
     torch.cuda.synchronize()
     free_before = torch.cuda.mem_get_info()[0]
     peak, sizes = 0, set()
@@ -252,11 +249,11 @@ def _memory_after_photos(detector, torch, count: int = 100) -> dict:
             "peak_mb": peak / 2**20, "last_mb": last / 2**20}
 
 
-def _fp16_against_fp32(fp32, fp16, count: int = 20):
+def _fp16_against_fp32(fp32, fp16, wider: list[Path], count: int = 20):
     """The half-weight network's detections against the float32 one's on real photos (faces kept, score change)."""
     from edgeface.export.precision import compare_precisions
 
-    photos = [str(p) for p in sorted(PHOTOS.glob("*.jpg"))] + [str(p) for p in _wider_val_photos()]
+    photos = [str(p) for p in sorted(PHOTOS.glob("*.jpg"))] + [str(p) for p in wider]
     return compare_precisions(fp32, fp16, "fp16 (torch, half weights)", photos[:count])
 
 

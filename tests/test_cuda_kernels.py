@@ -13,6 +13,7 @@ import pytest
 
 from edgeface.backends.cuda import KERNEL_NAMES
 from edgeface.backends.cuda.nvrtc import CUDA12_ARCHS, CUDA13_ARCHS
+from edgeface.backends.cuda.pipeline import RESULT_HEADER, enqueue_nms, nms_mask_nbytes
 from edgeface.backends.cuda.reference import (
     decode_reference,
     nms_bitmask_reference,
@@ -197,14 +198,11 @@ def test_rank_and_bitmask_nms_match_their_references(cuda, rng, n, capacity, k, 
     np.testing.assert_array_equal(download(sorted_anchor, k, np.int32, stream)[: len(order)], anchor[order])
     got_boxes = download(sorted_boxes, (k, 4), np.float32, stream)[: len(order)]
     np.testing.assert_array_equal(got_boxes, boxes[order])
-    words = (k + 63) // 64
-    mask, result = runtime.DeviceBuffer(k * words * 8), runtime.DeviceBuffer(16 + max_keep * 20)
-    kernels.launch("ef_nms_mask", (words, words, 1), (64, 1, 1), stream, sorted_boxes.ptr, num_sorted.ptr, iou,
-                   mask.ptr)
-    kernels.launch("ef_nms_reduce", (1, 1, 1), (32, 1, 1), stream, mask.ptr, sorted_boxes.ptr, sorted_scores.ptr,
-                   num_sorted.ptr, max_keep, result.ptr, result.ptr + 16)
+    mask, result = runtime.DeviceBuffer(nms_mask_nbytes(k)), runtime.DeviceBuffer(RESULT_HEADER + max_keep * 20)
+    enqueue_nms(kernels, stream, k, iou, max_keep, sorted_boxes.ptr, sorted_scores.ptr, num_sorted.ptr, mask.ptr,
+                result.ptr)
     raw = download(result, result.nbytes, np.uint8, stream)
-    kept = raw[16:].view(np.float32).reshape(max_keep, 5)[: raw[:4].view(np.int32)[0]]
+    kept = raw[RESULT_HEADER:].view(np.float32).reshape(max_keep, 5)[: raw[:4].view(np.int32)[0]]
     expected = nms_bitmask_reference(got_boxes, iou, max_keep)
     np.testing.assert_array_equal(kept[:, :4], got_boxes[expected])
     np.testing.assert_array_equal(kept[:, 4], scores[order][expected])

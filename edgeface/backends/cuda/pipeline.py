@@ -50,6 +50,23 @@ RESULT_HEADER = 16  # bytes before the kept rows in the result buffer: the int32
 NetworkRunner = Callable[[int, int, int, int, int, Any], None]
 
 
+def nms_mask_nbytes(capacity: int) -> int:
+    """Bytes of the suppression bitmask for ``capacity`` ranked boxes: one 64-bit word per 64 boxes per row."""
+    return capacity * ((capacity + 63) // 64) * 8
+
+
+def enqueue_nms(kernels: Any, stream: Any, capacity: int, iou: float, max_keep: int, sorted_boxes: int,
+                sorted_scores: int, num_sorted: int, mask: int, result: int) -> None:
+    """ef_nms_mask (every pair's IoU, one bit each) then ef_nms_reduce (the greedy pass, one warp) over the
+    ``num_sorted`` boxes already in score order. The kept count goes to ``result`` and the rows (x1, y1, x2, y2,
+    score) after its ``RESULT_HEADER`` bytes. Pointers are device addresses; ``mask`` holds
+    ``nms_mask_nbytes(capacity)`` bytes."""
+    words = (capacity + 63) // 64
+    kernels.launch("ef_nms_mask", (words, words, 1), (64, 1, 1), stream, sorted_boxes, num_sorted, iou, mask)
+    kernels.launch("ef_nms_reduce", (1, 1, 1), (32, 1, 1), stream, mask, sorted_boxes, sorted_scores, num_sorted,
+                   max_keep, result, result + RESULT_HEADER)
+
+
 @dataclass
 class Plan:
     """Everything one (frame size, input size) needs, allocated once."""
@@ -170,7 +187,7 @@ class GpuPipeline:
                 selected_scores=rt.DeviceBuffer(k * 4), selected_anchor=rt.DeviceBuffer(k * 4),
                 sorted_boxes=rt.DeviceBuffer(k * 16), sorted_scores=rt.DeviceBuffer(k * 4),
                 sorted_anchor=rt.DeviceBuffer(k * 4), num_sorted=rt.DeviceBuffer(4),
-                mask=rt.DeviceBuffer(k * ((k + 63) // 64) * 8), result=result,
+                mask=rt.DeviceBuffer(nms_mask_nbytes(k)), result=result,
                 result_device=None if self.mapped else rt.DeviceBuffer(result.nbytes), num_anchors=n)
             plan.anchors.copy_from_host(anchors, self.stream)
             self._plans[key] = plan
@@ -230,12 +247,9 @@ class GpuPipeline:
         launch("ef_rank", ((k + BLOCK - 1) // BLOCK, 1, 1), (BLOCK, 1, 1), s, plan.selected_boxes.ptr,
                plan.selected_scores.ptr, plan.selected_anchor.ptr, plan.select.ptr + 4 * SELECT_COUNT, k, k,
                plan.sorted_boxes.ptr, plan.sorted_scores.ptr, plan.sorted_anchor.ptr, plan.num_sorted.ptr)
-        words = (k + 63) // 64
-        launch("ef_nms_mask", (words, words, 1), (64, 1, 1), s, plan.sorted_boxes.ptr, plan.num_sorted.ptr,
-               self.nms_iou, plan.mask.ptr)
         result = plan.result.device_ptr if plan.result_device is None else plan.result_device.ptr
-        launch("ef_nms_reduce", (1, 1, 1), (32, 1, 1), s, plan.mask.ptr, plan.sorted_boxes.ptr,
-               plan.sorted_scores.ptr, plan.num_sorted.ptr, self.max_keep, result, result + RESULT_HEADER)
+        enqueue_nms(self.kernels, s, k, self.nms_iou, self.max_keep, plan.sorted_boxes.ptr, plan.sorted_scores.ptr,
+                    plan.num_sorted.ptr, plan.mask.ptr, result)
         if plan.result_device is not None:
             plan.result_device.copy_to_host(plan.result.array((plan.result.nbytes,), np.uint8), s)
 
