@@ -441,6 +441,24 @@ def test_distillation_from_a_teacher_is_logged_and_starts_at_zero_from_the_teach
     assert [float(v) for v in first.split(",")[5:7]] == [0.0, 0.0]  # the student starts as its teacher
 
 
+def test_a_resumed_run_that_adds_distillation_keeps_every_row_under_its_own_columns(tmp_path):
+    import csv
+
+    teacher = need(SHARED / "weights" / "extd_official" / "EXTD_32.pth")
+    Trainer(tiny_config(tmp_path, steps=2, init=str(teacher), freeze_bn=True)).fit(progress=False)
+    resumed = Trainer(tiny_config(tmp_path, steps=3, init=str(teacher), freeze_bn=True, distill_from=str(teacher)))
+    assert resumed.resume()
+    resumed.fit(progress=False)
+    with open(tmp_path / "run" / "log.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        rows, header = list(reader), reader.fieldnames
+    assert header[:5] == ["step", "lr", "loss", "loss_conf", "loss_loc"] and header[-2:] == ["loss_distill_conf",
+                                                                                           "loss_distill_loc"]
+    assert [r["step"] for r in rows] == ["1", "2", "3"] and all(None not in r for r in rows)  # no stray cells
+    assert [r["loss_distill_conf"] for r in rows[:2]] == ["", ""] and float(rows[2]["loss_distill_conf"]) >= 0
+    assert all(float(r["images_per_s"]) > 0 for r in rows)
+
+
 def test_a_teacher_whose_outputs_do_not_correspond_is_a_clear_error(tmp_path):
     from edgeface.errors import OptionError
     from edgeface.models.checkpoint import save_checkpoint

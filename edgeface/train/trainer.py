@@ -17,7 +17,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
+from typing import Any, Optional, TextIO, Union, get_args, get_origin, get_type_hints
 
 import torch
 import torch.distributed as dist
@@ -117,6 +117,28 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
         progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
         return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
     return cfg.lr * cfg.lr_gamma ** sum(step >= s for s in cfg.lr_steps)
+
+
+def open_csv_log(path: Path, columns: list[str]) -> tuple[TextIO, csv.DictWriter]:
+    """The run's CSV log, opened for appending rows by column name. A resumed run that logs columns the file
+    lacks (a recipe that adds distillation or a validation set) rewrites it once with them appended to the
+    header, so every row stays under its own names."""
+    if not path.exists():
+        log = open(path, "w", newline="")
+        writer = csv.DictWriter(log, columns, restval="")
+        writer.writeheader()
+        return log, writer
+    with open(path, newline="") as old:
+        reader = csv.DictReader(old)
+        rows, header = list(reader), list(reader.fieldnames or [])
+    missing = [c for c in columns if c not in header]
+    if missing:
+        with open(path, "w", newline="") as new:
+            rewriter = csv.DictWriter(new, header + missing, restval="")
+            rewriter.writeheader()
+            rewriter.writerows(rows)
+    log = open(path, "a", newline="")
+    return log, csv.DictWriter(log, header + missing, restval="")
 
 
 class Trainer:
@@ -284,13 +306,9 @@ class Trainer:
                                  collate_fn=collate, pin_memory=self.device.type == "cuda",
                                  worker_init_fn=_leave_signals_to_the_trainer))
         handlers = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-        log_path = self.out / "log.csv"
-        new_log = not log_path.exists()
-        log = open(log_path, "a", newline="")
-        writer = csv.writer(log)
-        if new_log:
-            writer.writerow(["step", "lr", "loss", *(f"loss_{t}" for t in self.terms), "images_per_s",
-                             *(f"val_{m}" for m in val_metrics), "val_ap"])
+        columns = ["step", "lr", "loss", *(f"loss_{t}" for t in self.terms), "images_per_s",
+                   *(f"val_{m}" for m in val_metrics), "val_ap"]
+        log, writer = open_csv_log(self.out / "log.csv", columns) if self.rank == 0 else (None, None)
         board = self._tensorboard()
         bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step",
                    disable=not progress or self.rank != 0)
@@ -346,8 +364,8 @@ class Trainer:
                     images, tick = 0, time.perf_counter()
                     bar.set_postfix(loss=f"{result['loss']:.3f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
                     if self.rank == 0:
-                        writer.writerow([self.step, lr, *(f"{result[k]:.5f}" for k in result), f"{rate:.2f}",
-                                         *[""] * len(val_metrics), ""])
+                        writer.writerow({"step": self.step, "lr": lr, **{k: f"{v:.5f}" for k, v in result.items()},
+                                         "images_per_s": f"{rate:.2f}"})
                         log.flush()
                         if board:
                             for key, value in result.items():
@@ -362,8 +380,8 @@ class Trainer:
                         break
                     ap = headline(scores, val_sets)
                     result.update({f"val_{m}": v for m, v in scores.items()}, val_ap=ap)
-                    writer.writerow([self.step, lr, *[""] * (2 + len(self.terms)),
-                                     *(f"{scores[m]:.5f}" for m in val_metrics), f"{ap:.5f}"])
+                    writer.writerow({"step": self.step, "lr": lr, "val_ap": f"{ap:.5f}",
+                                     **{f"val_{m}": f"{scores[m]:.5f}" for m in val_metrics}})
                     log.flush()
                     if board:
                         for metric, value in scores.items():
@@ -379,7 +397,8 @@ class Trainer:
             if not self.diverged:  # on completion, error or interrupt: nothing is lost
                 self.save(self.last_path)
             bar.close()
-            log.close()
+            if log:
+                log.close()
             if board:
                 board.close()
             for s, handler in handlers.items():
