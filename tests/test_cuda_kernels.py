@@ -162,10 +162,11 @@ def run_decode(cuda, loc, conf, anchors, threshold, capacity):
 def test_decode_kernel_matches_its_reference(cuda, rng):
     anchors = np.ascontiguousarray(generate_anchors(SPEC.anchors, 160, 120))
     loc = rng.normal(0, 1, (len(anchors), 4)).astype(np.float32)
+    loc[::7, 2:] = rng.uniform(20, 1e4, (len(loc[::7]), 2))  # log-sizes that overflow exp unless both clamp
     conf = rng.normal(0, 2, (len(anchors), 2)).astype(np.float32)
     boxes, scores, anchor, count = run_decode(cuda, loc, conf, anchors, 0.8, len(anchors))
     ref_boxes, ref_scores, ref_anchor = decode_reference(loc, conf, anchors, 0.8, SPEC.variances)
-    assert count == len(ref_anchor) > 0
+    assert count == len(ref_anchor) > 0 and np.isfinite(ref_boxes).all() and np.isfinite(boxes).all()
     order = np.argsort(anchor)  # compaction order is arbitrary on a GPU
     np.testing.assert_array_equal(anchor[order], ref_anchor)
     np.testing.assert_allclose(boxes[order], ref_boxes, rtol=1e-4, atol=1e-3)

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
+# Decoded sizes grow at most 62.5x the anchor (log 62.5, as float32; kernels.cu's EF_MAX_LOG_SIZE): the log-size
+# of an untrained or corrupted output would otherwise overflow exp to inf, and inf boxes to NaN IoUs.
+MAX_LOG_SIZE = 4.135166645050049
+
 
 def cxcywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
     """``(..., 4)`` centre-size boxes to corner boxes."""
@@ -32,7 +36,7 @@ def encode_boxes(boxes: np.ndarray, anchors: np.ndarray, variances: tuple[float,
 def decode_boxes(offsets: np.ndarray, anchors: np.ndarray, variances: tuple[float, float]) -> np.ndarray:
     """Inverse of :func:`encode_boxes`: ``(N, 4)`` offsets and cxcywh anchors -> ``(N, 4)`` xyxy float32."""
     centre = anchors[:, :2] + offsets[:, :2] * variances[0] * anchors[:, 2:]
-    size = anchors[:, 2:] * np.exp(offsets[:, 2:] * variances[1])
+    size = anchors[:, 2:] * np.exp(np.fmin(offsets[:, 2:] * variances[1], np.float32(MAX_LOG_SIZE)))
     return np.concatenate([centre - size / 2, centre + size / 2], axis=1).astype(np.float32)
 
 

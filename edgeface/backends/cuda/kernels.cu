@@ -5,6 +5,7 @@
 
 #define EF_MAX_NMS_WORDS 80  // top-K <= 5120 boxes (the specs' pre_nms_top_k is 5000)
 #define EF_NMS_LANE_WORDS ((EF_MAX_NMS_WORDS + 31) / 32)  // suppression words per lane of the reducing warp
+#define EF_MAX_LOG_SIZE 4.1351666f  // decoded sizes grow at most 62.5x the anchor (edgeface/core/boxes.py)
 
 // The selection state (ints): a 256-bin histogram, then the rank still to place, whether every candidate is
 // kept, the 64-bit key prefix chosen so far (low, high word) and the count of selected candidates.
@@ -96,7 +97,8 @@ extern "C" __global__ void ef_decode(
     const float* a = anchors + 4 * i;
     const float* d = loc + 4 * i;
     float cx = a[0] + d[0] * variance0 * a[2], cy = a[1] + d[1] * variance0 * a[3];
-    float w = a[2] * expf(d[2] * variance1), h = a[3] * expf(d[3] * variance1);
+    float w = a[2] * expf(fminf(d[2] * variance1, EF_MAX_LOG_SIZE));
+    float h = a[3] * expf(fminf(d[3] * variance1, EF_MAX_LOG_SIZE));
     out_boxes[4 * k + 0] = cx - 0.5f * w;
     out_boxes[4 * k + 1] = cy - 0.5f * h;
     out_boxes[4 * k + 2] = cx + 0.5f * w;
