@@ -93,8 +93,10 @@ def main(argv: list[str] | None = None) -> None:
     from edgeface.eval.plots import plot_lines
 
     alphas = np.array([r["alpha"] for r in rows])
+    start_name, end_name = ("/".join(Path(p).parts[-2:]) for p in (args.start, args.end))
     plot_lines([(m, alphas, np.array([r[m] for r in rows])) for m in metrics], RESULTS / f"{args.name}.png",
-               title=f"{spec.name}: release (0) to fine-tune (1)", xlabel="alpha", ylabel="AP")
+               title=f"{spec.name}: {start_name} (0) to {end_name} (1)", xlabel="alpha", ylabel="AP",
+               y_from_zero=False)
     print(f"plot: {RESULTS / f'{args.name}.png'}")
 
 

@@ -13,7 +13,7 @@ from conftest import SHARED, need
 from edgeface.core.detections import Detections
 from edgeface.data.records import FaceRecord
 from edgeface.data.voc import read_facemask
-from edgeface.eval.plots import plot_pr_curves
+from edgeface.eval.plots import COLOURS, plot_lines, plot_pr_curves
 from edgeface.eval.voc import interpolated_ap, iou_matrix, voc_ap
 
 
@@ -46,6 +46,21 @@ def test_voc_ap_is_one_for_ground_truth_on_the_real_split():
 def test_pr_plot_is_a_png(tmp_path):
     plot_pr_curves([("a AP 0.5", np.linspace(0, 1, 20), np.linspace(1, 0, 20))], tmp_path / "pr.png")
     assert (tmp_path / "pr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("from_zero", [True, False])
+def test_line_plots_fit_close_metrics_and_keep_the_legend_off_the_lines(tmp_path, from_zero):
+    import cv2
+
+    alphas = np.linspace(0, 1, 6)  # like WiSE-FT: two metrics 0.01 apart, one rising into the top-right corner
+    series = [("easy", alphas, np.full(6, 0.90)), ("hard", alphas, np.full(6, 0.91)),
+              ("face", alphas, 0.85 + 0.07 * alphas)]
+    plot_lines(series, tmp_path / "lines.png", "t", "alpha", "AP", y_from_zero=from_zero)
+    image = cv2.imread(str(tmp_path / "lines.png"))
+    easy, hard = (np.bincount(np.nonzero((image == COLOURS[k]).all(axis=2))[0]).argmax() for k in range(2))
+    assert (easy - hard > 30) != from_zero  # fitted to the values, 0.01 is a seventh of the plot; from 0, 3 pixels
+    face = (image == COLOURS[2]).all(axis=2)
+    assert face[:, 560:620].any()  # the rising line is drawn to its end, not hidden under the legend
 
 
 def test_eval_cli_reproduces_the_authors_extd64_on_the_face_dataset(extd64_onnx, tmp_path):

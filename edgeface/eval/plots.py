@@ -37,7 +37,9 @@ def _axes(size: tuple[int, int], left: int, x_range: tuple[float, float], y_rang
     cv2.rectangle(canvas, (left, top), (left + pw, top + ph), (0, 0, 0), 1)
     cv2.putText(canvas, xlabel, (left + pw // 2 - 20, height - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
     cv2.putText(canvas, ylabel, (4, top - 14), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
-    cv2.putText(canvas, title, (left + 80, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1)
+    title_width = cv2.getTextSize(title, cv2.FONT_HERSHEY_SIMPLEX, 0.6, 1)[0][0]
+    scale = 0.6 * min(1.0, (width - left - 50 - right) / max(title_width, 1))  # long titles shrink to fit
+    cv2.putText(canvas, title, (left + 50, 24), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
     return canvas, to_px, top, pw, ph
 
 
@@ -57,21 +59,38 @@ def plot_pr_curves(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], path: s
 
 
 def plot_lines(series: Sequence[tuple[str, np.ndarray, np.ndarray]], path: str | os.PathLike, title: str,
-               xlabel: str, ylabel: str, size: tuple[int, int] = (640, 420)) -> None:
-    """Write a PNG of ``(label, x, y)`` lines on axes fitted to the data (e.g. training loss against step)."""
+               xlabel: str, ylabel: str, size: tuple[int, int] = (640, 420), y_from_zero: bool = True) -> None:
+    """Write a PNG of ``(label, x, y)`` lines on axes fitted to the data (e.g. training loss against step).
+    ``y_from_zero=False`` fits the y axis to the values alone (with a margin), for metrics that differ by
+    little; the legend sits on a white box in the top-right corner."""
     xs = np.concatenate([np.asarray(x, float) for _, x, _ in series] + [np.zeros(1)])
-    ys = np.concatenate([np.asarray(y, float) for _, _, y in series] + [np.zeros(1)])
+    ys = np.concatenate([np.asarray(y, float) for _, _, y in series] + ([np.zeros(1)] if y_from_zero else []))
     x_range = (float(xs.min()), float(max(xs.max(), xs.min() + 1e-9)))
-    y_range = (float(ys.min()), float(max(ys.max(), ys.min() + 1e-9)))
-    canvas, to_px, top, pw, _ = _axes(size, 70, x_range, y_range, ".3g", xlabel, ylabel, title)
-    for k, (label, x, y) in enumerate(series):
+    y_low, y_high = float(ys.min()), float(ys.max())
+    if not y_from_zero:
+        margin = max(0.05 * (y_high - y_low), 1e-3)
+        y_low, y_high = y_low - margin, y_high + margin
+    left = 70
+    canvas, to_px, top, pw, ph = _axes(size, left, x_range, (y_low, max(y_high, y_low + 1e-9)), ".3g", xlabel,
+                                       ylabel, title)
+    lines = [to_px(x, y) for _, x, y in series]
+    for k, points in enumerate(lines):
         colour = COLOURS[k % len(COLOURS)]
-        points = to_px(x, y)
         if len(points) > 1:
             cv2.polylines(canvas, [points], False, colour, 2, cv2.LINE_AA)
         for px, py in points if len(points) <= 20 else ():
             cv2.circle(canvas, (int(px), int(py)), 3, colour, -1)
-        yl = top + 16 + 20 * k
-        cv2.line(canvas, (70 + pw - 200, yl - 4), (70 + pw - 176, yl - 4), colour, 2)
-        cv2.putText(canvas, label, (70 + pw - 170, yl), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    # the legend goes where it covers the least of the lines: top, middle or bottom, right or left
+    box_w, box_h = 206, 8 + 20 * len(series)
+    places = [(x, y) for y in (top + 2, top + (ph - box_h) // 2, top + ph - box_h - 2)
+              for x in (left + pw - box_w - 2, left + 2)]
+    drawn = [np.linspace(a, b, 32) for points in lines for a, b in zip(points[:-1], points[1:])]
+    points = np.concatenate(drawn + [p.astype(float) for p in lines]) if lines else np.zeros((0, 2))
+    x0, y0 = min(places, key=lambda c: int(((points[:, 0] >= c[0]) & (points[:, 0] <= c[0] + box_w)
+                                            & (points[:, 1] >= c[1]) & (points[:, 1] <= c[1] + box_h)).sum()))
+    cv2.rectangle(canvas, (x0, y0), (x0 + box_w, y0 + box_h), (255, 255, 255), -1)
+    for k, (label, _, _) in enumerate(series):
+        yl = y0 + 14 + 20 * k
+        cv2.line(canvas, (x0 + 6, yl - 4), (x0 + 30, yl - 4), COLOURS[k % len(COLOURS)], 2)
+        cv2.putText(canvas, label, (x0 + 36, yl), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.imwrite(os.fspath(path), canvas)
