@@ -5,6 +5,9 @@ Variants the authors released (extd32/48/64) use their converted checkpoints fro
 present; the others have untrained weights, whose network time is representative but whose scores
 are not (every anchor near 0.5). Their post-processing is therefore timed on the trained model's
 outputs for the same frame (all EXTD variants share one anchor layout), and marked so.
+
+Backends: ``onnxruntime``, ``torch`` (BatchNorm folded into the convolutions, the default) and
+``torch-bn-kept`` (the same checkpoint with its BatchNorm layers run as they are: the folding's baseline).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import cv2
 import numpy as np
 
 from edgeface import Detector, read_image
+from edgeface.backends.torch_backend import TorchBackend
 from edgeface.models.registry import model_names
 
 from .machine import SHARED, describe_machine, markdown_table, write_results
@@ -86,7 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=[n for n in model_names() if n.startswith("extd")],
                         help="registry names (default: every EXTD variant)")
-    parser.add_argument("--backends", nargs="+", default=["onnxruntime", "torch"], choices=["onnxruntime", "torch"])
+    parser.add_argument("--backends", nargs="+", default=["onnxruntime", "torch", "torch-bn-kept"],
+                        choices=["onnxruntime", "torch", "torch-bn-kept"])
     parser.add_argument("--runs", type=int, default=15, help="timed runs per cell (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="backend threads (default: all cores)")
@@ -101,6 +106,8 @@ def main(argv: list[str] | None = None) -> None:
         for backend in args.backends:
             for name, (pt, onnx_path, trained) in models.items():
                 detector = Detector(onnx_path if backend == "onnxruntime" else pt, threads=args.threads)
+                if backend == "torch-bn-kept":
+                    detector = Detector(TorchBackend(str(pt), threads=args.threads, fold_bn=False))
                 post_outputs = None
                 if trained:
                     reference_outputs[backend] = detector.infer(detector.prepare([frame])[0])
@@ -109,14 +116,14 @@ def main(argv: list[str] | None = None) -> None:
                 stages = time_stages(detector, [frame], args.runs, args.warmup, post_outputs)
                 faces = len(detector.decode(*(post_outputs or detector.infer(detector.prepare([frame])[0])),
                                             detector.prepare([frame])[1], 640, 480)[0])
-                row = {"model": name, "backend": detector.backend.name, "weights": "authors" if trained else "random",
+                row = {"model": name, "backend": backend, "weights": "authors" if trained else "random",
                        "faces": faces, **{f"{k}_ms": v for k, v in stages.items()},
                        "pre_post_share": (stages["pre"] + stages["post"]) / stages["network"]}
                 rows.append(row)
                 print(f"{name:18s} {backend:12s} total {stages['total']:8.1f} ms", flush=True)
     table = markdown_table(
         ["model", "backend", "weights", "pre ms", "network ms", "post ms", "total ms (p90)", "(pre+post)/network"],
-        [[r["model"], r["backend"].split(":")[0], r["weights"], f"{r['pre_ms']:.2f}", f"{r['network_ms']:.1f}",
+        [[r["model"], r["backend"], r["weights"], f"{r['pre_ms']:.2f}", f"{r['network_ms']:.1f}",
           f"{r['post_ms']:.2f}", f"{r['total_ms']:.1f} ({r['total_p90_ms']:.1f})", f"{100 * r['pre_post_share']:.1f} %"]
          for r in rows])
     print()

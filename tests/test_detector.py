@@ -199,3 +199,20 @@ def test_torch_backend_says_how_many_boxes_it_writes(extd64_pt):
 
     backend = TorchBackend(str(extd64_pt))
     assert backend.output_anchors(64, 48) == len(generate_anchors(backend.spec.anchors, 64, 48)) > 0
+
+
+def test_batchnorm_folding_keeps_the_outputs_and_leaves_training_models_alone(extd64_pt, photo_paths):
+    import torch
+
+    from edgeface.backends.torch_backend import TorchBackend, fold_batchnorm
+    from edgeface.core.image import read_image
+    from edgeface.models.registry import create_model
+
+    folded, kept = TorchBackend(str(extd64_pt)), TorchBackend(str(extd64_pt), fold_bn=False)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.model.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in kept.model.modules()) == 20
+    batch, _ = Detector(kept).prepare([read_image(photo_paths[0])])
+    for a, b in zip(folded.run(batch), kept.run(batch)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    training = create_model("extd32").train()
+    assert fold_batchnorm(training) == 0  # batch statistics are not constants: nothing to fold
