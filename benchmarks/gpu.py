@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
                     ms = _median_ms(lambda d=host, b=batch: d.infer(b), args.runs, sync)
                     batch_rows.append({"model": model, "precision": precision, "size": "640x480",
                                        "batch": batch_size, "network_ms": ms, "frames_per_s": batch_size * 1e3 / ms})
-        folding = _bn_folding_rows(checkpoints["extd64"][0], args.runs, torch)
+        forms = _network_form_rows(checkpoints["extd64"][0], args.runs, torch)
         nms = _nms_rows(args.runs, torch)
         fp32, fp16 = (TorchBackend(str(checkpoints["extd64"][0]), device="cuda", fp16=half) for half in (False, True))
         crowd = _crowd_post_row(Detector(fp32, score_threshold=0.01), wider, args.runs)
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         [[r["model"], r["precision"], r["size"], r["batch"], f"{r['network_ms']:.2f}", f"{r['frames_per_s']:.0f}"]
          for r in batch_rows])
     table += "\n\n" + markdown_table(["EXTD-64 network alone, eager, 640x480", "ms"],
-                                      [[k, f"{v:.2f}"] for k, v in folding.items()])
+                                      [[k, f"{v:.2f}"] for k, v in forms.items()])
     table += "\n\n" + markdown_table(["NMS, 4096 boxes", "ms"], [[k, f"{v:.3f}"] for k, v in nms.items()])
     table += "\n\n" + markdown_table(["EXTD-64", "result"], [
         [f"post-processing, 1920x1080 crowd photo, threshold 0.01 ({crowd['candidates']} candidates, "
@@ -158,22 +158,25 @@ def main(argv: list[str] | None = None) -> None:
         [f"FP16 against FP32 on {precision.images} photos", precision.summary()]])
     print(table)
     payload = {"machine": {**describe_machine(), "gpu": name, "compute_capability": capability}, "rows": rows,
-               "batch_rows": batch_rows, "bn_folding_ms": folding, "nms_ms": nms, "crowd_1080p": crowd,
+               "batch_rows": batch_rows, "network_forms_ms": forms, "nms_ms": nms, "crowd_1080p": crowd,
                "memory": memory, "fp16": vars(precision)}
     print(f"written: {write_results('gpu', payload, table)}")
 
 
-def _bn_folding_rows(path: Path, runs: int, torch) -> dict[str, float]:
-    """The network alone (eager, no graph) with BatchNorm kept and folded into the convolutions, FP32 and FP16."""
+def _network_form_rows(path: Path, runs: int, torch) -> dict[str, float]:
+    """The network alone (eager, no graph) as loaded (BatchNorm, NCHW), with BatchNorm folded into the
+    convolutions, and folded and channels-last; FP32 and FP16."""
     from edgeface import Detector
     from edgeface.backends.torch_backend import TorchBackend
 
     timings = {}
     for fp16 in (False, True):
-        for fold in (False, True):
-            detector = Detector(TorchBackend(str(path), device="cuda", fp16=fp16, fold_bn=fold))
+        for fold, channels_last in ((False, False), (True, False), (True, True)):
+            backend = TorchBackend(str(path), device="cuda", fp16=fp16, fold_bn=fold, channels_last=channels_last)
+            detector = Detector(backend)
             batch, _ = detector.prepare([_frame(640, 480, np.random.default_rng(0))])
-            name = f"{'FP16' if fp16 else 'FP32'}, BatchNorm {'folded' if fold else 'kept'}"
+            name = (f"{'FP16' if fp16 else 'FP32'}, BatchNorm {'folded' if fold else 'kept'}, "
+                    f"{'channels-last' if channels_last else 'NCHW'}")
             timings[name] = _median_ms(lambda d=detector, b=batch: d.infer(b), runs, torch.cuda.synchronize)
     return timings
 

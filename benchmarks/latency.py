@@ -6,8 +6,8 @@ present; the others have untrained weights, whose network time is representative
 are not (every anchor near 0.5). Their post-processing is therefore timed on the trained model's
 outputs for the same frame (all EXTD variants share one anchor layout), and marked so.
 
-Backends: ``onnxruntime``, ``torch`` (BatchNorm folded into the convolutions, the default) and
-``torch-bn-kept`` (the same checkpoint with its BatchNorm layers run as they are: the folding's baseline).
+Backends: ``onnxruntime``, ``torch`` (BatchNorm folded into the convolutions, channels-last: the defaults)
+and ``torch-plain`` (the same checkpoint with its BatchNorm layers and NCHW tensors: their baseline).
 """
 
 from __future__ import annotations
@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=[n for n in model_names() if n.startswith("extd")],
                         help="registry names (default: every EXTD variant)")
-    parser.add_argument("--backends", nargs="+", default=["onnxruntime", "torch", "torch-bn-kept"],
-                        choices=["onnxruntime", "torch", "torch-bn-kept"])
+    parser.add_argument("--backends", nargs="+", default=["onnxruntime", "torch", "torch-plain"],
+                        choices=["onnxruntime", "torch", "torch-plain"])
     parser.add_argument("--runs", type=int, default=15, help="timed runs per cell (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="backend threads (default: all cores)")
@@ -106,8 +106,9 @@ def main(argv: list[str] | None = None) -> None:
         for backend in args.backends:
             for name, (pt, onnx_path, trained) in models.items():
                 detector = Detector(onnx_path if backend == "onnxruntime" else pt, threads=args.threads)
-                if backend == "torch-bn-kept":
-                    detector = Detector(TorchBackend(str(pt), threads=args.threads, fold_bn=False))
+                if backend == "torch-plain":
+                    detector = Detector(TorchBackend(str(pt), threads=args.threads, fold_bn=False,
+                                                     channels_last=False))
                 post_outputs = None
                 if trained:
                     reference_outputs[backend] = detector.infer(detector.prepare([frame])[0])

@@ -29,11 +29,11 @@ def test_size_and_latency_tables(tmp_path):
     assert "| extd64 | 162,352 | 10.06 | 13.41 |" in out
     size = json.loads((tmp_path / "model_size.json").read_text())
     assert size["machine"]["cores"] and [r["model"] for r in size["rows"]] == ["extd64", "extd32-ssd"]
-    bench(tmp_path, "latency", "--models", "extd32-relu", "--backends", "onnxruntime", "torch-bn-kept", "--runs", "2",
+    bench(tmp_path, "latency", "--models", "extd32-relu", "--backends", "onnxruntime", "torch-plain", "--runs", "2",
           "--warmup", "0")
     latency = json.loads((tmp_path / "latency_cpu.json").read_text())
     row = latency["rows"][0]
-    assert [r["backend"] for r in latency["rows"]] == ["onnxruntime", "torch-bn-kept"]
+    assert [r["backend"] for r in latency["rows"]] == ["onnxruntime", "torch-plain"]
     assert row["network_ms"] > 0 and row["total_ms"] >= row["network_ms"]
     assert "Machine:" in (tmp_path / "latency_cpu.md").read_text()
 

@@ -201,15 +201,17 @@ def test_torch_backend_says_how_many_boxes_it_writes(extd64_pt):
     assert backend.output_anchors(64, 48) == len(generate_anchors(backend.spec.anchors, 64, 48)) > 0
 
 
-def test_batchnorm_folding_keeps_the_outputs_and_leaves_training_models_alone(extd64_pt, photo_paths):
+def test_folded_channels_last_network_keeps_the_outputs_and_training_models_are_left_alone(extd64_pt, photo_paths):
     import torch
 
     from edgeface.backends.torch_backend import TorchBackend, fold_batchnorm
     from edgeface.core.image import read_image
     from edgeface.models.registry import create_model
 
-    folded, kept = TorchBackend(str(extd64_pt)), TorchBackend(str(extd64_pt), fold_bn=False)
+    folded, kept = TorchBackend(str(extd64_pt)), TorchBackend(str(extd64_pt), fold_bn=False, channels_last=False)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.model.modules())
+    convs = [m.weight for m in folded.model.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[-1] > 1]
+    assert folded.channels_last and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in kept.model.modules()) == 20
     batch, _ = Detector(kept).prepare([read_image(photo_paths[0])])
     for a, b in zip(folded.run(batch), kept.run(batch)):
