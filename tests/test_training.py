@@ -456,7 +456,7 @@ def test_a_resumed_run_that_adds_distillation_keeps_every_row_under_its_own_colu
                                                                                            "loss_distill_loc"]
     assert [r["step"] for r in rows] == ["1", "2", "3"] and all(None not in r for r in rows)  # no stray cells
     assert [r["loss_distill_conf"] for r in rows[:2]] == ["", ""] and float(rows[2]["loss_distill_conf"]) >= 0
-    assert all(float(r["images_per_s"]) > 0 for r in rows)
+    assert all(float(r["images_per_s"]) > 0 and 0 <= float(r["data_wait_share"]) <= 1 for r in rows)
 
 
 def test_a_teacher_whose_outputs_do_not_correspond_is_a_clear_error(tmp_path):

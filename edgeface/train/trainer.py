@@ -306,7 +306,7 @@ class Trainer:
                                  collate_fn=collate, pin_memory=self.device.type == "cuda",
                                  worker_init_fn=_leave_signals_to_the_trainer))
         handlers = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-        columns = ["step", "lr", "loss", *(f"loss_{t}" for t in self.terms), "images_per_s",
+        columns = ["step", "lr", "loss", *(f"loss_{t}" for t in self.terms), "images_per_s", "data_wait_share",
                    *(f"val_{m}" for m in val_metrics), "val_ap"]
         log, writer = open_csv_log(self.out / "log.csv", columns) if self.rank == 0 else (None, None)
         board = self._tensorboard()
@@ -315,7 +315,7 @@ class Trainer:
         self.train_mode()
         # training crops have one fixed size: let cuDNN pick its fastest kernels once (validation turns it off)
         torch.backends.cudnn.benchmark = self.device.type == "cuda"
-        images, tick = 0, time.perf_counter()
+        images, waited, tick = 0, 0.0, time.perf_counter()  # waited: seconds blocked on the data loader
         result: dict[str, float] = {}
         try:
             while self.step < cfg.steps and self.stop_signal is None:
@@ -325,7 +325,9 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 totals = torch.zeros(len(self.terms))
                 for micro in range(cfg.accumulate):
+                    wait_start = time.perf_counter()
                     x, targets, indices = next(loader)
+                    waited += time.perf_counter() - wait_start
                     x = x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
                     targets = {k: t.to(self.device, non_blocking=True) for k, t in targets.items()}
                     sync = micro == cfg.accumulate - 1 or not self.distributed
@@ -360,12 +362,14 @@ class Trainer:
                           **{f"loss_{t}": float(v) for t, v in zip(self.terms, totals)}}
                 bar.update()
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    rate = images / max(time.perf_counter() - tick, 1e-9)
-                    images, tick = 0, time.perf_counter()
-                    bar.set_postfix(loss=f"{result['loss']:.3f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
+                    elapsed = max(time.perf_counter() - tick, 1e-9)
+                    rate, data_share = images / elapsed, waited / elapsed
+                    images, waited, tick = 0, 0.0, time.perf_counter()
+                    bar.set_postfix(loss=f"{result['loss']:.3f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}",
+                                    data=f"{100 * data_share:.0f}%")
                     if self.rank == 0:
                         writer.writerow({"step": self.step, "lr": lr, **{k: f"{v:.5f}" for k, v in result.items()},
-                                         "images_per_s": f"{rate:.2f}"})
+                                         "images_per_s": f"{rate:.2f}", "data_wait_share": f"{data_share:.3f}"})
                         log.flush()
                         if board:
                             for key, value in result.items():
@@ -393,6 +397,7 @@ class Trainer:
                     mean = f"mean {ap:.4f}, " if len(scores) > 1 else ""
                     tqdm.write(f"step {self.step}: validation " + ", ".join(f"{m} {v:.4f}" for m, v in scores.items())
                                + f" ({mean}best {self.best_ap:.4f})")
+                    images, waited, tick = 0, 0.0, time.perf_counter()  # validation is not training time
         finally:
             if not self.diverged:  # on completion, error or interrupt: nothing is lost
                 self.save(self.last_path)
