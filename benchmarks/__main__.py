@@ -1,6 +1,7 @@
 """Regenerate the README's tables and plots. ``big-photos`` measures the default memory policy on 12 and 48 MP
 photos; ``postprocess`` each test-time strategy with a network that fires on every anchor; ``positives`` the
-training targets per face size of each model family; ``int8`` the shipped model quantised for CPUs.
+training targets per face size of each model family; ``int8`` the shipped model quantised for CPUs;
+``data-loading`` the training data pipeline, stage by stage and per DataLoader worker count.
 ``heavy-training`` trains SHF, HR and SRN on a GPU in one call (see its --help); ``wise-ft`` scores
 interpolations between a release and its fine-tune on both validations (needs --end). ``gpu`` measures the GPU
 pipeline (skipped without a CUDA GPU); ``gpu-suite`` runs every GPU test and then the GPU benchmarks, in one
@@ -13,6 +14,7 @@ import sys
 from . import (
     accuracy,
     big_photos,
+    data_loading,
     gpu,
     heavy_training,
     int8_cpu,
@@ -26,7 +28,7 @@ from . import (
 
 TABLES = {"size": model_size.main, "latency": latency.main, "speed": speed_grid.main, "accuracy": accuracy.main,
           "big-photos": big_photos.main, "postprocess": postprocess.main, "positives": positives.main,
-          "int8": int8_cpu.main, "gpu": gpu.main}
+          "int8": int8_cpu.main, "data-loading": data_loading.main, "gpu": gpu.main}
 EXTRA = {"gpu-suite": gpu.suite, "heavy-training": heavy_training.main, "wise-ft": wise_ft.main}
 
 

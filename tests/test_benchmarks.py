@@ -41,8 +41,20 @@ def test_size_and_latency_tables(tmp_path):
 def test_entry_point_help():
     result = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0
-    assert ("{size,latency,speed,accuracy,big-photos,postprocess,positives,int8,gpu,gpu-suite,heavy-training,wise-ft,"
-            "all}") in result.stdout
+    assert ("{size,latency,speed,accuracy,big-photos,postprocess,positives,int8,data-loading,gpu,gpu-suite,"
+            "heavy-training,wise-ft,all}") in result.stdout
+
+
+def test_data_loading_times_each_stage_and_the_trainers_loader(tmp_path):
+    pytest.importorskip("torch")
+    need(SHARED / "data" / "facemask")
+    recipe = ROOT / "edgeface" / "train" / "recipes" / "facemask_extd32_finetune.yaml"
+    bench(tmp_path, "data-loading", "--config", str(recipe), "--workers", "0", "1", "--batches", "1",
+          "--samples", "3")
+    result = json.loads((tmp_path / "data_loading.json").read_text())
+    assert set(result["stage_ms"]) == {"decode", "augment", "targets", "normalise"}
+    assert all(v > 0 for v in result["stage_ms"].values()) and set(result["loader_images_per_s"]) == {"0", "1"}
+    assert all(v > 0 for v in result["loader_images_per_s"].values())
 
 
 def test_speed_grid_cell_runs_in_its_own_process(tmp_path):

@@ -32,7 +32,7 @@ from ..models.checkpoint import save_checkpoint
 from ..models.registry import create_model, default_spec
 from .dataset import FaceTrainingSet, ResumableSampler, collate
 from .mining import HardImageMiner
-from .objectives import objective_for
+from .objectives import Objective, objective_for
 
 
 @dataclass
@@ -141,6 +141,20 @@ def open_csv_log(path: Path, columns: list[str]) -> tuple[TextIO, csv.DictWriter
     return log, csv.DictWriter(log, header + missing, restval="")
 
 
+def training_objective(cfg: TrainConfig) -> Objective:
+    """The recipe's model family's targets and loss at its crop size."""
+    return objective_for(default_spec(cfg.model), cfg.input_size, neg_pos_ratio=cfg.neg_pos_ratio,
+                         match_thresholds=tuple(cfg.match_thresholds))
+
+
+def training_set(cfg: TrainConfig, objective: Objective) -> FaceTrainingSet:
+    """The recipe's training images, augmented and turned into `objective`'s targets."""
+    records = [r for source in cfg.train_data for r in load_records(source)]
+    augment_config = AugmentConfig(size=cfg.input_size, data_anchor_sampling_prob=cfg.data_anchor_sampling_prob,
+                                   recipe=cfg.augment_recipe, rescales=tuple(cfg.rescales))
+    return FaceTrainingSet(records, objective, augment_config, cfg.seed)
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
@@ -177,8 +191,7 @@ class Trainer:
         self.net = (torch.nn.parallel.DistributedDataParallel(self.model, device_ids=None if self.device.type == "cpu"
                                                               else [self.device.index])
                     if self.distributed else self.model)
-        self.objective = objective_for(self.spec, cfg.input_size, neg_pos_ratio=cfg.neg_pos_ratio,
-                                       match_thresholds=tuple(cfg.match_thresholds))
+        self.objective = training_objective(cfg)
         self.teacher = self._teacher(cfg.distill_from) if cfg.distill_from else None
         self.terms = self.objective.terms + (tuple(f"distill_{t}" for t in self.objective.terms)
                                              if self.teacher is not None else ())
@@ -291,12 +304,9 @@ class Trainer:
 
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
-        train_records = [r for source in cfg.train_data for r in load_records(source)]
+        dataset = training_set(cfg, self.objective)
         val_sets = [validation_set(source) for source in cfg.val_data]
         val_metrics = [m for vset in val_sets for m in vset.metrics]
-        augment_config = AugmentConfig(size=cfg.input_size, data_anchor_sampling_prob=cfg.data_anchor_sampling_prob,
-                                       recipe=cfg.augment_recipe, rescales=tuple(cfg.rescales))
-        dataset = FaceTrainingSet(train_records, self.objective, augment_config, cfg.seed)
         if cfg.hard_image_mining and self.miner is None:
             self.miner = HardImageMiner(len(dataset), seed=cfg.seed)
         sampler = ResumableSampler(len(dataset), cfg.batch_size * cfg.accumulate, cfg.seed, self.rank,
