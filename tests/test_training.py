@@ -70,6 +70,41 @@ def test_augmentation_keeps_boxes_inside_and_is_seeded(rng):
     assert flipped_boxes[0].tolist() == [360, 20, 410, 80]
 
 
+def photometric_per_pixel(image, rng, cfg):
+    """The distortion done on every pixel in float32: the reference for the lookup tables."""
+    import cv2
+
+    out = image.astype(np.float32)
+    if rng.random() < 0.5:
+        out += rng.uniform(-cfg.brightness, cfg.brightness)
+    contrast_first = rng.random() < 0.5
+    if contrast_first and rng.random() < 0.5:
+        out *= rng.uniform(*cfg.contrast)
+    hsv = cv2.cvtColor(np.clip(out, 0, 255).astype(np.uint8), cv2.COLOR_BGR2HSV).astype(np.float32)
+    if rng.random() < 0.5:
+        hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(*cfg.saturation), 0, 255)
+    if rng.random() < 0.5:
+        hsv[..., 0] = (hsv[..., 0] + rng.uniform(-cfg.hue, cfg.hue) / 2) % 180
+    out = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2BGR).astype(np.float32)
+    if not contrast_first and rng.random() < 0.5:
+        out *= rng.uniform(*cfg.contrast)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def test_photometric_lookup_tables_match_the_per_pixel_distortion_exactly(photo_paths, rng):
+    from edgeface.core.image import read_image
+    from edgeface.data.augment import photometric_distort
+
+    cfg = AugmentConfig(brightness=80.0)  # wide enough to clip at both ends
+    images = [read_image(p) for p in photo_paths[:3]] + [rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)]
+    for seed in range(60):
+        for image in images:
+            ours, ref_rng = np.random.default_rng(seed), np.random.default_rng(seed)
+            np.testing.assert_array_equal(photometric_distort(image, ours, cfg), photometric_per_pixel(image, ref_rng,
+                                                                                                       cfg))
+            assert ours.random() == ref_rng.random()  # the same draws: the rest of the sample is unchanged
+
+
 def test_s3fd_matching_on_hand_built_cases():
     anchors = generate_anchors(AnchorSpec(), 64, 64)
     corners = cxcywh_to_xyxy(anchors)
