@@ -62,7 +62,7 @@ def plot_lines(series: Sequence[tuple[str, np.ndarray, np.ndarray]], path: str |
                xlabel: str, ylabel: str, size: tuple[int, int] = (640, 420), y_from_zero: bool = True) -> None:
     """Write a PNG of ``(label, x, y)`` lines on axes fitted to the data (e.g. training loss against step).
     ``y_from_zero=False`` fits the y axis to the values alone (with a margin), for metrics that differ by
-    little; the legend sits on a white box in the top-right corner."""
+    little. The legend sits on a white box where it covers the least of the lines."""
     xs = np.concatenate([np.asarray(x, float) for _, x, _ in series] + [np.zeros(1)])
     ys = np.concatenate([np.asarray(y, float) for _, _, y in series] + ([np.zeros(1)] if y_from_zero else []))
     x_range = (float(xs.min()), float(max(xs.max(), xs.min() + 1e-9)))
