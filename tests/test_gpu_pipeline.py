@@ -160,7 +160,7 @@ def test_bad_frames_are_refused(emulated_runtime, backend):
 def test_detector_and_gpu_benchmark_stages_on_the_stand_in(emulated_runtime, backend, photo_paths):
     """Detector hands single-pass frames to its GPU pipeline; the GPU benchmark's stage timing (run on GPUs only)
     drives the same pipeline methods."""
-    from benchmarks.gpu import _crowd_post_row, _time_stages
+    from benchmarks.gpu import _crowd_post_row, _time_stages, _wider_val_photos
 
     gpu, host = edgeface.Detector(DEFAULT_MODEL), edgeface.Detector(DEFAULT_MODEL)
     gpu.gpu_pipeline = pipeline(emulated_runtime, backend)
@@ -170,7 +170,7 @@ def test_detector_and_gpu_benchmark_stages_on_the_stand_in(emulated_runtime, bac
     assert row["faces"] == len(host(image)) > 0
     assert all(row[k] > 0 for k in ("gpu_pipeline_ms", "numpy_pre_post_ms", "pre_ms", "network_ms", "post_ms"))
     gpu.score_threshold = 0.01
-    crowd = _crowd_post_row(gpu, runs=1)  # the most crowded WIDER val photo in ../shared, at 1920x1080
+    crowd = _crowd_post_row(gpu, _wider_val_photos(), runs=1)  # the most crowded WIDER val photo, at 1920x1080
     assert crowd["candidates"] > 1000 and crowd["faces"] > 50 and crowd["post_ms"] > 0
 
 
