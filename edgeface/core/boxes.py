@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-# Decoded sizes grow at most 62.5x the anchor (log 62.5, as float32; kernels.cu's EF_MAX_LOG_SIZE): the log-size
-# of an untrained or corrupted output would otherwise overflow exp to inf, and inf boxes to NaN IoUs.
-MAX_LOG_SIZE = 4.135166645050049
+# Decoded sizes grow at most e^10 (22,026x) the anchor (kernels.cu's EF_MAX_LOG_SIZE): far past any real face
+# (SRN's two-step boxes compose log-scales above 4), only there so that the log-size of an untrained or
+# corrupted output cannot overflow exp to inf, and inf boxes to NaN IoUs.
+MAX_LOG_SIZE = 10.0
 
 
 def cxcywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:

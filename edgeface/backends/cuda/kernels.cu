@@ -5,7 +5,7 @@
 
 #define EF_MAX_NMS_WORDS 80  // top-K <= 5120 boxes (the specs' pre_nms_top_k is 5000)
 #define EF_NMS_LANE_WORDS ((EF_MAX_NMS_WORDS + 31) / 32)  // suppression words per lane of the reducing warp
-#define EF_MAX_LOG_SIZE 4.1351666f  // decoded sizes grow at most 62.5x the anchor (edgeface/core/boxes.py)
+#define EF_MAX_LOG_SIZE 10.0f  // decoded sizes grow at most e^10 the anchor (edgeface/core/boxes.py)
 
 // The selection state (ints): a 256-bin histogram, then the rank still to place, whether every candidate is
 // kept, the 64-bit key prefix chosen so far (low, high word) and the count of selected candidates.
