@@ -105,10 +105,11 @@ def main(argv: list[str] | None = None) -> None:
         reference_outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for backend in args.backends:
             for name, (pt, onnx_path, trained) in models.items():
-                detector = Detector(onnx_path if backend == "onnxruntime" else pt, threads=args.threads)
                 if backend == "torch-plain":
                     detector = Detector(TorchBackend(str(pt), threads=args.threads, fold_bn=False,
                                                      channels_last=False))
+                else:
+                    detector = Detector(onnx_path if backend == "onnxruntime" else pt, threads=args.threads)
                 post_outputs = None
                 if trained:
                     reference_outputs[backend] = detector.infer(detector.prepare([frame])[0])
