@@ -3,7 +3,7 @@ whose order is a pure function of (seed, epoch, rank), so training resumes exact
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -34,13 +34,24 @@ class FaceTrainingSet(Dataset):
         return len(self.records)
 
     def __getitem__(self, key: int) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
+        return self.sample(key)
+
+    def sample(self, key: int, stage_done: Callable[[str], None] = lambda stage: None
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
+        """Item `key`; `stage_done` is called after each stage ("decode", "augment", "targets", "normalise"),
+        for timing them (``python -m benchmarks data-loading``)."""
         epoch, index = divmod(int(key), len(self.records))
         record = self.records[index]
         rng = np.random.default_rng([self.seed, epoch, index])
-        image, faces, too_small = augment_sample(read_image(record.image_path), record.boxes[~record.ignore], rng,
-                                                 self.augment_config)
+        image = read_image(record.image_path)
+        stage_done("decode")
+        image, faces, too_small = augment_sample(image, record.boxes[~record.ignore], rng, self.augment_config)
+        stage_done("augment")
         targets = {k: torch.as_tensor(v) for k, v in self.objective.targets(faces, too_small).items()}
-        return torch.from_numpy(normalise(image, self.objective.spec.input)), targets, index
+        stage_done("targets")
+        x = torch.from_numpy(normalise(image, self.objective.spec.input))
+        stage_done("normalise")
+        return x, targets, index
 
 
 class ResumableSampler(Sampler[int]):
