@@ -24,7 +24,7 @@ from edgeface.data.wider import read_wider_txt  # noqa: E402
 from edgeface.spec import AnchorSpec  # noqa: E402
 from edgeface.train.losses import distillation_loss, multibox_loss  # noqa: E402
 from edgeface.train.matching import build_targets, match_s3fd  # noqa: E402
-from edgeface.train.trainer import TrainConfig, Trainer, learning_rate  # noqa: E402
+from edgeface.train.trainer import TrainConfig, Trainer, learning_rate, training_set  # noqa: E402
 
 FACEMASK = SHARED / "data" / "facemask"
 
@@ -156,6 +156,21 @@ def test_distillation_loss_follows_the_teacher_where_the_ground_truth_marks_no_f
     (loss_conf + loss_loc).backward()
     assert conf.grad[0, 0].abs().sum() == 0 and loc.grad[0, [0, 2, 3]].abs().sum() == 0
 
+
+
+def test_distillation_keeps_only_the_images_it_is_told_to():
+    torch.manual_seed(0)
+    labels = torch.tensor([[0, 0, 1], [0, -1, 0]])
+    teacher_conf, teacher_loc = torch.randn(2, 3, 2) * 3, torch.randn(2, 3, 4)
+    conf, loc = torch.randn(2, 3, 2), torch.randn(2, 3, 4)
+    both = distillation_loss(loc, conf, teacher_loc, teacher_conf, labels, torch.tensor([True, True]))
+    assert [t.item() for t in both] == [t.item() for t in distillation_loss(loc, conf, teacher_loc, teacher_conf,
+                                                                           labels)]
+    assert [t.item() for t in distillation_loss(loc, conf, teacher_loc, teacher_conf, labels,
+                                                torch.tensor([False, False]))] == [0.0, 0.0]
+    second = distillation_loss(loc[1:], conf[1:], teacher_loc[1:], teacher_conf[1:], labels[1:])
+    assert [t.item() for t in distillation_loss(loc, conf, teacher_loc, teacher_conf, labels,
+                                                torch.tensor([False, True]))] == [t.item() for t in second]
 
 def tiny_config(tmp_path, **overrides) -> TrainConfig:
     base = dict(model="extd32", train_data=[{"format": "facemask", "root": str(need(FACEMASK)), "split": "train"}],
@@ -493,6 +508,25 @@ def test_a_resumed_run_that_adds_distillation_keeps_every_row_under_its_own_colu
     assert [r["loss_distill_conf"] for r in rows[:2]] == ["", ""] and float(rows[2]["loss_distill_conf"]) >= 0
     assert all(float(r["images_per_s"]) > 0 and 0 <= float(r["data_wait_share"]) <= 1 for r in rows)
 
+
+
+def test_a_training_source_can_opt_out_of_distillation(tmp_path):
+    from edgeface.errors import OptionError
+
+    teacher = need(SHARED / "weights" / "extd_official" / "EXTD_32.pth")
+    source = {"format": "facemask", "root": str(need(FACEMASK)), "split": "train"}
+    kept, free = ({**source, "distill": flag} for flag in (True, False))
+    cfg = tiny_config(tmp_path, steps=1, init=str(teacher), freeze_bn=True, distill_from=str(teacher), lr=0.0,
+                      train_data=[free])
+    trainer = Trainer(cfg)
+    result = trainer.fit(progress=False)
+    assert result["loss_distill_conf"] == 0 and result["loss_distill_loc"] == 0 and result["loss_conf"] > 0
+    both = training_set(tiny_config(tmp_path, train_data=[kept, free]), trainer.objective)
+    n = len(both) // 2
+    assert both.distilled[:n].all() and not both.distilled[n:].any()
+    assert both[0][1]["distill"].item() is True and both[n][1]["distill"].item() is False
+    with pytest.raises(OptionError, match="distill must be true or false"):
+        training_set(tiny_config(tmp_path, train_data=[{**source, "distill": "no"}]), trainer.objective)
 
 def test_a_teacher_whose_outputs_do_not_correspond_is_a_clear_error(tmp_path):
     from edgeface.errors import OptionError

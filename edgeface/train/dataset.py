@@ -4,6 +4,7 @@ whose order is a pure function of (seed, epoch, rank), so training resumes exact
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from typing import Optional
 
 import numpy as np
 import torch
@@ -19,13 +20,17 @@ from .objectives import Objective
 class FaceTrainingSet(Dataset):
     """Item ``epoch * len(records) + i`` is record i augmented with the RNG seeded by (seed, epoch, i):
     the same sample whatever the worker, the batch or an interruption in between. Targets come from the
-    model family's :class:`~edgeface.train.objectives.Objective`."""
+    model family's :class:`~edgeface.train.objectives.Objective`, plus ``distill``: whether a teacher's outputs
+    on the image are to be kept (`distilled`, one flag per record; default all)."""
 
     def __init__(self, records: Sequence[FaceRecord], objective: Objective, augment_config: AugmentConfig,
-                 seed: int = 0):
+                 seed: int = 0, distilled: Optional[Sequence[bool]] = None):
         if augment_config.size != objective.size:
             raise ValueError(f"augmentation size {augment_config.size} != objective size {objective.size}")
+        if distilled is not None and len(distilled) != len(records):
+            raise ValueError(f"{len(distilled)} distill flags for {len(records)} records")
         self.records = list(records)
+        self.distilled = np.ones(len(self.records), bool) if distilled is None else np.asarray(distilled, bool)
         self.objective = objective
         self.augment_config = augment_config
         self.seed = seed
@@ -48,6 +53,7 @@ class FaceTrainingSet(Dataset):
         image, faces, too_small = augment_sample(image, record.boxes[~record.ignore], rng, self.augment_config)
         stage_done("augment")
         targets = {k: torch.as_tensor(v) for k, v in self.objective.targets(faces, too_small).items()}
+        targets["distill"] = torch.tensor(self.distilled[index])
         stage_done("targets")
         x = torch.from_numpy(normalise(image, self.objective.spec.input))
         stage_done("normalise")

@@ -62,16 +62,20 @@ def focal_loss(logits: torch.Tensor, labels: torch.Tensor, alpha: float = 0.25, 
 
 
 def distillation_loss(loc: torch.Tensor, conf: torch.Tensor, teacher_loc: torch.Tensor, teacher_conf: torch.Tensor,
-                      labels: torch.Tensor, min_prob: float = 0.02) -> tuple[torch.Tensor, torch.Tensor]:
+                      labels: torch.Tensor, images: torch.Tensor | None = None, min_prob: float = 0.02,
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Learning without forgetting for softmax-and-box heads (shapes as in :func:`multibox_loss`).
 
     Wherever the ground truth does not mark a face (labels 0 or -1), the student follows the teacher: its class
     distribution by KL divergence, averaged over the anchors where either model gives a face at least
     `min_prob` (elsewhere both agree on background), and its box offsets by smooth-L1, averaged over the anchors
     the teacher calls a face (probability 0.5 or more). Anchors labelled face learn from the ground truth alone,
-    so new faces the teacher misses are not unlearned. Returns ``(classification, localisation)``.
+    so new faces the teacher misses are not unlearned. `images` ``(B,)`` bool: only these images are distilled
+    (default all). Returns ``(classification, localisation)``.
     """
     free = labels != 1
+    if images is not None:
+        free = free & images.view(-1, 1)
     teacher_prob = teacher_conf.detach().float().softmax(dim=-1)
     log_prob = conf.float().log_softmax(dim=-1)
     face = torch.maximum(teacher_prob[..., 1], log_prob[..., 1].detach().exp())

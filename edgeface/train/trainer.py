@@ -70,7 +70,9 @@ class TrainConfig:
     init: Optional[str] = None  # weights to start from: an edgeface checkpoint or an EXTD authors' .pth
     backbone_weights: Optional[str] = None  # torchvision ImageNet weights for SRN/HR/SHF, e.g. "VGG16_Weights.DEFAULT"
     freeze_bn: bool = False  # keep BatchNorm statistics and affine parameters fixed (fine-tuning small batches)
-    distill_from: Optional[str] = None  # a teacher (checkpoint or authors' .pth, same anchors) to distil from (LwF)
+    # a teacher (checkpoint or authors' .pth, same anchors) to distil from on the training images (LwF); a
+    # train_data entry with `distill: false` is not distilled (images whose teacher outputs training should change)
+    distill_from: Optional[str] = None
     distill_weight: float = 1.0  # the distillation terms' weight against the ground-truth terms
 
     @classmethod
@@ -149,10 +151,18 @@ def training_objective(cfg: TrainConfig) -> Objective:
 
 def training_set(cfg: TrainConfig, objective: Objective) -> FaceTrainingSet:
     """The recipe's training images, augmented and turned into `objective`'s targets."""
-    records = [r for source in cfg.train_data for r in load_records(source)]
+    records, distilled = [], []
+    for source in cfg.train_data:
+        source = dict(source)
+        distill = source.pop("distill", True)
+        if not isinstance(distill, bool):
+            raise OptionError(f"train_data distill must be true or false, got {distill!r}")
+        source_records = load_records(source)
+        records += source_records
+        distilled += [distill] * len(source_records)
     augment_config = AugmentConfig(size=cfg.input_size, data_anchor_sampling_prob=cfg.data_anchor_sampling_prob,
                                    recipe=cfg.augment_recipe, rescales=tuple(cfg.rescales))
-    return FaceTrainingSet(records, objective, augment_config, cfg.seed)
+    return FaceTrainingSet(records, objective, augment_config, cfg.seed, distilled)
 
 
 class Trainer:

@@ -24,5 +24,6 @@ class SSDObjective(Objective):
         return {"conf": conf, "loc": loc}
 
     def distill(self, outputs, teacher_outputs, targets):
-        conf, loc = distillation_loss(outputs[0], outputs[1], teacher_outputs[0], teacher_outputs[1], targets["labels"])
+        conf, loc = distillation_loss(outputs[0], outputs[1], teacher_outputs[0], teacher_outputs[1], targets["labels"],
+                                      targets.get("distill"))
         return {"conf": conf, "loc": loc}
