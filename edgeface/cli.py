@@ -309,10 +309,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
     from .data.sources import load_records
     from .detector import Detector
     from .eval.plots import plot_pr_curves
-    from .eval.voc import evaluate_detector
+    from .eval.voc import box_placement, detect_records, voc_ap
     from .spec import TestTimeSpec
 
     source = _data_source(args)
@@ -322,16 +324,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
         test_time = TestTimeSpec.from_scales(tuple(args.scales or (1.0,)), args.flip, args.box_voting)
     detector = Detector(args.model, score_threshold=args.score_threshold, input_size=args.input_size,
                         device=args.device, test_time=test_time, max_side=args.max_side, min_side=args.min_side)
-    curve = evaluate_detector(detector, records, iou_threshold=args.iou, progress=not args.quiet)
+    detections = detect_records(detector, records, progress=not args.quiet)
+    curve = voc_ap(records, detections, iou_threshold=args.iou)
+    placement = box_placement(records, detections)
     name = f"{Path(args.model).stem} ({detector.spec.name})"
     print(f"{name}: VOC AP@{args.iou:g} = {curve.ap:.4f} on {len(records)} images, {curve.num_faces} faces "
           f"({args.format} {' '.join(args.data)})")
+    print(f"box placement: {placement}")
     if args.plot:
         plot_pr_curves([(f"{name} AP {curve.ap:.3f}", curve.recall, curve.precision)], args.plot)
         print(f"precision-recall plot: {args.plot}")
     if args.json:
         Path(args.json).write_text(json.dumps({"model": args.model, "data": source, "ap": curve.ap,
-                                               "faces": curve.num_faces, "images": len(records)}, indent=1))
+                                               "faces": curve.num_faces, "images": len(records),
+                                               "box_placement": asdict(placement)}, indent=1))
     return 0
 
 

@@ -87,11 +87,65 @@ def voc_ap(records: Sequence[FaceRecord], detections: Sequence[Detections], iou_
     return PRCurve(precision, recall, scores[order][keep], interpolated_ap(recall, precision), num_faces)
 
 
-def evaluate_detector(detector, records: Sequence[FaceRecord], iou_threshold: float = 0.5, progress: bool = False,
-                      should_stop: Optional[Callable[[], bool]] = None) -> Optional[PRCurve]:
-    """Run `detector` (an :class:`edgeface.Detector`) over the records' images and score it with :func:`voc_ap`:
-    the one evaluation path of ``edgeface eval`` and of validation during training. Returns None when
-    `should_stop` turns true before the last image (checked before each one)."""
+@dataclass
+class BoxPlacement:
+    """Where a model's confident boxes sit against the labelled faces: whether a dataset's labels are drawn the
+    way the model draws faces (datasets differ: brow to chin or hairline to chin, mask included or not). Each
+    labelled face (not ignored) takes its best-overlapping box scoring at least ``min_score``; offsets and
+    ratios are medians over the faces whose best box overlaps at IoU 0.2 or more."""
+
+    faces: int
+    min_score: float
+    matched: float  # share of faces whose best box overlaps at IoU >= 0.5
+    misplaced: float  # share at 0.2 <= IoU < 0.5: found, but drawn differently from the label
+    # medians over the faces found at IoU >= 0.2 (None when there are none):
+    dx: Optional[float]  # (box centre - label centre) / label width
+    dy: Optional[float]  # (box centre - label centre) / label height; negative: the boxes sit higher
+    width_ratio: Optional[float]  # box width / label width
+    height_ratio: Optional[float]
+
+    def __str__(self) -> str:
+        shares = (f"{self.matched:.1%} of the {self.faces} labelled faces have a box scoring >= {self.min_score:g} "
+                  f"at IoU >= 0.5, {self.misplaced:.1%} one at IoU 0.2-0.5 (found but drawn differently)")
+        if self.dx is None:
+            return shares
+        return (f"{shares}; box centres sit {abs(self.dy):.3f} label heights {'above' if self.dy < 0 else 'below'} "
+                f"and {abs(self.dx):.3f} widths {'left' if self.dx < 0 else 'right'} of the labels', the boxes "
+                f"x{self.width_ratio:.3f} as wide and x{self.height_ratio:.3f} as tall (medians)")
+
+
+def box_placement(records: Sequence[FaceRecord], detections: Sequence[Detections], min_score: float = 0.5,
+                  ) -> BoxPlacement:
+    """The :class:`BoxPlacement` of `detections` (one per record, same order) against the records' faces."""
+    if len(records) != len(detections):
+        raise ValueError(f"{len(records)} records but {len(detections)} detection sets")
+    best_iou, pairs = [], []
+    for record, found in zip(records, detections):
+        labels, boxes = record.boxes[~record.ignore], found.boxes[found.scores >= min_score]
+        if not len(labels):
+            continue
+        if not len(boxes):
+            best_iou += [0.0] * len(labels)
+            continue
+        iou = iou_matrix(labels, boxes, inclusive=False)
+        best = iou.argmax(axis=1)
+        best_iou += iou.max(axis=1).tolist()
+        pairs += [(label, boxes[j]) for label, j, v in zip(labels, best, iou.max(axis=1)) if v >= 0.2]
+    ious = np.array(best_iou)
+    medians: list[Optional[float]] = [None] * 4
+    if pairs:
+        label, box = (np.array(side, np.float64) for side in zip(*pairs))
+        size = np.maximum(label[:, 2:] - label[:, :2], 1e-6)
+        offset = ((box[:, :2] + box[:, 2:]) - (label[:, :2] + label[:, 2:])) / 2 / size
+        medians = [float(v) for v in (*np.median(offset, axis=0), *np.median((box[:, 2:] - box[:, :2]) / size, axis=0))]
+    return BoxPlacement(len(ious), min_score, float(np.mean(ious >= 0.5)) if len(ious) else 0.0,
+                        float(np.mean((ious >= 0.2) & (ious < 0.5))) if len(ious) else 0.0, *medians)
+
+
+def detect_records(detector, records: Sequence[FaceRecord], progress: bool = False,
+                   should_stop: Optional[Callable[[], bool]] = None) -> Optional[list[Detections]]:
+    """`detector`'s detections on each record's image, in order; None when `should_stop` turns true before the
+    last image (checked before each one)."""
     from tqdm import tqdm
 
     from ..core.image import read_image
@@ -101,4 +155,13 @@ def evaluate_detector(detector, records: Sequence[FaceRecord], iou_threshold: fl
         if should_stop is not None and should_stop():
             return None
         detections.append(detector(read_image(record.image_path)))
-    return voc_ap(records, detections, iou_threshold=iou_threshold)
+    return detections
+
+
+def evaluate_detector(detector, records: Sequence[FaceRecord], iou_threshold: float = 0.5, progress: bool = False,
+                      should_stop: Optional[Callable[[], bool]] = None) -> Optional[PRCurve]:
+    """Run `detector` (an :class:`edgeface.Detector`) over the records' images and score it with :func:`voc_ap`:
+    the one evaluation path of ``edgeface eval`` and of validation during training. Returns None when
+    `should_stop` turns true before the last image (checked before each one)."""
+    detections = detect_records(detector, records, progress, should_stop)
+    return None if detections is None else voc_ap(records, detections, iou_threshold=iou_threshold)
