@@ -120,7 +120,8 @@ def test_half_conversion_rounds_like_numpy(emulator, rng):
     out = np.zeros(len(values), np.uint16)
     emulator.emulate_half_bits(values.ctypes.data_as(ctypes.c_void_p), out.ctypes.data_as(ctypes.c_void_p),
                                len(values))
-    np.testing.assert_array_equal(out, values.astype(np.float16).view(np.uint16))
+    with np.errstate(over="ignore"):  # values past 65519 are meant to become infinity
+        np.testing.assert_array_equal(out, values.astype(np.float16).view(np.uint16))
     nan = np.array([np.nan], np.float32)
     emulator.emulate_half_bits(nan.ctypes.data_as(ctypes.c_void_p), out.ctypes.data_as(ctypes.c_void_p), 1)
     assert np.isnan(out[:1].view(np.float16)[0])
