@@ -26,15 +26,16 @@ RECIPE = Path(__file__).resolve().parents[1] / "edgeface" / "train" / "recipes" 
 def _stage_times(dataset, samples: int) -> dict[str, float]:
     """Median ms per image of each stage of ``FaceTrainingSet.sample``, over `samples` images of epoch 0."""
     times: dict[str, list[float]] = {}
+    last = 0.0
+
+    def stage_done(stage: str) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        times.setdefault(stage, []).append((now - last) * 1e3)
+        last = now
+
     for index in np.random.default_rng(0).permutation(len(dataset.records))[:samples]:
         last = time.perf_counter()
-
-        def stage_done(stage: str) -> None:
-            nonlocal last
-            now = time.perf_counter()
-            times.setdefault(stage, []).append((now - last) * 1e3)
-            last = now
-
         dataset.sample(int(index), stage_done)
     return {stage: statistics.median(values) for stage, values in times.items()}
 

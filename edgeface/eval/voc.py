@@ -129,8 +129,9 @@ def box_placement(records: Sequence[FaceRecord], detections: Sequence[Detections
             continue
         iou = iou_matrix(labels, boxes, inclusive=False)
         best = iou.argmax(axis=1)
-        best_iou += iou.max(axis=1).tolist()
-        pairs += [(label, boxes[j]) for label, j, v in zip(labels, best, iou.max(axis=1)) if v >= 0.2]
+        overlap = iou[np.arange(len(labels)), best]
+        best_iou += overlap.tolist()
+        pairs += [(label, boxes[j]) for label, j, v in zip(labels, best, overlap) if v >= 0.2]
     ious = np.array(best_iou)
     medians: list[Optional[float]] = [None] * 4
     if pairs:
