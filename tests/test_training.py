@@ -24,7 +24,7 @@ from edgeface.data.wider import read_wider_txt  # noqa: E402
 from edgeface.spec import AnchorSpec  # noqa: E402
 from edgeface.train.losses import distillation_loss, multibox_loss  # noqa: E402
 from edgeface.train.matching import build_targets, match_s3fd  # noqa: E402
-from edgeface.train.trainer import TrainConfig, Trainer, learning_rate, training_set  # noqa: E402
+from edgeface.train.trainer import TrainConfig, Trainer, learning_rate, teacher_paths, training_set  # noqa: E402
 
 FACEMASK = SHARED / "data" / "facemask"
 
@@ -521,12 +521,49 @@ def test_a_training_source_can_opt_out_of_distillation(tmp_path):
     trainer = Trainer(cfg)
     result = trainer.fit(progress=False)
     assert result["loss_distill_conf"] == 0 and result["loss_distill_loc"] == 0 and result["loss_conf"] > 0
-    both = training_set(tiny_config(tmp_path, train_data=[kept, free]), trainer.objective)
+    both = training_set(tiny_config(tmp_path, distill_from=str(teacher), train_data=[kept, free]), trainer.objective)
     n = len(both) // 2
-    assert both.distilled[:n].all() and not both.distilled[n:].any()
-    assert both[0][1]["distill"].item() is True and both[n][1]["distill"].item() is False
+    assert (both.teachers[:n] == 0).all() and (both.teachers[n:] == -1).all()
+    assert both[0][1]["teacher"].item() == 0 and both[n][1]["teacher"].item() == -1
     with pytest.raises(OptionError, match="distill must be true or false"):
         training_set(tiny_config(tmp_path, train_data=[{**source, "distill": "no"}]), trainer.objective)
+
+
+def test_each_kind_of_training_image_can_have_its_own_teacher(tmp_path):
+    from edgeface.errors import OptionError
+    from edgeface.models.checkpoint import save_checkpoint
+    from edgeface.models.registry import create_model, default_spec
+
+    release = str(need(SHARED / "weights" / "extd_official" / "EXTD_32.pth"))
+    torch.manual_seed(1)
+    other = tmp_path / "other.pt"
+    save_checkpoint(create_model("extd32"), default_spec("extd32"), other)
+    source = {"format": "facemask", "root": str(need(FACEMASK)), "split": "train"}
+    data = [source, {**source, "distill_from": str(other)}, {**source, "distill": False}]
+    cfg = tiny_config(tmp_path, steps=1, init=release, freeze_bn=True, distill_from=release, train_data=data)
+    assert teacher_paths(cfg) == [release, str(other)]
+    trainer = Trainer(cfg)
+    images = training_set(cfg, trainer.objective)
+    n = len(images) // 3
+    assert images.teachers.tolist() == [0] * n + [1] * n + [-1] * n
+
+    # each image gets its own teacher's outputs, computed on that image alone; undistilled rows stay zero
+    x = torch.stack([images[i][0] for i in (0, n, 2 * n, 1)])
+    outputs = trainer.model(x)
+    taught = trainer._taught(x, torch.tensor([0, 1, -1, 0]), outputs)
+    for teacher, row in ((trainer.teachers[0], 0), (trainer.teachers[1], 1), (trainer.teachers[0], 3)):
+        for got, want in zip(taught, teacher(x[row:row + 1])):
+            torch.testing.assert_close(got[row], want[0], rtol=1e-4, atol=1e-4)
+    assert all(not t[2].any() for t in taught) and [t.shape for t in taught] == [o.shape for o in outputs]
+
+    # a recipe whose only teacher is one source's still distils (and logs it)
+    only = tiny_config(tmp_path, steps=1, init=release, freeze_bn=True, train_data=[data[1]])
+    assert Trainer(only).terms[-2:] == ("distill_conf", "distill_loc")
+    with pytest.raises(OptionError, match="both distill: false and distill_from"):
+        training_set(tiny_config(tmp_path, train_data=[{**data[1], "distill": False}]), trainer.objective)
+    with pytest.raises(OptionError, match="distill_from must be a path"):
+        teacher_paths(tiny_config(tmp_path, train_data=[{**source, "distill_from": 3}]))
+
 
 def test_a_teacher_whose_outputs_do_not_correspond_is_a_clear_error(tmp_path):
     from edgeface.errors import OptionError

@@ -20,17 +20,17 @@ from .objectives import Objective
 class FaceTrainingSet(Dataset):
     """Item ``epoch * len(records) + i`` is record i augmented with the RNG seeded by (seed, epoch, i):
     the same sample whatever the worker, the batch or an interruption in between. Targets come from the
-    model family's :class:`~edgeface.train.objectives.Objective`, plus ``distill``: whether a teacher's outputs
-    on the image are to be kept (`distilled`, one flag per record; default all)."""
+    model family's :class:`~edgeface.train.objectives.Objective`, plus ``teacher``: the index of the teacher
+    whose outputs on the image are to be kept (`teachers`, one per record, -1 for none; default all 0)."""
 
     def __init__(self, records: Sequence[FaceRecord], objective: Objective, augment_config: AugmentConfig,
-                 seed: int = 0, distilled: Optional[Sequence[bool]] = None):
+                 seed: int = 0, teachers: Optional[Sequence[int]] = None):
         if augment_config.size != objective.size:
             raise ValueError(f"augmentation size {augment_config.size} != objective size {objective.size}")
-        if distilled is not None and len(distilled) != len(records):
-            raise ValueError(f"{len(distilled)} distill flags for {len(records)} records")
+        if teachers is not None and len(teachers) != len(records):
+            raise ValueError(f"{len(teachers)} teacher indices for {len(records)} records")
         self.records = list(records)
-        self.distilled = np.ones(len(self.records), bool) if distilled is None else np.asarray(distilled, bool)
+        self.teachers = np.zeros(len(self.records), np.int64) if teachers is None else np.asarray(teachers, np.int64)
         self.objective = objective
         self.augment_config = augment_config
         self.seed = seed
@@ -53,7 +53,7 @@ class FaceTrainingSet(Dataset):
         image, faces, too_small = augment_sample(image, record.boxes[~record.ignore], rng, self.augment_config)
         stage_done("augment")
         targets = {k: torch.as_tensor(v) for k, v in self.objective.targets(faces, too_small).items()}
-        targets["distill"] = torch.tensor(self.distilled[index])
+        targets["teacher"] = torch.tensor(self.teachers[index])
         stage_done("targets")
         x = torch.from_numpy(normalise(image, self.objective.spec.input))
         stage_done("normalise")

@@ -14,6 +14,7 @@ import math
 import os
 import signal
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -71,7 +72,8 @@ class TrainConfig:
     backbone_weights: Optional[str] = None  # torchvision ImageNet weights for SRN/HR/SHF, e.g. "VGG16_Weights.DEFAULT"
     freeze_bn: bool = False  # keep BatchNorm statistics and affine parameters fixed (fine-tuning small batches)
     # a teacher (checkpoint or authors' .pth, same anchors) to distil from on the training images (LwF); a
-    # train_data entry with `distill: false` is not distilled (images whose teacher outputs training should change)
+    # train_data entry with `distill: false` is not distilled (images whose teacher outputs training should change),
+    # one with its own `distill_from` is distilled from that teacher instead (one teacher per kind of image)
     distill_from: Optional[str] = None
     distill_weight: float = 1.0  # the distillation terms' weight against the ground-truth terms
 
@@ -149,20 +151,38 @@ def training_objective(cfg: TrainConfig) -> Objective:
                          match_thresholds=tuple(cfg.match_thresholds))
 
 
+def teacher_paths(cfg: TrainConfig) -> list[str]:
+    """The recipe's teachers, in the order of the ``teacher`` index training samples carry: ``distill_from``
+    first, then each ``train_data`` entry's own ``distill_from``."""
+    paths = [cfg.distill_from] if cfg.distill_from else []
+    for source in cfg.train_data:
+        own = source.get("distill_from")
+        if own is not None and not isinstance(own, str):
+            raise OptionError(f"train_data distill_from must be a path, got {own!r}")
+        if own and own not in paths:
+            paths.append(own)
+    return paths
+
+
 def training_set(cfg: TrainConfig, objective: Objective) -> FaceTrainingSet:
-    """The recipe's training images, augmented and turned into `objective`'s targets."""
-    records, distilled = [], []
+    """The recipe's training images, augmented and turned into `objective`'s targets, each with the index of its
+    teacher in :func:`teacher_paths` (-1: not distilled)."""
+    paths = teacher_paths(cfg)
+    records, teachers = [], []
     for source in cfg.train_data:
         source = dict(source)
-        distill = source.pop("distill", True)
+        distill, own = source.pop("distill", True), source.pop("distill_from", None)
         if not isinstance(distill, bool):
             raise OptionError(f"train_data distill must be true or false, got {distill!r}")
+        if own and not distill:
+            raise OptionError(f"train_data entry {source} has both distill: false and distill_from: {own}")
+        teacher = own or cfg.distill_from
         source_records = load_records(source)
         records += source_records
-        distilled += [distill] * len(source_records)
+        teachers += [paths.index(teacher) if distill and teacher else -1] * len(source_records)
     augment_config = AugmentConfig(size=cfg.input_size, data_anchor_sampling_prob=cfg.data_anchor_sampling_prob,
                                    recipe=cfg.augment_recipe, rescales=tuple(cfg.rescales))
-    return FaceTrainingSet(records, objective, augment_config, cfg.seed, distilled)
+    return FaceTrainingSet(records, objective, augment_config, cfg.seed, teachers)
 
 
 class Trainer:
@@ -202,9 +222,9 @@ class Trainer:
                                                               else [self.device.index])
                     if self.distributed else self.model)
         self.objective = training_objective(cfg)
-        self.teacher = self._teacher(cfg.distill_from) if cfg.distill_from else None
+        self.teachers = [self._teacher(path) for path in teacher_paths(cfg)]
         self.terms = self.objective.terms + (tuple(f"distill_{t}" for t in self.objective.terms)
-                                             if self.teacher is not None else ())
+                                             if self.teachers else ())
         self.optimizer = torch.optim.SGD(self.param_groups(), lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay)
         self.use_amp = cfg.amp and self.device.type == "cuda"
@@ -227,6 +247,18 @@ class Trainer:
             raise OptionError(f"distill_from {path} is {spec.name}, whose outputs do not correspond to "
                               f"{self.spec.name}'s anchors: distil from a model of the same family and anchors")
         return teacher.to(self.device, memory_format=torch.channels_last).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def _taught(self, x: torch.Tensor, teacher: torch.Tensor, outputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """The teachers' outputs on batch `x`, each image's from its own teacher (`teacher`: index per image, -1:
+        none, whose rows stay zero and are not distilled); shaped like the student's `outputs`."""
+        taught = [torch.zeros_like(o) for o in outputs]
+        for index, model in enumerate(self.teachers):
+            rows = (teacher == index).nonzero().squeeze(1)
+            if len(rows):
+                for into, out in zip(taught, model(x[rows])):
+                    into.index_copy_(0, rows, out.to(into.dtype))
+        return taught
 
     def param_groups(self) -> list[dict[str, Any]]:
         """Trainable parameters, grouped by the model's learning-rate multipliers (e.g. HR's res3 branch at 0.1)."""
@@ -355,9 +387,8 @@ class Trainer:
                             self.device.type, dtype=torch.float16, enabled=self.use_amp):
                         outputs = self.net(x)
                         terms = self.objective.loss(outputs, targets)
-                        if self.teacher is not None:
-                            with torch.no_grad():
-                                taught = self.teacher(x)
+                        if self.teachers:
+                            taught = self._taught(x, targets["teacher"], outputs)
                             terms.update({f"distill_{t}": cfg.distill_weight * v
                                           for t, v in self.objective.distill(outputs, taught, targets).items()})
                         loss = sum(terms.values()) / cfg.accumulate

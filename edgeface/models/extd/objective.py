@@ -25,5 +25,5 @@ class SSDObjective(Objective):
 
     def distill(self, outputs, teacher_outputs, targets):
         conf, loc = distillation_loss(outputs[0], outputs[1], teacher_outputs[0], teacher_outputs[1], targets["labels"],
-                                      targets.get("distill"))
+                                      targets["teacher"] >= 0 if "teacher" in targets else None)
         return {"conf": conf, "loc": loc}
