@@ -565,6 +565,27 @@ def test_each_kind_of_training_image_can_have_its_own_teacher(tmp_path):
         teacher_paths(tiny_config(tmp_path, train_data=[{**source, "distill_from": 3}]))
 
 
+def test_images_without_labels_teach_only_through_their_teacher(tmp_path):
+    from edgeface.errors import OptionError
+
+    release = str(need(SHARED / "weights" / "extd_official" / "EXTD_32.pth"))
+    source = {"format": "facemask", "root": str(need(FACEMASK)), "split": "train"}
+    cfg = tiny_config(tmp_path, steps=1, init=release, freeze_bn=True, distill_from=release, lr=0.0,
+                      train_data=[{**source, "labels": False}])
+    trainer = Trainer(cfg)
+    images = training_set(cfg, trainer.objective)
+    assert not images.labelled.any() and (images[0][1]["labels"] == -1).all() and images[0][1]["teacher"] == 0
+    result = trainer.fit(progress=False)
+    assert result["loss_conf"] == 0 and result["loss_loc"] == 0  # no labels: only the teacher teaches
+    assert result["loss_distill_conf"] == pytest.approx(0, abs=1e-6)  # the student starts as its teacher
+    labelled = training_set(tiny_config(tmp_path, train_data=[source]), trainer.objective)
+    assert labelled.labelled.all() and (labelled[0][1]["labels"] == 1).any()
+    with pytest.raises(OptionError, match="labels: false and no teacher"):
+        training_set(tiny_config(tmp_path, train_data=[{**source, "labels": False}]), trainer.objective)
+    with pytest.raises(OptionError, match="labels must be true or false"):
+        training_set(tiny_config(tmp_path, train_data=[{**source, "labels": "no"}]), trainer.objective)
+
+
 def test_a_teacher_whose_outputs_do_not_correspond_is_a_clear_error(tmp_path):
     from edgeface.errors import OptionError
     from edgeface.models.checkpoint import save_checkpoint

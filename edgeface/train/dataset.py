@@ -21,16 +21,21 @@ class FaceTrainingSet(Dataset):
     """Item ``epoch * len(records) + i`` is record i augmented with the RNG seeded by (seed, epoch, i):
     the same sample whatever the worker, the batch or an interruption in between. Targets come from the
     model family's :class:`~edgeface.train.objectives.Objective`, plus ``teacher``: the index of the teacher
-    whose outputs on the image are to be kept (`teachers`, one per record, -1 for none; default all 0)."""
+    whose outputs on the image are to be kept (`teachers`, one per record, -1 for none; default all 0). Records
+    whose `labelled` flag is false have every anchor labelled -1 (ignored): their boxes are not learned, so the
+    image teaches only through its teacher (default: all labelled)."""
 
     def __init__(self, records: Sequence[FaceRecord], objective: Objective, augment_config: AugmentConfig,
-                 seed: int = 0, teachers: Optional[Sequence[int]] = None):
+                 seed: int = 0, teachers: Optional[Sequence[int]] = None,
+                 labelled: Optional[Sequence[bool]] = None):
         if augment_config.size != objective.size:
             raise ValueError(f"augmentation size {augment_config.size} != objective size {objective.size}")
-        if teachers is not None and len(teachers) != len(records):
-            raise ValueError(f"{len(teachers)} teacher indices for {len(records)} records")
+        for name, flags in (("teacher indices", teachers), ("labelled flags", labelled)):
+            if flags is not None and len(flags) != len(records):
+                raise ValueError(f"{len(flags)} {name} for {len(records)} records")
         self.records = list(records)
         self.teachers = np.zeros(len(self.records), np.int64) if teachers is None else np.asarray(teachers, np.int64)
+        self.labelled = np.ones(len(self.records), bool) if labelled is None else np.asarray(labelled, bool)
         self.objective = objective
         self.augment_config = augment_config
         self.seed = seed
@@ -53,6 +58,8 @@ class FaceTrainingSet(Dataset):
         image, faces, too_small = augment_sample(image, record.boxes[~record.ignore], rng, self.augment_config)
         stage_done("augment")
         targets = {k: torch.as_tensor(v) for k, v in self.objective.targets(faces, too_small).items()}
+        if not self.labelled[index]:
+            targets["labels"] = torch.full_like(targets["labels"], -1)
         targets["teacher"] = torch.tensor(self.teachers[index])
         stage_done("targets")
         x = torch.from_numpy(normalise(image, self.objective.spec.input))

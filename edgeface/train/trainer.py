@@ -73,7 +73,8 @@ class TrainConfig:
     freeze_bn: bool = False  # keep BatchNorm statistics and affine parameters fixed (fine-tuning small batches)
     # a teacher (checkpoint or authors' .pth, same anchors) to distil from on the training images (LwF); a
     # train_data entry with `distill: false` is not distilled (images whose teacher outputs training should change),
-    # one with its own `distill_from` is distilled from that teacher instead (one teacher per kind of image)
+    # one with its own `distill_from` is distilled from that teacher instead (one teacher per kind of image), and
+    # one with `labels: false` teaches only through its teacher (its boxes are not learned)
     distill_from: Optional[str] = None
     distill_weight: float = 1.0  # the distillation terms' weight against the ground-truth terms
 
@@ -168,21 +169,27 @@ def training_set(cfg: TrainConfig, objective: Objective) -> FaceTrainingSet:
     """The recipe's training images, augmented and turned into `objective`'s targets, each with the index of its
     teacher in :func:`teacher_paths` (-1: not distilled)."""
     paths = teacher_paths(cfg)
-    records, teachers = [], []
+    records, teachers, labelled = [], [], []
     for source in cfg.train_data:
         source = dict(source)
-        distill, own = source.pop("distill", True), source.pop("distill_from", None)
-        if not isinstance(distill, bool):
-            raise OptionError(f"train_data distill must be true or false, got {distill!r}")
+        distill, labels = source.pop("distill", True), source.pop("labels", True)
+        own = source.pop("distill_from", None)
+        for key, value in (("distill", distill), ("labels", labels)):
+            if not isinstance(value, bool):
+                raise OptionError(f"train_data {key} must be true or false, got {value!r}")
         if own and not distill:
             raise OptionError(f"train_data entry {source} has both distill: false and distill_from: {own}")
-        teacher = own or cfg.distill_from
+        teacher = (own or cfg.distill_from) if distill else None
+        if not labels and not teacher:
+            raise OptionError(f"train_data entry {source} has labels: false and no teacher: its images would "
+                              "teach nothing (give distill_from)")
         source_records = load_records(source)
         records += source_records
-        teachers += [paths.index(teacher) if distill and teacher else -1] * len(source_records)
+        teachers += [paths.index(teacher) if teacher else -1] * len(source_records)
+        labelled += [labels] * len(source_records)
     augment_config = AugmentConfig(size=cfg.input_size, data_anchor_sampling_prob=cfg.data_anchor_sampling_prob,
                                    recipe=cfg.augment_recipe, rescales=tuple(cfg.rescales))
-    return FaceTrainingSet(records, objective, augment_config, cfg.seed, teachers)
+    return FaceTrainingSet(records, objective, augment_config, cfg.seed, teachers, labelled)
 
 
 class Trainer:
