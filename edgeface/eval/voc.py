@@ -161,8 +161,9 @@ def detect_records(detector, records: Sequence[FaceRecord], progress: bool = Fal
 
 def evaluate_detector(detector, records: Sequence[FaceRecord], iou_threshold: float = 0.5, progress: bool = False,
                       should_stop: Optional[Callable[[], bool]] = None) -> Optional[PRCurve]:
-    """Run `detector` (an :class:`edgeface.Detector`) over the records' images and score it with :func:`voc_ap`:
-    the one evaluation path of ``edgeface eval`` and of validation during training. Returns None when
-    `should_stop` turns true before the last image (checked before each one)."""
+    """Run `detector` (an :class:`edgeface.Detector`) over the records' images (:func:`detect_records`) and score
+    it with :func:`voc_ap`: validation during training; ``edgeface eval`` takes the same two steps and also
+    reports :func:`box_placement` from the same detections. Returns None when `should_stop` turns true before the
+    last image (checked before each one)."""
     detections = detect_records(detector, records, progress, should_stop)
     return None if detections is None else voc_ap(records, detections, iou_threshold=iou_threshold)

@@ -154,12 +154,15 @@ def training_objective(cfg: TrainConfig) -> Objective:
 
 def teacher_paths(cfg: TrainConfig) -> list[str]:
     """The recipe's teachers, in the order of the ``teacher`` index training samples carry: ``distill_from``
-    first, then each ``train_data`` entry's own ``distill_from``."""
+    first, then each ``train_data`` entry's own ``distill_from`` (checked here, before any teacher is loaded)."""
     paths = [cfg.distill_from] if cfg.distill_from else []
     for source in cfg.train_data:
         own = source.get("distill_from")
         if own is not None and not isinstance(own, str):
             raise OptionError(f"train_data distill_from must be a path, got {own!r}")
+        if own and source.get("distill", True) is False:
+            entry = {k: v for k, v in source.items() if k not in ("distill", "distill_from")}
+            raise OptionError(f"train_data entry {entry} has both distill: false and distill_from: {own}")
         if own and own not in paths:
             paths.append(own)
     return paths
@@ -177,8 +180,6 @@ def training_set(cfg: TrainConfig, objective: Objective) -> FaceTrainingSet:
         for key, value in (("distill", distill), ("labels", labels)):
             if not isinstance(value, bool):
                 raise OptionError(f"train_data {key} must be true or false, got {value!r}")
-        if own and not distill:
-            raise OptionError(f"train_data entry {source} has both distill: false and distill_from: {own}")
         teacher = (own or cfg.distill_from) if distill else None
         if not labels and not teacher:
             raise OptionError(f"train_data entry {source} has labels: false and no teacher: its images would "
