@@ -6,7 +6,9 @@ repository), the models edgeface ships (default and fast), and any --models file
 split and dlib's testing.xml when ../shared is present (VOC AP at IoU 0.5, pixel-inclusive; single-scale and
 the papers' test-time strategy: scales 1 and 2, flip, box voting at IoU 0.3); WIDER FACE val easy / medium /
 hard AP (official protocol) over the WIDER val images in ../shared (or --wider-images), single-scale at each
-image's own size and downscaled to a longest side of 416 px (--wider-sides); FDDB true-positive rate at 1000
+image's own size, downscaled by the detector to a longest side of 416 px (--wider-sides), and on 416 px frames
+(--wider-frames: each image first downscaled to fit 416 x 416, as a low-resolution camera delivers it, then
+run as the model runs any frame, its own min_side upscaling included); FDDB true-positive rate at 1000
 false positives when --fddb is given.
 """
 
@@ -27,6 +29,7 @@ from edgeface import Detector, read_image
 from edgeface.data.imglab import read_imglab
 from edgeface.data.voc import read_facemask
 from edgeface.eval.plots import plot_pr_curves
+from edgeface.eval.validation import SmallFrames
 from edgeface.eval.voc import voc_ap
 from edgeface.spec import TestTimeSpec
 from edgeface.weights import SHIPPED
@@ -129,7 +132,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="WIDER_val/images folder: adds WIDER FACE val easy/medium/hard AP over the images "
                              "present (default: ../shared's, when there)")
     parser.add_argument("--wider-sides", type=int, nargs="+", default=[0, 416],
-                        help="longest image side for WIDER, 0 for each image's own (default: %(default)s)")
+                        help="longest image side the detector runs WIDER images at, 0 for each image's own "
+                             "(default: %(default)s)")
+    parser.add_argument("--wider-frames", type=int, nargs="*", default=[416],
+                        help="also run WIDER images downscaled to frames fitting this square, each model with its "
+                             "own settings (default: %(default)s)")
     parser.add_argument("--wider-ground-truth", default=str(SHARED / "data/widerface/eval_tools/ground_truth"),
                         help="the official eval_tools/ground_truth folder (default: %(default)s)")
     parser.add_argument("--fddb", help="FDDB folder (FDDB-folds/ and originalPics/): adds TPR at 1000 FP")
@@ -147,6 +154,8 @@ def main(argv: list[str] | None = None) -> None:
             wider_modes = {"single-scale" if side == 0 else f"single-scale, {side} px":
                            Detector(path, score_threshold=0.05, test_time=TestTimeSpec(), max_side=side or None)
                            for side in args.wider_sides}
+            wider_modes.update({f"single-scale, {side} px frames": SmallFrames(modes["single-scale"], side)
+                                for side in args.wider_frames})
             latency.update({mode: latency["single-scale"] for mode in wider_modes})
             scored = []
             for set_name, records in sets.items():
@@ -182,7 +191,8 @@ MODE_SUFFIX = {"single-scale": "", "flip + scales 1,2 + voting": ", TTA"}
 
 def summary_table(rows: list[dict]) -> str:
     """One line per model, one column per set and mode (``, TTA``: flip + scales 1, 2 + voting; ``, 416 px``:
-    downscaled to that longest side), and its single-scale CPU latency."""
+    downscaled to that longest side; ``, 416 px frames``: run on frames of that size), and its single-scale CPU
+    latency."""
     columns: dict[tuple[str, str], str] = {}
     cells: dict[str, dict] = {}
     for r in rows:

@@ -22,11 +22,12 @@ import numpy as np
 from .machine import RESULTS, SHARED, describe_machine, markdown_table, write_results
 
 
-def both_validations(max_side: int | None = None) -> list:
-    """The face dataset's val split and the WIDER FACE val images present, as training validates on them."""
+def both_validations(max_side: int | None = None, frame_side: int | None = None) -> list:
+    """The face dataset's val split and the WIDER FACE val images present, as training validates on them (WIDER
+    bounded by the detector's `max_side`, or downscaled to `frame_side` frames before the detector, when given)."""
     from edgeface.eval.validation import validation_set
 
-    bound = {} if max_side is None else {"max_side": max_side}
+    bound = {key: value for key, value in (("max_side", max_side), ("frame_side", frame_side)) if value}
     sets = [validation_set({"format": "facemask", "name": "face_val", "root": str(SHARED / "data" / "facemask"),
                             "split": "val"})]
     if (SHARED / "data" / "widerface" / "WIDER_val" / "images").exists():
@@ -57,6 +58,10 @@ def main(argv: list[str] | None = None) -> None:
                              "the shipped models use 640; default: none)")
     parser.add_argument("--wider-max-side", type=int,
                         help="run WIDER val images downscaled to this longest side (default: their own size)")
+    parser.add_argument("--wider-frame-side", type=int,
+                        help="downscale WIDER val images to fit this square before the detector, which then applies "
+                             "the model's own settings (its min_side upscaling included), as frames of a camera of "
+                             "that resolution (default: none)")
     parser.add_argument("--name", default="wise_ft", help="results file stem (default: %(default)s)")
     args = parser.parse_args(argv)
     from edgeface.export.onnx_export import export_onnx
@@ -67,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     start, spec = load_any_checkpoint(args.start)
     end, end_spec = load_any_checkpoint(args.end)
-    sets = both_validations(args.wider_max_side)
+    sets = both_validations(args.wider_max_side, args.wider_frame_side)
     check = str(next((SHARED / "data" / "facemask" / "images").glob("*.jpg")))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -87,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     print(table)
     payload = {"machine": describe_machine(), "start": args.start, "end": args.end, "model": spec.name,
                "min_side": args.min_side, "wider_max_side": args.wider_max_side,
+               "wider_frame_side": args.wider_frame_side,
                "validation_images": {vset.name: len(vset.records or vset.wider_ground_truth) for vset in sets},
                "rows": rows}
     print(f"\nwritten: {write_results(args.name, payload, table)}")

@@ -76,6 +76,11 @@ def check_max_side(value: object) -> Optional[int]:
     return _side("max_side", value)
 
 
+def check_frame_side(value: object) -> Optional[int]:
+    """The side of the square a validation image is downscaled to fit, in [32, MAX_INPUT_SIDE]; None or 0: none."""
+    return _side("frame_side", value)
+
+
 def check_min_side(value: object) -> Optional[int]:
     """The longest side a smaller frame is upscaled to, in [32, MAX_INPUT_SIDE]; 0: never upscale; None: not given
     (the model's own)."""

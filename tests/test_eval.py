@@ -98,6 +98,33 @@ def test_box_placement_measures_how_boxes_sit_against_the_labels():
     assert box_placement(records, [Detections.empty(), Detections.empty()]).dy is None
 
 
+def test_small_frames_run_the_detector_on_a_downscaled_frame_and_map_boxes_back():
+    from edgeface.errors import OptionError
+    from edgeface.eval.validation import SmallFrames, validation_set
+
+    seen = []
+
+    def detector(frame):  # a face at a fixed place of whatever frame it gets
+        seen.append(frame.shape)
+        return Detections(np.array([[10, 20, 50, 60]], np.float32), np.array([0.9], np.float32))
+
+    frames = SmallFrames(detector, 416)
+    image = np.zeros((600, 1024, 3), np.uint8)
+    found = frames(image)
+    assert seen[-1] == (244, 416, 3)  # fits 416 x 416, aspect kept
+    np.testing.assert_allclose(found.boxes, [[10 * 1024 / 416, 20 * 600 / 244, 50 * 1024 / 416, 60 * 600 / 244]],
+                               rtol=1e-6)
+    assert found.scores.tolist() == pytest.approx([0.9])
+    small = np.zeros((300, 200, 3), np.uint8)  # already small enough: passed on untouched
+    assert frames(small).boxes.tolist() == [[10, 20, 50, 60]] and seen[-1] == (300, 200, 3)
+
+    vset = validation_set({"format": "imglab", "xml": str(need(SHARED / "data/photos/dlib_examples_faces/testing.xml")),
+                           "frame_side": 320})
+    assert vset.frame_side == 320 and isinstance(vset.detector("fast"), SmallFrames)
+    with pytest.raises(OptionError, match="frame_side"):
+        validation_set({"format": "imglab", "xml": "x.xml", "frame_side": 8})
+
+
 def test_wider_protocol_hand_computed():
     from edgeface.eval.wider import WiderImage, evaluate_wider
 

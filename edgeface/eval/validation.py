@@ -1,10 +1,13 @@
 """Validation sets as recipes name them, each scored under its own protocol.
 
-A recipe's ``val_data`` entry is a data source (see :func:`edgeface.data.sources.load_records`) plus two
-optional keys: ``name`` (the metric prefix; default: the format) and ``max_side`` (the detector's bound on
-the longest image side, to keep validation cheap; default: the detector's). WIDER FACE val entries
-(``{format: wider, root: ..., split: val}``) are scored with the official easy / medium / hard protocol on the
-images present (its ``eval_tools/ground_truth`` under ``root``); every other set with VOC AP at IoU 0.5.
+A recipe's ``val_data`` entry is a data source (see :func:`edgeface.data.sources.load_records`) plus three
+optional keys: ``name`` (the metric prefix; default: the format), ``max_side`` (the detector's bound on
+the longest image side, to keep validation cheap; default: the detector's) and ``frame_side`` (each image is
+first downscaled to fit a square of this side, as a low-resolution camera would deliver it; the detector then
+applies its own settings, e.g. a shipped model's upscaling, and its boxes are scored on the full image).
+WIDER FACE val entries (``{format: wider, root: ..., split: val}``) are scored with the official easy / medium /
+hard protocol on the images present (its ``eval_tools/ground_truth`` under ``root``); every other set with VOC
+AP at IoU 0.5.
 """
 
 from __future__ import annotations
@@ -13,7 +16,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from ..core.detections import Detections
 from ..data.records import FaceRecord
+from ..options import check_frame_side
+
+
+class SmallFrames:
+    """Runs `detector` on each image downscaled (area averaging) to fit a `side` x `side` square, as a camera
+    of that resolution would see the scene, and maps the boxes back to the image's own pixels."""
+
+    def __init__(self, detector: Callable, side: int):
+        self.detector, self.side = detector, side
+
+    def __call__(self, image) -> Detections:
+        import cv2
+        import numpy as np
+
+        height, width = image.shape[:2]
+        scale = min(1.0, self.side / max(height, width))
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        found = self.detector(cv2.resize(image, size, interpolation=cv2.INTER_AREA) if scale < 1 else image)
+        back = np.array([width / size[0], height / size[1]] * 2, np.float32)
+        return Detections(found.boxes * back, found.scores)
 
 
 @dataclass
@@ -23,15 +47,18 @@ class ValidationSet:
     records: list[FaceRecord]  # VOC AP sets
     wider_ground_truth: Optional[list] = None  # WIDER val: official protocol over these images
     wider_images: Optional[Path] = None
+    frame_side: Optional[int] = None  # None: the images as they are
 
     def detector(self, model):
         """The detector validation runs `model` (a model file or an open backend) as: one pass per image, score
-        threshold 0.05, bounded by this set's ``max_side`` when it has one."""
+        threshold 0.05, bounded by this set's ``max_side`` when it has one, on frames downscaled to its
+        ``frame_side`` when it has one."""
         from ..detector import Detector
         from ..spec import TestTimeSpec
 
         bound = {} if self.max_side is None else {"max_side": self.max_side}
-        return Detector(model, score_threshold=0.05, test_time=TestTimeSpec(), **bound)
+        detector = Detector(model, score_threshold=0.05, test_time=TestTimeSpec(), **bound)
+        return detector if self.frame_side is None else SmallFrames(detector, self.frame_side)
 
     @property
     def metrics(self) -> list[str]:
@@ -49,14 +76,15 @@ def validation_set(source: dict[str, Any]) -> ValidationSet:
 
     source = dict(source)
     name, max_side = str(source.pop("name", source.get("format"))), source.pop("max_side", None)
+    frame_side = check_frame_side(source.pop("frame_side", None))
     if source.get("format") == "wider" and source.get("split") == "val":
         from .wider import load_ground_truth
 
         root = Path(source["root"])
         images = root / "WIDER_val" / "images"
         return ValidationSet(name, max_side, [], load_ground_truth(root / "eval_tools" / "ground_truth", images),
-                             images)
-    return ValidationSet(name, max_side, load_records(source))
+                             images, frame_side)
+    return ValidationSet(name, max_side, load_records(source), frame_side=frame_side)
 
 
 def score(detector, vset: ValidationSet, should_stop: Optional[Callable[[], bool]] = None,
