@@ -205,6 +205,28 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_average(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .models.checkpoint import average_weights, load_any_checkpoint, save_checkpoint
+
+    if len(args.models) < 2:
+        raise EdgefaceError("give at least two models to average")
+    loaded = [load_any_checkpoint(path) for path in args.models]
+    names = {spec.name for _, spec in loaded}
+    if len(names) > 1:
+        raise EdgefaceError(f"the models hold {', '.join(sorted(names))}: a soup needs weights of one model")
+    soup = average_weights([model for model, _ in loaded], args.weights)
+    last_spec = loaded[-1][1]
+    spec = replace(last_spec, model_version=args.model_version or f"{last_spec.model_version}-soup{len(loaded)}")
+    weights = args.weights or [1.0] * len(loaded)
+    save_checkpoint(soup, spec, args.output,
+                    averaged={"models": [os.path.basename(p) for p in args.models], "weights": weights})
+    print(f"{args.output}: {spec.name}, the weighted mean of {len(loaded)} models "
+          f"({', '.join(f'{w:g} x {p}' for w, p in zip(weights, args.models))})")
+    return 0
+
+
 def cmd_interpolate(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
@@ -498,6 +520,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="the authors' .pth file")
     p.add_argument("-o", "--output", required=True, help="edgeface checkpoint to write (.pt)")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("average", help="average the weights of several fine-tunes of one model (a model soup)",
+                       description="Write the checkpoint whose weights are the weighted mean of MODELS (weights "
+                                   "normalised to sum 1): a model soup (Wortsman et al. 2022). It works for "
+                                   "fine-tunes that start from the same weights (e.g. several runs from one "
+                                   "release), whose weights stay close enough to average; score the soup on "
+                                   "validation sets of every kind you care about (edgeface eval) before using it.")
+    p.add_argument("models", nargs="+", help="edgeface checkpoints (or EXTD authors' .pth) of one model")
+    p.add_argument("--weights", type=float, nargs="+", help="one non-negative weight per model (default: equal)")
+    p.add_argument("-o", "--output", required=True, help="edgeface checkpoint to write (.pt)")
+    p.add_argument("--model-version", help="spec model_version of the result (default: the last model's + "
+                                           "'-soup<N>')")
+    p.set_defaults(func=cmd_average)
 
     p = sub.add_parser("interpolate", help="mix two sets of weights of one model (WiSE-FT)",
                        description="Write the checkpoint whose weights are (1 - alpha) x START + alpha x END: "

@@ -155,3 +155,49 @@ def test_interpolated_weights_lie_on_the_line_between_two_models(tmp_path):
     failed = subprocess.run([*cli, "--alpha", "1.5", "-o", str(tmp_path / "bad.pt")], capture_output=True, text=True)
     assert failed.returncode == 1 and "alpha must be in [0, 1]" in failed.stderr and "Traceback" not in failed.stderr
     assert not (tmp_path / "bad.pt").exists()
+
+
+def test_a_model_soup_is_the_weighted_mean_of_its_models(tmp_path):
+    import subprocess
+    import sys
+
+    from edgeface.errors import OptionError
+    from edgeface.models.checkpoint import average_weights, interpolate_weights, save_checkpoint
+
+    torch.manual_seed(0)
+    models = [create_model("extd32") for _ in range(3)]
+    models[-1].base[0][1].num_batches_tracked.fill_(7)
+    states = [m.state_dict() for m in models]
+    soup = average_weights(models, [1, 1, 2]).state_dict()
+    for key, value in soup.items():
+        if value.is_floating_point():
+            expected = (states[0][key] + states[1][key] + 2 * states[2][key]) / 4
+            torch.testing.assert_close(value, expected, rtol=0, atol=1e-6)
+        else:
+            assert torch.equal(value, states[-1][key]), key  # integer buffers: the last model's
+    for key in ("base.0.0.weight", "conf.0.weight"):  # equal weights by default = interpolation half-way
+        torch.testing.assert_close(average_weights(models[:2]).state_dict()[key],
+                                   interpolate_weights(models[0], models[1], 0.5).state_dict()[key])
+    with pytest.raises(OptionError, match="one weight per model"):
+        average_weights(models, [1, 2])
+    with pytest.raises(OptionError, match="non-negative"):
+        average_weights(models, [1, -1, 1])
+    with pytest.raises(OptionError, match="not all 0"):
+        average_weights(models, [0, 0, 0])
+    with pytest.raises(ModelFileError, match="not the same architecture"):
+        average_weights([models[0], create_model("extd64")])
+
+    paths = []
+    for i, model in enumerate(models):
+        paths.append(str(tmp_path / f"m{i}.pt"))
+        save_checkpoint(model, default_spec("extd32"), paths[-1])
+    cli = [sys.executable, "-m", "edgeface", "average", *paths]
+    done = subprocess.run([*cli, "--weights", "1", "1", "2", "-o", str(tmp_path / "soup.pt")], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    loaded, spec = load_checkpoint(tmp_path / "soup.pt")
+    assert spec.name == "extd32" and spec.model_version.endswith("-soup3")
+    torch.testing.assert_close(loaded.state_dict()["loc.0.weight"], soup["loc.0.weight"])
+    failed = subprocess.run([*cli, "--weights", "1", "-o", str(tmp_path / "bad.pt")], capture_output=True, text=True)
+    assert failed.returncode == 1 and "one weight per model" in failed.stderr and "Traceback" not in failed.stderr
+    assert not (tmp_path / "bad.pt").exists()

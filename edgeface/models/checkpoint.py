@@ -4,7 +4,8 @@ EXTD authors' released checkpoints."""
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -111,17 +112,33 @@ def convert_authors_checkpoint(src: str | os.PathLike, dst: str | os.PathLike,
     return spec
 
 
+def average_weights(models: Sequence[nn.Module], weights: Optional[Sequence[float]] = None) -> nn.Module:
+    """A copy of the last of `models` whose floating-point weights and buffers are their weighted mean (`weights`,
+    non-negative, normalised to sum 1; default: equal): a model soup of fine-tunes of one model (Wortsman et al.
+    2022). Integer buffers (BatchNorm's step counters) are the last model's. All must be the same architecture."""
+    import copy
+    import math
+
+    weights = [1.0] * len(models) if weights is None else [float(w) for w in weights]
+    if not models or len(weights) != len(models):
+        raise OptionError(f"need one weight per model: {len(models)} models, {len(weights)} weights")
+    if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
+        raise OptionError(f"weights must be non-negative, finite and not all 0, got {weights}")
+    states = [m.state_dict() for m in models]
+    last = states[-1]
+    if any(s.keys() != last.keys() or any(s[k].shape != last[k].shape for k in last) for s in states):
+        raise ModelFileError("the models are not the same architecture: their weights do not correspond")
+    total = sum(weights)
+    mixed = copy.deepcopy(models[-1])
+    mixed.load_state_dict({k: sum(s[k] * (w / total) for s, w in zip(states, weights)) if v.is_floating_point() else v
+                           for k, v in last.items()})
+    return mixed.eval()
+
+
 def interpolate_weights(start: nn.Module, end: nn.Module, alpha: float) -> nn.Module:
     """WiSE-FT: a copy of `end` whose floating-point weights and buffers are ``(1 - alpha) * start + alpha * end``
     (alpha 0: `start`, 1: `end`); integer buffers (BatchNorm's step counters) are `end`'s. Both must be the same
     architecture (for example a release and a fine-tune of it)."""
-    import copy
-
     if not 0.0 <= alpha <= 1.0:  # also false for NaN
         raise OptionError(f"alpha must be in [0, 1], got {alpha}")
-    a, b = start.state_dict(), end.state_dict()
-    if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
-        raise ModelFileError("the two models are not the same architecture: their weights do not correspond")
-    mixed = copy.deepcopy(end)
-    mixed.load_state_dict({k: torch.lerp(a[k], b[k], alpha) if b[k].is_floating_point() else b[k] for k in b})
-    return mixed.eval()
+    return average_weights([start, end], [1.0 - alpha, alpha])
