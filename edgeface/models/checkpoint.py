@@ -120,7 +120,9 @@ def average_weights(models: Sequence[nn.Module], weights: Optional[Sequence[floa
     import math
 
     weights = [1.0] * len(models) if weights is None else [float(w) for w in weights]
-    if not models or len(weights) != len(models):
+    if not models:
+        raise OptionError("need at least one model to average")
+    if len(weights) != len(models):
         raise OptionError(f"need one weight per model: {len(models)} models, {len(weights)} weights")
     if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
         raise OptionError(f"weights must be non-negative, finite and not all 0, got {weights}")
