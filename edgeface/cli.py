@@ -205,17 +205,25 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_weights_of_one_model(paths: list[str], purpose: str) -> list[tuple[Any, Any]]:
+    """``(model, spec)`` of each checkpoint at `paths`; an error naming each file's model when they differ."""
+    from .models.checkpoint import load_any_checkpoint
+
+    loaded = [load_any_checkpoint(path) for path in paths]
+    if len({spec.name for _, spec in loaded}) > 1:
+        held = ", ".join(f"{path} holds {spec.name}" for path, (_, spec) in zip(paths, loaded))
+        raise EdgefaceError(f"{held}: {purpose} needs weights of one model")
+    return loaded
+
+
 def cmd_average(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from .models.checkpoint import average_weights, load_any_checkpoint, save_checkpoint
+    from .models.checkpoint import average_weights, save_checkpoint
 
     if len(args.models) < 2:
         raise EdgefaceError("give at least two models to average")
-    loaded = [load_any_checkpoint(path) for path in args.models]
-    names = {spec.name for _, spec in loaded}
-    if len(names) > 1:
-        raise EdgefaceError(f"the models hold {', '.join(sorted(names))}: a soup needs weights of one model")
+    loaded = load_weights_of_one_model(args.models, "a soup")
     soup = average_weights([model for model, _ in loaded], args.weights)
     last_spec = loaded[-1][1]
     spec = replace(last_spec, model_version=args.model_version or f"{last_spec.model_version}-soup{len(loaded)}")
@@ -230,13 +238,9 @@ def cmd_average(args: argparse.Namespace) -> int:
 def cmd_interpolate(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from .models.checkpoint import interpolate_weights, load_any_checkpoint, save_checkpoint
+    from .models.checkpoint import interpolate_weights, save_checkpoint
 
-    start, start_spec = load_any_checkpoint(args.start)
-    end, end_spec = load_any_checkpoint(args.end)
-    if start_spec.name != end_spec.name:
-        raise EdgefaceError(f"{args.start} holds {start_spec.name} and {args.end} {end_spec.name}: interpolation "
-                            "needs two sets of weights of one model")
+    (start, _), (end, end_spec) = load_weights_of_one_model([args.start, args.end], "interpolation")
     version = args.model_version or f"{end_spec.model_version}-wise{args.alpha:g}"
     spec = replace(end_spec, model_version=version)
     save_checkpoint(interpolate_weights(start, end, args.alpha), spec, args.output,

@@ -32,10 +32,12 @@ class SmallFrames:
         import cv2
         import numpy as np
 
+        from ..core.letterbox import fit_within
+
         height, width = image.shape[:2]
-        scale = min(1.0, self.side / max(height, width))
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        found = self.detector(cv2.resize(image, size, interpolation=cv2.INTER_AREA) if scale < 1 else image)
+        size = fit_within(width, height, self.side)
+        small = image if size == (width, height) else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        found = self.detector(small)
         back = np.array([width / size[0], height / size[1]] * 2, np.float32)
         return Detections(found.boxes * back, found.scores)
 
