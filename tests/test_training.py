@@ -24,7 +24,14 @@ from edgeface.data.wider import read_wider_txt  # noqa: E402
 from edgeface.spec import AnchorSpec  # noqa: E402
 from edgeface.train.losses import distillation_loss, multibox_loss  # noqa: E402
 from edgeface.train.matching import build_targets, match_s3fd  # noqa: E402
-from edgeface.train.trainer import TrainConfig, Trainer, learning_rate, teacher_paths, training_set  # noqa: E402
+from edgeface.train.trainer import (  # noqa: E402
+    TrainConfig,
+    Trainer,
+    learning_rate,
+    teacher_paths,
+    training_objective,
+    training_set,
+)
 
 FACEMASK = SHARED / "data" / "facemask"
 
@@ -584,6 +591,35 @@ def test_images_without_labels_teach_only_through_their_teacher(tmp_path):
         training_set(tiny_config(tmp_path, train_data=[{**source, "labels": False}]), trainer.objective)
     with pytest.raises(OptionError, match="labels must be true or false"):
         training_set(tiny_config(tmp_path, train_data=[{**source, "labels": "no"}]), trainer.objective)
+
+
+def test_a_training_source_can_redraw_its_boxes_to_another_convention(tmp_path):
+    from edgeface.data.records import FaceRecord, redraw_boxes
+    from edgeface.errors import OptionError
+
+    record = FaceRecord("x.jpg", [[10, 20, 30, 60], [0, 0, 4, 2]], ignore=[False, True])
+    moved = redraw_boxes([record], dx=-0.25, dy=-0.1, width=0.5, height=1.5)[0]
+    # centre (20, 40) moves by (-0.25 * 20, -0.1 * 40); the size (20, 40) becomes (10, 60)
+    np.testing.assert_allclose(moved.boxes[0], [10, 6, 20, 66], atol=1e-5)
+    np.testing.assert_allclose(moved.boxes[1], [0, -0.7, 2, 2.3], atol=1e-5)
+    assert moved.ignore.tolist() == [False, True] and moved.image_path == "x.jpg"
+    assert record.boxes[0].tolist() == [10, 20, 30, 60]  # the original is left as it was
+    np.testing.assert_array_equal(redraw_boxes([record])[0].boxes, record.boxes)
+    for bad in ({"width": 0}, {"dy": float("nan")}, {"height": "tall"}, {"dx": True}):
+        with pytest.raises(ValueError, match="redraw_boxes"):
+            redraw_boxes([record], **bad)
+
+    source = {"format": "facemask", "root": str(need(FACEMASK)), "split": "train"}
+    redraw = {"dy": -0.085, "height": 1.12}
+    cfg = tiny_config(tmp_path, train_data=[source, {**source, "redraw_boxes": redraw}])
+    images = training_set(cfg, training_objective(cfg))
+    n = len(images) // 2
+    want = redraw_boxes(images.records[:n], **redraw)
+    assert all(np.array_equal(got.boxes, w.boxes) for got, w in zip(images.records[n:], want))
+    assert not np.array_equal(images.records[0].boxes, images.records[n].boxes)
+    for bad in ({"dz": 1}, [0.1], {"width": -1}):
+        with pytest.raises(OptionError, match="redraw_boxes"):
+            training_set(tiny_config(tmp_path, train_data=[{**source, "redraw_boxes": bad}]), images.objective)
 
 
 def test_a_teacher_whose_outputs_do_not_correspond_is_a_clear_error(tmp_path):

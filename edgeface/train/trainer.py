@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 
 from ..backends.torch_backend import TorchBackend, avoid_mmap_churn
 from ..data.augment import AugmentConfig
+from ..data.records import redraw_boxes
 from ..data.sources import load_records
 from ..errors import EdgefaceError, OptionError
 from ..eval.validation import ValidationSet, headline, validation_set
@@ -74,7 +75,8 @@ class TrainConfig:
     # a teacher (checkpoint or authors' .pth, same anchors) to distil from on the training images (LwF); a
     # train_data entry with `distill: false` is not distilled (images whose teacher outputs training should change),
     # one with its own `distill_from` is distilled from that teacher instead (one teacher per kind of image), and
-    # one with `labels: false` teaches only through its teacher (its boxes are not learned)
+    # one with `labels: false` teaches only through its teacher (its boxes are not learned); an entry's
+    # `redraw_boxes: {dx, dy, width, height}` redraws its labels to another dataset's convention (redraw_boxes)
     distill_from: Optional[str] = None
     distill_weight: float = 1.0  # the distillation terms' weight against the ground-truth terms
 
@@ -177,6 +179,7 @@ def training_set(cfg: TrainConfig, objective: Objective) -> FaceTrainingSet:
         source = dict(source)
         distill, labels = source.pop("distill", True), source.pop("labels", True)
         own = source.pop("distill_from", None)
+        redraw = source.pop("redraw_boxes", None)
         for key, value in (("distill", distill), ("labels", labels)):
             if not isinstance(value, bool):
                 raise OptionError(f"train_data {key} must be true or false, got {value!r}")
@@ -185,6 +188,13 @@ def training_set(cfg: TrainConfig, objective: Objective) -> FaceTrainingSet:
             raise OptionError(f"train_data entry {source} has labels: false and no teacher: its images would "
                               "teach nothing (give distill_from)")
         source_records = load_records(source)
+        if redraw is not None:
+            if not isinstance(redraw, dict) or set(redraw) - {"dx", "dy", "width", "height"}:
+                raise OptionError(f"train_data redraw_boxes takes a mapping of dx, dy, width, height; got {redraw!r}")
+            try:
+                source_records = redraw_boxes(source_records, **redraw)
+            except ValueError as exc:
+                raise OptionError(str(exc)) from None
         records += source_records
         teachers += [paths.index(teacher) if teacher else -1] * len(source_records)
         labelled += [labels] * len(source_records)
