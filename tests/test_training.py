@@ -622,6 +622,22 @@ def test_a_training_source_can_redraw_its_boxes_to_another_convention(tmp_path):
             training_set(tiny_config(tmp_path, train_data=[{**source, "redraw_boxes": bad}]), images.objective)
 
 
+def test_frozen_parts_keep_their_weights_and_statistics(tmp_path):
+    from edgeface.errors import OptionError
+
+    cfg = tiny_config(tmp_path, steps=2, freeze=["base"])  # BatchNorm not frozen: only `freeze` keeps base's
+    trainer = Trainer(cfg)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.fit(progress=False)
+    after = trainer.model.state_dict()
+    frozen = [k for k in before if k.startswith("base.")]
+    assert any("running_mean" in k for k in frozen)
+    assert all(torch.equal(before[k], after[k]) for k in frozen)
+    assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith(("loc.", "conf.")))
+    with pytest.raises(OptionError, match="has no part 'backbone'; its parts are base, upfeat"):
+        Trainer(tiny_config(tmp_path, freeze=["backbone"]))
+
+
 def test_a_teacher_whose_outputs_do_not_correspond_is_a_clear_error(tmp_path):
     from edgeface.errors import OptionError
     from edgeface.models.checkpoint import save_checkpoint

@@ -72,6 +72,9 @@ class TrainConfig:
     init: Optional[str] = None  # weights to start from: an edgeface checkpoint or an EXTD authors' .pth
     backbone_weights: Optional[str] = None  # torchvision ImageNet weights for SRN/HR/SHF, e.g. "VGG16_Weights.DEFAULT"
     freeze_bn: bool = False  # keep BatchNorm statistics and affine parameters fixed (fine-tuning small batches)
+    # parts of the model not trained, by parameter-name prefix (e.g. [base] for EXTD's backbone, [base, upfeat] to
+    # train only its heads): their weights and BatchNorm statistics stay as `init` left them
+    freeze: list[str] = field(default_factory=list)
     # a teacher (checkpoint or authors' .pth, same anchors) to distil from on the training images (LwF); a
     # train_data entry with `distill: false` is not distilled (images whose teacher outputs training should change),
     # one with its own `distill_from` is distilled from that teacher instead (one teacher per kind of image), and
@@ -236,6 +239,8 @@ class Trainer:
             for module in self.model.modules():
                 if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                     module.requires_grad_(False)
+        for module in self.frozen_modules():
+            module.requires_grad_(False)
         self.net = (torch.nn.parallel.DistributedDataParallel(self.model, device_ids=None if self.device.type == "cpu"
                                                               else [self.device.index])
                     if self.distributed else self.model)
@@ -320,13 +325,24 @@ class Trainer:
             self.miner.load_state_dict(payload["miner"])
         return True
 
+    def frozen_modules(self) -> list[torch.nn.Module]:
+        """The modules that the recipe's ``freeze`` prefixes name (each prefix must name one)."""
+        named = dict(self.model.named_modules())
+        for prefix in self.cfg.freeze:
+            if prefix not in named or not prefix:
+                top = ", ".join(name for name, _ in self.model.named_children())
+                raise OptionError(f"freeze: {self.cfg.model} has no part {prefix!r}; its parts are {top}")
+        return [named[prefix] for prefix in self.cfg.freeze]
+
     def train_mode(self) -> None:
-        """Training mode, with frozen BatchNorm layers kept in eval mode."""
+        """Training mode, with frozen BatchNorm layers (``freeze_bn``, ``freeze``) kept in eval mode."""
         self.model.train()
         if self.cfg.freeze_bn:
             for module in self.model.modules():
                 if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                     module.eval()
+        for module in self.frozen_modules():
+            module.eval()
 
     # -- validation -------------------------------------------------------------------------------
     def validate(self, sets: list[ValidationSet]) -> Optional[dict[str, float]]:
