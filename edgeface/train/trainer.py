@@ -72,8 +72,8 @@ class TrainConfig:
     init: Optional[str] = None  # weights to start from: an edgeface checkpoint or an EXTD authors' .pth
     backbone_weights: Optional[str] = None  # torchvision ImageNet weights for SRN/HR/SHF, e.g. "VGG16_Weights.DEFAULT"
     freeze_bn: bool = False  # keep BatchNorm statistics and affine parameters fixed (fine-tuning small batches)
-    # parts of the model not trained, by parameter-name prefix (e.g. [base] for EXTD's backbone, [base, upfeat] to
-    # train only its heads): their weights and BatchNorm statistics stay as `init` left them
+    # parts of the model not trained, by module name (e.g. [base] for EXTD's backbone, [base, upfeat] to train only
+    # its heads, base.0 for one layer): their weights and BatchNorm statistics stay as `init` left them
     freeze: list[str] = field(default_factory=list)
     # a teacher (checkpoint or authors' .pth, same anchors) to distil from on the training images (LwF); a
     # train_data entry with `distill: false` is not distilled (images whose teacher outputs training should change),
@@ -326,13 +326,13 @@ class Trainer:
         return True
 
     def frozen_modules(self) -> list[torch.nn.Module]:
-        """The modules that the recipe's ``freeze`` prefixes name (each prefix must name one)."""
+        """The modules that the recipe's ``freeze`` names (each must name one of the model's modules)."""
         named = dict(self.model.named_modules())
-        for prefix in self.cfg.freeze:
-            if prefix not in named or not prefix:
-                top = ", ".join(name for name, _ in self.model.named_children())
-                raise OptionError(f"freeze: {self.cfg.model} has no part {prefix!r}; its parts are {top}")
-        return [named[prefix] for prefix in self.cfg.freeze]
+        for name in self.cfg.freeze:
+            if not name or name not in named:
+                top = ", ".join(child for child, _ in self.model.named_children())
+                raise OptionError(f"freeze: {self.cfg.model} has no part {name!r}; its parts are {top}")
+        return [named[name] for name in self.cfg.freeze]
 
     def train_mode(self) -> None:
         """Training mode, with frozen BatchNorm layers (``freeze_bn``, ``freeze``) kept in eval mode."""
