@@ -84,6 +84,9 @@ def test_bad_frames_get_clear_errors(extd64_onnx, tmp_path):
     assert len(detector.detect_batch([])) == 0
     with pytest.raises(ImageError, match="no such image"):
         edgeface.read_image(tmp_path / "missing.jpg")
+    (tmp_path / "folder.jpg").mkdir()
+    with pytest.raises(ImageError, match="folder.jpg is a folder, not an image file"):
+        edgeface.read_image(tmp_path / "folder.jpg")
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(b"\xff\xd8 not really a jpeg")
     with pytest.raises(ImageError, match="cannot decode"):

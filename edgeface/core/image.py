@@ -40,6 +40,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     with an :class:`~edgeface.errors.ImageWarning`, so callers can flag results that may miss faces.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ImageError(f"{path} is a folder, not an image file")
     if not os.path.isfile(path):
         raise ImageError(f"no such image file: {path}")
     image = cv2.imread(path, cv2.IMREAD_COLOR)  # (imdecode rejects what imread decodes of a truncated JPEG)
