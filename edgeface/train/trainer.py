@@ -235,11 +235,8 @@ class Trainer:
             from ..models.backbones import load_imagenet
 
             load_imagenet(self.model.backbone, cfg.backbone_weights)
-        if cfg.freeze_bn:
-            for module in self.model.modules():
-                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                    module.requires_grad_(False)
-        for module in self.frozen_modules():
+        self.fixed = self.fixed_modules()
+        for module in self.fixed:
             module.requires_grad_(False)
         self.net = (torch.nn.parallel.DistributedDataParallel(self.model, device_ids=None if self.device.type == "cpu"
                                                               else [self.device.index])
@@ -325,23 +322,21 @@ class Trainer:
             self.miner.load_state_dict(payload["miner"])
         return True
 
-    def frozen_modules(self) -> list[torch.nn.Module]:
-        """The modules that the recipe's ``freeze`` names (each must name one of the model's modules)."""
+    def fixed_modules(self) -> list[torch.nn.Module]:
+        """The modules training leaves as they are: every BatchNorm layer with ``freeze_bn``, and the parts the
+        recipe's ``freeze`` names (each must name one of the model's modules)."""
         named = dict(self.model.named_modules())
         for name in self.cfg.freeze:
             if not name or name not in named:
                 top = ", ".join(child for child, _ in self.model.named_children())
                 raise OptionError(f"freeze: {self.cfg.model} has no part {name!r}; its parts are {top}")
-        return [named[name] for name in self.cfg.freeze]
+        batch_norms = [m for m in self.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        return (batch_norms if self.cfg.freeze_bn else []) + [named[name] for name in self.cfg.freeze]
 
     def train_mode(self) -> None:
-        """Training mode, with frozen BatchNorm layers (``freeze_bn``, ``freeze``) kept in eval mode."""
+        """Training mode, with the fixed modules (``freeze_bn``, ``freeze``) kept in eval mode."""
         self.model.train()
-        if self.cfg.freeze_bn:
-            for module in self.model.modules():
-                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                    module.eval()
-        for module in self.frozen_modules():
+        for module in self.fixed:
             module.eval()
 
     # -- validation -------------------------------------------------------------------------------
