@@ -6,6 +6,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..errors import OptionError
+
 
 @dataclass
 class FaceRecord:
@@ -38,9 +40,9 @@ def redraw_boxes(records: list[FaceRecord], dx: float = 0.0, dy: float = 0.0, wi
     """
     for name, value in (("dx", dx), ("dy", dy), ("width", width), ("height", height)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-            raise ValueError(f"redraw_boxes {name} must be a number, got {value!r}")
+            raise OptionError(f"redraw_boxes {name} must be a number, got {value!r}")
     if width <= 0 or height <= 0:
-        raise ValueError(f"redraw_boxes width and height must be > 0, got {width} and {height}")
+        raise OptionError(f"redraw_boxes width and height must be > 0, got {width} and {height}")
     out = []
     for record in records:
         size = record.boxes[:, 2:] - record.boxes[:, :2]

@@ -194,10 +194,7 @@ def training_set(cfg: TrainConfig, objective: Objective) -> FaceTrainingSet:
         if redraw is not None:
             if not isinstance(redraw, dict) or set(redraw) - {"dx", "dy", "width", "height"}:
                 raise OptionError(f"train_data redraw_boxes takes a mapping of dx, dy, width, height; got {redraw!r}")
-            try:
-                source_records = redraw_boxes(source_records, **redraw)
-            except ValueError as exc:
-                raise OptionError(str(exc)) from None
+            source_records = redraw_boxes(source_records, **redraw)
         records += source_records
         teachers += [paths.index(teacher) if teacher else -1] * len(source_records)
         labelled += [labels] * len(source_records)
