@@ -3,9 +3,10 @@ photos; ``postprocess`` each test-time strategy with a network that fires on eve
 training targets per face size of each model family; ``int8`` the shipped model quantised for CPUs;
 ``data-loading`` the training data pipeline, stage by stage and per DataLoader worker count.
 ``heavy-training`` trains SHF, HR and SRN on a GPU in one call (see its --help); ``wise-ft`` scores
-interpolations between a release and its fine-tune on both validations (needs --end). ``gpu`` measures the GPU
-pipeline (skipped without a CUDA GPU); ``gpu-suite`` runs every GPU test and then the GPU benchmarks, in one
-call."""
+interpolations between a release and its fine-tune on both validations (needs --end); ``wider-recall`` which
+WIDER FACE val faces each model finds, by size, blur, occlusion, pose and event (needs --models). ``gpu``
+measures the GPU pipeline (skipped without a CUDA GPU); ``gpu-suite`` runs every GPU test and then the GPU
+benchmarks, in one call."""
 
 from __future__ import annotations
 
@@ -23,13 +24,15 @@ from . import (
     positives,
     postprocess,
     speed_grid,
+    wider_recall,
     wise_ft,
 )
 
 TABLES = {"size": model_size.main, "latency": latency.main, "speed": speed_grid.main, "accuracy": accuracy.main,
           "big-photos": big_photos.main, "postprocess": postprocess.main, "positives": positives.main,
           "int8": int8_cpu.main, "data-loading": data_loading.main, "gpu": gpu.main}
-EXTRA = {"gpu-suite": gpu.suite, "heavy-training": heavy_training.main, "wise-ft": wise_ft.main}
+EXTRA = {"gpu-suite": gpu.suite, "heavy-training": heavy_training.main, "wise-ft": wise_ft.main,
+         "wider-recall": wider_recall.main}
 
 
 def main(argv: list[str]) -> None:

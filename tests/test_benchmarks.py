@@ -42,7 +42,7 @@ def test_entry_point_help():
     result = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0
     assert ("{size,latency,speed,accuracy,big-photos,postprocess,positives,int8,data-loading,gpu,gpu-suite,"
-            "heavy-training,wise-ft,all}") in result.stdout
+            "heavy-training,wise-ft,wider-recall,all}") in result.stdout
 
 
 def test_data_loading_times_each_stage_and_the_trainers_loader(tmp_path):
@@ -180,19 +180,26 @@ def small_shared(tmp_path: Path, face_images: int, wider_images: int) -> Path:
     return root
 
 
-def test_wise_ft_scores_the_line_from_release_to_fine_tune_on_both_validations(tmp_path):
-    """alpha 0 is the release itself and alpha 1 the fine-tune: scored in the same run, on both kinds of set."""
+def release_and_lost(tmp_path: Path) -> tuple[Path, Path]:
+    """The authors' EXTD-32 and, saved as ``lost.pt``, a "fine-tune" of it that lost every face (background
+    logits +50, face logits -50)."""
     import torch
 
     from edgeface.models.checkpoint import load_authors_checkpoint, save_checkpoint
 
     release = need(SHARED / "weights" / "extd_official" / "EXTD_32.pth")
     model, spec = load_authors_checkpoint(release)
-    with torch.no_grad():  # a "fine-tune" that lost every face: background logits +50, face logits -50
+    with torch.no_grad():
         for conf in model.conf:
             conf.bias.fill_(50.0)
             conf.bias[-1] = -50.0
     save_checkpoint(model, spec, tmp_path / "lost.pt")
+    return release, tmp_path / "lost.pt"
+
+
+def test_wise_ft_scores_the_line_from_release_to_fine_tune_on_both_validations(tmp_path):
+    """alpha 0 is the release itself and alpha 1 the fine-tune: scored in the same run, on both kinds of set."""
+    release, _ = release_and_lost(tmp_path)
     shared = small_shared(tmp_path, face_images=3, wider_images=2)
     env = {**os.environ, "EDGEFACE_RESULTS_DIR": str(tmp_path), "EDGEFACE_SHARED": str(shared)}
     result = subprocess.run([sys.executable, "-m", "benchmarks", "wise-ft", "--start", str(release), "--end",
@@ -206,6 +213,26 @@ def test_wise_ft_scores_the_line_from_release_to_fine_tune_on_both_validations(t
     assert first["alpha"] == 0 and first["face_val_ap50"] > 0.3 and max(first[m] for m in metrics[1:]) > 0
     assert last["alpha"] == 1 and all(last[m] == 0 for m in metrics)
     assert (tmp_path / "wise_ft.png").exists()
+
+
+def test_wider_recall_splits_found_faces_by_wider_labels_against_the_first_model(tmp_path):
+    from edgeface.models.checkpoint import load_authors_checkpoint, save_checkpoint
+
+    release, lost = release_and_lost(tmp_path)
+    save_checkpoint(*load_authors_checkpoint(release), tmp_path / "release.pt")
+    shared = small_shared(tmp_path, face_images=0, wider_images=3)
+    env = {**os.environ, "EDGEFACE_RESULTS_DIR": str(tmp_path), "EDGEFACE_SHARED": str(shared)}
+    result = subprocess.run([sys.executable, "-m", "benchmarks", "wider-recall", "--models",
+                             str(tmp_path / "release.pt"), str(lost), "--max-side", "320", "--min-event-faces", "1"],
+                            capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    payload = json.loads((tmp_path / "wider_recall.json").read_text())
+    assert payload["images"] == 3 and payload["ap"]["lost"] == {"easy": 0.0, "medium": 0.0, "hard": 0.0}
+    found = payload["found"]
+    assert found["all faces"]["release"] > 0 and all(group["lost"] == 0 for group in found.values())
+    assert sum(found[f"blur {b}"]["faces"] for b in ("clear", "normal", "heavy")) == found["all faces"]["faces"]
+    assert any(group.startswith("event ") for group in found)
+    assert "(-" in (tmp_path / "wider_recall.md").read_text()  # the lost model's differences from the first
 
 
 def test_accuracy_summary_has_a_line_per_model_and_a_column_per_set_and_mode():

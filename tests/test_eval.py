@@ -138,12 +138,26 @@ def test_wider_protocol_hand_computed():
     assert result.recall["easy"][-1] == 1.0 and result.precision["easy"][-1] == pytest.approx(2 / 3)
 
 
+def test_best_match_scores_give_each_face_its_best_overlapping_detection():
+    from edgeface.eval.wider import WiderImage, best_match_scores
+
+    keep = {s: np.array([0, 1, 2]) for s in ("easy", "medium", "hard")}
+    image = WiderImage("0--Parade", "a", np.array([[0, 0, 10, 10], [20, 20, 10, 10], [40, 40, 10, 10]], float), keep)
+    # face 0: two hits, 0.4 and 0.9 (IoU 0.83); face 1: one detection shifted 4 px (IoU 0.47); face 2: none
+    pred = {"0--Parade/a": np.array([[0, 0, 10, 10, 0.4], [1, 0, 10, 10, 0.9], [24, 20, 10, 10, 0.8]])}
+    assert best_match_scores(pred, image).tolist() == [0.9, 0.0, 0.0]
+    assert best_match_scores(pred, image, iou_threshold=0.3).tolist() == [0.9, 0.8, 0.0]
+    assert best_match_scores({}, image).tolist() == [0.0, 0.0, 0.0]
+
+
 def test_wider_ground_truth_as_detections_scores_one_through_the_submission_layout(tmp_path):
     pytest.importorskip("scipy")
-    from edgeface.eval.wider import evaluate_wider, load_ground_truth, read_submission, write_submission
+    from edgeface.eval.wider import ATTRIBUTES, evaluate_wider, load_ground_truth, read_submission, write_submission
 
     gt = load_ground_truth(need(SHARED / "data/widerface/eval_tools/ground_truth"))
     assert len(gt) == 3226 and sum(len(g.keep["hard"]) for g in gt) == 31958
+    assert all(len(g.attributes[a]) == len(g.boxes) for g in gt for a in ATTRIBUTES)  # one label per face
+    assert {int(v) for g in gt for v in g.attributes["blur"]} == {0, 1, 2}
     rng = np.random.default_rng(0)
     subset = gt[::10]
     found = {}

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -28,6 +28,10 @@ from .voc import interpolated_ap, iou_matrix
 
 SETTINGS = ("easy", "medium", "hard")
 THRESHOLDS = 1000
+# WIDER FACE's per-face labels (``<name>_label_list`` in the .mat): blur 0 clear / 1 normal / 2 heavy, expression
+# 0 typical / 1 exaggerated, illumination 0 normal / 1 extreme, occlusion 0 none / 1 partial / 2 heavy, pose
+# 0 typical / 1 atypical, invalid 0 / 1
+ATTRIBUTES = ("blur", "expression", "illumination", "occlusion", "pose", "invalid")
 
 
 @dataclass
@@ -36,6 +40,7 @@ class WiderImage:
     name: str  # file stem, e.g. "0_Parade_marchingband_1_465"
     boxes: np.ndarray  # (M, 4) x y w h
     keep: dict[str, np.ndarray]  # setting -> 0-based indices of the faces that count
+    attributes: dict[str, np.ndarray] = field(default_factory=dict)  # ATTRIBUTES name -> (M,) label per face
 
 
 def load_ground_truth(gt_dir: str | os.PathLike, images_root: str | os.PathLike | None = None) -> list[WiderImage]:
@@ -54,7 +59,9 @@ def load_ground_truth(gt_dir: str | os.PathLike, images_root: str | os.PathLike 
         for i, file in enumerate(full["file_list"][e, 0][:, 0]):
             boxes = np.asarray(full["face_bbx_list"][e, 0][i, 0], np.float64).reshape(-1, 4)
             keep = {s: np.asarray(keeps[s][e, 0][i, 0], np.int64).reshape(-1) - 1 for s in SETTINGS}
-            images.append(WiderImage(event_name, str(file[0]), boxes, keep))
+            attributes = {a: np.asarray(full[f"{a}_label_list"][e, 0][i, 0], np.int64).reshape(-1)
+                          for a in ATTRIBUTES if f"{a}_label_list" in full}
+            images.append(WiderImage(event_name, str(file[0]), boxes, keep, attributes))
     if images_root is not None:
         images = [g for g in images if (Path(images_root) / g.event / f"{g.name}.jpg").exists()]
         if not images:
@@ -106,11 +113,14 @@ def read_submission(folder: str | os.PathLike) -> dict[str, np.ndarray]:
     return predictions
 
 
+def _xyxy(boxes: np.ndarray) -> np.ndarray:
+    return np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:4]], axis=1)
+
+
 def _image_pr(pred: np.ndarray, gt: np.ndarray, counted: np.ndarray, iou_threshold: float) -> np.ndarray:
     """``(THRESHOLDS, 2)``: kept proposals and recalled faces of one image at each threshold."""
     pred = pred[np.argsort(-pred[:, 4], kind="stable")]
-    xyxy = lambda b: np.concatenate([b[:, :2], b[:, :2] + b[:, 2:4]], axis=1)  # noqa: E731
-    overlaps = iou_matrix(xyxy(pred), xyxy(gt), inclusive=True)
+    overlaps = iou_matrix(_xyxy(pred), _xyxy(gt), inclusive=True)
     recalled = np.zeros(len(gt))  # 1 found, -1 found but not counted
     proposal = np.ones(len(pred))
     pred_recall = np.zeros(len(pred))
@@ -160,3 +170,16 @@ def evaluate_wider(predictions: Mapping[str, np.ndarray], ground_truth: list[Wid
         result.ap[setting] = interpolated_ap(recall, precision)
         result.precision[setting], result.recall[setting] = precision, recall
     return result
+
+
+def best_match_scores(predictions: Mapping[str, np.ndarray], image: WiderImage,
+                      iou_threshold: float = 0.5) -> np.ndarray:
+    """``(M,)``: for each face of `image`, the highest raw score among the detections that overlap it at
+    `iou_threshold` or more (pixel-inclusive IoU), 0 where none does. A face counts as found at score t when
+    this is >= t, whatever else the detection overlaps: a per-face view of recall, for finding which faces
+    one model misses and another finds (the AP protocol above assigns each detection to one face only)."""
+    pred = predictions.get(f"{image.event}/{image.name}", np.zeros((0, 5)))
+    if not len(pred) or not len(image.boxes):
+        return np.zeros(len(image.boxes))
+    overlaps = iou_matrix(_xyxy(pred), _xyxy(image.boxes), inclusive=True)
+    return np.where(overlaps >= iou_threshold, pred[:, 4:5], 0.0).max(axis=0)

@@ -1,0 +1,110 @@
+"""Which WIDER FACE val faces each model finds, by the faces' own labels.
+
+For each model: the official easy / medium / hard AP, then the share of one setting's faces (hard by default:
+every face that counts) it finds, meaning some detection overlaps the face at IoU >= 0.5 with a score of at least
+--min-score, split by face height, by each of WIDER FACE's per-face labels (blur, occlusion, pose, illumination,
+expression) and by event. Every model after the first is shown with its difference from the first (the
+baseline, run in the same call). Where two models' APs differ, this says which faces make the difference: what a
+fine-tune forgot, not only how much. Models run through edgeface as ``Detector`` runs them (score threshold 0.05),
+at the images' own size unless --max-side is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from .machine import SHARED, describe_machine, markdown_table, write_results
+
+HEIGHTS = ((0, 16), (16, 32), (32, 64), (64, 128), (128, 100_000))
+LABELS = {"blur": ("clear", "normal", "heavy"), "occlusion": ("none", "partial", "heavy"),
+          "pose": ("typical", "atypical"), "illumination": ("normal", "extreme"),
+          "expression": ("typical", "exaggerated")}
+
+
+def face_table(ground_truth: list, setting: str) -> dict[str, np.ndarray]:
+    """One entry per counted face of `setting`: its image's event, height and WIDER labels."""
+    columns: dict[str, list] = {"event": [], "height": [], **{label: [] for label in LABELS}}
+    for image in ground_truth:
+        keep = image.keep[setting]
+        columns["event"] += [image.event] * len(keep)
+        columns["height"] += image.boxes[keep, 3].tolist()
+        for label in LABELS:
+            columns[label] += image.attributes[label][keep].tolist()
+    return {name: np.asarray(values) for name, values in columns.items()}
+
+
+def face_groups(faces: dict[str, np.ndarray], min_event_faces: int) -> list[tuple[str, np.ndarray]]:
+    """``(name, mask)`` of every group reported: all faces, each height band, each label value, each event
+    with at least `min_event_faces` faces."""
+    groups = [("all faces", np.ones(len(faces["height"]), bool))]
+    groups += [(f"height {low}-{high} px" if high < 100_000 else f"height >= {low} px",
+                (faces["height"] >= low) & (faces["height"] < high)) for low, high in HEIGHTS]
+    groups += [(f"{label} {name}", faces[label] == value)
+               for label, names in LABELS.items() for value, name in enumerate(names)]
+    events, counts = np.unique(faces["event"], return_counts=True)
+    groups += [(f"event {event}", faces["event"] == event) for event, n in zip(events, counts) if n >= min_event_faces]
+    return groups
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", required=True,
+                        help="model files (.onnx, checkpoints, short names like 'default'); the first is the baseline")
+    parser.add_argument("--setting", choices=("easy", "medium", "hard"), default="hard",
+                        help="whose faces are counted (default: %(default)s, every face the protocol counts)")
+    parser.add_argument("--min-score", type=float, default=0.5,
+                        help="a face is found by a detection scoring at least this (default: %(default)s)")
+    parser.add_argument("--max-side", type=int, help="downscale the images to this longest side (default: own size)")
+    parser.add_argument("--min-event-faces", type=int, default=20,
+                        help="list the events with at least this many counted faces (default: %(default)s)")
+    parser.add_argument("--name", default="wider_recall", help="results file stem (default: %(default)s)")
+    args = parser.parse_args(argv)
+    from edgeface.eval.validation import validation_set
+    from edgeface.eval.wider import as_predictions, best_match_scores, detect_wider, evaluate_wider
+
+    root = SHARED / "data" / "widerface"
+    if not (root / "WIDER_val" / "images").exists():
+        print(f"skipped: {root / 'WIDER_val' / 'images'} not found (the shared data folder is not beside the checkout)")
+        return
+    vset = validation_set({"format": "wider", "root": str(root), "split": "val",
+                           **({"max_side": args.max_side} if args.max_side else {})})
+    ground_truth = vset.wider_ground_truth
+    faces = face_table(ground_truth, args.setting)
+    groups = face_groups(faces, args.min_event_faces)
+    names = [Path(m).stem for m in args.models]
+    aps, found = {}, {}
+    for name, model in zip(names, args.models):
+        predictions = as_predictions(detect_wider(vset.detector(model), ground_truth, root / "WIDER_val" / "images"))
+        aps[name] = evaluate_wider(predictions, ground_truth).ap
+        scores = np.concatenate([best_match_scores(predictions, image)[image.keep[args.setting]]
+                                 for image in ground_truth] + [np.zeros(0)])
+        found[name] = scores >= args.min_score
+        print(f"{name}: AP " + " / ".join(f"{aps[name][s]:.4f}" for s in ("easy", "medium", "hard"))
+              + f", finds {found[name].mean():.4f} of the {args.setting} faces", flush=True)
+
+    def cell(name: str, mask: np.ndarray) -> str:
+        share = found[name][mask].mean()
+        if name == names[0]:
+            return f"{share:.3f}"
+        return f"{share:.3f} ({share - found[names[0]][mask].mean():+.3f})"
+
+    ap_table = markdown_table(["model", "easy AP", "medium AP", "hard AP"],
+                              [[n, *(f"{aps[n][s]:.3f}" for s in ("easy", "medium", "hard"))] for n in names])
+    recall_table = markdown_table(["faces", "count", *names],
+                                  [[group, int(mask.sum()), *(cell(n, mask) for n in names)]
+                                   for group, mask in groups if mask.any()])
+    table = (f"{ap_table}\n\nShare of the {args.setting} setting's faces found (IoU >= 0.5, score >= "
+             f"{args.min_score:g}; in brackets: the difference from {names[0]}):\n\n{recall_table}")
+    print(table)
+    payload = {"machine": describe_machine(), "models": args.models, "setting": args.setting,
+               "min_score": args.min_score, "max_side": args.max_side, "images": len(ground_truth), "ap": aps,
+               "found": {group: {"faces": int(mask.sum()), **{n: float(found[n][mask].mean()) for n in names}}
+                         for group, mask in groups if mask.any()}}
+    print(f"\nwritten: {write_results(args.name, payload, table)}")
+
+
+if __name__ == "__main__":
+    main()
