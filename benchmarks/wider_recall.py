@@ -28,6 +28,10 @@ def face_table(ground_truth: list, setting: str) -> dict[str, np.ndarray]:
     """One entry per counted face of `setting`: its image's event, height and WIDER labels."""
     columns: dict[str, list] = {"event": [], "height": [], **{label: [] for label in LABELS}}
     for image in ground_truth:
+        missing = [label for label in LABELS if label not in image.attributes]
+        if missing:
+            raise ValueError(f"WIDER ground truth of {image.event}/{image.name} has no {', '.join(missing)} labels "
+                             "(the official wider_face_val.mat has them)")
         keep = image.keep[setting]
         columns["event"] += [image.event] * len(keep)
         columns["height"] += image.boxes[keep, 3].tolist()

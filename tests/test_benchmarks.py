@@ -235,6 +235,17 @@ def test_wider_recall_splits_found_faces_by_wider_labels_against_the_first_model
     assert "(-" in (tmp_path / "wider_recall.md").read_text()  # the lost model's differences from the first
 
 
+def test_wider_recall_names_missing_face_labels():
+    import numpy as np
+
+    from benchmarks.wider_recall import face_table
+    from edgeface.eval.wider import WiderImage
+
+    image = WiderImage("0--Parade", "a", np.zeros((1, 4)), {"hard": np.array([0])}, {"blur": np.array([0])})
+    with pytest.raises(ValueError, match="0--Parade/a has no occlusion, pose, illumination, expression labels"):
+        face_table([image], "hard")
+
+
 def test_accuracy_summary_has_a_line_per_model_and_a_column_per_set_and_mode():
     from benchmarks.accuracy import summary_table
 
