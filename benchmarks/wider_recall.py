@@ -16,12 +16,20 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeface.eval.wider import (
+    ATTRIBUTES,
+    SETTINGS,
+    as_predictions,
+    best_match_scores,
+    detect_wider,
+    evaluate_wider,
+)
+
 from .machine import SHARED, describe_machine, markdown_table, write_results
 
 HEIGHTS = ((0, 16), (16, 32), (32, 64), (64, 128), (128, 100_000))
-LABELS = {"blur": ("clear", "normal", "heavy"), "occlusion": ("none", "partial", "heavy"),
-          "pose": ("typical", "atypical"), "illumination": ("normal", "extreme"),
-          "expression": ("typical", "exaggerated")}
+# the labels reported, most telling first (invalid faces never count)
+LABELS = {name: ATTRIBUTES[name] for name in ("blur", "occlusion", "pose", "illumination", "expression")}
 
 
 def face_table(ground_truth: list, setting: str) -> dict[str, np.ndarray]:
@@ -41,8 +49,8 @@ def face_table(ground_truth: list, setting: str) -> dict[str, np.ndarray]:
 
 
 def face_groups(faces: dict[str, np.ndarray], min_event_faces: int) -> list[tuple[str, np.ndarray]]:
-    """``(name, mask)`` of every group reported: all faces, each height band, each label value, each event
-    with at least `min_event_faces` faces."""
+    """``(name, mask)`` of every group reported that has a face: all faces, each height band, each label value,
+    each event with at least `min_event_faces` faces."""
     groups = [("all faces", np.ones(len(faces["height"]), bool))]
     groups += [(f"height {low}-{high} px" if high < 100_000 else f"height >= {low} px",
                 (faces["height"] >= low) & (faces["height"] < high)) for low, high in HEIGHTS]
@@ -50,14 +58,14 @@ def face_groups(faces: dict[str, np.ndarray], min_event_faces: int) -> list[tupl
                for label, names in LABELS.items() for value, name in enumerate(names)]
     events, counts = np.unique(faces["event"], return_counts=True)
     groups += [(f"event {event}", faces["event"] == event) for event, n in zip(events, counts) if n >= min_event_faces]
-    return groups
+    return [(name, mask) for name, mask in groups if mask.any()]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", required=True,
                         help="model files (.onnx, checkpoints, short names like 'default'); the first is the baseline")
-    parser.add_argument("--setting", choices=("easy", "medium", "hard"), default="hard",
+    parser.add_argument("--setting", choices=SETTINGS, default="hard",
                         help="whose faces are counted (default: %(default)s, every face the protocol counts)")
     parser.add_argument("--min-score", type=float, default=0.5,
                         help="a face is found by a detection scoring at least this (default: %(default)s)")
@@ -67,7 +75,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default="wider_recall", help="results file stem (default: %(default)s)")
     args = parser.parse_args(argv)
     from edgeface.eval.validation import validation_set
-    from edgeface.eval.wider import as_predictions, best_match_scores, detect_wider, evaluate_wider
 
     root = SHARED / "data" / "widerface"
     if not (root / "WIDER_val" / "images").exists():
@@ -86,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
         scores = np.concatenate([best_match_scores(predictions, image)[image.keep[args.setting]]
                                  for image in ground_truth] + [np.zeros(0)])
         found[name] = scores >= args.min_score
-        print(f"{name}: AP " + " / ".join(f"{aps[name][s]:.4f}" for s in ("easy", "medium", "hard"))
+        print(f"{name}: AP " + " / ".join(f"{aps[name][s]:.4f}" for s in SETTINGS)
               + f", finds {found[name].mean():.4f} of the {args.setting} faces", flush=True)
 
     def cell(name: str, mask: np.ndarray) -> str:
@@ -95,18 +102,18 @@ def main(argv: list[str] | None = None) -> None:
             return f"{share:.3f}"
         return f"{share:.3f} ({share - found[names[0]][mask].mean():+.3f})"
 
-    ap_table = markdown_table(["model", "easy AP", "medium AP", "hard AP"],
-                              [[n, *(f"{aps[n][s]:.3f}" for s in ("easy", "medium", "hard"))] for n in names])
+    ap_table = markdown_table(["model", *(f"{s} AP" for s in SETTINGS)],
+                              [[n, *(f"{aps[n][s]:.3f}" for s in SETTINGS)] for n in names])
     recall_table = markdown_table(["faces", "count", *names],
                                   [[group, int(mask.sum()), *(cell(n, mask) for n in names)]
-                                   for group, mask in groups if mask.any()])
+                                   for group, mask in groups])
     table = (f"{ap_table}\n\nShare of the {args.setting} setting's faces found (IoU >= 0.5, score >= "
              f"{args.min_score:g}; in brackets: the difference from {names[0]}):\n\n{recall_table}")
     print(table)
     payload = {"machine": describe_machine(), "models": args.models, "setting": args.setting,
                "min_score": args.min_score, "max_side": args.max_side, "images": len(ground_truth), "ap": aps,
                "found": {group: {"faces": int(mask.sum()), **{n: float(found[n][mask].mean()) for n in names}}
-                         for group, mask in groups if mask.any()}}
+                         for group, mask in groups}}
     print(f"\nwritten: {write_results(args.name, payload, table)}")
 
 

@@ -28,10 +28,10 @@ from .voc import interpolated_ap, iou_matrix
 
 SETTINGS = ("easy", "medium", "hard")
 THRESHOLDS = 1000
-# WIDER FACE's per-face labels (``<name>_label_list`` in the .mat): blur 0 clear / 1 normal / 2 heavy, expression
-# 0 typical / 1 exaggerated, illumination 0 normal / 1 extreme, occlusion 0 none / 1 partial / 2 heavy, pose
-# 0 typical / 1 atypical, invalid 0 / 1
-ATTRIBUTES = ("blur", "expression", "illumination", "occlusion", "pose", "invalid")
+# WIDER FACE's per-face labels (``<name>_label_list`` in the .mat) and what each value (0, 1, ...) means
+ATTRIBUTES = {"blur": ("clear", "normal", "heavy"), "expression": ("typical", "exaggerated"),
+              "illumination": ("normal", "extreme"), "occlusion": ("none", "partial", "heavy"),
+              "pose": ("typical", "atypical"), "invalid": ("valid", "invalid")}
 
 
 @dataclass
