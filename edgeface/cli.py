@@ -411,7 +411,7 @@ def cmd_data_show(args: argparse.Namespace) -> int:
     records = load_records(_data_source(args))
     if not records:
         raise EdgefaceError("the data source has no images")
-    cfg = AugmentConfig(size=args.size, recipe=args.recipe)
+    cfg = AugmentConfig(size=args.size, recipe=args.recipe, blur_prob=args.blur)
     rng = np.random.default_rng(args.seed)
     tiles = []
     for k in range(args.count):
@@ -600,6 +600,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--recipe", choices=RECIPES, default="extd",
                    help="sampling: EXTD's (data-anchor-sampling / SSD crops), HR/SHF's rescale + crop, or SRN's "
                         "expand + square crop")
+    d.add_argument("--blur", type=float, default=0.0, metavar="P",
+                   help="share of samples blurred, out of focus or moving, as the recipe key blur_prob "
+                        "(default: %(default)s)")
     d.set_defaults(func=cmd_data_show)
 
     p = sub.add_parser("eval-wider", help="WIDER FACE easy/medium/hard AP (official protocol)",

@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -17,7 +18,7 @@ torch = pytest.importorskip("torch")
 from conftest import SHARED, need, write_imglab  # noqa: E402
 from edgeface.core.anchors import generate_anchors  # noqa: E402
 from edgeface.core.boxes import box_iou, cxcywh_to_xyxy  # noqa: E402
-from edgeface.data.augment import AugmentConfig, augment, hflip  # noqa: E402
+from edgeface.data.augment import AugmentConfig, augment, blur, hflip  # noqa: E402
 from edgeface.data.imglab import read_imglab  # noqa: E402
 from edgeface.data.voc import read_facemask  # noqa: E402
 from edgeface.data.wider import read_wider_txt  # noqa: E402
@@ -75,6 +76,43 @@ def test_augmentation_keeps_boxes_inside_and_is_seeded(rng):
     np.testing.assert_array_equal(flipped[:, ::-1], image)
     np.testing.assert_array_equal(hflip(flipped, flipped_boxes)[1], boxes)
     assert flipped_boxes[0].tolist() == [360, 20, 410, 80]
+
+
+def test_blur_spreads_a_point_out_of_focus_or_along_a_line():
+    point = np.zeros((41, 41), np.float32)
+    point[20, 20] = 1.0
+    kinds = set()
+    for seed in range(30):
+        out = blur(point, np.random.default_rng(seed), max_px=9.0)
+        assert out.sum() == pytest.approx(1.0, abs=1e-4) and out[20, 20] < 1.0
+        ys, xs = np.nonzero(out > 1e-6)
+        weights = out[ys, xs]
+        assert abs(np.average(ys, weights=weights) - 20) < 0.5 and abs(np.average(xs, weights=weights) - 20) < 0.5
+        assert np.sqrt(np.average((ys - 20) ** 2 + (xs - 20) ** 2, weights=weights)) <= 9 / 2  # within max_px
+        if np.allclose(out, out.T, atol=1e-6) and np.allclose(out, out[::-1], atol=1e-6):
+            kinds.add("focus")  # isotropic
+        else:  # every blurred pixel within a pixel of one line through the point
+            far = np.argmax(np.hypot(xs - 20, ys - 20))
+            angle = np.arctan2(ys[far] - 20, xs[far] - 20)
+            distance = np.abs((xs - 20) * np.sin(angle) - (ys - 20) * np.cos(angle))
+            assert distance.max() <= 1.0
+            kinds.add("motion")
+    assert kinds == {"focus", "motion"}
+
+
+def test_augmentation_blur_softens_the_image_and_keeps_the_faces(rng):
+    image = rng.integers(0, 256, (300, 420, 3), dtype=np.uint8)
+    boxes = np.array([[10, 20, 60, 80], [200, 100, 260, 170]], np.float32)
+    sharpness = {0.0: [], 1.0: []}
+    for seed in range(12):
+        (sharp, sharp_boxes), (soft, soft_boxes) = (augment(image, boxes, np.random.default_rng(seed),
+                                                            AugmentConfig(size=160, blur_prob=p)) for p in (0.0, 1.0))
+        assert soft.shape == sharp.shape and soft.dtype == np.uint8
+        # the same crop; only the flip after the blur may differ, as the blur draws its own random numbers
+        assert np.allclose(soft_boxes, sharp_boxes) or np.allclose(soft_boxes, hflip(sharp, sharp_boxes)[1])
+        for p, out in ((0.0, sharp), (1.0, soft)):
+            sharpness[p].append(cv2.Laplacian(cv2.cvtColor(out, cv2.COLOR_BGR2GRAY), cv2.CV_32F).var())
+    assert np.median(sharpness[1.0]) < 0.7 * np.median(sharpness[0.0])
 
 
 def photometric_per_pixel(image, rng, cfg):

@@ -1,8 +1,9 @@
 """Training augmentation (OpenCV/NumPy, seeded): the EXTD recipe.
 
 Photometric distortion in random order, then with p = 0.5 PyramidBox data-anchor-sampling, else an
-SSD-style random crop; resize to the training size with a random interpolation; horizontal flip;
-faces under ``min_face`` pixels dropped. Boxes are ``(N, 4)`` float32 xyxy pixels of the image they
+SSD-style random crop; resize to the training size with a random interpolation; optionally a blur
+(``blur_prob``: out-of-focus or motion, as WIDER FACE's blurred faces are); horizontal flip; faces under
+``min_face`` pixels dropped. Boxes are ``(N, 4)`` float32 xyxy pixels of the image they
 come with; every function returns new arrays and never changes its inputs.
 """
 
@@ -35,6 +36,10 @@ class AugmentConfig:
     recipe: str = "extd"
     rescales: tuple[float, ...] = (0.5, 1.0, 2.0)
     max_expand: float = 4.0  # square_crop (SRN): largest zoom-out of the expand step
+    # share of samples blurred after the resize (0: never, and no random number drawn), half out of focus
+    # (Gaussian, sigma up to blur_max_px / 3), half moving (a line blur_max_px long at most, any direction)
+    blur_prob: float = 0.0
+    blur_max_px: float = 7.0
 
 
 # "extd": data-anchor-sampling or SSD crop; "rescale_crop" (HR, SHF); "square_crop" (SRN: expand + square crop)
@@ -182,6 +187,22 @@ def square_crop(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator,
     return image[y0 : y0 + side, x0 : x0 + side], out
 
 
+def blur(image: np.ndarray, rng: np.random.Generator, max_px: float) -> np.ndarray:
+    """Out-of-focus (Gaussian, sigma = extent / 3) or motion (a line ``extent`` pixels long at a random angle)
+    blur, each with p = 0.5, the extent uniform in 2-``max_px`` pixels. Boxes are unchanged: a blurred face is
+    still where it was."""
+    extent = rng.uniform(2.0, max_px)
+    if rng.random() < 0.5:
+        return cv2.GaussianBlur(image, (0, 0), sigmaX=extent / 3)
+    half = extent / 2
+    centre = int(np.ceil(half))
+    kernel = np.zeros((2 * centre + 1,) * 2, np.float32)
+    angle = rng.uniform(0, np.pi)
+    dx, dy = half * np.cos(angle), half * np.sin(angle)
+    cv2.line(kernel, (round(centre - dx), round(centre - dy)), (round(centre + dx), round(centre + dy)), 1.0)
+    return cv2.filter2D(image, -1, kernel / kernel.sum(), borderType=cv2.BORDER_REFLECT)
+
+
 def hflip(image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mirror left-right: x -> width - x (exact for xyxy boxes with exclusive right edges)."""
     width = image.shape[1]
@@ -219,6 +240,8 @@ def augment_sample(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generato
     if (width, height) != (cfg.size, cfg.size):
         image = cv2.resize(image, (cfg.size, cfg.size), interpolation=interp)
         boxes = boxes * np.array([cfg.size / width, cfg.size / height] * 2, np.float32)
+    if cfg.blur_prob and rng.random() < cfg.blur_prob:
+        image = blur(image, rng, cfg.blur_max_px)
     if rng.random() < 0.5:
         image, boxes = hflip(image, boxes)
     sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
