@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .core.image import IMAGE_SUFFIXES, VIDEO_SUFFIXES, list_inputs
-from .data.augment import RECIPES
+from .data.augment import RECIPES, check_blur_prob
 from .errors import EdgefaceError, ImageWarning, OptionError
 from .options import (
     DEFAULT_MAX_SIDE,
@@ -600,7 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--recipe", choices=RECIPES, default="extd",
                    help="sampling: EXTD's (data-anchor-sampling / SSD crops), HR/SHF's rescale + crop, or SRN's "
                         "expand + square crop")
-    d.add_argument("--blur", type=float, default=0.0, metavar="P",
+    d.add_argument("--blur", type=_checked(check_blur_prob), default=0.0, metavar="P",
                    help="share of samples blurred, out of focus or moving, as the recipe key blur_prob "
                         "(default: %(default)s)")
     d.set_defaults(func=cmd_data_show)

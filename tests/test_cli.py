@@ -90,3 +90,5 @@ def test_data_show_renders_augmented_samples(tmp_path):
     assert run("data", "show", "--format", "facemask", f"root={root}", "split=train", "-o", str(blurred),
                "--count", "6", "--size", "128", "--blur", "1").returncode == 0
     assert not np.array_equal(cv2.imread(str(blurred)), grid)
+    result = run("data", "show", "--format", "facemask", f"root={root}", "--blur", "2")
+    assert result.returncode == 2 and "blur_prob is a share of samples in [0, 1], got 2" in result.stderr

@@ -101,6 +101,8 @@ def test_blur_spreads_a_point_out_of_focus_or_along_a_line():
 
 
 def test_augmentation_blur_softens_the_image_and_keeps_the_faces(rng):
+    from edgeface.errors import OptionError
+
     image = rng.integers(0, 256, (300, 420, 3), dtype=np.uint8)
     boxes = np.array([[10, 20, 60, 80], [200, 100, 260, 170]], np.float32)
     sharpness = {0.0: [], 1.0: []}
@@ -113,6 +115,9 @@ def test_augmentation_blur_softens_the_image_and_keeps_the_faces(rng):
         for p, out in ((0.0, sharp), (1.0, soft)):
             sharpness[p].append(cv2.Laplacian(cv2.cvtColor(out, cv2.COLOR_BGR2GRAY), cv2.CV_32F).var())
     assert np.median(sharpness[1.0]) < 0.7 * np.median(sharpness[0.0])
+    for bad in ({"blur_prob": 1.5}, {"blur_prob": -0.1}, {"blur_max_px": 1.0}):
+        with pytest.raises(OptionError, match=next(iter(bad))):
+            AugmentConfig(**bad)
 
 
 def photometric_per_pixel(image, rng, cfg):

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from ..core.boxes import box_iou
+from ..errors import OptionError
 
 INTERPOLATIONS = (cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_AREA, cv2.INTER_NEAREST, cv2.INTER_LANCZOS4)
 
@@ -41,9 +42,21 @@ class AugmentConfig:
     blur_prob: float = 0.0
     blur_max_px: float = 7.0
 
+    def __post_init__(self) -> None:
+        check_blur_prob(self.blur_prob)
+        if not self.blur_max_px >= 2:
+            raise OptionError(f"blur_max_px is the longest blur in pixels, at least 2, got {self.blur_max_px:g}")
+
 
 # "extd": data-anchor-sampling or SSD crop; "rescale_crop" (HR, SHF); "square_crop" (SRN: expand + square crop)
 RECIPES = ("extd", "rescale_crop", "square_crop")
+
+
+def check_blur_prob(value: float) -> float:
+    """A share of samples in [0, 1]."""
+    if not 0.0 <= value <= 1.0:
+        raise OptionError(f"blur_prob is a share of samples in [0, 1], got {value:g}")
+    return value
 
 
 def _grey_levels(levels: np.ndarray) -> np.ndarray:
