@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .core.image import IMAGE_SUFFIXES, VIDEO_SUFFIXES, list_inputs
-from .data.augment import RECIPES, check_blur_prob
+from .data.augment import RECIPES
 from .errors import EdgefaceError, ImageWarning, OptionError
 from .options import (
     DEFAULT_MAX_SIDE,
+    check_blur_prob,
     check_device,
     check_input_size,
     check_max_detections,

@@ -53,6 +53,14 @@ def check_nms_iou(value: object) -> float:
     return value
 
 
+def check_blur_prob(value: object) -> float:
+    """The share of training samples blurred, in [0, 1]."""
+    value = _real("blur_prob", value)
+    if not 0.0 <= value <= 1.0:
+        raise OptionError(f"blur_prob is a share of samples in [0, 1], got {value:g}")
+    return value
+
+
 def check_max_detections(value: object) -> int:
     """At least one face per image."""
     value = _integer("max_detections", value)

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..core.boxes import box_iou
 from ..errors import OptionError
+from ..options import check_blur_prob
 
 INTERPOLATIONS = (cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_AREA, cv2.INTER_NEAREST, cv2.INTER_LANCZOS4)
 
@@ -50,13 +51,6 @@ class AugmentConfig:
 
 # "extd": data-anchor-sampling or SSD crop; "rescale_crop" (HR, SHF); "square_crop" (SRN: expand + square crop)
 RECIPES = ("extd", "rescale_crop", "square_crop")
-
-
-def check_blur_prob(value: float) -> float:
-    """A share of samples in [0, 1]."""
-    if not 0.0 <= value <= 1.0:
-        raise OptionError(f"blur_prob is a share of samples in [0, 1], got {value:g}")
-    return value
 
 
 def _grey_levels(levels: np.ndarray) -> np.ndarray:
