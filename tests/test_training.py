@@ -465,6 +465,14 @@ def test_recipe_values_of_the_wrong_type_are_one_line_errors(tmp_path):
     assert TrainConfig.from_yaml(recipe, {"lr": 1}).lr == 1.0 and isinstance(TrainConfig.from_yaml(recipe).lr, float)
 
 
+def test_a_data_source_that_does_not_load_leaves_no_run_folder(tmp_path):
+    missing = {"format": "facemask", "root": str(tmp_path / "no_such_dataset"), "split": "train"}
+    for cfg in (tiny_config(tmp_path, train_data=[missing]), tiny_config(tmp_path, val_data=[missing])):
+        with pytest.raises((ValueError, FileNotFoundError), match="no_such_dataset"):
+            Trainer(cfg).fit(progress=False)
+        assert not (tmp_path / "run").exists()
+
+
 def test_validation_turns_cudnn_benchmark_off_for_its_varying_sizes(tmp_path, monkeypatch):
     from edgeface.eval import voc
     from edgeface.eval.validation import validation_set

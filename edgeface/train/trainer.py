@@ -374,9 +374,9 @@ class Trainer:
         from tqdm import tqdm
 
         cfg = self.cfg
-        self.out.mkdir(parents=True, exist_ok=True)
         dataset = training_set(cfg, self.objective)
         val_sets = [validation_set(source) for source in cfg.val_data]
+        self.out.mkdir(parents=True, exist_ok=True)  # once the data loads: a bad source leaves no folder
         val_metrics = [m for vset in val_sets for m in vset.metrics]
         if cfg.hard_image_mining and self.miner is None:
             self.miner = HardImageMiner(len(dataset), seed=cfg.seed)
