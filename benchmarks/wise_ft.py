@@ -5,7 +5,8 @@ For each alpha the interpolated weights ``(1 - alpha) x START + alpha x END`` (`
 exported to ONNX and run through ONNX Runtime in one pass at each image's own size (or upscaled to --min-side;
 score threshold 0.05):
 VOC AP50 on the face dataset's val split and WIDER FACE val easy / medium / hard AP (official protocol, over the
-val images ``../shared`` holds). Alpha 0 is START itself (the baseline in the same run). Writes a table, JSON
+val images ``../shared`` holds). With --keep, END's change of each weight tensor is trimmed to its largest
+entries first (TIES-merging's trim). Alpha 0 is START itself (the baseline in the same run). Writes a table, JSON
 and a plot of every metric against alpha.
 """
 
@@ -62,6 +63,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="downscale WIDER val images to fit this square before the detector, which then applies "
                              "the model's own settings (its min_side upscaling included), as frames of a camera of "
                              "that resolution (default: none)")
+    parser.add_argument("--keep", type=float, default=1.0, metavar="SHARE",
+                        help="trim each weight tensor's change from START to END to this share of its largest "
+                             "entries first (edgeface interpolate --keep; default: 1, plain WiSE-FT)")
     parser.add_argument("--name", default="wise_ft", help="results file stem (default: %(default)s)")
     args = parser.parse_args(argv)
     from edgeface.export.onnx_export import export_onnx
@@ -80,8 +84,8 @@ def main(argv: list[str] | None = None) -> None:
             onnx_path = Path(tmp) / f"alpha{alpha:g}.onnx"
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                export_onnx(interpolate_weights(start, end, alpha), end_spec.with_min_side(args.min_side), onnx_path,
-                            check_images=[check])
+                export_onnx(interpolate_weights(start, end, alpha, args.keep), end_spec.with_min_side(args.min_side),
+                            onnx_path, check_images=[check])
             begin = time.perf_counter()
             row = {"alpha": alpha, **score_model(onnx_path, sets), "seconds": time.perf_counter() - begin}
             rows.append(row)
@@ -90,7 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     table = markdown_table(["alpha (weight of the fine-tune)", *metrics],
                            [[f"{r['alpha']:g}", *(f"{r[m]:.3f}" for m in metrics)] for r in rows])
     print(table)
-    payload = {"machine": describe_machine(), "start": args.start, "end": args.end, "model": spec.name,
+    payload = {"machine": describe_machine(), "start": args.start, "end": args.end, "keep": args.keep,
+               "model": spec.name,
                "min_side": args.min_side, "wider_max_side": args.wider_max_side,
                "wider_frame_side": args.wider_frame_side,
                "validation_images": {vset.name: len(vset.records or vset.wider_ground_truth) for vset in sets},
@@ -100,8 +105,9 @@ def main(argv: list[str] | None = None) -> None:
 
     alphas = np.array([r["alpha"] for r in rows])
     start_name, end_name = ("/".join(Path(p).parts[-2:]) for p in (args.start, args.end))
+    trimmed = f", keep {args.keep:g}" if args.keep < 1 else ""
     plot_lines([(m, alphas, np.array([r[m] for r in rows])) for m in metrics], RESULTS / f"{args.name}.png",
-               title=f"{spec.name}: {start_name} (0) to {end_name} (1)", xlabel="alpha", ylabel="AP",
+               title=f"{spec.name}: {start_name} (0) to {end_name} (1){trimmed}", xlabel="alpha", ylabel="AP",
                y_from_zero=False)
     print(f"plot: {RESULTS / f'{args.name}.png'}")
 

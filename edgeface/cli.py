@@ -242,12 +242,14 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     from .models.checkpoint import interpolate_weights, save_checkpoint
 
     (start, _), (end, end_spec) = load_weights_of_one_model([args.start, args.end], "interpolation")
-    version = args.model_version or f"{end_spec.model_version}-wise{args.alpha:g}"
+    trimmed = f"-keep{args.keep:g}" if args.keep < 1 else ""
+    version = args.model_version or f"{end_spec.model_version}-wise{args.alpha:g}{trimmed}"
     spec = replace(end_spec, model_version=version)
-    save_checkpoint(interpolate_weights(start, end, args.alpha), spec, args.output,
+    save_checkpoint(interpolate_weights(start, end, args.alpha, args.keep), spec, args.output,
                     interpolated={"start": os.path.basename(args.start), "end": os.path.basename(args.end),
-                                  "alpha": args.alpha})
-    print(f"{args.output}: {spec.name}, {1 - args.alpha:g} x {args.start} + {args.alpha:g} x {args.end}")
+                                  "alpha": args.alpha, "keep": args.keep})
+    change = f"the largest {args.keep:g} of the changes to " if args.keep < 1 else ""
+    print(f"{args.output}: {spec.name}, {1 - args.alpha:g} x {args.start} + {args.alpha:g} x {change}{args.end}")
     return 0
 
 
@@ -548,8 +550,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("start", help="the first weights: an edgeface checkpoint or an EXTD authors' .pth")
     p.add_argument("end", help="the second weights (the fine-tune), same model")
     p.add_argument("--alpha", type=float, required=True, help="weight of END, in [0, 1]")
+    p.add_argument("--keep", type=float, default=1.0, metavar="SHARE",
+                   help="keep only this share of each weight tensor's largest changes from START to END, the rest "
+                        "as START has them (TIES-merging's trim; (0, 1], default 1: plain WiSE-FT)")
     p.add_argument("-o", "--output", required=True, help="edgeface checkpoint to write (.pt)")
-    p.add_argument("--model-version", help="spec model_version of the result (default: END's + '-wise<alpha>')")
+    p.add_argument("--model-version", help="spec model_version of the result (default: END's + '-wise<alpha>', "
+                                           "and '-keep<share>' when trimmed)")
     p.set_defaults(func=cmd_interpolate)
 
     p = sub.add_parser("train", help="train a model from a recipe (YAML)",

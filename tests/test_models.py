@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -155,6 +157,43 @@ def test_interpolated_weights_lie_on_the_line_between_two_models(tmp_path):
     failed = subprocess.run([*cli, "--alpha", "1.5", "-o", str(tmp_path / "bad.pt")], capture_output=True, text=True)
     assert failed.returncode == 1 and "alpha must be in [0, 1]" in failed.stderr and "Traceback" not in failed.stderr
     assert not (tmp_path / "bad.pt").exists()
+    done = subprocess.run([*cli, "--alpha", "1", "--keep", "0.25", "-o", str(tmp_path / "trim.pt")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert load_checkpoint(tmp_path / "trim.pt")[1].model_version.endswith("-wise1-keep0.25")
+
+
+def test_trimmed_interpolation_keeps_only_the_largest_changes_of_each_weight():
+    from edgeface.errors import OptionError
+    from edgeface.models.checkpoint import interpolate_weights
+
+    torch.manual_seed(0)
+    start, end = create_model("extd32"), create_model("extd32")
+    for module in end.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+    alpha, keep = 0.75, 0.3
+    mixed = interpolate_weights(start, end, alpha, keep).state_dict()
+    a, b = start.state_dict(), end.state_dict()
+    parameters = dict(start.named_parameters())
+    for key in a:
+        if not a[key].is_floating_point():
+            continue
+        change = b[key] - a[key]
+        if key not in parameters:  # buffers: interpolated whole
+            torch.testing.assert_close(mixed[key], a[key] + alpha * change, rtol=0, atol=1e-6)
+            continue
+        moved = mixed[key] != a[key]  # (weights both models initialise alike, like PReLU slopes, do not move)
+        assert int(moved.sum()) == min(math.ceil(keep * change.numel()), int((change != 0).sum())), key
+        # the moved entries are the largest changes, each moved alpha of its way
+        if moved.any() and (~moved).any():
+            assert change.abs()[moved].min() >= change.abs()[~moved].max(), key
+        torch.testing.assert_close(mixed[key][moved], (a[key] + alpha * change)[moved], rtol=0, atol=1e-6)
+    full = interpolate_weights(start, end, alpha, 1.0).state_dict()
+    assert all(torch.equal(full[k], interpolate_weights(start, end, alpha).state_dict()[k]) for k in full)
+    for bad in (0.0, 1.5, float("nan")):
+        with pytest.raises(OptionError, match=r"keep must be in \(0, 1\]"):
+            interpolate_weights(start, end, alpha, bad)
 
 
 def test_a_model_soup_is_the_weighted_mean_of_its_models(tmp_path):

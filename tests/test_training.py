@@ -673,18 +673,20 @@ def test_a_training_source_can_redraw_its_boxes_to_another_convention(tmp_path):
             training_set(tiny_config(tmp_path, train_data=[{**source, "redraw_boxes": bad}]), images.objective)
 
 
-def test_frozen_parts_keep_their_weights_and_statistics(tmp_path):
+@pytest.mark.parametrize("parts", [["base"], ["base.0", "base.1"]])  # a part, or modules inside one by name
+def test_frozen_parts_keep_their_weights_and_statistics(tmp_path, parts):
     from edgeface.errors import OptionError
 
-    cfg = tiny_config(tmp_path, steps=2, freeze=["base"])  # BatchNorm not frozen: only `freeze` keeps base's
+    cfg = tiny_config(tmp_path, steps=2, freeze=parts)  # BatchNorm not frozen: only `freeze` keeps them
     trainer = Trainer(cfg)
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     trainer.fit(progress=False)
     after = trainer.model.state_dict()
-    frozen = [k for k in before if k.startswith("base.")]
+    frozen = [k for k in before if k.startswith(tuple(f"{part}." for part in parts))]
     assert any("running_mean" in k for k in frozen)
     assert all(torch.equal(before[k], after[k]) for k in frozen)
-    assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith(("loc.", "conf.")))
+    for trained in ("loc.", "conf.", "base.2.") if parts != ["base"] else ("loc.", "conf."):
+        assert not all(torch.equal(before[k], after[k]) for k in before if k.startswith(trained)), trained
     with pytest.raises(OptionError, match="has no part 'backbone'; its parts are base, upfeat"):
         Trainer(tiny_config(tmp_path, freeze=["backbone"]))
 

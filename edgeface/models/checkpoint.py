@@ -3,6 +3,7 @@ EXTD authors' released checkpoints."""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from typing import Any, Optional
@@ -117,7 +118,6 @@ def average_weights(models: Sequence[nn.Module], weights: Optional[Sequence[floa
     non-negative, normalised to sum 1; default: equal): a model soup of fine-tunes of one model (Wortsman et al.
     2022). Integer buffers (BatchNorm's step counters) are the last model's. All must be the same architecture."""
     import copy
-    import math
 
     weights = [1.0] * len(models) if weights is None else [float(w) for w in weights]
     if not models:
@@ -137,10 +137,28 @@ def average_weights(models: Sequence[nn.Module], weights: Optional[Sequence[floa
     return mixed.eval()
 
 
-def interpolate_weights(start: nn.Module, end: nn.Module, alpha: float) -> nn.Module:
+def interpolate_weights(start: nn.Module, end: nn.Module, alpha: float, keep: float = 1.0) -> nn.Module:
     """WiSE-FT: a copy of `end` whose floating-point weights and buffers are ``(1 - alpha) * start + alpha * end``
     (alpha 0: `start`, 1: `end`); integer buffers (BatchNorm's step counters) are `end`'s. Both must be the same
-    architecture (for example a release and a fine-tune of it)."""
+    architecture (for example a release and a fine-tune of it).
+
+    With ``keep < 1`` the fine-tune's change of each parameter tensor, ``end - start``, is first trimmed to its
+    `keep` share of largest-magnitude entries (the rest stay `start`'s), as TIES-merging trims task vectors
+    (Yadav et al. 2023): ``start + alpha * trim(end - start)``. Buffers (BatchNorm statistics) are interpolated
+    whole."""
     if not 0.0 <= alpha <= 1.0:  # also false for NaN
         raise OptionError(f"alpha must be in [0, 1], got {alpha}")
-    return average_weights([start, end], [1.0 - alpha, alpha])
+    if not 0.0 < keep <= 1.0:
+        raise OptionError(f"keep must be in (0, 1], got {keep}")
+    mixed = average_weights([start, end], [1.0 - alpha, alpha])
+    if keep == 1.0:
+        return mixed
+    before, after = dict(start.named_parameters()), dict(end.named_parameters())
+    with torch.no_grad():
+        for name, param in mixed.named_parameters():
+            change = (after[name] - before[name]).flatten()
+            kept = torch.zeros_like(change)
+            largest = change.abs().topk(math.ceil(keep * change.numel())).indices
+            kept[largest] = change[largest]
+            param.copy_(before[name] + alpha * kept.view_as(param))
+    return mixed
