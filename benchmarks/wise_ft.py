@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> None:
                              "entries first (edgeface interpolate --keep; default: 1, plain WiSE-FT)")
     parser.add_argument("--name", default="wise_ft", help="results file stem (default: %(default)s)")
     args = parser.parse_args(argv)
+    if not 0.0 < args.keep <= 1.0:  # before the minutes of loading and scoring
+        parser.error(f"--keep must be in (0, 1], got {args.keep:g}")
     from edgeface.export.onnx_export import export_onnx
     from edgeface.models.checkpoint import interpolate_weights, load_any_checkpoint
 

@@ -213,6 +213,9 @@ def test_wise_ft_scores_the_line_from_release_to_fine_tune_on_both_validations(t
     assert first["alpha"] == 0 and first["face_val_ap50"] > 0.3 and max(first[m] for m in metrics[1:]) > 0
     assert last["alpha"] == 1 and all(last[m] == 0 for m in metrics)
     assert (tmp_path / "wise_ft.png").exists()
+    result = subprocess.run([sys.executable, "-m", "benchmarks", "wise-ft", "--end", str(tmp_path / "lost.pt"),
+                             "--keep", "0"], capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    assert result.returncode == 2 and "--keep must be in (0, 1], got 0" in result.stderr
 
 
 def test_wider_recall_splits_found_faces_by_wider_labels_against_the_first_model(tmp_path):
