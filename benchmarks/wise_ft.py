@@ -20,6 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeface.errors import OptionError
+from edgeface.options import check_keep_share
+
 from .machine import RESULTS, SHARED, describe_machine, markdown_table, write_results
 
 
@@ -68,8 +71,10 @@ def main(argv: list[str] | None = None) -> None:
                              "entries first (edgeface interpolate --keep; default: 1, plain WiSE-FT)")
     parser.add_argument("--name", default="wise_ft", help="results file stem (default: %(default)s)")
     args = parser.parse_args(argv)
-    if not 0.0 < args.keep <= 1.0:  # before the minutes of loading and scoring
-        parser.error(f"--keep must be in (0, 1], got {args.keep:g}")
+    try:  # before the minutes of loading and scoring
+        check_keep_share(args.keep, "--keep")
+    except OptionError as exc:
+        parser.error(str(exc))
     from edgeface.export.onnx_export import export_onnx
     from edgeface.models.checkpoint import interpolate_weights, load_any_checkpoint
 

@@ -61,6 +61,14 @@ def check_blur_prob(value: object) -> float:
     return value
 
 
+def check_keep_share(value: float, name: str = "keep") -> float:
+    """The share of each weight tensor's changes a trimmed interpolation keeps, in (0, 1] (1: all of them)."""
+    value = float(value)
+    if not 0.0 < value <= 1.0:  # also false for NaN
+        raise OptionError(f"{name} must be in (0, 1], got {value:g}")
+    return value
+
+
 def check_max_detections(value: object) -> int:
     """At least one face per image."""
     value = _integer("max_detections", value)

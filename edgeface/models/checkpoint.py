@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelFileError, OptionError
+from ..options import check_keep_share
 from ..spec import ModelSpec
 from .registry import create_model
 
@@ -148,8 +149,7 @@ def interpolate_weights(start: nn.Module, end: nn.Module, alpha: float, keep: fl
     whole."""
     if not 0.0 <= alpha <= 1.0:  # also false for NaN
         raise OptionError(f"alpha must be in [0, 1], got {alpha}")
-    if not 0.0 < keep <= 1.0:
-        raise OptionError(f"keep must be in (0, 1], got {keep}")
+    keep = check_keep_share(keep)
     mixed = average_weights([start, end], [1.0 - alpha, alpha])
     if keep == 1.0:
         return mixed
