@@ -61,3 +61,28 @@ def write_results(name: str, payload: dict[str, Any], table: str, out_dir: Path 
     (out_dir / f"{name}.json").write_text(json.dumps(payload, indent=1) + "\n")
     (out_dir / f"{name}.md").write_text(f"{table}\n\nMachine: {machine_line(payload['machine'])}\n")
     return out_dir / f"{name}.json"
+
+
+HOLDOUT_FOLDS = 5
+HOLDOUT_HELP = (f"score WIDER on fold FOLD of {HOLDOUT_FOLDS} of the WIDER train images instead of val (easy / "
+                f"medium / hard by face height, fitted to val's lists), for fine-tunes trained without it (a "
+                f"train_data entry's folds: {HOLDOUT_FOLDS}, skip_fold: FOLD): Parade, Handshaking and Demonstration, "
+                f"events the val images here lack")
+
+
+def wider_source(holdout_fold: int | None = None) -> dict[str, Any]:
+    """The WIDER validation source of the benchmarks: the val images in ../shared, or with `holdout_fold` that fold
+    of the train images (metrics ``wider_holdout_*``)."""
+    root = str(SHARED / "data" / "widerface")
+    if holdout_fold is None:
+        return {"format": "wider", "root": root, "split": "val"}
+    return {"format": "wider", "name": "wider_holdout", "root": root, "split": "train", "folds": HOLDOUT_FOLDS,
+            "fold": holdout_fold}
+
+
+def check_holdout_fold(fold: int | None) -> None:
+    """Raise OptionError unless `fold` is None or a fold of :func:`wider_source`'s split."""
+    from edgeface.errors import OptionError
+
+    if fold is not None and not 0 <= fold < HOLDOUT_FOLDS:
+        raise OptionError(f"--wider-holdout must be a fold in 0 .. {HOLDOUT_FOLDS - 1}, got {fold}")

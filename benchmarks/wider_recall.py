@@ -6,16 +6,18 @@ every face that counts) it finds, meaning some detection overlaps the face at Io
 expression) and by event. Every model after the first is shown with its difference from the first (the
 baseline, run in the same call). Where two models' APs differ, this says which faces make the difference: what a
 fine-tune forgot, not only how much. Models run through edgeface as ``Detector`` runs them (score threshold 0.05),
-at the images' own size unless --max-side is given.
+at the images' own size unless --max-side is given; with --wider-holdout on a held-out fold of WIDER train instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 
 import numpy as np
 
+from edgeface.errors import OptionError
 from edgeface.eval.wider import (
     ATTRIBUTES,
     SETTINGS,
@@ -25,7 +27,7 @@ from edgeface.eval.wider import (
     evaluate_wider,
 )
 
-from .machine import SHARED, describe_machine, markdown_table, write_results
+from .machine import HOLDOUT_HELP, check_holdout_fold, describe_machine, markdown_table, wider_source, write_results
 
 HEIGHTS = ((0, 16), (16, 32), (32, 64), (64, 128), (128, 100_000))
 # the labels reported, most telling first (invalid faces never count)
@@ -73,22 +75,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--min-event-faces", type=int, default=20,
                         help="list the events with at least this many counted faces (default: %(default)s)")
     parser.add_argument("--name", default="wider_recall", help="results file stem (default: %(default)s)")
+    parser.add_argument("--wider-holdout", type=int, metavar="FOLD", help=HOLDOUT_HELP)
     args = parser.parse_args(argv)
+    try:
+        check_holdout_fold(args.wider_holdout)
+    except OptionError as exc:
+        parser.error(str(exc))
     from edgeface.eval.validation import validation_set
 
-    root = SHARED / "data" / "widerface"
-    if not (root / "WIDER_val" / "images").exists():
-        print(f"skipped: {root / 'WIDER_val' / 'images'} not found (the shared data folder is not beside the checkout)")
+    source = wider_source(args.wider_holdout)
+    images = Path(source["root"]) / f"WIDER_{source['split']}" / "images"
+    if not images.exists():
+        print(f"skipped: {images} not found (the shared data folder is not beside the checkout)")
         return
-    vset = validation_set({"format": "wider", "root": str(root), "split": "val",
-                           **({"max_side": args.max_side} if args.max_side else {})})
+    with warnings.catch_warnings():  # ../shared holds part of WIDER train: said in the results' image count
+        warnings.simplefilter("ignore", UserWarning)
+        vset = validation_set({**source, **({"max_side": args.max_side} if args.max_side else {})})
     ground_truth = vset.wider_ground_truth
     faces = face_table(ground_truth, args.setting)
     groups = face_groups(faces, args.min_event_faces)
     names = [Path(m).stem for m in args.models]
     aps, found = {}, {}
     for name, model in zip(names, args.models):
-        predictions = as_predictions(detect_wider(vset.detector(model), ground_truth, root / "WIDER_val" / "images"))
+        predictions = as_predictions(detect_wider(vset.detector(model), ground_truth, vset.wider_images))
         aps[name] = evaluate_wider(predictions, ground_truth).ap
         scores = np.concatenate([best_match_scores(predictions, image)[image.keep[args.setting]]
                                  for image in ground_truth] + [np.zeros(0)])
@@ -111,7 +120,8 @@ def main(argv: list[str] | None = None) -> None:
              f"{args.min_score:g}; in brackets: the difference from {names[0]}):\n\n{recall_table}")
     print(table)
     payload = {"machine": describe_machine(), "models": args.models, "setting": args.setting,
-               "min_score": args.min_score, "max_side": args.max_side, "images": len(ground_truth), "ap": aps,
+               "min_score": args.min_score, "max_side": args.max_side, "wider_holdout_fold": args.wider_holdout,
+               "images": len(ground_truth), "ap": aps,
                "found": {group: {"faces": int(mask.sum()), **{n: float(found[n][mask].mean()) for n in names}}
                          for group, mask in groups}}
     print(f"\nwritten: {write_results(args.name, payload, table)}")

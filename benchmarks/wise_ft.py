@@ -5,9 +5,10 @@ For each alpha the interpolated weights ``(1 - alpha) x START + alpha x END`` (`
 exported to ONNX and run through ONNX Runtime in one pass at each image's own size (or upscaled to --min-side;
 score threshold 0.05):
 VOC AP50 on the face dataset's val split and WIDER FACE val easy / medium / hard AP (official protocol, over the
-val images ``../shared`` holds). With --keep, END's change of each weight tensor is trimmed to its largest
-entries first (TIES-merging's trim). Alpha 0 is START itself (the baseline in the same run). Writes a table, JSON
-and a plot of every metric against alpha.
+val images ``../shared`` holds, or with --wider-holdout over a fold of the train images that the fine-tune did not
+train on). With --keep, END's change of each weight tensor is trimmed to its largest entries first (TIES-merging's
+trim). Alpha 0 is START itself (the baseline in the same run). Writes a table, JSON and a plot of every metric
+against alpha.
 """
 
 from __future__ import annotations
@@ -23,20 +24,33 @@ import numpy as np
 from edgeface.errors import OptionError
 from edgeface.options import check_keep_share
 
-from .machine import RESULTS, SHARED, describe_machine, markdown_table, write_results
+from .machine import (
+    HOLDOUT_HELP,
+    RESULTS,
+    SHARED,
+    check_holdout_fold,
+    describe_machine,
+    markdown_table,
+    wider_source,
+    write_results,
+)
 
 
-def both_validations(max_side: int | None = None, frame_side: int | None = None) -> list:
-    """The face dataset's val split and the WIDER FACE val images present, as training validates on them (WIDER
-    bounded by the detector's `max_side`, or downscaled to `frame_side` frames before the detector, when given)."""
+def both_validations(max_side: int | None = None, frame_side: int | None = None,
+                     holdout_fold: int | None = None) -> list:
+    """The face dataset's val split and the WIDER FACE val images present (or fold `holdout_fold` of the train
+    images: :func:`wider_source`), as training validates on them (WIDER bounded by the detector's `max_side`, or
+    downscaled to `frame_side` frames before the detector, when given)."""
     from edgeface.eval.validation import validation_set
 
     bound = {key: value for key, value in (("max_side", max_side), ("frame_side", frame_side)) if value}
     sets = [validation_set({"format": "facemask", "name": "face_val", "root": str(SHARED / "data" / "facemask"),
                             "split": "val"})]
-    if (SHARED / "data" / "widerface" / "WIDER_val" / "images").exists():
-        sets.append(validation_set({"format": "wider", "root": str(SHARED / "data" / "widerface"), "split": "val",
-                                    **bound}))
+    wider = wider_source(holdout_fold)
+    if (Path(wider["root"]) / f"WIDER_{wider['split']}" / "images").exists():
+        with warnings.catch_warnings():  # ../shared holds part of WIDER train: said once in the results' image count
+            warnings.simplefilter("ignore", UserWarning)
+            sets.append(validation_set({**wider, **bound}))
     return sets
 
 
@@ -66,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="downscale WIDER val images to fit this square before the detector, which then applies "
                              "the model's own settings (its min_side upscaling included), as frames of a camera of "
                              "that resolution (default: none)")
+    parser.add_argument("--wider-holdout", type=int, metavar="FOLD", help=HOLDOUT_HELP)
     parser.add_argument("--keep", type=float, default=1.0, metavar="SHARE",
                         help="trim each weight tensor's change from START to END to this share of its largest "
                              "entries first (edgeface interpolate --keep; default: 1, plain WiSE-FT)")
@@ -73,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:  # before the minutes of loading and scoring
         check_keep_share(args.keep, "--keep")
+        check_holdout_fold(args.wider_holdout)
     except OptionError as exc:
         parser.error(str(exc))
     from edgeface.export.onnx_export import export_onnx
@@ -83,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     start, spec = load_any_checkpoint(args.start)
     end, end_spec = load_any_checkpoint(args.end)
-    sets = both_validations(args.wider_max_side, args.wider_frame_side)
+    sets = both_validations(args.wider_max_side, args.wider_frame_side, args.wider_holdout)
     check = str(next((SHARED / "data" / "facemask" / "images").glob("*.jpg")))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -104,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     payload = {"machine": describe_machine(), "start": args.start, "end": args.end, "keep": args.keep,
                "model": spec.name,
                "min_side": args.min_side, "wider_max_side": args.wider_max_side,
-               "wider_frame_side": args.wider_frame_side,
+               "wider_frame_side": args.wider_frame_side, "wider_holdout_fold": args.wider_holdout,
                "validation_images": {vset.name: len(vset.records or vset.wider_ground_truth) for vset in sets},
                "rows": rows}
     print(f"\nwritten: {write_results(args.name, payload, table)}")

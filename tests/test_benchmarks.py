@@ -160,9 +160,13 @@ def test_heavy_training_script_runs_end_to_end_at_toy_sizes(tmp_path):
     assert sum(p.stat().st_size for p in out.iterdir()) < 8 * 16 << 20
 
 
-def small_shared(tmp_path: Path, face_images: int, wider_images: int) -> Path:
-    """A ../shared with the first `face_images` of the face dataset's val split and `wider_images` WIDER val images."""
+def small_shared(tmp_path: Path, face_images: int, wider_images: int, holdout_images: int = 0) -> Path:
+    """A ../shared with the first `face_images` of the face dataset's val split, `wider_images` WIDER val images
+    and `holdout_images` WIDER train images of the benchmarks' held-out fold 0."""
     import shutil
+
+    from benchmarks.machine import HOLDOUT_FOLDS
+    from edgeface.data.sources import fold_of
 
     facemask, widerface = need(SHARED / "data" / "facemask"), need(SHARED / "data" / "widerface")
     root = tmp_path / "shared"
@@ -177,6 +181,11 @@ def small_shared(tmp_path: Path, face_images: int, wider_images: int) -> Path:
     for jpg in sorted((widerface / "WIDER_val/images").glob("*/*.jpg"))[:wider_images]:
         (root / "data/widerface/WIDER_val/images" / jpg.parent.name).mkdir(parents=True, exist_ok=True)
         shutil.copy(jpg, root / "data/widerface/WIDER_val/images" / jpg.parent.name)
+    held = [jpg for jpg in sorted((widerface / "WIDER_train/images").glob("*/*.jpg"))
+            if fold_of(f"{jpg.parent.name}/{jpg.name}", HOLDOUT_FOLDS) == 0]
+    for jpg in held[:holdout_images]:
+        (root / "data/widerface/WIDER_train/images" / jpg.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(jpg, root / "data/widerface/WIDER_train/images" / jpg.parent.name)
     return root
 
 
@@ -213,9 +222,11 @@ def test_wise_ft_scores_the_line_from_release_to_fine_tune_on_both_validations(t
     assert first["alpha"] == 0 and first["face_val_ap50"] > 0.3 and max(first[m] for m in metrics[1:]) > 0
     assert last["alpha"] == 1 and all(last[m] == 0 for m in metrics)
     assert (tmp_path / "wise_ft.png").exists()
-    result = subprocess.run([sys.executable, "-m", "benchmarks", "wise-ft", "--end", str(tmp_path / "lost.pt"),
-                             "--keep", "0"], capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
-    assert result.returncode == 2 and "--keep must be in (0, 1], got 0" in result.stderr
+    for option, value, message in (("--keep", "0", "--keep must be in (0, 1], got 0"),
+                                   ("--wider-holdout", "5", "--wider-holdout must be a fold in 0 .. 4, got 5")):
+        result = subprocess.run([sys.executable, "-m", "benchmarks", "wise-ft", "--end", str(tmp_path / "lost.pt"),
+                                 option, value], capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+        assert result.returncode == 2 and message in result.stderr
 
 
 def test_wider_recall_splits_found_faces_by_wider_labels_against_the_first_model(tmp_path):
@@ -223,14 +234,16 @@ def test_wider_recall_splits_found_faces_by_wider_labels_against_the_first_model
 
     release, lost = release_and_lost(tmp_path)
     save_checkpoint(*load_authors_checkpoint(release), tmp_path / "release.pt")
-    shared = small_shared(tmp_path, face_images=0, wider_images=3)
+    # scored on a held-out fold of WIDER train: its per-face labels come from the train txt, its settings by height
+    shared = small_shared(tmp_path, face_images=0, wider_images=0, holdout_images=3)
     env = {**os.environ, "EDGEFACE_RESULTS_DIR": str(tmp_path), "EDGEFACE_SHARED": str(shared)}
     result = subprocess.run([sys.executable, "-m", "benchmarks", "wider-recall", "--models",
-                             str(tmp_path / "release.pt"), str(lost), "--max-side", "320", "--min-event-faces", "1"],
-                            capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+                             str(tmp_path / "release.pt"), str(lost), "--max-side", "320", "--min-event-faces", "1",
+                             "--wider-holdout", "0"], capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     payload = json.loads((tmp_path / "wider_recall.json").read_text())
     assert payload["images"] == 3 and payload["ap"]["lost"] == {"easy": 0.0, "medium": 0.0, "hard": 0.0}
+    assert payload["wider_holdout_fold"] == 0 and payload["ap"]["release"]["hard"] > 0
     found = payload["found"]
     assert found["all faces"]["release"] > 0 and all(group["lost"] == 0 for group in found.values())
     assert sum(found[f"blur {b}"]["faces"] for b in ("clear", "normal", "heavy")) == found["all faces"]["faces"]

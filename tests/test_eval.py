@@ -172,6 +172,68 @@ def test_wider_ground_truth_as_detections_scores_one_through_the_submission_layo
     assert evaluate_wider({}, subset).ap["easy"] == 0.0
 
 
+def test_height_settings_reproduce_the_official_keep_lists_on_val():
+    """WIDER train has no keep lists; the height rule standing in for them is checked against val's official ones."""
+    pytest.importorskip("scipy")
+    from edgeface.data.wider import read_wider_txt
+    from edgeface.eval.wider import SETTINGS, ground_truth_from_records, load_ground_truth
+
+    root = need(SHARED / "data/widerface")
+    official = {f"{g.event}/{g.name}": g for g in load_ground_truth(root / "eval_tools/ground_truth")}
+    fitted = ground_truth_from_records(read_wider_txt(root / "wider_face_split/wider_face_val_bbx_gt.txt",
+                                                      root / "WIDER_val/images"))
+    assert len(fitted) == len(official) == 3226
+    for setting, floor in zip(SETTINGS, (0.997, 0.993, 0.979)):
+        agree = extra = faces = 0
+        for image in fitted:
+            truth = official[f"{image.event}/{image.name}"]
+            np.testing.assert_array_equal(image.boxes, truth.boxes)
+            mine, theirs = (np.isin(np.arange(len(image.boxes)), g.keep[setting]) for g in (image, truth))
+            agree, extra, faces = agree + (mine == theirs).sum(), extra + (mine & ~theirs).sum(), faces + len(mine)
+        assert agree / faces > floor and extra == 0, setting  # every face the rule keeps, the official list keeps
+
+
+def test_a_held_out_fold_of_wider_train_validates_with_the_height_settings():
+    pytest.importorskip("scipy")
+    from edgeface.data.sources import load_records
+    from edgeface.eval.validation import validation_set
+
+    root = need(SHARED / "data/widerface/WIDER_train/images").parents[1]
+    source = {"format": "wider", "root": str(root), "split": "train", "folds": 5}
+    with pytest.warns(UserWarning, match="not under"):  # ../shared holds 1,000 of the 12,880 train images
+        held, rest = (load_records({**source, key: 0}) for key in ("fold", "skip_fold"))
+    names = {r.name for r in held}
+    assert len(held) + len(rest) == 1000 and not names & {r.name for r in rest}
+    assert 150 < len(held) < 250
+    with pytest.warns(UserWarning, match="not under"):
+        vset = validation_set({**source, "fold": 0, "name": "wider_holdout"})
+    assert {f"{g.event}/{g.name}.jpg" for g in vset.wider_ground_truth} == names
+    assert vset.metrics == ["wider_holdout_easy", "wider_holdout_medium", "wider_holdout_hard"]
+    heights = np.concatenate([g.boxes[g.keep["easy"], 3] for g in vset.wider_ground_truth])
+    assert heights.min() > 50 and vset.wider_images == root / "WIDER_train" / "images"
+
+
+@pytest.mark.parametrize("keys, message", [({"folds": 1, "fold": 0}, "at least 2"),
+                                           ({"folds": 5}, "exactly one"),
+                                           ({"folds": 5, "fold": 0, "skip_fold": 1}, "exactly one"),
+                                           ({"folds": 5, "fold": 5}, "0 .. 4"),
+                                           ({"fold": 0}, "at least 2")])
+def test_fold_keys_are_checked_before_reading(keys, message, tmp_path):
+    from edgeface.data.sources import load_records
+    from edgeface.errors import OptionError
+
+    with pytest.raises(OptionError, match=message):  # the folder does not exist: the keys fail first
+        load_records({"format": "facemask", "root": str(tmp_path / "absent"), "split": "val", **keys})
+
+
+def test_fold_of_is_fixed_by_the_name():
+    from edgeface.data.sources import fold_of
+
+    folds = [fold_of(f"0--Parade/0_Parade_{i}.jpg", 5) for i in range(500)]
+    assert folds == [fold_of(f"0--Parade/0_Parade_{i}.jpg", 5) for i in range(500)]
+    assert set(folds) == set(range(5)) and min(folds.count(k) for k in range(5)) > 70
+
+
 def test_eval_wider_cli_scores_a_submission_folder(tmp_path):
     pytest.importorskip("scipy")
     gt_dir = need(SHARED / "data/widerface/eval_tools/ground_truth")

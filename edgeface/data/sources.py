@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import zlib
 from typing import Any
 
+from ..errors import OptionError
 from .fddb import read_fddb
 from .imglab import read_imglab
 from .records import FaceRecord
@@ -19,11 +22,44 @@ def load_records(source: dict[str, Any]) -> list[FaceRecord]:
     - ``imglab``: ``xml`` (dlib imglab file)
     - ``wider``: ``root``, ``split``
     - ``fddb``: ``root`` (``FDDB-folds/`` and ``originalPics/``)
+
+    Any source also takes ``folds: K`` with ``fold: I`` (only the images of fold I) or ``skip_fold: I`` (all but
+    those): a fixed K-way split by image name (:func:`fold_of`), to hold some of a training set out for validation.
     """
     kind = source.get("format")
-    args = {k: v for k, v in source.items() if k != "format"}
+    args = {k: v for k, v in source.items() if k not in ("format", "folds", "fold", "skip_fold")}
     readers = {"facemask": read_facemask, "voc": read_voc_folder, "imglab": read_imglab, "wider": read_wider,
                "fddb": read_fddb}
     if kind not in readers:
         raise ValueError(f"unknown data format {kind!r}; known: {', '.join(readers)}")
-    return readers[kind](**args)
+    pick = fold_choice(source)
+    records = readers[kind](**args)
+    if pick is None:
+        return records
+    folds, fold, keep = pick
+    chosen = [r for r in records if (fold_of(r.name or os.path.basename(r.image_path), folds) == fold) == keep]
+    if not chosen:
+        raise OptionError(f"{kind} source {source}: no image left after the fold choice")
+    return chosen
+
+
+def fold_of(name: str, folds: int) -> int:
+    """The fold (0 .. folds - 1) of the image called `name` in its dataset (WIDER's ``<event>/<file>.jpg``; the file
+    name for sets without such names): a CRC-32 of it, so an image stays in its fold whatever else is on disk and
+    in whatever order the dataset lists it."""
+    return zlib.crc32(name.encode()) % folds
+
+
+def fold_choice(source: dict[str, Any]) -> tuple[int, int, bool] | None:
+    """``(folds, fold, keep)`` of a source's fold keys (keep: take fold's images, else all others); None without."""
+    folds, fold, skip = source.get("folds"), source.get("fold"), source.get("skip_fold")
+    if folds is None and fold is None and skip is None:
+        return None
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        raise OptionError(f"folds must be an integer of at least 2, got {folds!r}")
+    if (fold is None) == (skip is None):
+        raise OptionError("with folds, give exactly one of fold (take that fold) and skip_fold (take the others)")
+    index = fold if skip is None else skip
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < folds:
+        raise OptionError(f"fold / skip_fold must be an integer in 0 .. {folds - 1}, got {index!r}")
+    return folds, index, skip is None

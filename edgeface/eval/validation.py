@@ -5,9 +5,10 @@ optional keys: ``name`` (the metric prefix; default: the format), ``max_side`` (
 the longest image side, to keep validation cheap; default: the detector's) and ``frame_side`` (each image is
 first downscaled to fit a square of this side, as a low-resolution camera would deliver it; the detector then
 applies its own settings, e.g. a shipped model's upscaling, and its boxes are scored on the full image).
-WIDER FACE val entries (``{format: wider, root: ..., split: val}``) are scored with the official easy / medium /
-hard protocol on the images present (its ``eval_tools/ground_truth`` under ``root``); every other set with VOC
-AP at IoU 0.5.
+WIDER FACE entries are scored with its easy / medium / hard protocol on the images present: val
+(``{format: wider, root: ..., split: val}``) with the official keep lists (``eval_tools/ground_truth`` under
+``root``), train (or a fold of it held out from training: ``folds: 5, fold: 0``) with keep lists by face height
+fitted to val's (:func:`edgeface.eval.wider.ground_truth_from_records`); every other set with VOC AP at IoU 0.5.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Callable, Optional
 
 from ..core.detections import Detections
 from ..data.records import FaceRecord
+from ..errors import OptionError
 from ..options import check_frame_side
 
 
@@ -79,13 +81,23 @@ def validation_set(source: dict[str, Any]) -> ValidationSet:
     source = dict(source)
     name, max_side = str(source.pop("name", source.get("format"))), source.pop("max_side", None)
     frame_side = check_frame_side(source.pop("frame_side", None))
-    if source.get("format") == "wider" and source.get("split") == "val":
-        from .wider import load_ground_truth
+    if source.get("format") == "wider":
+        from ..data.sources import fold_choice, fold_of
+        from .wider import ground_truth_from_records, load_ground_truth
 
-        root = Path(source["root"])
-        images = root / "WIDER_val" / "images"
-        return ValidationSet(name, max_side, [], load_ground_truth(root / "eval_tools" / "ground_truth", images),
-                             images, frame_side)
+        root, split = Path(source["root"]), source.get("split", "train")
+        images = root / f"WIDER_{split}" / "images"
+        if split != "val":
+            return ValidationSet(name, max_side, [], ground_truth_from_records(load_records(source)), images,
+                                 frame_side)
+        truth = load_ground_truth(root / "eval_tools" / "ground_truth", images)
+        pick = fold_choice(source)
+        if pick is not None:
+            folds, fold, keep = pick
+            truth = [g for g in truth if (fold_of(f"{g.event}/{g.name}.jpg", folds) == fold) == keep]
+            if not truth:
+                raise OptionError(f"WIDER val: no image of {images} left after the fold choice")
+        return ValidationSet(name, max_side, [], truth, images, frame_side)
     return ValidationSet(name, max_side, load_records(source), frame_side=frame_side)
 
 
