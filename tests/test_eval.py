@@ -211,6 +211,11 @@ def test_a_held_out_fold_of_wider_train_validates_with_the_height_settings():
     assert vset.metrics == ["wider_holdout_easy", "wider_holdout_medium", "wider_holdout_hard"]
     heights = np.concatenate([g.boxes[g.keep["easy"], 3] for g in vset.wider_ground_truth])
     assert heights.min() > 50 and vset.wider_images == root / "WIDER_train" / "images"
+    # val keeps its official lists; its folds split the images present
+    val = {"format": "wider", "root": str(root), "split": "val", "folds": 2}
+    halves = [{f"{g.event}/{g.name}" for g in validation_set({**val, key: 0}).wider_ground_truth}
+              for key in ("fold", "skip_fold")]
+    assert len(halves[0]) + len(halves[1]) == 400 and not halves[0] & halves[1]
 
 
 @pytest.mark.parametrize("keys, message", [({"folds": 1, "fold": 0}, "at least 2"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import zlib
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import OptionError
 from .fddb import read_fddb
@@ -32,12 +32,11 @@ def load_records(source: dict[str, Any]) -> list[FaceRecord]:
                "fddb": read_fddb}
     if kind not in readers:
         raise ValueError(f"unknown data format {kind!r}; known: {', '.join(readers)}")
-    pick = fold_choice(source)
+    in_choice = fold_filter(source)
     records = readers[kind](**args)
-    if pick is None:
+    if in_choice is None:
         return records
-    folds, fold, keep = pick
-    chosen = [r for r in records if (fold_of(r.name or os.path.basename(r.image_path), folds) == fold) == keep]
+    chosen = [r for r in records if in_choice(r.name or os.path.basename(r.image_path))]
     if not chosen:
         raise OptionError(f"{kind} source {source}: no image left after the fold choice")
     return chosen
@@ -50,8 +49,9 @@ def fold_of(name: str, folds: int) -> int:
     return zlib.crc32(name.encode()) % folds
 
 
-def fold_choice(source: dict[str, Any]) -> tuple[int, int, bool] | None:
-    """``(folds, fold, keep)`` of a source's fold keys (keep: take fold's images, else all others); None without."""
+def fold_filter(source: dict[str, Any]) -> Callable[[str], bool] | None:
+    """Whether an image (by its name in the dataset, as :func:`fold_of` takes it) is in the part of the dataset that
+    a source's fold keys choose; None for a source without them. Raises OptionError on bad keys."""
     folds, fold, skip = source.get("folds"), source.get("fold"), source.get("skip_fold")
     if folds is None and fold is None and skip is None:
         return None
@@ -62,4 +62,5 @@ def fold_choice(source: dict[str, Any]) -> tuple[int, int, bool] | None:
     index = fold if skip is None else skip
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < folds:
         raise OptionError(f"fold / skip_fold must be an integer in 0 .. {folds - 1}, got {index!r}")
-    return folds, index, skip is None
+    take = skip is None
+    return lambda name: (fold_of(name, folds) == index) == take

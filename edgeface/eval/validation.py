@@ -82,7 +82,7 @@ def validation_set(source: dict[str, Any]) -> ValidationSet:
     name, max_side = str(source.pop("name", source.get("format"))), source.pop("max_side", None)
     frame_side = check_frame_side(source.pop("frame_side", None))
     if source.get("format") == "wider":
-        from ..data.sources import fold_choice, fold_of
+        from ..data.sources import fold_filter
         from .wider import ground_truth_from_records, load_ground_truth
 
         root, split = Path(source["root"]), source.get("split", "train")
@@ -91,10 +91,9 @@ def validation_set(source: dict[str, Any]) -> ValidationSet:
             return ValidationSet(name, max_side, [], ground_truth_from_records(load_records(source)), images,
                                  frame_side)
         truth = load_ground_truth(root / "eval_tools" / "ground_truth", images)
-        pick = fold_choice(source)
-        if pick is not None:
-            folds, fold, keep = pick
-            truth = [g for g in truth if (fold_of(f"{g.event}/{g.name}.jpg", folds) == fold) == keep]
+        in_choice = fold_filter(source)
+        if in_choice is not None:
+            truth = [g for g in truth if in_choice(f"{g.event}/{g.name}.jpg")]
             if not truth:
                 raise OptionError(f"WIDER val: no image of {images} left after the fold choice")
         return ValidationSet(name, max_side, [], truth, images, frame_side)
