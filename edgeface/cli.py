@@ -18,6 +18,7 @@ from .options import (
     check_blur_prob,
     check_device,
     check_input_size,
+    check_keep_share,
     check_max_detections,
     check_max_side,
     check_min_side,
@@ -550,7 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("start", help="the first weights: an edgeface checkpoint or an EXTD authors' .pth")
     p.add_argument("end", help="the second weights (the fine-tune), same model")
     p.add_argument("--alpha", type=float, required=True, help="weight of END, in [0, 1]")
-    p.add_argument("--keep", type=float, default=1.0, metavar="SHARE",
+    p.add_argument("--keep", type=_checked(check_keep_share), default=1.0, metavar="SHARE",
                    help="keep only this share of each weight tensor's largest changes from START to END, the rest "
                         "as START has them (TIES-merging's trim; (0, 1], default 1: plain WiSE-FT)")
     p.add_argument("-o", "--output", required=True, help="edgeface checkpoint to write (.pt)")

@@ -161,6 +161,10 @@ def test_interpolated_weights_lie_on_the_line_between_two_models(tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert load_checkpoint(tmp_path / "trim.pt")[1].model_version.endswith("-wise1-keep0.25")
+    failed = subprocess.run([*cli, "--alpha", "1", "--keep", "0", "-o", str(tmp_path / "bad.pt")],
+                            capture_output=True, text=True)  # refused by the parser, before any model loads
+    assert failed.returncode == 2 and "keep must be in (0, 1], got 0" in failed.stderr
+    assert not (tmp_path / "bad.pt").exists()
 
 
 def test_trimmed_interpolation_keeps_only_the_largest_changes_of_each_weight():
