@@ -28,6 +28,7 @@ import numpy as np
 from edgeface import Detector, read_image
 from edgeface.data.imglab import read_imglab
 from edgeface.data.voc import read_facemask
+from edgeface.data.wider import images_folder
 from edgeface.eval.plots import plot_pr_curves
 from edgeface.eval.validation import SmallFrames
 from edgeface.eval.voc import voc_ap
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-tta", action="store_true", help="single-scale only")
     parser.add_argument("--authors", type=int, nargs="*", default=[32, 48, 64], choices=[32, 48, 64],
                         help="widths of the authors' EXTD checkpoints to include (default: %(default)s)")
-    wider = SHARED / "data" / "widerface" / "WIDER_val" / "images"
+    wider = images_folder(SHARED / "data" / "widerface", "val")
     parser.add_argument("--wider-images", default=str(wider) if wider.exists() else None,
                         help="WIDER_val/images folder: adds WIDER FACE val easy/medium/hard AP over the images "
                              "present (default: ../shared's, when there)")

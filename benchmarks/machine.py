@@ -1,4 +1,4 @@
-"""What a benchmark ran on, and how results are written."""
+"""What a benchmark ran on, the WIDER set it validates on, and how results are written."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import datetime
 import json
 import os
 import platform
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -70,14 +71,22 @@ HOLDOUT_HELP = (f"score WIDER on fold FOLD of {HOLDOUT_FOLDS} of the WIDER train
                 f"events the val images here lack")
 
 
-def wider_source(holdout_fold: int | None = None) -> dict[str, Any]:
-    """The WIDER validation source of the benchmarks: the val images in ../shared, or with `holdout_fold` that fold
-    of the train images (metrics ``wider_holdout_*``)."""
-    root = str(SHARED / "data" / "widerface")
-    if holdout_fold is None:
-        return {"format": "wider", "root": root, "split": "val"}
-    return {"format": "wider", "name": "wider_holdout", "root": root, "split": "train", "folds": HOLDOUT_FOLDS,
-            "fold": holdout_fold}
+def wider_validation(holdout_fold: int | None = None, **keys: Any):
+    """The benchmarks' WIDER validation set (an :class:`edgeface.eval.validation.ValidationSet`, with `keys` such
+    as ``max_side``): the val images in ../shared, or with `holdout_fold` that fold of the train images (metrics
+    ``wider_holdout_*``); None when ../shared lacks those images."""
+    from edgeface.data.wider import images_folder
+    from edgeface.eval.validation import validation_set
+
+    root = SHARED / "data" / "widerface"
+    source = ({"format": "wider", "root": str(root), "split": "val"} if holdout_fold is None else
+              {"format": "wider", "name": "wider_holdout", "root": str(root), "split": "train",
+               "folds": HOLDOUT_FOLDS, "fold": holdout_fold})
+    if not images_folder(root, source["split"]).exists():
+        return None
+    with warnings.catch_warnings():  # ../shared holds part of WIDER train: the results give the image count
+        warnings.simplefilter("ignore", UserWarning)
+        return validation_set({**source, **keys})
 
 
 def check_holdout_fold(fold: int | None) -> None:

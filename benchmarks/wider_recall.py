@@ -12,7 +12,6 @@ at the images' own size unless --max-side is given; with --wider-holdout on a he
 from __future__ import annotations
 
 import argparse
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,15 @@ from edgeface.eval.wider import (
     evaluate_wider,
 )
 
-from .machine import HOLDOUT_HELP, check_holdout_fold, describe_machine, markdown_table, wider_source, write_results
+from .machine import (
+    HOLDOUT_HELP,
+    SHARED,
+    check_holdout_fold,
+    describe_machine,
+    markdown_table,
+    wider_validation,
+    write_results,
+)
 
 HEIGHTS = ((0, 16), (16, 32), (32, 64), (64, 128), (128, 100_000))
 # the labels reported, most telling first (invalid faces never count)
@@ -81,16 +88,11 @@ def main(argv: list[str] | None = None) -> None:
         check_holdout_fold(args.wider_holdout)
     except OptionError as exc:
         parser.error(str(exc))
-    from edgeface.eval.validation import validation_set
-
-    source = wider_source(args.wider_holdout)
-    images = Path(source["root"]) / f"WIDER_{source['split']}" / "images"
-    if not images.exists():
-        print(f"skipped: {images} not found (the shared data folder is not beside the checkout)")
+    vset = wider_validation(args.wider_holdout, **({"max_side": args.max_side} if args.max_side else {}))
+    if vset is None:
+        print(f"skipped: the WIDER images are not under {SHARED / 'data' / 'widerface'} (the shared data folder is "
+              f"not beside the checkout)")
         return
-    with warnings.catch_warnings():  # ../shared holds part of WIDER train: said in the results' image count
-        warnings.simplefilter("ignore", UserWarning)
-        vset = validation_set({**source, **({"max_side": args.max_side} if args.max_side else {})})
     ground_truth = vset.wider_ground_truth
     faces = face_table(ground_truth, args.setting)
     groups = face_groups(faces, args.min_event_faces)

@@ -31,7 +31,7 @@ from .machine import (
     check_holdout_fold,
     describe_machine,
     markdown_table,
-    wider_source,
+    wider_validation,
     write_results,
 )
 
@@ -39,19 +39,15 @@ from .machine import (
 def both_validations(max_side: int | None = None, frame_side: int | None = None,
                      holdout_fold: int | None = None) -> list:
     """The face dataset's val split and the WIDER FACE val images present (or fold `holdout_fold` of the train
-    images: :func:`wider_source`), as training validates on them (WIDER bounded by the detector's `max_side`, or
+    images: :func:`wider_validation`), as training validates on them (WIDER bounded by the detector's `max_side`, or
     downscaled to `frame_side` frames before the detector, when given)."""
     from edgeface.eval.validation import validation_set
 
     bound = {key: value for key, value in (("max_side", max_side), ("frame_side", frame_side)) if value}
     sets = [validation_set({"format": "facemask", "name": "face_val", "root": str(SHARED / "data" / "facemask"),
                             "split": "val"})]
-    wider = wider_source(holdout_fold)
-    if (Path(wider["root"]) / f"WIDER_{wider['split']}" / "images").exists():
-        with warnings.catch_warnings():  # ../shared holds part of WIDER train: said once in the results' image count
-            warnings.simplefilter("ignore", UserWarning)
-            sets.append(validation_set({**wider, **bound}))
-    return sets
+    wider = wider_validation(holdout_fold, **bound)
+    return sets if wider is None else [*sets, wider]
 
 
 def score_model(path: str | Path, sets: list) -> dict[str, float]:

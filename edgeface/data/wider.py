@@ -33,18 +33,21 @@ def read_wider_txt(gt_txt: str | os.PathLike, images_root: str | os.PathLike) ->
     return records
 
 
+def images_folder(root: str | os.PathLike, split: str) -> Path:
+    """Where WIDER FACE's official layout under `root` keeps the images of `split`: ``WIDER_<split>/images``."""
+    return Path(root) / f"WIDER_{split}" / "images"
+
+
 def read_wider(root: str | os.PathLike, split: str = "train") -> list[FaceRecord]:
     """WIDER FACE ``split`` ("train" / "val") under `root`, which holds ``WIDER_<split>/`` and ``wider_face_split/``.
 
     Images listed but not on disk (a partial copy of the dataset) are left out, with a warning saying how many."""
-    root = Path(root)
-    records = read_wider_txt(root / "wider_face_split" / f"wider_face_{split}_bbx_gt.txt",
-                             root / f"WIDER_{split}" / "images")
+    images = images_folder(root, split)
+    records = read_wider_txt(Path(root) / "wider_face_split" / f"wider_face_{split}_bbx_gt.txt", images)
     present = [r for r in records if os.path.exists(r.image_path)]
     if not present:
-        raise FileNotFoundError(f"none of the {len(records)} WIDER {split} images listed is under "
-                                f"{root / f'WIDER_{split}' / 'images'}")
+        raise FileNotFoundError(f"none of the {len(records)} WIDER {split} images listed is under {images}")
     if len(present) < len(records):
         warnings.warn(f"WIDER {split}: {len(records) - len(present)} of the {len(records)} images listed are not "
-                      f"under {root / f'WIDER_{split}' / 'images'}; using the {len(present)} present", stacklevel=2)
+                      f"under {images}; using the {len(present)} present", stacklevel=2)
     return present

@@ -83,14 +83,15 @@ def validation_set(source: dict[str, Any]) -> ValidationSet:
     frame_side = check_frame_side(source.pop("frame_side", None))
     if source.get("format") == "wider":
         from ..data.sources import fold_filter
+        from ..data.wider import images_folder
         from .wider import ground_truth_from_records, load_ground_truth
 
-        root, split = Path(source["root"]), source.get("split", "train")
-        images = root / f"WIDER_{split}" / "images"
+        split = source.get("split", "train")
+        images = images_folder(source["root"], split)
         if split != "val":
             return ValidationSet(name, max_side, [], ground_truth_from_records(load_records(source)), images,
                                  frame_side)
-        truth = load_ground_truth(root / "eval_tools" / "ground_truth", images)
+        truth = load_ground_truth(Path(source["root"]) / "eval_tools" / "ground_truth", images)
         in_choice = fold_filter(source)
         if in_choice is not None:
             truth = [g for g in truth if in_choice(f"{g.event}/{g.name}.jpg")]
