@@ -7,12 +7,12 @@ for checkpoints, training and export.
 from .core.detections import Detections, Face
 from .core.image import read_image
 from .detector import Detector
-from .errors import BackendError, EdgefaceError, ImageError, ModelFileError
+from .errors import BackendError, EdgefaceError, ImageError, ModelFileError, OptionError
 from .spec import ModelSpec
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BackendError", "Detections", "Detector", "EdgefaceError", "Face", "ImageError", "ModelFileError",
+    "BackendError", "Detections", "Detector", "EdgefaceError", "Face", "ImageError", "ModelFileError", "OptionError",
     "ModelSpec", "read_image", "__version__",
 ]

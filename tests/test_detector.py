@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import edgeface
-from edgeface import BackendError, Detector, ImageError, ModelFileError
+from edgeface import BackendError, Detector, ImageError, ModelFileError, OptionError
 from edgeface.core.boxes import box_iou
 from edgeface.data import read_imglab
 
@@ -96,8 +96,11 @@ def test_bad_frames_get_clear_errors(extd64_onnx, tmp_path):
 def test_bad_model_files_get_clear_errors(extd64_onnx, tmp_path):
     import onnx
 
-    with pytest.raises(ModelFileError, match="no such model file"):
+    with pytest.raises(ModelFileError, match="no such model file") as missing:
         Detector(tmp_path / "missing.onnx")
+    assert "shipped" not in str(missing.value)
+    with pytest.raises(ModelFileError, match="no such model file: fastt \\(nor a shipped model: 'default', 'fast'\\)"):
+        Detector("fastt")  # a mistyped short name
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(extd64_onnx.read_bytes()[:1000])
     with pytest.raises(ModelFileError, match="cannot load"):
@@ -123,8 +126,20 @@ def test_a_gpu_provider_that_does_not_run_is_an_error(extd64_onnx):
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this ONNX Runtime has a CUDA provider; the fallback check needs one without")
-    with pytest.raises(BackendError, match="runs CPUExecutionProvider"):
-        Detector(extd64_onnx, device="cuda")
+    for device in ("cuda", "cuda:1"):
+        with pytest.raises(BackendError, match="asked for CUDAExecutionProvider but .* runs CPUExecutionProvider"):
+            Detector(extd64_onnx, device=device)
+
+
+def test_a_gpu_index_reaches_every_gpu_provider():
+    from edgeface.backends.onnx_backend import providers
+
+    assert providers("cpu") == ["CPUExecutionProvider"]
+    assert providers("cuda") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert providers("cuda:2") == [("CUDAExecutionProvider", {"device_id": 2}), "CPUExecutionProvider"]
+    assert providers("tensorrt") == ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    with pytest.raises(OptionError, match="device must be one of"):
+        providers("gpu")
 
 
 def test_onnx_runtime_path_works_without_torch(extd64_onnx, photo_paths):

@@ -21,7 +21,10 @@ def open_backend(path: str | os.PathLike, device: str = "cpu", threads: Optional
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise ModelFileError(f"no such model file: {path}")
+        from ..weights import SHIPPED
+
+        named = "" if os.path.splitext(path)[1] else f" (nor a shipped model: {', '.join(map(repr, SHIPPED))})"
+        raise ModelFileError(f"no such model file: {path}{named}")
     suffix = os.path.splitext(path)[1].lower()
     if suffix == ".onnx":
         from .onnx_backend import OnnxBackend
