@@ -134,10 +134,11 @@ def test_a_gpu_provider_that_does_not_run_is_an_error(extd64_onnx):
 def test_a_gpu_index_reaches_every_gpu_provider():
     from edgeface.backends.onnx_backend import providers
 
-    assert providers("cpu") == ["CPUExecutionProvider"]
-    assert providers("cuda") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    assert providers("cuda:2") == [("CUDAExecutionProvider", {"device_id": 2}), "CPUExecutionProvider"]
-    assert providers("tensorrt") == ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert providers("cpu") == (["CPUExecutionProvider"], [{}])
+    assert providers("cuda") == (["CUDAExecutionProvider", "CPUExecutionProvider"], [{}, {}])
+    assert providers("cuda:2") == (["CUDAExecutionProvider", "CPUExecutionProvider"], [{"device_id": 2}, {}])
+    assert providers("tensorrt") == (["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+                                     [{}, {}, {}])
     with pytest.raises(OptionError, match="device must be one of"):
         providers("gpu")
 

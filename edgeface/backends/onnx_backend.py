@@ -15,12 +15,12 @@ from ..spec import SPEC_KEY, ModelSpec
 GPU_PROVIDERS = {"cuda": ["CUDAExecutionProvider"], "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider"]}
 
 
-def providers(device: str) -> list:
+def providers(device: str) -> tuple[list[str], list[dict]]:
     """ONNX Runtime's execution providers for an edgeface device (``cpu``, ``cuda``, ``cuda:N``, ``tensorrt``),
-    best first, the CPU last; a GPU index goes to each GPU provider as its ``device_id``."""
+    best first, the CPU last, and each one's options: a GPU index goes to the GPU providers as their ``device_id``."""
     kind, _, index = check_device(device).partition(":")
-    gpu = [(name, {"device_id": int(index)}) if index else name for name in GPU_PROVIDERS.get(kind, [])]
-    return [*gpu, "CPUExecutionProvider"]
+    gpu = GPU_PROVIDERS.get(kind, [])
+    return [*gpu, "CPUExecutionProvider"], [*({"device_id": int(index)} if index else {} for _ in gpu), {}]
 
 
 class OnnxBackend:
@@ -30,7 +30,7 @@ class OnnxBackend:
     def __init__(self, path: str, device: str = "cpu", threads: Optional[int] = None, memory_pattern: bool = True):
         import onnxruntime as ort
 
-        wanted = providers(device)
+        wanted, provider_options = providers(device)
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -39,15 +39,15 @@ class OnnxBackend:
         try:
             with warnings.catch_warnings():  # ORT warns about missing providers; the check below says more
                 warnings.simplefilter("ignore", UserWarning)
-                self.session = ort.InferenceSession(path, options, providers=wanted)
+                self.session = ort.InferenceSession(path, options, providers=wanted,
+                                                    provider_options=provider_options)
         except Exception as exc:
             raise ModelFileError(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0][:200]}; "
                                  "is the file complete? re-export it with `edgeface export onnx`") from exc
-        first = wanted[0][0] if isinstance(wanted[0], tuple) else wanted[0]
         running = self.session.get_providers()
-        if running[0] != first:
+        if running[0] != wanted[0]:
             raise BackendError(
-                f"asked for {first} but ONNX Runtime runs {running[0]} (available here: "
+                f"asked for {wanted[0]} but ONNX Runtime runs {running[0]} (available here: "
                 f"{', '.join(ort.get_available_providers())}); install onnxruntime-gpu with a working CUDA, "
                 "or pass device='cpu'")
         meta = self.session.get_modelmeta().custom_metadata_map
