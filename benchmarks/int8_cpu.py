@@ -1,8 +1,9 @@
 """INT8 on the CPU for a model edgeface ships (--model default or fast): ONNX Runtime static quantisation (Q/DQ,
 unsigned activations, per-channel signed weights; :func:`edgeface.export.precision.quantize_int8_cpu`) calibrated on
-real photos (face-dataset and WIDER FACE train images), against FP32 in the same run: VOC AP50 on the face
-dataset's val split, WIDER FACE val easy / medium / hard AP (official protocol, over the val images ``../shared``
-holds) and the latency at 640x480 (median of 8, after 2 warm-up runs).
+real photos (face-dataset and WIDER FACE train images), every layer quantised and with --keep-float's modules left
+in FP32 (default: the shipped INT8 models' choice, the backbone's first stage and the heads), against FP32 in the
+same run: VOC AP50 on the face dataset's val split, WIDER FACE val easy / medium / hard AP (official protocol, over
+the val images ``../shared`` holds) and the latency at 640x480 (median of 8, after 2 warm-up runs).
 """
 
 from __future__ import annotations
@@ -31,11 +32,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--calibration", type=int, default=64, help="calibration photos (default: %(default)s)")
     parser.add_argument("--model", default="default", choices=["default", "fast"],
                         help="the shipped model to quantise (default: %(default)s)")
-    parser.add_argument("--save", help="also keep the INT8 model here")
+    parser.add_argument("--keep-float", nargs="*", metavar="MODULE",
+                        help="modules (PyTorch names) the partly quantised model keeps in FP32 (default: the shipped "
+                             "INT8 models' base.0 base.1 base.2 loc conf)")
+    parser.add_argument("--save", help="also keep the partly quantised INT8 model here")
     args = parser.parse_args(argv)
     from edgeface.data.voc import read_facemask
     from edgeface.data.wider import read_wider
-    from edgeface.export.precision import quantize_int8_cpu
+    from edgeface.export.precision import SHIPPED_INT8_FLOAT, quantize_int8_cpu
     from edgeface.weights import SHIPPED
 
     facemask, widerface = SHARED / "data" / "facemask", SHARED / "data" / "widerface"
@@ -50,12 +54,17 @@ def main(argv: list[str] | None = None) -> None:
     sets = both_validations()
     with tempfile.TemporaryDirectory() as tmp:
         shipped = SHIPPED[args.model]
-        int8 = args.save or str(Path(tmp) / f"{shipped.stem}_int8.onnx")
+        every = str(Path(tmp) / f"{shipped.stem}_int8_every_layer.onnx")
+        partly = args.save or str(Path(tmp) / f"{shipped.stem}_int8.onnx")
+        keep_float = SHIPPED_INT8_FLOAT if args.keep_float is None else args.keep_float
         start = time.perf_counter()
-        quantize_int8_cpu(shipped, int8, calibration)
-        print(f"quantised on {len(calibration)} photos in {time.perf_counter() - start:.0f} s", flush=True)
+        quantize_int8_cpu(shipped, every, calibration)
+        quantize_int8_cpu(shipped, partly, calibration, keep_float=keep_float)
+        print(f"quantised twice on {len(calibration)} photos in {time.perf_counter() - start:.0f} s", flush=True)
         rows = []
-        for name, path in ((f"{args.model}: FP32 (shipped)", str(shipped)), (f"{args.model}: INT8", int8)):
+        kept = ", ".join(keep_float) or "nothing"
+        for name, path in ((f"{args.model}: FP32 (shipped)", str(shipped)), (f"{args.model}: INT8", every),
+                           (f"{args.model}: INT8, FP32 {kept}", partly)):
             row = {"model": name, "latency_ms": latency_ms(path), **score_model(path, sets),
                    "megabytes": Path(path).stat().st_size / 1e6}
             rows.append(row)
@@ -66,6 +75,7 @@ def main(argv: list[str] | None = None) -> None:
                              f"{r['latency_ms']:.1f}"] for r in rows])
     print(table)
     payload = {"machine": describe_machine(), "model": args.model, "calibration_images": len(calibration),
+               "keep_float": list(keep_float),
                "wider_val_images": len(sets[-1].wider_ground_truth or []), "rows": rows}
     name = "int8_cpu" if args.model == "default" else f"int8_cpu_{args.model}"
     print(f"\nwritten: {write_results(name, payload, table)}")

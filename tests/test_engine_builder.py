@@ -366,3 +366,5 @@ def test_cpu_int8_keeps_the_spec_and_the_faces(photo_paths, tmp_path):
     report = compare_precisions(DEFAULT_MODEL, int8, "int8", photo_paths[6:10])
     assert report.face_recall >= 0.8, report.summary()
     assert not list(tmp_path.glob("*.prepared.onnx"))
+    with pytest.raises(ValueError, match="no operations of module\\(s\\) backbone in this ONNX graph"):
+        quantize_int8_cpu(DEFAULT_MODEL, tmp_path / "int8.onnx", photo_paths[:1], keep_float=["base.0", "backbone"])
