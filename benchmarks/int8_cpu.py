@@ -1,7 +1,7 @@
 """INT8 on the CPU for a model edgeface ships (--model default or fast): ONNX Runtime static quantisation (Q/DQ,
 unsigned activations, per-channel signed weights; :func:`edgeface.export.precision.quantize_int8_cpu`) calibrated on
 real photos (face-dataset and WIDER FACE train images), every layer quantised and with --keep-float's modules left
-in FP32 (default: the shipped INT8 models' choice, the backbone's first stage and the heads), against FP32 in the
+in FP32 (default: the shipped default-int8's choice, the backbone's first stage and the heads), against FP32 in the
 same run: VOC AP50 on the face dataset's val split, WIDER FACE val easy / medium / hard AP (official protocol, over
 the val images ``../shared`` holds) and the latency at 640x480 (median of 8, after 2 warm-up runs).
 """
@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="default", choices=["default", "fast"],
                         help="the shipped model to quantise (default: %(default)s)")
     parser.add_argument("--keep-float", nargs="*", metavar="MODULE",
-                        help="modules (PyTorch names) the partly quantised model keeps in FP32 (default: the shipped "
-                             "INT8 models' base.0 base.1 base.2 loc conf)")
+                        help="modules (PyTorch names) the partly quantised model keeps in FP32 (default: "
+                             "default-int8's base.0 base.1 base.2 loc conf)")
     parser.add_argument("--save", help="also keep the partly quantised INT8 model here")
     args = parser.parse_args(argv)
     from edgeface.data.voc import read_facemask

@@ -128,8 +128,8 @@ def quantize_int8_cpu(src: str | os.PathLike, dst: str | os.PathLike, images: Se
     return _calibrated(src, dst, images, size, quantise)
 
 
-# The shipped models' INT8 form keeps the backbone's first stage (highest resolution: the small faces) and the
-# heads in FP32: fully quantised they lost up to 0.015 AP, this way at most 0.009 (README, INT8 on the CPU)
+# The shipped default-int8 keeps the backbone's first stage (highest resolution: the small faces) and the heads in
+# FP32: fully quantised the default lost up to 0.015 AP, this way at most 0.009 (README, INT8 on the CPU)
 SHIPPED_INT8_FLOAT = ("base.0", "base.1", "base.2", "loc", "conf")
 
 
