@@ -23,6 +23,7 @@ from .options import (
     check_max_side,
     check_min_side,
     check_nms_iou,
+    check_samples,
     check_score_threshold,
 )
 
@@ -338,6 +339,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fisher(args: argparse.Namespace) -> int:
+    from .models.checkpoint import load_any_checkpoint
+    from .train.fisher import fisher_information, save_fisher
+    from .train.trainer import TrainConfig, training_objective, training_set
+
+    source = _data_source(args)
+    try:
+        cfg = TrainConfig.from_yaml(args.config, overrides={"train_data": [source], "seed": args.seed})
+        model_path = args.model or cfg.init
+        if not model_path:
+            raise EdgefaceError(f"{args.config} has no init: give the model with --model")
+        model, spec = load_any_checkpoint(model_path)
+        if spec.name != cfg.model:
+            raise EdgefaceError(f"{model_path} is {spec.name}, the recipe trains {cfg.model}")
+        objective = training_objective(cfg)
+        images = training_set(cfg, objective)
+        fisher = fisher_information(model, images, objective, args.samples, args.seed, progress=not args.quiet)
+    except ValueError as exc:  # bad recipe keys, an unreadable data source or model file
+        raise EdgefaceError(str(exc)) from exc
+    save_fisher(fisher, args.output, model=os.path.basename(model_path), spec=spec.name, data=source,
+                recipe=os.path.basename(args.config), samples=min(args.samples, len(images)))
+    print(f"Fisher information of {model_path} on {min(args.samples, len(images))} {args.format} images written "
+          f"to {args.output}")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
@@ -573,6 +600,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", action="store_true", help="start over even if the run folder has a checkpoint")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("fisher", help="measure which weights a model's skill on some data rests on",
+                       description="The diagonal empirical Fisher information of a model (default: the recipe's "
+                                   "init) on training images of one data source, augmented and matched as the "
+                                   "recipe trains: the mean squared gradient of the loss of each weight, one image "
+                                   "at a time. A fine-tune that should not forget that data uses it: the recipe's "
+                                   "keep_init_fisher with keep_init_weight (elastic weight consolidation), e.g. "
+                                   "`edgeface fisher --config general_extd64.yaml --format wider "
+                                   "root=../shared/data/widerface split=train -o wider.fisher`.")
+    p.add_argument("--config", required=True, help="recipe YAML (its model, crops, augmentation and matching)")
+    p.add_argument("-m", "--model", help="checkpoint or authors' .pth (default: the recipe's init)")
+    _add_data_source(p)
+    p.add_argument("--samples", type=_checked(check_samples, int), default=400,
+                   help="training images drawn, without replacement (default: %(default)s; ~0.3 s each on a CPU)")
+    p.add_argument("--seed", type=int, default=0, help="which images and crops (default: %(default)s)")
+    p.add_argument("-o", "--output", required=True, help="the Fisher file to write")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_fisher)
 
     p = sub.add_parser("eval", help="VOC AP of a model on a labelled set",
                        description="Average precision (VOC devkit style: pixel-inclusive IoU, interpolated AP) "

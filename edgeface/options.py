@@ -77,6 +77,14 @@ def check_max_detections(value: object) -> int:
     return value
 
 
+def check_samples(value: object) -> int:
+    """A number of images to draw: at least one."""
+    value = _integer("samples", value)
+    if value < 1:
+        raise OptionError(f"samples must be at least 1, got {value}")
+    return value
+
+
 def check_input_size(value: object) -> tuple[int, int]:
     """``(w, h)``, each side in [1, MAX_INPUT_SIDE]."""
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:

@@ -699,3 +699,103 @@ def test_a_teacher_whose_outputs_do_not_correspond_is_a_clear_error(tmp_path):
     save_checkpoint(create_model("shf"), default_spec("shf"), tmp_path / "shf.pt")
     with pytest.raises(OptionError, match="same family and anchors"):
         Trainer(tiny_config(tmp_path, distill_from=str(tmp_path / "shf.pt")))
+
+
+class _LinearTask:
+    """A stand-in dataset and objective: images are vectors, the loss is (w . x - y)^2, one gradient per image."""
+
+    def __init__(self, xs: torch.Tensor, ys: torch.Tensor):
+        self.xs, self.ys = xs, ys
+
+    def __len__(self) -> int:
+        return len(self.xs)
+
+    def __getitem__(self, i: int):
+        return self.xs[i], {"y": self.ys[i]}, i
+
+    def loss(self, outputs, targets):
+        return {"squared": ((outputs.squeeze(1) - targets["y"]) ** 2).sum()}
+
+
+def test_fisher_is_the_mean_of_each_images_squared_gradient(tmp_path):
+    from edgeface.errors import ModelFileError
+    from edgeface.train.fisher import fisher_information, load_fisher, save_fisher
+
+    generator = torch.Generator().manual_seed(0)
+    xs, ys = torch.randn(6, 3, generator=generator), torch.randn(6, generator=generator)
+    model = torch.nn.Linear(3, 1, bias=False)
+    task = _LinearTask(xs, ys)
+    fisher = fisher_information(model, task, task, samples=100, progress=False)  # more than there are: all six
+    w = model.weight.detach()[0]
+    per_image = 2 * ((xs @ w) - ys)[:, None] * xs  # d/dw (w . x - y)^2
+    expected = (per_image ** 2).mean(0)
+    assert torch.allclose(fisher["weight"][0], expected, rtol=1e-5)
+    assert not torch.allclose(expected, per_image.mean(0) ** 2)  # per image, not the batch's gradient squared
+    save_fisher(fisher, tmp_path / "f.fisher", model="linear")
+    scaled = load_fisher(tmp_path / "f.fisher", model)
+    assert torch.allclose(scaled["weight"], fisher["weight"] / fisher["weight"].mean())
+    with pytest.raises(ModelFileError, match="does not fit this model"):
+        load_fisher(tmp_path / "f.fisher", torch.nn.Linear(4, 1, bias=False))
+    torch.save({"weight": torch.ones(1, 3)}, tmp_path / "plain.pt")
+    with pytest.raises(ModelFileError, match="not a Fisher file"):
+        load_fisher(tmp_path / "plain.pt", model)
+    with pytest.raises(ModelFileError, match="not found"):
+        load_fisher(tmp_path / "none.fisher", model)
+
+
+def test_keeping_the_initial_weights_weighs_each_change_by_its_fisher_information(tmp_path):
+    from edgeface.errors import OptionError
+    from edgeface.train.fisher import save_fisher
+
+    release = str(need(SHARED / "weights" / "extd_official" / "EXTD_32.pth"))
+    probe = Trainer(tiny_config(tmp_path, init=release, freeze_bn=True))
+    trainable = {name: p for name, p in probe.model.named_parameters() if p.requires_grad}
+    fisher = {name: torch.zeros_like(p) for name, p in trainable.items()}
+    fisher["loc.0.weight"] = torch.full_like(fisher["loc.0.weight"], 1e-3)  # only this tensor is kept
+    save_fisher(fisher, tmp_path / "loc.fisher", model="EXTD_32.pth")
+    cfg = tiny_config(tmp_path, steps=3, init=release, freeze_bn=True, keep_init_weight=0.5,
+                      keep_init_fisher=str(tmp_path / "loc.fisher"))
+    trainer = Trainer(cfg)
+    assert trainer._keep_init_penalty().item() == 0.0  # it starts at `init`
+    params = dict(trainer.model.named_parameters())
+    scale = sum(f.sum() for f in fisher.values()) / sum(f.numel() for f in fisher.values())  # load_fisher's mean
+    with torch.no_grad():
+        params["loc.0.weight"].add_(0.01)
+        params["conf.0.weight"].add_(1.0)  # no Fisher information: free to move
+        expected = 0.5 * (fisher["loc.0.weight"] / scale * 0.01 ** 2).sum()
+        assert trainer._keep_init_penalty().item() == pytest.approx(expected.item(), rel=1e-4)
+        params["loc.0.weight"].sub_(0.01)
+        params["conf.0.weight"].sub_(1.0)
+    result = trainer.fit(progress=False)
+    assert result["loss_keep_init"] > 0 and "loss_keep_init" in (tmp_path / "run" / "log.csv").read_text()
+    plain = Trainer(tiny_config(tmp_path, steps=3, init=release, freeze_bn=True, keep_init_weight=1.0,
+                                output=str(tmp_path / "l2sp")))  # no Fisher: every weight weighs 1 (L2-SP)
+    assert len(plain.kept) == len(trainable) and all(f is None for _, _, f in plain.kept)
+    for bad, message in [({"keep_init_weight": -1.0}, "0 or more"),
+                         ({"keep_init_fisher": str(tmp_path / "loc.fisher")}, "keep_init_weight is 0"),
+                         ({"keep_init_weight": 1.0, "init": None}, "needs init")]:
+        with pytest.raises(OptionError, match=message):
+            Trainer(tiny_config(tmp_path, **{"init": release, **bad}))
+
+
+def test_fisher_cli_measures_a_model_on_real_images(tmp_path):
+    from edgeface.train.fisher import load_fisher
+
+    release = need(SHARED / "weights" / "extd_official" / "EXTD_32.pth")
+    recipe = Path(__file__).parents[1] / "edgeface" / "train" / "recipes" / "general_extd32.yaml"
+    out = tmp_path / "face.fisher"
+    done = subprocess.run([sys.executable, "-m", "edgeface", "fisher", "--config", str(recipe), "-m", str(release),
+                           "--format", "facemask", f"root={need(FACEMASK)}", "split=train", "--samples", "3", "-q",
+                           "-o", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "on 3 facemask images" in done.stdout
+    payload = torch.load(out, weights_only=True)
+    assert payload["meta"]["samples"] == 3 and payload["meta"]["data"]["split"] == "train"
+    from edgeface.models.checkpoint import load_any_checkpoint
+
+    model, _ = load_any_checkpoint(release)
+    assert all(torch.isfinite(f).all() for f in load_fisher(out, model).values())
+    bad = subprocess.run([sys.executable, "-m", "edgeface", "fisher", "--config", str(recipe), "--format",
+                          "facemask", f"root={need(FACEMASK)}", "split=train", "--samples", "0", "-o", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "samples must be at least 1" in bad.stderr

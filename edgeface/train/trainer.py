@@ -84,6 +84,11 @@ class TrainConfig:
     # `redraw_boxes: {dx, dy, width, height}` redraws its labels to another dataset's convention (redraw_boxes)
     distill_from: Optional[str] = None
     distill_weight: float = 1.0  # the distillation terms' weight against the ground-truth terms
+    # keep the weights near `init`: keep_init_weight x sum over weights of F x (w - w_init)^2 joins the loss, F the
+    # Fisher information of `init` on the data it should not forget (`edgeface fisher`, scaled to mean 1: elastic
+    # weight consolidation) or, without keep_init_fisher, 1 for every weight (L2-SP)
+    keep_init_weight: float = 0.0
+    keep_init_fisher: Optional[str] = None
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, overrides: Optional[dict[str, Any]] = None) -> TrainConfig:
@@ -243,8 +248,9 @@ class Trainer:
                     if self.distributed else self.model)
         self.objective = training_objective(cfg)
         self.teachers = [self._teacher(path) for path in teacher_paths(cfg)]
-        self.terms = self.objective.terms + (tuple(f"distill_{t}" for t in self.objective.terms)
-                                             if self.teachers else ())
+        self.kept = self._kept_weights()
+        self.terms = (self.objective.terms + (tuple(f"distill_{t}" for t in self.objective.terms)
+                                              if self.teachers else ()) + (("keep_init",) if self.kept else ()))
         self.optimizer = torch.optim.SGD(self.param_groups(), lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay)
         self.use_amp = cfg.amp and self.device.type == "cuda"
@@ -267,6 +273,30 @@ class Trainer:
             raise OptionError(f"distill_from {path} is {spec.name}, whose outputs do not correspond to "
                               f"{self.spec.name}'s anchors: distil from a model of the same family and anchors")
         return teacher.to(self.device, memory_format=torch.channels_last).eval().requires_grad_(False)
+
+    def _kept_weights(self) -> list[tuple[torch.nn.Parameter, torch.Tensor, Optional[torch.Tensor]]]:
+        """Each trainable weight with its `init` value and Fisher information (None: 1), when the recipe anchors."""
+        cfg = self.cfg
+        if not math.isfinite(cfg.keep_init_weight) or cfg.keep_init_weight < 0:
+            raise OptionError(f"keep_init_weight must be 0 or more, got {cfg.keep_init_weight}")
+        if not cfg.keep_init_weight:
+            if cfg.keep_init_fisher:
+                raise OptionError("keep_init_fisher is set but keep_init_weight is 0: give keep_init_weight (e.g. 1)")
+            return []
+        if not cfg.init:
+            raise OptionError("keep_init_weight keeps the weights near `init`: the recipe needs init")
+        fisher = {}
+        if cfg.keep_init_fisher:
+            from .fisher import load_fisher
+
+            fisher = load_fisher(cfg.keep_init_fisher, self.model)
+        return [(p, p.detach().clone(), fisher[name].to(self.device) if cfg.keep_init_fisher else None)
+                for name, p in self.model.named_parameters() if p.requires_grad and (not fisher or name in fisher)]
+
+    def _keep_init_penalty(self) -> torch.Tensor:
+        """``keep_init_weight x sum F (w - w_init)^2`` over the anchored weights."""
+        total = sum(((p - start) ** 2 * (1.0 if fisher is None else fisher)).sum() for p, start, fisher in self.kept)
+        return self.cfg.keep_init_weight * total
 
     @torch.no_grad()
     def _taught(self, x: torch.Tensor, teacher: torch.Tensor, outputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -420,6 +450,8 @@ class Trainer:
                             taught = self._taught(x, targets["teacher"], outputs)
                             terms.update({f"distill_{t}": cfg.distill_weight * v
                                           for t, v in self.objective.distill(outputs, taught, targets).items()})
+                        if self.kept:
+                            terms["keep_init"] = self._keep_init_penalty()
                         loss = sum(terms.values()) / cfg.accumulate
                     self.scaler.scale(loss).backward()
                     if self.miner is not None:
