@@ -764,13 +764,20 @@ def test_keeping_the_initial_weights_weighs_each_change_by_its_fisher_informatio
         params["conf.0.weight"].add_(1.0)  # no Fisher information: free to move
         expected = 0.5 * (fisher["loc.0.weight"] / scale * 0.01 ** 2).sum()
         assert trainer._keep_init_penalty().item() == pytest.approx(expected.item(), rel=1e-4)
-        params["loc.0.weight"].sub_(0.01)
+        for group in trainer.optimizer.param_groups:
+            group["lr"] = 0.1
+        trainer._pull_to_init()  # the exact proximal step: each change shrinks by 1 + 2 lr k F
+        loc_f = (fisher["loc.0.weight"] / scale).flatten()[0].item()
+        assert params["loc.0.weight"].flatten()[0].item() == pytest.approx(
+            probe.model.loc[0].weight.flatten()[0].item() + 0.01 / (1 + 2 * 0.1 * 0.5 * loc_f), abs=1e-6)
+        assert torch.allclose(params["conf.0.weight"], probe.model.conf[0].weight + 1.0)
+        params["loc.0.weight"].copy_(probe.model.loc[0].weight)
         params["conf.0.weight"].sub_(1.0)
     result = trainer.fit(progress=False)
     assert result["loss_keep_init"] > 0 and "loss_keep_init" in (tmp_path / "run" / "log.csv").read_text()
     plain = Trainer(tiny_config(tmp_path, steps=3, init=release, freeze_bn=True, keep_init_weight=1.0,
                                 output=str(tmp_path / "l2sp")))  # no Fisher: every weight weighs 1 (L2-SP)
-    assert len(plain.kept) == len(trainable) and all(f is None for _, _, f in plain.kept)
+    assert len(plain.kept) == len(trainable) and all(f is None for _, f in plain.kept.values())
     for bad, message in [({"keep_init_weight": -1.0}, "0 or more"),
                          ({"keep_init_fisher": str(tmp_path / "loc.fisher")}, "keep_init_weight is 0"),
                          ({"keep_init_weight": 1.0, "init": None}, "needs init")]:

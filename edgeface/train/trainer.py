@@ -84,7 +84,8 @@ class TrainConfig:
     # `redraw_boxes: {dx, dy, width, height}` redraws its labels to another dataset's convention (redraw_boxes)
     distill_from: Optional[str] = None
     distill_weight: float = 1.0  # the distillation terms' weight against the ground-truth terms
-    # keep the weights near `init`: keep_init_weight x sum over weights of F x (w - w_init)^2 joins the loss, F the
+    # keep the weights near `init`: keep_init_weight x sum over weights of F x (w - w_init)^2 is minimised with the
+    # loss (a proximal step after each optimizer step), F the
     # Fisher information of `init` on the data it should not forget (`edgeface fisher`, scaled to mean 1: elastic
     # weight consolidation) or, without keep_init_fisher, 1 for every weight (L2-SP)
     keep_init_weight: float = 0.0
@@ -274,15 +275,15 @@ class Trainer:
                               f"{self.spec.name}'s anchors: distil from a model of the same family and anchors")
         return teacher.to(self.device, memory_format=torch.channels_last).eval().requires_grad_(False)
 
-    def _kept_weights(self) -> list[tuple[torch.nn.Parameter, torch.Tensor, Optional[torch.Tensor]]]:
-        """Each trainable weight with its `init` value and Fisher information (None: 1), when the recipe anchors."""
+    def _kept_weights(self) -> dict[torch.nn.Parameter, tuple[torch.Tensor, Optional[torch.Tensor]]]:
+        """Each trainable weight's `init` value and Fisher information (None: 1), when the recipe keeps them."""
         cfg = self.cfg
         if not math.isfinite(cfg.keep_init_weight) or cfg.keep_init_weight < 0:
             raise OptionError(f"keep_init_weight must be 0 or more, got {cfg.keep_init_weight}")
         if not cfg.keep_init_weight:
             if cfg.keep_init_fisher:
                 raise OptionError("keep_init_fisher is set but keep_init_weight is 0: give keep_init_weight (e.g. 1)")
-            return []
+            return {}
         if not cfg.init:
             raise OptionError("keep_init_weight keeps the weights near `init`: the recipe needs init")
         fisher = {}
@@ -290,13 +291,27 @@ class Trainer:
             from .fisher import load_fisher
 
             fisher = load_fisher(cfg.keep_init_fisher, self.model)
-        return [(p, p.detach().clone(), fisher[name].to(self.device) if cfg.keep_init_fisher else None)
-                for name, p in self.model.named_parameters() if p.requires_grad and (not fisher or name in fisher)]
+        return {p: (p.detach().clone(), fisher[name].to(self.device) if fisher else None)
+                for name, p in self.model.named_parameters() if p.requires_grad and (not fisher or name in fisher)}
 
+    @torch.no_grad()
     def _keep_init_penalty(self) -> torch.Tensor:
-        """``keep_init_weight x sum F (w - w_init)^2`` over the anchored weights."""
-        total = sum(((p - start) ** 2 * (1.0 if fisher is None else fisher)).sum() for p, start, fisher in self.kept)
+        """``keep_init_weight x sum F (w - w_init)^2`` over the kept weights (what :meth:`_pull_to_init` minimises)."""
+        total = sum(((p - start) ** 2 * (1.0 if fisher is None else fisher)).sum()
+                    for p, (start, fisher) in self.kept.items())
         return self.cfg.keep_init_weight * total
+
+    @torch.no_grad()
+    def _pull_to_init(self) -> None:
+        """The penalty's proximal step after each optimizer step: ``w <- w_init + (w - w_init) / (1 + 2 lr k F)``.
+        Exact for the quadratic, so stable however large F is (a PReLU slope's reaches thousands, where a gradient
+        step of lr 1e-3 would overshoot), and kept out of the gradient, whose norm clipping it would dominate."""
+        for group in self.optimizer.param_groups:  # each at its own learning rate (a model's lr multipliers)
+            rate = 2.0 * group["lr"] * self.cfg.keep_init_weight
+            for p in group["params"]:
+                if p in self.kept:
+                    start, fisher = self.kept[p]
+                    p.sub_(start).div_(1.0 + rate * (1.0 if fisher is None else fisher)).add_(start)
 
     @torch.no_grad()
     def _taught(self, x: torch.Tensor, teacher: torch.Tensor, outputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -469,6 +484,8 @@ class Trainer:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad_norm)
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
+                if self.kept:
+                    self._pull_to_init()
                 self.step += 1
                 result = {"loss": float(totals.sum()),
                           **{f"loss_{t}": float(v) for t, v in zip(self.terms, totals)}}
