@@ -85,9 +85,9 @@ class TrainConfig:
     distill_from: Optional[str] = None
     distill_weight: float = 1.0  # the distillation terms' weight against the ground-truth terms
     # keep the weights near `init`: keep_init_weight x sum over weights of F x (w - w_init)^2 is minimised with the
-    # loss (a proximal step after each optimizer step), F the
-    # Fisher information of `init` on the data it should not forget (`edgeface fisher`, scaled to mean 1: elastic
-    # weight consolidation) or, without keep_init_fisher, 1 for every weight (L2-SP)
+    # loss (a proximal step after each optimizer step), F the Fisher information of `init` on the data it should not
+    # forget (`edgeface fisher`, scaled to mean 1: elastic weight consolidation) or, without keep_init_fisher, 1
+    # for every weight (L2-SP)
     keep_init_weight: float = 0.0
     keep_init_fisher: Optional[str] = None
 
