@@ -340,9 +340,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_fisher(args: argparse.Namespace) -> int:
-    from .models.checkpoint import load_any_checkpoint
     from .train.fisher import fisher_information, save_fisher
-    from .train.trainer import TrainConfig, training_objective, training_set
+    from .train.trainer import TrainConfig, recipe_weights, training_objective, training_set
 
     source = _data_source(args)
     try:
@@ -350,18 +349,16 @@ def cmd_fisher(args: argparse.Namespace) -> int:
         model_path = args.model or cfg.init
         if not model_path:
             raise EdgefaceError(f"{args.config} has no init: give the model with --model")
-        model, spec = load_any_checkpoint(model_path)
-        if spec.name != cfg.model:
-            raise EdgefaceError(f"{model_path} is {spec.name}, the recipe trains {cfg.model}")
+        model = recipe_weights(cfg, model_path)
         objective = training_objective(cfg)
         images = training_set(cfg, objective)
         fisher = fisher_information(model, images, objective, args.samples, args.seed, progress=not args.quiet)
-    except ValueError as exc:  # bad recipe keys, an unreadable data source or model file
+    except ValueError as exc:  # bad recipe keys, another model's weights, an unreadable data source or model file
         raise EdgefaceError(str(exc)) from exc
-    save_fisher(fisher, args.output, model=os.path.basename(model_path), spec=spec.name, data=source,
-                recipe=os.path.basename(args.config), samples=min(args.samples, len(images)))
-    print(f"Fisher information of {model_path} on {min(args.samples, len(images))} {args.format} images written "
-          f"to {args.output}")
+    used = min(args.samples, len(images))  # fisher_information draws at most every image once
+    save_fisher(fisher, args.output, model=os.path.basename(model_path), spec=cfg.model, data=source,
+                recipe=os.path.basename(args.config), samples=used)
+    print(f"Fisher information of {model_path} on {used} {args.format} images written to {args.output}")
     return 0
 
 

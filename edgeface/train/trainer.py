@@ -181,6 +181,16 @@ def teacher_paths(cfg: TrainConfig) -> list[str]:
     return paths
 
 
+def recipe_weights(cfg: TrainConfig, path: str) -> torch.nn.Module:
+    """The model at `path` (edgeface checkpoint or authors' .pth), which must be the recipe's model."""
+    from ..models.checkpoint import load_any_checkpoint
+
+    model, spec = load_any_checkpoint(path)
+    if spec.name != cfg.model:
+        raise ValueError(f"weights {path} are {spec.name!r}, the recipe trains {cfg.model!r}")
+    return model
+
+
 def training_set(cfg: TrainConfig, objective: Objective) -> FaceTrainingSet:
     """The recipe's training images, augmented and turned into `objective`'s targets, each with the index of its
     teacher in :func:`teacher_paths` (-1: not distilled)."""
@@ -231,12 +241,7 @@ class Trainer:
         # channels-last: 3x faster depthwise convolutions with autograd on CPU, and what tensor cores want
         self.model = create_model(cfg.model).to(self.device, memory_format=torch.channels_last)
         if cfg.init:
-            from ..models.checkpoint import load_any_checkpoint
-
-            init_model, init_spec = load_any_checkpoint(cfg.init)
-            if init_spec.name != cfg.model:
-                raise ValueError(f"init weights {cfg.init} are {init_spec.name!r}, the recipe trains {cfg.model!r}")
-            self.model.load_state_dict(init_model.state_dict())
+            self.model.load_state_dict(recipe_weights(cfg, cfg.init).state_dict())
         if cfg.backbone_weights:
             from ..models.backbones import load_imagenet
 
