@@ -54,7 +54,8 @@ class Detector:
             model's ``spec.input.min_side``: 640 for the shipped models, none for others; 0: never upscale).
             `max_side` wins over it.
         device: "cpu" (default), "cuda", "cuda:N", or for ONNX files "tensorrt". A GPU that was asked for but
-            is not what runs is an error, never a silent CPU fallback.
+            is not what runs is an error, never a silent CPU fallback. Engine files always run on a GPU: "cuda:N"
+            picks which (otherwise GPU 0).
         threads: CPU threads for the backend (default: the backend's own choice).
         test_time: passes per frame (pyramid, flip, box voting); default: the model's own strategy from
             its spec (one pass for EXTD; HR's pyramid with 2x interpolation, ...). ``TestTimeSpec()``

@@ -9,6 +9,7 @@ import ctypes
 
 import numpy as np
 import pytest
+from cuda_emulation import runtime as emulation
 
 import edgeface
 from edgeface.backends.cuda.pipeline import GpuPipeline
@@ -249,7 +250,7 @@ class FakeTensorRTEngine:
                 self.addresses[name] = ptr
 
             def execute_async_v3(self, stream_handle):
-                stream = stream_of[stream_handle]
+                stream = emulation.stream_of(stream_handle)
                 if stream.recording is not None and self.needs_eager_run:
                     raise AssertionError("captured right after set_input_shape, without an eager run first")
                 _, _, h, w = self.shape
@@ -262,7 +263,57 @@ class FakeTensorRTEngine:
         return Context()
 
 
-stream_of: dict[int, object] = {}
+class FakeTensorRT:
+    """The few names of the ``tensorrt`` module that the backend uses; its engines are :class:`FakeTensorRTEngine`."""
+
+    __version__ = "10.3.0"
+
+    def __init__(self, backend):
+        self.backend, self.deserialized_on = backend, []
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, severity):
+            pass
+
+    def Runtime(self, logger):
+        trt = self
+
+        class Runtime:
+            def deserialize_cuda_engine(self, plan):
+                trt.deserialized_on.append(emulation.contexts[-1])  # the device current when TensorRT loads it
+                return FakeTensorRTEngine(trt.backend) if plan == b"plan" else None
+
+        return Runtime()
+
+
+def test_an_engine_on_gpu_n_lives_and_runs_there(emulated_runtime, backend, photo_paths, tmp_path, monkeypatch):
+    """``Detector("m.engine", device="cuda:1")``: the engine is deserialized, and its buffers, stream, graphs and
+    every run use device 1's context; host batches (``run``) and frames give what the CPU detector gives."""
+    import sys
+
+    import edgeface.backends.cuda
+    from edgeface.backends.engine_file import EngineHeader, write_engine_file
+
+    trt = FakeTensorRT(backend)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(edgeface.backends.cuda, "runtime", emulated_runtime)  # the backend's default runtime
+    path = tmp_path / "m.engine"
+    write_engine_file(path, EngineHeader(backend.spec, trt.__version__, compute_capability="0.0"), b"plan")
+    emulated_runtime.contexts.clear()
+    gpu = edgeface.Detector(path, device="cuda:1", min_side=0)  # the frame's own size, as `cpu`
+    assert trt.deserialized_on == [1] and gpu.backend.ordinal == gpu.gpu_pipeline.ordinal == 1
+    cpu = edgeface.Detector(DEFAULT_MODEL, min_side=0)
+    image = edgeface.read_image(photo_paths[0])
+    assert_same(gpu(image), cpu(image))
+    batch = np.random.default_rng(0).normal(size=(1, 3, 96, 128)).astype(np.float32)
+    for ours, reference in zip(gpu.backend.run(batch), backend.run(batch)):
+        np.testing.assert_allclose(ours, reference, atol=1e-5)
+    assert set(emulated_runtime.contexts) == {1}
+    path.write_bytes(path.read_bytes()[:-4] + b"junk")  # a plan this TensorRT cannot load: a clear error
+    with pytest.raises(edgeface.BackendError, match="could not deserialize"):
+        edgeface.Detector(path, device="cuda:1")
 
 
 def test_tensorrt_runs_each_frame_size_on_its_own_context_alternating_sizes(emulated_runtime, backend, photo_paths):
@@ -274,8 +325,6 @@ def test_tensorrt_runs_each_frame_size_on_its_own_context_alternating_sizes(emul
     trt.spec, trt.engine, trt._contexts = backend.spec, FakeTensorRTEngine(backend), {}
     graphs = GpuPipeline(backend.spec, trt.network_runner(), 0.5, 0.3, 50, runtime=emulated_runtime)
     eager = pipeline(emulated_runtime, backend, use_graphs=False)
-    stream_of[id(graphs.stream)] = graphs.stream
-    graphs.stream.handle = id(graphs.stream)
     image = edgeface.read_image(photo_paths[0])
     sizes = [(320, 240), (256, 192)] * 3
     for size in sizes:
@@ -286,8 +335,6 @@ def test_tensorrt_runs_each_frame_size_on_its_own_context_alternating_sizes(emul
     trt = TensorRTBackend.__new__(TensorRTBackend)
     trt.spec, trt.engine, trt._contexts = backend.spec, FakeTensorRTEngine(backend), {}
     bounded = GpuPipeline(backend.spec, trt.network_runner(), 0.5, 0.3, 50, runtime=emulated_runtime, max_plans=2)
-    stream_of[id(bounded.stream)] = bounded.stream
-    bounded.stream.handle = id(bounded.stream)
     for size in [(160, 120), (192, 144), (224, 168), (256, 192)]:
         bounded.detect(image, size)
     assert sorted(trt._contexts) == [(1, 3, 168, 224), (1, 3, 192, 256)]

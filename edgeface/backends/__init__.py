@@ -51,7 +51,7 @@ def open_backend(path: str | os.PathLike, device: str = "cpu", threads: Optional
         check_engine_fits(header, path, tensorrt.__version__, None)  # the GPU is checked once CUDA is up
         from .tensorrt_backend import TensorRTBackend
 
-        return TensorRTBackend(path, tensorrt)
+        return TensorRTBackend(path, tensorrt, ordinal=int(device.partition(":")[2] or 0))  # engines run on a GPU
     raise ModelFileError(f"{path}: unknown model file type {suffix!r}; edgeface runs .onnx files and .pt checkpoints")
 
 

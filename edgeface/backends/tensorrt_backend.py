@@ -8,21 +8,29 @@ size) that ``Detector`` uses for frames.
 
 from __future__ import annotations
 
-from typing import Any
+from types import ModuleType
+from typing import Any, Optional
 
 import numpy as np
 
 from ..errors import BackendError
-from .cuda.runtime import DeviceBuffer, Stream, device_identity
 from .engine_file import check_engine_fits, read_engine_header
 
 
 class TensorRTBackend:
-    def __init__(self, path: str, tensorrt: Any = None):
+    """An edgeface engine file on GPU `ordinal`: the engine, its execution contexts, buffers and stream all live
+    in that device's primary context, made current on the calling thread before each use. `runtime` is
+    :mod:`edgeface.backends.cuda.runtime` (the default) or a stand-in with the same names (the tests' emulation)."""
+
+    def __init__(self, path: str, tensorrt: Any = None, ordinal: int = 0, runtime: Optional[ModuleType] = None):
         header, offset = read_engine_header(path)
         if tensorrt is None:
             import tensorrt
-        name, capability = device_identity()
+        if runtime is None:
+            from .cuda import runtime
+        self.rt, self.ordinal = runtime, ordinal
+        runtime.context(ordinal)  # TensorRT deserializes into the current context
+        name, capability = runtime.device_identity(ordinal)
         check_engine_fits(header, path, tensorrt.__version__, capability)
         self.trt, self.spec, self.header = tensorrt, header.spec, header
         with open(path, "rb") as f:
@@ -34,7 +42,7 @@ class TensorRTBackend:
         if self.engine is None:
             raise BackendError(f"TensorRT {tensorrt.__version__} could not deserialize {path} on {name}: rebuild "
                                "the engine on this machine with `edgeface build-engine`")
-        self.stream = Stream()
+        self.stream = runtime.Stream()
         self._contexts: dict[tuple[int, ...], Any] = {}
         self._buffers: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
         self.name = f"tensorrt:{name}"
@@ -70,9 +78,10 @@ class TensorRTBackend:
         """Host batch in, host ``(loc, conf)`` out (copies both ways; frames should use :meth:`gpu_pipeline`)."""
         batch = np.ascontiguousarray(batch, np.float32)
         key = batch.shape
+        self.rt.context(self.ordinal)  # current on this thread too
         if key not in self._buffers:
             n = int(np.prod(self.context_for(key).get_tensor_shape("loc"))) // 4
-            self._buffers[key] = tuple(DeviceBuffer(b) for b in (batch.nbytes, n * 16, n * 8))
+            self._buffers[key] = tuple(self.rt.DeviceBuffer(b) for b in (batch.nbytes, n * 16, n * 8))
         inp, loc, conf = self._buffers[key]
         inp.copy_from_host(batch, self.stream)
         self._execute(key, inp.ptr, loc.ptr, conf.ptr, self.stream.handle)
@@ -96,4 +105,5 @@ class TensorRTBackend:
     def gpu_pipeline(self, score_threshold: float, nms_iou: float, max_detections: int):
         from .cuda.pipeline import GpuPipeline
 
-        return GpuPipeline(self.spec, self.network_runner(), score_threshold, nms_iou, max_detections)
+        return GpuPipeline(self.spec, self.network_runner(), score_threshold, nms_iou, max_detections,
+                           runtime=self.rt, ordinal=self.ordinal)

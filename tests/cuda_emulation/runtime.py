@@ -45,10 +45,20 @@ def device_identity(ordinal: int = 0) -> tuple[str, str]:
     return "CPU emulation", "0.0"
 
 
+_streams: weakref.WeakValueDictionary[int, Stream] = weakref.WeakValueDictionary()
+
+
+def stream_of(handle: int) -> Stream:
+    """The stream whose ``handle`` a stand-in library (TensorRT's ``execute_async_v3``) was given."""
+    return _streams[handle]
+
+
 class Stream:
     def __init__(self):
         self.recording: Optional[list[Callable[[], None]]] = None
         self.waited_for: list[int] = []  # producer streams of device frames (CUDA array interface v3)
+        self.handle = id(self)
+        _streams[self.handle] = self
 
     def wait_for(self, producer: int) -> None:
         self.waited_for.append(int(producer))
