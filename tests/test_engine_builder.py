@@ -319,6 +319,7 @@ def test_a_build_without_cuda_bindings_still_writes_its_engine(extd64_onnx, tmp_
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Use Deprecated in TensorRT-RTX:DeprecationWarning")  # its no-op timing cache
 def test_the_tensorrt_10_builder_path_on_real_tensorrt_bindings(extd64_onnx, tmp_path):
     """TensorRT-RTX's Python bindings are the TensorRT 10 builder API (pybind11) without precision flags: the
     builder's own code path runs on them, real IHostMemory and timing cache included (FP32, no GPU needed)."""
