@@ -216,9 +216,10 @@ def _nice_step(extent: float, ticks: int = 5) -> float:
 
 def place_labels(points: list[tuple[int, int]], sizes: list[tuple[int, int]], bounds: tuple[int, int, int, int],
                  gap: int = 8) -> list[tuple[int, int]]:
-    """Bottom-left corners for text boxes of `sizes` beside `points`, each clear of the others and inside
-    `bounds` (x0, y0, x1, y1): right of its point if it fits, else left, moved down or up until free."""
-    placed: list[tuple[int, int, int, int]] = []
+    """Bottom-left corners for text boxes of `sizes` beside `points`, each clear of the others, of every point
+    and inside `bounds` (x0, y0, x1, y1): right of its point if it fits, else left, moved down or up until free."""
+    dot = gap - 2  # a point's half-width: its own label starts `gap` away, clear of it
+    placed: list[tuple[int, int, int, int]] = [(x - dot, y - dot, x + dot, y + dot) for x, y in points]
     corners = []
     for (x, y), (w, h) in zip(points, sizes):
         left_x = x + gap if x + gap + w <= bounds[2] else x - gap - w
