@@ -455,6 +455,7 @@ class Trainer:
                     group["lr"] = lr * group.get("multiplier", 1.0)
                 self.optimizer.zero_grad(set_to_none=True)
                 totals = torch.zeros(len(self.terms))
+                kept = self._keep_init_penalty() if self.kept else None  # the weights move only after the step
                 for micro in range(cfg.accumulate):
                     wait_start = time.perf_counter()
                     x, targets, indices = next(loader)
@@ -470,8 +471,8 @@ class Trainer:
                             taught = self._taught(x, targets["teacher"], outputs)
                             terms.update({f"distill_{t}": cfg.distill_weight * v
                                           for t, v in self.objective.distill(outputs, taught, targets).items()})
-                        if self.kept:
-                            terms["keep_init"] = self._keep_init_penalty()
+                        if kept is not None:
+                            terms["keep_init"] = kept
                         loss = sum(terms.values()) / cfg.accumulate
                     self.scaler.scale(loss).backward()
                     if self.miner is not None:
