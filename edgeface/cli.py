@@ -23,6 +23,7 @@ from .options import (
     check_max_side,
     check_min_side,
     check_nms_iou,
+    check_occlude_prob,
     check_samples,
     check_score_threshold,
 )
@@ -439,7 +440,7 @@ def cmd_data_show(args: argparse.Namespace) -> int:
     records = load_records(_data_source(args))
     if not records:
         raise EdgefaceError("the data source has no images")
-    cfg = AugmentConfig(size=args.size, recipe=args.recipe, blur_prob=args.blur)
+    cfg = AugmentConfig(size=args.size, recipe=args.recipe, blur_prob=args.blur, occlude_prob=args.occlude)
     rng = np.random.default_rng(args.seed)
     tiles = []
     for k in range(args.count):
@@ -655,6 +656,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--blur", type=_checked(check_blur_prob), default=0.0, metavar="P",
                    help="share of samples blurred, out of focus or moving, as the recipe key blur_prob "
                         "(default: %(default)s)")
+    d.add_argument("--occlude", type=_checked(check_occlude_prob), default=0.0, metavar="P",
+                   help="share of samples whose faces may get a band covered by a patch of the image, as the "
+                        "recipe key occlude_prob (default: %(default)s)")
     d.set_defaults(func=cmd_data_show)
 
     p = sub.add_parser("eval-wider", help="WIDER FACE easy/medium/hard AP (official protocol)",

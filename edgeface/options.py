@@ -53,12 +53,22 @@ def check_nms_iou(value: object) -> float:
     return value
 
 
+def check_share(value: object, name: str) -> float:
+    """A share of training samples (``name`` for the error), in [0, 1]."""
+    value = _real(name, value)
+    if not 0.0 <= value <= 1.0:
+        raise OptionError(f"{name} is a share of samples in [0, 1], got {value:g}")
+    return value
+
+
 def check_blur_prob(value: object) -> float:
     """The share of training samples blurred, in [0, 1]."""
-    value = _real("blur_prob", value)
-    if not 0.0 <= value <= 1.0:
-        raise OptionError(f"blur_prob is a share of samples in [0, 1], got {value:g}")
-    return value
+    return check_share(value, "blur_prob")
+
+
+def check_occlude_prob(value: object) -> float:
+    """The share of training samples whose faces may be partly covered, in [0, 1]."""
+    return check_share(value, "occlude_prob")
 
 
 def check_keep_share(value: float, name: str = "keep") -> float:

@@ -86,9 +86,10 @@ def test_data_show_renders_augmented_samples(tmp_path):
     grid = cv2.imread(str(out))
     assert grid.shape == (256, 512, 3)  # 6 tiles in 4 columns: two rows, the last padded
     assert (grid[..., 1] == 255).any()  # green boxes were drawn
-    blurred = tmp_path / "blurred.png"
-    assert run("data", "show", "--format", "facemask", f"root={root}", "split=train", "-o", str(blurred),
-               "--count", "6", "--size", "128", "--blur", "1").returncode == 0
-    assert not np.array_equal(cv2.imread(str(blurred)), grid)
-    result = run("data", "show", "--format", "facemask", f"root={root}", "--blur", "2")
-    assert result.returncode == 2 and "blur_prob is a share of samples in [0, 1], got 2" in result.stderr
+    for option, key in (("--blur", "blur_prob"), ("--occlude", "occlude_prob")):
+        changed = tmp_path / f"{key}.png"
+        assert run("data", "show", "--format", "facemask", f"root={root}", "split=train", "-o", str(changed),
+                   "--count", "6", "--size", "128", option, "1").returncode == 0
+        assert not np.array_equal(cv2.imread(str(changed)), grid)
+        result = run("data", "show", "--format", "facemask", f"root={root}", option, "2")
+        assert result.returncode == 2 and f"{key} is a share of samples in [0, 1], got 2" in result.stderr

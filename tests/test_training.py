@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 from conftest import SHARED, need, write_imglab  # noqa: E402
 from edgeface.core.anchors import generate_anchors  # noqa: E402
 from edgeface.core.boxes import box_iou, cxcywh_to_xyxy  # noqa: E402
-from edgeface.data.augment import AugmentConfig, augment, blur, hflip  # noqa: E402
+from edgeface.data.augment import AugmentConfig, augment, blur, hflip, occlude  # noqa: E402
 from edgeface.data.imglab import read_imglab  # noqa: E402
 from edgeface.data.voc import read_facemask  # noqa: E402
 from edgeface.data.wider import read_wider_txt  # noqa: E402
@@ -118,6 +118,55 @@ def test_augmentation_blur_softens_the_image_and_keeps_the_faces(rng):
     for bad in ({"blur_prob": 1.5}, {"blur_prob": -0.1}, {"blur_max_px": 1.0}):
         with pytest.raises(OptionError, match=next(iter(bad))):
             AugmentConfig(**bad)
+
+
+def test_occlusion_covers_an_edge_band_of_large_faces_only(rng):
+    from edgeface.errors import OptionError
+
+    image = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    before = image.copy()
+    boxes = np.array([[20.4, 30.6, 120.2, 150.9], [200, 100, 260, 170], [5, 200, 15, 212]], np.float32)
+    covered = np.zeros(len(boxes), int)
+    for seed in range(40):
+        out = occlude(image, boxes, np.random.default_rng(seed), min_px=16)
+        assert out.shape == image.shape and out.dtype == np.uint8 and np.array_equal(image, before)
+        changed = (out != image).any(axis=2)
+        inside = np.zeros_like(changed)
+        for k, (x1, y1, x2, y2) in enumerate(boxes):
+            x1, y1, x2, y2 = int(np.ceil(x1)), int(np.ceil(y1)), int(x2), int(y2)
+            inside[y1:y2, x1:x2] = True
+            face = changed[y1:y2, x1:x2]
+            if not face.any():
+                continue
+            covered[k] += 1
+            rows, cols = np.nonzero(face)
+            top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+            band_h, band_w = bottom - top, right - left
+            h, w = face.shape
+            # one band along an edge, spanning the face the other way, 20-60 % of it deep (a few random pixels
+            # of the patch may equal the face's, so the extent is checked, not every pixel)
+            across = band_w >= w - 2 and (top <= 1 or bottom >= h - 1) and 0.15 * h <= band_h <= 0.62 * h
+            down = band_h >= h - 2 and (left <= 1 or right >= w - 1) and 0.15 * w <= band_w <= 0.62 * w
+            assert across or down, (seed, k, top, bottom, left, right, h, w)
+        assert not changed[~inside].any()  # nothing outside the faces moves
+    assert 8 <= covered[0] <= 32 and 8 <= covered[1] <= 32 and covered[2] == 0  # p = 0.5; 10 x 12 px: never
+    for bad in ({"occlude_prob": 2}, {"occlude_prob": -0.5}, {"occlude_min_px": 0.5}):
+        with pytest.raises(OptionError, match=next(iter(bad))):
+            AugmentConfig(**bad)
+
+
+def test_augmentation_occlusion_keeps_the_boxes(rng):
+    image = rng.integers(0, 256, (300, 420, 3), dtype=np.uint8)
+    boxes = np.array([[10, 20, 160, 200], [200, 100, 330, 260]], np.float32)
+    differs = 0
+    for seed in range(8):
+        (plain, plain_boxes), (covered, covered_boxes) = (
+            augment(image, boxes, np.random.default_rng(seed), AugmentConfig(size=160, occlude_prob=p))
+            for p in (0.0, 1.0))
+        assert covered.shape == plain.shape
+        assert np.allclose(covered_boxes, plain_boxes) or np.allclose(covered_boxes, hflip(plain, plain_boxes)[1])
+        differs += not np.array_equal(covered, plain)
+    assert differs >= 4
 
 
 def photometric_per_pixel(image, rng, cfg):

@@ -2,7 +2,8 @@
 
 Photometric distortion in random order, then with p = 0.5 PyramidBox data-anchor-sampling, else an
 SSD-style random crop; resize to the training size with a random interpolation; optionally a blur
-(``blur_prob``: out-of-focus or motion, as WIDER FACE's blurred faces are); horizontal flip; faces under
+(``blur_prob``: out-of-focus or motion, as WIDER FACE's blurred faces are) and faces partly covered
+(``occlude_prob``: as WIDER FACE's occluded faces are); horizontal flip; faces under
 ``min_face`` pixels dropped. Boxes are ``(N, 4)`` float32 xyxy pixels of the image they
 come with; every function returns new arrays and never changes its inputs.
 """
@@ -16,7 +17,7 @@ import numpy as np
 
 from ..core.boxes import box_iou
 from ..errors import OptionError
-from ..options import check_blur_prob
+from ..options import check_blur_prob, check_occlude_prob
 
 INTERPOLATIONS = (cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_AREA, cv2.INTER_NEAREST, cv2.INTER_LANCZOS4)
 
@@ -42,9 +43,18 @@ class AugmentConfig:
     # (Gaussian, sigma up to blur_max_px / 3), half moving (a line blur_max_px long at most, any direction)
     blur_prob: float = 0.0
     blur_max_px: float = 7.0
+    # share of samples whose faces (those at least occlude_min_px on each side, each with p = 0.5) get a band
+    # along one of their edges covered by a patch of the same image, 20-60 % of the face deep; the boxes stay
+    # the whole face, as WIDER FACE labels occluded faces (0: never, and no random number drawn)
+    occlude_prob: float = 0.0
+    occlude_min_px: float = 16.0
 
     def __post_init__(self) -> None:
         check_blur_prob(self.blur_prob)
+        check_occlude_prob(self.occlude_prob)
+        if not self.occlude_min_px >= 1:
+            raise OptionError(f"occlude_min_px is the smallest face side covered, at least 1, "
+                              f"got {self.occlude_min_px:g}")
         if not self.blur_max_px >= 2:
             raise OptionError(f"blur_max_px is the longest blur in pixels, at least 2, got {self.blur_max_px:g}")
 
@@ -210,6 +220,32 @@ def blur(image: np.ndarray, rng: np.random.Generator, max_px: float) -> np.ndarr
     return cv2.filter2D(image, -1, kernel / kernel.sum(), borderType=cv2.BORDER_REFLECT)
 
 
+def occlude(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator, min_px: float = 16.0) -> np.ndarray:
+    """Cover part of faces as hands, heads, masks and objects do: each face at least ``min_px`` on each side,
+    with p = 0.5, gets a band along one of its four edges (bottom, top, left or right), 20-60 % of the face
+    deep, filled with a patch of the same size from a random place in the image. Only pixels inside the boxes
+    change; the boxes themselves are unchanged (the face is still there, as WIDER FACE labels it)."""
+    out = image.copy()
+    height, width = image.shape[:2]
+    for x1, y1, x2, y2 in boxes:
+        x1, y1 = max(int(np.ceil(x1)), 0), max(int(np.ceil(y1)), 0)
+        x2, y2 = min(int(x2), width), min(int(y2), height)  # whole pixels inside the face (exclusive ends)
+        if min(x2 - x1, y2 - y1) < min_px or rng.random() >= 0.5:
+            continue
+        depth = rng.uniform(0.2, 0.6)
+        edge = rng.integers(4)
+        if edge < 2:  # bottom or top: a band across the face
+            band = max(1, round(depth * (y2 - y1)))
+            y1, y2 = (y2 - band, y2) if edge == 0 else (y1, y1 + band)
+        else:  # left or right
+            band = max(1, round(depth * (x2 - x1)))
+            x1, x2 = (x2 - band, x2) if edge == 2 else (x1, x1 + band)
+        h, w = y2 - y1, x2 - x1
+        sy, sx = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
+        out[y1:y2, x1:x2] = image[sy : sy + h, sx : sx + w]
+    return out
+
+
 def hflip(image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mirror left-right: x -> width - x (exact for xyxy boxes with exclusive right edges)."""
     width = image.shape[1]
@@ -247,6 +283,8 @@ def augment_sample(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generato
     if (width, height) != (cfg.size, cfg.size):
         image = cv2.resize(image, (cfg.size, cfg.size), interpolation=interp)
         boxes = boxes * np.array([cfg.size / width, cfg.size / height] * 2, np.float32)
+    if cfg.occlude_prob and rng.random() < cfg.occlude_prob:
+        image = occlude(image, boxes, rng, cfg.occlude_min_px)
     if cfg.blur_prob and rng.random() < cfg.blur_prob:
         image = blur(image, rng, cfg.blur_max_px)
     if rng.random() < 0.5:

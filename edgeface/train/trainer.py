@@ -63,6 +63,7 @@ class TrainConfig:
     rescales: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])  # rescale_crop's factors
     blur_prob: float = 0.0  # share of samples blurred (out of focus or moving), at most blur_max_px pixels
     blur_max_px: float = 7.0
+    occlude_prob: float = 0.0  # share of samples whose faces may get a band covered (see AugmentConfig)
     checkpoint_every: int = 1000
     val_every: int = 5000
     log_every: int = 10
@@ -218,7 +219,8 @@ def training_set(cfg: TrainConfig, objective: Objective) -> FaceTrainingSet:
         labelled += [labels] * len(source_records)
     augment_config = AugmentConfig(size=cfg.input_size, data_anchor_sampling_prob=cfg.data_anchor_sampling_prob,
                                    recipe=cfg.augment_recipe, rescales=tuple(cfg.rescales),
-                                   blur_prob=cfg.blur_prob, blur_max_px=cfg.blur_max_px)
+                                   blur_prob=cfg.blur_prob, blur_max_px=cfg.blur_max_px,
+                                   occlude_prob=cfg.occlude_prob)
     return FaceTrainingSet(records, objective, augment_config, cfg.seed, teachers, labelled)
 
 
