@@ -137,3 +137,9 @@ def check_device(value: object) -> str:
     if not isinstance(value, str) or not re.fullmatch(r"cpu|cuda(:\d+)?|tensorrt", value):
         raise OptionError(f"device must be one of {', '.join(DEVICES)}, got {value!r}")
     return value
+
+
+def gpu_ordinal(device: str) -> Optional[int]:
+    """The GPU index a device names (``cuda:1`` -> 1), None when it names none (``cpu``, ``cuda``, ``tensorrt``)."""
+    index = check_device(device).partition(":")[2]
+    return int(index) if index else None

@@ -141,6 +141,9 @@ def test_a_gpu_index_reaches_every_gpu_provider():
                                      [{}, {}, {}])
     with pytest.raises(OptionError, match="device must be one of"):
         providers("gpu")
+    from edgeface.options import gpu_ordinal
+
+    assert [gpu_ordinal(d) for d in ("cpu", "cuda", "cuda:0", "cuda:12", "tensorrt")] == [None, None, 0, 12, None]
 
 
 def test_onnx_runtime_path_works_without_torch(extd64_onnx, photo_paths):

@@ -49,9 +49,10 @@ def open_backend(path: str | os.PathLike, device: str = "cpu", threads: Optional
                                "and TensorRT is not installed here: JetPack ships it on Jetson, NVIDIA's index on "
                                "desktops; or run the .onnx on ONNX Runtime") from None
         check_engine_fits(header, path, tensorrt.__version__, None)  # the GPU is checked once CUDA is up
+        from ..options import gpu_ordinal
         from .tensorrt_backend import TensorRTBackend
 
-        return TensorRTBackend(path, tensorrt, ordinal=int(device.partition(":")[2] or 0))  # engines run on a GPU
+        return TensorRTBackend(path, tensorrt, ordinal=gpu_ordinal(device) or 0)  # engines run on a GPU
     raise ModelFileError(f"{path}: unknown model file type {suffix!r}; edgeface runs .onnx files and .pt checkpoints")
 
 

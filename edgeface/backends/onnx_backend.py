@@ -9,7 +9,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import BackendError, ModelFileError
-from ..options import check_device
+from ..options import gpu_ordinal
 from ..spec import SPEC_KEY, ModelSpec
 
 GPU_PROVIDERS = {"cuda": ["CUDAExecutionProvider"], "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider"]}
@@ -18,9 +18,9 @@ GPU_PROVIDERS = {"cuda": ["CUDAExecutionProvider"], "tensorrt": ["TensorrtExecut
 def providers(device: str) -> tuple[list[str], list[dict]]:
     """ONNX Runtime's execution providers for an edgeface device (``cpu``, ``cuda``, ``cuda:N``, ``tensorrt``),
     best first, the CPU last, and each one's options: a GPU index goes to the GPU providers as their ``device_id``."""
-    kind, _, index = check_device(device).partition(":")
-    gpu = GPU_PROVIDERS.get(kind, [])
-    return [*gpu, "CPUExecutionProvider"], [*({"device_id": int(index)} if index else {} for _ in gpu), {}]
+    index = gpu_ordinal(device)
+    gpu = GPU_PROVIDERS.get(device.partition(":")[0], [])
+    return [*gpu, "CPUExecutionProvider"], [*({} if index is None else {"device_id": index} for _ in gpu), {}]
 
 
 class OnnxBackend:
