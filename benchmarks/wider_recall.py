@@ -1,12 +1,14 @@
-"""Which WIDER FACE val faces each model finds, by the faces' own labels.
+"""Which WIDER FACE val faces each model finds, by the faces' own labels, and where it draws false boxes.
 
 For each model: the official easy / medium / hard AP, then the share of one setting's faces (hard by default:
 every face that counts) it finds, meaning some detection overlaps the face at IoU >= 0.5 with a score of at least
 --min-score, split by face height, by each of WIDER FACE's per-face labels (blur, occlusion, pose, illumination,
-expression) and by event. Every model after the first is shown with its difference from the first (the
-baseline, run in the same call). Where two models' APs differ, this says which faces make the difference: what a
-fine-tune forgot, not only how much. Models run through edgeface as ``Detector`` runs them (score threshold 0.05),
-at the images' own size unless --max-side is given; with --wider-holdout on a held-out fold of WIDER train instead.
+expression) and by event; and how many boxes scoring 0.5, 0.7 or 0.9 and more overlap no labelled face (the false
+boxes a user sees; an upper bound, as WIDER leaves some crowd faces unlabelled). Every model after the first is
+shown with its difference from the first (the baseline, run in the same call). Where two models' APs differ, this
+says which faces make the difference: what a fine-tune forgot, not only how much. Models run through edgeface as
+``Detector`` runs them (score threshold 0.05), at the images' own size unless --max-side is given; with
+--wider-holdout on a held-out fold of WIDER train instead.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from edgeface.eval.wider import (
     best_match_scores,
     detect_wider,
     evaluate_wider,
+    stray_scores,
 )
 
 from .machine import (
@@ -36,6 +39,7 @@ from .machine import (
     write_results,
 )
 
+STRAY_SCORES = (0.5, 0.7, 0.9)  # false boxes are counted at these scores and above
 HEIGHTS = ((0, 16), (16, 32), (32, 64), (64, 128), (128, 100_000))
 # the labels reported, most telling first (invalid faces never count)
 LABELS = {name: ATTRIBUTES[name] for name in ("blur", "occlusion", "pose", "illumination", "expression")}
@@ -97,13 +101,14 @@ def main(argv: list[str] | None = None) -> None:
     faces = face_table(ground_truth, args.setting)
     groups = face_groups(faces, args.min_event_faces)
     names = [Path(m).stem for m in args.models]
-    aps, found = {}, {}
+    aps, found, strays = {}, {}, {}
     for name, model in zip(names, args.models):
         predictions = as_predictions(detect_wider(vset.detector(model), ground_truth, vset.wider_images))
         aps[name] = evaluate_wider(predictions, ground_truth).ap
         scores = np.concatenate([best_match_scores(predictions, image)[image.keep[args.setting]]
                                  for image in ground_truth] + [np.zeros(0)])
         found[name] = scores >= args.min_score
+        strays[name] = np.concatenate([stray_scores(predictions, image) for image in ground_truth] + [np.zeros(0)])
         print(f"{name}: AP " + " / ".join(f"{aps[name][s]:.4f}" for s in SETTINGS)
               + f", finds {found[name].mean():.4f} of the {args.setting} faces", flush=True)
 
@@ -120,10 +125,20 @@ def main(argv: list[str] | None = None) -> None:
                                    for group, mask in groups])
     table = (f"{ap_table}\n\nShare of the {args.setting} setting's faces found (IoU >= 0.5, score >= "
              f"{args.min_score:g}; in brackets: the difference from {names[0]}):\n\n{recall_table}")
+    stray_counts = {n: {t: int((strays[n] >= t).sum()) for t in STRAY_SCORES} for n in names}
+
+    def stray_cell(name: str, score: float) -> str:
+        count = stray_counts[name][score]
+        return f"{count}" if name == names[0] else f"{count} ({count - stray_counts[names[0]][score]:+d})"
+
+    stray_table = markdown_table(["model", *(f"score >= {t:g}" for t in STRAY_SCORES)],
+                                 [[n, *(stray_cell(n, t) for t in STRAY_SCORES)] for n in names])
+    table += (f"\n\nBoxes on no labelled face (IoU < 0.5 with every labelled face) over the {len(ground_truth)} "
+              f"images, by score (in brackets: the difference from {names[0]}):\n\n{stray_table}")
     print(table)
     payload = {"machine": describe_machine(), "models": args.models, "setting": args.setting,
                "min_score": args.min_score, "max_side": args.max_side, "wider_holdout_fold": args.wider_holdout,
-               "images": len(ground_truth), "ap": aps,
+               "images": len(ground_truth), "ap": aps, "stray_boxes": stray_counts,
                "found": {group: {"faces": int(mask.sum()), **{n: float(found[n][mask].mean()) for n in names}}
                          for group, mask in groups}}
     print(f"\nwritten: {write_results(args.name, payload, table)}")

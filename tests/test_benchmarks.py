@@ -231,15 +231,24 @@ def test_wise_ft_scores_the_line_from_release_to_fine_tune_on_both_validations(t
 
 
 def test_wider_recall_splits_found_faces_by_wider_labels_against_the_first_model(tmp_path):
+    import torch
+
     from edgeface.models.checkpoint import load_authors_checkpoint, save_checkpoint
 
     release, lost = release_and_lost(tmp_path)
     save_checkpoint(*load_authors_checkpoint(release), tmp_path / "release.pt")
+    model, spec = load_authors_checkpoint(release)
+    with torch.no_grad():  # a model that sees a face everywhere: every anchor scores 1
+        for conf in model.conf:
+            conf.bias.fill_(-50.0)
+            conf.bias[-1] = 50.0
+    save_checkpoint(model, spec, tmp_path / "everywhere.pt")
     # scored on a held-out fold of WIDER train: its per-face labels come from the train txt, its settings by height
     shared = small_shared(tmp_path, face_images=0, wider_images=0, holdout_images=3)
     env = {**os.environ, "EDGEFACE_RESULTS_DIR": str(tmp_path), "EDGEFACE_SHARED": str(shared)}
     result = subprocess.run([sys.executable, "-m", "benchmarks", "wider-recall", "--models",
-                             str(tmp_path / "release.pt"), str(lost), "--max-side", "320", "--min-event-faces", "1",
+                             str(tmp_path / "release.pt"), str(lost), str(tmp_path / "everywhere.pt"),
+                             "--max-side", "320", "--min-event-faces", "1",
                              "--wider-holdout", "0"], capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     payload = json.loads((tmp_path / "wider_recall.json").read_text())
@@ -250,6 +259,11 @@ def test_wider_recall_splits_found_faces_by_wider_labels_against_the_first_model
     assert sum(found[f"blur {b}"]["faces"] for b in ("clear", "normal", "heavy")) == found["all faces"]["faces"]
     assert any(group.startswith("event ") for group in found)
     assert "(-" in (tmp_path / "wider_recall.md").read_text()  # the lost model's differences from the first
+    strays = payload["stray_boxes"]  # boxes on no labelled face, by score
+    assert strays["lost"] == {"0.5": 0, "0.7": 0, "0.9": 0}
+    assert strays["release"]["0.5"] >= strays["release"]["0.7"] >= strays["release"]["0.9"]
+    assert strays["everywhere"]["0.9"] > max(50, 10 * strays["release"]["0.5"])
+    assert "Boxes on no labelled face" in (tmp_path / "wider_recall.md").read_text()
 
 
 def test_wider_recall_names_missing_face_labels():

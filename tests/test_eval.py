@@ -150,6 +150,21 @@ def test_best_match_scores_give_each_face_its_best_overlapping_detection():
     assert best_match_scores({}, image).tolist() == [0.0, 0.0, 0.0]
 
 
+def test_stray_scores_are_the_detections_on_no_labelled_face():
+    from edgeface.eval.wider import WiderImage, stray_scores
+
+    keep = {s: np.array([0]) for s in ("easy", "medium", "hard")}  # face 1 is labelled but not counted
+    image = WiderImage("0--Parade", "a", np.array([[0, 0, 10, 10], [20, 20, 10, 10]], float), keep)
+    # a hit on face 0, one on the uncounted face 1, one 4 px off face 1 (IoU 0.47), one far from both
+    pred = {"0--Parade/a": np.array([[0, 0, 10, 10, 0.9], [20, 20, 10, 10, 0.8], [24, 20, 10, 10, 0.7],
+                                     [60, 60, 10, 10, 0.6]])}
+    assert stray_scores(pred, image).tolist() == [0.7, 0.6]
+    assert stray_scores(pred, image, iou_threshold=0.3).tolist() == [0.6]
+    assert stray_scores({}, image).tolist() == []
+    bare = WiderImage("0--Parade", "a", np.zeros((0, 4)), {s: np.zeros(0, int) for s in keep})
+    assert stray_scores(pred, bare).tolist() == [0.9, 0.8, 0.7, 0.6]  # an image without faces: every box
+
+
 def test_wider_ground_truth_as_detections_scores_one_through_the_submission_layout(tmp_path):
     pytest.importorskip("scipy")
     from edgeface.eval.wider import ATTRIBUTES, evaluate_wider, load_ground_truth, read_submission, write_submission

@@ -209,3 +209,15 @@ def best_match_scores(predictions: Mapping[str, np.ndarray], image: WiderImage,
         return np.zeros(len(image.boxes))
     overlaps = iou_matrix(_xyxy(pred), _xyxy(image.boxes), inclusive=True)
     return np.where(overlaps >= iou_threshold, pred[:, 4:5], 0.0).max(axis=0)
+
+
+def stray_scores(predictions: Mapping[str, np.ndarray], image: WiderImage, iou_threshold: float = 0.5) -> np.ndarray:
+    """The raw scores of `image`'s detections that overlap no labelled face at `iou_threshold` or more
+    (pixel-inclusive IoU; every labelled face counts here, those outside the keep lists too, as the protocol
+    never penalises a box on one): confident ones are the false boxes a user sees. WIDER leaves some faces in
+    crowds unlabelled, so these are an upper bound, for comparing models on the same images."""
+    pred = predictions.get(f"{image.event}/{image.name}", np.zeros((0, 5)))
+    if not len(pred) or not len(image.boxes):
+        return pred[:, 4].copy()
+    overlaps = iou_matrix(_xyxy(pred), _xyxy(image.boxes), inclusive=True)
+    return pred[overlaps.max(axis=1) < iou_threshold, 4]
