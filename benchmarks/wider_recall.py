@@ -5,10 +5,10 @@ every face that counts) it finds, meaning some detection overlaps the face at Io
 --min-score, split by face height, by each of WIDER FACE's per-face labels (blur, occlusion, pose, illumination,
 expression) and by event; and how many boxes scoring 0.5, 0.7 or 0.9 and more overlap no labelled face (the false
 boxes a user sees; an upper bound, as WIDER leaves some crowd faces unlabelled). Every model after the first is
-shown with its difference from the first (the baseline, run in the same call). Where two models' APs differ, this
-says which faces make the difference: what a fine-tune forgot, not only how much. Models run through edgeface as
-``Detector`` runs them (score threshold 0.05), at the images' own size unless --max-side is given; with
---wider-holdout on a held-out fold of WIDER train instead.
+shown with its difference from the first (the baseline, run in the same call), in the tables and, per group of
+faces, in a bar plot. Where two models' APs differ, this says which faces make the difference: what a fine-tune
+forgot, not only how much. Models run through edgeface as ``Detector`` runs them (score threshold 0.05), at the
+images' own size unless --max-side is given; with --wider-holdout on a held-out fold of WIDER train instead.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeface.errors import OptionError
+from edgeface.eval.plots import plot_differences
 from edgeface.eval.wider import (
     ATTRIBUTES,
     SETTINGS,
@@ -72,6 +73,16 @@ def face_groups(faces: dict[str, np.ndarray], min_event_faces: int) -> list[tupl
     events, counts = np.unique(faces["event"], return_counts=True)
     groups += [(f"event {event}", faces["event"] == event) for event, n in zip(events, counts) if n >= min_event_faces]
     return [(name, mask) for name, mask in groups if mask.any()]
+
+
+def plot_found(payload: dict, path: Path) -> None:
+    """Bars of each model's change from the first in the share of faces found, per group of faces, from this
+    benchmark's JSON payload (so a saved result can be drawn again)."""
+    names = [Path(m).stem for m in payload["models"]]
+    found = payload["found"]
+    plot_differences([f"{group} ({row['faces']})" for group, row in found.items()],
+                     [(n, np.array([row[n] - row[names[0]] for row in found.values()])) for n in names[1:]],
+                     path, f"WIDER {payload['setting']} faces found, against {names[0]}", "change in share found")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -141,7 +152,11 @@ def main(argv: list[str] | None = None) -> None:
                "images": len(ground_truth), "ap": aps, "stray_boxes": stray_counts,
                "found": {group: {"faces": int(mask.sum()), **{n: float(found[n][mask].mean()) for n in names}}
                          for group, mask in groups}}
-    print(f"\nwritten: {write_results(args.name, payload, table)}")
+    written = write_results(args.name, payload, table)
+    print(f"\nwritten: {written}")
+    if len(names) > 1:
+        plot_found(payload, written.with_suffix(".png"))
+        print(f"plot: {written.with_suffix('.png')}")
 
 
 if __name__ == "__main__":

@@ -231,6 +231,7 @@ def test_wise_ft_scores_the_line_from_release_to_fine_tune_on_both_validations(t
 
 
 def test_wider_recall_splits_found_faces_by_wider_labels_against_the_first_model(tmp_path):
+    import cv2
     import torch
 
     from edgeface.models.checkpoint import load_authors_checkpoint, save_checkpoint
@@ -264,6 +265,7 @@ def test_wider_recall_splits_found_faces_by_wider_labels_against_the_first_model
     assert strays["release"]["0.5"] >= strays["release"]["0.7"] >= strays["release"]["0.9"]
     assert strays["everywhere"]["0.9"] > max(50, 10 * strays["release"]["0.5"])
     assert "Boxes on no labelled face" in (tmp_path / "wider_recall.md").read_text()
+    assert cv2.imread(str(tmp_path / "wider_recall.png")).shape[0] > 60 + 18 * len(found)  # a bar row per group
 
 
 def test_wider_recall_names_missing_face_labels():

@@ -13,7 +13,7 @@ from conftest import SHARED, need
 from edgeface.core.detections import Detections
 from edgeface.data.records import FaceRecord
 from edgeface.data.voc import read_facemask
-from edgeface.eval.plots import COLOURS, plot_lines, plot_pr_curves
+from edgeface.eval.plots import COLOURS, plot_differences, plot_lines, plot_pr_curves
 from edgeface.eval.voc import interpolated_ap, iou_matrix, voc_ap
 
 
@@ -46,6 +46,29 @@ def test_voc_ap_is_one_for_ground_truth_on_the_real_split():
 def test_pr_plot_is_a_png(tmp_path):
     plot_pr_curves([("a AP 0.5", np.linspace(0, 1, 20), np.linspace(1, 0, 20))], tmp_path / "pr.png")
     assert (tmp_path / "pr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_difference_bars_grow_from_zero_towards_their_sign(tmp_path):
+    import cv2
+
+    rows = ["gains", "loses", "same"]
+    path = tmp_path / "bars.png"
+    plot_differences(rows, [("a", np.array([0.02, -0.01, 0.0])), ("b", np.array([-0.02, 0.01, 0.0]))], path, "t",
+                     "change")
+    image = cv2.imread(str(path))
+    assert image.shape == (60 + 3 * (2 * 7 + 4) + 40, 760, 3)
+    zero = 260 + (760 - 260 - 20) // 2
+    for k, signs in enumerate(([1, -1, 0], [-1, 1, 0])):
+        colour = np.array(COLOURS[k], np.uint8)
+        for r, sign in enumerate(signs):
+            y = 60 + r * 18 + k * 7 + 2  # inside bar k of row r
+            xs = np.nonzero((image[y, 260:740] == colour).all(axis=1))[0] + 260
+            if sign == 0:
+                assert len(xs) <= 1
+                continue
+            assert len(xs) > 20 and (xs.min() >= zero if sign > 0 else xs.max() <= zero)
+            extent = xs.max() - zero if sign > 0 else zero - xs.min()
+            assert extent == pytest.approx([0.02, 0.01][r] / 0.022 * 240, abs=2)  # axis: +-1.1 x the largest
 
 
 @pytest.mark.parametrize("from_zero", [True, False])

@@ -94,3 +94,45 @@ def plot_lines(series: Sequence[tuple[str, np.ndarray, np.ndarray]], path: str |
         cv2.line(canvas, (x0 + 6, yl - 4), (x0 + 30, yl - 4), COLOURS[k % len(COLOURS)], 2)
         cv2.putText(canvas, label, (x0 + 36, yl), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.imwrite(os.fspath(path), canvas)
+
+
+def plot_differences(rows: Sequence[str], series: Sequence[tuple[str, np.ndarray]], path: str | os.PathLike,
+                     title: str, xlabel: str, bar_height: int = 7, width: int = 760) -> None:
+    """Write a PNG of horizontal bars, one group of bars per row (named on the left), one bar per ``(label,
+    values)`` series, drawn from a zero line in the middle: e.g. each model's change from a baseline, per group of
+    faces. The x axis is symmetric around zero and fitted to the largest change."""
+    left, right, top, bottom = 260, 20, 60, 40
+    gap = 4
+    row_height = max(bar_height * len(series) + gap, 14)  # room for the row names
+    height = top + row_height * len(rows) + bottom
+    canvas = np.full((height, width, 3), 255, np.uint8)
+    pw = width - left - right
+    values = np.concatenate([np.asarray(v, float) for _, v in series] + [np.zeros(1)])
+    reach = float(np.abs(values).max()) * 1.1 or 1.0
+    zero = left + pw // 2
+
+    def to_x(value: float) -> int:
+        return int(round(zero + value / reach * (pw / 2)))
+
+    for tick in np.linspace(-reach, reach, 5):
+        x = to_x(tick)
+        cv2.line(canvas, (x, top), (x, height - bottom), (230, 230, 230), 1)
+        cv2.putText(canvas, f"{tick:+.3f}", (x - 20, height - bottom + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                    (0, 0, 0), 1)
+    for r, name in enumerate(rows):
+        y = top + r * row_height
+        cv2.putText(canvas, name[:40], (6, y + row_height // 2 + 3), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+        for k, (_, series_values) in enumerate(series):
+            x = to_x(float(series_values[r]))
+            y0 = y + k * bar_height
+            cv2.rectangle(canvas, (min(x, zero), y0), (max(x, zero), y0 + bar_height - 2), COLOURS[k % len(COLOURS)],
+                          -1)
+    cv2.line(canvas, (zero, top), (zero, height - bottom), (0, 0, 0), 1)
+    cv2.putText(canvas, xlabel, (left + pw // 2 - 60, height - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
+    cv2.putText(canvas, title, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    for k, (label, _) in enumerate(series):  # the legend, under the title
+        x = 6 + 200 * k
+        cv2.rectangle(canvas, (x, 32), (x + 20, 40), COLOURS[k % len(COLOURS)], -1)
+        cv2.putText(canvas, label[:26], (x + 26, 41), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.imwrite(os.fspath(path), canvas)
