@@ -722,6 +722,37 @@ def test_a_training_source_can_redraw_its_boxes_to_another_convention(tmp_path):
             training_set(tiny_config(tmp_path, train_data=[{**source, "redraw_boxes": bad}]), images.objective)
 
 
+def test_a_train_data_entry_can_have_its_own_data_anchor_sampling_share(tmp_path):
+    from edgeface.core.image import read_image
+    from edgeface.core.preprocess import normalise
+    from edgeface.data.augment import augment_sample
+    from edgeface.errors import OptionError
+    from edgeface.train.trainer import training_objective, training_set
+
+    source = {"format": "facemask", "root": str(need(FACEMASK)), "split": "train"}
+    cfg = tiny_config(tmp_path, data_anchor_sampling_prob=1.0,
+                      train_data=[source, {**source, "data_anchor_sampling_prob": 0.0}])
+    images = training_set(cfg, training_objective(cfg))
+    n = len(images) // 2
+    assert {c.data_anchor_sampling_prob for c in images.augment_configs[:n]} == {1.0}
+    assert {c.data_anchor_sampling_prob for c in images.augment_configs[n:]} == {0.0}
+    assert images.augment_configs[n].blur_prob == images.augment_config.blur_prob  # the rest is the recipe's
+    # the sample of record n + k is the one its own config gives (the RNG is seeded by the record's index)
+    k = 3
+    x, _, index = images[n + k]
+    record = images.records[n + k]
+    rng = np.random.default_rng([cfg.seed, 0, n + k])
+    want, _, _ = augment_sample(read_image(record.image_path), record.boxes[~record.ignore], rng,
+                                images.augment_configs[n + k])
+    other, _, _ = augment_sample(read_image(record.image_path), record.boxes[~record.ignore],
+                                 np.random.default_rng([cfg.seed, 0, n + k]), images.augment_config)
+    assert index == n + k and not np.array_equal(want, other)
+    assert torch.equal(x, torch.from_numpy(normalise(want, images.objective.spec.input)))
+    with pytest.raises(OptionError, match="data_anchor_sampling_prob"):
+        training_set(tiny_config(tmp_path, train_data=[{**source, "data_anchor_sampling_prob": 1.5}]),
+                     images.objective)
+
+
 @pytest.mark.parametrize("parts", [["base"], ["base.0", "base.1"]])  # a part, or modules inside one by name
 def test_frozen_parts_keep_their_weights_and_statistics(tmp_path, parts):
     from edgeface.errors import OptionError

@@ -23,16 +23,21 @@ class FaceTrainingSet(Dataset):
     model family's :class:`~edgeface.train.objectives.Objective`, plus ``teacher``: the index of the teacher
     whose outputs on the image are to be kept (`teachers`, one per record, -1 for none; default all 0). Records
     whose `labelled` flag is false have every anchor labelled -1 (ignored): their boxes are not learned, so the
-    image teaches only through its teacher (default: all labelled)."""
+    image teaches only through its teacher (default: all labelled). `augment_configs` gives a record its own
+    augmentation (one per record; default: `augment_config` for all), e.g. another data-anchor-sampling share."""
 
     def __init__(self, records: Sequence[FaceRecord], objective: Objective, augment_config: AugmentConfig,
                  seed: int = 0, teachers: Optional[Sequence[int]] = None,
-                 labelled: Optional[Sequence[bool]] = None):
-        if augment_config.size != objective.size:
-            raise ValueError(f"augmentation size {augment_config.size} != objective size {objective.size}")
-        for name, flags in (("teacher indices", teachers), ("labelled flags", labelled)):
+                 labelled: Optional[Sequence[bool]] = None,
+                 augment_configs: Optional[Sequence[AugmentConfig]] = None):
+        for name, flags in (("teacher indices", teachers), ("labelled flags", labelled),
+                            ("augmentation configs", augment_configs)):
             if flags is not None and len(flags) != len(records):
                 raise ValueError(f"{len(flags)} {name} for {len(records)} records")
+        self.augment_configs = [augment_config] * len(records) if augment_configs is None else list(augment_configs)
+        for config in {id(c): c for c in [augment_config, *self.augment_configs]}.values():
+            if config.size != objective.size:
+                raise ValueError(f"augmentation size {config.size} != objective size {objective.size}")
         self.records = list(records)
         self.teachers = np.zeros(len(self.records), np.int64) if teachers is None else np.asarray(teachers, np.int64)
         self.labelled = np.ones(len(self.records), bool) if labelled is None else np.asarray(labelled, bool)
@@ -55,7 +60,8 @@ class FaceTrainingSet(Dataset):
         rng = np.random.default_rng([self.seed, epoch, index])
         image = read_image(record.image_path)
         stage_done("decode")
-        image, faces, too_small = augment_sample(image, record.boxes[~record.ignore], rng, self.augment_config)
+        image, faces, too_small = augment_sample(image, record.boxes[~record.ignore], rng,
+                                               self.augment_configs[index])
         stage_done("augment")
         targets = {k: torch.as_tensor(v) for k, v in self.objective.targets(faces, too_small).items()}
         if not self.labelled[index]:

@@ -16,7 +16,7 @@ import signal
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Optional, TextIO, Union, get_args, get_origin, get_type_hints
 
@@ -32,6 +32,7 @@ from ..errors import EdgefaceError, OptionError
 from ..eval.validation import ValidationSet, headline, validation_set
 from ..models.checkpoint import save_checkpoint
 from ..models.registry import create_model, default_spec
+from ..options import check_share
 from .dataset import FaceTrainingSet, ResumableSampler, collate
 from .mining import HardImageMiner
 from .objectives import Objective, objective_for
@@ -196,12 +197,20 @@ def training_set(cfg: TrainConfig, objective: Objective) -> FaceTrainingSet:
     """The recipe's training images, augmented and turned into `objective`'s targets, each with the index of its
     teacher in :func:`teacher_paths` (-1: not distilled)."""
     paths = teacher_paths(cfg)
-    records, teachers, labelled = [], [], []
+    augment_config = AugmentConfig(size=cfg.input_size, data_anchor_sampling_prob=cfg.data_anchor_sampling_prob,
+                                   recipe=cfg.augment_recipe, rescales=tuple(cfg.rescales),
+                                   blur_prob=cfg.blur_prob, blur_max_px=cfg.blur_max_px,
+                                   occlude_prob=cfg.occlude_prob)
+    records, teachers, labelled, configs = [], [], [], []
     for source in cfg.train_data:
         source = dict(source)
         distill, labels = source.pop("distill", True), source.pop("labels", True)
         own = source.pop("distill_from", None)
         redraw = source.pop("redraw_boxes", None)
+        own_config = augment_config
+        if "data_anchor_sampling_prob" in source:  # this entry's own share of data-anchor-sampling crops
+            own_config = replace(augment_config, data_anchor_sampling_prob=check_share(
+                source.pop("data_anchor_sampling_prob"), "train_data data_anchor_sampling_prob"))
         for key, value in (("distill", distill), ("labels", labels)):
             if not isinstance(value, bool):
                 raise OptionError(f"train_data {key} must be true or false, got {value!r}")
@@ -217,11 +226,8 @@ def training_set(cfg: TrainConfig, objective: Objective) -> FaceTrainingSet:
         records += source_records
         teachers += [paths.index(teacher) if teacher else -1] * len(source_records)
         labelled += [labels] * len(source_records)
-    augment_config = AugmentConfig(size=cfg.input_size, data_anchor_sampling_prob=cfg.data_anchor_sampling_prob,
-                                   recipe=cfg.augment_recipe, rescales=tuple(cfg.rescales),
-                                   blur_prob=cfg.blur_prob, blur_max_px=cfg.blur_max_px,
-                                   occlude_prob=cfg.occlude_prob)
-    return FaceTrainingSet(records, objective, augment_config, cfg.seed, teachers, labelled)
+        configs += [own_config] * len(source_records)
+    return FaceTrainingSet(records, objective, augment_config, cfg.seed, teachers, labelled, configs)
 
 
 class Trainer:
