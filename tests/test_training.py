@@ -751,6 +751,15 @@ def test_a_train_data_entry_can_have_its_own_data_anchor_sampling_share(tmp_path
     with pytest.raises(OptionError, match="data_anchor_sampling_prob"):
         training_set(tiny_config(tmp_path, train_data=[{**source, "data_anchor_sampling_prob": 1.5}]),
                      images.objective)
+    from dataclasses import replace
+
+    from edgeface.train.dataset import FaceTrainingSet
+
+    odd = [images.augment_config] * (len(images) - 1) + [replace(images.augment_config, size=96)]
+    with pytest.raises(ValueError, match="augmentation size 96 != objective size 128"):
+        FaceTrainingSet(images.records, images.objective, images.augment_config, augment_configs=odd)
+    with pytest.raises(ValueError, match="augmentation configs"):
+        FaceTrainingSet(images.records, images.objective, images.augment_config, augment_configs=odd[:2])
 
 
 @pytest.mark.parametrize("parts", [["base"], ["base.0", "base.1"]])  # a part, or modules inside one by name

@@ -35,9 +35,9 @@ class FaceTrainingSet(Dataset):
             if flags is not None and len(flags) != len(records):
                 raise ValueError(f"{len(flags)} {name} for {len(records)} records")
         self.augment_configs = [augment_config] * len(records) if augment_configs is None else list(augment_configs)
-        for config in {id(c): c for c in [augment_config, *self.augment_configs]}.values():
-            if config.size != objective.size:
-                raise ValueError(f"augmentation size {config.size} != objective size {objective.size}")
+        wrong = [c.size for c in [augment_config, *self.augment_configs] if c.size != objective.size]
+        if wrong:
+            raise ValueError(f"augmentation size {wrong[0]} != objective size {objective.size}")
         self.records = list(records)
         self.teachers = np.zeros(len(self.records), np.int64) if teachers is None else np.asarray(teachers, np.int64)
         self.labelled = np.ones(len(self.records), bool) if labelled is None else np.asarray(labelled, bool)
