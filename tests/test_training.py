@@ -723,10 +723,13 @@ def test_a_training_source_can_redraw_its_boxes_to_another_convention(tmp_path):
 
 
 def test_a_train_data_entry_can_have_its_own_data_anchor_sampling_share(tmp_path):
+    from dataclasses import replace
+
     from edgeface.core.image import read_image
     from edgeface.core.preprocess import normalise
     from edgeface.data.augment import augment_sample
     from edgeface.errors import OptionError
+    from edgeface.train.dataset import FaceTrainingSet
     from edgeface.train.trainer import training_objective, training_set
 
     source = {"format": "facemask", "root": str(need(FACEMASK)), "split": "train"}
@@ -751,10 +754,6 @@ def test_a_train_data_entry_can_have_its_own_data_anchor_sampling_share(tmp_path
     with pytest.raises(OptionError, match="data_anchor_sampling_prob"):
         training_set(tiny_config(tmp_path, train_data=[{**source, "data_anchor_sampling_prob": 1.5}]),
                      images.objective)
-    from dataclasses import replace
-
-    from edgeface.train.dataset import FaceTrainingSet
-
     odd = [images.augment_config] * (len(images) - 1) + [replace(images.augment_config, size=96)]
     with pytest.raises(ValueError, match="augmentation size 96 != objective size 128"):
         FaceTrainingSet(images.records, images.objective, images.augment_config, augment_configs=odd)
