@@ -14,6 +14,7 @@ images' own size unless --max-side is given; with --wider-holdout on a held-out 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -123,11 +124,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name}: AP " + " / ".join(f"{aps[name][s]:.4f}" for s in SETTINGS)
               + f", finds {found[name].mean():.4f} of the {args.setting} faces", flush=True)
 
+    def against_first(name: str, value_of: Callable[[str], float], spec: str) -> str:
+        """`name`'s value, and after the first model its difference from the first's in brackets."""
+        value = value_of(name)
+        return f"{value:{spec}}" if name == names[0] else f"{value:{spec}} ({value - value_of(names[0]):+{spec}})"
+
     def cell(name: str, mask: np.ndarray) -> str:
-        share = found[name][mask].mean()
-        if name == names[0]:
-            return f"{share:.3f}"
-        return f"{share:.3f} ({share - found[names[0]][mask].mean():+.3f})"
+        return against_first(name, lambda n: found[n][mask].mean(), ".3f")
 
     ap_table = markdown_table(["model", *(f"{s} AP" for s in SETTINGS)],
                               [[n, *(f"{aps[n][s]:.3f}" for s in SETTINGS)] for n in names])
@@ -138,12 +141,9 @@ def main(argv: list[str] | None = None) -> None:
              f"{args.min_score:g}; in brackets: the difference from {names[0]}):\n\n{recall_table}")
     stray_counts = {n: {t: int((strays[n] >= t).sum()) for t in STRAY_SCORES} for n in names}
 
-    def stray_cell(name: str, score: float) -> str:
-        count = stray_counts[name][score]
-        return f"{count}" if name == names[0] else f"{count} ({count - stray_counts[names[0]][score]:+d})"
-
     stray_table = markdown_table(["model", *(f"score >= {t:g}" for t in STRAY_SCORES)],
-                                 [[n, *(stray_cell(n, t) for t in STRAY_SCORES)] for n in names])
+                                 [[n, *(against_first(n, lambda m, t=t: stray_counts[m][t], "d") for t in STRAY_SCORES)]
+                                  for n in names])
     table += (f"\n\nBoxes on no labelled face (IoU < 0.5 with every labelled face) over the {len(ground_truth)} "
               f"images, by score (in brackets: the difference from {names[0]}):\n\n{stray_table}")
     print(table)

@@ -150,7 +150,8 @@ def test_occlusion_covers_an_edge_band_of_large_faces_only(rng):
             assert across or down, (seed, k, top, bottom, left, right, h, w)
         assert not changed[~inside].any()  # nothing outside the faces moves
     assert 8 <= covered[0] <= 32 and 8 <= covered[1] <= 32 and covered[2] == 0  # p = 0.5; 10 x 12 px: never
-    for bad in ({"occlude_prob": 2}, {"occlude_prob": -0.5}, {"occlude_min_px": 0.5}):
+    for bad in ({"occlude_prob": 2}, {"occlude_prob": -0.5}, {"occlude_min_px": 0.5},
+                {"data_anchor_sampling_prob": 1.5}):
         with pytest.raises(OptionError, match=next(iter(bad))):
             AugmentConfig(**bad)
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..core.boxes import box_iou
 from ..errors import OptionError
-from ..options import check_blur_prob, check_occlude_prob
+from ..options import check_blur_prob, check_occlude_prob, check_share
 
 INTERPOLATIONS = (cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_AREA, cv2.INTER_NEAREST, cv2.INTER_LANCZOS4)
 
@@ -50,6 +50,7 @@ class AugmentConfig:
     occlude_min_px: float = 16.0
 
     def __post_init__(self) -> None:
+        check_share(self.data_anchor_sampling_prob, "data_anchor_sampling_prob")
         check_blur_prob(self.blur_prob)
         check_occlude_prob(self.occlude_prob)
         if not self.occlude_min_px >= 1:

@@ -32,7 +32,6 @@ from ..errors import EdgefaceError, OptionError
 from ..eval.validation import ValidationSet, headline, validation_set
 from ..models.checkpoint import save_checkpoint
 from ..models.registry import create_model, default_spec
-from ..options import check_share
 from .dataset import FaceTrainingSet, ResumableSampler, collate
 from .mining import HardImageMiner
 from .objectives import Objective, objective_for
@@ -209,8 +208,7 @@ def training_set(cfg: TrainConfig, objective: Objective) -> FaceTrainingSet:
         redraw = source.pop("redraw_boxes", None)
         own_config = augment_config
         if "data_anchor_sampling_prob" in source:  # this entry's own share of data-anchor-sampling crops
-            own_config = replace(augment_config, data_anchor_sampling_prob=check_share(
-                source.pop("data_anchor_sampling_prob"), "train_data data_anchor_sampling_prob"))
+            own_config = replace(augment_config, data_anchor_sampling_prob=source.pop("data_anchor_sampling_prob"))
         for key, value in (("distill", distill), ("labels", labels)):
             if not isinstance(value, bool):
                 raise OptionError(f"train_data {key} must be true or false, got {value!r}")
