@@ -434,7 +434,7 @@ def cmd_data_show(args: argparse.Namespace) -> int:
 
     from .core.detections import Detections
     from .core.image import read_image
-    from .data.augment import AugmentConfig, augment
+    from .data.augment import AugmentConfig, augment_sample
     from .data.sources import load_records
 
     records = load_records(_data_source(args))
@@ -445,8 +445,10 @@ def cmd_data_show(args: argparse.Namespace) -> int:
     tiles = []
     for k in range(args.count):
         record = records[int(rng.integers(len(records)))]
-        image, boxes = augment(read_image(record.image_path), record.boxes[~record.ignore], rng, cfg)
-        tile = Detections(boxes, np.ones(len(boxes), np.float32)).draw(image, (0, 255, 0), 1, show_scores=False)
+        image, boxes, ignored = augment_sample(read_image(record.image_path), record.boxes[~record.ignore], rng, cfg,
+                                               ignored=record.boxes[record.ignore])
+        tile = Detections(ignored, np.ones(len(ignored), np.float32)).draw(image, (0, 160, 255), 1, show_scores=False)
+        tile = Detections(boxes, np.ones(len(boxes), np.float32)).draw(tile, (0, 255, 0), 1, show_scores=False)
         cv2.putText(tile, f"{k}: {len(boxes)} faces", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 255), 1)
         tiles.append(tile)
     columns = min(4, len(tiles))
@@ -644,7 +646,9 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     d = data_sub.add_parser("show", help="render augmented training samples with their boxes to a PNG",
                             description="Draw a grid of samples as the trainer sees them (the EXTD augmentation), "
-                                        "boxes in green, so a person can check labels and augmentation.")
+                                        "faces in green, ignored boxes (too small, or marked ignore: neither face "
+                                        "nor background) in orange, so a person can check labels and "
+                                        "augmentation.")
     _add_data_source(d)
     d.add_argument("-o", "--output", default="augmented.png", help="PNG to write (default: %(default)s)")
     d.add_argument("--count", type=int, default=8, help="samples (default: %(default)s)")

@@ -93,3 +93,15 @@ def test_data_show_renders_augmented_samples(tmp_path):
         assert not np.array_equal(cv2.imread(str(changed)), grid)
         result = run("data", "show", "--format", "facemask", f"root={root}", option, "2")
         assert result.returncode == 2 and f"{key} is a share of samples in [0, 1], got 2" in result.stderr
+    # boxes a dataset marks ignored are drawn in orange (the same samples as with no boxes: they choose no crop)
+    image = next(p for p in sorted((root / "images").iterdir()))
+    grids = []
+    for boxes in ("", "".join(f"<box left='{x}' top='20' width='60' height='60' ignore='1'/>" for x in (10, 90))):
+        xml = tmp_path / "ignored.xml"
+        xml.write_text(f"<dataset><images><image file='{image}'>{boxes}</image></images></dataset>")
+        assert run("data", "show", "--format", "imglab", f"xml={xml}", "-o", str(out), "--count", "4",
+                   "--size", "128").returncode == 0
+        grids.append(cv2.imread(str(out)).astype(int))
+    drawn = (grids[0] != grids[1]).any(axis=2)
+    blue, green, red = grids[1][drawn].mean(axis=0)
+    assert drawn.sum() > 50 and red > green + 30 > blue + 60  # orange (blended with the photo at the edges)

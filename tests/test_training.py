@@ -18,10 +18,11 @@ torch = pytest.importorskip("torch")
 from conftest import SHARED, need, write_imglab  # noqa: E402
 from edgeface.core.anchors import generate_anchors  # noqa: E402
 from edgeface.core.boxes import box_iou, cxcywh_to_xyxy  # noqa: E402
-from edgeface.data.augment import AugmentConfig, augment, blur, hflip, occlude  # noqa: E402
+from edgeface.data.augment import RECIPES, AugmentConfig, augment, augment_sample, blur, hflip, occlude  # noqa: E402
 from edgeface.data.imglab import read_imglab  # noqa: E402
 from edgeface.data.voc import read_facemask  # noqa: E402
 from edgeface.data.wider import read_wider_txt  # noqa: E402
+from edgeface.errors import OptionError  # noqa: E402
 from edgeface.spec import AnchorSpec  # noqa: E402
 from edgeface.train.losses import distillation_loss, multibox_loss  # noqa: E402
 from edgeface.train.matching import build_targets, match_s3fd  # noqa: E402
@@ -76,6 +77,73 @@ def test_augmentation_keeps_boxes_inside_and_is_seeded(rng):
     np.testing.assert_array_equal(flipped[:, ::-1], image)
     np.testing.assert_array_equal(hflip(flipped, flipped_boxes)[1], boxes)
     assert flipped_boxes[0].tolist() == [360, 20, 410, 80]
+
+
+def test_ignored_boxes_travel_with_the_faces_and_change_no_random_draw(rng):
+    image = rng.integers(0, 256, (300, 420, 3), dtype=np.uint8)
+    boxes = np.array([[10, 20, 60, 80], [200, 100, 260, 170], [400, 280, 419, 299], [150, 30, 154, 34]], np.float32)
+    for recipe in RECIPES:
+        cfg = AugmentConfig(size=160, recipe=recipe)
+        for seed in range(30):
+            image_alone, faces_alone, small_alone = augment_sample(image, boxes, np.random.default_rng(seed), cfg)
+            sample, faces, ignored = augment_sample(image, boxes, np.random.default_rng(seed), cfg, ignored=boxes)
+            np.testing.assert_array_equal(sample, image_alone)
+            np.testing.assert_array_equal(faces, faces_alone)
+            # the ignored copies of the faces land exactly where the faces (and those too small to learn) did
+            np.testing.assert_array_equal(ignored[: len(small_alone)], small_alone)
+            moved = ignored[len(small_alone) :]
+            assert sorted(map(tuple, moved)) == sorted(map(tuple, np.concatenate([faces, small_alone])))
+
+
+def test_a_records_ignored_boxes_are_neither_faces_nor_background(tmp_path):
+    from dataclasses import replace
+
+    from edgeface.train.dataset import FaceTrainingSet
+
+    record = next(r for r in read_facemask(need(FACEMASK), "train") if len(r.boxes) >= 3)
+    cfg = tiny_config(tmp_path, data_anchor_sampling_prob=0.0)
+    objective = training_objective(cfg)
+    augment_config = AugmentConfig(size=cfg.input_size, data_anchor_sampling_prob=0.0)
+    flagged = replace(record, ignore=np.arange(len(record.boxes)) == 0)
+    dropped = replace(record, boxes=record.boxes[1:], ignore=None)
+    with_flag = FaceTrainingSet([flagged], objective, augment_config)
+    without = FaceTrainingSet([dropped], objective, augment_config)
+    changed = 0
+    for key in range(8):  # epochs: other crops, the same in both sets (windows are chosen from the faces)
+        x, targets, _ = with_flag[key]
+        x_without, targets_without, _ = without[key]
+        assert torch.equal(x, x_without)
+        a, b = targets["labels"], targets_without["labels"]
+        differ = a != b
+        assert ((b[differ] == 0) & (a[differ] == -1)).all()  # background turned ignored, nothing else
+        changed += int(differ.sum())
+    assert changed > 0
+
+
+def test_unlabelled_faces_found_by_a_trusted_model_are_ignored_in_training(tmp_path):
+    from edgeface.data.records import FaceRecord, mark_unlabelled
+
+    record = FaceRecord("photo.jpg", [[10, 10, 50, 60], [100, 10, 140, 60]], [False, True])
+    found = np.array([[12, 14, 52, 64],  # the first label, drawn a little lower: not another face
+                      [102, 8, 141, 58],  # the ignored label: not another face either
+                      [200, 20, 230, 60]], np.float32)  # no label near: ignored
+    (marked,) = mark_unlabelled([record], lambda r: found)
+    np.testing.assert_array_equal(marked.boxes, np.concatenate([record.boxes, found[2:]]))
+    assert marked.ignore.tolist() == [False, True, True] and record.ignore.tolist() == [False, True]
+    assert len(mark_unlabelled([record], lambda r: np.zeros((0, 4)))[0].boxes) == 2
+
+    # in a recipe: the authors' EXTD-32 run over photos whose labels were taken away finds faces, all ignored
+    photos = read_facemask(need(FACEMASK), "train")[:3]
+    xml = write_imglab([FaceRecord(r.image_path, np.zeros((0, 4))) for r in photos], tmp_path / "unlabelled.xml")
+    release = str(need(SHARED / "weights" / "extd_official" / "EXTD_32.pth"))
+    cfg = tiny_config(tmp_path, train_data=[{"format": "imglab", "xml": str(xml),
+                                             "ignore_unlabelled": {"model": release, "score": 0.5}}])
+    images = training_set(cfg, training_objective(cfg))
+    assert sum(len(r.boxes) for r in images.records) >= 3 and all(r.ignore.all() for r in images.records)
+    for bad in ({"score": 0.5}, {"model": release, "scores": 0.5}, release):
+        with pytest.raises(OptionError, match="ignore_unlabelled"):
+            training_set(tiny_config(tmp_path, train_data=[{"format": "imglab", "xml": str(xml),
+                                                            "ignore_unlabelled": bad}]), training_objective(cfg))
 
 
 def test_blur_spreads_a_point_out_of_focus_or_along_a_line():
@@ -419,8 +487,9 @@ def test_rescale_crop_recipe_keeps_boxes_inside_and_scales_them(rng):
     boxes = np.array([[100, 100, 140, 150], [300, 200, 330, 240]], np.float32)
     cfg = AugmentConfig(size=256, recipe="rescale_crop", rescales=(2.0,))
     for seed in range(10):
-        window, out = rescale_crop(image, boxes, np.random.default_rng(seed), cfg)
-        assert window.shape == (256, 256, 3)
+        window, kept = rescale_crop(image, boxes, np.random.default_rng(seed), cfg)
+        out = kept.boxes(boxes)
+        assert window.shape == (256, 256, 3) and kept.scale == 2.0
         assert (out >= 0).all() and (out <= 256).all()
         assert (out[:, 2:] - out[:, :2] <= 2 * (boxes[:, 2:] - boxes[:, :2]).max(axis=0) + 1e-3).all()
     sample, kept = augment(image, boxes, np.random.default_rng(0), AugmentConfig(size=512, recipe="rescale_crop",

@@ -5,7 +5,9 @@ SSD-style random crop; resize to the training size with a random interpolation; 
 (``blur_prob``: out-of-focus or motion, as WIDER FACE's blurred faces are) and faces partly covered
 (``occlude_prob``: as WIDER FACE's occluded faces are); horizontal flip; faces under
 ``min_face`` pixels dropped. Boxes are ``(N, 4)`` float32 xyxy pixels of the image they
-come with; every function returns new arrays and never changes its inputs.
+come with; every function returns new arrays and never changes its inputs. The sampling steps choose their
+window from the labelled faces and return it as a :class:`Window`, which maps any boxes of the image the same
+way: the faces, and the ignored ones (neither face nor background in training) that travel with them.
 """
 
 from __future__ import annotations
@@ -95,6 +97,25 @@ def photometric_distort(image: np.ndarray, rng: np.random.Generator, cfg: Augmen
     return out
 
 
+@dataclass(frozen=True)
+class Window:
+    """The part of an image a sampling step kept: the image scaled by `scale`, then the `width` x `height` window
+    at (`x0`, `y0`) of the scaled image (``None``: the whole image, uncropped)."""
+
+    scale: float = 1.0
+    x0: float = 0.0
+    y0: float = 0.0
+    width: float | None = None
+    height: float | None = None
+
+    def boxes(self, boxes: np.ndarray) -> np.ndarray:
+        """`boxes` in the window's pixels: those whose centres it holds, clipped to it."""
+        scaled = boxes * self.scale if self.scale != 1 else boxes.copy()
+        if self.width is None or self.height is None:
+            return scaled
+        return crop_boxes(scaled, self.x0, self.y0, self.x0 + self.width, self.y0 + self.height)[0]
+
+
 def crop_boxes(boxes: np.ndarray, x0: float, y0: float, x1: float, y1: float) -> tuple[np.ndarray, np.ndarray]:
     """Boxes whose centres lie in the window, clipped to it and shifted to its origin; and the kept mask."""
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2
@@ -117,7 +138,7 @@ def _window(image: np.ndarray, x0: int, y0: int, w: int, h: int, pad: tuple[floa
 
 
 def data_anchor_sampling(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator,
-                         cfg: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
+                         cfg: AugmentConfig) -> tuple[np.ndarray, Window]:
     """PyramidBox data-anchor-sampling: rescale so a random face matches a random anchor size no larger
     than its own (jittered by 2^U(-1, 1)), then take a ``size`` x ``size`` window around that face."""
     face = boxes[rng.integers(len(boxes))]
@@ -128,27 +149,24 @@ def data_anchor_sampling(image: np.ndarray, boxes: np.ndarray, rng: np.random.Ge
     scale = min(target / side, 16384 / max(image.shape[:2]))
     interp = INTERPOLATIONS[rng.integers(len(INTERPOLATIONS))]
     resized = cv2.resize(image, None, fx=scale, fy=scale, interpolation=interp)
-    boxes = boxes * scale
     face = face * scale
     # a window that contains the chosen face where possible
     lo_x, hi_x = face[2] - cfg.size, face[0]
     lo_y, hi_y = face[3] - cfg.size, face[1]
     x0 = int(np.floor(rng.uniform(min(lo_x, hi_x), max(lo_x, hi_x))))
     y0 = int(np.floor(rng.uniform(min(lo_y, hi_y), max(lo_y, hi_y))))
-    window = _window(resized, x0, y0, cfg.size, cfg.size, cfg.pad_bgr)
-    out, _ = crop_boxes(boxes, x0, y0, x0 + cfg.size, y0 + cfg.size)
-    return window, out
+    return _window(resized, x0, y0, cfg.size, cfg.size, cfg.pad_bgr), Window(scale, x0, y0, cfg.size, cfg.size)
 
 
 def ssd_random_crop(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator,
-                    max_trials: int = 50) -> tuple[np.ndarray, np.ndarray]:
+                    max_trials: int = 50) -> tuple[np.ndarray, Window]:
     """SSD crop: a window of 0.3-1x each side (aspect 0.5-2) whose IoU with some face reaches a random
     minimum (or the whole image); faces whose centres fall outside are dropped."""
     height, width = image.shape[:2]
     while True:
         min_iou = (None, 0.1, 0.3, 0.5, 0.7, 0.9, -1.0)[rng.integers(7)]
         if min_iou is None:
-            return image, boxes
+            return image, Window()
         for _ in range(max_trials):
             w, h = int(rng.uniform(0.3 * width, width)), int(rng.uniform(0.3 * height, height))
             if w < 1 or h < 1 or not 0.5 <= h / w <= 2:
@@ -157,14 +175,14 @@ def ssd_random_crop(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generat
             rect = np.array([[x0, y0, x0 + w, y0 + h]], np.float32)
             if len(boxes) and box_iou(rect, boxes).max() < min_iou:
                 continue
-            out, _ = crop_boxes(boxes, x0, y0, x0 + w, y0 + h)
-            if len(boxes) and not len(out):
+            window = Window(1.0, x0, y0, w, h)
+            if len(boxes) and not len(window.boxes(boxes)):
                 continue
-            return image[y0 : y0 + h, x0 : x0 + w], out
+            return image[y0 : y0 + h, x0 : x0 + w], window
 
 
 def rescale_crop(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator,
-                 cfg: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
+                 cfg: AugmentConfig) -> tuple[np.ndarray, Window]:
     """Tiny Faces' sampling: rescale by a factor drawn from ``cfg.rescales``, then a random ``size`` x ``size``
     window of the result (a random placement of the image inside the window when it is smaller)."""
     scale = float(cfg.rescales[rng.integers(len(cfg.rescales))])
@@ -173,36 +191,35 @@ def rescale_crop(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator,
     height, width = resized.shape[:2]
     x0 = int(rng.integers(min(0, width - cfg.size), max(0, width - cfg.size) + 1))
     y0 = int(rng.integers(min(0, height - cfg.size), max(0, height - cfg.size) + 1))
-    out, _ = crop_boxes(boxes * scale, x0, y0, x0 + cfg.size, y0 + cfg.size)
-    return _window(resized, x0, y0, cfg.size, cfg.size, cfg.pad_bgr), out
+    return _window(resized, x0, y0, cfg.size, cfg.size, cfg.pad_bgr), Window(scale, x0, y0, cfg.size, cfg.size)
 
 
 def square_crop(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator,
-                cfg: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
+                cfg: AugmentConfig) -> tuple[np.ndarray, Window]:
     """SRN's sampling: with p = 0.5 expand (the image placed at random on a mean-coloured canvas up to
     ``cfg.max_expand`` times its size), then a random square window of 0.3-1 times the short side that keeps
     at least one face centre (faces whose centre leaves it are dropped). Squares resized to the square
     training input keep every face's aspect ratio."""
+    ex, ey = 0, 0  # where the image lies on the expanded canvas
     if rng.random() < 0.5:
         ratio = float(rng.uniform(1.0, cfg.max_expand))
         height, width = image.shape[:2]
         canvas_w, canvas_h = int(width * ratio), int(height * ratio)
-        x0, y0 = int(rng.integers(0, canvas_w - width + 1)), int(rng.integers(0, canvas_h - height + 1))
+        ex, ey = int(rng.integers(0, canvas_w - width + 1)), int(rng.integers(0, canvas_h - height + 1))
         canvas = np.empty((canvas_h, canvas_w, 3), image.dtype)
         canvas[:] = np.asarray(cfg.pad_bgr, np.float32).astype(image.dtype)
-        canvas[y0 : y0 + height, x0 : x0 + width] = image
-        image, boxes = canvas, boxes + np.float32([x0, y0, x0, y0])
+        canvas[ey : ey + height, ex : ex + width] = image
+        image = canvas
     height, width = image.shape[:2]
     for _ in range(50):
         side = int(rng.uniform(0.3, 1.0) * min(width, height))
         x0, y0 = int(rng.integers(0, width - side + 1)), int(rng.integers(0, height - side + 1))
-        out, _ = crop_boxes(boxes, x0, y0, x0 + side, y0 + side)
-        if len(out) or not len(boxes):
-            return image[y0 : y0 + side, x0 : x0 + side], out
+        window = Window(1.0, x0 - ex, y0 - ey, side, side)
+        if len(window.boxes(boxes)) or not len(boxes):
+            return image[y0 : y0 + side, x0 : x0 + side], window
     side = min(width, height)  # no window kept a face: the largest centred square
     x0, y0 = (width - side) // 2, (height - side) // 2
-    out, _ = crop_boxes(boxes, x0, y0, x0 + side, y0 + side)
-    return image[y0 : y0 + side, x0 : x0 + side], out
+    return image[y0 : y0 + side, x0 : x0 + side], Window(1.0, x0 - ex, y0 - ey, side, side)
 
 
 def blur(image: np.ndarray, rng: np.random.Generator, max_px: float) -> np.ndarray:
@@ -249,10 +266,14 @@ def occlude(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator, min_
 
 def hflip(image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mirror left-right: x -> width - x (exact for xyxy boxes with exclusive right edges)."""
-    width = image.shape[1]
+    return image[:, ::-1].copy(), mirror_boxes(boxes, image.shape[1])
+
+
+def mirror_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
+    """`boxes` of a `width` pixels wide image, mirrored left-right."""
     out = boxes.copy()
     out[:, 0], out[:, 2] = width - boxes[:, 2], width - boxes[:, 0]
-    return image[:, ::-1].copy(), out
+    return out
 
 
 def augment(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator,
@@ -264,32 +285,40 @@ def augment(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator,
 
 
 def augment_sample(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator,
-                   cfg: AugmentConfig = AugmentConfig()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`augment`, also returning the faces that ended up under ``min_face``: ``(image, faces, ignored)``.
-    Training ignores the anchors near those instead of teaching them as background."""
+                   cfg: AugmentConfig = AugmentConfig(), ignored: np.ndarray | None = None,
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`augment`, also returning the boxes training ignores: ``(image, faces, ignored)``, `ignored` being
+    the faces that ended up under ``min_face`` and the given `ignored` boxes (faces not to be learned, e.g. WIDER's
+    invalid ones) where the sample still holds them. Training ignores the anchors near those instead of teaching
+    them as background. The windows are chosen from `boxes` alone, so `ignored` changes no random draw."""
     if cfg.recipe not in RECIPES:
         raise ValueError(f"unknown augmentation recipe {cfg.recipe!r} ({', '.join(RECIPES)})")
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    ignored = np.zeros((0, 4), np.float32) if ignored is None else np.asarray(ignored, np.float32).reshape(-1, 4)
     image = photometric_distort(image, rng, cfg)
     if cfg.recipe == "rescale_crop":
-        image, boxes = rescale_crop(image, boxes, rng, cfg)
+        image, window = rescale_crop(image, boxes, rng, cfg)
     elif cfg.recipe == "square_crop":
-        image, boxes = square_crop(image, boxes, rng, cfg)
+        image, window = square_crop(image, boxes, rng, cfg)
     elif len(boxes) and rng.random() < cfg.data_anchor_sampling_prob:
-        image, boxes = data_anchor_sampling(image, boxes, rng, cfg)
+        image, window = data_anchor_sampling(image, boxes, rng, cfg)
     else:
-        image, boxes = ssd_random_crop(image, boxes, rng)
+        image, window = ssd_random_crop(image, boxes, rng)
+    boxes, ignored = window.boxes(boxes), window.boxes(ignored)
     height, width = image.shape[:2]
     interp = INTERPOLATIONS[rng.integers(len(INTERPOLATIONS))]
     if (width, height) != (cfg.size, cfg.size):
         image = cv2.resize(image, (cfg.size, cfg.size), interpolation=interp)
-        boxes = boxes * np.array([cfg.size / width, cfg.size / height] * 2, np.float32)
+        resize = np.array([cfg.size / width, cfg.size / height] * 2, np.float32)
+        boxes, ignored = boxes * resize, ignored * resize
     if cfg.occlude_prob and rng.random() < cfg.occlude_prob:
         image = occlude(image, boxes, rng, cfg.occlude_min_px)
     if cfg.blur_prob and rng.random() < cfg.blur_prob:
         image = blur(image, rng, cfg.blur_max_px)
     if rng.random() < 0.5:
+        ignored = mirror_boxes(ignored, image.shape[1])
         image, boxes = hflip(image, boxes)
     sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
     large = sides >= cfg.min_face
-    return np.ascontiguousarray(image), boxes[large].astype(np.float32), boxes[~large].astype(np.float32)
+    return (np.ascontiguousarray(image), boxes[large].astype(np.float32),
+            np.concatenate([boxes[~large], ignored]).astype(np.float32))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..core.boxes import box_iou
 from ..errors import OptionError
 
 
@@ -49,4 +51,27 @@ def redraw_boxes(records: list[FaceRecord], dx: float = 0.0, dy: float = 0.0, wi
         centre = (record.boxes[:, :2] + record.boxes[:, 2:]) / 2 + size * np.float32([dx, dy])
         half = size * np.float32([width, height]) / 2
         out.append(replace(record, boxes=np.concatenate([centre - half, centre + half], axis=1)))
+    return out
+
+
+UNLABELLED_MAX_IOU = 0.3  # a found face overlapping a label less than this is another face (the datasets' boxes
+# of one face overlap by 0.6 or more even where their conventions differ)
+
+
+def mark_unlabelled(records: Iterable[FaceRecord], find_faces: Callable[[FaceRecord], np.ndarray],
+                    ) -> list[FaceRecord]:
+    """`records` with the faces that `find_faces` (a record -> ``(K, 4)`` xyxy boxes, e.g. a trusted model's
+    detections) finds in an image but no label covers (IoU under UNLABELLED_MAX_IOU with every labelled box, ignored
+    ones included) added as ignored boxes: neither faces nor background in training.
+
+    Datasets leave faces unlabelled: the face dataset's crowds have blurred, turned and half-hidden faces in the
+    background that nobody boxed. Trained as background, those teach a model to miss exactly such faces elsewhere.
+    """
+    out = []
+    for record in records:
+        found = np.asarray(find_faces(record), np.float32).reshape(-1, 4)
+        if len(found) and len(record.boxes):
+            found = found[box_iou(found, record.boxes).max(axis=1) < UNLABELLED_MAX_IOU]
+        out.append(replace(record, boxes=np.concatenate([record.boxes, found]),
+                           ignore=np.concatenate([record.ignore, np.ones(len(found), bool)])))
     return out

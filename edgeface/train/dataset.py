@@ -24,7 +24,9 @@ class FaceTrainingSet(Dataset):
     whose outputs on the image are to be kept (`teachers`, one per record, -1 for none; default all 0). Records
     whose `labelled` flag is false have every anchor labelled -1 (ignored): their boxes are not learned, so the
     image teaches only through its teacher (default: all labelled). `augment_configs` gives a record its own
-    augmentation (one per record; default: `augment_config` for all), e.g. another data-anchor-sampling share."""
+    augmentation (one per record; default: `augment_config` for all), e.g. another data-anchor-sampling share.
+    A record's ignored boxes (WIDER's invalid faces, dlib's ignore boxes, faces found but not labelled) are neither
+    faces nor background: the anchors on them are ignored, like those on faces too small to learn."""
 
     def __init__(self, records: Sequence[FaceRecord], objective: Objective, augment_config: AugmentConfig,
                  seed: int = 0, teachers: Optional[Sequence[int]] = None,
@@ -60,10 +62,10 @@ class FaceTrainingSet(Dataset):
         rng = np.random.default_rng([self.seed, epoch, index])
         image = read_image(record.image_path)
         stage_done("decode")
-        image, faces, too_small = augment_sample(image, record.boxes[~record.ignore], rng,
-                                               self.augment_configs[index])
+        image, faces, ignored = augment_sample(image, record.boxes[~record.ignore], rng, self.augment_configs[index],
+                                               ignored=record.boxes[record.ignore])
         stage_done("augment")
-        targets = {k: torch.as_tensor(v) for k, v in self.objective.targets(faces, too_small).items()}
+        targets = {k: torch.as_tensor(v) for k, v in self.objective.targets(faces, ignored).items()}
         if not self.labelled[index]:
             targets["labels"] = torch.full_like(targets["labels"], -1)
         targets["teacher"] = torch.tensor(self.teachers[index])

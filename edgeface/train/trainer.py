@@ -24,9 +24,10 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from ..backends.torch_backend import TorchBackend, avoid_mmap_churn
+from ..backends.torch_backend import TorchBackend, avoid_mmap_churn, fold_batchnorm
+from ..core.image import read_image
 from ..data.augment import AugmentConfig
-from ..data.records import redraw_boxes
+from ..data.records import mark_unlabelled, redraw_boxes
 from ..data.sources import load_records
 from ..errors import EdgefaceError, OptionError
 from ..eval.validation import ValidationSet, headline, validation_set
@@ -82,7 +83,9 @@ class TrainConfig:
     # train_data entry with `distill: false` is not distilled (images whose teacher outputs training should change),
     # one with its own `distill_from` is distilled from that teacher instead (one teacher per kind of image), and
     # one with `labels: false` teaches only through its teacher (its boxes are not learned); an entry's
-    # `redraw_boxes: {dx, dy, width, height}` redraws its labels to another dataset's convention (redraw_boxes)
+    # `redraw_boxes: {dx, dy, width, height}` redraws its labels to another dataset's convention (redraw_boxes);
+    # `ignore_unlabelled: {model, score, min_side}` ignores in training the faces a trusted model finds in its images
+    # that no label covers (mark_unlabelled)
     distill_from: Optional[str] = None
     distill_weight: float = 1.0  # the distillation terms' weight against the ground-truth terms
     # keep the weights near `init`: keep_init_weight x sum over weights of F x (w - w_init)^2 is minimised with the
@@ -192,9 +195,27 @@ def recipe_weights(cfg: TrainConfig, path: str) -> torch.nn.Module:
     return model
 
 
-def training_set(cfg: TrainConfig, objective: Objective) -> FaceTrainingSet:
+def unlabelled_finder(options: Any):
+    """The record -> boxes function of a train_data entry's ``ignore_unlabelled: {model, score, min_side}``: the
+    faces `model` (checkpoint or authors' .pth) finds at `score` or more (default 0.5), each photo run upscaled to
+    at least `min_side` pixels (default 640: the shipped models' setting, which finds small photos' small faces)."""
+    from ..detector import Detector
+    from ..models.checkpoint import load_any_checkpoint
+
+    if not isinstance(options, dict) or "model" not in options or set(options) - {"model", "score", "min_side"}:
+        raise OptionError("train_data ignore_unlabelled takes a mapping with model (a checkpoint or authors' .pth) "
+                          f"and optionally score and min_side; got {options!r}")
+    model, spec = load_any_checkpoint(options["model"])
+    fold_batchnorm(model)  # and channels-last: as a checkpoint file runs on the CPU (3x faster than as trained)
+    backend = TorchBackend.from_model(model.to(memory_format=torch.channels_last), spec)
+    detector = Detector(backend, score_threshold=options.get("score", 0.5), min_side=options.get("min_side", 640))
+    return lambda record: detector(read_image(record.image_path)).boxes
+
+
+def training_set(cfg: TrainConfig, objective: Objective, progress: bool = False) -> FaceTrainingSet:
     """The recipe's training images, augmented and turned into `objective`'s targets, each with the index of its
-    teacher in :func:`teacher_paths` (-1: not distilled)."""
+    teacher in :func:`teacher_paths` (-1: not distilled). `progress`: a progress bar while an entry's
+    ``ignore_unlabelled`` model runs over its images."""
     paths = teacher_paths(cfg)
     augment_config = AugmentConfig(size=cfg.input_size, data_anchor_sampling_prob=cfg.data_anchor_sampling_prob,
                                    recipe=cfg.augment_recipe, rescales=tuple(cfg.rescales),
@@ -206,6 +227,7 @@ def training_set(cfg: TrainConfig, objective: Objective) -> FaceTrainingSet:
         distill, labels = source.pop("distill", True), source.pop("labels", True)
         own = source.pop("distill_from", None)
         redraw = source.pop("redraw_boxes", None)
+        unlabelled = source.pop("ignore_unlabelled", None)
         own_config = augment_config
         if "data_anchor_sampling_prob" in source:  # this entry's own share of data-anchor-sampling crops
             own_config = replace(augment_config, data_anchor_sampling_prob=source.pop("data_anchor_sampling_prob"))
@@ -221,6 +243,11 @@ def training_set(cfg: TrainConfig, objective: Objective) -> FaceTrainingSet:
             if not isinstance(redraw, dict) or set(redraw) - {"dx", "dy", "width", "height"}:
                 raise OptionError(f"train_data redraw_boxes takes a mapping of dx, dy, width, height; got {redraw!r}")
             source_records = redraw_boxes(source_records, **redraw)
+        if unlabelled is not None:
+            from tqdm import tqdm
+
+            looked_at = tqdm(source_records, desc="finding unlabelled faces", unit="image", disable=not progress)
+            source_records = mark_unlabelled(looked_at, unlabelled_finder(unlabelled))
         records += source_records
         teachers += [paths.index(teacher) if teacher else -1] * len(source_records)
         labelled += [labels] * len(source_records)
@@ -430,7 +457,7 @@ class Trainer:
         from tqdm import tqdm
 
         cfg = self.cfg
-        dataset = training_set(cfg, self.objective)
+        dataset = training_set(cfg, self.objective, progress=progress and self.rank == 0)
         val_sets = [validation_set(source) for source in cfg.val_data]
         self.out.mkdir(parents=True, exist_ok=True)  # once the data loads: a bad source leaves no folder
         val_metrics = [m for vset in val_sets for m in vset.metrics]
