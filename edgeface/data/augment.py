@@ -100,7 +100,8 @@ def photometric_distort(image: np.ndarray, rng: np.random.Generator, cfg: Augmen
 @dataclass(frozen=True)
 class Window:
     """The part of an image a sampling step kept: the image scaled by `scale`, then the `width` x `height` window
-    at (`x0`, `y0`) of the scaled image (``None``: the whole image, uncropped)."""
+    at (`x0`, `y0`) of the scaled image, which may reach beyond its edges into padding (``None``: the whole image,
+    uncropped)."""
 
     scale: float = 1.0
     x0: float = 0.0
