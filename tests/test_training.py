@@ -169,8 +169,6 @@ def test_blur_spreads_a_point_out_of_focus_or_along_a_line():
 
 
 def test_augmentation_blur_softens_the_image_and_keeps_the_faces(rng):
-    from edgeface.errors import OptionError
-
     image = rng.integers(0, 256, (300, 420, 3), dtype=np.uint8)
     boxes = np.array([[10, 20, 60, 80], [200, 100, 260, 170]], np.float32)
     sharpness = {0.0: [], 1.0: []}
@@ -189,8 +187,6 @@ def test_augmentation_blur_softens_the_image_and_keeps_the_faces(rng):
 
 
 def test_occlusion_covers_an_edge_band_of_large_faces_only(rng):
-    from edgeface.errors import OptionError
-
     image = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
     before = image.copy()
     boxes = np.array([[20.4, 30.6, 120.2, 150.9], [200, 100, 260, 170], [5, 200, 15, 212]], np.float32)
@@ -688,8 +684,6 @@ def test_a_resumed_run_that_adds_distillation_keeps_every_row_under_its_own_colu
 
 
 def test_a_training_source_can_opt_out_of_distillation(tmp_path):
-    from edgeface.errors import OptionError
-
     teacher = need(SHARED / "weights" / "extd_official" / "EXTD_32.pth")
     source = {"format": "facemask", "root": str(need(FACEMASK)), "split": "train"}
     kept, free = ({**source, "distill": flag} for flag in (True, False))
@@ -707,7 +701,6 @@ def test_a_training_source_can_opt_out_of_distillation(tmp_path):
 
 
 def test_each_kind_of_training_image_can_have_its_own_teacher(tmp_path):
-    from edgeface.errors import OptionError
     from edgeface.models.checkpoint import save_checkpoint
     from edgeface.models.registry import create_model, default_spec
 
@@ -743,8 +736,6 @@ def test_each_kind_of_training_image_can_have_its_own_teacher(tmp_path):
 
 
 def test_images_without_labels_teach_only_through_their_teacher(tmp_path):
-    from edgeface.errors import OptionError
-
     release = str(need(SHARED / "weights" / "extd_official" / "EXTD_32.pth"))
     source = {"format": "facemask", "root": str(need(FACEMASK)), "split": "train"}
     cfg = tiny_config(tmp_path, steps=1, init=release, freeze_bn=True, distill_from=release, lr=0.0,
@@ -765,7 +756,6 @@ def test_images_without_labels_teach_only_through_their_teacher(tmp_path):
 
 def test_a_training_source_can_redraw_its_boxes_to_another_convention(tmp_path):
     from edgeface.data.records import FaceRecord, redraw_boxes
-    from edgeface.errors import OptionError
 
     record = FaceRecord("x.jpg", [[10, 20, 30, 60], [0, 0, 4, 2]], ignore=[False, True])
     moved = redraw_boxes([record], dx=-0.25, dy=-0.1, width=0.5, height=1.5)[0]
@@ -797,10 +787,7 @@ def test_a_train_data_entry_can_have_its_own_data_anchor_sampling_share(tmp_path
 
     from edgeface.core.image import read_image
     from edgeface.core.preprocess import normalise
-    from edgeface.data.augment import augment_sample
-    from edgeface.errors import OptionError
     from edgeface.train.dataset import FaceTrainingSet
-    from edgeface.train.trainer import training_objective, training_set
 
     source = {"format": "facemask", "root": str(need(FACEMASK)), "split": "train"}
     cfg = tiny_config(tmp_path, data_anchor_sampling_prob=1.0,
@@ -833,8 +820,6 @@ def test_a_train_data_entry_can_have_its_own_data_anchor_sampling_share(tmp_path
 
 @pytest.mark.parametrize("parts", [["base"], ["base.0", "base.1"]])  # a part, or modules inside one by name
 def test_frozen_parts_keep_their_weights_and_statistics(tmp_path, parts):
-    from edgeface.errors import OptionError
-
     cfg = tiny_config(tmp_path, steps=2, freeze=parts)  # BatchNorm not frozen: only `freeze` keeps them
     trainer = Trainer(cfg)
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
@@ -850,7 +835,6 @@ def test_frozen_parts_keep_their_weights_and_statistics(tmp_path, parts):
 
 
 def test_a_teacher_whose_outputs_do_not_correspond_is_a_clear_error(tmp_path):
-    from edgeface.errors import OptionError
     from edgeface.models.checkpoint import save_checkpoint
     from edgeface.models.registry import create_model, default_spec
 
@@ -902,7 +886,6 @@ def test_fisher_is_the_mean_of_each_images_squared_gradient(tmp_path):
 
 
 def test_keeping_the_initial_weights_weighs_each_change_by_its_fisher_information(tmp_path):
-    from edgeface.errors import OptionError
     from edgeface.train.fisher import save_fisher
 
     release = str(need(SHARED / "weights" / "extd_official" / "EXTD_32.pth"))

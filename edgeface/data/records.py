@@ -65,7 +65,7 @@ def mark_unlabelled(records: Iterable[FaceRecord], find_faces: Callable[[FaceRec
     ones included) added as ignored boxes: neither faces nor background in training.
 
     Datasets leave faces unlabelled: the face dataset's crowds have blurred, turned and half-hidden faces in the
-    background that nobody boxed. Trained as background, those teach a model to miss exactly such faces elsewhere.
+    background that nobody boxed, which training would otherwise teach as background.
     """
     out = []
     for record in records:
