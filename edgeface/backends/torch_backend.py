@@ -63,33 +63,35 @@ class TorchBackend:
 
         if threads:
             torch.set_num_threads(threads)
-        avoid_mmap_churn()
-        self.torch = torch
-        self.device = torch.device(device)
-        if fp16 and self.device.type != "cuda":
+        device_type = torch.device(device).type
+        if fp16 and device_type != "cuda":
             raise ValueError(f"fp16 needs a CUDA device (got {device!r}); on the CPU run float32")
-        self.fp16 = fp16
-        model, self.spec = load_checkpoint(path)
-        if fold_bn:
-            fold_batchnorm(model)
-        self.channels_last = self.device.type == "cpu" if channels_last is None else channels_last
-        self.model = model.to(self.device, memory_format=torch.channels_last if self.channels_last else None)
-        if fp16:
-            self.model.half()
-        self.name = f"torch:{self.device}" + (":fp16" if fp16 else "")
+        channels_last = device_type == "cpu" if channels_last is None else channels_last
+        self._setup(*load_checkpoint(path), device, fp16, fold_bn, channels_last)
 
     @classmethod
-    def from_model(cls, model, spec, device: str = "cpu") -> TorchBackend:
-        """Wrap an in-memory model (e.g. during export or training) without a checkpoint file."""
+    def from_model(cls, model, spec, device: str = "cpu", fold_bn: bool = False,
+                   channels_last: bool = False) -> TorchBackend:
+        """Wrap an in-memory model (e.g. during export or training) without a checkpoint file. By default the model
+        runs as it is and inputs go in as they come (a trainer's model is channels-last already); ``fold_bn`` and
+        ``channels_last`` as for a checkpoint file (they change the model in place)."""
+        self = cls.__new__(cls)
+        self._setup(model, spec, device, False, fold_bn, channels_last)
+        return self
+
+    def _setup(self, model, spec, device: str, fp16: bool, fold_bn: bool, channels_last: bool) -> None:
         import torch
 
         avoid_mmap_churn()
-        self = cls.__new__(cls)
-        self.torch, self.device, self.spec, self.fp16 = torch, torch.device(device), spec, False
-        self.channels_last = False  # inputs go in as they come (a trainer's model is channels-last already)
-        self.model = model.eval().to(self.device)
-        self.name = f"torch:{self.device}"
-        return self
+        self.torch, self.device, self.spec, self.fp16 = torch, torch.device(device), spec, fp16
+        model = model.eval()
+        if fold_bn:
+            fold_batchnorm(model)
+        self.channels_last = channels_last
+        self.model = model.to(self.device, memory_format=torch.channels_last if channels_last else None)
+        if fp16:
+            self.model.half()
+        self.name = f"torch:{self.device}" + (":fp16" if fp16 else "")
 
     def _forward(self, x):
         """The network on a float32 input tensor: float32 ``(loc, conf)``."""
