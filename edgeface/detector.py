@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Optional
+from typing import Optional, Union
 
 import cv2
 import numpy as np
@@ -12,7 +12,7 @@ import numpy as np
 from .backends import Backend, open_backend
 from .core.anchors import generate_anchors
 from .core.detections import Detections
-from .core.image import check_image
+from .core.image import check_image, read_image
 from .core.letterbox import Letterbox, fit_within
 from .core.postprocess import decode_detections
 from .core.preprocess import prepare_input
@@ -30,6 +30,8 @@ from .options import (
 )
 from .spec import TestTimeSpec
 from .weights import shipped_model
+
+Frame = Union[np.ndarray, str, os.PathLike]  # a BGR uint8 H x W x 3 frame, or an image file's path
 
 
 class Detector:
@@ -64,7 +66,9 @@ class Detector:
 
     Out-of-range options raise :class:`~edgeface.errors.OptionError` (a ``ValueError``) saying the allowed range.
     ``detect(frame)`` takes an OpenCV BGR uint8 ``H x W x 3`` frame (on the GPU runtime also a device array
-    with ``__cuda_array_interface__``: CuPy, torch) and returns :class:`Detections` in that frame's pixels.
+    with ``__cuda_array_interface__``: CuPy, torch) or an image file's path (read by :func:`read_image`, which
+    raises :class:`~edgeface.errors.ImageError` for a missing or corrupt file) and returns :class:`Detections`
+    in that frame's pixels.
     The pipeline is ``prepare`` -> ``infer`` -> ``decode``, each public so benchmarks and custom pipelines
     can time or replace one stage. ``score_threshold``, ``nms_iou`` and ``max_detections`` may be changed later
     (checked as here); a change reaches the CPU and the GPU path alike.
@@ -160,15 +164,17 @@ class Detector:
         size = "native" if self.input_size is None else f"{self.input_size[0]}x{self.input_size[1]}"
         return f"Detector({self.spec.name}, backend={self.backend.name}, input={size})"
 
-    def __call__(self, image: np.ndarray) -> Detections:
+    def __call__(self, image: Frame) -> Detections:
         return self.detect(image)
 
-    def detect(self, image: np.ndarray) -> Detections:
-        """Faces in one BGR uint8 frame."""
+    def detect(self, image: Frame) -> Detections:
+        """Faces in one BGR uint8 frame (or image file)."""
         return self.detect_batch([image])[0]
 
-    def detect_batch(self, images: Sequence[np.ndarray]) -> list[Detections]:
-        """Faces in each frame; frames of one size (or all, when letterboxing) share a network run."""
+    def detect_batch(self, images: Sequence[Frame]) -> list[Detections]:
+        """Faces in each frame (or image file); frames of one size (or all, when letterboxing) share a network
+        run."""
+        images = [read_image(image) if isinstance(image, (str, os.PathLike)) else image for image in images]
         if self.gpu_pipeline is not None and self.test_time.single_pass:  # device arrays stay on the GPU
             on_device = [hasattr(image, "__cuda_array_interface__") for image in images]
             return [self.gpu_pipeline.detect(frame, self._gpu_input_size(frame))

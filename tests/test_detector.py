@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -63,6 +64,9 @@ def test_batch_letterbox_and_thresholds(extd64_onnx, photo_paths):
         assert (dets.boxes[:, 2] <= image.shape[1]).all() and (dets.boxes[:, 3] <= image.shape[0]).all()
         if len(native):  # the same faces, in source pixels, whether letterboxed or not
             assert (box_iou(native.boxes, dets.boxes).max(axis=1) > 0.6).mean() >= 0.8
+    # image files are read as read_image reads them, beside frames in one batch
+    for single, from_file in zip(singles, detector.detect_batch([Path(photo_paths[0]), photo_paths[1], images[2]])):
+        np.testing.assert_array_equal(single.boxes, from_file.boxes)
     strict = Detector(extd64_onnx, score_threshold=0.999, max_detections=2)
     assert all(len(strict(i)) <= 2 for i in images)
     assert all((strict(i).scores > 0.999).all() for i in images)
@@ -76,7 +80,9 @@ def test_bad_frames_get_clear_errors(extd64_onnx, tmp_path):
         (frame[:, :, 0], "H x W x 3"),
         (np.zeros((48, 64, 4), np.uint8), "BGRA"),
         (np.zeros((0, 64, 3), np.uint8), "empty"),
-        ("photo.jpg", "NumPy array"),
+        (b"\xff\xd8 jpeg bytes", "NumPy array"),
+        (str(tmp_path / "missing.jpg"), "no such image file"),
+        (tmp_path, "is a folder"),
     ]
     for bad, message in cases:
         with pytest.raises(ImageError, match=message):
