@@ -16,6 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from conftest import SHARED, need, write_imglab  # noqa: E402
+from edgeface import Detector  # noqa: E402
 from edgeface.core.anchors import generate_anchors  # noqa: E402
 from edgeface.core.boxes import box_iou, cxcywh_to_xyxy  # noqa: E402
 from edgeface.data.augment import RECIPES, AugmentConfig, augment, augment_sample, blur, hflip, occlude  # noqa: E402
@@ -140,10 +141,43 @@ def test_unlabelled_faces_found_by_a_trusted_model_are_ignored_in_training(tmp_p
                                              "ignore_unlabelled": {"model": release, "score": 0.5}}])
     images = training_set(cfg, training_objective(cfg))
     assert sum(len(r.boxes) for r in images.records) >= 3 and all(r.ignore.all() for r in images.records)
-    for bad in ({"score": 0.5}, {"model": release, "scores": 0.5}, release):
+    for bad in ({"score": 0.5}, {"model": release, "scores": 0.5}, release, {"model": str(tmp_path / "no.onnx")}):
         with pytest.raises(OptionError, match="ignore_unlabelled"):
             training_set(tiny_config(tmp_path, train_data=[{"format": "imglab", "xml": str(xml),
                                                             "ignore_unlabelled": bad}]), training_objective(cfg))
+
+
+def test_unlabelled_faces_are_found_once_per_run(tmp_path, monkeypatch):
+    from edgeface.data.records import FaceRecord
+    from edgeface.train.trainer import UnlabelledFinder
+
+    photos = read_facemask(need(FACEMASK), "train")[:2]
+    xml = write_imglab([FaceRecord(r.image_path, np.zeros((0, 4))) for r in photos], tmp_path / "unlabelled.xml")
+    cache = tmp_path / "run" / "unlabelled_faces.json"
+
+    def found(finder: dict) -> list[np.ndarray]:
+        cfg = tiny_config(tmp_path, train_data=[{"format": "imglab", "xml": str(xml), "ignore_unlabelled": finder}])
+        return [r.boxes for r in training_set(cfg, training_objective(cfg), unlabelled_cache=cache).records]
+
+    first = found({"model": "fast"})  # a shipped model's name: its .onnx on ONNX Runtime
+    direct = Detector("fast", score_threshold=0.5, min_side=640)
+    for record, boxes in zip(photos, first):
+        np.testing.assert_array_equal(boxes, direct(record.image_path).boxes)
+    assert sum(map(len, first)) >= 2 and cache.exists()
+
+    def no_model(self):
+        raise AssertionError("the model ran again although the run folder kept what it found")
+
+    with monkeypatch.context() as patch:  # a resumed run reads what the first found
+        patch.setattr(UnlabelledFinder, "_open", no_model)
+        for again, boxes in zip(found({"model": "fast"}), first):
+            np.testing.assert_array_equal(again, boxes)
+        with pytest.raises(AssertionError, match="ran again"):  # other settings: looked for again
+            found({"model": "fast", "score": 0.6})
+    cache.write_text('{"cut short')
+    with pytest.warns(UserWarning, match="unreadable"):
+        found({"model": "fast"})
+    assert json.loads(cache.read_text())  # rewritten whole
 
 
 def test_blur_spreads_a_point_out_of_focus_or_along_a_line():
@@ -384,12 +418,17 @@ def test_resume_gives_identical_next_steps(tmp_path):
 
 
 def test_ddp_on_gloo_with_two_processes(tmp_path):
-    cfg = tiny_config(tmp_path, steps=2)
+    # rank 0 alone runs the ignore_unlabelled model; rank 1 reads what it found
+    xml = write_imglab(read_facemask(need(FACEMASK), "train")[:6], tmp_path / "six.xml")
+    cfg = tiny_config(tmp_path, steps=2, train_data=[{"format": "imglab", "xml": str(xml),
+                                                      "ignore_unlabelled": {"model": "fast"}}])
     (tmp_path / "cfg.json").write_text(json.dumps(cfg.__dict__))
     script = tmp_path / "ddp.py"
     script.write_text(textwrap.dedent(f"""
         import json, os, torch
-        from edgeface.train.trainer import TrainConfig, Trainer
+        from edgeface.train.trainer import TrainConfig, Trainer, UnlabelledFinder
+        if os.environ["RANK"] != "0":
+            UnlabelledFinder._open = None  # calling it fails
         cfg = TrainConfig(**json.load(open({str(tmp_path / 'cfg.json')!r})))
         trainer = Trainer(cfg)
         trainer.fit(progress=False)

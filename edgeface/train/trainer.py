@@ -10,22 +10,25 @@ teacher's outputs on the training images (learning without forgetting: ``distill
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import math
 import os
 import signal
 import time
+import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Optional, TextIO, Union, get_args, get_origin, get_type_hints
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from ..backends.torch_backend import TorchBackend, avoid_mmap_churn
-from ..core.image import read_image
 from ..data.augment import AugmentConfig
 from ..data.records import mark_unlabelled, redraw_boxes
 from ..data.sources import load_records
@@ -85,7 +88,7 @@ class TrainConfig:
     # one with `labels: false` teaches only through its teacher (its boxes are not learned); an entry's
     # `redraw_boxes: {dx, dy, width, height}` redraws its labels to another dataset's convention (redraw_boxes);
     # `ignore_unlabelled: {model, score, min_side}` ignores in training the faces a trusted model finds in its images
-    # that no label covers (mark_unlabelled)
+    # that no label covers (mark_unlabelled, UnlabelledFinder)
     distill_from: Optional[str] = None
     distill_weight: float = 1.0  # the distillation terms' weight against the ground-truth terms
     # keep the weights near `init`: keep_init_weight x sum over weights of F x (w - w_init)^2 is minimised with the
@@ -195,26 +198,93 @@ def recipe_weights(cfg: TrainConfig, path: str) -> torch.nn.Module:
     return model
 
 
-def unlabelled_finder(options: Any):
+UNLABELLED_FACES = "unlabelled_faces.json"  # in the run folder: what the ignore_unlabelled models found
+
+
+class UnlabelledFinder:
     """The record -> boxes function of a train_data entry's ``ignore_unlabelled: {model, score, min_side}``: the
-    faces `model` (checkpoint or authors' .pth) finds at `score` or more (default 0.5), each photo run upscaled to
-    at least `min_side` pixels (default 640: the shipped models' setting, which finds small photos' small faces)."""
-    from ..detector import Detector
-    from ..models.checkpoint import load_any_checkpoint
+    faces `model` finds at `score` or more (default 0.5), each photo run upscaled to at least `min_side` pixels
+    (default 640: the shipped models' setting, which finds small photos' small faces). `model` is whatever
+    :class:`~edgeface.Detector` opens (a shipped model's name, ``.onnx``: 1.7x faster on CPUs than the same
+    checkpoint, ``.pt``) or an EXTD authors' ``.pth``.
 
-    if not isinstance(options, dict) or "model" not in options or set(options) - {"model", "score", "min_side"}:
-        raise OptionError("train_data ignore_unlabelled takes a mapping with model (a checkpoint or authors' .pth) "
-                          f"and optionally score and min_side; got {options!r}")
-    # BatchNorm folded and channels-last, as a checkpoint file runs on the CPU (3x faster than as trained)
-    backend = TorchBackend.from_model(*load_any_checkpoint(options["model"]), fold_bn=True, channels_last=True)
-    detector = Detector(backend, score_threshold=options.get("score", 0.5), min_side=options.get("min_side", 640))
-    return lambda record: detector(read_image(record.image_path)).boxes
+    With a `cache` file (the run folder's ``unlabelled_faces.json``), the faces found are kept there under the
+    model file's digest and settings, so that a resumed run, and the other ranks of a distributed one, reuse them
+    instead of running the model again; :meth:`save` writes them (also after an interrupted pass: what was found
+    stays). The model opens on the first image the cache does not hold.
+    """
+
+    def __init__(self, options: Any, cache: Optional[Path] = None):
+        if not isinstance(options, dict) or "model" not in options or set(options) - {"model", "score", "min_side"}:
+            raise OptionError("train_data ignore_unlabelled takes a mapping with model (a shipped model's name, an "
+                              ".onnx, a checkpoint or authors' .pth) and optionally score and min_side; "
+                              f"got {options!r}")
+        from ..weights import shipped_model
+
+        self.model = str(shipped_model(options["model"]) or options["model"])
+        if not os.path.isfile(self.model):
+            raise OptionError(f"train_data ignore_unlabelled: no such model file {self.model}")
+        self.score, self.min_side = options.get("score", 0.5), options.get("min_side", 640)
+        self.cache = cache
+        self.key = json.dumps({"model_sha256": file_sha256(self.model), "score": self.score,
+                               "min_side": self.min_side}, sort_keys=True)
+        self.saved = self._read_cache()
+        self.found: dict[str, list] = self.saved.setdefault(self.key, {})
+        self.detector = None
+
+    def _read_cache(self) -> dict:
+        if self.cache is None or not self.cache.exists():
+            return {}
+        try:
+            saved = json.loads(self.cache.read_text())
+        except (OSError, ValueError) as exc:
+            warnings.warn(f"{self.cache} is unreadable ({exc}): looking for unlabelled faces again", stacklevel=3)
+            return {}
+        return saved if isinstance(saved, dict) else {}
+
+    def _open(self):
+        from ..backends import CHECKPOINT_SUFFIXES
+        from ..detector import Detector
+
+        model = self.model
+        if model.lower().endswith(CHECKPOINT_SUFFIXES):  # authors' .pth files too
+            from ..models.checkpoint import load_any_checkpoint
+
+            # BatchNorm folded and channels-last, as a checkpoint file runs on the CPU (3x faster than as trained)
+            model = TorchBackend.from_model(*load_any_checkpoint(model), fold_bn=True, channels_last=True)
+        return Detector(model, score_threshold=self.score, min_side=self.min_side)
+
+    def __call__(self, record) -> np.ndarray:
+        image = os.path.abspath(record.image_path)
+        if image not in self.found:
+            if self.detector is None:
+                self.detector = self._open()
+            self.found[image] = self.detector(image).boxes.tolist()
+        return np.asarray(self.found[image], np.float32).reshape(-1, 4)
+
+    def save(self) -> None:
+        """Write the cache file (atomically: an interrupted write leaves the previous one)."""
+        if self.cache is not None and self.found:
+            self.cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.cache.with_name(self.cache.name + ".tmp")
+            tmp.write_text(json.dumps(self.saved))
+            os.replace(tmp, self.cache)
 
 
-def training_set(cfg: TrainConfig, objective: Objective, progress: bool = False) -> FaceTrainingSet:
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def training_set(cfg: TrainConfig, objective: Objective, progress: bool = False,
+                 unlabelled_cache: Optional[Path] = None) -> FaceTrainingSet:
     """The recipe's training images, augmented and turned into `objective`'s targets, each with the index of its
     teacher in :func:`teacher_paths` (-1: not distilled). `progress`: a progress bar while an entry's
-    ``ignore_unlabelled`` model runs over its images."""
+    ``ignore_unlabelled`` model runs over its images; `unlabelled_cache`: the file that keeps what it found
+    (:class:`UnlabelledFinder`)."""
     paths = teacher_paths(cfg)
     augment_config = AugmentConfig(size=cfg.input_size, data_anchor_sampling_prob=cfg.data_anchor_sampling_prob,
                                    recipe=cfg.augment_recipe, rescales=tuple(cfg.rescales),
@@ -245,8 +315,12 @@ def training_set(cfg: TrainConfig, objective: Objective, progress: bool = False)
         if unlabelled is not None:
             from tqdm import tqdm
 
+            finder = UnlabelledFinder(unlabelled, unlabelled_cache)
             looked_at = tqdm(source_records, desc="finding unlabelled faces", unit="image", disable=not progress)
-            source_records = mark_unlabelled(looked_at, unlabelled_finder(unlabelled))
+            try:
+                source_records = mark_unlabelled(looked_at, finder)
+            finally:
+                finder.save()
         records += source_records
         teachers += [paths.index(teacher) if teacher else -1] * len(source_records)
         labelled += [labels] * len(source_records)
@@ -456,7 +530,14 @@ class Trainer:
         from tqdm import tqdm
 
         cfg = self.cfg
-        dataset = training_set(cfg, self.objective, progress=progress and self.rank == 0)
+        # rank 0 looks for unlabelled faces (ignore_unlabelled) first; the other ranks then read what it found
+        finds = self.distributed and any("ignore_unlabelled" in source for source in cfg.train_data)
+        if finds and self.rank > 0:
+            dist.barrier()
+        dataset = training_set(cfg, self.objective, progress=progress and self.rank == 0,
+                               unlabelled_cache=self.out / UNLABELLED_FACES)
+        if finds and self.rank == 0:
+            dist.barrier()
         val_sets = [validation_set(source) for source in cfg.val_data]
         self.out.mkdir(parents=True, exist_ok=True)  # once the data loads: a bad source leaves no folder
         val_metrics = [m for vset in val_sets for m in vset.metrics]
