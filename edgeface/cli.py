@@ -447,8 +447,9 @@ def cmd_data_show(args: argparse.Namespace) -> int:
         record = records[int(rng.integers(len(records)))]
         image, boxes, ignored = augment_sample(read_image(record.image_path), record.boxes[~record.ignore], rng, cfg,
                                                ignored=record.boxes[record.ignore])
-        tile = Detections(ignored, np.ones(len(ignored), np.float32)).draw(image, (0, 160, 255), 1, show_scores=False)
-        tile = Detections(boxes, np.ones(len(boxes), np.float32)).draw(tile, (0, 255, 0), 1, show_scores=False)
+        tile = image
+        for shown, colour in ((ignored, (0, 160, 255)), (boxes, (0, 255, 0))):  # ignored boxes orange, faces green
+            tile = Detections(shown, np.ones(len(shown), np.float32)).draw(tile, colour, 1, show_scores=False)
         cv2.putText(tile, f"{k}: {len(boxes)} faces", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 255), 1)
         tiles.append(tile)
     columns = min(4, len(tiles))
