@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", type=int, default=8, help="timed batches per worker count (default: 8)")
     parser.add_argument("--samples", type=int, default=48, help="images timed stage by stage (default: 48)")
     args = parser.parse_args(argv)
-    from edgeface.train.trainer import TrainConfig, training_objective, training_set
+    from edgeface.train.config import TrainConfig
+    from edgeface.train.training_data import training_objective, training_set
 
     cfg = TrainConfig.from_yaml(args.config)
     try:

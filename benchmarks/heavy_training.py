@@ -50,7 +50,7 @@ def prepare(destination: Path) -> None:
 
 
 def config(family: str, data: Path, out: Path, steps: int, tiny: bool, workers: int):
-    from edgeface.train.trainer import TrainConfig
+    from edgeface.train.config import TrainConfig
 
     settings = {**SETTINGS[family], **(TINY if tiny else {})}
     return TrainConfig(model=family, train_data=[{"format": "facemask", "root": str(data), "split": "train"}],

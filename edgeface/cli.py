@@ -315,7 +315,8 @@ def _key_value(item: str) -> tuple[str, object]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train.trainer import TrainConfig, TrainingInterrupted, train
+    from .train.config import TrainConfig
+    from .train.trainer import TrainingInterrupted, train
 
     try:
         cfg = TrainConfig.from_yaml(args.config, overrides=dict(_key_value(item) for item in args.set))
@@ -341,8 +342,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_fisher(args: argparse.Namespace) -> int:
+    from .train.config import TrainConfig
     from .train.fisher import fisher_information, save_fisher
-    from .train.trainer import TrainConfig, recipe_weights, training_objective, training_set
+    from .train.training_data import recipe_weights, training_objective, training_set
 
     source = _data_source(args)
     try:

@@ -134,7 +134,8 @@ def test_shf_positives_only_at_iou_0_5_and_256_anchors_per_image():
 
 
 def test_shf_backbone_learns_at_twice_the_rate(tmp_path):
-    from edgeface.train.trainer import TrainConfig, Trainer
+    from edgeface.train.config import TrainConfig
+    from edgeface.train.trainer import Trainer
 
     trainer = Trainer(TrainConfig(model="shf", output=str(tmp_path), input_size=64))
     rates = {id(p): g["multiplier"] for g in trainer.optimizer.param_groups for p in g["params"]}
@@ -209,7 +210,8 @@ def test_srn_square_crops_keep_face_aspect(rng):
 @pytest.mark.parametrize("name,steps,lr", [("shf", 40, 0.01), ("hr-res50", 30, 1e-3), ("srn", 30, 0.01)])
 def test_loss_falls_when_overfitting_a_few_real_images(name, steps, lr, tmp_path):
     from edgeface.data.voc import read_facemask
-    from edgeface.train.trainer import TrainConfig, Trainer
+    from edgeface.train.config import TrainConfig
+    from edgeface.train.trainer import Trainer
 
     xml = write_imglab(read_facemask(need(FACEMASK), "train")[:2], tmp_path / "two.xml")
     cfg = TrainConfig(model=name, train_data=[{"format": "imglab", "xml": str(xml)}], output=str(tmp_path / "run"),

@@ -25,16 +25,11 @@ from edgeface.data.voc import read_facemask  # noqa: E402
 from edgeface.data.wider import read_wider_txt  # noqa: E402
 from edgeface.errors import OptionError  # noqa: E402
 from edgeface.spec import AnchorSpec  # noqa: E402
+from edgeface.train.config import TrainConfig, learning_rate  # noqa: E402
 from edgeface.train.losses import distillation_loss, multibox_loss  # noqa: E402
 from edgeface.train.matching import build_targets, match_s3fd  # noqa: E402
-from edgeface.train.trainer import (  # noqa: E402
-    TrainConfig,
-    Trainer,
-    learning_rate,
-    teacher_paths,
-    training_objective,
-    training_set,
-)
+from edgeface.train.trainer import Trainer  # noqa: E402
+from edgeface.train.training_data import teacher_paths, training_objective, training_set  # noqa: E402
 
 FACEMASK = SHARED / "data" / "facemask"
 
@@ -149,7 +144,7 @@ def test_unlabelled_faces_found_by_a_trusted_model_are_ignored_in_training(tmp_p
 
 def test_unlabelled_faces_are_found_once_per_run(tmp_path, monkeypatch):
     from edgeface.data.records import FaceRecord
-    from edgeface.train.trainer import UnlabelledFinder
+    from edgeface.train.training_data import UnlabelledFinder
 
     photos = read_facemask(need(FACEMASK), "train")[:2]
     xml = write_imglab([FaceRecord(r.image_path, np.zeros((0, 4))) for r in photos], tmp_path / "unlabelled.xml")
@@ -426,7 +421,9 @@ def test_ddp_on_gloo_with_two_processes(tmp_path):
     script = tmp_path / "ddp.py"
     script.write_text(textwrap.dedent(f"""
         import json, os, torch
-        from edgeface.train.trainer import TrainConfig, Trainer, UnlabelledFinder
+        from edgeface.train.config import TrainConfig
+        from edgeface.train.trainer import Trainer
+        from edgeface.train.training_data import UnlabelledFinder
         if os.environ["RANK"] != "0":
             UnlabelledFinder._open = None  # calling it fails
         cfg = TrainConfig(**json.load(open({str(tmp_path / 'cfg.json')!r})))

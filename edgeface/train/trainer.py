@@ -10,138 +10,29 @@ teacher's outputs on the training images (learning without forgetting: ``distill
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
 import math
 import os
 import signal
 import time
-import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Optional, TextIO, Union, get_args, get_origin, get_type_hints
+from typing import Any, Optional, TextIO
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from ..backends.torch_backend import TorchBackend, avoid_mmap_churn
-from ..data.augment import AugmentConfig
-from ..data.records import mark_unlabelled, redraw_boxes
-from ..data.sources import load_records
 from ..errors import EdgefaceError, OptionError
 from ..eval.validation import ValidationSet, headline, validation_set
 from ..models.checkpoint import save_checkpoint
 from ..models.registry import create_model, default_spec
-from .dataset import FaceTrainingSet, ResumableSampler, collate
+from .config import TrainConfig, learning_rate
+from .dataset import ResumableSampler, collate
 from .mining import HardImageMiner
-from .objectives import Objective, objective_for
-
-
-@dataclass
-class TrainConfig:
-    """A recipe. Steps count optimizer steps; one step sees ``batch_size x accumulate x ranks`` images."""
-
-    model: str = "extd32"
-    train_data: list[dict[str, Any]] = field(default_factory=list)
-    val_data: list[dict[str, Any]] = field(default_factory=list)
-    output: str = "runs/extd32"
-    input_size: int = 640
-    batch_size: int = 16
-    accumulate: int = 1  # the papers' "iter size"
-    steps: int = 480_000
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup_steps: int = 0
-    schedule: str = "step"  # "step" or "cosine"
-    lr_steps: list[int] = field(default_factory=lambda: [240_000, 360_000])
-    lr_gamma: float = 0.1
-    neg_pos_ratio: int = 3  # EXTD's objective
-    match_thresholds: list[float] = field(default_factory=lambda: [0.1, 0.35, 0.5])  # EXTD's S3FD matching
-    data_anchor_sampling_prob: float = 0.5
-    augment_recipe: str = "extd"  # or "rescale_crop" (HR, SHF): a random rescale, then an input_size window
-    rescales: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])  # rescale_crop's factors
-    blur_prob: float = 0.0  # share of samples blurred (out of focus or moving), at most blur_max_px pixels
-    blur_max_px: float = 7.0
-    occlude_prob: float = 0.0  # share of samples whose faces may get a band covered (see AugmentConfig)
-    checkpoint_every: int = 1000
-    val_every: int = 5000
-    log_every: int = 10
-    workers: int = 2
-    seed: int = 0
-    amp: bool = True  # only on CUDA
-    clip_grad_norm: Optional[float] = None
-    hard_image_mining: bool = False  # SHF's hard image mining: skip well-detected images with p = 0.7
-    init: Optional[str] = None  # weights to start from: an edgeface checkpoint or an EXTD authors' .pth
-    backbone_weights: Optional[str] = None  # torchvision ImageNet weights for SRN/HR/SHF, e.g. "VGG16_Weights.DEFAULT"
-    freeze_bn: bool = False  # keep BatchNorm statistics and affine parameters fixed (fine-tuning small batches)
-    # parts of the model not trained, by module name (e.g. [base] for EXTD's backbone, [base, upfeat] to train only
-    # its heads, base.0 for one layer): their weights and BatchNorm statistics stay as `init` left them
-    freeze: list[str] = field(default_factory=list)
-    # a teacher (checkpoint or authors' .pth, same anchors) to distil from on the training images (LwF); a
-    # train_data entry with `distill: false` is not distilled (images whose teacher outputs training should change),
-    # one with its own `distill_from` is distilled from that teacher instead (one teacher per kind of image), and
-    # one with `labels: false` teaches only through its teacher (its boxes are not learned); an entry's
-    # `redraw_boxes: {dx, dy, width, height}` redraws its labels to another dataset's convention (redraw_boxes);
-    # `ignore_unlabelled: {model, score, min_side}` ignores in training the faces a trusted model finds in its images
-    # that no label covers (mark_unlabelled, UnlabelledFinder)
-    distill_from: Optional[str] = None
-    distill_weight: float = 1.0  # the distillation terms' weight against the ground-truth terms
-    # keep the weights near `init`: keep_init_weight x sum over weights of F x (w - w_init)^2 is minimised with the
-    # loss (a proximal step after each optimizer step), F the Fisher information of `init` on the data it should not
-    # forget (`edgeface fisher`, scaled to mean 1: elastic weight consolidation) or, without keep_init_fisher, 1
-    # for every weight (L2-SP)
-    keep_init_weight: float = 0.0
-    keep_init_fisher: Optional[str] = None
-
-    @classmethod
-    def from_yaml(cls, path: str | os.PathLike, overrides: Optional[dict[str, Any]] = None) -> TrainConfig:
-        """The recipe at `path`, with `overrides` replacing some of its keys."""
-        import yaml
-
-        data = {**(yaml.safe_load(Path(path).read_text()) or {}), **(overrides or {})}
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise OptionError(f"{path}: unknown recipe keys {sorted(unknown)}; known: {sorted(known)}")
-        hints = get_type_hints(cls)
-        return cls(**{key: _checked_value(f"{path}: {key}", hints[key], value) for key, value in data.items()})
-
-
-def _checked_value(name: str, hint: Any, value: Any) -> Any:
-    """`value` if it has the recipe key's type (ints pass as floats), else an :class:`OptionError` naming both."""
-    origin, args = get_origin(hint), get_args(hint)
-    if origin is Union:  # Optional[X]
-        if value is None:
-            return None
-        return _checked_value(name, next(a for a in args if a is not type(None)), value)
-    if origin is list:
-        if not isinstance(value, list):
-            raise OptionError(f"{name} must be a list, got {value!r}")
-        return [_checked_value(f"{name}[{i}]", args[0], v) for i, v in enumerate(value)] if args else value
-    if origin is dict or hint is Any:
-        if origin is dict and not isinstance(value, dict):
-            raise OptionError(f"{name} must be a mapping (KEY: VALUE lines), got {value!r}")
-        return value
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise OptionError(f"{name} must be {'a' if hint is not int else 'an'} {hint.__name__}, got {value!r}")
-    return value
-
-
-def learning_rate(cfg: TrainConfig, step: int) -> float:
-    """Linear warm-up from 0, then step decay at ``lr_steps`` or cosine decay to 0 at ``steps``."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    if cfg.schedule == "cosine":
-        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-    return cfg.lr * cfg.lr_gamma ** sum(step >= s for s in cfg.lr_steps)
+from .training_data import UNLABELLED_FACES, recipe_weights, teacher_paths, training_objective, training_set
 
 
 def open_csv_log(path: Path, columns: list[str]) -> tuple[TextIO, csv.DictWriter]:
@@ -164,168 +55,6 @@ def open_csv_log(path: Path, columns: list[str]) -> tuple[TextIO, csv.DictWriter
             rewriter.writerows(rows)
     log = open(path, "a", newline="")
     return log, csv.DictWriter(log, header + missing, restval="")
-
-
-def training_objective(cfg: TrainConfig) -> Objective:
-    """The recipe's model family's targets and loss at its crop size."""
-    return objective_for(default_spec(cfg.model), cfg.input_size, neg_pos_ratio=cfg.neg_pos_ratio,
-                         match_thresholds=tuple(cfg.match_thresholds))
-
-
-def teacher_paths(cfg: TrainConfig) -> list[str]:
-    """The recipe's teachers, in the order of the ``teacher`` index training samples carry: ``distill_from``
-    first, then each ``train_data`` entry's own ``distill_from`` (checked here, before any teacher is loaded)."""
-    paths = [cfg.distill_from] if cfg.distill_from else []
-    for source in cfg.train_data:
-        own = source.get("distill_from")
-        if own is not None and not isinstance(own, str):
-            raise OptionError(f"train_data distill_from must be a path, got {own!r}")
-        if own and source.get("distill", True) is False:
-            entry = {k: v for k, v in source.items() if k not in ("distill", "distill_from")}
-            raise OptionError(f"train_data entry {entry} has both distill: false and distill_from: {own}")
-        if own and own not in paths:
-            paths.append(own)
-    return paths
-
-
-def recipe_weights(cfg: TrainConfig, path: str) -> torch.nn.Module:
-    """The model at `path` (edgeface checkpoint or authors' .pth), which must be the recipe's model."""
-    from ..models.checkpoint import load_any_checkpoint
-
-    model, spec = load_any_checkpoint(path)
-    if spec.name != cfg.model:
-        raise ValueError(f"weights {path} are {spec.name!r}, the recipe trains {cfg.model!r}")
-    return model
-
-
-UNLABELLED_FACES = "unlabelled_faces.json"  # in the run folder: what the ignore_unlabelled models found
-
-
-class UnlabelledFinder:
-    """The record -> boxes function of a train_data entry's ``ignore_unlabelled: {model, score, min_side}``: the
-    faces `model` finds at `score` or more (default 0.5), each photo run upscaled to at least `min_side` pixels
-    (default 640: the shipped models' setting, which finds small photos' small faces). `model` is whatever
-    :class:`~edgeface.Detector` opens (a shipped model's name, ``.onnx``: 1.7x faster on CPUs than the same
-    checkpoint, ``.pt``) or an EXTD authors' ``.pth``.
-
-    With a `cache` file (the run folder's ``unlabelled_faces.json``), the faces found are kept there under the
-    model file's digest and settings, so that a resumed run, and the other ranks of a distributed one, reuse them
-    instead of running the model again; :meth:`save` writes them (also after an interrupted pass: what was found
-    stays). The model opens on the first image the cache does not hold.
-    """
-
-    def __init__(self, options: Any, cache: Optional[Path] = None):
-        if not isinstance(options, dict) or "model" not in options or set(options) - {"model", "score", "min_side"}:
-            raise OptionError("train_data ignore_unlabelled takes a mapping with model (a shipped model's name, an "
-                              ".onnx, a checkpoint or authors' .pth) and optionally score and min_side; "
-                              f"got {options!r}")
-        from ..weights import shipped_model
-
-        self.model = str(shipped_model(options["model"]) or options["model"])
-        if not os.path.isfile(self.model):
-            raise OptionError(f"train_data ignore_unlabelled: no such model file {self.model}")
-        self.score, self.min_side = options.get("score", 0.5), options.get("min_side", 640)
-        self.cache = cache
-        self.key = json.dumps({"model_sha256": file_sha256(self.model), "score": self.score,
-                               "min_side": self.min_side}, sort_keys=True)
-        self.saved = self._read_cache()
-        self.found: dict[str, list] = self.saved.setdefault(self.key, {})
-        self.detector = None
-
-    def _read_cache(self) -> dict:
-        if self.cache is None or not self.cache.exists():
-            return {}
-        try:
-            saved = json.loads(self.cache.read_text())
-        except (OSError, ValueError) as exc:
-            warnings.warn(f"{self.cache} is unreadable ({exc}): looking for unlabelled faces again", stacklevel=3)
-            return {}
-        return saved if isinstance(saved, dict) else {}
-
-    def _open(self):
-        from ..backends import CHECKPOINT_SUFFIXES
-        from ..detector import Detector
-
-        model = self.model
-        if model.lower().endswith(CHECKPOINT_SUFFIXES):  # authors' .pth files too
-            from ..models.checkpoint import load_any_checkpoint
-
-            # BatchNorm folded and channels-last, as a checkpoint file runs on the CPU (3x faster than as trained)
-            model = TorchBackend.from_model(*load_any_checkpoint(model), fold_bn=True, channels_last=True)
-        return Detector(model, score_threshold=self.score, min_side=self.min_side)
-
-    def __call__(self, record) -> np.ndarray:
-        image = os.path.abspath(record.image_path)
-        if image not in self.found:
-            if self.detector is None:
-                self.detector = self._open()
-            self.found[image] = self.detector(image).boxes.tolist()
-        return np.asarray(self.found[image], np.float32).reshape(-1, 4)
-
-    def save(self) -> None:
-        """Write the cache file (atomically: an interrupted write leaves the previous one)."""
-        if self.cache is not None and self.found:
-            self.cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.cache.with_name(self.cache.name + ".tmp")
-            tmp.write_text(json.dumps(self.saved))
-            os.replace(tmp, self.cache)
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def training_set(cfg: TrainConfig, objective: Objective, progress: bool = False,
-                 unlabelled_cache: Optional[Path] = None) -> FaceTrainingSet:
-    """The recipe's training images, augmented and turned into `objective`'s targets, each with the index of its
-    teacher in :func:`teacher_paths` (-1: not distilled). `progress`: a progress bar while an entry's
-    ``ignore_unlabelled`` model runs over its images; `unlabelled_cache`: the file that keeps what it found
-    (:class:`UnlabelledFinder`)."""
-    paths = teacher_paths(cfg)
-    augment_config = AugmentConfig(size=cfg.input_size, data_anchor_sampling_prob=cfg.data_anchor_sampling_prob,
-                                   recipe=cfg.augment_recipe, rescales=tuple(cfg.rescales),
-                                   blur_prob=cfg.blur_prob, blur_max_px=cfg.blur_max_px,
-                                   occlude_prob=cfg.occlude_prob)
-    records, teachers, labelled, configs = [], [], [], []
-    for source in cfg.train_data:
-        source = dict(source)
-        distill, labels = source.pop("distill", True), source.pop("labels", True)
-        own = source.pop("distill_from", None)
-        redraw = source.pop("redraw_boxes", None)
-        unlabelled = source.pop("ignore_unlabelled", None)
-        own_config = augment_config
-        if "data_anchor_sampling_prob" in source:  # this entry's own share of data-anchor-sampling crops
-            own_config = replace(augment_config, data_anchor_sampling_prob=source.pop("data_anchor_sampling_prob"))
-        for key, value in (("distill", distill), ("labels", labels)):
-            if not isinstance(value, bool):
-                raise OptionError(f"train_data {key} must be true or false, got {value!r}")
-        teacher = (own or cfg.distill_from) if distill else None
-        if not labels and not teacher:
-            raise OptionError(f"train_data entry {source} has labels: false and no teacher: its images would "
-                              "teach nothing (give distill_from)")
-        source_records = load_records(source)
-        if redraw is not None:
-            if not isinstance(redraw, dict) or set(redraw) - {"dx", "dy", "width", "height"}:
-                raise OptionError(f"train_data redraw_boxes takes a mapping of dx, dy, width, height; got {redraw!r}")
-            source_records = redraw_boxes(source_records, **redraw)
-        if unlabelled is not None:
-            from tqdm import tqdm
-
-            finder = UnlabelledFinder(unlabelled, unlabelled_cache)
-            looked_at = tqdm(source_records, desc="finding unlabelled faces", unit="image", disable=not progress)
-            try:
-                source_records = mark_unlabelled(looked_at, finder)
-            finally:
-                finder.save()
-        records += source_records
-        teachers += [paths.index(teacher) if teacher else -1] * len(source_records)
-        labelled += [labels] * len(source_records)
-        configs += [own_config] * len(source_records)
-    return FaceTrainingSet(records, objective, augment_config, cfg.seed, teachers, labelled, configs)
 
 
 class Trainer:
