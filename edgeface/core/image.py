@@ -19,8 +19,11 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 def check_image(image: object) -> np.ndarray:
     """Return `image` if it is a BGR uint8 H x W x 3 array, else raise :class:`ImageError` saying how to fix it."""
     if not isinstance(image, np.ndarray):
-        raise ImageError(f"expected a NumPy array (an OpenCV BGR frame), got {type(image).__name__}; "
-                         "read files with edgeface.read_image(path) or cv2.imread")
+        hint = ("decode encoded bytes with cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)"
+                if isinstance(image, (bytes, bytearray, memoryview)) else "convert it to a BGR uint8 array (a PIL "
+                "image: cv2.cvtColor(np.asarray(image.convert('RGB')), cv2.COLOR_RGB2BGR))")
+        raise ImageError(f"expected a NumPy array (an OpenCV BGR frame) or an image file's path, got "
+                         f"{type(image).__name__}; {hint}")
     if image.dtype != np.uint8:
         raise ImageError(f"expected a uint8 image, got {image.dtype}; convert with "
                          "np.clip(image, 0, 255).astype(np.uint8) (scale float images in [0, 1] by 255 first)")
