@@ -19,6 +19,7 @@ from conftest import SHARED, need, write_imglab  # noqa: E402
 from edgeface import Detector  # noqa: E402
 from edgeface.core.anchors import generate_anchors  # noqa: E402
 from edgeface.core.boxes import box_iou, cxcywh_to_xyxy  # noqa: E402
+from edgeface.core.detections import Detections  # noqa: E402
 from edgeface.data.augment import RECIPES, AugmentConfig, augment, augment_sample, blur, hflip, occlude  # noqa: E402
 from edgeface.data.imglab import read_imglab  # noqa: E402
 from edgeface.data.voc import read_facemask  # noqa: E402
@@ -173,6 +174,26 @@ def test_unlabelled_faces_are_found_once_per_run(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match="unreadable"):
         found({"model": "fast"})
     assert json.loads(cache.read_text())  # rewritten whole
+
+    calls = []
+
+    def interrupted_on_the_second_image(self):
+        def detect(image):
+            calls.append(image)
+            if len(calls) > 1:
+                raise KeyboardInterrupt
+            return Detections(np.float32([[1, 2, 30, 40]]), np.float32([0.9]))
+        return detect
+
+    with monkeypatch.context() as patch:  # Ctrl-C during the pass: what was found before it stays
+        patch.setattr(UnlabelledFinder, "_open", interrupted_on_the_second_image)
+        with pytest.raises(KeyboardInterrupt):
+            found({"model": "fast", "score": 0.7})
+        patch.setattr(UnlabelledFinder, "_open", no_model)
+        with pytest.raises(AssertionError, match="ran again"):  # the second image is looked at again
+            found({"model": "fast", "score": 0.7})
+    saved = json.loads(cache.read_text())
+    assert len(saved) == 2 and {len(images) for images in saved.values()} == {2, 1}
 
 
 def test_blur_spreads_a_point_out_of_focus_or_along_a_line():
