@@ -434,24 +434,33 @@ def test_resume_gives_identical_next_steps(tmp_path):
 
 
 def test_ddp_on_gloo_with_two_processes(tmp_path):
-    # rank 0 alone runs the ignore_unlabelled model; rank 1 reads what it found
-    xml = write_imglab(read_facemask(need(FACEMASK), "train")[:6], tmp_path / "six.xml")
+    # each rank runs the ignore_unlabelled model over its share of the images; both then train on all it found
+    photos = read_facemask(need(FACEMASK), "train")[:6]
+    xml = write_imglab(photos, tmp_path / "six.xml")
     cfg = tiny_config(tmp_path, steps=2, train_data=[{"format": "imglab", "xml": str(xml),
                                                       "ignore_unlabelled": {"model": "fast"}}])
     (tmp_path / "cfg.json").write_text(json.dumps(cfg.__dict__))
     script = tmp_path / "ddp.py"
     script.write_text(textwrap.dedent(f"""
         import json, os, torch
+        from pathlib import Path
         from edgeface.train.config import TrainConfig
         from edgeface.train.trainer import Trainer
-        from edgeface.train.training_data import UnlabelledFinder
-        if os.environ["RANK"] != "0":
-            UnlabelledFinder._open = None  # calling it fails
-        cfg = TrainConfig(**json.load(open({str(tmp_path / 'cfg.json')!r})))
+        from edgeface.train.training_data import UnlabelledFinder, training_set
+        looked, opened = [], UnlabelledFinder._open
+        def logged_open(self):
+            detector = opened(self)
+            return lambda image: looked.append(image) or detector(image)
+        UnlabelledFinder._open = logged_open
+        rank, out = os.environ["RANK"], {str(tmp_path)!r}
+        cfg = TrainConfig(**json.load(open(os.path.join(out, "cfg.json"))))
         trainer = Trainer(cfg)
         trainer.fit(progress=False)
         flat = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
-        torch.save(flat, os.path.join({str(tmp_path)!r}, f"rank{{os.environ['RANK']}}.pt"))
+        torch.save(flat, os.path.join(out, f"rank{{rank}}.pt"))
+        again = training_set(cfg, trainer.objective, unlabelled_cache=Path(cfg.output) / "unlabelled_faces.json")
+        json.dump({{"looked": looked, "boxes": [r.boxes.tolist() for r in again.records]}},
+                  open(os.path.join(out, f"rank{{rank}}.json"), "w"))
     """))
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                              "--master_port", "29517", str(script)], capture_output=True, text=True, timeout=600,
@@ -460,6 +469,13 @@ def test_ddp_on_gloo_with_two_processes(tmp_path):
     a, b = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     torch.testing.assert_close(a, b, rtol=0, atol=0)  # gradients were averaged: replicas stay identical
     assert (tmp_path / "run" / "last.pt").exists()
+    first, second = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert len(first["looked"]) == len(second["looked"]) == 3  # half each, and not again for the second set
+    assert len(set(first["looked"]) | set(second["looked"])) == 6
+    labelled = sum(len(r.boxes) for r in photos)
+    assert first["boxes"] == second["boxes"] and sum(map(len, first["boxes"])) > labelled  # and what was found
+    (saved,) = json.loads((tmp_path / "run" / "unlabelled_faces.json").read_text()).values()
+    assert len(saved) == 6
 
 
 def test_hard_image_miner_flags_and_skips():

@@ -259,14 +259,8 @@ class Trainer:
         from tqdm import tqdm
 
         cfg = self.cfg
-        # rank 0 looks for unlabelled faces (ignore_unlabelled) first; the other ranks then read what it found
-        finds = self.distributed and any("ignore_unlabelled" in source for source in cfg.train_data)
-        if finds and self.rank > 0:
-            dist.barrier()
         dataset = training_set(cfg, self.objective, progress=progress and self.rank == 0,
                                unlabelled_cache=self.out / UNLABELLED_FACES)
-        if finds and self.rank == 0:
-            dist.barrier()
         val_sets = [validation_set(source) for source in cfg.val_data]
         self.out.mkdir(parents=True, exist_ok=True)  # once the data loads: a bad source leaves no folder
         val_metrics = [m for vset in val_sets for m in vset.metrics]

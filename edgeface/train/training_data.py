@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from ..backends.torch_backend import TorchBackend
 from ..data.augment import AugmentConfig
@@ -68,9 +69,9 @@ class UnlabelledFinder:
     checkpoint, ``.pt``) or an EXTD authors' ``.pth``.
 
     With a `cache` file (the run folder's ``unlabelled_faces.json``), the faces found are kept there under the
-    model file's digest and settings, so that a resumed run, and the other ranks of a distributed one, reuse them
-    instead of running the model again; :meth:`save` writes them (also after an interrupted pass: what was found
-    stays). The model opens on the first image the cache does not hold.
+    model file's digest and settings, so that a resumed run reuses them instead of running the model again
+    (:meth:`look_at` saves them, also after an interrupted pass). The model opens on the first image the cache
+    does not hold.
     """
 
     def __init__(self, options: Any, cache: Optional[Path] = None):
@@ -120,6 +121,27 @@ class UnlabelledFinder:
                 self.detector = self._open()
             self.found[image] = self.detector(image).boxes.tolist()
         return np.asarray(self.found[image], np.float32).reshape(-1, 4)
+
+    def look_at(self, records: list, progress: bool = False) -> None:
+        """Find the faces in `records` that the cache does not hold (a progress bar with `progress`), and save
+        them. In a distributed run each rank looks at its share of the images, and then every rank holds what all
+        found (rank 0 saves it)."""
+        from tqdm import tqdm
+
+        distributed = dist.is_available() and dist.is_initialized()
+        rank, ranks = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+        try:
+            for record in tqdm(records[rank::ranks], desc="finding unlabelled faces", unit="image",
+                               disable=not progress):
+                self(record)
+            if distributed:
+                shares: list = [None] * ranks
+                dist.all_gather_object(shares, self.found)
+                for share in shares:
+                    self.found.update(share)
+        finally:  # also when cut short: what was found stays
+            if rank == 0:
+                self.save()
 
     def save(self) -> None:
         """Write the cache file (atomically: an interrupted write leaves the previous one)."""
@@ -172,14 +194,9 @@ def training_set(cfg: TrainConfig, objective: Objective, progress: bool = False,
                 raise OptionError(f"train_data redraw_boxes takes a mapping of dx, dy, width, height; got {redraw!r}")
             source_records = redraw_boxes(source_records, **redraw)
         if unlabelled is not None:
-            from tqdm import tqdm
-
             finder = UnlabelledFinder(unlabelled, unlabelled_cache)
-            looked_at = tqdm(source_records, desc="finding unlabelled faces", unit="image", disable=not progress)
-            try:
-                source_records = mark_unlabelled(looked_at, finder)
-            finally:
-                finder.save()
+            finder.look_at(source_records, progress)
+            source_records = mark_unlabelled(source_records, finder)
         records += source_records
         teachers += [paths.index(teacher) if teacher else -1] * len(source_records)
         labelled += [labels] * len(source_records)
