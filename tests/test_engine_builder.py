@@ -369,3 +369,27 @@ def test_cpu_int8_keeps_the_spec_and_the_faces(photo_paths, tmp_path):
     assert not list(tmp_path.glob("*.prepared.onnx"))
     with pytest.raises(ValueError, match="no operations of module\\(s\\) backbone in this ONNX graph"):
         quantize_int8_cpu(DEFAULT_MODEL, tmp_path / "int8.onnx", photo_paths[:1], keep_float=["base.0", "backbone"])
+    with pytest.raises(ValueError, match="calibration must be one of minmax, percentile"):
+        quantize_int8_cpu(DEFAULT_MODEL, tmp_path / "int8.onnx", photo_paths[:1], calibration="entropy")
+
+
+def test_cpu_int8_percentile_calibration_clips_rare_outliers(photo_paths, tmp_path):
+    """Percentile ranges are narrower than min-max ones on the same photos, and the faces stay."""
+    from edgeface.export.precision import compare_precisions, quantize_int8_cpu
+    from edgeface.weights import FAST_MODEL
+
+    def scales(path) -> dict[str, float]:  # each activation's quantisation step, by the tensor it quantises
+        model = onnx.load(path)
+        steps = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+        return {n.input[0]: float(steps[n.input[1]]) for n in model.graph.node
+                if n.op_type == "QuantizeLinear" and steps[n.input[1]].ndim == 0}
+
+    minmax = quantize_int8_cpu(FAST_MODEL, tmp_path / "minmax.onnx", photo_paths[:4])
+    percentile = quantize_int8_cpu(FAST_MODEL, tmp_path / "percentile.onnx", photo_paths[:4], calibration="percentile")
+    wide, narrow = scales(minmax), scales(percentile)
+    shared = [name for name in wide if name in narrow]
+    assert len(shared) > 50
+    assert sum(narrow[n] < wide[n] for n in shared) > 0.5 * len(shared)
+    assert all(narrow[n] <= wide[n] * 1.0001 for n in shared)
+    report = compare_precisions(FAST_MODEL, percentile, "int8", photo_paths[4:8])
+    assert report.face_recall >= 0.8, report.summary()
