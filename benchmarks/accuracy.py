@@ -15,6 +15,7 @@ false positives when --fddb is given.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -141,10 +142,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--wider-ground-truth", default=str(SHARED / "data/widerface/eval_tools/ground_truth"),
                         help="the official eval_tools/ground_truth folder (default: %(default)s)")
     parser.add_argument("--fddb", help="FDDB folder (FDDB-folds/ and originalPics/): adds TPR at 1000 FP")
+    parser.add_argument("--only", nargs="+", metavar="MODEL",
+                        help="measure only these models (as the table names them, e.g. 'edgeface default-int8') and "
+                             "keep every other model's rows from the last run's accuracy.json (its PR plot is not "
+                             "redrawn)")
     args = parser.parse_args(argv)
     rows, curves = [], []
     with tempfile.TemporaryDirectory() as tmp:
         models = available_models(args.models, Path(tmp), tuple(args.authors))
+        if args.only:
+            unknown = sorted(set(args.only) - set(models))
+            if unknown:
+                parser.error(f"--only: no model named {', '.join(unknown)} (models: {', '.join(models)})")
+            models = {name: path for name, path in models.items() if name in args.only}
         sets, official = labelled_sets(), official_sets(args)
         for name, path in models.items():
             modes = {"single-scale": Detector(path, score_threshold=0.05, test_time=TestTimeSpec())}
@@ -173,18 +183,34 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append({"model": name, "set": set_name, "mode": mode, "metric": metric, "score": value,
                              "latency_ms_640x480": latency[mode]})
                 print(f"{name:22s} {set_name:16s} {mode:27s} {metric} {value:.4f}", flush=True)
+    payload = {"machine": describe_machine(), "tta": asdict(TTA), "rows": rows}
+    if args.only:
+        previous = json.loads((RESULTS / "accuracy.json").read_text())["rows"]
+        rows = payload["rows"] = kept_rows(previous, rows, args.only)
+        payload["measured_now"] = args.only
     table = summary_table(rows) + "\n\n" + markdown_table(
         ["model", "set", "mode", "metric", "score", "CPU ms (640x480)"],
         [[r["model"], r["set"], r["mode"], r["metric"], f"{r['score']:.3f}", f"{r['latency_ms_640x480']:.1f}"]
          for r in rows])
+    if args.only:
+        table += (f"\n\nMeasured in this run: {', '.join(args.only)}; the other rows come from the run before it "
+                  "(the same protocol and machine).")
     print()
     print(table)
-    payload = {"machine": describe_machine(), "tta": asdict(TTA), "rows": rows}
     print(f"\nwritten: {write_results('accuracy', payload, table)}")
-    if curves:
+    if curves and not args.only:
         plot_pr_curves(curves, RESULTS / "pr_facemask_val.png", title="face dataset val, single-scale")
+        print(f"plot: {RESULTS / 'pr_facemask_val.png'}")
+    if any(r["set"] == "facemask val" for r in rows):
         plot_accuracy_latency([r for r in rows if r["set"] == "facemask val"], RESULTS / "accuracy_vs_latency.png")
-        print(f"plots: {RESULTS / 'pr_facemask_val.png'}, {RESULTS / 'accuracy_vs_latency.png'}")
+        print(f"plot: {RESULTS / 'accuracy_vs_latency.png'}")
+
+
+def kept_rows(previous: list[dict], measured: list[dict], names: list[str]) -> list[dict]:
+    """`previous` rows with the models in `names` replaced by `measured`, in the previous order (new models last)."""
+    order = list(dict.fromkeys([r["model"] for r in previous] + [r["model"] for r in measured]))
+    source = {name: [r for r in (measured if name in names else previous) if r["model"] == name] for name in order}
+    return [row for name in order for row in source[name]]
 
 
 MODE_SUFFIX = {"single-scale": "", "flip + scales 1,2 + voting": ", TTA"}

@@ -1,8 +1,8 @@
 """INT8 on the CPU for a model edgeface ships (--model default or fast): ONNX Runtime static quantisation (Q/DQ,
 unsigned activations, per-channel signed weights; :func:`edgeface.export.precision.quantize_int8_cpu`) calibrated on
 real photos (face-dataset and WIDER FACE train images), every layer quantised with min-max and with percentile
-ranges (``calibration="percentile"``), and with --keep-float's modules left in FP32 (default: the shipped
-default-int8's choice, the backbone's first stage and the heads; min-max), against FP32 in the same run: VOC
+ranges (``calibration="percentile"``: the shipped default-int8's recipe), and with --keep-float's modules left in
+FP32 (default: the backbone's first stage and the heads; min-max), against FP32 in the same run: VOC
 AP50 on the face dataset's val split, WIDER FACE val easy / medium / hard AP (official protocol, over the val
 images ``../shared`` holds) and the latency at 640x480 (median of 8, after 2 warm-up runs).
 """
@@ -28,6 +28,20 @@ def latency_ms(path: str, runs: int = 8) -> float:
     return time_stages(Detector(path, input_size=(640, 480)), [frame], runs, warmup=2)["total"]
 
 
+def calibration_photos(count: int) -> list[str]:
+    """About `count` training photos, evenly spread: half from the face dataset's train split, half WIDER FACE train
+    images (when present)."""
+    from edgeface.data.voc import read_facemask
+    from edgeface.data.wider import read_wider
+
+    train = read_facemask(SHARED / "data" / "facemask", "train")
+    photos = [r.image_path for r in train[:: max(1, 2 * len(train) // count)]][: count // 2]
+    if (SHARED / "data" / "widerface" / "WIDER_train").exists():
+        wider_train = sorted(read_wider(SHARED / "data" / "widerface", "train"), key=lambda r: r.name)
+        photos += [r.image_path for r in wider_train[:: max(1, len(wider_train) // (count // 2))]]
+    return photos
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calibration", type=int, default=64, help="calibration photos (default: %(default)s)")
@@ -35,36 +49,30 @@ def main(argv: list[str] | None = None) -> None:
                         help="the shipped model to quantise (default: %(default)s)")
     parser.add_argument("--keep-float", nargs="*", metavar="MODULE",
                         help="modules (PyTorch names) the partly quantised model keeps in FP32 (default: "
-                             "default-int8's base.0 base.1 base.2 loc conf)")
-    parser.add_argument("--save", help="also keep the partly quantised INT8 model here")
+                             "base.0 base.1 base.2 loc conf: the backbone's first stage and the heads)")
+    parser.add_argument("--save", help="also keep the percentile-calibrated INT8 model (default-int8's recipe) here")
     args = parser.parse_args(argv)
-    from edgeface.data.voc import read_facemask
-    from edgeface.data.wider import read_wider
-    from edgeface.export.precision import SHIPPED_INT8_FLOAT, quantize_int8_cpu
+    from edgeface.export.precision import FIRST_STAGE_AND_HEADS, quantize_int8_cpu
     from edgeface.weights import SHIPPED
 
-    facemask, widerface = SHARED / "data" / "facemask", SHARED / "data" / "widerface"
-    if not facemask.exists():
-        print(f"skipped: {facemask} not found (the shared data folder is not beside the checkout)")
+    if not (SHARED / "data" / "facemask").exists():
+        print(f"skipped: {SHARED / 'data' / 'facemask'} not found (the shared data folder is not beside the checkout)")
         return
-    train = read_facemask(facemask, "train")
-    calibration = [r.image_path for r in train[:: max(1, 2 * len(train) // args.calibration)]][: args.calibration // 2]
-    if (widerface / "WIDER_train").exists():
-        wider_train = sorted(read_wider(widerface, "train"), key=lambda r: r.name)
-        calibration += [r.image_path for r in wider_train[:: max(1, len(wider_train) // (args.calibration // 2))]]
+    calibration = calibration_photos(args.calibration)
     sets = both_validations()
     with tempfile.TemporaryDirectory() as tmp:
         shipped = SHIPPED[args.model]
-        keep_float = SHIPPED_INT8_FLOAT if args.keep_float is None else args.keep_float
+        keep_float = FIRST_STAGE_AND_HEADS if args.keep_float is None else args.keep_float
         kept = ", ".join(keep_float) or "nothing"
-        variants = {  # label: (file, quantize_int8_cpu options)
-            "INT8": (f"{shipped.stem}_int8_every_layer.onnx", {}),
-            f"INT8, FP32 {kept}": (args.save or f"{shipped.stem}_int8.onnx", {"keep_float": keep_float}),
-            "INT8, percentile calibration": (f"{shipped.stem}_int8_percentile.onnx", {"calibration": "percentile"}),
+        variants = {  # label: (path, quantize_int8_cpu options)
+            "INT8": (Path(tmp) / f"{shipped.stem}_int8_every_layer.onnx", {}),
+            f"INT8, FP32 {kept}": (Path(tmp) / f"{shipped.stem}_int8_partly.onnx", {"keep_float": keep_float}),
+            "INT8, percentile calibration": (args.save or Path(tmp) / f"{shipped.stem}_int8.onnx",
+                                             {"calibration": "percentile"}),
         }
         models = {f"{args.model}: FP32 (shipped)": str(shipped)}
         for label, (file, options) in variants.items():
-            models[f"{args.model}: {label}"] = path = str(Path(tmp) / file)
+            models[f"{args.model}: {label}"] = path = str(file)
             start = time.perf_counter()
             quantize_int8_cpu(shipped, path, calibration, **options)
             print(f"{label}: quantised on {len(calibration)} photos in {time.perf_counter() - start:.0f} s", flush=True)

@@ -292,3 +292,14 @@ def test_accuracy_summary_has_a_line_per_model_and_a_column_per_set_and_mode():
     assert lines[0] == ("| model | faces | faces, TTA | WIDER val hard, 416 px | WIDER val hard, 416 px frames "
                         "| CPU ms, 640x480 |")
     assert lines[2:] == ["| a | 0.500 | 0.600 | 0.700 | 0.800 | 10 |", "| b | 0.500 | 0.600 | 0.700 | 0.900 | 20 |"]
+
+
+def test_accuracy_remeasures_only_the_models_asked_for():
+    from benchmarks.accuracy import kept_rows
+
+    previous = [{"model": m, "set": s, "score": 0.1} for m in ("a", "b", "c") for s in ("x", "y")]
+    measured = [{"model": m, "set": s, "score": 0.9} for m in ("b", "d") for s in ("x", "y")]
+    rows = kept_rows(previous, measured, ["b", "d"])
+    assert [(r["model"], r["set"], r["score"]) for r in rows] == [
+        ("a", "x", 0.1), ("a", "y", 0.1), ("b", "x", 0.9), ("b", "y", 0.9), ("c", "x", 0.1), ("c", "y", 0.1),
+        ("d", "x", 0.9), ("d", "y", 0.9)]
