@@ -19,6 +19,7 @@ from torch import nn
 from edgeface.backends.onnx_backend import OnnxBackend
 from edgeface.backends.torch_backend import TorchBackend
 from edgeface.core.detections import Detections
+from edgeface.core.files import atomic_write
 from edgeface.core.image import check_image, read_image
 from edgeface.detector import Detector
 from edgeface.errors import EdgefaceError
@@ -158,15 +159,9 @@ def export_onnx(model: nn.Module, spec: ModelSpec, output: str | os.PathLike, op
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"onnx.checker rejected the exported graph: {exc}") from exc
 
-    tmp_output = f"{output}.tmp"
-    onnx.save(proto, tmp_output)
-    try:
-        max_diff, n_dets, n_images = _parity(model, spec, tmp_output, _check_images(check_images),
-                                             compare_detections)
-    except BaseException:
-        os.remove(tmp_output)
-        raise
-    os.replace(tmp_output, output)
+    with atomic_write(output) as tmp:  # replaces `output` only once the parity check passed
+        onnx.save(proto, tmp)
+        max_diff, n_dets, n_images = _parity(model, spec, tmp, _check_images(check_images), compare_detections)
     notes = [] if compare_detections else ["detections not compared (untrained weights: near-tied scores)"]
     return ExportReport(output, opset, proto.ir_version, input_size, batch, n_images, max_diff, n_dets,
                         time.perf_counter() - start, notes)

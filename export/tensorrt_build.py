@@ -31,6 +31,7 @@ from typing import Any, Optional
 import numpy as np
 
 from edgeface.backends.engine_file import EngineHeader, tensorrt_generation, write_engine_file
+from edgeface.core.files import atomic_write
 
 from .onnx_spec import DEFAULT_PROFILE, profile_shapes, read_onnx_spec
 from .precision import calibration_batches, cast_fp16, compare_precisions, quantize_int8
@@ -242,9 +243,8 @@ def _save_timing_cache(config: Any, path: str) -> list[str]:
     cache = config.get_timing_cache()
     if cache is None:  # nothing was set, or the build dropped it
         return [f"no timing cache to write to {path}"]
-    with open(f"{path}.tmp", "wb") as f:
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
         f.write(memoryview(cache.serialize()))
-    os.replace(f"{path}.tmp", path)
     return []
 
 

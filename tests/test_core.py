@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -182,3 +183,17 @@ def test_spec_round_trips_through_json():
     assert ModelSpec.from_json(spec.to_json()) == spec
     with pytest.raises(ValueError, match="newer"):
         ModelSpec.from_dict({**spec.to_dict(), "spec_version": 99})
+
+
+def test_atomic_write_replaces_only_a_complete_file(tmp_path):
+    from edgeface.core.files import atomic_write
+
+    target = tmp_path / "model.bin"
+    target.write_bytes(b"previous")
+    with pytest.raises(KeyboardInterrupt), atomic_write(target) as tmp:
+        Path(tmp).write_bytes(b"half")
+        raise KeyboardInterrupt  # cut short mid-write: the previous file stays, no temporary file is left
+    assert target.read_bytes() == b"previous" and list(tmp_path.iterdir()) == [target]
+    with atomic_write(target) as tmp:
+        Path(tmp).write_bytes(b"complete")
+    assert target.read_bytes() == b"complete" and list(tmp_path.iterdir()) == [target]

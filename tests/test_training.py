@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -151,7 +152,7 @@ def test_unlabelled_faces_are_found_once_per_run(tmp_path, monkeypatch):
     xml = write_imglab([FaceRecord(r.image_path, np.zeros((0, 4))) for r in photos], tmp_path / "unlabelled.xml")
     cache = tmp_path / "run" / "unlabelled_faces.json"
 
-    def found(finder: dict) -> list[np.ndarray]:
+    def found(finder: dict, xml=xml) -> list[np.ndarray]:
         cfg = tiny_config(tmp_path, train_data=[{"format": "imglab", "xml": str(xml), "ignore_unlabelled": finder}])
         return [r.boxes for r in training_set(cfg, training_objective(cfg), unlabelled_cache=cache).records]
 
@@ -170,6 +171,13 @@ def test_unlabelled_faces_are_found_once_per_run(tmp_path, monkeypatch):
             np.testing.assert_array_equal(again, boxes)
         with pytest.raises(AssertionError, match="ran again"):  # other settings: looked for again
             found({"model": "fast", "score": 0.6})
+        moved = [FaceRecord(shutil.copy(r.image_path, tmp_path), np.zeros((0, 4))) for r in photos]
+        moved_xml = write_imglab(moved, tmp_path / "moved.xml")
+        for again, boxes in zip(found({"model": "fast"}, moved_xml), first):  # images moved: known by their content
+            np.testing.assert_array_equal(again, boxes)
+        cv2.imwrite(moved[0].image_path, cv2.flip(cv2.imread(moved[0].image_path), 1))
+        with pytest.raises(AssertionError, match="ran again"):  # an image edited in place: looked at again
+            found({"model": "fast"}, moved_xml)
     cache.write_text('{"cut short')
     with pytest.warns(UserWarning, match="unreadable"):
         found({"model": "fast"})

@@ -14,6 +14,7 @@ import struct
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
+from ..core.files import atomic_write
 from ..errors import ModelFileError
 from ..spec import ModelSpec
 
@@ -42,10 +43,9 @@ def write_engine_file(path: str | os.PathLike, header: EngineHeader, engine: byt
     """Write header and engine; via a temporary file, so a failed build never leaves half a file."""
     path = os.fspath(path)
     meta = header.to_json().encode()
-    with open(f"{path}.tmp", "wb") as f:
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
         f.write(MAGIC + struct.pack("<I", len(meta)) + meta)
         f.write(engine)
-    os.replace(f"{path}.tmp", path)
 
 
 def read_engine_header(path: str | os.PathLike) -> tuple[EngineHeader, int]:

@@ -11,6 +11,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from ..core.files import atomic_write
 from ..errors import ModelFileError, OptionError
 from ..options import check_keep_share
 from ..spec import ModelSpec
@@ -26,9 +27,8 @@ def save_checkpoint(model: nn.Module, spec: ModelSpec, path: str | os.PathLike, 
     path = os.fspath(path)
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "spec": spec.to_dict(),
                "state_dict": model.state_dict(), **extra}
-    tmp = f"{path}.tmp"
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def _torch_load(path: str) -> Any:

@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from ..backends.torch_backend import TorchBackend
+from ..core.files import atomic_write
 from ..data.augment import AugmentConfig
 from ..data.records import mark_unlabelled, redraw_boxes
 from ..data.sources import load_records
@@ -69,8 +70,9 @@ class UnlabelledFinder:
     checkpoint, ``.pt``) or an EXTD authors' ``.pth``.
 
     With a `cache` file (the run folder's ``unlabelled_faces.json``), the faces found are kept there under the
-    model file's digest and settings, so that a resumed run reuses them instead of running the model again
-    (:meth:`look_at` saves them, also after an interrupted pass). The model opens on the first image the cache
+    model file's digest and settings and each image's digest, so that a resumed run reuses them instead of running
+    the model again (:meth:`look_at` saves them, also after an interrupted pass), also for images moved or on
+    another machine, while an image edited in place is looked at again. The model opens on the first image the cache
     does not hold.
     """
 
@@ -115,11 +117,11 @@ class UnlabelledFinder:
         return Detector(model, score_threshold=self.score, min_side=self.min_side)
 
     def __call__(self, record) -> np.ndarray:
-        image = os.path.abspath(record.image_path)
+        image = file_sha256(record.image_path)
         if image not in self.found:
             if self.detector is None:
                 self.detector = self._open()
-            self.found[image] = self.detector(image).boxes.tolist()
+            self.found[image] = self.detector(record.image_path).boxes.tolist()
         return np.asarray(self.found[image], np.float32).reshape(-1, 4)
 
     def look_at(self, records: list, progress: bool = False) -> None:
@@ -147,9 +149,8 @@ class UnlabelledFinder:
         """Write the cache file (atomically: an interrupted write leaves the previous one)."""
         if self.cache is not None and self.found:
             self.cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.cache.with_name(self.cache.name + ".tmp")
-            tmp.write_text(json.dumps(self.saved))
-            os.replace(tmp, self.cache)
+            with atomic_write(self.cache) as tmp:
+                Path(tmp).write_text(json.dumps(self.saved))
 
 
 def file_sha256(path: str) -> str:

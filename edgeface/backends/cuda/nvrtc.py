@@ -19,6 +19,7 @@ from functools import cache
 from pathlib import Path
 from typing import Optional
 
+from ...core.files import atomic_write
 from ...errors import BackendError
 from . import KERNELS
 
@@ -132,7 +133,6 @@ def compile_cubin(arch: str, source: str | None = None, major: int | None = None
     lib.nvrtcDestroyProgram(ctypes.byref(program))
     if use_cache:
         CACHE.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(".tmp")
-        tmp.write_bytes(cubin.raw)
-        os.replace(tmp, cached)
+        with atomic_write(cached) as tmp:
+            Path(tmp).write_bytes(cubin.raw)
     return cubin.raw
