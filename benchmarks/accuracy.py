@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> None:
                              "redrawn)")
     args = parser.parse_args(argv)
     rows, curves = [], []
+    measured = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     with tempfile.TemporaryDirectory() as tmp:
         models = available_models(args.models, Path(tmp), tuple(args.authors))
         if args.only:
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
                     scored += [(s, mode, metric, value) for s, metric, value in score_official(kind, data, run, args)]
             for set_name, mode, metric, value in scored:
                 rows.append({"model": name, "set": set_name, "mode": mode, "metric": metric, "score": value,
-                             "latency_ms_640x480": latency[mode]})
+                             "latency_ms_640x480": latency[mode], "measured": measured})
                 print(f"{name:22s} {set_name:16s} {mode:27s} {metric} {value:.4f}", flush=True)
     payload = {"machine": describe_machine(), "tta": asdict(TTA), "rows": rows}
     if args.only:
@@ -193,8 +194,8 @@ def main(argv: list[str] | None = None) -> None:
         [[r["model"], r["set"], r["mode"], r["metric"], f"{r['score']:.3f}", f"{r['latency_ms_640x480']:.1f}"]
          for r in rows])
     if args.only:
-        table += (f"\n\nMeasured in this run: {', '.join(args.only)}; the other rows come from the run before it "
-                  "(the same protocol and machine).")
+        table += (f"\n\nMeasured in this run: {', '.join(args.only)}; the other rows come from earlier runs (the same "
+                  f"protocol and machine): {when_measured(rows)}.")
     print()
     print(table)
     print(f"\nwritten: {write_results('accuracy', payload, table)}")
@@ -204,6 +205,14 @@ def main(argv: list[str] | None = None) -> None:
     if any(r["set"] == "facemask val" for r in rows):
         plot_accuracy_latency([r for r in rows if r["set"] == "facemask val"], RESULTS / "accuracy_vs_latency.png")
         print(f"plot: {RESULTS / 'accuracy_vs_latency.png'}")
+
+
+def when_measured(rows: list[dict]) -> str:
+    """Which models' rows were measured when, e.g. ``2026-12-01 11:37 UTC: a, b; 2026-12-01 20:44 UTC: c``."""
+    models: dict[str, dict] = {}
+    for r in rows:
+        models.setdefault(r.get("measured", "at an unrecorded time"), {})[r["model"]] = None
+    return "; ".join(f"{when}: {', '.join(names)}" for when, names in sorted(models.items()))
 
 
 def kept_rows(previous: list[dict], measured: list[dict], names: list[str]) -> list[dict]:

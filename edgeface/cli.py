@@ -27,6 +27,7 @@ from .options import (
     check_samples,
     check_score_threshold,
 )
+from .weights import SHIPPED
 
 
 def _checked(check: Callable[[Any], Any], parse: Callable[[str], Any] = float) -> Callable[[str], Any]:
@@ -482,6 +483,7 @@ def _data_source(args: argparse.Namespace) -> dict[str, str]:
 
 
 DETECTIONS_SCHEMA = 2
+SHIPPED_NAMES = ", ".join(SHIPPED)  # the short names of the models edgeface ships, for --help
 DETECT_EPILOG = """\
 outputs (under --output):
   annotated copies   each input's path below the inputs' deepest common folder, in the input's own
@@ -528,8 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="image files, video files, or folders of them (searched recursively, "
                                              "hidden files and the output folder skipped)")
     p.add_argument("-m", "--model", help="model file: .onnx (no torch needed) or .pt checkpoint, or a shipped "
-                                         "model: default (EXTD-64), fast (EXTD-32) or default-int8 (the default, "
-                                         "INT8 for CPUs) (default: %(default)s)",
+                                         f"model: {SHIPPED_NAMES} (default: %(default)s)",
                    default="default")
     p.add_argument("-o", "--output", default="edgeface_out", help="output folder (default: %(default)s)")
     p.add_argument("--score-threshold", type=_checked(check_score_threshold), metavar="P",
@@ -548,8 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Show the spec of a registry model or model file, its parameter count "
                                    "and conv multiply-adds at 640x480.")
     p.add_argument("model", nargs="?",
-                   help="registry name (e.g. extd64, extd32-ssd-leaky), model file, or a shipped model: default, "
-                        "fast or default-int8 (default: default)")
+                   help="registry name (e.g. extd64, extd32-ssd-leaky), model file, or a shipped model: "
+                        f"{SHIPPED_NAMES} (default: default)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_info)
 
@@ -628,7 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "of a model on a labelled set, e.g. `edgeface eval -m m.onnx --format facemask "
                                    "root=../shared/data/facemask split=val`.")
     p.add_argument("-m", "--model", default="default",
-                   help="model file, or a shipped model: default, fast or default-int8 (default: %(default)s)")
+                   help=f"model file, or a shipped model: {SHIPPED_NAMES} (default: %(default)s)")
     _add_data_source(p)
     p.add_argument("--iou", type=float, default=0.5, help="IoU for a match (default: %(default)s)")
     p.add_argument("--score-threshold", type=_checked(check_score_threshold), default=0.05, metavar="P",

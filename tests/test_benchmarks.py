@@ -295,11 +295,15 @@ def test_accuracy_summary_has_a_line_per_model_and_a_column_per_set_and_mode():
 
 
 def test_accuracy_remeasures_only_the_models_asked_for():
-    from benchmarks.accuracy import kept_rows
+    from benchmarks.accuracy import kept_rows, when_measured
 
     previous = [{"model": m, "set": s, "score": 0.1} for m in ("a", "b", "c") for s in ("x", "y")]
-    measured = [{"model": m, "set": s, "score": 0.9} for m in ("b", "d") for s in ("x", "y")]
+    previous[0]["measured"] = previous[1]["measured"] = "2026-11-30 09:00 UTC"
+    measured = [{"model": m, "set": s, "score": 0.9, "measured": "2026-12-01 10:00 UTC"} for m in ("b", "d")
+                for s in ("x", "y")]
     rows = kept_rows(previous, measured, ["b", "d"])
     assert [(r["model"], r["set"], r["score"]) for r in rows] == [
         ("a", "x", 0.1), ("a", "y", 0.1), ("b", "x", 0.9), ("b", "y", 0.9), ("c", "x", 0.1), ("c", "y", 0.1),
         ("d", "x", 0.9), ("d", "y", 0.9)]
+    assert when_measured(rows) == ("2026-11-30 09:00 UTC: a; 2026-12-01 10:00 UTC: b, d; "
+                                   "at an unrecorded time: c")

@@ -1,7 +1,8 @@
 """Models that ship inside the package: trained by edgeface, each with a model card beside it.
 
-``Detector()`` runs the default model; ``Detector("fast")`` the fast one, ``Detector("default-int8")`` the
-default quantised for CPUs (a file of that name in the working folder wins over the short name)."""
+``Detector()`` runs the default model; ``Detector("fast")`` the fast one; ``Detector("default-int8")`` and
+``Detector("fast-int8")`` the two quantised for CPUs (a file of that name in the working folder wins over the short
+name)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,15 @@ from typing import Optional
 HERE = Path(__file__).resolve().parent
 SHIPPED = {"default": HERE / "edgeface_default.onnx",  # EXTD-64: the most accurate
            "fast": HERE / "edgeface_fast.onnx",  # EXTD-32: 2.5x fewer MACs
-           "default-int8": HERE / "edgeface_default_int8.onnx"}  # the default, INT8 for ONNX Runtime on CPUs
+           "default-int8": HERE / "edgeface_default_int8.onnx",  # the default, INT8 for ONNX Runtime on CPUs
+           "fast-int8": HERE / "edgeface_fast_int8.onnx"}  # the fast one, INT8 for ONNX Runtime on CPUs
 DEFAULT_MODEL = SHIPPED["default"]
 FAST_MODEL = SHIPPED["fast"]
 MODEL_CARD = DEFAULT_MODEL.with_suffix(".md")
 
 
 def shipped_model(name: str | os.PathLike | None) -> Optional[Path]:
-    """The shipped model a short name (``"default"``, ``"fast"``, ``"default-int8"``; None: the default) stands
+    """The shipped model a short name (a key of :data:`SHIPPED`; None: the default) stands
     for, or None when `name` is not one or a file of that name exists."""
     if name is None:
         return DEFAULT_MODEL
