@@ -82,6 +82,9 @@ def test_bad_frames_get_clear_errors(extd64_onnx, tmp_path):
         (np.zeros((0, 64, 3), np.uint8), "empty"),
         (b"\xff\xd8 jpeg bytes", "NumPy array .* or an image file's path, got bytes; decode .* cv2.imdecode"),
         ([[0, 0, 0]], "got list; convert it to a BGR uint8 array"),
+        (None, "got NoneType; cv2.imread returns None for a file it cannot read"),
+        (np.zeros((2, 48, 64, 3), np.uint8), "shape 2x48x64x3; for several frames .* detect_batch"),
+        (np.zeros((3, 48, 64), np.uint8), r"channels-first .*image.transpose\(1, 2, 0\)"),
         (str(tmp_path / "missing.jpg"), "no such image file"),
         (tmp_path, "is a folder"),
     ]

@@ -19,9 +19,14 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 def check_image(image: object) -> np.ndarray:
     """Return `image` if it is a BGR uint8 H x W x 3 array, else raise :class:`ImageError` saying how to fix it."""
     if not isinstance(image, np.ndarray):
-        hint = ("decode encoded bytes with cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)"
-                if isinstance(image, (bytes, bytearray, memoryview)) else "convert it to a BGR uint8 array (a PIL "
-                "image: cv2.cvtColor(np.asarray(image.convert('RGB')), cv2.COLOR_RGB2BGR))")
+        if image is None:
+            hint = ("cv2.imread returns None for a file it cannot read and VideoCapture.read for a frame it could "
+                    "not grab: check the path or the capture")
+        elif isinstance(image, (bytes, bytearray, memoryview)):
+            hint = "decode encoded bytes with cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)"
+        else:
+            hint = ("convert it to a BGR uint8 array (a PIL image: cv2.cvtColor(np.asarray(image.convert('RGB')), "
+                    "cv2.COLOR_RGB2BGR))")
         raise ImageError(f"expected a NumPy array (an OpenCV BGR frame) or an image file's path, got "
                          f"{type(image).__name__}; {hint}")
     if image.dtype != np.uint8:
@@ -29,11 +34,18 @@ def check_image(image: object) -> np.ndarray:
                          "np.clip(image, 0, 255).astype(np.uint8) (scale float images in [0, 1] by 255 first)")
     if image.ndim != 3 or image.shape[2] != 3:
         shape = "x".join(map(str, image.shape))
-        raise ImageError(f"expected an H x W x 3 BGR image, got shape {shape}; convert gray with "
-                         "cv2.COLOR_GRAY2BGR, BGRA with cv2.COLOR_BGRA2BGR")
+        raise ImageError(f"expected an H x W x 3 BGR image, got shape {shape}; {_shape_hint(image.shape)}")
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ImageError(f"the image is empty (shape {image.shape}); check the capture or the file it came from")
     return image
+
+
+def _shape_hint(shape: tuple[int, ...]) -> str:
+    if len(shape) == 4:
+        return "for several frames pass a list of H x W x 3 frames to detect_batch"
+    if len(shape) == 3 and shape[0] in (1, 3, 4) and shape[2] > 4:
+        return "this looks channels-first (C x H x W): image.transpose(1, 2, 0) makes it H x W x C"
+    return "convert gray with cv2.COLOR_GRAY2BGR, BGRA with cv2.COLOR_BGRA2BGR"
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
