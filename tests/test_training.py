@@ -26,6 +26,7 @@ from edgeface.data.imglab import read_imglab  # noqa: E402
 from edgeface.data.voc import read_facemask  # noqa: E402
 from edgeface.data.wider import read_wider_txt  # noqa: E402
 from edgeface.errors import OptionError  # noqa: E402
+from edgeface.models.checkpoint import load_checkpoint  # noqa: E402
 from edgeface.spec import AnchorSpec  # noqa: E402
 from edgeface.train.config import TrainConfig, learning_rate  # noqa: E402
 from edgeface.train.losses import distillation_loss, multibox_loss  # noqa: E402
@@ -439,6 +440,36 @@ def test_resume_gives_identical_next_steps(tmp_path):
     resumed.fit(progress=False)
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+def test_a_moving_average_is_what_checkpoints_hold_and_resumes_exactly(tmp_path):
+    decay = 0.6
+    one = Trainer(tiny_config(tmp_path / "one", steps=1, ema_decay=decay))
+    one.fit(progress=False)
+    straight = Trainer(tiny_config(tmp_path / "a", steps=3, ema_decay=decay))
+    straight.fit(progress=False)
+    first = Trainer(tiny_config(tmp_path / "b", steps=2, ema_decay=decay))
+    first.fit(progress=False)
+    second = torch.load(tmp_path / "b" / "run" / "last.pt", weights_only=True)
+    resumed = Trainer(tiny_config(tmp_path / "b", steps=3, ema_decay=decay))
+    assert resumed.resume() and resumed.step == 2
+    resumed.fit(progress=False)
+    ckpt = torch.load(tmp_path / "a" / "run" / "last.pt", weights_only=True)
+    w1 = one.model.state_dict()
+    for name, w2 in second["trained_state_dict"].items():
+        if w2.is_floating_point():  # the average starts at the first step's weights, then moves by 1 - decay
+            torch.testing.assert_close(second["state_dict"][name], decay * w1[name] + (1 - decay) * w2, msg=name)
+    moved = [n for n, w in ckpt["state_dict"].items() if not torch.equal(w, ckpt["trained_state_dict"][n])]
+    assert moved and ckpt["ema_updates"] == 3
+    for name, w in straight.model.state_dict().items():  # a resumed run trains and averages as a straight one
+        torch.testing.assert_close(resumed.model.state_dict()[name], w, rtol=0, atol=0, msg=name)
+        torch.testing.assert_close(resumed.weights.state_dict()[name], straight.weights.state_dict()[name],
+                                   rtol=0, atol=0, msg=name)
+    loaded, _ = load_checkpoint(tmp_path / "a" / "run" / "last.pt")  # what export and Detector read: the average
+    for name, w in loaded.state_dict().items():
+        torch.testing.assert_close(w, ckpt["state_dict"][name].to(w.dtype), msg=name)
+    with pytest.raises(OptionError, match="ema_decay"):
+        Trainer(tiny_config(tmp_path / "c", ema_decay=1.0))
 
 
 def test_ddp_on_gloo_with_two_processes(tmp_path):

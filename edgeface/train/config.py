@@ -67,6 +67,10 @@ class TrainConfig:
     # for every weight (L2-SP)
     keep_init_weight: float = 0.0
     keep_init_fisher: Optional[str] = None
+    # an exponential moving average of the weights over the steps (0: none; e.g. 0.99, which weighs the last ~100
+    # steps): checkpoints, validation and everything that reads them use the average, the trainer resumes from the
+    # weights it trains (kept beside it in the checkpoint)
+    ema_decay: float = 0.0
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, overrides: Optional[dict[str, Any]] = None) -> TrainConfig:

@@ -90,6 +90,7 @@ class Trainer:
         self.objective = training_objective(cfg)
         self.teachers = [self._teacher(path) for path in teacher_paths(cfg)]
         self.kept = self._kept_weights()
+        self.ema = self._moving_average()
         self.terms = (self.objective.terms + (tuple(f"distill_{t}" for t in self.objective.terms)
                                               if self.teachers else ()) + (("keep_init",) if self.kept else ()))
         self.optimizer = torch.optim.SGD(self.param_groups(), lr=cfg.lr, momentum=cfg.momentum,
@@ -135,6 +136,22 @@ class Trainer:
                 for name, p in self.model.named_parameters() if p.requires_grad and (not fisher or name in fisher)}
 
     @torch.no_grad()
+    def _moving_average(self) -> Optional[torch.optim.swa_utils.AveragedModel]:
+        """The ``ema_decay`` average of the weights (BatchNorm statistics included), or None without one."""
+        decay = self.cfg.ema_decay
+        if not 0.0 <= decay < 1.0:
+            raise OptionError(f"ema_decay must be at least 0 (no average) and under 1, got {decay}")
+        if not decay:
+            return None
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        return AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+    @property
+    def weights(self) -> torch.nn.Module:
+        """The model a checkpoint holds and validation scores: the moving average if the recipe keeps one."""
+        return self.ema.module if self.ema is not None else self.model
+
     def _keep_init_penalty(self) -> torch.Tensor:
         """``keep_init_weight x sum F (w - w_init)^2`` over the kept weights (what :meth:`_pull_to_init` minimises)."""
         total = sum(((p - start) ** 2 * (1.0 if fisher is None else fisher)).sum()
@@ -183,7 +200,9 @@ class Trainer:
     def save(self, path: Path) -> None:
         if self.rank == 0:
             extra = {"miner": self.miner.state_dict()} if self.miner is not None else {}
-            save_checkpoint(self.model, self.spec, path, step=self.step, best_ap=self.best_ap, **extra,
+            if self.ema is not None:  # the checkpoint's weights are the average; training resumes from these
+                extra.update(trained_state_dict=self.model.state_dict(), ema_updates=self.ema.n_averaged)
+            save_checkpoint(self.weights, self.spec, path, step=self.step, best_ap=self.best_ap, **extra,
                             optimizer=self.optimizer.state_dict(), scaler=self.scaler.state_dict(),
                             config=asdict(self.cfg), torch_rng=torch.get_rng_state())
 
@@ -197,7 +216,10 @@ class Trainer:
         if saved != self.spec.name:
             raise ValueError(f"{path} holds a checkpoint of {saved} but this run trains {self.spec.name}: give the run "
                              "its own --output folder, or start over with --no-resume")
-        self.model.load_state_dict(payload["state_dict"])
+        self.model.load_state_dict(payload.get("trained_state_dict", payload["state_dict"]))
+        if self.ema is not None and "trained_state_dict" in payload:
+            self.ema.module.load_state_dict(payload["state_dict"])
+            self.ema.n_averaged.fill_(payload["ema_updates"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scaler.load_state_dict(payload["scaler"])
         torch.set_rng_state(payload["torch_rng"])
@@ -229,8 +251,8 @@ class Trainer:
         """Every metric of every validation set, one pass per image; None when a stop signal arrived meanwhile."""
         from ..eval.validation import score
 
-        self.model.eval()
-        backend = TorchBackend.from_model(self.model, self.spec, device=str(self.device))
+        self.weights.eval()
+        backend = TorchBackend.from_model(self.weights, self.spec, device=str(self.device))
         benchmark = torch.backends.cudnn.benchmark
         torch.backends.cudnn.benchmark = False  # every image has its own size: no re-tuning per shape
         scores: Optional[dict[str, float]] = {}
@@ -328,6 +350,8 @@ class Trainer:
                 self.scaler.update()
                 if self.kept:
                     self._pull_to_init()
+                if self.ema is not None:
+                    self.ema.update_parameters(self.model)
                 self.step += 1
                 result = {"loss": float(totals.sum()),
                           **{f"loss_{t}": float(v) for t, v in zip(self.terms, totals)}}
