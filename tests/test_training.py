@@ -1009,7 +1009,8 @@ def test_keeping_the_initial_weights_weighs_each_change_by_its_fisher_informatio
     cfg = tiny_config(tmp_path, steps=3, init=release, freeze_bn=True, keep_init_weight=0.5,
                       keep_init_fisher=str(tmp_path / "loc.fisher"))
     trainer = Trainer(cfg)
-    assert trainer._keep_init_penalty().item() == 0.0  # it starts at `init`
+    penalty = trainer._keep_init_penalty()
+    assert penalty.item() == 0.0 and not penalty.requires_grad  # it starts at `init`; only the proximal step pulls
     params = dict(trainer.model.named_parameters())
     scale = sum(f.sum() for f in fisher.values()) / sum(f.numel() for f in fisher.values())  # load_fisher's mean
     with torch.no_grad():

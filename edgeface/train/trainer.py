@@ -135,7 +135,6 @@ class Trainer:
         return {p: (p.detach().clone(), fisher[name].to(self.device) if fisher else None)
                 for name, p in self.model.named_parameters() if p.requires_grad and (not fisher or name in fisher)}
 
-    @torch.no_grad()
     def _moving_average(self) -> Optional[torch.optim.swa_utils.AveragedModel]:
         """The ``ema_decay`` average of the weights (BatchNorm statistics included), or None without one."""
         decay = self.cfg.ema_decay
@@ -152,6 +151,7 @@ class Trainer:
         """The model a checkpoint holds and validation scores: the moving average if the recipe keeps one."""
         return self.ema.module if self.ema is not None else self.model
 
+    @torch.no_grad()
     def _keep_init_penalty(self) -> torch.Tensor:
         """``keep_init_weight x sum F (w - w_init)^2`` over the kept weights (what :meth:`_pull_to_init` minimises)."""
         total = sum(((p - start) ** 2 * (1.0 if fisher is None else fisher)).sum()
