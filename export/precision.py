@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 
 from edgeface.core.boxes import box_iou
+from edgeface.core.files import atomic_write
 from edgeface.core.image import read_image
 from edgeface.errors import OptionError
 from edgeface.spec import ModelSpec
@@ -52,17 +53,19 @@ def calibration_batches(images: Sequence[str | np.ndarray], spec: ModelSpec,
 
 
 def _calibrated(src: str, dst: str, images: Sequence[str | np.ndarray], size: tuple[int, int],
-                quantise: Callable[[list[np.ndarray]], None]) -> str:
-    """Run `quantise(batches)` (which writes `dst`) on `images` letterboxed to `size`, then give `dst` back the
-    spec of `src` (quantisers drop metadata)."""
+                quantise: Callable[[list[np.ndarray], str], None]) -> str:
+    """Run `quantise(batches, out)` (which writes the model to `out`) on `images` letterboxed to `size`, give the
+    result back the spec of `src` (quantisers drop metadata) and only then put it at `dst`: a failed or interrupted
+    quantisation leaves no half-written model there."""
     spec = read_onnx_spec(src)
     batches = calibration_batches(images, spec, size)
     if not batches:
         raise ValueError("INT8 quantisation needs calibration images")
-    quantise(batches)
-    model = onnx.load(dst)
-    embed_spec(model, spec)
-    onnx.save(model, dst)
+    with atomic_write(dst) as out:
+        quantise(batches, out)
+        model = onnx.load(out)
+        embed_spec(model, spec)
+        onnx.save(model, out)
     return dst
 
 
@@ -91,17 +94,17 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, images: Sequen
     """Write an explicitly quantised (Q/DQ, symmetric INT8) copy of `src`, calibrated on `images`."""
     src, dst = os.fspath(src), os.fspath(dst)
 
-    def quantise(batches: list[np.ndarray]) -> None:
+    def quantise(batches: list[np.ndarray], out: str) -> None:
         try:
             from modelopt.onnx.quantization import quantize as modelopt_quantize
         except ImportError:
             from onnxruntime.quantization import QuantType
 
-            _ort_quantize_static(src, dst, batches, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+            _ort_quantize_static(src, out, batches, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                                  extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
             return
         modelopt_quantize(src, quantize_mode="int8", calibration_data=np.concatenate(batches),
-                          calibration_eps=["cpu"], output_path=dst)
+                          calibration_eps=["cpu"], output_path=out)
 
     return _calibrated(src, dst, images, size, quantise)
 
@@ -129,7 +132,7 @@ def quantize_int8_cpu(src: str | os.PathLike, dst: str | os.PathLike, images: Se
     if calibration not in INT8_CALIBRATIONS:
         raise OptionError(f"calibration must be one of {', '.join(INT8_CALIBRATIONS)}, got {calibration!r}")
 
-    def quantise(batches: list[np.ndarray]) -> None:
+    def quantise(batches: list[np.ndarray], out: str) -> None:
         from onnxruntime.quantization import CalibrationMethod, QuantType
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -137,10 +140,10 @@ def quantize_int8_cpu(src: str | os.PathLike, dst: str | os.PathLike, images: Se
             "calibrate_method": CalibrationMethod.Percentile,
             "extra_options": {"CalibPercentile": 99.999, "CalibStridedMinMax": 1}}
 
-        prepared = f"{dst}.prepared.onnx"
+        prepared = f"{out}.prepared.onnx"
         try:
             quant_pre_process(src, prepared, skip_symbolic_shape=True)  # folded and shape-inferred, as ORT advises
-            _ort_quantize_static(prepared, dst, batches, activation_type=QuantType.QUInt8,
+            _ort_quantize_static(prepared, out, batches, activation_type=QuantType.QUInt8,
                                  weight_type=QuantType.QInt8, per_channel=True,
                                  nodes_to_exclude=nodes_of(onnx.load(prepared), keep_float), **method)
         finally:

@@ -369,6 +369,8 @@ def test_cpu_int8_keeps_the_spec_and_the_faces(photo_paths, tmp_path):
     assert not list(tmp_path.glob("*.prepared.onnx"))
     with pytest.raises(ValueError, match="no operations of module\\(s\\) backbone in this ONNX graph"):
         quantize_int8_cpu(DEFAULT_MODEL, tmp_path / "int8.onnx", photo_paths[:1], keep_float=["base.0", "backbone"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["int8.onnx"]  # the failed one left the earlier model whole
+    assert onnx.load(int8).graph.node == model.graph.node
     with pytest.raises(ValueError, match="calibration must be one of minmax, percentile"):
         quantize_int8_cpu(DEFAULT_MODEL, tmp_path / "int8.onnx", photo_paths[:1], calibration="entropy")
 
