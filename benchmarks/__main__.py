@@ -4,7 +4,8 @@ training targets per face size of each model family; ``int8`` the shipped model 
 ``data-loading`` the training data pipeline, stage by stage and per DataLoader worker count.
 ``heavy-training`` trains SHF, HR and SRN on a GPU in one call (see its --help); ``wise-ft`` scores
 interpolations between a release and its fine-tune on both validations (needs --end); ``wider-recall`` which
-WIDER FACE val faces each model finds, by size, blur, occlusion, pose and event (needs --models). ``gpu``
+WIDER FACE val faces each model finds, by size, blur, occlusion, pose and event (needs --models);
+``false-boxes`` the boxes each model draws on photos without a face. ``gpu``
 measures the GPU pipeline (skipped without a CUDA GPU); ``gpu-suite`` runs every GPU test and then the GPU
 benchmarks, in one call."""
 
@@ -16,6 +17,7 @@ from . import (
     accuracy,
     big_photos,
     data_loading,
+    false_boxes,
     gpu,
     heavy_training,
     int8_cpu,
@@ -32,7 +34,7 @@ TABLES = {"size": model_size.main, "latency": latency.main, "speed": speed_grid.
           "big-photos": big_photos.main, "postprocess": postprocess.main, "positives": positives.main,
           "int8": int8_cpu.main, "data-loading": data_loading.main, "gpu": gpu.main}
 EXTRA = {"gpu-suite": gpu.suite, "heavy-training": heavy_training.main, "wise-ft": wise_ft.main,
-         "wider-recall": wider_recall.main}
+         "wider-recall": wider_recall.main, "false-boxes": false_boxes.main}
 
 
 def main(argv: list[str]) -> None:

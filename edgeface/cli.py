@@ -15,6 +15,7 @@ from .data.augment import RECIPES
 from .errors import EdgefaceError, ImageWarning, OptionError
 from .options import (
     DEFAULT_MAX_SIDE,
+    check_background_crop_prob,
     check_blur_prob,
     check_device,
     check_input_size,
@@ -443,7 +444,8 @@ def cmd_data_show(args: argparse.Namespace) -> int:
     records = load_records(_data_source(args))
     if not records:
         raise EdgefaceError("the data source has no images")
-    cfg = AugmentConfig(size=args.size, recipe=args.recipe, blur_prob=args.blur, occlude_prob=args.occlude)
+    cfg = AugmentConfig(size=args.size, recipe=args.recipe, blur_prob=args.blur, occlude_prob=args.occlude,
+                        background_crop_prob=args.background)
     rng = np.random.default_rng(args.seed)
     tiles = []
     for k in range(args.count):
@@ -667,6 +669,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--occlude", type=_checked(check_occlude_prob), default=0.0, metavar="P",
                    help="share of samples whose faces may get a band covered by a patch of the image, as the "
                         "recipe key occlude_prob (default: %(default)s)")
+    d.add_argument("--background", type=_checked(check_background_crop_prob), default=0.0, metavar="P",
+                   help="share of samples cropped to a window that keeps clear of every face (background seen up "
+                        "close, taught as background), as the recipe key background_crop_prob (default: %(default)s)")
     d.set_defaults(func=cmd_data_show)
 
     p = sub.add_parser("eval-wider", help="WIDER FACE easy/medium/hard AP (official protocol)",

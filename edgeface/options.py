@@ -71,6 +71,11 @@ def check_occlude_prob(value: object) -> float:
     return check_share(value, "occlude_prob")
 
 
+def check_background_crop_prob(value: object) -> float:
+    """The share of training samples cropped to a window without faces, in [0, 1]."""
+    return check_share(value, "background_crop_prob")
+
+
 def check_keep_share(value: float, name: str = "keep") -> float:
     """The share of each weight tensor's changes a trimmed interpolation keeps, in (0, 1] (1: all of them)."""
     value = float(value)

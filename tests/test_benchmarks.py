@@ -307,3 +307,44 @@ def test_accuracy_remeasures_only_the_models_asked_for():
         ("d", "x", 0.9), ("d", "y", 0.9)]
     assert when_measured(rows) == ("2026-11-30 09:00 UTC: a; 2026-12-01 10:00 UTC: b, d; "
                                    "at an unrecorded time: c")
+
+
+def test_false_boxes_counts_boxes_on_face_free_photos_against_the_first_model(tmp_path):
+    import cv2
+    import numpy as np
+    import torch
+
+    from benchmarks.false_boxes import image_files
+    from edgeface.models.checkpoint import load_authors_checkpoint, save_checkpoint
+
+    release, lost = release_and_lost(tmp_path)
+    model, spec = load_authors_checkpoint(release)
+    with torch.no_grad():  # a model that sees a face everywhere
+        for conf in model.conf:
+            conf.bias.fill_(-50.0)
+            conf.bias[-1] = 50.0
+    save_checkpoint(model, spec, tmp_path / "everywhere.pt")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    dogs = need(SHARED / "data" / "photos" / "dlib_examples_faces" / "dogs.jpg")
+    (photos / "dogs.jpg").write_bytes(dogs.read_bytes())
+    ramp = np.tile(np.arange(256, dtype=np.uint8), (200, 1))
+    cv2.imwrite(str(photos / "gradient.png"), cv2.merge([ramp, ramp, ramp]))
+    (photos / "notes.txt").write_text("not a photo")
+    out = bench(tmp_path, "false-boxes", "--images", str(photos), "--authors", "--models", str(lost),
+                str(tmp_path / "everywhere.pt")).stdout
+    payload = json.loads((tmp_path / "false_boxes.json").read_text())
+    assert payload["images"] == ["dogs.jpg", "gradient.png"]
+    models = payload["models"]
+    assert models[0] == "edgeface default" and models[-2:] == ["lost", "everywhere"]
+    counts = payload["counts"]
+    assert set(counts["lost"].values()) == {0} and payload["highest_score"]["lost"] == [0.0, 0.0]
+    assert counts["everywhere"]["boxes >= 0.9"] >= 2 and counts["everywhere"]["photos with a box >= 0.5"] == 2
+    for model_counts in counts.values():
+        assert model_counts["boxes >= 0.5"] >= model_counts["boxes >= 0.7"] >= model_counts["boxes >= 0.9"]
+    default = counts["edgeface default"]["boxes >= 0.5"]
+    assert f"| lost | 0 (-{default}) |" in out if default else "| lost | 0 (+0) |" in out
+    sheet = cv2.imread(str(tmp_path / "false_boxes.png"))  # one column per model, one row per photo with a box
+    assert sheet.shape[1] == 222 * len(models) and sheet.shape[0] >= 28 + 222
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        image_files([str(tmp_path / "missing")])

@@ -86,7 +86,8 @@ def test_data_show_renders_augmented_samples(tmp_path):
     grid = cv2.imread(str(out))
     assert grid.shape == (256, 512, 3)  # 6 tiles in 4 columns: two rows, the last padded
     assert (grid[..., 1] == 255).any()  # green boxes were drawn
-    for option, key in (("--blur", "blur_prob"), ("--occlude", "occlude_prob")):
+    for option, key in (("--blur", "blur_prob"), ("--occlude", "occlude_prob"),
+                        ("--background", "background_crop_prob")):
         changed = tmp_path / f"{key}.png"
         assert run("data", "show", "--format", "facemask", f"root={root}", "split=train", "-o", str(changed),
                    "--count", "6", "--size", "128", option, "1").returncode == 0

@@ -21,7 +21,16 @@ from edgeface import Detector  # noqa: E402
 from edgeface.core.anchors import generate_anchors  # noqa: E402
 from edgeface.core.boxes import box_iou, cxcywh_to_xyxy  # noqa: E402
 from edgeface.core.detections import Detections  # noqa: E402
-from edgeface.data.augment import RECIPES, AugmentConfig, augment, augment_sample, blur, hflip, occlude  # noqa: E402
+from edgeface.data.augment import (  # noqa: E402
+    RECIPES,
+    AugmentConfig,
+    augment,
+    augment_sample,
+    background_crop,
+    blur,
+    hflip,
+    occlude,
+)
 from edgeface.data.imglab import read_imglab  # noqa: E402
 from edgeface.data.voc import read_facemask  # noqa: E402
 from edgeface.data.wider import read_wider_txt  # noqa: E402
@@ -291,6 +300,37 @@ def test_augmentation_occlusion_keeps_the_boxes(rng):
         assert np.allclose(covered_boxes, plain_boxes) or np.allclose(covered_boxes, hflip(plain, plain_boxes)[1])
         differs += not np.array_equal(covered, plain)
     assert differs >= 4
+
+
+def test_background_crops_keep_clear_of_every_face_and_teach_only_background(rng):
+    # a dark photo with one white face in its top-left corner and a grey "ignored" face at its bottom right
+    image = np.full((300, 400, 3), 20, np.uint8)
+    face, ignored = np.array([[20, 30, 80, 100]], np.float32), np.array([[330, 240, 370, 280]], np.float32)
+    image[30:100, 20:80] = 255
+    image[240:280, 330:370] = 150
+    clear = np.concatenate([face, ignored]) + np.array([[-30, -35, 30, 35], [-20, -20, 20, 20]], np.float32)
+    for seed in range(30):
+        crop, window = background_crop(image, np.concatenate([face, ignored]), np.random.default_rng(seed))
+        x0, y0, w, h = window.x0, window.y0, window.width, window.height
+        assert crop.shape == (h, w, 3) and min(w, h) >= 16 and 0.5 <= h / w <= 2
+        # the window stays off each face grown by half its size on every side
+        assert not ((clear[:, 0] < x0 + w) & (clear[:, 2] > x0) & (clear[:, 1] < y0 + h) & (clear[:, 3] > y0)).any()
+        sample, faces, kept_ignored = augment_sample(image, face, np.random.default_rng(seed),
+                                                     AugmentConfig(size=160, background_crop_prob=1.0), ignored)
+        assert sample.shape == (160, 160, 3) and len(faces) == 0 and len(kept_ignored) == 0
+        assert sample.max() < 100  # neither face's pixels: photometric distortion keeps the dark background dark
+    # a photo full of faces has no such window: the sample falls back to the recipe's crop and keeps its faces
+    crowd = np.array([[x, y, x + 40, y + 40] for x in range(0, 400, 40) for y in range(0, 300, 40)], np.float32)
+    assert background_crop(image, crowd, np.random.default_rng(0)) is None
+    _, faces = augment(image, crowd, np.random.default_rng(0), AugmentConfig(size=160, background_crop_prob=1.0))
+    assert len(faces)
+    # p = 0 draws no random number: the samples are those of a recipe without the key
+    for seed in range(5):
+        plain = augment(image, face, np.random.default_rng(seed), AugmentConfig(size=160))
+        zero = augment(image, face, np.random.default_rng(seed), AugmentConfig(size=160, background_crop_prob=0.0))
+        assert np.array_equal(plain[0], zero[0]) and np.array_equal(plain[1], zero[1])
+    with pytest.raises(OptionError, match="background_crop_prob"):
+        AugmentConfig(background_crop_prob=1.2)
 
 
 def photometric_per_pixel(image, rng, cfg):

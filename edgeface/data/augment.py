@@ -1,7 +1,8 @@
 """Training augmentation (OpenCV/NumPy, seeded): the EXTD recipe.
 
 Photometric distortion in random order, then with p = 0.5 PyramidBox data-anchor-sampling, else an
-SSD-style random crop; resize to the training size with a random interpolation; optionally a blur
+SSD-style random crop (for a ``background_crop_prob`` share of the samples a window that holds no face
+instead); resize to the training size with a random interpolation; optionally a blur
 (``blur_prob``: out-of-focus or motion, as WIDER FACE's blurred faces are) and faces partly covered
 (``occlude_prob``: as WIDER FACE's occluded faces are); horizontal flip; faces under
 ``min_face`` pixels dropped. Boxes are ``(N, 4)`` float32 xyxy pixels of the image they
@@ -19,7 +20,7 @@ import numpy as np
 
 from ..core.boxes import box_iou
 from ..errors import OptionError
-from ..options import check_blur_prob, check_occlude_prob, check_share
+from ..options import check_background_crop_prob, check_blur_prob, check_occlude_prob, check_share
 
 INTERPOLATIONS = (cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_AREA, cv2.INTER_NEAREST, cv2.INTER_LANCZOS4)
 
@@ -50,9 +51,13 @@ class AugmentConfig:
     # the whole face, as WIDER FACE labels occluded faces (0: never, and no random number drawn)
     occlude_prob: float = 0.0
     occlude_min_px: float = 16.0
+    # share of samples cropped to a window of the image that touches no face (labelled or ignored): background seen
+    # up close, a lamp or a sign at the size of a face, learned as background (0: never, and no random number drawn)
+    background_crop_prob: float = 0.0
 
     def __post_init__(self) -> None:
         check_share(self.data_anchor_sampling_prob, "data_anchor_sampling_prob")
+        check_background_crop_prob(self.background_crop_prob)
         check_blur_prob(self.blur_prob)
         check_occlude_prob(self.occlude_prob)
         if not self.occlude_min_px >= 1:
@@ -182,6 +187,25 @@ def ssd_random_crop(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generat
             return image[y0 : y0 + h, x0 : x0 + w], window
 
 
+def background_crop(image: np.ndarray, faces: np.ndarray, rng: np.random.Generator, max_trials: int = 50,
+                    ) -> tuple[np.ndarray, Window] | None:
+    """A window of 0.15-0.6x each side (aspect 0.5-2, at least 16 px) that keeps clear of `faces`, each grown by
+    half its size on every side (no half head at the window's edge), or None when `max_trials` random windows all
+    touch one (a crowd). Its sample teaches only background."""
+    height, width = image.shape[:2]
+    reach = np.concatenate([faces[:, 2:] - faces[:, :2]] * 2, axis=1) * 0.5
+    faces = faces + reach * np.array([-1, -1, 1, 1], np.float32)
+    for _ in range(max_trials):
+        w, h = int(rng.uniform(0.15, 0.6) * width), int(rng.uniform(0.15, 0.6) * height)
+        if min(w, h) < 16 or not 0.5 <= h / w <= 2:
+            continue
+        x0, y0 = int(rng.uniform(0, width - w)), int(rng.uniform(0, height - h))
+        touches = ((faces[:, 0] < x0 + w) & (faces[:, 2] > x0) & (faces[:, 1] < y0 + h) & (faces[:, 3] > y0))
+        if not touches.any():
+            return image[y0 : y0 + h, x0 : x0 + w], Window(1.0, x0, y0, w, h)
+    return None
+
+
 def rescale_crop(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator,
                  cfg: AugmentConfig) -> tuple[np.ndarray, Window]:
     """Tiny Faces' sampling: rescale by a factor drawn from ``cfg.rescales``, then a random ``size`` x ``size``
@@ -291,13 +315,19 @@ def augment_sample(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generato
     """:func:`augment`, also returning the boxes training ignores: ``(image, faces, ignored)``, `ignored` being
     the faces that ended up under ``min_face`` and the given `ignored` boxes (faces not to be learned, e.g. WIDER's
     invalid ones) where the sample still holds them. Training ignores the anchors near those instead of teaching
-    them as background. The windows are chosen from `boxes` alone, so `ignored` changes no random draw."""
+    them as background. The windows are chosen from `boxes` alone, so `ignored` changes no random draw (except a
+    ``background_crop_prob`` window, which keeps clear of both)."""
     if cfg.recipe not in RECIPES:
         raise ValueError(f"unknown augmentation recipe {cfg.recipe!r} ({', '.join(RECIPES)})")
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     ignored = np.zeros((0, 4), np.float32) if ignored is None else np.asarray(ignored, np.float32).reshape(-1, 4)
     image = photometric_distort(image, rng, cfg)
-    if cfg.recipe == "rescale_crop":
+    background = None
+    if cfg.background_crop_prob and len(boxes) and rng.random() < cfg.background_crop_prob:
+        background = background_crop(image, np.concatenate([boxes, ignored]), rng)
+    if background is not None:
+        image, window = background
+    elif cfg.recipe == "rescale_crop":
         image, window = rescale_crop(image, boxes, rng, cfg)
     elif cfg.recipe == "square_crop":
         image, window = square_crop(image, boxes, rng, cfg)

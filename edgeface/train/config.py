@@ -38,6 +38,7 @@ class TrainConfig:
     blur_prob: float = 0.0  # share of samples blurred (out of focus or moving), at most blur_max_px pixels
     blur_max_px: float = 7.0
     occlude_prob: float = 0.0  # share of samples whose faces may get a band covered (see AugmentConfig)
+    background_crop_prob: float = 0.0  # share of samples cropped to a face-free window (see AugmentConfig)
     checkpoint_every: int = 1000
     val_every: int = 5000
     log_every: int = 10

@@ -171,7 +171,7 @@ def training_set(cfg: TrainConfig, objective: Objective, progress: bool = False,
     augment_config = AugmentConfig(size=cfg.input_size, data_anchor_sampling_prob=cfg.data_anchor_sampling_prob,
                                    recipe=cfg.augment_recipe, rescales=tuple(cfg.rescales),
                                    blur_prob=cfg.blur_prob, blur_max_px=cfg.blur_max_px,
-                                   occlude_prob=cfg.occlude_prob)
+                                   occlude_prob=cfg.occlude_prob, background_crop_prob=cfg.background_crop_prob)
     records, teachers, labelled, configs = [], [], [], []
     for source in cfg.train_data:
         source = dict(source)
