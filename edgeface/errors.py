@@ -1,5 +1,10 @@
 """Errors edgeface raises for things a user can fix; each message says what happened and what to do."""
 
+import os
+import sys
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
 
 class EdgefaceError(Exception):
     """Base class of edgeface's own errors."""
@@ -23,3 +28,12 @@ class OptionError(EdgefaceError, ValueError):
 
 class ImageWarning(UserWarning):
     """An image decoded, but not whole (e.g. a truncated JPEG whose lower part is grey); results may miss faces."""
+
+
+def user_stacklevel() -> int:
+    """The ``warnings.warn`` stacklevel of the first caller outside edgeface, for the function calling this: a
+    warning then names the user's line (their ``detector(path)``), not the edgeface line that noticed."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level

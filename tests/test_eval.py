@@ -238,8 +238,9 @@ def test_a_held_out_fold_of_wider_train_validates_with_the_height_settings():
 
     root = need(SHARED / "data/widerface/WIDER_train/images").parents[1]
     source = {"format": "wider", "root": str(root), "split": "train", "folds": 5}
-    with pytest.warns(UserWarning, match="not under"):  # ../shared holds 1,000 of the 12,880 train images
+    with pytest.warns(UserWarning, match="not under") as caught:  # ../shared holds 1,000 of the 12,880 train images
         held, rest = (load_records({**source, key: 0}) for key in ("fold", "skip_fold"))
+    assert {w.filename for w in caught} == {__file__}  # the warning names the caller's line
     names = {r.name for r in held}
     assert len(held) + len(rest) == 1000 and not names & {r.name for r in rest}
     assert 150 < len(held) < 250

@@ -119,9 +119,14 @@ def test_truncated_images_are_flagged(tmp_path):
     assert not is_truncated(photo.read_bytes())
     cut = truncated_copy(photo, tmp_path / "cut.jpg")
     assert is_truncated(cut.read_bytes())
-    with pytest.warns(ImageWarning, match="truncated"):
+    with pytest.warns(ImageWarning, match="truncated") as caught:
         image = edgeface.read_image(cut)
     assert image.shape == cv2.imread(str(photo)).shape  # it decodes: the lower part grey
+    detector = edgeface.Detector("fast")
+    with pytest.warns(ImageWarning, match="truncated") as through_detector:
+        detector(cut)
+    # both point at the caller's line (here), not at edgeface's inside
+    assert {w.filename for w in [*caught, *through_detector]} == {__file__}
     png = tmp_path / "whole.png"
     cv2.imwrite(str(png), cv2.imread(str(photo)))
     assert not is_truncated(png.read_bytes()) and is_truncated(png.read_bytes()[:-20])

@@ -156,7 +156,7 @@ def test_unlabelled_faces_found_by_a_trusted_model_are_ignored_in_training(tmp_p
 
 def test_unlabelled_faces_are_found_once_per_run(tmp_path, monkeypatch):
     from edgeface.data.records import FaceRecord
-    from edgeface.train.training_data import UnlabelledFinder
+    from edgeface.train.training_data import UnlabelledFinder, file_sha256
 
     photos = read_facemask(need(FACEMASK), "train")[:2]
     xml = write_imglab([FaceRecord(r.image_path, np.zeros((0, 4))) for r in photos], tmp_path / "unlabelled.xml")
@@ -166,7 +166,13 @@ def test_unlabelled_faces_are_found_once_per_run(tmp_path, monkeypatch):
         cfg = tiny_config(tmp_path, train_data=[{"format": "imglab", "xml": str(xml), "ignore_unlabelled": finder}])
         return [r.boxes for r in training_set(cfg, training_objective(cfg), unlabelled_cache=cache).records]
 
-    first = found({"model": "fast"})  # a shipped model's name: its .onnx on ONNX Runtime
+    from edgeface.train import training_data
+
+    hashed = []
+    with monkeypatch.context() as patch:  # each image is read for its digest once (the pass, then relabelling)
+        patch.setattr(training_data, "file_sha256", lambda path: hashed.append(path) or file_sha256(path))
+        first = found({"model": "fast"})  # a shipped model's name: its .onnx on ONNX Runtime
+    assert sorted(hashed[1:]) == sorted(r.image_path for r in photos)  # after the model file's
     direct = Detector("fast", score_threshold=0.5, min_side=640)
     for record, boxes in zip(photos, first):
         np.testing.assert_array_equal(boxes, direct(record.image_path).boxes)

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import ImageError, ImageWarning
+from ..errors import ImageError, ImageWarning, user_stacklevel
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
@@ -65,7 +65,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     data = Path(path).read_bytes()
     if is_truncated(data):
         warnings.warn(ImageWarning(f"{path} is truncated ({len(data)} bytes): the part of the image after the cut "
-                                   "is missing (decoded as grey), so faces there cannot be found"), stacklevel=2)
+                                   "is missing (decoded as grey), so faces there cannot be found"),
+                      stacklevel=user_stacklevel())
     return image
 
 

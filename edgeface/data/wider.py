@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import user_stacklevel
 from .records import FaceRecord
 
 ATTRIBUTES = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
@@ -49,5 +50,5 @@ def read_wider(root: str | os.PathLike, split: str = "train") -> list[FaceRecord
         raise FileNotFoundError(f"none of the {len(records)} WIDER {split} images listed is under {images}")
     if len(present) < len(records):
         warnings.warn(f"WIDER {split}: {len(records) - len(present)} of the {len(records)} images listed are not "
-                      f"under {images}; using the {len(present)} present", stacklevel=2)
+                      f"under {images}; using the {len(present)} present", stacklevel=user_stacklevel())
     return present

@@ -20,7 +20,7 @@ from ..core.files import atomic_write
 from ..data.augment import AugmentConfig
 from ..data.records import mark_unlabelled, redraw_boxes
 from ..data.sources import load_records
-from ..errors import OptionError
+from ..errors import OptionError, user_stacklevel
 from ..models.registry import default_spec
 from .config import TrainConfig
 from .dataset import FaceTrainingSet
@@ -93,6 +93,7 @@ class UnlabelledFinder:
         self.saved = self._read_cache()
         self.found: dict[str, list] = self.saved.setdefault(self.key, {})
         self.detector = None
+        self.digests: dict[tuple, str] = {}
 
     def _read_cache(self) -> dict:
         if self.cache is None or not self.cache.exists():
@@ -100,7 +101,8 @@ class UnlabelledFinder:
         try:
             saved = json.loads(self.cache.read_text())
         except (OSError, ValueError) as exc:
-            warnings.warn(f"{self.cache} is unreadable ({exc}): looking for unlabelled faces again", stacklevel=3)
+            warnings.warn(f"{self.cache} is unreadable ({exc}): looking for unlabelled faces again",
+                          stacklevel=user_stacklevel())
             return {}
         return saved if isinstance(saved, dict) else {}
 
@@ -116,8 +118,16 @@ class UnlabelledFinder:
             model = TorchBackend.from_model(*load_any_checkpoint(model), fold_bn=True, channels_last=True)
         return Detector(model, score_threshold=self.score, min_side=self.min_side)
 
+    def digest(self, path: str) -> str:
+        """The image file's SHA-256, read once per finder while the file keeps its size and modification time."""
+        stat = os.stat(path)
+        key = (path, stat.st_size, stat.st_mtime_ns)
+        if key not in self.digests:
+            self.digests[key] = file_sha256(path)
+        return self.digests[key]
+
     def __call__(self, record) -> np.ndarray:
-        image = file_sha256(record.image_path)
+        image = self.digest(record.image_path)
         if image not in self.found:
             if self.detector is None:
                 self.detector = self._open()

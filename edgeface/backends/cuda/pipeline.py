@@ -36,7 +36,7 @@ import numpy as np
 from ...core.anchors import generate_anchors
 from ...core.detections import Detections
 from ...core.letterbox import Letterbox, fit
-from ...errors import BackendError, ModelFileError
+from ...errors import BackendError, ModelFileError, user_stacklevel
 from ...spec import ModelSpec
 from . import SELECT_COUNT, SELECT_STATE_INTS
 
@@ -276,13 +276,14 @@ class GpuPipeline:
                 return
             except BackendError as exc:  # a network that cannot be captured: capture around it from now on
                 warnings.warn(f"CUDA graph capture failed with the network; capturing the pre- and post-processing "
-                              f"around it from now on: {exc}", stacklevel=3)
+                              f"around it from now on: {exc}", stacklevel=user_stacklevel())
                 self.capture_network = False
         try:
             plan.graphs = (graph(self.stream, lambda: self.enqueue_preprocess(plan, None, pitch)), None,
                            graph(self.stream, lambda: self.enqueue_postprocess(plan)))
         except BackendError as exc:
-            warnings.warn(f"CUDA graph capture failed, launching kernel by kernel from now on: {exc}", stacklevel=3)
+            warnings.warn(f"CUDA graph capture failed, launching kernel by kernel from now on: {exc}",
+                          stacklevel=user_stacklevel())
             self.use_graphs = False
 
     def detect(self, frame, input_size: Optional[tuple[int, int]] = None) -> Detections:
