@@ -51,8 +51,8 @@ class AugmentConfig:
     # the whole face, as WIDER FACE labels occluded faces (0: never, and no random number drawn)
     occlude_prob: float = 0.0
     occlude_min_px: float = 16.0
-    # share of samples cropped to a window of the image that touches no face (labelled or ignored): background seen
-    # up close, a lamp or a sign at the size of a face, learned as background (0: never, and no random number drawn)
+    # share of samples cropped to a window that keeps clear of every face, labelled or ignored (background_crop):
+    # background seen up close, a lamp or a sign at a face's size, learned as such (0: never, no random number drawn)
     background_crop_prob: float = 0.0
 
     def __post_init__(self) -> None:
