@@ -8,8 +8,8 @@ default ../shared's photo of dogs and the face-free photos scikit-image ships (a
 motorcycle, microscopy, textures, graphics) from an installed scikit-image or its unpacked wheel's
 ``skimage/data/`` folder (--skimage-data; ``pip download --no-deps scikit-image`` fetches the wheel). Prints,
 per model, the boxes scoring 0.5 / 0.7 / 0.9 and more and the photos with a box at 0.5, then each photo's highest
-score per model; writes the JSON and markdown and a contact sheet of every photo some model draws a box on, one
-column per model.
+score per model; writes the JSON and markdown and a contact sheet (JPEG) of every photo some model draws a box on,
+one column per model.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def count_boxes(scores: list[np.ndarray]) -> dict[str, int]:
 
 
 def contact_sheet(images: list[np.ndarray], names: list[str], boxes: dict[str, list], path: Path) -> None:
-    """A PNG grid: one row per photo, one column per model, each model's boxes scoring 0.5+ drawn with scores."""
+    """A JPEG grid: one row per photo, one column per model, each model's boxes scoring 0.5+ drawn with scores."""
     rows = []
     for index, image in enumerate(images):
         scale = TILE / max(image.shape[:2])
@@ -97,7 +97,7 @@ def contact_sheet(images: list[np.ndarray], names: list[str], boxes: dict[str, l
     for column, model in enumerate(boxes):
         cv2.putText(header, model[:30], (column * (TILE + 2) + 4, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
                     cv2.LINE_AA)
-    cv2.imwrite(str(path), np.vstack([header, *rows]))
+    cv2.imwrite(str(path), np.vstack([header, *rows]), [cv2.IMWRITE_JPEG_QUALITY, 85])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nwritten: {write_results(args.name, payload, table)}")
     flagged = [i for i in range(len(files)) if any(shown[m][i] for m in models)]
     if flagged:
-        sheet = RESULTS / f"{args.name}.png"
+        sheet = RESULTS / f"{args.name}.jpg"
         contact_sheet([images[i] for i in flagged], [names[i] for i in flagged],
                       {m: [shown[m][i] for i in flagged] for m in models}, sheet)
         print(f"plot: {sheet}")

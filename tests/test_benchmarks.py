@@ -344,7 +344,7 @@ def test_false_boxes_counts_boxes_on_face_free_photos_against_the_first_model(tm
         assert model_counts["boxes >= 0.5"] >= model_counts["boxes >= 0.7"] >= model_counts["boxes >= 0.9"]
     default = counts["edgeface default"]["boxes >= 0.5"]
     assert f"| lost | 0 (-{default}) |" in out if default else "| lost | 0 (+0) |" in out
-    sheet = cv2.imread(str(tmp_path / "false_boxes.png"))  # one column per model, one row per photo with a box
+    sheet = cv2.imread(str(tmp_path / "false_boxes.jpg"))  # one column per model, one row per photo with a box
     assert sheet.shape[1] == 222 * len(models) and sheet.shape[0] >= 28 + 222
     with pytest.raises(FileNotFoundError, match="no such file or folder"):
         image_files([str(tmp_path / "missing")])
