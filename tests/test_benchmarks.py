@@ -42,7 +42,7 @@ def test_entry_point_help():
     result = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0
     assert ("{size,latency,speed,accuracy,big-photos,postprocess,positives,int8,data-loading,gpu,gpu-suite,"
-            "heavy-training,wise-ft,wider-recall,all}") in result.stdout
+            "heavy-training,wise-ft,wider-recall,false-boxes,all}") in result.stdout
 
 
 def test_data_loading_times_each_stage_and_the_trainers_loader(tmp_path):
