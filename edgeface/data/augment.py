@@ -200,8 +200,7 @@ def background_crop(image: np.ndarray, faces: np.ndarray, rng: np.random.Generat
         if min(w, h) < 16 or not 0.5 <= h / w <= 2:
             continue
         x0, y0 = int(rng.uniform(0, width - w)), int(rng.uniform(0, height - h))
-        touches = ((faces[:, 0] < x0 + w) & (faces[:, 2] > x0) & (faces[:, 1] < y0 + h) & (faces[:, 3] > y0))
-        if not touches.any():
+        if not len(faces) or box_iou(np.array([[x0, y0, x0 + w, y0 + h]], np.float32), faces).max() == 0:
             return image[y0 : y0 + h, x0 : x0 + w], Window(1.0, x0, y0, w, h)
     return None
 
