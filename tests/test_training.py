@@ -605,6 +605,16 @@ def test_recipes_parse_and_name_registered_models(tmp_path):
         TrainConfig.from_yaml(tmp_path / "bad.yaml")
 
 
+def test_the_default_models_two_recipes_differ_only_in_learning_without_forgetting():
+    """The shipped default averages two runs (its card): they must stay the same recipe but for the teacher."""
+    recipes = Path(__file__).resolve().parents[1] / "edgeface/train/recipes"
+    plain = TrainConfig.from_yaml(recipes / "general_extd64.yaml").__dict__
+    lwf = TrainConfig.from_yaml(recipes / "general_extd64_lwf.yaml").__dict__
+    differ = {key for key in plain if plain[key] != lwf[key]}
+    assert differ == {"distill_from", "distill_weight", "output"}, differ
+    assert lwf["distill_from"] == plain["init"] and lwf["distill_weight"] > 1
+
+
 def test_train_cli_runs_a_recipe(tmp_path):
     import yaml
 
