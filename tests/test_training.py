@@ -605,6 +605,22 @@ def test_recipes_parse_and_name_registered_models(tmp_path):
         TrainConfig.from_yaml(tmp_path / "bad.yaml")
 
 
+def test_a_recipe_extends_another_and_replaces_only_the_keys_it_names(tmp_path):
+    (tmp_path / "base.yaml").write_text("model: extd64\nlr: 0.01\nsteps: 50\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "variant.yaml").write_text("extends: ../base.yaml\nlr: 0.002\n")
+    (tmp_path / "twice.yaml").write_text("extends: sub/variant.yaml\nsteps: 7\n")
+    cfg = TrainConfig.from_yaml(tmp_path / "twice.yaml", {"model": "extd32"})
+    assert (cfg.model, cfg.lr, cfg.steps) == ("extd32", 0.002, 7)
+    assert TrainConfig.from_yaml(tmp_path / "sub" / "variant.yaml").steps == 50
+    (tmp_path / "loop.yaml").write_text("extends: loop.yaml\n")
+    with pytest.raises(ValueError, match="in a loop"):
+        TrainConfig.from_yaml(tmp_path / "loop.yaml")
+    (tmp_path / "orphan.yaml").write_text("extends: gone.yaml\n")
+    with pytest.raises(ValueError, match="no recipe .*gone.yaml .extended by"):
+        TrainConfig.from_yaml(tmp_path / "orphan.yaml")
+
+
 def test_the_default_models_two_recipes_differ_only_in_learning_without_forgetting():
     """The shipped default averages two runs (its card): they must stay the same recipe but for the teacher."""
     recipes = Path(__file__).resolve().parents[1] / "edgeface/train/recipes"

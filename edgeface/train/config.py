@@ -75,16 +75,38 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, overrides: Optional[dict[str, Any]] = None) -> TrainConfig:
-        """The recipe at `path`, with `overrides` replacing some of its keys."""
-        import yaml
+        """The recipe at `path`, with `overrides` replacing some of its keys.
 
-        data = {**(yaml.safe_load(Path(path).read_text()) or {}), **(overrides or {})}
+        A recipe's ``extends: other.yaml`` (a path relative to the recipe's folder) starts from that recipe's keys
+        and replaces the ones it names itself, so a variant of a recipe states only how it differs.
+        """
+        data = {**_recipe_keys(Path(path)), **(overrides or {})}
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise OptionError(f"{path}: unknown recipe keys {sorted(unknown)}; known: {sorted(known)}")
         hints = get_type_hints(cls)
         return cls(**{key: _checked_value(f"{path}: {key}", hints[key], value) for key, value in data.items()})
+
+
+def _recipe_keys(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The keys the recipe at `path` sets, those of the recipes it ``extends`` included."""
+    import yaml
+
+    if path.resolve() in seen:
+        raise OptionError(f"{path}: recipes extend each other in a loop: {' -> '.join(map(str, seen + (path,)))}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise OptionError(f"no recipe {path}" + (f" (extended by {seen[-1]})" if seen else "")) from None
+    if not isinstance(data, dict):
+        raise OptionError(f"{path}: a recipe is a mapping of KEY: VALUE lines, got {type(data).__name__}")
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise OptionError(f"{path}: extends must be the path of another recipe, got {base!r}")
+    return {**_recipe_keys(path.parent / base, seen + (path.resolve(),)), **data}
 
 
 def _checked_value(name: str, hint: Any, value: Any) -> Any:
