@@ -2,7 +2,8 @@
 unsigned activations, per-channel signed weights; :func:`edgeface.export.precision.quantize_int8_cpu`) calibrated on
 real photos (face-dataset and WIDER FACE train images), every layer quantised with min-max and with percentile
 ranges (``calibration="percentile"``: the shipped default-int8's recipe), and with --keep-float's modules left in
-FP32 (default: the backbone's first stage and the heads; min-max), against FP32 in the same run: VOC
+FP32 (default: the backbone's first stage and the heads; min-max, and with --percentile-keep-float percentile
+ranges too: the shipped fast-int8's recipe), against FP32 in the same run: VOC
 AP50 on the face dataset's val split, WIDER FACE val easy / medium / hard AP (official protocol, over the val
 images ``../shared`` holds) and the latency at 640x480 (median of 8, after 2 warm-up runs).
 """
@@ -50,7 +51,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep-float", nargs="*", metavar="MODULE",
                         help="modules (PyTorch names) the partly quantised model keeps in FP32 (default: "
                              "base.0 base.1 base.2 loc conf: the backbone's first stage and the heads)")
-    parser.add_argument("--save", help="also keep the percentile-calibrated INT8 model (default-int8's recipe) here")
+    parser.add_argument("--percentile-keep-float", action="store_true",
+                        help="also measure percentile ranges with --keep-float's modules in FP32, the model --save "
+                             "keeps (fast-int8's recipe)")
+    parser.add_argument("--save", help="also keep the percentile-calibrated INT8 model here: every layer INT8 "
+                                       "(default-int8's recipe) or, with --percentile-keep-float, that one")
     args = parser.parse_args(argv)
     from edgeface.export.precision import FIRST_STAGE_AND_HEADS, quantize_int8_cpu
     from edgeface.weights import SHIPPED
@@ -64,12 +69,17 @@ def main(argv: list[str] | None = None) -> None:
         shipped = SHIPPED[args.model]
         keep_float = FIRST_STAGE_AND_HEADS if args.keep_float is None else args.keep_float
         kept = ", ".join(keep_float) or "nothing"
+        saved = args.save if not args.percentile_keep_float else None
         variants = {  # label: (path, quantize_int8_cpu options)
             "INT8": (Path(tmp) / f"{shipped.stem}_int8_every_layer.onnx", {}),
             f"INT8, FP32 {kept}": (Path(tmp) / f"{shipped.stem}_int8_partly.onnx", {"keep_float": keep_float}),
-            "INT8, percentile calibration": (args.save or Path(tmp) / f"{shipped.stem}_int8.onnx",
+            "INT8, percentile calibration": (saved or Path(tmp) / f"{shipped.stem}_int8.onnx",
                                              {"calibration": "percentile"}),
         }
+        if args.percentile_keep_float:
+            variants[f"INT8, percentile calibration, FP32 {kept}"] = (
+                args.save or Path(tmp) / f"{shipped.stem}_int8_percentile_partly.onnx",
+                {"calibration": "percentile", "keep_float": keep_float})
         models = {f"{args.model}: FP32 (shipped)": str(shipped)}
         for label, (file, options) in variants.items():
             models[f"{args.model}: {label}"] = path = str(file)

@@ -621,14 +621,19 @@ def test_a_recipe_extends_another_and_replaces_only_the_keys_it_names(tmp_path):
         TrainConfig.from_yaml(tmp_path / "orphan.yaml")
 
 
-def test_the_default_models_two_recipes_differ_only_in_learning_without_forgetting():
-    """The shipped default averages two runs (its card): they must stay the same recipe but for the teacher."""
+@pytest.mark.parametrize("width", [64, 32])
+def test_the_shipped_models_two_recipes_differ_only_in_learning_without_forgetting(width):
+    """Each shipped model averages two runs (its card): they must stay the same recipe but for the teacher, and
+    the fast model's must stay the default's at width 32."""
     recipes = Path(__file__).resolve().parents[1] / "edgeface/train/recipes"
-    plain = TrainConfig.from_yaml(recipes / "general_extd64.yaml").__dict__
-    lwf = TrainConfig.from_yaml(recipes / "general_extd64_lwf.yaml").__dict__
+    plain = TrainConfig.from_yaml(recipes / f"general_extd{width}.yaml").__dict__
+    lwf = TrainConfig.from_yaml(recipes / f"general_extd{width}_lwf.yaml").__dict__
     differ = {key for key in plain if plain[key] != lwf[key]}
     assert differ == {"distill_from", "distill_weight", "output"}, differ
     assert lwf["distill_from"] == plain["init"] and lwf["distill_weight"] > 1
+    default = TrainConfig.from_yaml(recipes / "general_extd64.yaml").__dict__
+    assert {key for key in plain if plain[key] != default[key]} <= {"model", "init", "output"}
+    assert plain["model"] == f"extd{width}" and plain["init"].endswith(f"EXTD_{width}.pth")
 
 
 def test_train_cli_runs_a_recipe(tmp_path):
