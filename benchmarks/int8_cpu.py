@@ -69,11 +69,11 @@ def main(argv: list[str] | None = None) -> None:
         shipped = SHIPPED[args.model]
         keep_float = FIRST_STAGE_AND_HEADS if args.keep_float is None else args.keep_float
         kept = ", ".join(keep_float) or "nothing"
-        saved = args.save if not args.percentile_keep_float else None
+        every_layer_save = None if args.percentile_keep_float else args.save
         variants = {  # label: (path, quantize_int8_cpu options)
             "INT8": (Path(tmp) / f"{shipped.stem}_int8_every_layer.onnx", {}),
             f"INT8, FP32 {kept}": (Path(tmp) / f"{shipped.stem}_int8_partly.onnx", {"keep_float": keep_float}),
-            "INT8, percentile calibration": (saved or Path(tmp) / f"{shipped.stem}_int8.onnx",
+            "INT8, percentile calibration": (every_layer_save or Path(tmp) / f"{shipped.stem}_int8.onnx",
                                              {"calibration": "percentile"}),
         }
         if args.percentile_keep_float:
