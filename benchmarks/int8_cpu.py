@@ -43,6 +43,27 @@ def calibration_photos(count: int) -> list[str]:
     return photos
 
 
+def int8_variants(stem: Path, keep_float: list[str], percentile_keep_float: bool = False,
+                  save: str | None = None) -> dict[str, tuple[Path, dict]]:
+    """The INT8 models to measure, label: (file, :func:`quantize_int8_cpu` options), files named after `stem`
+    (a temporary path). `save` names the file of the one kept: the last (with `percentile_keep_float`, percentile
+    ranges with `keep_float` in FP32: fast-int8's recipe; otherwise every layer with percentile ranges)."""
+    kept = ", ".join(keep_float) or "nothing"
+    variants = {
+        "INT8": (stem.with_name(f"{stem.name}_int8_every_layer.onnx"), {}),
+        f"INT8, FP32 {kept}": (stem.with_name(f"{stem.name}_int8_partly.onnx"), {"keep_float": keep_float}),
+        "INT8, percentile calibration": (stem.with_name(f"{stem.name}_int8.onnx"), {"calibration": "percentile"}),
+    }
+    if percentile_keep_float:
+        variants[f"INT8, percentile calibration, FP32 {kept}"] = (
+            stem.with_name(f"{stem.name}_int8_percentile_partly.onnx"),
+            {"calibration": "percentile", "keep_float": keep_float})
+    if save:
+        label, (_, options) = list(variants.items())[-1]
+        variants[label] = (Path(save), options)
+    return variants
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calibration", type=int, default=64, help="calibration photos (default: %(default)s)")
@@ -68,18 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         shipped = SHIPPED[args.model]
         keep_float = FIRST_STAGE_AND_HEADS if args.keep_float is None else args.keep_float
-        kept = ", ".join(keep_float) or "nothing"
-        every_layer_save = None if args.percentile_keep_float else args.save
-        variants = {  # label: (path, quantize_int8_cpu options)
-            "INT8": (Path(tmp) / f"{shipped.stem}_int8_every_layer.onnx", {}),
-            f"INT8, FP32 {kept}": (Path(tmp) / f"{shipped.stem}_int8_partly.onnx", {"keep_float": keep_float}),
-            "INT8, percentile calibration": (every_layer_save or Path(tmp) / f"{shipped.stem}_int8.onnx",
-                                             {"calibration": "percentile"}),
-        }
-        if args.percentile_keep_float:
-            variants[f"INT8, percentile calibration, FP32 {kept}"] = (
-                args.save or Path(tmp) / f"{shipped.stem}_int8_percentile_partly.onnx",
-                {"calibration": "percentile", "keep_float": keep_float})
+        variants = int8_variants(Path(tmp) / shipped.stem, keep_float, args.percentile_keep_float, args.save)
         models = {f"{args.model}: FP32 (shipped)": str(shipped)}
         for label, (file, options) in variants.items():
             models[f"{args.model}: {label}"] = path = str(file)

@@ -348,3 +348,18 @@ def test_false_boxes_counts_boxes_on_face_free_photos_against_the_first_model(tm
     assert sheet.shape[1] == 222 * len(models) and sheet.shape[0] >= 28 + 222
     with pytest.raises(FileNotFoundError, match="no such file or folder"):
         image_files([str(tmp_path / "missing")])
+
+
+def test_int8_benchmark_saves_the_recipe_the_shipped_int8_model_names(tmp_path):
+    from benchmarks.int8_cpu import int8_variants
+
+    stem, heads = tmp_path / "fast", ["loc", "conf"]
+    every_layer = int8_variants(stem, heads, save="default_int8.onnx")  # default-int8's recipe
+    assert list(every_layer) == ["INT8", "INT8, FP32 loc, conf", "INT8, percentile calibration"]
+    assert every_layer["INT8, percentile calibration"] == (Path("default_int8.onnx"), {"calibration": "percentile"})
+    partly = int8_variants(stem, heads, percentile_keep_float=True, save="fast_int8.onnx")  # fast-int8's
+    assert partly["INT8, percentile calibration, FP32 loc, conf"] == (
+        Path("fast_int8.onnx"), {"calibration": "percentile", "keep_float": heads})
+    assert partly["INT8, percentile calibration"][0].parent == tmp_path  # the every-layer one is not kept
+    files = [file for file, _ in int8_variants(stem, [], percentile_keep_float=True).values()]
+    assert len(set(files)) == 4 and all(f.parent == tmp_path and f.name.startswith("fast_int8") for f in files)
