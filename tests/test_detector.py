@@ -109,8 +109,13 @@ def test_bad_model_files_get_clear_errors(extd64_onnx, tmp_path):
     with pytest.raises(ModelFileError, match="no such model file") as missing:
         Detector(tmp_path / "missing.onnx")
     assert "shipped" not in str(missing.value)
-    with pytest.raises(ModelFileError, match="no such model file: fastt \\(nor a shipped model: 'default', 'fast'"):
+    with pytest.raises(ModelFileError, match="no such model file: fastt \\(nor a shipped model: 'default', 'fast'"
+                       ".*did you mean 'fast'\\?"):
         Detector("fastt")  # a mistyped short name
+    with pytest.raises(ModelFileError, match="shipped model: 'default'.*'fast-int8'\\)$"):
+        Detector("yunet")  # nothing like a shipped name: no guess
+    with pytest.raises(ModelFileError, match="is a folder, not a model file: name the ONNX"):
+        Detector(tmp_path)
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(extd64_onnx.read_bytes()[:1000])
     with pytest.raises(ModelFileError, match="cannot load"):
@@ -125,7 +130,7 @@ def test_bad_model_files_get_clear_errors(extd64_onnx, tmp_path):
     with pytest.raises(ModelFileError, match="not an edgeface engine"):
         Detector(engine)
     (tmp_path / "model.tflite").write_bytes(b"x")
-    with pytest.raises(ModelFileError, match="unknown model file type"):
+    with pytest.raises(ModelFileError, match="unknown model file type '.tflite'; .*TensorRT engine \\(.engine"):
         Detector(tmp_path / "model.tflite")
     with pytest.raises(ValueError, match="device must be one of"):
         Detector(extd64_onnx, device="tpu")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import os
 from typing import Optional
@@ -10,6 +11,8 @@ from ..errors import BackendError, ModelFileError
 from .base import Backend
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+MODEL_FILE_TYPES = "ONNX (.onnx), PyTorch checkpoint (.pt, .pth, .ckpt) or TensorRT engine (.engine, .plan, .trt)"
 
 
 def open_backend(path: str | os.PathLike, device: str = "cpu", threads: Optional[int] = None,
@@ -20,10 +23,16 @@ def open_backend(path: str | os.PathLike, device: str = "cpu", threads: Optional
     which would keep one block per input size (a 1920x1440 photo peaked at 4.4 GB with it, 2.8 GB without).
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ModelFileError(f"{path} is a folder, not a model file: name the {MODEL_FILE_TYPES} file in it")
     if not os.path.isfile(path):
         from ..weights import SHIPPED
 
-        named = "" if os.path.splitext(path)[1] else f" (nor a shipped model: {', '.join(map(repr, SHIPPED))})"
+        named = ""
+        if not os.path.splitext(path)[1]:  # a short name, perhaps mistyped
+            close = difflib.get_close_matches(path, SHIPPED, n=1)
+            named = (f" (nor a shipped model: {', '.join(map(repr, SHIPPED))}"
+                     + (f"; did you mean {close[0]!r}?)" if close else ")"))
         raise ModelFileError(f"no such model file: {path}{named}")
     suffix = os.path.splitext(path)[1].lower()
     if suffix == ".onnx":
@@ -37,7 +46,7 @@ def open_backend(path: str | os.PathLike, device: str = "cpu", threads: Optional
         from .torch_backend import TorchBackend
 
         return TorchBackend(path, device=device, threads=threads)
-    if suffix in (".engine", ".plan", ".trt"):
+    if suffix in ENGINE_SUFFIXES:
         from .engine_file import check_engine_fits, read_engine_header
 
         header, _ = read_engine_header(path)  # spec and build target, readable without TensorRT
@@ -53,7 +62,7 @@ def open_backend(path: str | os.PathLike, device: str = "cpu", threads: Optional
         from .tensorrt_backend import TensorRTBackend
 
         return TensorRTBackend(path, tensorrt, ordinal=gpu_ordinal(device) or 0)  # engines run on a GPU
-    raise ModelFileError(f"{path}: unknown model file type {suffix!r}; edgeface runs .onnx files and .pt checkpoints")
+    raise ModelFileError(f"{path}: unknown model file type {suffix!r}; edgeface runs {MODEL_FILE_TYPES} files")
 
 
 __all__ = ["Backend", "open_backend"]
