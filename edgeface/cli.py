@@ -531,8 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=DETECT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", help="image files, video files, or folders of them (searched recursively, "
                                              "hidden files and the output folder skipped)")
-    p.add_argument("-m", "--model", help="model file: .onnx (no torch needed) or .pt checkpoint, or a shipped "
-                                         f"model: {SHIPPED_NAMES} (default: %(default)s)",
+    p.add_argument("-m", "--model", help="model file: .onnx (no torch needed), .pt checkpoint or TensorRT "
+                                         f".engine, or a shipped model: {SHIPPED_NAMES} (default: %(default)s)",
                    default="default")
     p.add_argument("-o", "--output", default="edgeface_out", help="output folder (default: %(default)s)")
     p.add_argument("--score-threshold", type=_checked(check_score_threshold), metavar="P",
