@@ -108,7 +108,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     targets = annotated_paths(files, out_dir)
     results: dict[str, dict[str, Any]] = {}
-    failures = faces = flagged = 0
+    failures = faces = flagged = frames = video_faces = 0
     with tqdm(total=len(files), desc="inputs", unit="file", disable=args.quiet) as bar:
         for path in files:
             video = path.suffix.lower() in VIDEO_SUFFIXES
@@ -122,6 +122,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
                         target.parent.mkdir(parents=True, exist_ok=True)
                     if video:
                         entry["frames"] = annotate_video(detector, path, target, progress=not args.quiet)
+                        frames += len(entry["frames"])
+                        video_faces += sum(len(f["faces"]) for f in entry["frames"])
                     else:
                         image = read_image(path)
                         dets = detector.detect(image)
@@ -146,6 +148,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
                                      "max_side": detector.max_side, "min_side": detector.min_side,
                                      "results": results}, indent=1))
     print(f"{len(files) - failures}/{len(files)} inputs done, {faces} faces in images"
+          + (f", {video_faces} in {frames} video frames" if frames else "")
           + (f", {flagged} flagged (see warnings)" if flagged else "") + f"; results in {json_path}")
     return 2 if failures else 0
 

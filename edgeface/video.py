@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
 import cv2
 
-from .errors import ImageError
+from .errors import ImageError, ImageWarning
 
 
 def annotate_video(detector: Any, source: str | os.PathLike, output: Optional[str | os.PathLike] = None,
                    progress: bool = True) -> list[dict[str, Any]]:
     """Detect faces in every frame of `source`; optionally write an annotated MP4 at the source's size and
-    frame rate. Returns ``[{"frame": i, "time": seconds, "faces": [...]}, ...]``."""
+    frame rate. Returns ``[{"frame": i, "time": seconds, "faces": [...]}, ...]``; warns (:class:`ImageWarning`)
+    when the frames end well before the container's frame count (a truncated file)."""
     from tqdm import tqdm
 
     capture = cv2.VideoCapture(os.fspath(source))
@@ -45,4 +47,7 @@ def annotate_video(detector: Any, source: str | os.PathLike, output: Optional[st
             writer.release()
     if not frames:
         raise ImageError(f"{source} has no readable frames")
+    if total and len(frames) < 0.99 * total:  # containers may estimate their count, but not 1% too high
+        warnings.warn(ImageWarning(f"{source}: decoding stopped after {len(frames)} of its {total} frames; the file "
+                                   "may be truncated or damaged"), stacklevel=2)
     return frames

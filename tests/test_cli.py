@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -56,11 +57,19 @@ def test_convert_export_and_detect_end_to_end(tmp_path, photo_paths):
     for shift in range(5):
         writer.write(np.roll(frame, shift * 4, axis=1))
     writer.release()
+    truncated = tmp_path / "cut.avi"  # a recording cut short: its header counts 20 frames, half are there
+    writer = cv2.VideoWriter(str(truncated), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))
+    for _ in range(20):
+        writer.write(frame)
+    writer.release()
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
 
     out = tmp_path / "out"
-    result = run("detect", "-m", str(model), str(folder), str(video), "-o", str(out), "-q")
+    result = run("detect", "-m", str(model), str(folder), str(video), str(truncated), "-o", str(out), "-q")
     assert result.returncode == 2, result.stderr  # one broken input: reported, the rest done
     assert "broken.jpg" in result.stderr and "cannot decode" in result.stderr
+    assert "cut.avi: decoding stopped after" in result.stderr and "of its 20 frames" in result.stderr
+    assert re.search(r"5/6 inputs done, \d+ faces in images, \d+ in \d+ video frames, 1 flagged", result.stdout)
     report = json.loads((out / "detections.json").read_text())
     assert report["model"] == "extd32"
     results = report["results"]
