@@ -17,7 +17,7 @@ from .core.letterbox import Letterbox, fit_within
 from .core.postprocess import decode_detections
 from .core.preprocess import prepare_input
 from .core.testtime import active_anchors, merge_passes, pass_size
-from .errors import ModelFileError, OptionError
+from .errors import ImageError, ModelFileError, OptionError
 from .options import (
     DEFAULT_MAX_SIDE,
     check_device,
@@ -174,12 +174,12 @@ class Detector:
     def detect_batch(self, images: Sequence[Frame]) -> list[Detections]:
         """Faces in each frame (or image file); frames of one size (or all, when letterboxing) share a network
         run."""
-        images = [read_image(image) if isinstance(image, (str, os.PathLike)) else image for image in images]
-        if self.gpu_pipeline is not None and self.test_time.single_pass:  # device arrays stay on the GPU
-            on_device = [hasattr(image, "__cuda_array_interface__") for image in images]
-            return [self.gpu_pipeline.detect(frame, self._gpu_input_size(frame))
-                    for frame in (image if device else check_image(image) for image, device in zip(images, on_device))]
-        images = [check_image(image) for image in images]
+        on_gpu = self.gpu_pipeline is not None and self.test_time.single_pass  # device arrays stay on the GPU
+        images = list(images)
+        several = len(images) > 1
+        images = [self._batch_item(image, i if several else None, on_gpu) for i, image in enumerate(images)]
+        if on_gpu:
+            return [self.gpu_pipeline.detect(frame, self._gpu_input_size(frame)) for frame in images]
         if not self.test_time.single_pass:
             return [self._detect_passes(image) for image in images]
         results: list[Optional[Detections]] = [None] * len(images)
@@ -189,6 +189,19 @@ class Detector:
             for i, dets in zip(indices, self.decode(loc, conf, transforms, batch.shape[3], batch.shape[2])):
                 results[i] = dets
         return results  # type: ignore[return-value]
+
+    @staticmethod
+    def _batch_item(image: Frame, index: Optional[int], device_arrays: bool) -> Frame:
+        """Item `index` of a batch (None: a batch of one) read (a path) and checked (not a device array, when
+        `device_arrays`), before any is run; an error says which item it is."""
+        try:
+            if isinstance(image, (str, os.PathLike)):
+                image = read_image(image)
+            return image if device_arrays and hasattr(image, "__cuda_array_interface__") else check_image(image)
+        except ImageError as exc:
+            if index is None:
+                raise
+            raise ImageError(f"batch item {index}: {exc}") from None
 
     def _detect_passes(self, image: np.ndarray) -> Detections:
         """The test-time strategy: one network run per pyramid scale (and mirror), merged."""

@@ -92,6 +92,10 @@ def test_bad_frames_get_clear_errors(extd64_onnx, tmp_path):
         with pytest.raises(ImageError, match=message):
             detector.detect(bad)
     assert len(detector.detect_batch([])) == 0
+    with pytest.raises(ImageError, match="^batch item 2: no such image file"):  # a batch says which item
+        detector.detect_batch([frame, frame, tmp_path / "missing.jpg"])
+    with pytest.raises(ImageError, match="^expected a uint8 image"):  # a batch of one says nothing more
+        detector.detect_batch([frame.astype(np.float32)])
     with pytest.raises(ImageError, match="no such image"):
         edgeface.read_image(tmp_path / "missing.jpg")
     (tmp_path / "folder.jpg").mkdir()
