@@ -18,6 +18,10 @@ class ImageError(EdgefaceError, ValueError):
     """An image is empty, unreadable, or of the wrong dtype or shape."""
 
 
+class AnnotationError(EdgefaceError, ValueError):
+    """An annotation file (WIDER txt, VOC or imglab XML, FDDB ellipse list) is truncated or malformed."""
+
+
 class BackendError(EdgefaceError, RuntimeError):
     """A backend is not installed, or did not give what was asked (e.g. a GPU provider fell back to CPU)."""
 

@@ -376,3 +376,42 @@ def test_ellipse_regressor_beats_rectangles_on_fddb():
             rect[max(y1, 0) : y2, max(x1, 0) : x2] = True
             gains.append(overlap(ellipse_mask(guess, size, size), face) - overlap(rect, face))
     assert np.mean(gains) > 0.05, np.mean(gains)
+
+
+def test_truncated_or_malformed_annotation_files_name_the_file_and_the_place(tmp_path):
+    from edgeface.data.fddb import read_fddb_fold
+    from edgeface.data.imglab import read_imglab
+    from edgeface.data.voc import read_voc_xml
+    from edgeface.data.wider import read_wider_txt
+    from edgeface.errors import AnnotationError
+
+    wider = need(SHARED / "data/widerface/wider_face_split/wider_face_val_bbx_gt.txt").read_text()
+    assert len(read_wider_txt(write(tmp_path / "whole.txt", wider), "")) == 3226  # the official val list
+    first_image = wider.splitlines()[0]
+    cut = "\n".join(wider.splitlines()[:5]) + "\n"  # the first image's faces cut off after three lines
+    with pytest.raises(AnnotationError, match=f"cut.txt is not a valid WIDER FACE ground-truth file at line 1 "
+                                              f"\\({first_image}\\): list index out of range"):
+        read_wider_txt(write(tmp_path / "cut.txt", cut), "")
+    with pytest.raises(AnnotationError, match="at line 1 .*invalid literal for int"):
+        read_wider_txt(write(tmp_path / "count.txt", f"{first_image}\nmany\n"), "")
+
+    voc = need(SHARED / "data/facemask/annotations/maksssksksss0.xml").read_text()
+    assert len(read_voc_xml(write(tmp_path / "a.xml", voc), "a.png").boxes) > 0
+    with pytest.raises(AnnotationError, match="half.xml is not a valid Pascal VOC XML file: no element found"):
+        read_voc_xml(write(tmp_path / "half.xml", voc[: len(voc) // 2]), "a.png")
+    with pytest.raises(AnnotationError, match="could not convert string to float"):
+        read_voc_xml(write(tmp_path / "text.xml", voc.replace("<xmin>", "<xmin>left ", 1)), "a.png")
+
+    imglab = need(SHARED / "data/photos/dlib_examples_faces/training.xml").read_text()
+    with pytest.raises(AnnotationError, match=r"not a valid dlib imglab XML file at image '2007_007763.jpg': float"):
+        read_imglab(write(tmp_path / "imglab.xml", imglab.replace("left=", "lft=", 1)))
+
+    fddb = "2002/07/19/big/img_18\n1\n67.36 44.51 1.48 176.92 69.82 1\n2002/07/19/big/img_19\n1\n10 5 0 50 50 1\n"
+    assert len(read_fddb_fold(write(tmp_path / "fold.txt", fddb), "")) == 2
+    with pytest.raises(AnnotationError, match="at entry '2002/07/19/big/img_19': list index out of range"):
+        read_fddb_fold(write(tmp_path / "short.txt", fddb.rsplit("\n", 2)[0] + "\n"), "")
+
+
+def write(path, text: str):
+    path.write_text(text)
+    return path

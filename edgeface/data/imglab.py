@@ -6,19 +6,21 @@ from __future__ import annotations
 import os
 import xml.etree.ElementTree as ET
 
-from .records import FaceRecord
+from .records import FaceRecord, annotation_file
 
 
 def read_imglab(xml: str | os.PathLike) -> list[FaceRecord]:
     """Records of an imglab XML file; image paths are resolved relative to the XML file."""
     root_dir = os.path.dirname(os.fspath(xml))
     records = []
-    for image in ET.parse(xml).getroot().iter("image"):
-        boxes, ignore = [], []
-        for box in image.iter("box"):
-            left, top = float(box.get("left")), float(box.get("top"))
-            boxes.append((left, top, left + float(box.get("width")), top + float(box.get("height"))))
-            ignore.append(box.get("ignore", "0") == "1")
-        records.append(FaceRecord(os.path.join(root_dir, image.get("file")), boxes, ignore,
-                                  int(image.get("width", 0)), int(image.get("height", 0))))
+    with annotation_file(xml, "dlib imglab XML") as position:
+        for image in ET.parse(xml).getroot().iter("image"):
+            position.where = f"image {image.get('file')!r}"
+            boxes, ignore = [], []
+            for box in image.iter("box"):
+                left, top = float(box.get("left")), float(box.get("top"))
+                boxes.append((left, top, left + float(box.get("width")), top + float(box.get("height"))))
+                ignore.append(box.get("ignore", "0") == "1")
+            records.append(FaceRecord(os.path.join(root_dir, image.get("file")), boxes, ignore,
+                                      int(image.get("width", 0)), int(image.get("height", 0))))
     return records

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ..core.boxes import box_iou
-from ..errors import OptionError
+from ..errors import AnnotationError, EdgefaceError, OptionError
 
 
 @dataclass
@@ -75,3 +77,25 @@ def mark_unlabelled(records: Iterable[FaceRecord], find_faces: Callable[[FaceRec
         out.append(replace(record, boxes=np.concatenate([record.boxes, found]),
                            ignore=np.concatenate([record.ignore, np.ones(len(found), bool)])))
     return out
+
+
+@dataclass
+class ReadPosition:
+    """Where a reader is in an annotation file (``"line 12"``, ``"image a.jpg"``), for its errors."""
+
+    where: str = ""
+
+
+@contextmanager
+def annotation_file(path: str | os.PathLike, kind: str) -> Iterator[ReadPosition]:
+    """Parse `path`, a `kind` annotation file, inside this block: what a truncated or malformed file makes the
+    parsing raise becomes an :class:`AnnotationError` naming the file and the position the reader last set."""
+    position = ReadPosition()
+    try:
+        yield position
+    except EdgefaceError:
+        raise
+    except (ValueError, IndexError, AttributeError, TypeError, SyntaxError) as exc:  # ET.ParseError: SyntaxError
+        at = f" at {position.where}" if position.where else ""
+        raise AnnotationError(f"{os.fspath(path)} is not a valid {kind} file{at}: {exc or type(exc).__name__}; "
+                              "is it complete (not truncated) and in the official format?") from exc

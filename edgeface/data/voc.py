@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from ..core.image import IMAGE_SUFFIXES
-from .records import FaceRecord
+from .records import FaceRecord, annotation_file
 
 
 def read_voc_xml(xml_path: str | os.PathLike, image_path: str | os.PathLike, classes: tuple[str, ...] | None = None,
@@ -18,17 +18,18 @@ def read_voc_xml(xml_path: str | os.PathLike, image_path: str | os.PathLike, cla
     VOC boxes are 1-based and pixel-inclusive; they are kept as written (xmin, ymin, xmax, ymax).
     ``difficult`` objects are marked ignored only with ``ignore_difficult``.
     """
-    root = ET.parse(xml_path).getroot()
-    boxes, ignore = [], []
-    for obj in root.iter("object"):
-        if classes is not None and (obj.findtext("name") or "").strip() not in classes:
-            continue
-        bb = obj.find("bndbox")
-        boxes.append(tuple(float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")))
-        ignore.append(ignore_difficult and obj.findtext("difficult", "0").strip() == "1")
-    size = root.find("size")
-    width = int(size.findtext("width", "0")) if size is not None else 0
-    height = int(size.findtext("height", "0")) if size is not None else 0
+    with annotation_file(xml_path, "Pascal VOC XML"):
+        root = ET.parse(xml_path).getroot()
+        boxes, ignore = [], []
+        for obj in root.iter("object"):
+            if classes is not None and (obj.findtext("name") or "").strip() not in classes:
+                continue
+            bb = obj.find("bndbox")
+            boxes.append(tuple(float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")))
+            ignore.append(ignore_difficult and obj.findtext("difficult", "0").strip() == "1")
+        size = root.find("size")
+        width = int(size.findtext("width", "0")) if size is not None else 0
+        height = int(size.findtext("height", "0")) if size is not None else 0
     return FaceRecord(os.fspath(image_path), boxes, ignore, width, height)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import user_stacklevel
-from .records import FaceRecord
+from .records import FaceRecord, annotation_file
 
 ATTRIBUTES = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
 
@@ -23,10 +23,12 @@ def read_wider_txt(gt_txt: str | os.PathLike, images_root: str | os.PathLike) ->
     records, i = [], 0
     while i < len(lines) and lines[i].strip():
         name = lines[i].strip()
-        count = int(lines[i + 1])
-        rows = [list(map(int, lines[i + 2 + k].split()[:10])) for k in range(max(count, 1))]
+        with annotation_file(gt_txt, "WIDER FACE ground-truth") as position:
+            position.where = f"line {i + 1} ({name})"
+            count = int(lines[i + 1])
+            rows = [list(map(int, lines[i + 2 + k].split()[:10])) for k in range(max(count, 1))]
+            data = np.array(rows[:count], np.int64).reshape(-1, 10)
         i += 2 + max(count, 1)  # an image with no faces still has one all-zero line
-        data = np.array(rows[:count], np.int64).reshape(-1, 10)
         boxes = np.concatenate([data[:, :2], data[:, :2] + data[:, 2:4]], axis=1).astype(np.float32)
         ignore = (data[:, 7] == 1) | (data[:, 2] <= 0) | (data[:, 3] <= 0)
         records.append(FaceRecord(os.path.join(os.fspath(images_root), name), boxes, ignore, name=name,
