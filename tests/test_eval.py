@@ -190,6 +190,7 @@ def test_stray_scores_are_the_detections_on_no_labelled_face():
 
 def test_wider_ground_truth_as_detections_scores_one_through_the_submission_layout(tmp_path):
     pytest.importorskip("scipy")
+    from edgeface.errors import AnnotationError
     from edgeface.eval.wider import ATTRIBUTES, evaluate_wider, load_ground_truth, read_submission, write_submission
 
     gt = load_ground_truth(need(SHARED / "data/widerface/eval_tools/ground_truth"))
@@ -208,6 +209,10 @@ def test_wider_ground_truth_as_detections_scores_one_through_the_submission_layo
     # crowds hold near-duplicate boxes, so a face's own box can match its neighbour: AP is 1 to 1e-3
     assert all(result.ap[s] > 0.999 for s in ("easy", "medium", "hard"))
     assert evaluate_wider({}, subset).ap["easy"] == 0.0
+    first = tmp_path / subset[0].event / f"{subset[0].name}.txt"
+    first.write_text(first.read_text().replace("\n", "\n10 20 30\n", 2).replace("\n10 20 30\n", "\n", 1))
+    with pytest.raises(AnnotationError, match=f"{subset[0].name}.txt is not a valid WIDER FACE submission file"):
+        read_submission(tmp_path)  # a row of three numbers
 
 
 def test_height_settings_reproduce_the_official_keep_lists_on_val():

@@ -25,6 +25,7 @@ from typing import Optional
 import numpy as np
 
 from ..core.detections import Detections
+from ..data.records import annotation_file
 from .voc import interpolated_ap, iou_matrix
 
 SETTINGS = ("easy", "medium", "hard")
@@ -134,8 +135,9 @@ def read_submission(folder: str | os.PathLike) -> dict[str, np.ndarray]:
     predictions = {}
     for txt in sorted(Path(folder).glob("*/*.txt")):
         lines = [line.split() for line in txt.read_text().splitlines() if line.strip()]
-        rows = [list(map(float, line[:5])) for line in lines[2:]]
-        predictions[f"{txt.parent.name}/{txt.stem}"] = np.asarray(rows, np.float64).reshape(-1, 5)
+        with annotation_file(txt, "WIDER FACE submission"):  # a row of fewer than five numbers, or words
+            rows = np.asarray([list(map(float, line[:5])) for line in lines[2:]], np.float64).reshape(-1, 5)
+        predictions[f"{txt.parent.name}/{txt.stem}"] = rows
     return predictions
 
 
