@@ -406,9 +406,13 @@ def test_truncated_or_malformed_annotation_files_name_the_file_and_the_place(tmp
         read_voc_xml(write(tmp_path / "half.xml", voc[: len(voc) // 2]), "a.png")
     with pytest.raises(AnnotationError, match="could not convert string to float"):
         read_voc_xml(write(tmp_path / "text.xml", voc.replace("<xmin>", "<xmin>left ", 1)), "a.png")
+    with pytest.raises(AnnotationError, match="missing <ymax> in a <bndbox>"):
+        read_voc_xml(write(tmp_path / "ymax.xml", voc.replace("<ymax>", "<ymin>", 1).replace("</ymax>", "</ymin>", 1)),
+                     "a.png")
 
     imglab = need(SHARED / "data/photos/dlib_examples_faces/training.xml").read_text()
-    with pytest.raises(AnnotationError, match=r"not a valid dlib imglab XML file at image '2007_007763.jpg': float"):
+    with pytest.raises(AnnotationError, match="not a valid dlib imglab XML file at image '2007_007763.jpg': "
+                                              "missing the 'left' attribute of a <box>"):
         read_imglab(write(tmp_path / "imglab.xml", imglab.replace("left=", "lft=", 1)))
 
     fddb = "2002/07/19/big/img_18\n1\n67.36 44.51 1.48 176.92 69.82 1\n2002/07/19/big/img_19\n1\n10 5 0 50 50 1\n"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import xml.etree.ElementTree as ET
 
-from .records import FaceRecord, annotation_file
+from .records import FaceRecord, annotation_file, required
 
 
 def read_imglab(xml: str | os.PathLike) -> list[FaceRecord]:
@@ -18,8 +18,9 @@ def read_imglab(xml: str | os.PathLike) -> list[FaceRecord]:
             position.where = f"image {image.get('file')!r}"
             boxes, ignore = [], []
             for box in image.iter("box"):
-                left, top = float(box.get("left")), float(box.get("top"))
-                boxes.append((left, top, left + float(box.get("width")), top + float(box.get("height"))))
+                left, top, width, height = (float(required(box.get(k), f"the {k!r} attribute of a <box>"))
+                                            for k in ("left", "top", "width", "height"))
+                boxes.append((left, top, left + width, top + height))
                 ignore.append(box.get("ignore", "0") == "1")
             records.append(FaceRecord(os.path.join(root_dir, image.get("file")), boxes, ignore,
                                       int(image.get("width", 0)), int(image.get("height", 0))))

@@ -79,6 +79,14 @@ def mark_unlabelled(records: Iterable[FaceRecord], find_faces: Callable[[FaceRec
     return out
 
 
+def required(value: str | None, what: str) -> str:
+    """`value`, an XML element's text or attribute, else a ValueError saying `what` is missing (inside
+    :func:`annotation_file`, an :class:`AnnotationError`)."""
+    if value is None:
+        raise ValueError(f"missing {what}")
+    return value
+
+
 @dataclass
 class ReadPosition:
     """Where a reader is in an annotation file (``"line 12"``, ``"image a.jpg"``), for its errors."""

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from ..core.image import IMAGE_SUFFIXES
-from .records import FaceRecord, annotation_file
+from .records import FaceRecord, annotation_file, required
 
 
 def read_voc_xml(xml_path: str | os.PathLike, image_path: str | os.PathLike, classes: tuple[str, ...] | None = None,
@@ -25,7 +25,10 @@ def read_voc_xml(xml_path: str | os.PathLike, image_path: str | os.PathLike, cla
             if classes is not None and (obj.findtext("name") or "").strip() not in classes:
                 continue
             bb = obj.find("bndbox")
-            boxes.append(tuple(float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")))
+            if bb is None:
+                raise ValueError("an <object> without a <bndbox>")
+            boxes.append(tuple(float(required(bb.findtext(k), f"<{k}> in a <bndbox>"))
+                               for k in ("xmin", "ymin", "xmax", "ymax")))
             ignore.append(ignore_difficult and obj.findtext("difficult", "0").strip() == "1")
         size = root.find("size")
         width = int(size.findtext("width", "0")) if size is not None else 0
