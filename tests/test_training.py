@@ -103,6 +103,27 @@ def test_ignored_boxes_travel_with_the_faces_and_change_no_random_draw(rng):
             assert sorted(map(tuple, moved)) == sorted(map(tuple, np.concatenate([faces, small_alone])))
 
 
+def test_an_unreadable_training_image_costs_one_sample_not_the_run(tmp_path):
+    from dataclasses import replace
+
+    from edgeface.errors import ImageError, ImageWarning
+    from edgeface.train.dataset import FaceTrainingSet
+
+    good = read_facemask(need(FACEMASK), "train")[:2]
+    (tmp_path / "corrupt.jpg").write_bytes(b"\xff\xd8 half a jpeg")
+    records = [good[0], replace(good[0], image_path=str(tmp_path / "corrupt.jpg")), good[1]]
+    cfg = tiny_config(tmp_path, data_anchor_sampling_prob=0.0)
+    objective = training_objective(cfg)
+    augment_config = AugmentConfig(size=cfg.input_size, data_anchor_sampling_prob=0.0)
+    images = FaceTrainingSet(records, objective, augment_config)
+    with pytest.warns(ImageWarning, match="training image skipped .*corrupt.jpg"):
+        x, _, index = images[len(records) + 1]  # epoch 1's corrupt record: the next one, as epoch 1 draws it
+    assert index == 2 and torch.equal(x, images[len(records) + 2][0])
+    broken = FaceTrainingSet([records[1]], objective, augment_config)
+    with pytest.warns(ImageWarning), pytest.raises(ImageError, match="none of the 1 training images can be read"):
+        broken[0]
+
+
 def test_a_records_ignored_boxes_are_neither_faces_nor_background(tmp_path):
     from dataclasses import replace
 

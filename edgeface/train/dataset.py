@@ -3,6 +3,7 @@ whose order is a pure function of (seed, epoch, rank), so training resumes exact
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Optional
 
@@ -14,6 +15,7 @@ from ..core.image import read_image
 from ..core.preprocess import normalise
 from ..data.augment import AugmentConfig, augment_sample
 from ..data.records import FaceRecord
+from ..errors import ImageError, ImageWarning
 from .objectives import Objective
 
 
@@ -58,9 +60,9 @@ class FaceTrainingSet(Dataset):
         """Item `key`; `stage_done` is called after each stage ("decode", "augment", "targets", "normalise"),
         for timing them (``python -m benchmarks data-loading``)."""
         epoch, index = divmod(int(key), len(self.records))
+        index, image = self._readable(index)
         record = self.records[index]
         rng = np.random.default_rng([self.seed, epoch, index])
-        image = read_image(record.image_path)
         stage_done("decode")
         image, faces, ignored = augment_sample(image, record.boxes[~record.ignore], rng, self.augment_configs[index],
                                                ignored=record.boxes[record.ignore])
@@ -73,6 +75,18 @@ class FaceTrainingSet(Dataset):
         x = torch.from_numpy(normalise(image, self.objective.spec.input))
         stage_done("normalise")
         return x, targets, index
+
+    def _readable(self, index: int) -> tuple[int, np.ndarray]:
+        """Record `index`'s image, or, when it cannot be read (a corrupt or vanished file), with a warning, the
+        next readable record's: one bad file among thousands costs one sample, not the run."""
+        for step in range(len(self.records)):
+            at = (index + step) % len(self.records)
+            try:
+                return at, read_image(self.records[at].image_path)
+            except ImageError as exc:
+                warnings.warn(ImageWarning(f"training image skipped (the next one is used in its place): {exc}"),
+                              stacklevel=2)
+        raise ImageError(f"none of the {len(self.records)} training images can be read")
 
 
 class ResumableSampler(Sampler[int]):
