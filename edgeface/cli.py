@@ -425,8 +425,15 @@ def cmd_eval_wider(args: argparse.Namespace) -> int:
         found = detect_wider(detector, ground_truth, args.images, progress=not args.quiet)
         write_submission(args.submission, found)
         print(f"detections written in the official layout to {args.submission}")
+    predictions = read_submission(args.submission)
+    if not predictions:
+        raise EdgefaceError(f"{args.submission} holds no detections in the official layout (<event>/<image>.txt)")
+    unmatched = sum(f"{image.event}/{image.name}" not in predictions for image in ground_truth)
+    if unmatched:
+        print(f"warning: {unmatched} of the {len(ground_truth)} WIDER val images have no detections file in "
+              f"{args.submission}; they count as images where no face was found", file=sys.stderr)
     print(f"scoring {len(ground_truth)} WIDER val images")
-    result = evaluate_wider(read_submission(args.submission), ground_truth)
+    result = evaluate_wider(predictions, ground_truth)
     print("WIDER FACE val AP: " + ", ".join(f"{s} {result.ap[s]:.4f}" for s in SETTINGS))
     if args.plot:
         plot_pr_curves([(f"{s} AP {result.ap[s]:.3f}", result.recall[s], result.precision[s]) for s in SETTINGS],

@@ -294,6 +294,12 @@ def test_eval_wider_cli_scores_a_submission_folder(tmp_path):
                             timeout=300)
     assert result.returncode == 0, result.stderr
     assert "WIDER FACE val AP: easy" in result.stdout and (tmp_path / "wider.png").exists()
+    assert "warning: 3225 of the 3226 WIDER val images have no detections file" in result.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = subprocess.run([sys.executable, "-m", "edgeface", "eval-wider", str(empty), "--ground-truth",
+                             str(gt_dir)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "holds no detections in the official layout" in result.stderr
 
 
 def test_box_voting_and_test_time_passes(extd64_onnx, photo_paths):
