@@ -19,7 +19,8 @@ class ImageError(EdgefaceError, ValueError):
 
 
 class AnnotationError(EdgefaceError, ValueError):
-    """An annotation file (WIDER txt, VOC or imglab XML, FDDB ellipse list) is truncated or malformed."""
+    """An annotation file (WIDER txt, VOC or imglab XML, FDDB ellipse list) or a WIDER submission file is
+    truncated or malformed."""
 
 
 class BackendError(EdgefaceError, RuntimeError):
@@ -31,7 +32,8 @@ class OptionError(EdgefaceError, ValueError):
 
 
 class ImageWarning(UserWarning):
-    """An image decoded, but not whole (e.g. a truncated JPEG whose lower part is grey); results may miss faces."""
+    """An image or video decoded, but not whole (a truncated JPEG whose lower part is grey, a video cut short),
+    or a training image that could not be read and was skipped: results may miss faces."""
 
 
 def user_stacklevel() -> int:
