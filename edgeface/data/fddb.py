@@ -27,15 +27,15 @@ def read_fddb_fold(ellipse_list: str | os.PathLike, images_root: str | os.PathLi
     ``record.boxes`` their axis-aligned bounds; ``record.name`` is the FDDB image path (no suffix)."""
     lines = [line.strip() for line in Path(ellipse_list).read_text().splitlines() if line.strip()]
     records, i = [], 0
-    while i < len(lines):
-        with annotation_file(ellipse_list, "FDDB ellipse list") as position:
+    with annotation_file(ellipse_list, "FDDB ellipse list") as position:
+        while i < len(lines):
             position.where = f"entry {lines[i]!r}"  # blank lines are dropped: no line numbers
             name, count = lines[i], int(lines[i + 1])
             ellipses = np.array([list(map(float, lines[i + 2 + k].split()[:5])) for k in range(count)],
                                 np.float64).reshape(-1, 5)
-        i += 2 + count
-        records.append(FaceRecord(os.path.join(os.fspath(images_root), f"{name}.jpg"), ellipse_bounds(ellipses),
-                                  name=name, ellipses=ellipses))
+            i += 2 + count
+            records.append(FaceRecord(os.path.join(os.fspath(images_root), f"{name}.jpg"),
+                                      ellipse_bounds(ellipses), name=name, ellipses=ellipses))
     return records
 
 

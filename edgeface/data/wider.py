@@ -21,18 +21,18 @@ def read_wider_txt(gt_txt: str | os.PathLike, images_root: str | os.PathLike) ->
     ignore; the per-face attributes are kept in ``record.attributes`` (``(N, 6)`` int, ATTRIBUTES order)."""
     lines = Path(gt_txt).read_text().split("\n")
     records, i = [], 0
-    while i < len(lines) and lines[i].strip():
-        name = lines[i].strip()
-        with annotation_file(gt_txt, "WIDER FACE ground-truth") as position:
+    with annotation_file(gt_txt, "WIDER FACE ground-truth") as position:
+        while i < len(lines) and lines[i].strip():
+            name = lines[i].strip()
             position.where = f"line {i + 1} ({name})"
             count = int(lines[i + 1])
             rows = [list(map(int, lines[i + 2 + k].split()[:10])) for k in range(max(count, 1))]
+            i += 2 + max(count, 1)  # an image with no faces still has one all-zero line
             data = np.array(rows[:count], np.int64).reshape(-1, 10)
-        i += 2 + max(count, 1)  # an image with no faces still has one all-zero line
-        boxes = np.concatenate([data[:, :2], data[:, :2] + data[:, 2:4]], axis=1).astype(np.float32)
-        ignore = (data[:, 7] == 1) | (data[:, 2] <= 0) | (data[:, 3] <= 0)
-        records.append(FaceRecord(os.path.join(os.fspath(images_root), name), boxes, ignore, name=name,
-                                  attributes=data[:, 4:10]))
+            boxes = np.concatenate([data[:, :2], data[:, :2] + data[:, 2:4]], axis=1).astype(np.float32)
+            ignore = (data[:, 7] == 1) | (data[:, 2] <= 0) | (data[:, 3] <= 0)
+            records.append(FaceRecord(os.path.join(os.fspath(images_root), name), boxes, ignore, name=name,
+                                      attributes=data[:, 4:10]))
     return records
 
 
