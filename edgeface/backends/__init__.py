@@ -12,7 +12,8 @@ from .base import Backend
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
-MODEL_FILE_TYPES = "ONNX (.onnx), PyTorch checkpoint (.pt, .pth, .ckpt) or TensorRT engine (.engine, .plan, .trt)"
+MODEL_FILE_TYPES = (f"ONNX (.onnx), PyTorch checkpoint ({', '.join(CHECKPOINT_SUFFIXES)}) or TensorRT engine "
+                    f"({', '.join(ENGINE_SUFFIXES)})")
 
 
 def open_backend(path: str | os.PathLike, device: str = "cpu", threads: Optional[int] = None,
