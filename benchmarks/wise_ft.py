@@ -7,8 +7,9 @@ score threshold 0.05):
 VOC AP50 on the face dataset's val split and WIDER FACE val easy / medium / hard AP (official protocol, over the
 val images ``../shared`` holds, or with --wider-holdout over a fold of the train images that the fine-tune did not
 train on). With --keep, END's change of each weight tensor is trimmed to its largest entries first (TIES-merging's
-trim). Alpha 0 is START itself (the baseline in the same run). Writes a table, JSON and a plot of every metric
-against alpha.
+trim); with --module-scale a module's weights move only a share of alpha (conf=0: START's classification
+heads throughout). Alpha 0 is START itself (the baseline in the same run). Writes a table, JSON and a plot of every
+metric against alpha.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeface.errors import OptionError
-from edgeface.options import check_keep_share
+from edgeface.options import check_keep_share, parse_module_scale
 
 from .machine import (
     HOLDOUT_HELP,
@@ -80,11 +81,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep", type=float, default=1.0, metavar="SHARE",
                         help="trim each weight tensor's change from START to END to this share of its largest "
                              "entries first (edgeface interpolate --keep; default: 1, plain WiSE-FT)")
+    parser.add_argument("--module-scale", type=str, action="append", default=[], metavar="MODULE=FACTOR",
+                        help="move this module's weights only FACTOR x alpha of the way (edgeface interpolate "
+                             "--module-scale; e.g. conf=0 keeps START's classification heads; repeatable)")
     parser.add_argument("--name", default="wise_ft", help="results file stem (default: %(default)s)")
     args = parser.parse_args(argv)
     try:  # before the minutes of loading and scoring
         check_keep_share(args.keep, "--keep")
         check_holdout_fold(args.wider_holdout)
+        scales = dict(parse_module_scale(text) for text in args.module_scale)
     except OptionError as exc:
         parser.error(str(exc))
     from edgeface.export.onnx_export import export_onnx
@@ -103,8 +108,8 @@ def main(argv: list[str] | None = None) -> None:
             onnx_path = Path(tmp) / f"alpha{alpha:g}.onnx"
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                export_onnx(interpolate_weights(start, end, alpha, args.keep), end_spec.with_min_side(args.min_side),
-                            onnx_path, check_images=[check])
+                mixed = interpolate_weights(start, end, alpha, args.keep, scales)
+                export_onnx(mixed, end_spec.with_min_side(args.min_side), onnx_path, check_images=[check])
             begin = time.perf_counter()
             row = {"alpha": alpha, **score_model(onnx_path, sets), "seconds": time.perf_counter() - begin}
             rows.append(row)
@@ -114,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
                            [[f"{r['alpha']:g}", *(f"{r[m]:.3f}" for m in metrics)] for r in rows])
     print(table)
     payload = {"machine": describe_machine(), "start": args.start, "end": args.end, "keep": args.keep,
+               "module_scales": scales,
                "model": spec.name,
                "min_side": args.min_side, "wider_max_side": args.wider_max_side,
                "wider_frame_side": args.wider_frame_side, "wider_holdout_fold": args.wider_holdout,
@@ -125,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     alphas = np.array([r["alpha"] for r in rows])
     start_name, end_name = ("/".join(Path(p).parts[-2:]) for p in (args.start, args.end))
     trimmed = f", keep {args.keep:g}" if args.keep < 1 else ""
+    trimmed += "".join(f", {module} x{factor:g}" for module, factor in scales.items())
     plot_lines([(m, alphas, np.array([r[m] for r in rows])) for m in metrics], RESULTS / f"{args.name}.png",
                title=f"{spec.name}: {start_name} (0) to {end_name} (1){trimmed}", xlabel="alpha", ylabel="AP",
                y_from_zero=False)

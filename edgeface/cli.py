@@ -27,6 +27,7 @@ from .options import (
     check_occlude_prob,
     check_samples,
     check_score_threshold,
+    parse_module_scale,
 )
 from .weights import SHIPPED
 
@@ -250,14 +251,19 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     from .models.checkpoint import interpolate_weights, save_checkpoint
 
     (start, _), (end, end_spec) = load_weights_of_one_model([args.start, args.end], "interpolation")
+    scales = dict(args.module_scale)
+    mixed = interpolate_weights(start, end, args.alpha, args.keep, scales)  # checks the module names first
     trimmed = f"-keep{args.keep:g}" if args.keep < 1 else ""
-    version = args.model_version or f"{end_spec.model_version}-wise{args.alpha:g}{trimmed}"
+    scaled = "".join(f"-{module}x{factor:g}" for module, factor in scales.items())
+    version = args.model_version or f"{end_spec.model_version}-wise{args.alpha:g}{trimmed}{scaled}"
     spec = replace(end_spec, model_version=version)
-    save_checkpoint(interpolate_weights(start, end, args.alpha, args.keep), spec, args.output,
+    save_checkpoint(mixed, spec, args.output,
                     interpolated={"start": os.path.basename(args.start), "end": os.path.basename(args.end),
-                                  "alpha": args.alpha, "keep": args.keep})
+                                  "alpha": args.alpha, "keep": args.keep, "module_scales": scales})
     change = f"the largest {args.keep:g} of the changes to " if args.keep < 1 else ""
-    print(f"{args.output}: {spec.name}, {1 - args.alpha:g} x {args.start} + {args.alpha:g} x {change}{args.end}")
+    except_for = "".join(f", {module} at {factor:g} x alpha" for module, factor in scales.items())
+    print(f"{args.output}: {spec.name}, {1 - args.alpha:g} x {args.start} + {args.alpha:g} x {change}{args.end}"
+          f"{except_for}")
     return 0
 
 
@@ -598,9 +604,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", type=_checked(check_keep_share), default=1.0, metavar="SHARE",
                    help="keep only this share of each weight tensor's largest changes from START to END, the rest "
                         "as START has them (TIES-merging's trim; (0, 1], default 1: plain WiSE-FT)")
+    p.add_argument("--module-scale", type=_checked(parse_module_scale, str), action="append", default=[],
+                   metavar="MODULE=FACTOR",
+                   help="move this module's weights only FACTOR x alpha of the way (0: START's as they are), e.g. "
+                        "conf=0 keeps START's classification heads; repeat for more modules (names as in the "
+                        "state dict: base, upfeat, loc, conf, base.0, ...)")
     p.add_argument("-o", "--output", required=True, help="edgeface checkpoint to write (.pt)")
     p.add_argument("--model-version", help="spec model_version of the result (default: END's + '-wise<alpha>', "
-                                           "and '-keep<share>' when trimmed)")
+                                           "'-keep<share>' when trimmed, '-<module>x<factor>' per module scale)")
     p.set_defaults(func=cmd_interpolate)
 
     p = sub.add_parser("train", help="train a model from a recipe (YAML)",

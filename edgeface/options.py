@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable, Mapping
 from numbers import Integral, Real
 from typing import Optional
 
@@ -82,6 +83,38 @@ def check_keep_share(value: float, name: str = "keep") -> float:
     if not 0.0 < value <= 1.0:  # also false for NaN
         raise OptionError(f"{name} must be in (0, 1], got {value:g}")
     return value
+
+
+def parse_module_scale(text: str) -> tuple[str, float]:
+    """``MODULE=FACTOR`` (``conf=0``) as ``(module, factor)``, the factor checked to lie in [0, 1]."""
+    module, sep, factor = text.partition("=")
+    try:
+        value = float(factor)
+    except ValueError:
+        value = None
+    if not sep or not module or value is None:
+        raise OptionError(f"expected MODULE=FACTOR such as conf=0, got {text!r}")
+    return module, _module_factor(module, value)
+
+
+def _module_factor(module: str, value: object) -> float:
+    if not isinstance(value, Real) or not 0.0 <= float(value) <= 1.0:  # also false for NaN
+        raise OptionError(f"the factor of {module} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def check_module_scales(scales: Mapping[str, float], weights: Iterable[str]) -> dict[str, float]:
+    """`scales` (module name -> factor in [0, 1]) checked against a model's weight names: each name must be a
+    module of the model, so a typo cannot silently leave the weights as they were."""
+    weights = list(weights)
+    checked = {}
+    for module, factor in scales.items():
+        if not any(w == module or w.startswith(module + ".") for w in weights):
+            top = sorted({w.split(".")[0] for w in weights})
+            raise OptionError(f"the model has no module {module!r}; its modules are {', '.join(top)} "
+                              "(and their parts, e.g. base.0)")
+        checked[module] = _module_factor(module, factor)
+    return checked
 
 
 def check_max_detections(value: object) -> int:

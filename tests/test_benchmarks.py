@@ -223,7 +223,17 @@ def test_wise_ft_scores_the_line_from_release_to_fine_tune_on_both_validations(t
     assert first["alpha"] == 0 and first["face_val_ap50"] > 0.3 and max(first[m] for m in metrics[1:]) > 0
     assert last["alpha"] == 1 and all(last[m] == 0 for m in metrics)
     assert (tmp_path / "wise_ft.png").exists()
+    # the fine-tune lost every face through its classification heads alone: kept as released, it is the release
+    result = subprocess.run([sys.executable, "-m", "benchmarks", "wise-ft", "--start", str(release), "--end",
+                             str(tmp_path / "lost.pt"), "--alphas", "1", "--wider-max-side", "320",
+                             "--module-scale", "conf=0", "--name", "heads"],
+                            capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    payload = json.loads((tmp_path / "heads.json").read_text())
+    assert payload["module_scales"] == {"conf": 0.0}
+    assert all(payload["rows"][0][m] == first[m] for m in metrics)
     for option, value, message in (("--keep", "0", "--keep must be in (0, 1], got 0"),
+                                   ("--module-scale", "conf=2", "the factor of conf must be a number in [0, 1]"),
                                    ("--wider-holdout", "5", "--wider-holdout must be a fold in 0 .. 4, got 5")):
         result = subprocess.run([sys.executable, "-m", "benchmarks", "wise-ft", "--end", str(tmp_path / "lost.pt"),
                                  option, value], capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)

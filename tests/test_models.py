@@ -200,6 +200,48 @@ def test_trimmed_interpolation_keeps_only_the_largest_changes_of_each_weight():
             interpolate_weights(start, end, alpha, bad)
 
 
+def test_module_scales_move_some_modules_less_of_the_way(tmp_path):
+    import subprocess
+    import sys
+
+    from edgeface.errors import OptionError
+    from edgeface.models.checkpoint import interpolate_weights, save_checkpoint
+
+    torch.manual_seed(0)
+    start, end = create_model("extd32"), create_model("extd32")
+    a, b = start.state_dict(), end.state_dict()
+    mixed = interpolate_weights(start, end, 0.8, module_scales={"conf": 0.0, "base": 0.5, "base.0": 1.0})
+    factors = {"conf.": 0.0, "base.0.": 1.0, "base.": 0.5, "": 1.0}  # the most specific name wins
+    for key, value in mixed.state_dict().items():
+        if value.is_floating_point():
+            factor = next(f for name, f in factors.items() if key.startswith(name))
+            torch.testing.assert_close(value, a[key] + 0.8 * factor * (b[key] - a[key]), rtol=0, atol=1e-6)
+    assert all(torch.equal(mixed.state_dict()[k], a[k]) for k in a if k.startswith("conf."))
+    with pytest.raises(OptionError, match="no module 'cls'; its modules are base, conf, loc, upfeat"):
+        interpolate_weights(start, end, 0.5, module_scales={"cls": 0.0})
+    with pytest.raises(OptionError, match=r"factor of conf must be a number in \[0, 1\]"):
+        interpolate_weights(start, end, 0.5, module_scales={"conf": 1.5})
+
+    save_checkpoint(start, default_spec("extd32"), tmp_path / "a.pt")
+    save_checkpoint(end, default_spec("extd32"), tmp_path / "b.pt")
+    cli = [sys.executable, "-m", "edgeface", "interpolate", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"),
+           "--alpha", "0.9"]
+    done = subprocess.run([*cli, "--module-scale", "conf=0", "-o", str(tmp_path / "c.pt")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    loaded, spec = load_checkpoint(tmp_path / "c.pt")
+    assert spec.model_version.endswith("-wise0.9-confx0") and "conf at 0 x alpha" in done.stdout
+    torch.testing.assert_close(loaded.state_dict()["conf.0.weight"], a["conf.0.weight"])
+    torch.testing.assert_close(loaded.state_dict()["loc.0.weight"], a["loc.0.weight"] + 0.9 * (
+        b["loc.0.weight"] - a["loc.0.weight"]), rtol=0, atol=1e-6)
+    for bad, message, code in (("conf", "expected MODULE=FACTOR such as conf=0", 2),
+                               ("cls=0", "the model has no module 'cls'", 1)):
+        failed = subprocess.run([*cli, "--module-scale", bad, "-o", str(tmp_path / "bad.pt")],
+                                capture_output=True, text=True)
+        assert failed.returncode == code and message in failed.stderr and "Traceback" not in failed.stderr
+        assert not (tmp_path / "bad.pt").exists()
+
+
 def test_a_model_soup_is_the_weighted_mean_of_its_models(tmp_path):
     import subprocess
     import sys

@@ -3,9 +3,10 @@ EXTD authors' released checkpoints."""
 
 from __future__ import annotations
 
+import copy
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
 import torch
@@ -13,7 +14,7 @@ from torch import nn
 
 from ..core.files import atomic_write
 from ..errors import ModelFileError, OptionError
-from ..options import check_keep_share
+from ..options import check_keep_share, check_module_scales
 from ..spec import ModelSpec
 from .registry import create_model
 
@@ -114,12 +115,19 @@ def convert_authors_checkpoint(src: str | os.PathLike, dst: str | os.PathLike,
     return spec
 
 
+def _state_dicts_of_one_architecture(models: Sequence[nn.Module]) -> list[dict[str, torch.Tensor]]:
+    """Each model's state dict; an error unless all hold the same weights of the same shapes."""
+    states = [m.state_dict() for m in models]
+    last = states[-1]
+    if any(s.keys() != last.keys() or any(s[k].shape != last[k].shape for k in last) for s in states):
+        raise ModelFileError("the models are not the same architecture: their weights do not correspond")
+    return states
+
+
 def average_weights(models: Sequence[nn.Module], weights: Optional[Sequence[float]] = None) -> nn.Module:
     """A copy of the last of `models` whose floating-point weights and buffers are their weighted mean (`weights`,
     non-negative, normalised to sum 1; default: equal): a model soup of fine-tunes of one model (Wortsman et al.
     2022). Integer buffers (BatchNorm's step counters) are the last model's. All must be the same architecture."""
-    import copy
-
     weights = [1.0] * len(models) if weights is None else [float(w) for w in weights]
     if not models:
         raise OptionError("need at least one model to average")
@@ -127,10 +135,8 @@ def average_weights(models: Sequence[nn.Module], weights: Optional[Sequence[floa
         raise OptionError(f"need one weight per model: {len(models)} models, {len(weights)} weights")
     if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
         raise OptionError(f"weights must be non-negative, finite and not all 0, got {weights}")
-    states = [m.state_dict() for m in models]
+    states = _state_dicts_of_one_architecture(models)
     last = states[-1]
-    if any(s.keys() != last.keys() or any(s[k].shape != last[k].shape for k in last) for s in states):
-        raise ModelFileError("the models are not the same architecture: their weights do not correspond")
     total = sum(weights)
     mixed = copy.deepcopy(models[-1])
     mixed.load_state_dict({k: sum(s[k] * (w / total) for s, w in zip(states, weights)) if v.is_floating_point() else v
@@ -138,27 +144,50 @@ def average_weights(models: Sequence[nn.Module], weights: Optional[Sequence[floa
     return mixed.eval()
 
 
-def interpolate_weights(start: nn.Module, end: nn.Module, alpha: float, keep: float = 1.0) -> nn.Module:
-    """WiSE-FT: a copy of `end` whose floating-point weights and buffers are ``(1 - alpha) * start + alpha * end``
+def interpolate_weights(start: nn.Module, end: nn.Module, alpha: float, keep: float = 1.0,
+                        module_scales: Optional[Mapping[str, float]] = None) -> nn.Module:
+    """WiSE-FT: a copy of `end` whose floating-point weights and buffers are ``start + alpha * (end - start)``
     (alpha 0: `start`, 1: `end`); integer buffers (BatchNorm's step counters) are `end`'s. Both must be the same
     architecture (for example a release and a fine-tune of it).
 
     With ``keep < 1`` the fine-tune's change of each parameter tensor, ``end - start``, is first trimmed to its
     `keep` share of largest-magnitude entries (the rest stay `start`'s), as TIES-merging trims task vectors
     (Yadav et al. 2023): ``start + alpha * trim(end - start)``. Buffers (BatchNorm statistics) are interpolated
-    whole."""
+    whole.
+
+    `module_scales` maps a module's name (``conf``, ``base.0``) to a factor in [0, 1] of alpha for its weights:
+    ``{"conf": 0}`` keeps `start`'s classification heads whole while the rest moves to alpha (the most specific
+    name counts)."""
     if not 0.0 <= alpha <= 1.0:  # also false for NaN
         raise OptionError(f"alpha must be in [0, 1], got {alpha}")
     keep = check_keep_share(keep)
-    mixed = average_weights([start, end], [1.0 - alpha, alpha])
-    if keep == 1.0:
-        return mixed
-    before, after = dict(start.named_parameters()), dict(end.named_parameters())
-    with torch.no_grad():
-        for name, param in mixed.named_parameters():
-            change = (after[name] - before[name]).flatten()
-            kept = torch.zeros_like(change)
-            largest = change.abs().topk(math.ceil(keep * change.numel())).indices
-            kept[largest] = change[largest]
-            param.copy_(before[name] + alpha * kept.view_as(param))
-    return mixed
+    before, after = _state_dicts_of_one_architecture([start, end])
+    scales = check_module_scales(module_scales or {}, after)
+    parameters = {name for name, _ in end.named_parameters()}
+    mixed = {}
+    for name, value in after.items():
+        if not value.is_floating_point():
+            mixed[name] = value
+            continue
+        change = value - before[name]
+        if keep < 1.0 and name in parameters:
+            change = _largest_entries(change, keep)
+        mixed[name] = before[name] + alpha * _module_scale(name, scales) * change
+    model = copy.deepcopy(end)
+    model.load_state_dict(mixed)
+    return model.eval()
+
+
+def _largest_entries(change: torch.Tensor, keep: float) -> torch.Tensor:
+    """`change` with all but its `keep` share of largest-magnitude entries set to 0."""
+    flat = change.flatten()
+    kept = torch.zeros_like(flat)
+    largest = flat.abs().topk(math.ceil(keep * flat.numel())).indices
+    kept[largest] = flat[largest]
+    return kept.view_as(change)
+
+
+def _module_scale(weight: str, scales: Mapping[str, float]) -> float:
+    """The factor of the most specific module name in `scales` that `weight` belongs to (1 when none)."""
+    owners = [name for name in scales if weight == name or weight.startswith(name + ".")]
+    return scales[max(owners, key=len)] if owners else 1.0
