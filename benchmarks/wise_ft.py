@@ -130,10 +130,10 @@ def main(argv: list[str] | None = None) -> None:
 
     alphas = np.array([r["alpha"] for r in rows])
     start_name, end_name = ("/".join(Path(p).parts[-2:]) for p in (args.start, args.end))
-    trimmed = f", keep {args.keep:g}" if args.keep < 1 else ""
-    trimmed += "".join(f", {module} x{factor:g}" for module, factor in scales.items())
+    variant = f", keep {args.keep:g}" if args.keep < 1 else ""
+    variant += "".join(f", {module} x{factor:g}" for module, factor in scales.items())
     plot_lines([(m, alphas, np.array([r[m] for r in rows])) for m in metrics], RESULTS / f"{args.name}.png",
-               title=f"{spec.name}: {start_name} (0) to {end_name} (1){trimmed}", xlabel="alpha", ylabel="AP",
+               title=f"{spec.name}: {start_name} (0) to {end_name} (1){variant}", xlabel="alpha", ylabel="AP",
                y_from_zero=False)
     print(f"plot: {RESULTS / f'{args.name}.png'}")
 

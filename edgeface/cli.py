@@ -608,7 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="MODULE=FACTOR",
                    help="move this module's weights only FACTOR x alpha of the way (0: START's as they are), e.g. "
                         "conf=0 keeps START's classification heads; repeat for more modules (names as in the "
-                        "state dict: base, upfeat, loc, conf, base.0, ...)")
+                        "state dict; EXTD's: base, upfeat, loc, conf, and parts such as base.0)")
     p.add_argument("-o", "--output", required=True, help="edgeface checkpoint to write (.pt)")
     p.add_argument("--model-version", help="spec model_version of the result (default: END's + '-wise<alpha>', "
                                            "'-keep<share>' when trimmed, '-<module>x<factor>' per module scale)")

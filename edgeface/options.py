@@ -111,8 +111,9 @@ def check_module_scales(scales: Mapping[str, float], weights: Iterable[str]) -> 
     for module, factor in scales.items():
         if not any(w == module or w.startswith(module + ".") for w in weights):
             top = sorted({w.split(".")[0] for w in weights})
+            part = ".".join(weights[0].split(".")[:2])
             raise OptionError(f"the model has no module {module!r}; its modules are {', '.join(top)} "
-                              "(and their parts, e.g. base.0)")
+                              f"(or a part of one, such as {part})")
         checked[module] = _module_factor(module, factor)
     return checked
 

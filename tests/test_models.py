@@ -217,7 +217,8 @@ def test_module_scales_move_some_modules_less_of_the_way(tmp_path):
             factor = next(f for name, f in factors.items() if key.startswith(name))
             torch.testing.assert_close(value, a[key] + 0.8 * factor * (b[key] - a[key]), rtol=0, atol=1e-6)
     assert all(torch.equal(mixed.state_dict()[k], a[k]) for k in a if k.startswith("conf."))
-    with pytest.raises(OptionError, match="no module 'cls'; its modules are base, conf, loc, upfeat"):
+    with pytest.raises(OptionError, match=r"no module 'cls'; its modules are base, conf, loc, upfeat \(or a part "
+                                          r"of one, such as base\.0\)"):
         interpolate_weights(start, end, 0.5, module_scales={"cls": 0.0})
     with pytest.raises(OptionError, match=r"factor of conf must be a number in \[0, 1\]"):
         interpolate_weights(start, end, 0.5, module_scales={"conf": 1.5})
