@@ -103,13 +103,18 @@ def _module_factor(module: str, value: object) -> float:
     return float(value)
 
 
+def in_module(weight: str, module: str) -> bool:
+    """Whether the state-dict entry `weight` (``conf.0.bias``) belongs to `module` (``conf``, ``conf.0``)."""
+    return weight == module or weight.startswith(module + ".")
+
+
 def check_module_scales(scales: Mapping[str, float], weights: Iterable[str]) -> dict[str, float]:
     """`scales` (module name -> factor in [0, 1]) checked against a model's weight names: each name must be a
     module of the model, so a typo cannot silently leave the weights as they were."""
     weights = list(weights)
     checked = {}
     for module, factor in scales.items():
-        if not any(w == module or w.startswith(module + ".") for w in weights):
+        if not any(in_module(w, module) for w in weights):
             top = sorted({w.split(".")[0] for w in weights})
             part = ".".join(weights[0].split(".")[:2])
             raise OptionError(f"the model has no module {module!r}; its modules are {', '.join(top)} "

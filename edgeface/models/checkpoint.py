@@ -14,7 +14,7 @@ from torch import nn
 
 from ..core.files import atomic_write
 from ..errors import ModelFileError, OptionError
-from ..options import check_keep_share, check_module_scales
+from ..options import check_keep_share, check_module_scales, in_module
 from ..spec import ModelSpec
 from .registry import create_model
 
@@ -189,5 +189,5 @@ def _largest_entries(change: torch.Tensor, keep: float) -> torch.Tensor:
 
 def _module_scale(weight: str, scales: Mapping[str, float]) -> float:
     """The factor of the most specific module name in `scales` that `weight` belongs to (1 when none)."""
-    owners = [name for name in scales if weight == name or weight.startswith(name + ".")]
+    owners = [name for name in scales if in_module(weight, name)]
     return scales[max(owners, key=len)] if owners else 1.0
