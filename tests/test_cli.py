@@ -81,6 +81,28 @@ def test_convert_export_and_detect_end_to_end(tmp_path, photo_paths):
     assert (out / "clip.mp4").stat().st_size > 0 and len(list((out / "photos").glob("*.jpg"))) == 3
 
 
+def test_detect_tiles_big_images_on_request(tmp_path):
+    """--tile: a crowd photo larger than --max-side runs in tiles at full resolution and finds more faces."""
+    from edgeface.weights import DEFAULT_MODEL
+
+    need(DEFAULT_MODEL)
+    photo = need(AUTHORS_WEIGHTS.parents[1] / "data" / "widerface" / "WIDER_val" / "images" / "58--Hockey"
+                 / "58_Hockey_icehockey_puck_58_680.jpg")
+    found = {}
+    for tile in (False, True):
+        out = tmp_path / f"tile_{tile}"
+        result = run("detect", str(photo), "--max-side", "512", *(["--tile"] if tile else []), "-o", str(out), "-q",
+                     "--no-draw")
+        assert result.returncode == 0, result.stderr
+        report = json.loads((out / "detections.json").read_text())
+        assert report["tile"] is tile and report["max_side"] == 512
+        found[tile] = len(report["results"][str(photo)]["faces"])
+    assert found[True] > 2 * found[False] > 0
+    result = run("detect", str(photo), "--max-side", "0", "--tile", "-o", str(tmp_path / "x"))
+    assert result.returncode == 1 and "tile splits frames larger than max_side" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_detect_with_a_missing_model_fails_cleanly(tmp_path):
     result = run("detect", "-m", str(tmp_path / "none.onnx"), str(tmp_path))
     assert result.returncode == 1 and "no such model file" in result.stderr

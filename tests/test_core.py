@@ -17,8 +17,9 @@ from edgeface.core.boxes import box_iou, cxcywh_to_xyxy, decode_boxes, encode_bo
 from edgeface.core.detections import Detections
 from edgeface.core.letterbox import Letterbox, letterbox
 from edgeface.core.nms import nms, nms_reference
-from edgeface.core.postprocess import decode_detections, face_scores
+from edgeface.core.postprocess import decode_detections, face_scores, in_source
 from edgeface.core.preprocess import pad_colour_bgr, prepare_input
+from edgeface.core.tiling import WHOLE_FRAME_FACE, plan_tiles
 from edgeface.spec import AnchorSpec, ModelSpec
 
 SPEC = ModelSpec(name="extd64")
@@ -136,13 +137,30 @@ def test_letterbox_round_trip_and_placement(rng):
 def test_prepare_input_normalises_rgb_and_pads_to_zero(rng):
     image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
     x, transform = prepare_input(image, SPEC.input)
-    assert x.shape == (3, 48, 64) and x.dtype == np.float32
-    np.testing.assert_array_equal(x[0], image[:, :, 2].astype(np.float32) - 123)  # R first
-    np.testing.assert_array_equal(x[2], image[:, :, 0].astype(np.float32) - 104)
+    # at its own size, padded at the right and bottom to the size multiple (128), where EXTD's feature maps align
+    assert x.shape == (3, 128, 128) and x.dtype == np.float32 and SPEC.input.size_multiple == 128
+    np.testing.assert_array_equal(x[0, :48, :64], image[:, :, 2].astype(np.float32) - 123)  # R first
+    np.testing.assert_array_equal(x[2, :48, :64], image[:, :, 0].astype(np.float32) - 104)
+    assert np.abs(x[:, 48:]).max() == 0 and np.abs(x[:, :, 64:]).max() == 0  # padding normalises to 0
     assert transform == Letterbox.identity(64, 48)
-    x, transform = prepare_input(image, SPEC.input, size=(64, 64))
-    assert x.shape == (3, 64, 64) and np.abs(x[:, :8]).max() == 0  # padding normalises to 0
+    x, transform = prepare_input(image, SPEC.input, size=(64, 64))  # letterboxed into 64 x 64, then padded
+    assert x.shape == (3, 128, 128) and np.abs(x[:, :8]).max() == 0 and np.abs(x[:, 56:]).max() == 0
+    aligned = rng.integers(0, 256, (128, 256, 3), dtype=np.uint8)
+    x, transform = prepare_input(aligned, SPEC.input)
+    assert x.shape == (3, 128, 256) and transform == Letterbox.identity(256, 128)
+    fixed = SPEC.with_input_shape((64, 64)).input  # a static-shape export: its own size, never padded
+    assert prepare_input(image, fixed, size=(64, 64))[0].shape == (3, 64, 64)
     assert pad_colour_bgr(SPEC.input) == (104.0, 117.0, 123.0)
+
+
+def test_boxes_in_the_inputs_padding_are_dropped_and_the_rest_clipped():
+    boxes = np.float32([[70, 10, 90, 30],   # wholly right of a 64 x 48 frame (in its padding): no area left
+                        [10, 50, 30, 70],   # wholly below it
+                        [50, 10, 80, 30],   # across its right edge: clipped
+                        [10, 10, 30, 30]])
+    found = in_source(Letterbox.identity(64, 48), boxes, np.float32([0.9, 0.8, 0.7, 0.6]))
+    np.testing.assert_array_equal(found.boxes, [[50, 10, 64, 30], [10, 10, 30, 30]])
+    np.testing.assert_array_equal(found.scores, np.float32([0.7, 0.6]))
 
 
 def test_decode_detections_recovers_a_planted_face():
@@ -197,3 +215,44 @@ def test_atomic_write_replaces_only_a_complete_file(tmp_path):
     with atomic_write(target) as tmp:
         Path(tmp).write_bytes(b"complete")
     assert target.read_bytes() == b"complete" and list(tmp_path.iterdir()) == [target]
+
+
+@settings(max_examples=150, deadline=None)
+@given(width=st.integers(1, 20_000), height=st.integers(1, 20_000), max_side=st.integers(640, 8192))
+def test_tiles_cover_the_frame_and_hold_whole_every_small_face_they_answer_for(width, height, max_side):
+    plan = plan_tiles(width, height, max_side)
+    if max(width, height) <= max_side:
+        assert plan is None
+        return
+    core_area = 0.0
+    for tile in plan.tiles:
+        assert 0 <= tile.x0 < tile.x1 <= width and 0 <= tile.y0 < tile.y1 <= height
+        assert tile.x1 - tile.x0 <= max_side and tile.y1 - tile.y0 <= max_side
+        x0, y0, x1, y1 = tile.core
+        core_area += (x1 - x0) * (y1 - y0)
+        # a face no longer than small_face centred in the core stays inside the tile, half its size to spare,
+        # wherever the tile was cut out of the frame (the frame's own borders bound every face anyway)
+        for core_edge, tile_edge, border in ((x0, tile.x0, 0), (y0, tile.y0, 0)):
+            assert core_edge == border if tile_edge == border else core_edge - tile_edge >= plan.small_face
+        for core_edge, tile_edge, border in ((x1, tile.x1, width), (y1, tile.y1, height)):
+            assert core_edge == border if tile_edge == border else tile_edge - core_edge >= plan.small_face
+    assert core_area == pytest.approx(width * height)  # cores of a grid: a partition of the frame
+    centres = np.array([[t.core[0], t.core[1]] for t in plan.tiles])
+    assert len(np.unique(centres, axis=0)) == len(plan.tiles)
+    overlap_capped = plan.small_face * 2 >= max_side // 2
+    if not overlap_capped:  # faces left to the whole frame scaled down are not too small there
+        assert plan.small_face * max_side / max(width, height) >= WHOLE_FRAME_FACE
+
+
+def test_tile_plan_keeps_each_face_in_one_place():
+    plan = plan_tiles(4000, 3000, 1920)
+    assert len(plan.tiles) == 6 and plan.small_face == 67
+    boxes = np.float32([[10, 10, 50, 50],        # small, in the first tile's core
+                        [1345, 100, 1385, 140],  # small, centred just past the first core's right edge
+                        [1200, 500, 1700, 1000]])  # large: the whole frame's
+    first, second = plan.tiles[0], plan.tiles[1]
+    assert first.core[2] == second.core[0] < 1365 < second.core[2]
+    assert plan.tile_keeps(boxes, first).tolist() == [True, False, False]
+    assert plan.tile_keeps(boxes, second).tolist() == [False, True, False]
+    assert plan.whole_frame_keeps(boxes).tolist() == [False, False, True]
+    assert plan.whole_frame_keeps(np.float32([[0, 0, 60, 60]])).tolist() == [True]  # the hand-over band

@@ -22,7 +22,7 @@ from edgeface.backends.cuda.reference import (
 )
 from edgeface.core.anchors import generate_anchors
 from edgeface.core.letterbox import fit
-from edgeface.core.preprocess import prepare_input
+from edgeface.core.preprocess import network_size, prepare_input
 from edgeface.spec import ModelSpec
 
 SPEC = ModelSpec(name="extd64")
@@ -86,8 +86,9 @@ def run_preprocess(cuda, image: np.ndarray, size, src_is_rgb=False, pitch_pad=0,
     height, width, channels = image.shape
     pitched = np.zeros((height, width * channels + pitch_pad), np.uint8)
     pitched[:, : width * channels] = image.reshape(height, -1)
-    out_w, out_h = size or (width, height)
-    new_w, new_h, pad_x, pad_y = fit(width, height, (out_w, out_h))
+    size = size or (width, height)
+    out_w, out_h = network_size(SPEC.input, size)
+    new_w, new_h, pad_x, pad_y = fit(width, height, size)
     src, dst = upload(runtime, pitched, stream), runtime.DeviceBuffer(3 * out_w * out_h * (2 if half else 4))
     kernels.launch("ef_preprocess", ((out_w + 15) // 16, (out_h + 15) // 16, 1), (16, 16, 1), stream,
                    src.ptr, width, height, pitched.shape[1], channels, int(src_is_rgb), dst.ptr, int(half), out_w,

@@ -54,7 +54,7 @@ def test_the_shipped_models_meet_their_face_dataset_targets(short, release, targ
     records = read_facemask(need(FACEMASK), "val")
     ours = evaluate_detector(edgeface.Detector(short, score_threshold=0.05), records).ap
     authors = evaluate_detector(edgeface.Detector(request.getfixturevalue(release), score_threshold=0.05), records).ap
-    assert ours >= target and ours > authors + 0.2, (ours, authors)
+    assert ours >= target and ours > authors + 0.1, (ours, authors)
 
 
 @pytest.mark.parametrize("fp32, kept", [("default", ()), ("fast", FIRST_STAGE_AND_HEADS)])

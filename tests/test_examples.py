@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import edgeface
+from conftest import SHARED, need
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 sys.path.insert(0, str(EXAMPLES))
@@ -103,6 +104,32 @@ def test_anonymise_an_image_folder_skips_undecodable_files(extd64_onnx, photo_pa
     result = run_example("anonymise.py", str(folder), "-o", str(tmp_path / "out"), "-m", str(extd64_onnx))
     assert "skipped" in result.stderr and "broken.jpg" in result.stderr and "1 images anonymised" in result.stdout
     assert cv2.imread(str(tmp_path / "out" / "sub" / "a.jpg")).shape == cv2.imread(photo_paths[0]).shape
+
+
+def test_anonymise_tiles_big_photos_so_small_faces_are_covered(extd64_onnx, tmp_path):
+    """A 3072 x 1980 photo (a WIDER hockey crowd, three by three): tiled, more of its faces get blurred than when
+    it is scaled down to 1920 px first (--no-tile); faces of 12 px and more of one copy, ground truth from WIDER."""
+    import warnings
+
+    from edgeface.data.wider import read_wider
+
+    photo = need(SHARED / "data" / "widerface" / "WIDER_val" / "images" / "58--Hockey"
+                 / "58_Hockey_icehockey_puck_58_680.jpg")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # only some of the val images are in ../shared
+        record = next(r for r in read_wider(photo.parents[3], "val") if r.image_path == str(photo))
+    faces = record.boxes[~record.ignore]
+    faces = faces[faces[:, 2] - faces[:, 0] >= 12].astype(int)
+    big = np.tile(cv2.imread(str(photo)), (3, 3, 1))
+    (tmp_path / "in").mkdir()
+    cv2.imwrite(str(tmp_path / "in" / "crowd.png"), big)
+    covered = {}
+    for flags in ((), ("--no-tile",)):
+        out = tmp_path / f"out{len(flags)}"
+        run_example("anonymise.py", str(tmp_path / "in"), "-o", str(out), "-m", str(extd64_onnx), *flags)
+        changed = np.abs(cv2.imread(str(out / "crowd.png")).astype(int) - big).mean(axis=2) > 3
+        covered[flags] = np.mean([changed[y1:y2, x1:x2].mean() > 0.5 for x1, y1, x2, y2 in faces])
+    assert len(faces) > 50 and covered[()] > covered[("--no-tile",)] + 0.1, covered
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.py")))

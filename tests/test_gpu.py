@@ -83,7 +83,7 @@ def test_graph_replay_on_the_gpu(gpu_runtime, photo_paths):
     spec = cpu.spec
     graphs, eager = (GpuPipeline(spec, fixed_network, cpu.score_threshold, cpu.nms_iou, cpu.max_detections,
                                  use_graphs=use) for use in (True, False))
-    expected = cpu.decode(loc[None], conf[None], transforms, 320, 240)[0]
+    expected = cpu.decode(loc[None], conf[None], transforms, batch.shape[3], batch.shape[2])[0]
     assert len(expected) > 0
     for i, frame in enumerate(frames * 2):
         got = graphs.detect(frame, (320, 240))

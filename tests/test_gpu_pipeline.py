@@ -102,11 +102,12 @@ def test_max_detections_and_top_k_bound_the_result(emulated_runtime, backend, ph
 
 
 def test_thousands_of_candidates_select_the_cpu_paths_top_k(emulated_runtime, backend):
-    """A network firing at every anchor of a 640x480 frame (25,500 candidates, distinct scores): the GPU path keeps
-    the spec's 5,000 best for NMS as the CPU path does, so both find the same faces."""
+    """A network firing at every anchor of a 640x480 frame (its 640x512 network input: 27,300 candidates, distinct
+    scores): the GPU path keeps the spec's 5,000 best for NMS as the CPU path does, so both find the same faces."""
     from edgeface.core.anchors import generate_anchors as anchors_of
+    from edgeface.core.preprocess import network_size
 
-    n = len(anchors_of(backend.spec.anchors, 640, 480))
+    n = len(anchors_of(backend.spec.anchors, *network_size(backend.spec.input, (640, 480))))
     rng = np.random.default_rng(0)
     loc = rng.normal(0, 0.1, (1, n, 4)).astype(np.float32)
     conf = np.zeros((1, n, 2), np.float32)
@@ -335,9 +336,9 @@ def test_tensorrt_runs_each_frame_size_on_its_own_context_alternating_sizes(emul
     trt = TensorRTBackend.__new__(TensorRTBackend)
     trt.spec, trt.engine, trt._contexts = backend.spec, FakeTensorRTEngine(backend), {}
     bounded = GpuPipeline(backend.spec, trt.network_runner(), 0.5, 0.3, 50, runtime=emulated_runtime, max_plans=2)
-    for size in [(160, 120), (192, 144), (224, 168), (256, 192)]:
+    for size in [(128, 96), (256, 192), (384, 288), (512, 384)]:  # network inputs padded to multiples of 128
         bounded.detect(image, size)
-    assert sorted(trt._contexts) == [(1, 3, 168, 224), (1, 3, 192, 256)]
+    assert sorted(trt._contexts) == [(1, 3, 384, 384), (1, 3, 384, 512)]
 
 
 def test_plans_are_an_lru_cache_and_their_memory_goes_with_them(emulated_runtime, backend, photo_paths):

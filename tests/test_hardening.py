@@ -51,6 +51,8 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
     (dict(max_side=10), "max_side must be between 32 and 8192"),
     (dict(min_side=10_000), "min_side must be between 32 and 8192"),
     (dict(device="tpu"), "device must be one of cpu, cuda, cuda:N, tensorrt, got 'tpu'"),
+    (dict(tile=True, max_side=None), "tile splits frames larger than max_side into tiles run at their own size"),
+    (dict(tile=True, input_size=(640, 480)), "it needs max_side and no input_size"),
 ])
 def test_out_of_range_options_are_errors_before_the_model_loads(options, message, tmp_path):
     with pytest.raises(OptionError) as info:
@@ -195,13 +197,71 @@ def test_big_photos_run_bounded_and_boxes_come_back_in_their_own_pixels():
     run = detector.backend.run
     detector.backend.run = lambda batch: seen.append(batch.shape) or run(batch)
     faces_big = detector(big)
-    assert seen == [(1, 3, 1494, 1920)]  # 3972 x 3090 scaled to a 1920 longest side
+    assert seen == [(1, 3, 1536, 1920)]  # 3972 x 3090 scaled to 1920 x 1494, padded to multiples of 128
     small = cv2.resize(big, (1920, 1494), interpolation=cv2.INTER_LINEAR)
     faces_small = detector(small)
     assert len(faces_big) == len(faces_small) > 20
     np.testing.assert_allclose(faces_big.boxes, faces_small.boxes * (big.shape[1] / 1920), rtol=0.02, atol=2)
     native = Detector(max_side=None)
     assert native.run_size(3972, 3090) == (3972, 3090) and native.max_side is None
+
+
+def test_tiles_find_the_small_faces_of_a_big_photo_at_the_memory_of_max_side(tmp_path):
+    """A mosaic of four WIDER crowd photos (2000 x 1500, 403 faces) at max_side 1024: tiled, it finds what the
+    full-size run finds (and more, where the whole frame scaled down finds the larger faces better), every network
+    input within the bound; scaled down whole, far fewer."""
+    need(DEFAULT_MODEL)
+    from benchmarks.big_photos import build_mosaic
+    from edgeface.data.records import FaceRecord
+    from edgeface.data.wider import read_wider
+    from edgeface.eval.voc import voc_ap
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # only some of the val images are in ../shared
+        records = read_wider(need(SHARED / "data" / "widerface" / "WIDER_val" / "images").parents[1], "val")
+    records.sort(key=lambda r: -int((~r.ignore).sum()))
+    path = tmp_path / "mosaic.jpg"
+    truth = FaceRecord(str(path), build_mosaic(records, 2, 2, path))
+    photo = cv2.imread(str(path))
+
+    def recall(**options) -> tuple[float, list[tuple[int, ...]]]:
+        detector = Detector(score_threshold=0.05, **options)
+        seen = []
+        run = detector.backend.run
+        detector.backend.run = lambda batch: seen.append(batch.shape) or run(batch)
+        return float(voc_ap([truth], [detector(photo)]).recall.max()), seen
+
+    tiled, inputs = recall(max_side=1024, tile=True)
+    full_size, _ = recall(max_side=None)
+    scaled_down, _ = recall(max_side=1024)
+    assert len(inputs) == 7 and inputs[0] == (1, 3, 768, 1024)  # the whole, then six tiles of at most 1024
+    assert all(max(shape[2:]) <= 1024 for shape in inputs)
+    assert tiled >= full_size - 0.01 and tiled > scaled_down + 0.15, (tiled, full_size, scaled_down)
+
+
+@pytest.mark.parametrize("photo", ["58--Hockey/58_Hockey_icehockey_puck_58_680.jpg",
+                                   "12--Group/12_Group_Large_Group_12_Group_Large_Group_12_315.jpg"])
+def test_tiles_report_each_face_once_and_whole_where_a_tile_cuts_it(photo):
+    """WIDER crowd photos (1024 px wide, some 90 faces) in tiles of at most 512 px give the full-size run's
+    faces: those the tiles' cuts cross come back whole (IoU >= 0.7 with the full-size box), none twice."""
+    need(DEFAULT_MODEL)
+    from edgeface.core.boxes import box_iou
+    from edgeface.core.tiling import plan_tiles
+
+    image = cv2.imread(str(need(SHARED / "data" / "widerface" / "WIDER_val" / "images" / photo)))
+    height, width = image.shape[:2]
+    full_size = Detector(max_side=None)(image)
+    tiled = Detector(max_side=512, tile=True)(image)
+    tiles = plan_tiles(width, height, 512).tiles
+    cuts_x = {t.x0 for t in tiles if t.x0 > 0} | {t.x1 for t in tiles if t.x1 < width}
+    cuts_y = {t.y0 for t in tiles if t.y0 > 0} | {t.y1 for t in tiles if t.y1 < height}
+    crossing = np.array([any(x1 < c < x2 for c in cuts_x) or any(y1 < c < y2 for c in cuts_y)
+                         for x1, y1, x2, y2 in full_size.boxes])
+    iou = box_iou(full_size.boxes, tiled.boxes)
+    assert len(tiles) == 6 and crossing.sum() >= 5 and len(full_size) > 80
+    assert (iou.max(axis=1)[crossing] >= 0.7).all()
+    assert (iou.max(axis=1) >= 0.7).mean() >= 0.95 and (iou.max(axis=0) >= 0.7).mean() >= 0.93
+    assert len(Detector(max_side=512)(image)) < 0.6 * len(tiled)  # what tiling is for
 
 
 def test_small_frames_run_upscaled_to_min_side_in_one_pass(extd64_onnx):

@@ -62,13 +62,15 @@ def fit_within(width: int, height: int, max_side: int | None, min_side: int | No
 
 
 def letterbox(image: np.ndarray, size: tuple[int, int], pad_value: tuple[float, ...] = (0, 0, 0),
-              interpolation: int = cv2.INTER_LINEAR) -> tuple[np.ndarray, Letterbox]:
-    """Fit `image` into ``size = (w, h)`` keeping its aspect ratio, centred, the rest filled with `pad_value`.
+              interpolation: int = cv2.INTER_LINEAR, canvas: tuple[int, int] | None = None,
+              ) -> tuple[np.ndarray, Letterbox]:
+    """Fit `image` into ``size = (w, h)`` keeping its aspect ratio, centred, the rest filled with `pad_value`;
+    `canvas` (at least `size`) extends the result at the right and bottom.
 
-    Returns the ``h x w`` image and the :class:`Letterbox` that maps boxes back.
+    Returns the image (``h x w``, or the canvas's) and the :class:`Letterbox` that maps boxes back.
     """
     height, width = image.shape[:2]
-    out_w, out_h = size
+    out_w, out_h = canvas or size
     new_w, new_h, pad_x, pad_y = fit(width, height, size)
     if (new_w, new_h) != (width, height):
         image = cv2.resize(image, (new_w, new_h), interpolation=interpolation)

@@ -46,4 +46,12 @@ def decode_detections(loc: np.ndarray, conf: np.ndarray, anchors: np.ndarray, sp
     boxes = decode_boxes(loc[candidates], anchors[candidates], spec.variances)
     scores = scores[candidates].astype(np.float32)
     keep = nms(boxes, scores, nms_iou, max_detections)
-    return Detections(transform.to_source(boxes[keep]), scores[keep])
+    return in_source(transform, boxes[keep], scores[keep])
+
+
+def in_source(transform: Letterbox, boxes: np.ndarray, scores: np.ndarray) -> Detections:
+    """Network-input boxes mapped to the source image and clipped to it; a box left without area (it lay wholly in
+    the input's padding) is dropped."""
+    mapped = transform.to_source(boxes)
+    inside = (mapped[:, 2] > mapped[:, 0]) & (mapped[:, 3] > mapped[:, 1])
+    return Detections(mapped[inside], scores[inside])

@@ -25,11 +25,23 @@ def normalise(image_bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
     return chw
 
 
+def network_size(spec: InputSpec, size: tuple[int, int]) -> tuple[int, int]:
+    """``(w, h)`` of the network input for frames fitted into ``size = (w, h)``: `size` padded at the right and
+    bottom to a multiple of ``spec.size_multiple`` (the fixed size of a static-shape export as it is)."""
+    if spec.size is not None:
+        return tuple(spec.size)
+    multiple = spec.size_multiple
+    return -(-size[0] // multiple) * multiple, -(-size[1] // multiple) * multiple
+
+
 def prepare_input(image_bgr: np.ndarray, spec: InputSpec,
                   size: tuple[int, int] | None = None) -> tuple[np.ndarray, Letterbox]:
-    """Normalised ``3 x H x W`` input for one frame, at its own size or letterboxed to ``size = (w, h)``."""
+    """Normalised ``3 x H x W`` network input (:func:`network_size`) for one frame, at its own size or letterboxed
+    to ``size = (w, h)``, padded with the colour that normalises to zero."""
     height, width = image_bgr.shape[:2]
-    if size is None or tuple(size) == (width, height):
+    size = (width, height) if size is None else tuple(size)
+    canvas = network_size(spec, size)
+    if size == canvas == (width, height):
         return normalise(image_bgr, spec), Letterbox.identity(width, height)
-    boxed, transform = letterbox(image_bgr, size, pad_colour_bgr(spec))
+    boxed, transform = letterbox(image_bgr, size, pad_colour_bgr(spec), canvas=canvas)
     return normalise(boxed, spec), transform

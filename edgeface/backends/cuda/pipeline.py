@@ -36,6 +36,8 @@ import numpy as np
 from ...core.anchors import generate_anchors
 from ...core.detections import Detections
 from ...core.letterbox import Letterbox, fit
+from ...core.postprocess import in_source
+from ...core.preprocess import network_size
 from ...errors import BackendError, ModelFileError, user_stacklevel
 from ...spec import ModelSpec
 from . import SELECT_COUNT, SELECT_STATE_INTS
@@ -72,7 +74,8 @@ class Plan:
     """Everything one (frame size, input size) needs, allocated once."""
 
     frame_shape: tuple[int, int, int]  # h, w, channels
-    input_size: tuple[int, int]  # w, h
+    input_size: tuple[int, int]  # w, h the frame is fitted into
+    network_size: tuple[int, int]  # w, h of the network input: input_size padded at the right and bottom
     staging: Any  # HostBuffer: host frames are copied (or decoded by the caller) into it
     frame: Any  # DeviceBuffer the staging buffer is copied to; None when the staging buffer is mapped
     input: Any
@@ -168,7 +171,8 @@ class GpuPipeline:
         else:
             while len(self._plans) >= self.max_plans:  # least recently used first; its memory goes with it
                 self._drop_plan(next(iter(self._plans)))
-            rt, (width, height), k = self.rt, input_size, self.top_k
+            rt, k = self.rt, self.top_k
+            width, height = network_size(self.spec.input, input_size)
             anchors = generate_anchors(self.spec.anchors, width, height)
             n = len(anchors)
             produced = getattr(self.network, "output_anchors", None)
@@ -178,7 +182,8 @@ class GpuPipeline:
             staging = rt.HostBuffer(int(np.prod(frame_shape)), mapped=self.mapped)
             result = rt.HostBuffer(RESULT_HEADER + self.max_keep * 20, mapped=self.mapped)
             plan = Plan(
-                frame_shape=tuple(frame_shape), input_size=(width, height), staging=staging,
+                frame_shape=tuple(frame_shape), input_size=tuple(input_size), network_size=(width, height),
+                staging=staging,
                 frame=None if self.mapped else rt.DeviceBuffer(staging.nbytes),
                 input=rt.DeviceBuffer(3 * width * height * 4), loc=rt.DeviceBuffer(n * 16),
                 conf=rt.DeviceBuffer(n * 8), anchors=rt.DeviceBuffer(n * 16), boxes=rt.DeviceBuffer(n * 16),
@@ -198,8 +203,8 @@ class GpuPipeline:
         context) once no other plan runs at its input size."""
         plan = self._plans.pop(key)
         release = getattr(self.network, "release", None)
-        if release is not None and all(p.input_size != plan.input_size for p in self._plans.values()):
-            release(*plan.input_size)
+        if release is not None and all(p.network_size != plan.network_size for p in self._plans.values()):
+            release(*plan.network_size)
 
     def host_frame(self, width: int, height: int, channels: int = 3,
                    input_size: Optional[tuple[int, int]] = None) -> np.ndarray:
@@ -217,14 +222,14 @@ class GpuPipeline:
 
     def enqueue_preprocess(self, plan: Plan, source: Optional[int], pitch: int) -> None:
         """Stage 1: the frame (`source`, a device frame, or None for the staging buffer) -> the network input."""
-        (frame_h, frame_w, channels), (width, height) = plan.frame_shape, plan.input_size
+        (frame_h, frame_w, channels), (width, height) = plan.frame_shape, plan.network_size
         if source is None:
             if plan.frame is None:
                 source = plan.staging.device_ptr
             else:
                 plan.frame.copy_from_host(plan.staging_frame(), self.stream)
                 source = plan.frame.ptr
-        new_w, new_h, pad_x, pad_y = fit(frame_w, frame_h, (width, height))
+        new_w, new_h, pad_x, pad_y = fit(frame_w, frame_h, plan.input_size)
         inp = self.spec.input
         self.kernels.launch("ef_preprocess", ((width + 15) // 16, (height + 15) // 16, 1), (16, 16, 1), self.stream,
                             source, frame_w, frame_h, pitch, channels, 0, plan.input.ptr, 0, width, height, new_w,
@@ -233,7 +238,7 @@ class GpuPipeline:
 
     def enqueue_network(self, plan: Plan) -> None:
         """Stage 2: the network, input buffer -> ``loc`` / ``conf`` buffers."""
-        width, height = plan.input_size
+        width, height = plan.network_size
         self.network(plan.input.ptr, plan.loc.ptr, plan.conf.ptr, width, height, self.stream)
 
     def enqueue_postprocess(self, plan: Plan) -> None:
@@ -315,7 +320,6 @@ class GpuPipeline:
         plan.runs += 1
         count = int(plan.result.array((1,), np.int32)[0])
         kept = plan.result.array((self.max_keep, 5), np.float32, RESULT_HEADER)[:count].copy()
-        width, height = plan.input_size
-        new_w, new_h, pad_x, pad_y = fit(frame_w, frame_h, (width, height))
+        new_w, new_h, pad_x, pad_y = fit(frame_w, frame_h, plan.input_size)
         transform = Letterbox(new_w / frame_w, new_h / frame_h, float(pad_x), float(pad_y), frame_w, frame_h)
-        return Detections(transform.to_source(kept[:, :4]), kept[:, 4])
+        return in_source(transform, kept[:, :4], kept[:, 4])

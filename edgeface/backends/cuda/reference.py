@@ -8,6 +8,7 @@ from ...core.boxes import decode_boxes
 from ...core.letterbox import fit
 from ...core.nms import nms_reference
 from ...core.postprocess import face_scores
+from ...core.preprocess import network_size
 from ...spec import InputSpec
 
 
@@ -28,10 +29,12 @@ def bilinear_resize(image: np.ndarray, new_w: int, new_h: int) -> np.ndarray:
 
 def preprocess_reference(image: np.ndarray, spec: InputSpec, size: tuple[int, int] | None = None,
                          src_is_rgb: bool = False) -> np.ndarray:
-    """ef_preprocess: ``H x W x C`` uint8 (BGR, BGRx or RGB) -> letterboxed, normalised ``3 x h x w`` float32."""
+    """ef_preprocess: ``H x W x C`` uint8 (BGR, BGRx or RGB) -> letterboxed into `size` (default: its own),
+    normalised ``3 x h x w`` float32 network input (:func:`~edgeface.core.preprocess.network_size`)."""
     height, width = image.shape[:2]
-    out_w, out_h = size or (width, height)
-    new_w, new_h, pad_x, pad_y = fit(width, height, (out_w, out_h))
+    size = size or (width, height)
+    out_w, out_h = network_size(spec, size)
+    new_w, new_h, pad_x, pad_y = fit(width, height, size)
     rgb = bilinear_resize(image[:, :, :3], new_w, new_h)
     if not src_is_rgb:
         rgb = rgb[:, :, ::-1]
