@@ -226,10 +226,12 @@ class Detector:
 
     def _detect_tiled(self, frame, on_gpu: bool) -> Detections:
         """A frame larger than `max_side` as tiles at full resolution plus the whole scaled down (see `tile`)."""
-        if hasattr(frame, "__cuda_array_interface__"):
-            raise OptionError("tile takes frames in host memory (NumPy arrays or image files), not device arrays")
-        height, width = frame.shape[:2]
+        device = hasattr(frame, "__cuda_array_interface__")
+        height, width = (frame.__cuda_array_interface__["shape"] if device else frame.shape)[:2]
         plan = plan_tiles(width, height, self.max_side)
+        if plan is not None and device:
+            raise OptionError("tile cuts frames larger than max_side from host memory (NumPy arrays or image "
+                              "files); this one is a device array")
         whole = self._detect_frames([frame], on_gpu)[0]
         if plan is None:
             return whole
