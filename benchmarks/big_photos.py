@@ -78,7 +78,8 @@ def run_cell(cell: dict) -> dict:
 
 
 def network_inputs(detector, width: int, height: int) -> str:
-    """The network input sizes of a ``width`` x ``height`` photo: the whole (scaled) and, when tiled, the tiles."""
+    """The sizes a ``width`` x ``height`` photo runs at, before the padding to the spec's size multiple: the whole
+    (scaled) and, when tiled, the tiles."""
     from edgeface.core.tiling import plan_tiles
 
     whole = "x".join(map(str, detector.run_size(width, height)))
@@ -126,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     records = read_wider(WIDER, "val")
     records.sort(key=lambda r: -int((~r.ignore).sum()))  # crowds first
+
     def bound(row: dict) -> str:
         if not row["max_side"]:
             return "own size"
