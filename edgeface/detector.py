@@ -159,8 +159,9 @@ class Detector:
             self.gpu_pipeline.set_decode(score_threshold, nms_iou, max_detections)
 
     def run_size(self, width: int, height: int) -> tuple[int, int]:
-        """``(w, h)`` of the network input for a ``width`` x ``height`` frame: the fixed `input_size`, else the
-        frame's own size, upscaled to `min_side` when smaller and bounded by `max_side`."""
+        """``(w, h)`` a ``width`` x ``height`` frame is sized to: the fixed `input_size`, else the frame's own size,
+        upscaled to `min_side` when smaller and bounded by `max_side`. The network input is this padded at the right
+        and bottom to the spec's size multiple (:func:`~edgeface.core.preprocess.network_size`)."""
         return self.input_size or fit_within(width, height, self.max_side, self.min_side)
 
     def _open_gpu_pipeline(self):
