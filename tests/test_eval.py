@@ -150,6 +150,35 @@ def test_small_frames_run_the_detector_on_a_downscaled_frame_and_map_boxes_back(
         validation_set({"format": "imglab", "xml": "x.xml", "frame_side": 8})
 
 
+def test_an_unreadable_evaluation_image_scores_as_missed_faces_and_the_rest_still_count(tmp_path):
+    import cv2
+
+    from edgeface.errors import ImageWarning
+    from edgeface.eval.voc import detect_records
+    from edgeface.eval.wider import WiderImage, detect_wider
+
+    cv2.imwrite(str(tmp_path / "good.jpg"), np.full((32, 32, 3), 128, np.uint8))
+    (tmp_path / "corrupt.jpg").write_bytes(b"\xff\xd8 half a jpeg")
+    face = [[2, 2, 20, 20]]
+    records = [FaceRecord(str(tmp_path / name), face, [False]) for name in ("good.jpg", "corrupt.jpg", "gone.jpg")]
+
+    def oracle(image):  # finds the one labelled face in any image it is given
+        assert image.shape == (32, 32, 3)
+        return dets(face, [0.9])
+
+    with pytest.warns(ImageWarning, match="scored as no detections") as caught:
+        found = detect_records(oracle, records)
+    assert [len(d) for d in found] == [1, 0, 0]
+    assert any("corrupt.jpg" in str(w.message) for w in caught) and any("gone.jpg" in str(w.message) for w in caught)
+    assert voc_ap(records, found).ap == pytest.approx(1 / 3)  # the faces of the two bad files count as missed
+
+    keep = {s: np.array([0]) for s in ("easy", "medium", "hard")}
+    truth = [WiderImage(".", name, np.array([[2, 2, 19, 19]], float), keep) for name in ("good", "corrupt")]
+    with pytest.warns(ImageWarning, match="corrupt.jpg"):
+        wider = detect_wider(oracle, truth, tmp_path, progress=False)
+    assert [len(wider[f"./{name}"]) for name in ("good", "corrupt")] == [1, 0]
+
+
 def test_wider_protocol_hand_computed():
     from edgeface.eval.wider import WiderImage, evaluate_wider
 

@@ -8,6 +8,8 @@ match is an ignored face is neither a true nor a false positive.
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -16,6 +18,7 @@ import numpy as np
 
 from ..core.detections import Detections
 from ..data.records import FaceRecord
+from ..errors import ImageError, ImageWarning, user_stacklevel
 
 
 @dataclass
@@ -149,14 +152,27 @@ def detect_records(detector, records: Sequence[FaceRecord], progress: bool = Fal
     last image (checked before each one)."""
     from tqdm import tqdm
 
-    from ..core.image import read_image
-
     detections = []
     for record in tqdm(records, desc="eval", unit="img", disable=not progress):
         if should_stop is not None and should_stop():
             return None
-        detections.append(detector(read_image(record.image_path)))
+        detections.append(detect_or_miss(detector, record.image_path))
     return detections
+
+
+def detect_or_miss(detector, path: str | os.PathLike) -> Detections:
+    """`detector`'s detections on the image file at `path`, or none, with an :class:`ImageWarning`, when the file
+    is missing or cannot be decoded: one bad file does not stop an evaluation, and its faces count as missed (as
+    an image without a detections file does in the WIDER FACE protocol), so it can only lower the score."""
+    from ..core.image import read_image
+
+    try:
+        image = read_image(path)
+    except ImageError as exc:
+        warnings.warn(ImageWarning(f"evaluation image scored as no detections (its faces count as missed): {exc}"),
+                      stacklevel=user_stacklevel())
+        return Detections.empty()
+    return detector(image)
 
 
 def evaluate_detector(detector, records: Sequence[FaceRecord], iou_threshold: float = 0.5, progress: bool = False,

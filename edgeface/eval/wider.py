@@ -26,7 +26,7 @@ import numpy as np
 
 from ..core.detections import Detections
 from ..data.records import annotation_file
-from .voc import interpolated_ap, iou_matrix
+from .voc import detect_or_miss, interpolated_ap, iou_matrix
 
 SETTINGS = ("easy", "medium", "hard")
 THRESHOLDS = 1000
@@ -113,14 +113,12 @@ def detect_wider(detector, ground_truth: list[WiderImage], images_root: str | os
     Returns None when `should_stop` turns true before the last image (checked before each one)."""
     from tqdm import tqdm
 
-    from ..core.image import read_image
-
     found = {}
     for image in tqdm(ground_truth, desc="WIDER val", unit="img", disable=not progress):
         if should_stop is not None and should_stop():
             return None
         path = Path(images_root) / image.event / f"{image.name}.jpg"
-        found[f"{image.event}/{image.name}"] = detector(read_image(path))
+        found[f"{image.event}/{image.name}"] = detect_or_miss(detector, path)
     return found
 
 
