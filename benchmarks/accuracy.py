@@ -193,9 +193,10 @@ def main(argv: list[str] | None = None) -> None:
         ["model", "set", "mode", "metric", "score", "CPU ms (640x480)"],
         [[r["model"], r["set"], r["mode"], r["metric"], f"{r['score']:.3f}", f"{r['latency_ms_640x480']:.1f}"]
          for r in rows])
-    if args.only:
-        table += (f"\n\nMeasured in this run: {', '.join(args.only)}; the other rows come from earlier runs (the same "
-                  f"protocol and machine): {when_measured(rows)}.")
+    kept = [r for r in rows if r["model"] not in args.only] if args.only else []
+    if kept:  # an earlier run's rows may predate a change of protocol or come from another machine: say when
+        table += (f"\n\nMeasured in this run: {', '.join(args.only)}; the other rows come from earlier runs: "
+                  f"{when_measured(kept)}.")
     print()
     print(table)
     print(f"\nwritten: {write_results('accuracy', payload, table)}")
