@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional
 
 from .core.image import IMAGE_SUFFIXES, VIDEO_SUFFIXES, list_inputs
 from .data.augment import RECIPES
-from .errors import EdgefaceError, ImageWarning, OptionError
+from .errors import EdgefaceError, ImageWarning, OptionError, UnscoredImageWarning
 from .options import (
     DEFAULT_MAX_SIDE,
     check_background_crop_prob,
@@ -393,12 +393,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         test_time = TestTimeSpec.from_scales(tuple(args.scales or (1.0,)), args.flip, args.box_voting)
     detector = Detector(args.model, score_threshold=args.score_threshold, input_size=args.input_size,
                         device=args.device, test_time=test_time, max_side=args.max_side, min_side=args.min_side)
-    detections = detect_records(detector, records, progress=not args.quiet)
+    detections, unreadable = _counting_unreadable(lambda: detect_records(detector, records, progress=not args.quiet))
     curve = voc_ap(records, detections, iou_threshold=args.iou)
     placement = box_placement(records, detections)
     name = f"{Path(args.model).stem} ({detector.spec.name})"
-    print(f"{name}: VOC AP@{args.iou:g} = {curve.ap:.4f} on {len(records)} images, {curve.num_faces} faces "
-          f"({args.format} {' '.join(args.data)})")
+    print(f"{name}: VOC AP@{args.iou:g} = {curve.ap:.4f} on {len(records)} images{_unreadable_note(unreadable)}, "
+          f"{curve.num_faces} faces ({args.format} {' '.join(args.data)})")
     print(f"box placement: {placement}")
     if args.plot:
         plot_pr_curves([(f"{name} AP {curve.ap:.3f}", curve.recall, curve.precision)], args.plot)
@@ -406,8 +406,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"model": args.model, "data": source, "ap": curve.ap,
                                                "faces": curve.num_faces, "images": len(records),
+                                               "unreadable_images": unreadable,
                                                "box_placement": asdict(placement)}, indent=1))
     return 0
+
+
+def _counting_unreadable(detect: Callable[[], Any]) -> tuple[Any, int]:
+    """``detect()`` (an evaluation's pass over its images) and how many of the images could not be read; each
+    one's warning is printed (they were scored as no detections, so their faces count as missed)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnscoredImageWarning)
+        result = detect()
+    unreadable = 0
+    for w in caught:
+        if issubclass(w.category, UnscoredImageWarning):
+            unreadable += 1
+            print(f"warning: {w.message}", file=sys.stderr)
+        else:  # anything else as Python would have shown it
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return result, unreadable
+
+
+def _unreadable_note(unreadable: int) -> str:
+    return f" ({unreadable} unreadable, scored as no detections)" if unreadable else ""
 
 
 def cmd_eval_wider(args: argparse.Namespace) -> int:
@@ -429,9 +452,10 @@ def cmd_eval_wider(args: argparse.Namespace) -> int:
         if not args.images:
             raise EdgefaceError("--model needs --images (the WIDER_val/images folder)")
         detector = Detector(args.model, score_threshold=args.score_threshold, device=args.device)
-        found = detect_wider(detector, ground_truth, args.images, progress=not args.quiet)
+        found, unreadable = _counting_unreadable(
+            lambda: detect_wider(detector, ground_truth, args.images, progress=not args.quiet))
         write_submission(args.submission, found)
-        print(f"detections written in the official layout to {args.submission}")
+        print(f"detections written in the official layout to {args.submission}{_unreadable_note(unreadable)}")
     predictions = read_submission(args.submission)
     if not predictions:
         raise EdgefaceError(f"{args.submission} holds no detections in the official layout (<event>/<image>.txt)")

@@ -36,6 +36,11 @@ class ImageWarning(UserWarning):
     or a training image that could not be read and was skipped: results may miss faces."""
 
 
+class UnscoredImageWarning(ImageWarning):
+    """An evaluation image could not be read: it was scored as no detections, so its labelled faces count as
+    missed."""
+
+
 def user_stacklevel() -> int:
     """The ``warnings.warn`` stacklevel of the first caller outside edgeface, for the function calling this: a
     warning then names the user's line (their ``detector(path)``), not the edgeface line that noticed."""

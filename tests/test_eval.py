@@ -102,6 +102,25 @@ def test_eval_cli_reproduces_the_authors_extd64_on_the_face_dataset(extd64_onnx,
     assert placement["faces"] == 877 and -0.3 < placement["dy"] < -0.12 and placement["misplaced"] > 0.05
 
 
+def test_eval_cli_counts_unreadable_images_as_missed_faces(extd64_onnx, dlib_testing, tmp_path):
+    from conftest import write_imglab
+    from edgeface.data import read_imglab
+
+    records = read_imglab(dlib_testing)[:2]
+    (tmp_path / "corrupt.jpg").write_bytes(b"\xff\xd8 half a jpeg")
+    records.append(FaceRecord(str(tmp_path / "corrupt.jpg"), np.array([[10, 10, 60, 60]], np.float32)))
+    xml = write_imglab(records, tmp_path / "set.xml")
+    out = tmp_path / "result.json"
+    result = subprocess.run([sys.executable, "-m", "edgeface", "eval", "-m", str(extd64_onnx), "--format", "imglab",
+                             f"xml={xml}", "--json", str(out), "-q"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "on 3 images (1 unreadable, scored as no detections)" in result.stdout
+    assert "corrupt.jpg" in result.stderr
+    scored = json.loads(out.read_text())
+    found = sum(len(r.boxes) for r in records[:2])  # the release finds every face of dlib's testing set
+    assert scored["unreadable_images"] == 1 and scored["ap"] == pytest.approx(found / (found + 1), abs=0.02)
+
+
 def test_box_placement_measures_how_boxes_sit_against_the_labels():
     from edgeface.core.detections import Detections
     from edgeface.data.records import FaceRecord

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..core.detections import Detections
 from ..data.records import FaceRecord
-from ..errors import ImageError, ImageWarning, user_stacklevel
+from ..errors import ImageError, UnscoredImageWarning, user_stacklevel
 
 
 @dataclass
@@ -161,16 +161,17 @@ def detect_records(detector, records: Sequence[FaceRecord], progress: bool = Fal
 
 
 def detect_or_miss(detector, path: str | os.PathLike) -> Detections:
-    """`detector`'s detections on the image file at `path`, or none, with an :class:`ImageWarning`, when the file
-    is missing or cannot be decoded: one bad file does not stop an evaluation, and its faces count as missed (as
-    an image without a detections file does in the WIDER FACE protocol), so it can only lower the score."""
+    """`detector`'s detections on the image file at `path`, or none, with an :class:`UnscoredImageWarning`, when
+    the file is missing or cannot be decoded: one bad file does not stop an evaluation, and its faces count as
+    missed (as an image without a detections file does in the WIDER FACE protocol), so it can only lower the
+    score."""
     from ..core.image import read_image
 
     try:
         image = read_image(path)
     except ImageError as exc:
-        warnings.warn(ImageWarning(f"evaluation image scored as no detections (its faces count as missed): {exc}"),
-                      stacklevel=user_stacklevel())
+        warnings.warn(UnscoredImageWarning(f"evaluation image scored as no detections (its faces count as missed): "
+                                           f"{exc}"), stacklevel=user_stacklevel())
         return Detections.empty()
     return detector(image)
 
