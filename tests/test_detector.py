@@ -76,7 +76,8 @@ def test_bad_frames_get_clear_errors(extd64_onnx, tmp_path):
     detector = Detector(extd64_onnx)
     frame = np.zeros((48, 64, 3), np.uint8)
     cases = [
-        (frame.astype(np.float32), "uint8"),
+        (frame.astype(np.float32), r"uint8 image, got float32; convert with np.clip"),
+        (frame.astype(np.uint16), r"16-bit image becomes 8-bit with \(image >> 8\)"),
         (frame[:, :, 0], "H x W x 3"),
         (np.zeros((48, 64, 4), np.uint8), "BGRA"),
         (np.zeros((0, 64, 3), np.uint8), "empty"),

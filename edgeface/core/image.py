@@ -30,14 +30,19 @@ def check_image(image: object) -> np.ndarray:
         raise ImageError(f"expected a NumPy array (an OpenCV BGR frame) or an image file's path, got "
                          f"{type(image).__name__}; {hint}")
     if image.dtype != np.uint8:
-        raise ImageError(f"expected a uint8 image, got {image.dtype}; convert with "
-                         "np.clip(image, 0, 255).astype(np.uint8) (scale float images in [0, 1] by 255 first)")
+        raise ImageError(f"expected a uint8 image, got {image.dtype}; {_dtype_hint(image.dtype)}")
     if image.ndim != 3 or image.shape[2] != 3:
         shape = "x".join(map(str, image.shape))
         raise ImageError(f"expected an H x W x 3 BGR image, got shape {shape}; {_shape_hint(image.shape)}")
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ImageError(f"the image is empty (shape {image.shape}); check the capture or the file it came from")
     return image
+
+
+def _dtype_hint(dtype: np.dtype) -> str:
+    if dtype == np.uint16:
+        return "a 16-bit image becomes 8-bit with (image >> 8).astype(np.uint8)"
+    return "convert with np.clip(image, 0, 255).astype(np.uint8) (scale float images in [0, 1] by 255 first)"
 
 
 def _shape_hint(shape: tuple[int, ...]) -> str:
