@@ -1,5 +1,5 @@
 """Accuracy of every available model on every labelled set present, and a plot of accuracy against CPU latency
-(ONNX Runtime, 640x480, median of --runs).
+(ONNX Runtime, 640x480, median of --runs rounds in which every model and mode runs once, in turns).
 
 Models: the EXTD authors' released checkpoints (converted on the fly from ../shared, never written into the
 repository), the models edgeface ships (default and fast), and any --models files. Sets: the face dataset's val
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
 import warnings
@@ -36,7 +35,7 @@ from edgeface.eval.voc import voc_ap
 from edgeface.spec import TestTimeSpec
 from edgeface.weights import SHIPPED
 
-from .latency import AUTHORS, test_frame
+from .latency import AUTHORS, interleaved_ms, test_frame
 from .machine import RESULTS, SHARED, describe_machine, markdown_table, write_results
 
 TTA = TestTimeSpec.from_scales((1.0, 2.0), flip=True, voting_iou=0.3)
@@ -81,18 +80,6 @@ def labelled_sets() -> dict[str, list]:
     return sets
 
 
-def cpu_latency_ms(run, runs: int) -> float:
-    """Median milliseconds of ``run(frame)`` on the 640x480 test frame, after one warm-up."""
-    frame = test_frame()[0]
-    run(frame)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        run(frame)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
-
 def official_sets(args) -> dict[str, Any]:
     """WIDER FACE val (official protocol) and FDDB (ROC) when the user points at their images."""
     sets: dict[str, Any] = {}
@@ -125,7 +112,8 @@ def score_official(kind: str, data, run, args) -> list[tuple[str, str, float]]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="*", default=[], help="more edgeface model files to include")
-    parser.add_argument("--runs", type=int, default=10, help="latency runs per model (default: %(default)s)")
+    parser.add_argument("--runs", type=int, default=10,
+                        help="latency rounds: each model and mode runs once per round, in turns (default: %(default)s)")
     parser.add_argument("--no-tta", action="store_true", help="single-scale only")
     parser.add_argument("--authors", type=int, nargs="*", default=[32, 48, 64], choices=[32, 48, 64],
                         help="widths of the authors' EXTD checkpoints to include (default: %(default)s)")
@@ -157,11 +145,17 @@ def main(argv: list[str] | None = None) -> None:
                 parser.error(f"--only: no model named {', '.join(unknown)} (models: {', '.join(models)})")
             models = {name: path for name, path in models.items() if name in args.only}
         sets, official = labelled_sets(), official_sets(args)
+        model_modes = {}
         for name, path in models.items():
-            modes = {"single-scale": Detector(path, score_threshold=0.05, test_time=TestTimeSpec())}
+            model_modes[name] = {"single-scale": Detector(path, score_threshold=0.05, test_time=TestTimeSpec())}
             if not args.no_tta:
-                modes["flip + scales 1,2 + voting"] = Detector(path, score_threshold=0.05, test_time=TTA)
-            latency = {mode: cpu_latency_ms(run, args.runs) for mode, run in modes.items()}
+                model_modes[name]["flip + scales 1,2 + voting"] = Detector(path, score_threshold=0.05, test_time=TTA)
+        # every model and mode timed in turns, so that the machine's changes of speed reach all of them alike
+        timed = interleaved_ms({(name, mode): run for name, modes in model_modes.items()
+                                for mode, run in modes.items()}, test_frame()[0], args.runs, warmup=1)
+        for name, path in models.items():
+            modes = model_modes[name]
+            latency = {mode: timed[name, mode] for mode in modes}
             # WIDER images are large and many: single-scale only, at each side asked for
             wider_modes = {"single-scale" if side == 0 else f"single-scale, {side} px":
                            Detector(path, score_threshold=0.05, test_time=TestTimeSpec(), max_side=side or None)

@@ -5,7 +5,8 @@ ranges (``calibration="percentile"``: the shipped default-int8's recipe), and wi
 FP32 (default: the backbone's first stage and the heads; min-max, and with --percentile-keep-float percentile
 ranges too: the shipped fast-int8's recipe), against FP32 in the same run: VOC
 AP50 on the face dataset's val split, WIDER FACE val easy / medium / hard AP (official protocol, over the val
-images ``../shared`` holds) and the latency at 640x480 (median of 8, after 2 warm-up runs).
+images ``../shared`` holds) and the latency at 640x480 (median of 8 rounds after 2 warm-up rounds, the models timed
+in turns in each round).
 """
 
 from __future__ import annotations
@@ -17,16 +18,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .latency import time_stages
+from .latency import interleaved_ms
 from .machine import SHARED, describe_machine, markdown_table, write_results
 from .wise_ft import both_validations, score_model
 
 
-def latency_ms(path: str, runs: int = 8) -> float:
+def latencies_ms(models: dict[str, str], rounds: int = 8) -> dict[str, float]:
+    """Median milliseconds of one 640x480 frame end to end for each model file, timed in turns
+    (:func:`interleaved_ms`) so that their ratios survive a change of the machine's speed."""
     from edgeface import Detector
 
     frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
-    return time_stages(Detector(path, input_size=(640, 480)), [frame], runs, warmup=2)["total"]
+    runs = {name: Detector(path, input_size=(640, 480)).detect for name, path in models.items()}
+    return interleaved_ms(runs, frame, rounds)
 
 
 def calibration_photos(count: int) -> list[str]:
@@ -96,9 +100,10 @@ def main(argv: list[str] | None = None) -> None:
             start = time.perf_counter()
             quantize_int8_cpu(shipped, path, calibration, **options)
             print(f"{label}: quantised on {len(calibration)} photos in {time.perf_counter() - start:.0f} s", flush=True)
+        latency = latencies_ms(models)
         rows = []
         for name, path in models.items():
-            row = {"model": name, "latency_ms": latency_ms(path), **score_model(path, sets),
+            row = {"model": name, "latency_ms": latency[name], **score_model(path, sets),
                    "megabytes": Path(path).stat().st_size / 1e6}
             rows.append(row)
             print(row, flush=True)

@@ -17,6 +17,7 @@ import statistics
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -37,6 +38,21 @@ def test_frame() -> tuple[np.ndarray, str]:
         return cv2.resize(read_image(PHOTO), (640, 480), interpolation=cv2.INTER_LINEAR), PHOTO.name
     rng = np.random.default_rng(0)
     return cv2.GaussianBlur(rng.integers(0, 256, (480, 640, 3), np.uint8), (0, 0), 2), "synthetic"
+
+
+def interleaved_ms(runs: dict[str, Callable[[np.ndarray], object]], frame: np.ndarray, rounds: int,
+                   warmup: int = 2) -> dict[str, float]:
+    """Median milliseconds of each ``run(frame)``, timed in turns: every round calls each run once, so a change in
+    the machine's speed while they are measured (a VM's neighbours, a thermal limit) reaches every run alike and
+    the ratios between them hold."""
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    for i in range(warmup + rounds):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run(frame)
+            if i >= warmup:
+                samples[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(times) for name, times in samples.items()}
 
 
 def prepare_models(names: list[str], workdir: Path) -> dict[str, tuple[Path, Path, bool]]:

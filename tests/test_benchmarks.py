@@ -373,3 +373,24 @@ def test_int8_benchmark_saves_the_recipe_the_shipped_int8_model_names(tmp_path):
     assert partly["INT8, percentile calibration"][0].parent == tmp_path  # the every-layer one is not kept
     files = [file for file, _ in int8_variants(stem, [], percentile_keep_float=True).values()]
     assert len(set(files)) == 4 and all(f.parent == tmp_path and f.name.startswith("fast_int8") for f in files)
+
+
+def test_interleaved_latency_times_every_run_in_turns_and_reports_medians(monkeypatch):
+    import numpy as np
+
+    from benchmarks import latency
+
+    clock, calls = [0.0], []
+
+    def run_taking(name: str, seconds: list[float]):
+        def run(frame):
+            calls.append(name)
+            clock[0] += seconds[len([c for c in calls if c == name]) - 1]
+        return run
+
+    monkeypatch.setattr(latency.time, "perf_counter", lambda: clock[0])
+    # the slow model's first (warm-up) call is the slowest and its last an outlier: neither reaches the median
+    runs = {"slow": run_taking("slow", [9.0, 0.2, 0.2, 5.0]), "fast": run_taking("fast", [0.1, 0.1, 0.1, 0.1])}
+    result = latency.interleaved_ms(runs, np.zeros((4, 4, 3), np.uint8), rounds=3, warmup=1)
+    assert calls == ["slow", "fast"] * 4
+    assert result == pytest.approx({"slow": 200.0, "fast": 100.0})
