@@ -1,9 +1,9 @@
 """INT8 on the CPU for a model edgeface ships (--model default or fast): ONNX Runtime static quantisation (Q/DQ,
 unsigned activations, per-channel signed weights; :func:`edgeface.export.precision.quantize_int8_cpu`) calibrated on
 real photos (face-dataset and WIDER FACE train images), every layer quantised with min-max and with percentile
-ranges (``calibration="percentile"``: the shipped default-int8's recipe), and with --keep-float's modules left in
+ranges (``calibration="percentile"``), and with --keep-float's modules left in
 FP32 (default: the backbone's first stage and the heads; min-max, and with --percentile-keep-float percentile
-ranges too: the shipped fast-int8's recipe), against FP32 in the same run: VOC
+ranges too: the recipe of both shipped INT8 models), against FP32 in the same run: VOC
 AP50 on the face dataset's val split, WIDER FACE val easy / medium / hard AP (official protocol, over the val
 images ``../shared`` holds) and the latency at 640x480 (median of 8 rounds after 2 warm-up rounds, the models timed
 in turns in each round).
@@ -51,7 +51,8 @@ def int8_variants(stem: Path, keep_float: list[str], percentile_keep_float: bool
                   save: str | None = None) -> dict[str, tuple[Path, dict]]:
     """The INT8 models to measure, label: (file, :func:`quantize_int8_cpu` options), files named after `stem`
     (a temporary path). `save` names the file of the one kept: the last (with `percentile_keep_float`, percentile
-    ranges with `keep_float` in FP32: fast-int8's recipe; otherwise every layer with percentile ranges)."""
+    ranges with `keep_float` in FP32: the shipped INT8 models' recipe; otherwise every layer with percentile
+    ranges)."""
     kept = ", ".join(keep_float) or "nothing"
     variants = {
         "INT8": (stem.with_name(f"{stem.name}_int8_every_layer.onnx"), {}),
@@ -78,9 +79,9 @@ def main(argv: list[str] | None = None) -> None:
                              "base.0 base.1 base.2 loc conf: the backbone's first stage and the heads)")
     parser.add_argument("--percentile-keep-float", action="store_true",
                         help="also measure percentile ranges with --keep-float's modules in FP32, the model --save "
-                             "keeps (fast-int8's recipe)")
+                             "keeps (the shipped INT8 models' recipe)")
     parser.add_argument("--save", help="also keep the percentile-calibrated INT8 model here: every layer INT8 "
-                                       "(default-int8's recipe) or, with --percentile-keep-float, that one")
+                                       "or, with --percentile-keep-float, that one (the shipped INT8 models' recipe)")
     args = parser.parse_args(argv)
     from edgeface.export.precision import FIRST_STAGE_AND_HEADS, quantize_int8_cpu
     from edgeface.weights import SHIPPED

@@ -364,10 +364,10 @@ def test_int8_benchmark_saves_the_recipe_the_shipped_int8_model_names(tmp_path):
     from benchmarks.int8_cpu import int8_variants
 
     stem, heads = tmp_path / "fast", ["loc", "conf"]
-    every_layer = int8_variants(stem, heads, save="default_int8.onnx")  # default-int8's recipe
+    every_layer = int8_variants(stem, heads, save="default_int8.onnx")  # default-int8's recipe until 2026-12-03
     assert list(every_layer) == ["INT8", "INT8, FP32 loc, conf", "INT8, percentile calibration"]
     assert every_layer["INT8, percentile calibration"] == (Path("default_int8.onnx"), {"calibration": "percentile"})
-    partly = int8_variants(stem, heads, percentile_keep_float=True, save="fast_int8.onnx")  # fast-int8's
+    partly = int8_variants(stem, heads, percentile_keep_float=True, save="fast_int8.onnx")  # both shipped ones'
     assert partly["INT8, percentile calibration, FP32 loc, conf"] == (
         Path("fast_int8.onnx"), {"calibration": "percentile", "keep_float": heads})
     assert partly["INT8, percentile calibration"][0].parent == tmp_path  # the every-layer one is not kept
