@@ -28,6 +28,27 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+# CPU flags of the integer dot-product instructions ONNX Runtime's INT8 kernels use where present (x86: VNNI and
+# AMX; ARM: SDOT and I8MM). Without them x86 falls back to AVX2's VPMADDUBSW, whose 16-bit sums can saturate, so
+# one INT8 model can score differently on two CPUs: INT8 results name what the CPU had.
+INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+
+
+def int8_dot_product(cpuinfo: str | None = None) -> list[str]:
+    """The :data:`INT8_DOT_FLAGS` this CPU (or the given /proc/cpuinfo text) lists, empty when none or unknown."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return []
+    flags = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return [flag for flag in INT8_DOT_FLAGS if flag in flags]
+
+
 def describe_machine() -> dict[str, Any]:
     versions = {}
     for name in PACKAGES:
@@ -38,6 +59,7 @@ def describe_machine() -> dict[str, Any]:
     return {
         "cpu": cpu_name(),
         "cores": os.cpu_count(),
+        "int8_dot_product": int8_dot_product(),
         "machine": platform.machine(),
         "os": platform.platform(),
         "python": platform.python_version(),
@@ -47,7 +69,9 @@ def describe_machine() -> dict[str, Any]:
 
 
 def machine_line(machine: dict[str, Any]) -> str:
-    return f"{machine['cpu']}, {machine['cores']} cores, Python {machine['python']}, {machine['date']}"
+    dot = ", ".join(machine.get("int8_dot_product") or []) or "none"
+    return (f"{machine['cpu']}, {machine['cores']} cores (INT8 dot-product instructions: {dot}), "
+            f"Python {machine['python']}, {machine['date']}")
 
 
 def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:

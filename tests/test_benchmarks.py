@@ -38,6 +38,22 @@ def test_size_and_latency_tables(tmp_path):
     assert "Machine:" in (tmp_path / "latency_cpu.md").read_text()
 
 
+def test_machine_line_names_the_int8_dot_product_instructions():
+    """INT8 scores depend on them (AVX2 without VNNI can saturate), so every results file records them."""
+    from benchmarks.machine import int8_dot_product, machine_line
+
+    zen3 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n"
+    zen4 = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni avx_vnni\n"
+    arm = "processor\t: 0\nFeatures\t: fp asimd asimddp i8mm\n"
+    assert int8_dot_product(zen3) == []
+    assert int8_dot_product(zen4) == ["avx512_vnni", "avx_vnni"]
+    assert int8_dot_product(arm) == ["asimddp", "i8mm"]
+    machine = {"cpu": "AMD EPYC", "cores": 2, "python": "3.11.7", "date": "2026-12-03 13:22 UTC"}
+    assert "(INT8 dot-product instructions: none)" in machine_line(machine)
+    vnni = {**machine, "int8_dot_product": ["avx512_vnni", "avx_vnni"]}
+    assert "instructions: avx512_vnni, avx_vnni)" in machine_line(vnni)
+
+
 def test_entry_point_help():
     result = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0
