@@ -34,13 +34,14 @@ def cpu_name() -> str:
 INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
 
 
-def int8_dot_product(cpuinfo: str | None = None) -> list[str]:
-    """The :data:`INT8_DOT_FLAGS` this CPU (or the given /proc/cpuinfo text) lists, empty when none or unknown."""
+def int8_dot_product(cpuinfo: str | None = None) -> list[str] | None:
+    """The :data:`INT8_DOT_FLAGS` this CPU (or the given /proc/cpuinfo text) lists; None where there is no
+    /proc/cpuinfo to read."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
-            return []
+            return None
     flags = set()
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
@@ -69,7 +70,8 @@ def describe_machine() -> dict[str, Any]:
 
 
 def machine_line(machine: dict[str, Any]) -> str:
-    dot = ", ".join(machine.get("int8_dot_product") or []) or "none"
+    flags = machine.get("int8_dot_product")
+    dot = "unknown" if flags is None else ", ".join(flags) or "none"
     return (f"{machine['cpu']}, {machine['cores']} cores (INT8 dot-product instructions: {dot}), "
             f"Python {machine['python']}, {machine['date']}")
 
