@@ -1,12 +1,13 @@
 """INT8 on the CPU for a model edgeface ships (--model default or fast): ONNX Runtime static quantisation (Q/DQ,
 unsigned activations, per-channel signed weights; :func:`edgeface.export.precision.quantize_int8_cpu`) calibrated on
 real photos (face-dataset and WIDER FACE train images), every layer quantised with min-max and with percentile
-ranges (``calibration="percentile"``), and with --keep-float's modules left in
-FP32 (default: the backbone's first stage and the heads; min-max, and with --percentile-keep-float percentile
-ranges too: the recipe of both shipped INT8 models), against FP32 in the same run: VOC
-AP50 on the face dataset's val split, WIDER FACE val easy / medium / hard AP (official protocol, over the val
-images ``../shared`` holds) and the latency at 640x480 (median of 8 rounds after 2 warm-up rounds, the models timed
-in turns in each round).
+ranges (``calibration="percentile"``), and with --keep-float's modules left in FP32 (default: the backbone's first
+stage and the heads; min-max, and with --percentile-keep-float percentile ranges too: the recipe of both shipped
+INT8 models), against FP32 in the same run: VOC AP50 on the face dataset's val split, WIDER FACE val easy / medium /
+hard AP (official protocol, over the val images ``../shared`` holds) and the latency at 640x480 (median of 8 rounds
+after 2 warm-up rounds, the models timed in turns in each round). INT8 scores and speed depend on the CPU's integer
+dot-product instructions (VNNI on x86, SDOT on ARM; without them ONNX Runtime's x86 kernels can saturate), which the
+results' Machine line names.
 """
 
 from __future__ import annotations
