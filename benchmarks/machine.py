@@ -18,13 +18,18 @@ SHARED = Path(os.environ.get("EDGEFACE_SHARED", Path(__file__).resolve().parents
 PACKAGES = ("edgeface", "numpy", "opencv-python-headless", "onnxruntime", "torch", "onnx", "onnxslim")
 
 
-def cpu_name() -> str:
+def read_cpuinfo() -> str | None:
+    """/proc/cpuinfo's text; None where there is none (not Linux)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        return Path("/proc/cpuinfo").read_text()
     except OSError:
-        pass
+        return None
+
+
+def cpu_name() -> str:
+    for line in (read_cpuinfo() or "").splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
 
 
@@ -37,11 +42,8 @@ INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
 def int8_dot_product(cpuinfo: str | None = None) -> list[str] | None:
     """The :data:`INT8_DOT_FLAGS` this CPU (or the given /proc/cpuinfo text) lists; None where there is no
     /proc/cpuinfo to read."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return None
+    if cpuinfo is None and (cpuinfo := read_cpuinfo()) is None:
+        return None
     flags = set()
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
