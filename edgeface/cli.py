@@ -393,7 +393,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         test_time = TestTimeSpec.from_scales(tuple(args.scales or (1.0,)), args.flip, args.box_voting)
     detector = Detector(args.model, score_threshold=args.score_threshold, input_size=args.input_size,
                         device=args.device, test_time=test_time, max_side=args.max_side, min_side=args.min_side)
-    detections, unreadable = _counting_unreadable(lambda: detect_records(detector, records, progress=not args.quiet))
+    detections, unreadable = _counting_unreadable(
+        lambda: detect_records(detector, records, progress=not args.quiet), len(records))
     curve = voc_ap(records, detections, iou_threshold=args.iou)
     placement = box_placement(records, detections)
     name = f"{Path(args.model).stem} ({detector.spec.name})"
@@ -411,22 +412,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _counting_unreadable(detect: Callable[[], Any]) -> tuple[Any, int]:
-    """``detect()`` (an evaluation's pass over its images) and how many of the images could not be read; each
-    one's warning is printed (they were scored as no detections, so their faces count as missed)."""
+def _counting_unreadable(detect: Callable[[], Any], total: int) -> tuple[Any, int]:
+    """``detect()`` (an evaluation's pass over its `total` images) and how many of the images could not be read;
+    the first few warnings are printed (those images were scored as no detections, so their faces count as missed).
+    An evaluation none of whose images could be read is an error, not an AP of 0."""
     import warnings
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UnscoredImageWarning)
         result = detect()
-    unreadable = 0
+    unscored = [w for w in caught if issubclass(w.category, UnscoredImageWarning)]
     for w in caught:
-        if issubclass(w.category, UnscoredImageWarning):
-            unreadable += 1
-            print(f"warning: {w.message}", file=sys.stderr)
-        else:  # anything else as Python would have shown it
+        if not issubclass(w.category, UnscoredImageWarning):  # anything else as Python would have shown it
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-    return result, unreadable
+    if total and len(unscored) == total:
+        raise EdgefaceError(f"none of the {total} images could be read, so there is nothing to score; the first: "
+                            f"{unscored[0].message.reason}")
+    for w in unscored[:_SHOWN_UNREADABLE]:
+        print(f"warning: {w.message}", file=sys.stderr)
+    if len(unscored) > _SHOWN_UNREADABLE:
+        print(f"warning: {len(unscored) - _SHOWN_UNREADABLE} more images could not be read", file=sys.stderr)
+    return result, len(unscored)
+
+
+_SHOWN_UNREADABLE = 10
 
 
 def _unreadable_note(unreadable: int) -> str:
@@ -453,7 +462,7 @@ def cmd_eval_wider(args: argparse.Namespace) -> int:
             raise EdgefaceError("--model needs --images (the WIDER_val/images folder)")
         detector = Detector(args.model, score_threshold=args.score_threshold, device=args.device)
         found, unreadable = _counting_unreadable(
-            lambda: detect_wider(detector, ground_truth, args.images, progress=not args.quiet))
+            lambda: detect_wider(detector, ground_truth, args.images, progress=not args.quiet), len(ground_truth))
         write_submission(args.submission, found)
         print(f"detections written in the official layout to {args.submission}{_unreadable_note(unreadable)}")
     predictions = read_submission(args.submission)

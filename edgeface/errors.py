@@ -38,7 +38,11 @@ class ImageWarning(UserWarning):
 
 class UnscoredImageWarning(ImageWarning):
     """An evaluation image could not be read: it was scored as no detections, so its labelled faces count as
-    missed."""
+    missed. ``reason`` says why it could not be read."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"evaluation image scored as no detections (its faces count as missed): {reason}")
+        self.reason = reason
 
 
 def user_stacklevel() -> int:

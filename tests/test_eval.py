@@ -121,6 +121,19 @@ def test_eval_cli_counts_unreadable_images_as_missed_faces(extd64_onnx, dlib_tes
     assert scored["unreadable_images"] == 1 and scored["ap"] == pytest.approx(found / (found + 1), abs=0.02)
 
 
+def test_eval_cli_refuses_to_score_when_no_image_could_be_read(extd64_onnx, tmp_path):
+    from conftest import write_imglab
+
+    records = [FaceRecord(str(tmp_path / f"missing{i}.jpg"), np.array([[10, 10, 60, 60]], np.float32))
+               for i in range(12)]
+    xml = write_imglab(records, tmp_path / "set.xml")
+    result = subprocess.run([sys.executable, "-m", "edgeface", "eval", "-m", str(extd64_onnx), "--format", "imglab",
+                             f"xml={xml}", "-q"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1  # an AP of 0 would read as a model that finds nothing
+    assert "none of the 12 images could be read, so there is nothing to score" in result.stderr
+    assert "missing0.jpg" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_box_placement_measures_how_boxes_sit_against_the_labels():
     from edgeface.core.detections import Detections
     from edgeface.data.records import FaceRecord
@@ -323,6 +336,29 @@ def test_fold_keys_are_checked_before_reading(keys, message, tmp_path):
 
     with pytest.raises(OptionError, match=message):  # the folder does not exist: the keys fail first
         load_records({"format": "facemask", "root": str(tmp_path / "absent"), "split": "val", **keys})
+
+
+@pytest.mark.parametrize("source, message", [
+    ({"format": "wider", "root": "x", "splt": "val"}, "wider sources take root, split .*unknown: splt"),
+    ({"format": "imglab"}, "imglab sources take xml .*missing: xml"),
+    ({"format": "fddb", "root": "x", "fold": 0}, "at least 2"),
+    ({"format": "vod", "root": "x"}, "unknown data format 'vod'; known: facemask, voc"),
+])
+def test_a_data_source_with_wrong_keys_is_an_option_error_naming_the_keys_it_takes(source, message):
+    from edgeface.data.sources import load_records
+    from edgeface.errors import OptionError
+
+    with pytest.raises(OptionError, match=message):
+        load_records(source)
+
+
+def test_the_face_dataset_names_its_splits_when_asked_for_another(tmp_path):
+    from edgeface.data.sources import load_records
+    from edgeface.errors import OptionError
+
+    (tmp_path / "split.json").write_text(json.dumps({"train": ["a"], "val": ["b"], "seed": 0}))
+    with pytest.raises(OptionError, match="no split 'test'; its split.json has train, val"):
+        load_records({"format": "facemask", "root": str(tmp_path), "split": "test"})
 
 
 def test_fold_of_is_fixed_by_the_name():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import zlib
 from typing import Any, Callable
@@ -27,11 +28,12 @@ def load_records(source: dict[str, Any]) -> list[FaceRecord]:
     those): a fixed K-way split by image name (:func:`fold_of`), to hold some of a training set out for validation.
     """
     kind = source.get("format")
-    args = {k: v for k, v in source.items() if k not in ("format", "folds", "fold", "skip_fold")}
+    args = {k: v for k, v in source.items() if k not in ("format", *FOLD_KEYS)}
     readers = {"facemask": read_facemask, "voc": read_voc_folder, "imglab": read_imglab, "wider": read_wider,
                "fddb": read_fddb}
     if kind not in readers:
-        raise ValueError(f"unknown data format {kind!r}; known: {', '.join(readers)}")
+        raise OptionError(f"unknown data format {kind!r}; known: {', '.join(readers)}")
+    check_reader_keys(kind, readers[kind], args)
     in_choice = fold_filter(source)
     records = readers[kind](**args)
     if in_choice is None:
@@ -40,6 +42,21 @@ def load_records(source: dict[str, Any]) -> list[FaceRecord]:
     if not chosen:
         raise OptionError(f"{kind} source {source}: no image left after the fold choice")
     return chosen
+
+
+FOLD_KEYS = ("folds", "fold", "skip_fold")
+
+
+def check_reader_keys(kind: str, reader: Callable, args: dict[str, Any]) -> None:
+    """Raise OptionError naming the keys a `kind` source takes when `args` has one it does not, or lacks one it
+    needs (instead of the reader's TypeError)."""
+    params = {name: p for name, p in inspect.signature(reader).parameters.items() if name not in FOLD_KEYS}
+    unknown = sorted(set(args) - set(params))
+    missing = [name for name, p in params.items() if p.default is p.empty and name not in args]
+    if unknown or missing:
+        wrong = "; ".join(part for part in (f"unknown: {', '.join(unknown)}" if unknown else "",
+                                           f"missing: {', '.join(missing)}" if missing else "") if part)
+        raise OptionError(f"{kind} sources take {', '.join(params)} (and folds with fold or skip_fold); {wrong}")
 
 
 def fold_of(name: str, folds: int) -> int:

@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from ..core.image import IMAGE_SUFFIXES
+from ..errors import OptionError
 from .records import FaceRecord, annotation_file, required
 
 
@@ -57,5 +58,6 @@ def read_facemask(root: str | os.PathLike, split: str) -> list[FaceRecord]:
     root = Path(root)
     splits = json.loads((root / "split.json").read_text())
     if split not in splits or not isinstance(splits[split], list):
-        raise ValueError(f"split must be one of {[k for k, v in splits.items() if isinstance(v, list)]}")
+        known = [k for k, v in splits.items() if isinstance(v, list)]
+        raise OptionError(f"the face dataset has no split {split!r}; its split.json has {', '.join(known)}")
     return read_voc_folder(root / "annotations", root / "images", splits[split])

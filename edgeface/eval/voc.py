@@ -170,8 +170,7 @@ def detect_or_miss(detector, path: str | os.PathLike) -> Detections:
     try:
         image = read_image(path)
     except ImageError as exc:
-        warnings.warn(UnscoredImageWarning(f"evaluation image scored as no detections (its faces count as missed): "
-                                           f"{exc}"), stacklevel=user_stacklevel())
+        warnings.warn(UnscoredImageWarning(str(exc)), stacklevel=user_stacklevel())
         return Detections.empty()
     return detector(image)
 
