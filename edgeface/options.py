@@ -139,6 +139,16 @@ def check_samples(value: object) -> int:
     return value
 
 
+def check_threads(value: object) -> Optional[int]:
+    """None (the backend's own choice) or at least one CPU thread."""
+    if value is None:
+        return None
+    value = _integer("threads", value)
+    if value < 1:
+        raise OptionError(f"threads must be at least 1 (or None: the backend's own choice), got {value}")
+    return value
+
+
 def check_input_size(value: object) -> tuple[int, int]:
     """``(w, h)``, each side in [1, MAX_INPUT_SIDE]."""
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:

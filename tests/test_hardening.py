@@ -51,6 +51,9 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
     (dict(max_side=10), "max_side must be between 32 and 8192"),
     (dict(min_side=10_000), "min_side must be between 32 and 8192"),
     (dict(device="tpu"), "device must be one of cpu, cuda, cuda:N, tensorrt, got 'tpu'"),
+    (dict(threads=0), "threads must be at least 1 (or None: the backend's own choice), got 0"),
+    (dict(threads=-1), "threads must be at least 1"),
+    (dict(threads="2"), "threads must be a whole number"),
     (dict(tile=True, max_side=None), "tile splits frames larger than max_side into tiles run at their own size"),
     (dict(tile=True, input_size=(640, 480)), "it needs max_side and no input_size"),
 ])
