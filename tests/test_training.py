@@ -673,6 +673,14 @@ def test_train_cli_runs_a_recipe(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 1 and "holds a checkpoint of extd32-ssd-relu" in result.stderr
     assert "Traceback" not in result.stderr
+    # a last.pt that cannot be read (cut short by a full disk, a bad copy) is a one-line error that keeps it
+    last = tmp_path / "run" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])
+    result = subprocess.run([sys.executable, "-m", "edgeface", "train", "--config", str(recipe), "--model",
+                             "extd32-ssd-relu", "-q"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"training cannot resume from {last}: it is not a readable checkpoint" in result.stderr
+    assert "--no-resume" in result.stderr and last.stat().st_size == 1000
     # --set overrides recipe keys; a key the recipe format does not know is a one-line error
     result = subprocess.run([sys.executable, "-m", "edgeface", "train", "--config", str(recipe), "--set", "steps=2",
                              "--set", "hard_image_mining=true", "--output", str(tmp_path / "run2"), "-q"],

@@ -32,7 +32,8 @@ def save_checkpoint(model: nn.Module, spec: ModelSpec, path: str | os.PathLike, 
         torch.save(payload, tmp)
 
 
-def _torch_load(path: str) -> Any:
+def read_torch_file(path: str) -> Any:
+    """The contents of a PyTorch file (tensors and plain data only), or a ModelFileError saying why not."""
     if not os.path.isfile(path):
         raise ModelFileError(f"no such model file: {path}")
     try:
@@ -45,7 +46,7 @@ def _torch_load(path: str) -> Any:
 def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, ModelSpec]:
     """Load an edgeface checkpoint as an eval-mode model and its spec."""
     path = os.fspath(path)
-    payload = _torch_load(path)
+    payload = read_torch_file(path)
     if not _is_edgeface(payload):
         raise ModelFileError(f"{path} is a PyTorch file but not an edgeface checkpoint; for the EXTD authors' "
                              f"weights run `edgeface convert {path} -o model.pt` first")
@@ -80,7 +81,7 @@ def recognise_authors_width(state_dict: dict[str, torch.Tensor]) -> int:
 def load_authors_checkpoint(src: str | os.PathLike) -> tuple[nn.Module, ModelSpec]:
     """Load an EXTD authors' ``EXTD_{32,48,64}.pth`` as an eval-mode model and its spec."""
     src = os.fspath(src)
-    return _model_from_authors(_torch_load(src), src)
+    return _model_from_authors(read_torch_file(src), src)
 
 
 def _model_from_authors(state_dict: Any, src: str) -> tuple[nn.Module, ModelSpec]:
@@ -102,7 +103,7 @@ def _model_from_authors(state_dict: Any, src: str) -> tuple[nn.Module, ModelSpec
 def load_any_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, ModelSpec]:
     """An edgeface checkpoint or, failing that, an EXTD authors' release file."""
     path = os.fspath(path)
-    payload = _torch_load(path)  # read once, then interpreted as whichever format it is
+    payload = read_torch_file(path)  # read once, then interpreted as whichever format it is
     return _model_from_checkpoint(payload, path) if _is_edgeface(payload) else _model_from_authors(payload, path)
 
 

@@ -25,9 +25,9 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from ..backends.torch_backend import TorchBackend, avoid_mmap_churn
-from ..errors import EdgefaceError, OptionError
+from ..errors import EdgefaceError, ModelFileError, OptionError
 from ..eval.validation import ValidationSet, headline, validation_set
-from ..models.checkpoint import save_checkpoint
+from ..models.checkpoint import read_torch_file, save_checkpoint
 from ..models.registry import create_model, default_spec
 from .config import TrainConfig, learning_rate
 from .dataset import ResumableSampler, collate
@@ -211,11 +211,18 @@ class Trainer:
         path = path or self.last_path
         if not path.exists():
             return False
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        saved = payload.get("spec", {}).get("name")
+        try:
+            payload = read_torch_file(str(path))
+        except ModelFileError as exc:
+            why = type(exc.__cause__).__name__ if exc.__cause__ else exc
+            raise ModelFileError(f"training cannot resume from {path}: it is not a readable checkpoint ({why}); move "
+                                 "it aside to keep it, then start over with --no-resume or train into another "
+                                 "--output") from exc
+        saved = payload.get("spec", {}).get("name") if isinstance(payload, dict) else None
         if saved != self.spec.name:
-            raise ValueError(f"{path} holds a checkpoint of {saved} but this run trains {self.spec.name}: give the run "
-                             "its own --output folder, or start over with --no-resume")
+            held = f"a checkpoint of {saved}" if saved else "no edgeface training checkpoint"
+            raise ValueError(f"{path} holds {held} but this run trains {self.spec.name}: give the run its own "
+                             "--output folder, or start over with --no-resume")
         self.model.load_state_dict(payload.get("trained_state_dict", payload["state_dict"]))
         if self.ema is not None and "trained_state_dict" in payload:
             self.ema.module.load_state_dict(payload["state_dict"])
