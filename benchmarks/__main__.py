@@ -12,6 +12,9 @@ benchmarks, in one call."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+
+from edgeface.errors import EdgefaceError
 
 from . import (
     accuracy,
@@ -39,17 +42,29 @@ EXTRA = {"gpu-suite": gpu.suite, "heavy-training": heavy_training.main, "wise-ft
 
 def main(argv: list[str]) -> None:
     if argv and argv[0] in EXTRA:
-        EXTRA[argv[0]](argv[1:])
+        run_reporting_errors(argv[0], EXTRA[argv[0]], argv[1:])
         return
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in (*TABLES, "all"):
         print(f"usage: python -m benchmarks {{{','.join([*TABLES, *EXTRA, 'all'])}}} [options]\n\n" + __doc__.strip()
               + "\n\nEach writes JSON, a markdown table and plots to benchmarks/results/, naming the "
               "machine, package versions and date. `python -m benchmarks NAME --help` for a table's options.")
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"python -m benchmarks: error: no benchmark called {argv[0]!r}", file=sys.stderr)
         sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
     for name, run in TABLES.items():
         if argv[0] in (name, "all"):
             print(f"== {name} ==", flush=True)
-            run(argv[1:] if argv[0] == name else [])
+            run_reporting_errors(name, run, argv[1:] if argv[0] == name else [])
+
+
+def run_reporting_errors(name: str, run: Callable[[list[str]], object], argv: list[str]) -> None:
+    """``run(argv)``; a mistake the user can fix (a missing model file, an out-of-range option) ends it with one
+    line naming the benchmark instead of a traceback."""
+    try:
+        run(argv)
+    except (EdgefaceError, FileNotFoundError) as exc:
+        print(f"python -m benchmarks {name}: error: {exc}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

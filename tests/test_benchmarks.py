@@ -62,6 +62,19 @@ def test_entry_point_help():
             "heavy-training,wise-ft,wider-recall,false-boxes,all}") in result.stdout
 
 
+@pytest.mark.parametrize("args, code, message", [
+    (("sizes",), 2, "python -m benchmarks: error: no benchmark called 'sizes'"),
+    (("false-boxes", "--models", "lost.onnx"), 1,
+     "python -m benchmarks false-boxes: error: no such model file: lost.onnx"),
+    (("wise-ft", "--end", "lost.pt"), 1, "python -m benchmarks wise-ft: error: no such model file: lost.pt"),
+])
+def test_entry_point_reports_a_users_mistake_in_one_line(args, code, message, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "benchmarks", *args], capture_output=True, text=True, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "EDGEFACE_RESULTS_DIR": str(tmp_path)},
+                            timeout=300)
+    assert result.returncode == code and message in result.stderr and "Traceback" not in result.stderr
+
+
 def test_data_loading_times_each_stage_and_the_trainers_loader(tmp_path):
     pytest.importorskip("torch")
     need(SHARED / "data" / "facemask")
