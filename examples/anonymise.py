@@ -2,6 +2,7 @@
 
     python examples/anonymise.py clip.mp4 -o clip_anonymised.mp4 --mode pixelate
     python examples/anonymise.py photos/ -o anonymised/ --mode blur
+    python examples/anonymise.py group.jpg -o group_anonymised.jpg
 
 Output keeps the original resolution (and frame rate for video; the video has no audio track).
 Faces are covered with a margin, at a lower score threshold than display uses: a missed face is
@@ -42,10 +43,22 @@ def anonymise(frame: np.ndarray, faces: edgeface.Detections, mode: str = "blur",
     return out
 
 
+def write_image(path: Path, image: np.ndarray) -> None:
+    """Write `image` to `path`, or stop with an error saying it could not (an anonymised copy must not go missing
+    unnoticed)."""
+    try:
+        written = cv2.imwrite(str(path), image)
+    except cv2.error:  # a suffix OpenCV has no encoder for
+        written = False
+    if not written:
+        raise SystemExit(f"error: could not write {path} (does its folder exist? is its suffix an image format?)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("source", help="video file or image folder (searched recursively; undecodable files skipped)")
-    parser.add_argument("-o", "--output", required=True, help="video file or folder to write")
+    parser.add_argument("source", help="video file, image file or image folder (searched recursively; undecodable "
+                                       "files skipped)")
+    parser.add_argument("-o", "--output", required=True, help="video file, image file or folder to write")
     parser.add_argument("-m", "--model", help="edgeface model (default: the one edgeface ships)")
     parser.add_argument("--mode", choices=["blur", "pixelate"], default="blur")
     parser.add_argument("--threshold", type=float, default=0.3, help="score threshold (default: %(default)s)")
@@ -54,11 +67,25 @@ def main() -> None:
                              "small faces; models exported for one fixed input size need it)")
     args = parser.parse_args()
 
-    detector = edgeface.Detector(args.model, score_threshold=args.threshold, tile=not args.no_tile)
+    try:
+        detector = edgeface.Detector(args.model, score_threshold=args.threshold, tile=not args.no_tile)
+    except edgeface.EdgefaceError as exc:  # a missing or corrupt model, an out-of-range threshold
+        raise SystemExit(f"error: {exc}") from None
     source = Path(args.source)
+    if source.suffix.lower() in IMAGE_SUFFIXES:
+        try:
+            image = edgeface.read_image(source)
+        except edgeface.ImageError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        write_image(Path(args.output), anonymise(image, detector(image), args.mode))
+        print(f"anonymised into {args.output}")
+        return
     if source.is_dir():
         out_dir = Path(args.output)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SystemExit(f"error: cannot make the output folder {out_dir}: {exc.strerror}") from None
         done = 0
         for path in list_inputs([source], IMAGE_SUFFIXES):  # subfolders too; their layout is kept
             try:
@@ -68,13 +95,13 @@ def main() -> None:
                 continue
             target = out_dir / path.relative_to(source)
             target.parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(target), anonymise(image, detector(image), args.mode))
+            write_image(target, anonymise(image, detector(image), args.mode))
             done += 1
         print(f"{done} images anonymised into {out_dir}")
         return
     capture = cv2.VideoCapture(str(source))
     if not capture.isOpened():
-        raise SystemExit(f"cannot open video {source}")
+        raise SystemExit(f"error: cannot open video {source} (no such file, or a codec OpenCV cannot read)")
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     writer, frames = None, 0
     try:
@@ -85,6 +112,9 @@ def main() -> None:
             if writer is None:
                 writer = cv2.VideoWriter(args.output, cv2.VideoWriter_fourcc(*"mp4v"), fps,
                                          (frame.shape[1], frame.shape[0]))
+                if not writer.isOpened():
+                    raise SystemExit(f"error: cannot write video {args.output} (does its folder exist? an .mp4 "
+                                     "name takes the mp4v codec)")
             writer.write(anonymise(frame, detector(frame), args.mode))
             frames += 1
     finally:

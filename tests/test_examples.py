@@ -54,6 +54,24 @@ def test_detect_faces_example(extd64_onnx, photo_paths, tmp_path):
     assert cv2.imread(str(out)).shape == cv2.imread(photo_paths[0]).shape
 
 
+def run_failing_example(name: str, *args: str) -> str:
+    """The one-line error of an example given bad input (no traceback, exit status 1)."""
+    result = subprocess.run([sys.executable, str(EXAMPLES / name), *args], capture_output=True, text=True,
+                            timeout=300, cwd=EXAMPLES)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    return result.stderr.strip().splitlines()[-1]
+
+
+def test_detect_faces_example_says_what_is_wrong_in_one_line(extd64_onnx, photo_paths, tmp_path):
+    assert run_failing_example("detect_faces.py", str(tmp_path / "lost.onnx"), photo_paths[0]) == (
+        f"error: no such model file: {tmp_path / 'lost.onnx'}")
+    (tmp_path / "cut.jpg").write_bytes(b"\xff\xd8 half a jpeg")
+    assert "error: cannot decode" in run_failing_example("detect_faces.py", str(extd64_onnx), str(tmp_path / "cut.jpg"))
+    unwritable = str(tmp_path / "absent" / "faces.jpg")
+    assert run_failing_example("detect_faces.py", str(extd64_onnx), photo_paths[0], "-o", unwritable).startswith(
+        f"error: could not write {unwritable}")
+
+
 def test_camera_app_headless_on_a_video(extd64_onnx, clip, tmp_path):
     out, log = tmp_path / "annotated.mp4", tmp_path / "log.json"
     run_example("camera_app.py", "--source", str(clip), "-m", str(extd64_onnx), "--headless", "--output", str(out),
@@ -104,6 +122,17 @@ def test_anonymise_an_image_folder_skips_undecodable_files(extd64_onnx, photo_pa
     result = run_example("anonymise.py", str(folder), "-o", str(tmp_path / "out"), "-m", str(extd64_onnx))
     assert "skipped" in result.stderr and "broken.jpg" in result.stderr and "1 images anonymised" in result.stdout
     assert cv2.imread(str(tmp_path / "out" / "sub" / "a.jpg")).shape == cv2.imread(photo_paths[0]).shape
+
+
+def test_anonymise_one_photo_and_never_reports_a_copy_it_could_not_write(extd64_onnx, photo_paths, tmp_path):
+    out = tmp_path / "covered.png"
+    result = run_example("anonymise.py", photo_paths[0], "-o", str(out), "-m", str(extd64_onnx))
+    original, covered = cv2.imread(photo_paths[0]), cv2.imread(str(out))
+    assert f"anonymised into {out}" in result.stdout and covered.shape == original.shape
+    assert np.abs(covered.astype(int) - original.astype(int)).max() > 50  # faces were covered
+    for target in (tmp_path / "absent" / "covered.jpg", tmp_path / "covered.xyz"):
+        error = run_failing_example("anonymise.py", photo_paths[0], "-o", str(target), "-m", str(extd64_onnx))
+        assert error.startswith(f"error: could not write {target}") and not target.exists()
 
 
 def test_anonymise_tiles_big_photos_so_small_faces_are_covered(extd64_onnx, tmp_path):
