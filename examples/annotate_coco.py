@@ -47,10 +47,15 @@ def main() -> None:
     parser.add_argument("-m", "--model", help="edgeface model (default: the one edgeface ships)")
     parser.add_argument("--threshold", type=float, help="score threshold (default: the model's)")
     args = parser.parse_args()
+    if not Path(args.output).resolve().parent.is_dir():  # found before the detector's pass, not after it
+        raise SystemExit(f"error: cannot write {args.output}: its folder does not exist")
     document = coco_document(Path(args.folder), edgeface.Detector(args.model, score_threshold=args.threshold))
     Path(args.output).write_text(json.dumps(document, indent=1))
     print(f"{len(document['images'])} images, {len(document['annotations'])} faces: {args.output}")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except edgeface.EdgefaceError as exc:  # a missing or corrupt model or image, an out-of-range option
+        raise SystemExit(f"error: {exc}") from None

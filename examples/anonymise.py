@@ -67,16 +67,10 @@ def main() -> None:
                              "small faces; models exported for one fixed input size need it)")
     args = parser.parse_args()
 
-    try:
-        detector = edgeface.Detector(args.model, score_threshold=args.threshold, tile=not args.no_tile)
-    except edgeface.EdgefaceError as exc:  # a missing or corrupt model, an out-of-range threshold
-        raise SystemExit(f"error: {exc}") from None
+    detector = edgeface.Detector(args.model, score_threshold=args.threshold, tile=not args.no_tile)
     source = Path(args.source)
     if source.suffix.lower() in IMAGE_SUFFIXES:
-        try:
-            image = edgeface.read_image(source)
-        except edgeface.ImageError as exc:
-            raise SystemExit(f"error: {exc}") from None
+        image = edgeface.read_image(source)
         write_image(Path(args.output), anonymise(image, detector(image), args.mode))
         print(f"anonymised into {args.output}")
         return
@@ -125,4 +119,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except edgeface.EdgefaceError as exc:  # a missing or corrupt model or image, an out-of-range option
+        raise SystemExit(f"error: {exc}") from None

@@ -162,4 +162,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except edgeface.EdgefaceError as exc:  # a missing or corrupt model or image, an out-of-range option
+        raise SystemExit(f"error: {exc}") from None

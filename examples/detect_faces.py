@@ -22,11 +22,8 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, help="score threshold (default: the model's)")
     args = parser.parse_args()
 
-    try:
-        detector = edgeface.Detector(args.model, score_threshold=args.threshold)
-        image = edgeface.read_image(args.image)
-    except edgeface.EdgefaceError as exc:  # a missing or corrupt model or photo, an out-of-range threshold
-        raise SystemExit(f"error: {exc}") from None
+    detector = edgeface.Detector(args.model, score_threshold=args.threshold)
+    image = edgeface.read_image(args.image)
     faces = detector(image)
     for (x1, y1, x2, y2), score in faces:
         print(f"face {x1:.0f},{y1:.0f} -> {x2:.0f},{y2:.0f}  score {score:.3f}")
@@ -35,4 +32,7 @@ def main() -> None:
     print(f"{len(faces)} faces; wrote {args.output}")
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except edgeface.EdgefaceError as exc:  # a missing or corrupt model or image, an out-of-range option
+        raise SystemExit(f"error: {exc}") from None

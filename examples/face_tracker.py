@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeface import Detections
+from edgeface import Detections, EdgefaceError
 from edgeface.core.boxes import box_iou
 
 
@@ -98,4 +98,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except EdgefaceError as exc:  # a missing or corrupt model or image, an out-of-range option
+        raise SystemExit(f"error: {exc}") from None

@@ -75,6 +75,8 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=8, help="Triton dynamic batching limit (dynamic-batch models)")
     parser.add_argument("--name", help="model name in the repository (default: the spec's)")
     args = parser.parse_args()
+    if not Path(args.model).is_file():
+        raise SystemExit(f"error: no such model file: {args.model}")
     folder = write_repository(Path(args.model), Path(args.output), args.max_batch, args.name)
     print(f"Triton model repository: {folder} (start with: tritonserver --model-repository {args.output})")
 

@@ -72,6 +72,18 @@ def test_detect_faces_example_says_what_is_wrong_in_one_line(extd64_onnx, photo_
         f"error: could not write {unwritable}")
 
 
+@pytest.mark.parametrize("name, args, error", [
+    ("annotate_coco.py", ("{photos}", "-o", "{tmp}/absent/faces.json"), "error: cannot write {tmp}/absent/faces.json"),
+    ("annotate_coco.py", ("{tmp}/absent",), "error: no such file or folder: {tmp}/absent"),
+    ("face_tracker.py", ("{tmp}/clip.mp4", "-m", "{tmp}/lost.onnx"), "error: no such model file: {tmp}/lost.onnx"),
+    ("triton_repository.py", ("{tmp}/lost.onnx",), "error: no such model file: {tmp}/lost.onnx"),
+])
+def test_the_other_examples_say_what_is_wrong_in_one_line(name, args, error, photo_paths, tmp_path):
+    fill = {"tmp": tmp_path, "photos": Path(photo_paths[0]).parent}
+    line = run_failing_example(name, *(arg.format(**fill) for arg in args))
+    assert line.startswith(error.format(**fill)), line
+
+
 def test_camera_app_headless_on_a_video(extd64_onnx, clip, tmp_path):
     out, log = tmp_path / "annotated.mp4", tmp_path / "log.json"
     run_example("camera_app.py", "--source", str(clip), "-m", str(extd64_onnx), "--headless", "--output", str(out),
