@@ -27,6 +27,7 @@ from .options import (
     check_occlude_prob,
     check_samples,
     check_score_threshold,
+    check_training_size,
     parse_module_scale,
 )
 from .weights import SHIPPED
@@ -155,9 +156,13 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cv2_imwrite(path: Path, image) -> bool:
+    """Whether OpenCV wrote `image` to `path` (False too for a suffix it has no encoder for)."""
     import cv2
 
-    return bool(cv2.imwrite(str(path), image))
+    try:
+        return bool(cv2.imwrite(str(path), image))
+    except cv2.error:
+        return False
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -510,7 +515,8 @@ def cmd_data_show(args: argparse.Namespace) -> int:
     columns = min(4, len(tiles))
     tiles += [np.zeros_like(tiles[0])] * (-len(tiles) % columns)
     grid = np.vstack([np.hstack(tiles[r : r + columns]) for r in range(0, len(tiles), columns)])
-    cv2.imwrite(args.output, grid)
+    if not cv2_imwrite(Path(args.output), grid):
+        raise EdgefaceError(f"could not write {args.output} (does its folder exist? is its suffix an image format?)")
     print(f"{args.count} augmented samples ({args.size}x{args.size}) with their boxes: {args.output}")
     return 0
 
@@ -716,8 +722,9 @@ def build_parser() -> argparse.ArgumentParser:
                                         "augmentation.")
     _add_data_source(d)
     d.add_argument("-o", "--output", default="augmented.png", help="PNG to write (default: %(default)s)")
-    d.add_argument("--count", type=int, default=8, help="samples (default: %(default)s)")
-    d.add_argument("--size", type=int, default=320, help="training input side (default: %(default)s)")
+    d.add_argument("--count", type=_checked(check_samples, int), default=8, help="samples (default: %(default)s)")
+    d.add_argument("--size", type=_checked(check_training_size, int), default=320,
+                   help="training input side, 32-8192 (default: %(default)s)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--recipe", choices=RECIPES, default="extd",
                    help="sampling: EXTD's (data-anchor-sampling / SSD crops), HR/SHF's rescale + crop, or SRN's "

@@ -159,6 +159,15 @@ def check_input_size(value: object) -> tuple[int, int]:
     return w, h
 
 
+def check_training_size(value: object) -> int:
+    """The side of the square training input, in [32, MAX_INPUT_SIDE] (a model's coarsest stride is up to 128)."""
+    value = _integer("input_size", value)
+    if not 32 <= value <= MAX_INPUT_SIDE:
+        raise OptionError(f"the training input side (input_size) must be between 32 and {MAX_INPUT_SIDE} pixels, "
+                          f"got {value}")
+    return value
+
+
 def check_max_side(value: object) -> Optional[int]:
     """A bound on the longest side of a frame run at its own size, in [32, MAX_INPUT_SIDE]; None or 0: no bound."""
     return _side("max_side", value)

@@ -125,6 +125,15 @@ def test_data_show_renders_augmented_samples(tmp_path):
         assert not np.array_equal(cv2.imread(str(changed)), grid)
         result = run("data", "show", "--format", "facemask", f"root={root}", option, "2")
         assert result.returncode == 2 and f"{key} is a share of samples in [0, 1], got 2" in result.stderr
+    for option, value, message in (("--count", "0", "samples must be at least 1, got 0"),
+                                   ("--size", "5", "input side (input_size) must be between 32 and 8192")):
+        result = run("data", "show", "--format", "facemask", f"root={root}", option, value)
+        assert result.returncode == 2 and message in result.stderr
+    # a grid it could not write is an error, not a success line
+    for target in (tmp_path / "absent" / "aug.png", tmp_path / "aug.xyz"):
+        result = run("data", "show", "--format", "facemask", f"root={root}", "split=train", "-o", str(target),
+                     "--count", "1", "--size", "128")
+        assert result.returncode == 1 and f"could not write {target}" in result.stderr and not target.exists()
     # boxes a dataset marks ignored are drawn in orange (the same samples as with no boxes: they choose no crop)
     image = next(p for p in sorted((root / "images").iterdir()))
     grids = []

@@ -20,7 +20,13 @@ import numpy as np
 
 from ..core.boxes import box_iou
 from ..errors import OptionError
-from ..options import check_background_crop_prob, check_blur_prob, check_occlude_prob, check_share
+from ..options import (
+    check_background_crop_prob,
+    check_blur_prob,
+    check_occlude_prob,
+    check_share,
+    check_training_size,
+)
 
 INTERPOLATIONS = (cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_AREA, cv2.INTER_NEAREST, cv2.INTER_LANCZOS4)
 
@@ -56,6 +62,7 @@ class AugmentConfig:
     background_crop_prob: float = 0.0
 
     def __post_init__(self) -> None:
+        check_training_size(self.size)
         check_share(self.data_anchor_sampling_prob, "data_anchor_sampling_prob")
         check_background_crop_prob(self.background_crop_prob)
         check_blur_prob(self.blur_prob)
