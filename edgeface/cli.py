@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional
 
 from .core.image import IMAGE_SUFFIXES, VIDEO_SUFFIXES, list_inputs
 from .data.augment import RECIPES
-from .errors import EdgefaceError, ImageWarning, OptionError, UnscoredImageWarning
+from .errors import EdgefaceError, ImageWarning, OptionError, OutputError, UnscoredImageWarning
 from .options import (
     DEFAULT_MAX_SIDE,
     check_background_crop_prob,
@@ -98,7 +98,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from .core.image import read_image
+    from .core.image import read_image, write_image
     from .detector import Detector
     from .video import annotate_video
 
@@ -131,8 +131,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
                         dets = detector.detect(image)
                         entry["faces"] = dets.to_list()
                         faces += len(dets)
-                        if target is not None and not cv2_imwrite(target, dets.draw(image)):
-                            raise EdgefaceError(f"cannot write {target}")
+                        if target is not None:
+                            write_image(target, dets.draw(image))
                     entry["annotated"] = None if target is None else str(target)
                 entry["warnings"] = [str(w.message) for w in caught if issubclass(w.category, ImageWarning)]
                 for message in entry["warnings"]:
@@ -153,16 +153,6 @@ def cmd_detect(args: argparse.Namespace) -> int:
           + (f", {video_faces} in {frames} video frames" if frames else "")
           + (f", {flagged} flagged (see warnings)" if flagged else "") + f"; results in {json_path}")
     return 2 if failures else 0
-
-
-def cv2_imwrite(path: Path, image) -> bool:
-    """Whether OpenCV wrote `image` to `path` (False too for a suffix it has no encoder for)."""
-    import cv2
-
-    try:
-        return bool(cv2.imwrite(str(path), image))
-    except cv2.error:
-        return False
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -363,6 +353,7 @@ def cmd_fisher(args: argparse.Namespace) -> int:
     from .train.fisher import fisher_information, save_fisher
     from .train.training_data import recipe_weights, training_objective, training_set
 
+    _check_output_folders(args.output)
     source = _data_source(args)
     try:
         cfg = TrainConfig.from_yaml(args.config, overrides={"train_data": [source], "seed": args.seed})
@@ -382,6 +373,13 @@ def cmd_fisher(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_output_folders(*paths: Optional[str]) -> None:
+    """Fail before a long pass, not after it, when the folder of an output file given is missing."""
+    for path in paths:
+        if path and not Path(path).resolve().parent.is_dir():
+            raise OutputError(f"cannot write {path}: its folder {Path(path).parent} does not exist")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
@@ -391,6 +389,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .eval.voc import box_placement, detect_records, voc_ap
     from .spec import TestTimeSpec
 
+    _check_output_folders(args.plot, args.json)
     source = _data_source(args)
     records = load_records(source)
     test_time = None  # the model's own strategy
@@ -458,6 +457,7 @@ def cmd_eval_wider(args: argparse.Namespace) -> int:
         write_submission,
     )
 
+    _check_output_folders(args.plot)
     # with --images, only the images present there count (a partial copy of WIDER val); else all of WIDER val
     ground_truth = load_ground_truth(args.ground_truth, args.images)
     if args.model:
@@ -492,10 +492,11 @@ def cmd_data_show(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .core.detections import Detections
-    from .core.image import read_image
+    from .core.image import read_image, write_image
     from .data.augment import AugmentConfig, augment_sample
     from .data.sources import load_records
 
+    _check_output_folders(args.output)
     records = load_records(_data_source(args))
     if not records:
         raise EdgefaceError("the data source has no images")
@@ -515,8 +516,7 @@ def cmd_data_show(args: argparse.Namespace) -> int:
     columns = min(4, len(tiles))
     tiles += [np.zeros_like(tiles[0])] * (-len(tiles) % columns)
     grid = np.vstack([np.hstack(tiles[r : r + columns]) for r in range(0, len(tiles), columns)])
-    if not cv2_imwrite(Path(args.output), grid):
-        raise EdgefaceError(f"could not write {args.output} (does its folder exist? is its suffix an image format?)")
+    write_image(args.output, grid)
     print(f"{args.count} augmented samples ({args.size}x{args.size}) with their boxes: {args.output}")
     return 0
 

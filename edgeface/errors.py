@@ -31,6 +31,10 @@ class OptionError(EdgefaceError, ValueError):
     """An option (threshold, size, device, recipe value, ...) is out of range or of the wrong type."""
 
 
+class OutputError(EdgefaceError, OSError):
+    """An output file could not be written: its folder is missing or not writable, or its suffix names no format."""
+
+
 class ImageWarning(UserWarning):
     """An image or video decoded, but not whole (a truncated JPEG whose lower part is grey, a video cut short),
     or a training image that could not be read and was skipped: results may miss faces."""

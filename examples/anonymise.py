@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 import edgeface
-from edgeface.core.image import IMAGE_SUFFIXES, list_inputs
+from edgeface.core.image import IMAGE_SUFFIXES, list_inputs, write_image
 
 
 def anonymise(frame: np.ndarray, faces: edgeface.Detections, mode: str = "blur", margin: float = 0.15) -> np.ndarray:
@@ -43,17 +43,6 @@ def anonymise(frame: np.ndarray, faces: edgeface.Detections, mode: str = "blur",
     return out
 
 
-def write_image(path: Path, image: np.ndarray) -> None:
-    """Write `image` to `path`, or stop with an error saying it could not (an anonymised copy must not go missing
-    unnoticed)."""
-    try:
-        written = cv2.imwrite(str(path), image)
-    except cv2.error:  # a suffix OpenCV has no encoder for
-        written = False
-    if not written:
-        raise SystemExit(f"error: could not write {path} (does its folder exist? is its suffix an image format?)")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", help="video file, image file or image folder (searched recursively; undecodable "
@@ -71,7 +60,7 @@ def main() -> None:
     source = Path(args.source)
     if source.suffix.lower() in IMAGE_SUFFIXES:
         image = edgeface.read_image(source)
-        write_image(Path(args.output), anonymise(image, detector(image), args.mode))
+        write_image(args.output, anonymise(image, detector(image), args.mode))
         print(f"anonymised into {args.output}")
         return
     if source.is_dir():

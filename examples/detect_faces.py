@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import argparse
 
-import cv2
-
 import edgeface
+from edgeface.core.image import write_image
 
 
 def main() -> None:
@@ -27,8 +26,7 @@ def main() -> None:
     faces = detector(image)
     for (x1, y1, x2, y2), score in faces:
         print(f"face {x1:.0f},{y1:.0f} -> {x2:.0f},{y2:.0f}  score {score:.3f}")
-    if not cv2.imwrite(args.output, faces.draw(image)):
-        raise SystemExit(f"error: could not write {args.output} (does its folder exist?)")
+    write_image(args.output, faces.draw(image))  # an OutputError when it cannot
     print(f"{len(faces)} faces; wrote {args.output}")
 
 if __name__ == "__main__":

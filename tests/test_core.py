@@ -256,3 +256,16 @@ def test_tile_plan_keeps_each_face_in_one_place():
     assert plan.tile_keeps(boxes, second).tolist() == [False, True, False]
     assert plan.whole_frame_keeps(boxes).tolist() == [False, False, True]
     assert plan.whole_frame_keeps(np.float32([[0, 0, 60, 60]])).tolist() == [True]  # the hand-over band
+
+
+def test_write_image_writes_or_says_why_not(tmp_path):
+    from edgeface.core.image import read_image, write_image
+    from edgeface.errors import OutputError
+
+    image = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    write_image(tmp_path / "a.png", image)
+    assert np.array_equal(read_image(tmp_path / "a.png"), image)
+    for path in (tmp_path / "absent" / "a.png", tmp_path / "a.xyz"):
+        with pytest.raises(OutputError, match=f"could not write {path}"):
+            write_image(path, image)
+        assert not path.exists()

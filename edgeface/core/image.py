@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import ImageError, ImageWarning, user_stacklevel
+from ..errors import ImageError, ImageWarning, OutputError, user_stacklevel
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
@@ -73,6 +73,16 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
                                    "is missing (decoded as grey), so faces there cannot be found"),
                       stacklevel=user_stacklevel())
     return image
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Write `image` (BGR) in the format its suffix names, or raise OutputError saying it could not."""
+    try:
+        written = cv2.imwrite(os.fspath(path), image)
+    except cv2.error:  # a suffix OpenCV has no encoder for
+        written = False
+    if not written:
+        raise OutputError(f"could not write {path} (does its folder exist? is its suffix an image format?)")
 
 
 def is_truncated(data: bytes) -> bool:

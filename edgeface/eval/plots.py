@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 import cv2
 import numpy as np
 
+from ..core.image import write_image
+
 COLOURS = [(180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148), (75, 86, 140)]
 
 
@@ -55,7 +57,7 @@ def plot_pr_curves(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], path: s
         y = top + ph - 16 - 20 * (len(curves) - 1 - k)
         cv2.line(canvas, (left + 12, y - 4), (left + 36, y - 4), colour, 2)
         cv2.putText(canvas, label, (left + 42, y), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.imwrite(os.fspath(path), canvas)
+    write_image(path, canvas)
 
 
 def plot_lines(series: Sequence[tuple[str, np.ndarray, np.ndarray]], path: str | os.PathLike, title: str,
@@ -93,7 +95,7 @@ def plot_lines(series: Sequence[tuple[str, np.ndarray, np.ndarray]], path: str |
         yl = y0 + 14 + 20 * k
         cv2.line(canvas, (x0 + 6, yl - 4), (x0 + 30, yl - 4), COLOURS[k % len(COLOURS)], 2)
         cv2.putText(canvas, label, (x0 + 36, yl), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.imwrite(os.fspath(path), canvas)
+    write_image(path, canvas)
 
 
 def plot_differences(rows: Sequence[str], series: Sequence[tuple[str, np.ndarray]], path: str | os.PathLike,
@@ -135,4 +137,4 @@ def plot_differences(rows: Sequence[str], series: Sequence[tuple[str, np.ndarray
         x = 6 + 200 * k
         cv2.rectangle(canvas, (x, 32), (x + 20, 40), COLOURS[k % len(COLOURS)], -1)
         cv2.putText(canvas, label[:26], (x + 26, 41), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.imwrite(os.fspath(path), canvas)
+    write_image(path, canvas)
