@@ -416,6 +416,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+_SHOWN_UNREADABLE = 10  # unreadable evaluation images named one by one; the rest counted
+
+
 def _counting_unreadable(detect: Callable[[], Any], total: int) -> tuple[Any, int]:
     """``detect()`` (an evaluation's pass over its `total` images) and how many of the images could not be read;
     the first few warnings are printed (those images were scored as no detections, so their faces count as missed).
@@ -438,8 +441,6 @@ def _counting_unreadable(detect: Callable[[], Any], total: int) -> tuple[Any, in
         print(f"warning: {len(unscored) - _SHOWN_UNREADABLE} more images could not be read", file=sys.stderr)
     return result, len(unscored)
 
-
-_SHOWN_UNREADABLE = 10
 
 
 def _unreadable_note(unreadable: int) -> str:
