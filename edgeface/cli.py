@@ -107,7 +107,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
                         max_detections=args.max_detections, input_size=args.input_size, device=args.device,
                         max_side=args.max_side, min_side=args.min_side, tile=args.tile)
     files = _expand_inputs(args.inputs, exclude=out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a read-only place, a file of that name, a missing drive
+        raise OutputError(f"cannot make the output folder {out_dir}: {exc.strerror}") from exc
     targets = annotated_paths(files, out_dir)
     results: dict[str, dict[str, Any]] = {}
     failures = faces = flagged = frames = video_faces = 0

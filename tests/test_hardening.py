@@ -98,6 +98,8 @@ def test_cli_output_that_is_a_file_and_model_spec_mismatch_are_one_line_errors(t
     taken.write_text("keep me")
     result = run_cli("detect", str(image), "-o", str(taken))
     assert "a file of that name exists" in one_line_error(result) and taken.read_text() == "keep me"
+    result = run_cli("detect", str(image), "-o", str(taken / "out"))  # under a file: no folder can be made there
+    assert f"cannot make the output folder {taken / 'out'}" in one_line_error(result)
 
     model = onnx.load(str(need(DEFAULT_MODEL)))  # its graph with a spec of one more anchor per cell
     entry = next(p for p in model.metadata_props if p.key == "edgeface.spec")
