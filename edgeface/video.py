@@ -9,14 +9,29 @@ from typing import Any, Optional
 
 import cv2
 
-from .errors import ImageError, ImageWarning
+from .errors import ImageError, ImageWarning, OutputError
+
+# the codec written into each container (OpenCV's FFmpeg backend): VP8 for WebM, MPEG-4 Part 2 for the others
+FOURCC_BY_SUFFIX = {".webm": "VP80"}
+
+
+def open_video_writer(path: str | os.PathLike, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
+    """An OpenCV writer of `size` (width, height) frames into `path`, in a codec its container takes, or an
+    OutputError saying why none could be opened (OpenCV's own writer stays silent and writes nothing)."""
+    fourcc = FOURCC_BY_SUFFIX.get(Path(path).suffix.lower(), "mp4v")
+    writer = cv2.VideoWriter(os.fspath(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+    if not writer.isOpened():
+        raise OutputError(f"cannot write video {path} (does its folder exist? can this OpenCV encode {fourcc} into "
+                          f"{Path(path).suffix or 'a file without a suffix'}?)")
+    return writer
 
 
 def annotate_video(detector: Any, source: str | os.PathLike, output: Optional[str | os.PathLike] = None,
                    progress: bool = True) -> list[dict[str, Any]]:
-    """Detect faces in every frame of `source`; optionally write an annotated MP4 at the source's size and
-    frame rate. Returns ``[{"frame": i, "time": seconds, "faces": [...]}, ...]``; warns (:class:`ImageWarning`)
-    when the frames end well before the container's frame count (a truncated file)."""
+    """Detect faces in every frame of `source`; optionally write an annotated video (`output`, its container named
+    by the suffix) at the source's size and frame rate. Returns ``[{"frame": i, "time": seconds, "faces": [...]},
+    ...]``; warns (:class:`ImageWarning`) when the frames end well before the container's frame count (a truncated
+    file)."""
     from tqdm import tqdm
 
     capture = cv2.VideoCapture(os.fspath(source))
@@ -37,8 +52,7 @@ def annotate_video(detector: Any, source: str | os.PathLike, output: Optional[st
                 if output is not None:
                     if writer is None:
                         height, width = frame.shape[:2]
-                        writer = cv2.VideoWriter(os.fspath(output), cv2.VideoWriter_fourcc(*"mp4v"), fps,
-                                                 (width, height))
+                        writer = open_video_writer(output, fps, (width, height))
                     writer.write(dets.draw(frame, copy=False))
                 bar.update()
     finally:

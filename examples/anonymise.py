@@ -21,6 +21,7 @@ import numpy as np
 
 import edgeface
 from edgeface.core.image import IMAGE_SUFFIXES, list_inputs, write_image
+from edgeface.video import open_video_writer
 
 
 def anonymise(frame: np.ndarray, faces: edgeface.Detections, mode: str = "blur", margin: float = 0.15) -> np.ndarray:
@@ -93,11 +94,7 @@ def main() -> None:
             if not ok:
                 break
             if writer is None:
-                writer = cv2.VideoWriter(args.output, cv2.VideoWriter_fourcc(*"mp4v"), fps,
-                                         (frame.shape[1], frame.shape[0]))
-                if not writer.isOpened():
-                    raise SystemExit(f"error: cannot write video {args.output} (does its folder exist? an .mp4 "
-                                     "name takes the mp4v codec)")
+                writer = open_video_writer(args.output, fps, (frame.shape[1], frame.shape[0]))
             writer.write(anonymise(frame, detector(frame), args.mode))
             frames += 1
     finally:

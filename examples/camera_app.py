@@ -24,6 +24,7 @@ import cv2
 from face_tracker import IouTracker
 
 import edgeface
+from edgeface.video import open_video_writer
 
 
 def gstreamer_csi(sensor_id: int = 0, width: int = 1280, height: int = 720, fps: int = 30, flip: int = 0) -> str:
@@ -138,8 +139,7 @@ def main() -> None:
                                                    "score": round(t.score, 4)} for t in tracks]})
             if args.headless:
                 if args.output and writer is None:
-                    writer = cv2.VideoWriter(args.output, cv2.VideoWriter_fourcc(*"mp4v"), fps_in,
-                                             (frame.shape[1], frame.shape[0]))
+                    writer = open_video_writer(args.output, fps_in, (frame.shape[1], frame.shape[0]))
                 if writer is not None:
                     writer.write(frame)
             else:

@@ -97,6 +97,29 @@ def test_camera_app_headless_on_a_video(extd64_onnx, clip, tmp_path):
     assert min(faces_per_frame) > 0 and len(ids) <= max(faces_per_frame) + 2  # ids stay with their faces
 
 
+def test_video_writers_take_the_containers_codec_or_say_why_not(tmp_path):
+    from edgeface.errors import OutputError
+    from edgeface.video import open_video_writer
+
+    frames = [np.full((48, 64, 3), 40 * k, np.uint8) for k in range(5)]
+    for name in ("a.mp4", "a.webm", "a.avi"):  # WebM takes VP8; OpenCV writes nothing into it with MPEG-4
+        writer = open_video_writer(tmp_path / name, 10, (64, 48))
+        for frame in frames:
+            writer.write(frame)
+        writer.release()
+        assert len(read_frames(tmp_path / name)) == 5, name
+    with pytest.raises(OutputError, match="cannot write video .*does its folder exist"):
+        open_video_writer(tmp_path / "absent" / "a.mp4", 10, (64, 48))
+
+
+def test_video_examples_say_when_they_cannot_write_their_video(extd64_onnx, clip, tmp_path):
+    target = tmp_path / "absent" / "out.mp4"
+    for name, args in (("anonymise.py", (str(clip), "-o", str(target))),
+                       ("camera_app.py", ("--source", str(clip), "--headless", "--output", str(target)))):
+        error = run_failing_example(name, *args, "-m", str(extd64_onnx))
+        assert error.startswith(f"error: cannot write video {target}"), (name, error)
+
+
 def test_gstreamer_pipelines_are_well_formed():
     from camera_app import gstreamer_csi, gstreamer_usb
 
