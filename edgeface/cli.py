@@ -378,9 +378,11 @@ def cmd_fisher(args: argparse.Namespace) -> int:
 
 def _check_output_folders(*paths: Optional[str]) -> None:
     """Fail before a long pass, not after it, when the folder of an output file given is missing."""
+    from .core.files import check_output_folder
+
     for path in paths:
-        if path and not Path(path).resolve().parent.is_dir():
-            raise OutputError(f"cannot write {path}: its folder {Path(path).parent} does not exist")
+        if path:
+            check_output_folder(path)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -215,6 +215,12 @@ def test_atomic_write_replaces_only_a_complete_file(tmp_path):
     with atomic_write(target) as tmp:
         Path(tmp).write_bytes(b"complete")
     assert target.read_bytes() == b"complete" and list(tmp_path.iterdir()) == [target]
+    # a missing folder is named before anything is written (so before a long computation that would write there)
+    from edgeface.errors import OutputError
+
+    with pytest.raises(OutputError, match=f"its folder {tmp_path / 'absent'} does not exist"):
+        with atomic_write(tmp_path / "absent" / "model.bin"):
+            raise AssertionError("never reached")
 
 
 @settings(max_examples=150, deadline=None)

@@ -6,6 +6,16 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from ..errors import OutputError
+
+
+def check_output_folder(path: str | os.PathLike) -> None:
+    """Raise OutputError when the folder `path` would be written into does not exist (checked before long work, so
+    that its result is not lost at the end)."""
+    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    if not os.path.isdir(folder):
+        raise OutputError(f"cannot write {os.fspath(path)}: its folder {folder} does not exist")
+
 
 @contextmanager
 def atomic_write(path: str | os.PathLike) -> Iterator[str]:
@@ -13,6 +23,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[str]:
     `path` in one step, otherwise it is removed. An interrupted or failed write leaves the previous file (or none),
     never a truncated one; writers in other processes each get their own temporary file."""
     path = os.fspath(path)
+    check_output_folder(path)
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         yield tmp
