@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 import edgeface
+from edgeface.core.files import check_output_folder
 from edgeface.core.image import IMAGE_SUFFIXES, list_inputs
 
 
@@ -47,8 +48,7 @@ def main() -> None:
     parser.add_argument("-m", "--model", help="edgeface model (default: the one edgeface ships)")
     parser.add_argument("--threshold", type=float, help="score threshold (default: the model's)")
     args = parser.parse_args()
-    if not Path(args.output).resolve().parent.is_dir():  # found before the detector's pass, not after it
-        raise SystemExit(f"error: cannot write {args.output}: its folder does not exist")
+    check_output_folder(args.output)  # a missing folder found before the detector's pass, not after it
     document = coco_document(Path(args.folder), edgeface.Detector(args.model, score_threshold=args.threshold))
     Path(args.output).write_text(json.dumps(document, indent=1))
     print(f"{len(document['images'])} images, {len(document['annotations'])} faces: {args.output}")

@@ -29,6 +29,7 @@ def main() -> None:
     write_image(args.output, faces.draw(image))  # an OutputError when it cannot
     print(f"{len(faces)} faces; wrote {args.output}")
 
+
 if __name__ == "__main__":
     try:
         main()
