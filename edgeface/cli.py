@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional
 
 from .core.image import IMAGE_SUFFIXES, VIDEO_SUFFIXES, list_inputs
 from .data.augment import RECIPES
-from .errors import EdgefaceError, ImageWarning, OptionError, OutputError, UnscoredImageWarning
+from .errors import EdgefaceError, ImageWarning, OptionError, UnscoredImageWarning
 from .options import (
     DEFAULT_MAX_SIDE,
     check_background_crop_prob,
@@ -98,6 +98,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from .core.files import make_output_folder
     from .core.image import read_image, write_image
     from .detector import Detector
     from .video import annotate_video
@@ -107,10 +108,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
                         max_detections=args.max_detections, input_size=args.input_size, device=args.device,
                         max_side=args.max_side, min_side=args.min_side, tile=args.tile)
     files = _expand_inputs(args.inputs, exclude=out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # a read-only place, a file of that name, a missing drive
-        raise OutputError(f"cannot make the output folder {out_dir}: {exc.strerror}") from exc
+    make_output_folder(out_dir)
     targets = annotated_paths(files, out_dir)
     results: dict[str, dict[str, Any]] = {}
     failures = faces = flagged = frames = video_faces = 0

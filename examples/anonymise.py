@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 import edgeface
+from edgeface.core.files import make_output_folder
 from edgeface.core.image import IMAGE_SUFFIXES, list_inputs, write_image
 from edgeface.video import open_video_writer
 
@@ -66,10 +67,7 @@ def main() -> None:
         return
     if source.is_dir():
         out_dir = Path(args.output)
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise SystemExit(f"error: cannot make the output folder {out_dir}: {exc.strerror}") from None
+        make_output_folder(out_dir)
         done = 0
         for path in list_inputs([source], IMAGE_SUFFIXES):  # subfolders too; their layout is kept
             try:

@@ -17,6 +17,15 @@ def check_output_folder(path: str | os.PathLike) -> None:
         raise OutputError(f"cannot write {os.fspath(path)}: its folder {folder} does not exist")
 
 
+def make_output_folder(path: str | os.PathLike) -> None:
+    """Make the folder `path` (and its parents) unless it exists, or raise OutputError saying why it cannot be made
+    (a read-only place, a file in the way, a missing drive)."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot make the output folder {os.fspath(path)}: {exc.strerror}") from exc
+
+
 @contextmanager
 def atomic_write(path: str | os.PathLike) -> Iterator[str]:
     """A temporary path beside `path` to write the file to; when the block ends without an error the file replaces
