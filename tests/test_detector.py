@@ -106,6 +106,21 @@ def test_bad_frames_get_clear_errors(extd64_onnx, tmp_path):
     corrupt.write_bytes(b"\xff\xd8 not really a jpeg")
     with pytest.raises(ImageError, match="cannot decode"):
         edgeface.read_image(corrupt)
+    bomb = tmp_path / "bomb.png"  # a PNG header claiming 100,000 x 100,000 pixels: OpenCV raises, not returns None
+    bomb.write_bytes(_png_header(100_000, 100_000))
+    with pytest.raises(ImageError, match="bomb.png: OpenCV refused it \\(.*pixels"):
+        edgeface.read_image(bomb)
+
+
+def _png_header(width: int, height: int) -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
 
 
 def test_bad_model_files_get_clear_errors(extd64_onnx, tmp_path):

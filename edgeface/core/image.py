@@ -64,7 +64,11 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageError(f"{path} is a folder, not an image file")
     if not os.path.isfile(path):
         raise ImageError(f"no such image file: {path}")
-    image = cv2.imread(path, cv2.IMREAD_COLOR)  # (imdecode rejects what imread decodes of a truncated JPEG)
+    try:
+        image = cv2.imread(path, cv2.IMREAD_COLOR)  # (imdecode rejects what imread decodes of a truncated JPEG)
+    except cv2.error as error:  # e.g. more pixels than OpenCV decodes (CV_IO_MAX_IMAGE_PIXELS), or out of memory
+        reason = (error.err or str(error)).strip()
+        raise ImageError(f"cannot decode {path}: OpenCV refused it ({reason})") from None
     if image is None:
         raise ImageError(f"cannot decode {path}: not an image OpenCV can read, or the file is corrupt")
     data = Path(path).read_bytes()
