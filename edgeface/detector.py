@@ -28,6 +28,7 @@ from .options import (
     check_min_side,
     check_nms_iou,
     check_score_threshold,
+    check_test_time,
     check_threads,
 )
 from .spec import TestTimeSpec
@@ -96,6 +97,7 @@ class Detector:
         min_side = check_min_side(min_side)  # None: the model's; 0: never upscale
         device = check_device(device)
         threads = check_threads(threads)
+        test_time = check_test_time(test_time)
         if tile and (self.max_side is None or input_size is not None):
             raise OptionError("tile splits frames larger than max_side into tiles run at their own size: it needs "
                               "max_side and no input_size")

@@ -13,6 +13,7 @@ from numbers import Integral, Real
 from typing import Optional
 
 from .errors import OptionError
+from .spec import TestTimeSpec
 
 # Longest side of a network input edgeface accepts; memory grows about 0.9 GB per megapixel on the CPU.
 MAX_INPUT_SIDE = 8192
@@ -192,6 +193,14 @@ def _side(name: str, value: object) -> Optional[int]:
     value = _integer(name, value)
     if not 32 <= value <= MAX_INPUT_SIDE:
         raise OptionError(f"{name} must be between 32 and {MAX_INPUT_SIDE} pixels (or 0 for none), got {value}")
+    return value
+
+
+def check_test_time(value: object) -> Optional[TestTimeSpec]:
+    """None (the model's own strategy) or a :class:`~edgeface.spec.TestTimeSpec`."""
+    if value is not None and not isinstance(value, TestTimeSpec):
+        raise OptionError(f"test_time must be an edgeface.spec.TestTimeSpec (for example "
+                          f"TestTimeSpec.from_scales((0.5, 1.0), flip=True)) or None, got {value!r}")
     return value
 
 

@@ -54,6 +54,7 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
     (dict(threads=0), "threads must be at least 1 (or None: the backend's own choice), got 0"),
     (dict(threads=-1), "threads must be at least 1"),
     (dict(threads="2"), "threads must be a whole number"),
+    (dict(test_time="flip"), "test_time must be an edgeface.spec.TestTimeSpec"),
     (dict(tile=True, max_side=None), "tile splits frames larger than max_side into tiles run at their own size"),
     (dict(tile=True, input_size=(640, 480)), "it needs max_side and no input_size"),
 ])
