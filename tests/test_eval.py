@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -359,6 +360,23 @@ def test_a_data_source_with_wrong_keys_is_an_option_error_naming_the_keys_it_tak
     from edgeface.errors import OptionError
 
     with pytest.raises(OptionError, match=message):
+        load_records(source)
+
+
+@pytest.mark.parametrize("source, message", [
+    ({"format": "wider", "root": "{tmp}", "split": "val"},
+     "{tmp}/wider_face_split/wider_face_val_bbx_gt.txt does not exist; expected the WIDER FACE ground-truth file"),
+    ({"format": "fddb", "root": "{tmp}"}, "FDDB-fold-01-ellipseList.txt does not exist; expected the FDDB ellipse"),
+    ({"format": "imglab", "xml": "{tmp}"}, "{tmp} is a folder; expected the dlib imglab XML file there"),
+    ({"format": "facemask", "root": "{tmp}", "split": "val"}, "no split.json in {tmp}: root is the face dataset's"),
+    ({"format": "voc", "annotation_dir": "{tmp}/a", "image_dir": "{tmp}"}, "no annotation folder {tmp}/a"),
+    ({"format": "voc", "annotation_dir": "{tmp}", "image_dir": "{tmp}/i"}, "no image folder {tmp}/i"),
+])
+def test_a_data_source_whose_files_are_missing_names_the_file_it_expected(source, message, tmp_path):
+    from edgeface.data.sources import load_records
+
+    source = {key: value.replace("{tmp}", str(tmp_path)) for key, value in source.items()}
+    with pytest.raises(FileNotFoundError, match=re.escape(message.replace("{tmp}", str(tmp_path)))):
         load_records(source)
 
 

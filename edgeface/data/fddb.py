@@ -25,9 +25,9 @@ def ellipse_bounds(ellipses: np.ndarray) -> np.ndarray:
 def read_fddb_fold(ellipse_list: str | os.PathLike, images_root: str | os.PathLike) -> list[FaceRecord]:
     """Records of one ``*-ellipseList.txt``; ``record.ellipses`` holds the ``(N, 5)`` ellipses and
     ``record.boxes`` their axis-aligned bounds; ``record.name`` is the FDDB image path (no suffix)."""
-    lines = [line.strip() for line in Path(ellipse_list).read_text().splitlines() if line.strip()]
     records, i = [], 0
     with annotation_file(ellipse_list, "FDDB ellipse list") as position:
+        lines = [line.strip() for line in Path(ellipse_list).read_text().splitlines() if line.strip()]
         while i < len(lines):
             position.where = f"entry {lines[i]!r}"  # blank lines are dropped: no line numbers
             name, count = lines[i], int(lines[i + 1])

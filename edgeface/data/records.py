@@ -97,7 +97,11 @@ class ReadPosition:
 @contextmanager
 def annotation_file(path: str | os.PathLike, kind: str) -> Iterator[ReadPosition]:
     """Parse `path`, a `kind` annotation file, inside this block: what a truncated or malformed file makes the
-    parsing raise becomes an :class:`AnnotationError` naming the file and the position the reader last set."""
+    parsing raise becomes an :class:`AnnotationError` naming the file and the position the reader last set; a
+    missing file is a FileNotFoundError naming it."""
+    if not os.path.isfile(path):
+        state = "is a folder" if os.path.isdir(path) else "does not exist"
+        raise FileNotFoundError(f"{os.fspath(path)} {state}; expected the {kind} file there")
     position = ReadPosition()
     try:
         yield position

@@ -19,7 +19,7 @@ def load_records(source: dict[str, Any]) -> list[FaceRecord]:
     """Records of ``{"format": ..., ...}``:
 
     - ``facemask``: ``root``, ``split`` (train / val, from its split.json)
-    - ``voc``: ``annotations``, ``images`` (folders)
+    - ``voc``: ``annotation_dir``, ``image_dir`` (folders), optional ``stems`` (default: every ``*.xml``)
     - ``imglab``: ``xml`` (dlib imglab file)
     - ``wider``: ``root``, ``split``
     - ``fddb``: ``root`` (``FDDB-folds/`` and ``originalPics/``)

@@ -48,6 +48,9 @@ def read_voc_folder(annotation_dir: str | os.PathLike, image_dir: str | os.PathL
                     stems: list[str] | None = None) -> list[FaceRecord]:
     """Records for `stems` (default: every ``*.xml``), images matched by file stem in `image_dir`."""
     annotation_dir, image_dir = Path(annotation_dir), Path(image_dir)
+    for folder, what in ((annotation_dir, "annotation"), (image_dir, "image")):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"no {what} folder {folder}")
     stems = stems if stems is not None else sorted(p.stem for p in annotation_dir.glob("*.xml"))
     return [read_voc_xml(annotation_dir / f"{s}.xml", _find_image(image_dir, s)) for s in stems]
 
@@ -56,6 +59,9 @@ def read_facemask(root: str | os.PathLike, split: str) -> list[FaceRecord]:
     """The face dataset of ``shared/data/facemask`` (VOC XML; all three classes are faces), split
     ``"train"`` or ``"val"`` as fixed by its ``split.json``."""
     root = Path(root)
+    if not (root / "split.json").is_file():
+        raise FileNotFoundError(f"no split.json in {root}: root is the face dataset's folder (split.json, "
+                                "annotations/, images/)")
     splits = json.loads((root / "split.json").read_text())
     if split not in splits or not isinstance(splits[split], list):
         known = [k for k, v in splits.items() if isinstance(v, list)]

@@ -19,9 +19,9 @@ ATTRIBUTES = ("blur", "expression", "illumination", "invalid", "occlusion", "pos
 def read_wider_txt(gt_txt: str | os.PathLike, images_root: str | os.PathLike) -> list[FaceRecord]:
     """Records of an official ``*_bbx_gt.txt``. Faces flagged invalid (or of zero size) are marked
     ignore; the per-face attributes are kept in ``record.attributes`` (``(N, 6)`` int, ATTRIBUTES order)."""
-    lines = Path(gt_txt).read_text().split("\n")
     records, i = [], 0
     with annotation_file(gt_txt, "WIDER FACE ground-truth") as position:
+        lines = Path(gt_txt).read_text().split("\n")
         while i < len(lines) and lines[i].strip():
             name = lines[i].strip()
             position.where = f"line {i + 1} ({name})"
