@@ -332,7 +332,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise EdgefaceError(str(exc)) from exc
     if args.output:
         cfg.output = args.output
-    if args.steps:
+    if args.steps is not None:
         cfg.steps = args.steps
     if args.model:
         cfg.model = args.model
@@ -667,7 +667,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "when it exists. Several GPUs or machines: "
                                    "torchrun --nproc_per_node N -m edgeface train --config recipe.yaml")
     p.add_argument("--config", required=True, help="recipe YAML")
-    p.add_argument("--output", help="run folder (default: the recipe's)")
+    p.add_argument("-o", "--output", help="run folder (default: the recipe's)")
     p.add_argument("--steps", type=int, help="optimizer steps (default: the recipe's)")
     p.add_argument("--model", help="registry name of the variant to train (default: the recipe's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

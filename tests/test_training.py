@@ -694,6 +694,46 @@ def test_train_cli_runs_a_recipe(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("text, message", [
+    ("steps: [1\n", "is not valid YAML at line 3, column 1: expected ',' or ']'"),
+    ("modle: extd32\n", "unknown recipe keys ['modle'] (modle: did you mean model?); known: ["),
+    ("steps: 0\n", "steps must be at least 1, got 0"),
+    ("batch_size: -2\n", "batch_size must be at least 1, got -2"),
+    ("lr: -0.1\n", "lr must be 0 or more, got -0.1"),
+    ("lr: .nan\n", "lr must be 0 or more, got nan"),
+    ("lr_gamma: 0\n", "lr_gamma must be above 0, got 0.0"),
+    ("momentum: 1\n", "momentum must be in [0, 1), got 1.0"),
+    ("ema_decay: -0.5\n", "ema_decay must be in [0, 1) (0: no average), got -0.5"),
+    ("keep_init_weight: -1\n", "keep_init_weight must be 0 or more, got -1.0"),
+    ("schedule: cos\n", "schedule must be one of step, cosine, got 'cos'"),
+    ("match_thresholds: [0.1, 0.5]\n", "match_thresholds are three overlaps in [0, 1], got [0.1, 0.5]"),
+    ("augment_recipe: extdd\n", "unknown augmentation recipe 'extdd'; known: extd, rescale_crop, square_crop"),
+    ("blur_prob: 1.5\n", "blur_prob is a share of samples in [0, 1], got 1.5"),
+    ("input_size: 16\n", "the training input side (input_size) must be between 32"),
+])
+def test_a_recipe_out_of_range_or_unreadable_is_an_option_error_naming_the_file_and_the_key(text, message, tmp_path):
+    from edgeface.errors import OptionError
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("model: extd32\n" + text)
+    with pytest.raises(OptionError) as info:
+        TrainConfig.from_yaml(recipe)
+    assert str(info.value).startswith(f"{recipe}") and message in str(info.value), info.value
+    (tmp_path / "photo.yaml").write_bytes(b"\xff\xd8\xff\xe0 a JPEG")
+    with pytest.raises(OptionError, match="photo.yaml is not a text file: a recipe is YAML"):
+        TrainConfig.from_yaml(tmp_path / "photo.yaml")
+
+
+def test_the_command_line_checks_its_step_count_before_training(tmp_path):
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text("model: extd32\n")
+    for steps in ("0", "-5"):
+        result = subprocess.run([sys.executable, "-m", "edgeface", "train", "--config", str(recipe), "--steps", steps,
+                                 "-o", str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 1 and f"steps must be at least 1, got {steps}" in result.stderr, result.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_rescale_crop_recipe_keeps_boxes_inside_and_scales_them(rng):
     from edgeface.data.augment import rescale_crop
 

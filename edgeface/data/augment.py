@@ -62,6 +62,8 @@ class AugmentConfig:
     background_crop_prob: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise OptionError(f"unknown augmentation recipe {self.recipe!r}; known: {', '.join(RECIPES)}")
         check_training_size(self.size)
         check_share(self.data_anchor_sampling_prob, "data_anchor_sampling_prob")
         check_background_crop_prob(self.background_crop_prob)
@@ -323,8 +325,6 @@ def augment_sample(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generato
     invalid ones) where the sample still holds them. Training ignores the anchors near those instead of teaching
     them as background. The windows are chosen from `boxes` alone, so `ignored` changes no random draw (except a
     ``background_crop_prob`` window, which keeps clear of both)."""
-    if cfg.recipe not in RECIPES:
-        raise ValueError(f"unknown augmentation recipe {cfg.recipe!r} ({', '.join(RECIPES)})")
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     ignored = np.zeros((0, 4), np.float32) if ignored is None else np.asarray(ignored, np.float32).reshape(-1, 4)
     image = photometric_distort(image, rng, cfg)

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Optional, Union, get_args, get_origin, get_type_hints
 
 from ..errors import OptionError
+
+if TYPE_CHECKING:
+    from ..data.augment import AugmentConfig
+
+SCHEDULES = ("step", "cosine")
 
 
 @dataclass
@@ -73,6 +79,39 @@ class TrainConfig:
     # weights it trains (kept beside it in the checkpoint)
     ema_decay: float = 0.0
 
+    def check(self) -> TrainConfig:
+        """Return the recipe if every value is in its range, else raise OptionError naming the first key that is
+        not (the types were checked when it was read)."""
+        at_least = {"steps": 1, "batch_size": 1, "accumulate": 1, "warmup_steps": 0, "neg_pos_ratio": 1,
+                    "checkpoint_every": 1, "val_every": 1, "log_every": 1, "workers": 0}
+        for key, low in at_least.items():
+            if getattr(self, key) < low:
+                raise OptionError(f"{key} must be at least {low}, got {getattr(self, key)}")
+        positive, non_negative, under_one = (lambda v: v > 0), (lambda v: v >= 0), (lambda v: 0 <= v < 1)
+        ranges = {"lr": ("0 or more", non_negative), "lr_gamma": ("above 0", positive),
+                  "momentum": ("in [0, 1)", under_one), "ema_decay": ("in [0, 1) (0: no average)", under_one),
+                  "weight_decay": ("0 or more", non_negative), "distill_weight": ("0 or more", non_negative),
+                  "keep_init_weight": ("0 or more", non_negative)}
+        for key, (allowed, in_range) in ranges.items():
+            value = getattr(self, key)
+            if not (math.isfinite(value) and in_range(value)):
+                raise OptionError(f"{key} must be {allowed}, got {value}")
+        if self.schedule not in SCHEDULES:
+            raise OptionError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if len(self.match_thresholds) != 3 or not 0 <= min(self.match_thresholds) <= max(self.match_thresholds) <= 1:
+            raise OptionError(f"match_thresholds are three overlaps in [0, 1], got {self.match_thresholds}")
+        self.augment_config()  # checks the augmentation keys
+        return self
+
+    def augment_config(self) -> AugmentConfig:
+        """The augmentation this recipe asks for."""
+        from ..data.augment import AugmentConfig
+
+        return AugmentConfig(size=self.input_size, data_anchor_sampling_prob=self.data_anchor_sampling_prob,
+                             recipe=self.augment_recipe, rescales=tuple(self.rescales), blur_prob=self.blur_prob,
+                             blur_max_px=self.blur_max_px, occlude_prob=self.occlude_prob,
+                             background_crop_prob=self.background_crop_prob)
+
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, overrides: Optional[dict[str, Any]] = None) -> TrainConfig:
         """The recipe at `path`, with `overrides` replacing some of its keys.
@@ -84,9 +123,16 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise OptionError(f"{path}: unknown recipe keys {sorted(unknown)}; known: {sorted(known)}")
+            guesses = {key: difflib.get_close_matches(key, known, n=1) for key in sorted(unknown)}
+            meant = "; ".join(f"{key}: did you mean {guess[0]}?" for key, guess in guesses.items() if guess)
+            raise OptionError(f"{path}: unknown recipe keys {sorted(unknown)}" + (f" ({meant})" if meant else "")
+                              + f"; known: {sorted(known)}")
         hints = get_type_hints(cls)
-        return cls(**{key: _checked_value(f"{path}: {key}", hints[key], value) for key, value in data.items()})
+        recipe = cls(**{key: _checked_value(f"{path}: {key}", hints[key], value) for key, value in data.items()})
+        try:
+            return recipe.check()
+        except OptionError as exc:
+            raise OptionError(f"{path}: {exc}") from None
 
 
 def _recipe_keys(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -99,6 +145,12 @@ def _recipe_keys(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
         raise OptionError(f"no recipe {path}" + (f" (extended by {seen[-1]})" if seen else "")) from None
+    except UnicodeDecodeError:
+        raise OptionError(f"{path} is not a text file: a recipe is YAML") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise OptionError(f"{path} is not valid YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
     if not isinstance(data, dict):
         raise OptionError(f"{path}: a recipe is a mapping of KEY: VALUE lines, got {type(data).__name__}")
     base = data.pop("extends", None)

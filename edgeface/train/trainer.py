@@ -10,7 +10,6 @@ teacher's outputs on the training images (learning without forgetting: ``distill
 from __future__ import annotations
 
 import csv
-import math
 import os
 import signal
 import time
@@ -59,7 +58,7 @@ def open_csv_log(path: Path, columns: list[str]) -> tuple[TextIO, csv.DictWriter
 
 class Trainer:
     def __init__(self, cfg: TrainConfig):
-        self.cfg = cfg
+        self.cfg = cfg.check()
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.distributed = self.world_size > 1
@@ -119,8 +118,6 @@ class Trainer:
     def _kept_weights(self) -> dict[torch.nn.Parameter, tuple[torch.Tensor, Optional[torch.Tensor]]]:
         """Each trainable weight's `init` value and Fisher information (None: 1), when the recipe keeps them."""
         cfg = self.cfg
-        if not math.isfinite(cfg.keep_init_weight) or cfg.keep_init_weight < 0:
-            raise OptionError(f"keep_init_weight must be 0 or more, got {cfg.keep_init_weight}")
         if not cfg.keep_init_weight:
             if cfg.keep_init_fisher:
                 raise OptionError("keep_init_fisher is set but keep_init_weight is 0: give keep_init_weight (e.g. 1)")
@@ -138,8 +135,6 @@ class Trainer:
     def _moving_average(self) -> Optional[torch.optim.swa_utils.AveragedModel]:
         """The ``ema_decay`` average of the weights (BatchNorm statistics included), or None without one."""
         decay = self.cfg.ema_decay
-        if not 0.0 <= decay < 1.0:
-            raise OptionError(f"ema_decay must be at least 0 (no average) and under 1, got {decay}")
         if not decay:
             return None
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn

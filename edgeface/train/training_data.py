@@ -17,7 +17,6 @@ import torch.distributed as dist
 
 from ..backends.torch_backend import TorchBackend
 from ..core.files import atomic_write
-from ..data.augment import AugmentConfig
 from ..data.records import mark_unlabelled, redraw_boxes
 from ..data.sources import load_records
 from ..errors import OptionError, user_stacklevel
@@ -178,10 +177,7 @@ def training_set(cfg: TrainConfig, objective: Objective, progress: bool = False,
     ``ignore_unlabelled`` model runs over its images; `unlabelled_cache`: the file that keeps what it found
     (:class:`UnlabelledFinder`)."""
     paths = teacher_paths(cfg)
-    augment_config = AugmentConfig(size=cfg.input_size, data_anchor_sampling_prob=cfg.data_anchor_sampling_prob,
-                                   recipe=cfg.augment_recipe, rescales=tuple(cfg.rescales),
-                                   blur_prob=cfg.blur_prob, blur_max_px=cfg.blur_max_px,
-                                   occlude_prob=cfg.occlude_prob, background_crop_prob=cfg.background_crop_prob)
+    augment_config = cfg.augment_config()
     records, teachers, labelled, configs = [], [], [], []
     for source in cfg.train_data:
         source = dict(source)
