@@ -264,8 +264,9 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:
-    from .export.onnx_export import export_onnx, load_model
+    from .export.onnx_export import check_export_options, export_onnx, load_model
 
+    check_export_options(args.output, args.opset, args.batch)  # before the model loads
     model, spec, trained = load_model(args.model)
     if args.min_side is not None:
         spec = spec.with_min_side(args.min_side or None)
@@ -816,10 +817,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message: Warning | str, *_: Any, **__: Any) -> None:
+    """Warnings as the commands' own one-line ``warning: ...`` (not Python's file name, line and source)."""
+    from tqdm import tqdm
+
+    tqdm.write(f"warning: {message}", file=sys.stderr)  # above a progress bar, if one is showing
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    import warnings
+
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.func(args)
     except (EdgefaceError, FileNotFoundError, KeyError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"edgeface {args.command}: error: {message}", file=sys.stderr)

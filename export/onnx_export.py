@@ -22,7 +22,7 @@ from edgeface.core.detections import Detections
 from edgeface.core.files import atomic_write
 from edgeface.core.image import check_image, read_image
 from edgeface.detector import Detector
-from edgeface.errors import EdgefaceError
+from edgeface.errors import EdgefaceError, OptionError
 from edgeface.models.checkpoint import load_checkpoint
 from edgeface.models.registry import create_model, default_spec, model_names
 from edgeface.spec import ModelSpec
@@ -30,6 +30,7 @@ from edgeface.spec import ModelSpec
 from .onnx_spec import embed_spec
 
 DEFAULT_OPSET = 17  # TensorRT 8.5/8.6 (JetPack 5.1 / 6.0) parse opset <= 17 with IR <= 8
+MIN_OPSET = 13  # the oldest TensorRT edgeface targets (8.0, JetPack 4.6) parses opset 13
 PARITY_ATOL = 1e-4  # max difference of raw outputs, ONNX Runtime vs torch (relative for magnitudes above 1)
 TRACE_SIZE = (640, 480)
 CHECK_MAX_SIDE = 1024  # check images are shrunk to this to keep the check fast
@@ -113,6 +114,20 @@ def _same_detections(a: Detections, b: Detections) -> bool:
     return bool(close.any(axis=1).all() and close.any(axis=0).all())
 
 
+def check_export_options(output: str, opset: int, batch: Optional[int]) -> None:
+    """Raise OptionError for an ONNX file name Detector would not open, an opset torch cannot write or edgeface's
+    targets cannot read, or a fixed batch under 1."""
+    if not output.lower().endswith(".onnx"):
+        raise OptionError(f"the output is an ONNX file and must end in .onnx (Detector tells model files by their "
+                          f"suffix), got {output}")
+    highest = torch.onnx._constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
+    if not MIN_OPSET <= opset <= highest:
+        raise OptionError(f"opset must be between {MIN_OPSET} (TensorRT 8.0, JetPack 4.6) and {highest} (the "
+                          f"highest torch {torch.__version__} writes), got {opset}")
+    if batch is not None and batch < 1:
+        raise OptionError(f"batch must be at least 1 (or none: any batch), got {batch}")
+
+
 def export_onnx(model: nn.Module, spec: ModelSpec, output: str | os.PathLike, opset: int = DEFAULT_OPSET,
                 input_size: Optional[tuple[int, int]] = None, batch: Optional[int] = None,
                 check_images: Sequence[str | np.ndarray] = (), slim: bool = True,
@@ -127,6 +142,7 @@ def export_onnx(model: nn.Module, spec: ModelSpec, output: str | os.PathLike, op
     """
     start = time.perf_counter()
     output = os.fspath(output)
+    check_export_options(output, opset, batch)
     model = model.eval().float().cpu()
     exported_model = fold_scalar_prelu(model)
     spec = spec.with_input_shape(input_size, batch)

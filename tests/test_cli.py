@@ -37,6 +37,17 @@ def test_info_on_a_registry_name_and_a_model_file(extd64_onnx):
     assert result.returncode == 1 and "neither a model file nor a registered model" in result.stderr
 
 
+def test_warnings_are_one_line_and_export_options_are_checked_before_the_model_loads(tmp_path):
+    pytest.importorskip("torch")
+    result = run("export", "onnx", "extd32", "-o", str(tmp_path / "m.onnx"))
+    assert result.returncode == 0, result.stderr
+    assert "\nwarning: no check images given: checking parity on synthetic frames" in result.stderr
+    assert "UserWarning" not in result.stderr and "export_onnx(" not in result.stderr  # not Python's format
+    result = run("export", "onnx", "extd32", "-o", str(tmp_path / "m2.onnx"), "--opset", "5")
+    assert result.returncode == 1 and "error: opset must be between 13" in result.stderr
+    assert "registry name" not in result.stderr and not (tmp_path / "m2.onnx").exists()
+
+
 def test_convert_export_and_detect_end_to_end(tmp_path, photo_paths):
     pytest.importorskip("torch")
     checkpoint, model = tmp_path / "extd32.pt", tmp_path / "extd32.onnx"

@@ -285,8 +285,20 @@ def test_wider_ground_truth_as_detections_scores_one_through_the_submission_layo
     assert evaluate_wider({}, subset).ap["easy"] == 0.0
     first = tmp_path / subset[0].event / f"{subset[0].name}.txt"
     first.write_text(first.read_text().replace("\n", "\n10 20 30\n", 2).replace("\n10 20 30\n", "\n", 1))
-    with pytest.raises(AnnotationError, match=f"{subset[0].name}.txt is not a valid WIDER FACE submission file"):
+    with pytest.raises(AnnotationError, match=f"{subset[0].name}.txt is not a valid WIDER FACE submission file "
+                                              "at line 3: a detection is five numbers"):
         read_submission(tmp_path)  # a row of three numbers
+    first.write_text(f"{subset[0].name}\n2\n1 2 3 4 0.9\n")
+    with pytest.raises(AnnotationError, match="at its second line \\(the count of detections\\): it says 2 "
+                                              "detections and holds 1"):
+        read_submission(tmp_path)  # the official tools would read a row more than the file holds
+    first.write_text("")
+    assert len(read_submission(tmp_path)[f"{subset[0].event}/{subset[0].name}"]) == 0  # empty: no detections
+    with pytest.raises(FileNotFoundError, match="no submission folder"):
+        read_submission(tmp_path / "absent")
+    with pytest.raises(FileNotFoundError, match="is not WIDER FACE's eval_tools/ground_truth folder: it has no "
+                                                "wider_face_val.mat, wider_easy_val.mat"):
+        load_ground_truth(tmp_path)
 
 
 def test_height_settings_reproduce_the_official_keep_lists_on_val():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -65,6 +67,21 @@ def test_parity_failure_is_loud_and_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(onnx_export, "PARITY_ATOL", -1.0)  # no export can pass this
     with pytest.raises(ExportError, match="differs from torch"):
         export_onnx(model, spec, tmp_path / "m.onnx", check_images=[np.zeros((64, 64, 3), np.uint8)])
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name, options, message", [
+    ("m.onnx", dict(opset=12), "opset must be between 13 (TensorRT 8.0, JetPack 4.6) and "),
+    ("m.onnx", dict(opset=99), "got 99"),
+    ("m.onnx", dict(batch=0), "batch must be at least 1 (or none: any batch), got 0"),
+    ("m.txt", {}, "the output is an ONNX file and must end in .onnx"),
+])
+def test_export_options_torch_or_detector_would_reject_are_option_errors(name, options, message, tmp_path):
+    from edgeface.errors import OptionError
+
+    model, spec, _ = load_model("extd32")
+    with pytest.raises(OptionError, match=re.escape(message)):
+        export_onnx(model, spec, tmp_path / name, **options)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -53,6 +53,11 @@ def load_ground_truth(gt_dir: str | os.PathLike, images_root: str | os.PathLike 
     from scipy.io import loadmat
 
     gt_dir = Path(gt_dir)
+    needed = ["wider_face_val.mat"] + [f"wider_{s}_val.mat" for s in SETTINGS]
+    missing = [name for name in needed if not (gt_dir / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{gt_dir} is not WIDER FACE's eval_tools/ground_truth folder: it has no "
+                                f"{', '.join(missing)}")
     full = loadmat(gt_dir / "wider_face_val.mat")
     keeps = {s: loadmat(gt_dir / f"wider_{s}_val.mat")["gt_list"] for s in SETTINGS}
     images = []
@@ -129,13 +134,26 @@ def as_predictions(detections: Mapping[str, Detections]) -> dict[str, np.ndarray
 
 
 def read_submission(folder: str | os.PathLike) -> dict[str, np.ndarray]:
-    """``{"<event>/<stem>": (N, 5) x y w h score}`` from a folder in the official layout."""
+    """``{"<event>/<stem>": (N, 5) x y w h score}`` from a folder in the official layout (an empty file: no
+    detections). A file whose second line is not its count of rows is an AnnotationError: the official tools read
+    that many rows, so what it holds is ambiguous."""
+    if not Path(folder).is_dir():
+        raise FileNotFoundError(f"no submission folder {folder}")
     predictions = {}
     for txt in sorted(Path(folder).glob("*/*.txt")):
-        lines = [line.split() for line in txt.read_text().splitlines() if line.strip()]
-        with annotation_file(txt, "WIDER FACE submission"):  # a row of fewer than five numbers, or words
-            rows = np.asarray([list(map(float, line[:5])) for line in lines[2:]], np.float64).reshape(-1, 5)
-        predictions[f"{txt.parent.name}/{txt.stem}"] = rows
+        with annotation_file(txt, "WIDER FACE submission") as position:
+            lines = [(n, line.split()) for n, line in enumerate(txt.read_text().splitlines(), 1) if line.strip()]
+            rows = []
+            for number, fields in lines[2:]:
+                position.where = f"line {number}"
+                if len(fields) < 5:
+                    raise ValueError("a detection is five numbers: x y w h score")
+                rows.append([float(value) for value in fields[:5]])
+            position.where = "its second line (the count of detections)"
+            count = int(lines[1][1][0]) if lines else 0
+            if count != len(rows):
+                raise ValueError(f"it says {count} detections and holds {len(rows)}")
+        predictions[f"{txt.parent.name}/{txt.stem}"] = np.asarray(rows, np.float64).reshape(-1, 5)
     return predictions
 
 

@@ -46,7 +46,7 @@ class TrainConfig:
     occlude_prob: float = 0.0  # share of samples whose faces may get a band covered (see AugmentConfig)
     background_crop_prob: float = 0.0  # share of samples cropped to a face-free window (see AugmentConfig)
     checkpoint_every: int = 1000
-    val_every: int = 5000
+    val_every: int = 5000  # 0: never
     log_every: int = 10
     workers: int = 2
     seed: int = 0
@@ -83,7 +83,7 @@ class TrainConfig:
         """Return the recipe if every value is in its range, else raise OptionError naming the first key that is
         not (the types were checked when it was read)."""
         at_least = {"steps": 1, "batch_size": 1, "accumulate": 1, "warmup_steps": 0, "neg_pos_ratio": 1,
-                    "checkpoint_every": 1, "val_every": 1, "log_every": 1, "workers": 0}
+                    "checkpoint_every": 1, "val_every": 0, "log_every": 1, "workers": 0}  # val_every 0: never
         for key, low in at_least.items():
             if getattr(self, key) < low:
                 raise OptionError(f"{key} must be at least {low}, got {getattr(self, key)}")
