@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import cv2
@@ -194,6 +195,11 @@ def test_detections_container():
     drawn = dets.draw(canvas)
     assert drawn.any() and not canvas.any()
     assert len(Detections.empty()) == 0 and Detections.from_list([]).boxes.shape == (0, 4)
+    assert Detections([[1, 2, 3, 4]], [0.5]).boxes.dtype == np.float32  # lists and other dtypes become float32
+    for boxes, scores in (((2, 3), (2,)), ((2, 4), (3,)), ((4,), (1,))):
+        with pytest.raises(ValueError, match=f"Detections takes \\(N, 4\\) boxes and \\(N,\\) scores, got "
+                                             f"{re.escape(str(boxes))}"):
+            Detections(np.zeros(boxes), np.zeros(scores))
 
 
 def test_spec_round_trips_through_json():

@@ -29,6 +29,13 @@ class Detections:
     boxes: np.ndarray
     scores: np.ndarray
 
+    def __post_init__(self) -> None:
+        boxes, scores = np.asarray(self.boxes, np.float32), np.asarray(self.scores, np.float32)
+        if boxes.ndim != 2 or boxes.shape[1] != 4 or scores.shape != (len(boxes),):
+            raise ValueError(f"Detections takes (N, 4) boxes and (N,) scores, got {boxes.shape} and {scores.shape}")
+        object.__setattr__(self, "boxes", boxes)  # frozen: the arrays in their documented dtype
+        object.__setattr__(self, "scores", scores)
+
     @classmethod
     def empty(cls) -> Detections:
         return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
