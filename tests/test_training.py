@@ -844,6 +844,12 @@ def test_a_data_source_that_does_not_load_leaves_no_run_folder(tmp_path):
         with pytest.raises((ValueError, FileNotFoundError), match="no_such_dataset"):
             Trainer(cfg).fit(progress=False)
         assert not (tmp_path / "run").exists()
+    four = write_imglab(read_facemask(need(FACEMASK), "train")[:4], tmp_path / "four.xml")
+    with pytest.raises(OptionError, match="4 training images are fewer than one step \\(8 x 1 ranks\\): lower "
+                                          "batch_size"):
+        Trainer(tiny_config(tmp_path, train_data=[{"format": "imglab", "xml": str(four)}], batch_size=8)).fit(
+            progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 def test_validation_turns_cudnn_benchmark_off_for_its_varying_sizes(tmp_path, monkeypatch):

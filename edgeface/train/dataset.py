@@ -15,7 +15,7 @@ from ..core.image import read_image
 from ..core.preprocess import normalise
 from ..data.augment import AugmentConfig, augment_sample
 from ..data.records import FaceRecord
-from ..errors import ImageError, ImageWarning
+from ..errors import ImageError, ImageWarning, OptionError
 from .objectives import Objective
 
 
@@ -105,7 +105,8 @@ class ResumableSampler(Sampler[int]):
         self.rank, self.world_size = rank, world_size
         self.steps_per_epoch = n // (samples_per_step * world_size)
         if self.steps_per_epoch == 0:
-            raise ValueError(f"{n} training images are fewer than one step ({samples_per_step} x {world_size} ranks)")
+            raise OptionError(f"{n} training images are fewer than one step ({samples_per_step} x {world_size} "
+                              "ranks): lower batch_size or accumulate, or add images")
         self.start_step = 0
 
     def start_at(self, step: int) -> None:

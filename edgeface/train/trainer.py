@@ -286,12 +286,12 @@ class Trainer:
         dataset = training_set(cfg, self.objective, progress=progress and self.rank == 0,
                                unlabelled_cache=self.out / UNLABELLED_FACES)
         val_sets = [validation_set(source) for source in cfg.val_data]
-        self.out.mkdir(parents=True, exist_ok=True)  # once the data loads: a bad source leaves no folder
         val_metrics = [m for vset in val_sets for m in vset.metrics]
         if cfg.hard_image_mining and self.miner is None:
             self.miner = HardImageMiner(len(dataset), seed=cfg.seed)
         sampler = ResumableSampler(len(dataset), cfg.batch_size * cfg.accumulate, cfg.seed, self.rank,
                                    self.world_size, miner=self.miner)
+        self.out.mkdir(parents=True, exist_ok=True)  # once the data loads: a bad source leaves no folder
         sampler.start_at(self.step)
         loader = iter(DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
                                  collate_fn=collate, pin_memory=self.device.type == "cuda",
