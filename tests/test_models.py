@@ -100,6 +100,10 @@ def test_converter_and_loader_reject_foreign_files(tmp_path):
     with pytest.raises(ModelFileError, match="no such model file"):
         load_checkpoint(tmp_path / "missing.pt")
     assert not (tmp_path / "out.pt").exists()
+    pickled = tmp_path / "module.pt"
+    torch.save(torch.nn.Conv2d(3, 4, 3), pickled)  # a whole module: loading it would unpickle code
+    with pytest.raises(ModelFileError, match="module.pt holds pickled Python objects .* save tensors"):
+        load_checkpoint(pickled)
 
 
 def test_checkpoint_round_trip_keeps_weights_and_spec(tmp_path):

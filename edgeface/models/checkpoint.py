@@ -39,6 +39,10 @@ def read_torch_file(path: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or foreign files
+        if "Unsupported global" in str(exc):  # whole pickled objects, not a corrupt file
+            raise ModelFileError(f"{path} holds pickled Python objects (a whole torch module?), which edgeface does "
+                                 "not unpickle, since unpickling can run code: save tensors (a state_dict) "
+                                 "instead") from exc
         raise ModelFileError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}); "
                              "is the file complete? re-download or re-export it") from exc
 
