@@ -267,6 +267,10 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     from .export.onnx_export import check_export_options, export_onnx, load_model
 
     check_export_options(args.output, args.opset, args.batch)  # before the model loads
+    if args.rtx_check:
+        from .export.tensorrt_rtx import rtx_bindings
+
+        rtx_bindings()  # installed, before the export
     model, spec, trained = load_model(args.model)
     if args.min_side is not None:
         spec = spec.with_min_side(args.min_side or None)

@@ -13,8 +13,23 @@ from dataclasses import dataclass
 from typing import Optional
 
 from edgeface.backends.engine_file import EngineHeader, write_engine_file
+from edgeface.errors import EdgefaceError
 
 from .onnx_spec import DEFAULT_PROFILE, profile_shapes, read_onnx_spec
+
+
+class RtxBuildError(EdgefaceError, RuntimeError):
+    """TensorRT-RTX is missing, or it could not parse or build the ONNX file."""
+
+
+def rtx_bindings():
+    """The TensorRT-RTX Python bindings, or an RtxBuildError saying how to install them."""
+    try:
+        import tensorrt_rtx_bindings
+    except ImportError:
+        raise RtxBuildError("the TensorRT-RTX build check needs its Python bindings: "
+                            "pip install 'edgeface[tensorrt-rtx]'") from None
+    return tensorrt_rtx_bindings
 
 
 @dataclass
@@ -28,14 +43,13 @@ class RtxBuildReport:
 def build_engine_rtx(onnx_path: str | os.PathLike, max_batch: int = 4,
                      profile_sizes: tuple[tuple[int, int], ...] = DEFAULT_PROFILE,
                      output: Optional[str | os.PathLike] = None) -> RtxBuildReport:
-    """Parse `onnx_path` and build a serialized TensorRT-RTX engine; raise RuntimeError on failure.
+    """Parse `onnx_path` and build a serialized TensorRT-RTX engine; raise RtxBuildError on failure.
 
     Dynamic dimensions get an optimisation profile from `profile_sizes` (w, h) and batch 1 ...
     `max_batch`; fixed dimensions keep the sizes the file declares. With `output`, the engine is
     written as an edgeface engine file (spec in its header).
     """
-    import tensorrt_rtx_bindings as trt
-
+    trt = rtx_bindings()
     start = time.perf_counter()
     onnx_path = os.fspath(onnx_path)
     spec = read_onnx_spec(onnx_path)
@@ -45,7 +59,7 @@ def build_engine_rtx(onnx_path: str | os.PathLike, max_batch: int = 4,
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(onnx_path):
         errors = "; ".join(parser.get_error(i).desc() for i in range(parser.num_errors))
-        raise RuntimeError(f"TensorRT-RTX cannot parse {onnx_path}: {errors}")
+        raise RtxBuildError(f"TensorRT-RTX cannot parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
     name = network.get_input(0).name
     shapes = profile_shapes(spec, profile_sizes, max_batch, opt_batch=1)
@@ -54,7 +68,7 @@ def build_engine_rtx(onnx_path: str | os.PathLike, max_batch: int = 4,
     config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise RuntimeError(f"TensorRT-RTX failed to build an engine from {onnx_path}")
+        raise RtxBuildError(f"TensorRT-RTX failed to build an engine from {onnx_path}")
     if output is not None:
         version = getattr(trt, "__version__", "unknown")
         write_engine_file(output, EngineHeader(spec, version, "tensorrt_rtx", None, None, "fp32",

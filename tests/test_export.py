@@ -85,6 +85,16 @@ def test_export_options_torch_or_detector_would_reject_are_option_errors(name, o
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_missing_tensorrt_rtx_is_an_error_saying_how_to_install_it(monkeypatch):
+    import sys
+
+    from edgeface.export.tensorrt_rtx import RtxBuildError, build_engine_rtx
+
+    monkeypatch.setitem(sys.modules, "tensorrt_rtx_bindings", None)  # import fails as if not installed
+    with pytest.raises(RtxBuildError, match="needs its Python bindings: pip install 'edgeface\\[tensorrt-rtx\\]'"):
+        build_engine_rtx("never_read.onnx")
+
+
 def test_export_refuses_unknown_models():
     with pytest.raises(FileNotFoundError, match="neither a file nor a registered model"):
         load_model("resnet1000")
