@@ -821,6 +821,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# the optional packages a command may import, and the extras that install each (pyproject.toml)
+EXTRAS = {"torch": ("train", "export"), "yaml": ("train",), "scipy": ("eval",), "onnx": ("export",),
+          "onnxslim": ("export",), "onnxconverter_common": ("export",)}
+
+
 def _show_warning(message: Warning | str, *_: Any, **__: Any) -> None:
     """Warnings as the commands' own one-line ``warning: ...`` (not Python's file name, line and source)."""
     from tqdm import tqdm
@@ -839,6 +844,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (EdgefaceError, FileNotFoundError, KeyError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"edgeface {args.command}: error: {message}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as exc:  # a runtime-only install running a training, export or evaluation command
+        package = (exc.name or "").partition(".")[0]
+        if package not in EXTRAS:
+            raise
+        extra = args.command if args.command in EXTRAS[package] else EXTRAS[package][0]
+        print(f"edgeface {args.command}: error: this command needs {package}, which is not installed: "
+              f"pip install 'edgeface[{extra}]'", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

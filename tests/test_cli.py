@@ -48,6 +48,25 @@ def test_warnings_are_one_line_and_export_options_are_checked_before_the_model_l
     assert "registry name" not in result.stderr and not (tmp_path / "m2.onnx").exists()
 
 
+@pytest.mark.parametrize("blocked, args, message", [
+    ("torch", ("train", "--config", "recipe.yaml"), "needs torch, which is not installed: pip install "
+                                                    "'edgeface[train]'"),
+    ("torch", ("export", "onnx", "extd32", "-o", "m.onnx"), "pip install 'edgeface[export]'"),
+    ("scipy", ("eval-wider", "submission", "--ground-truth", "gt"), "needs scipy, which is not installed: pip "
+                                                                   "install 'edgeface[eval]'"),
+])
+def test_a_command_whose_extra_is_not_installed_says_which_to_install(blocked, args, message, tmp_path):
+    (tmp_path / "recipe.yaml").write_text("model: extd32\n")
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "submission" / "event").mkdir(parents=True)
+    script = (f"import sys; sys.modules[{blocked!r}] = None  # as in a runtime-only install\n"
+              "from edgeface.cli import main\nsys.exit(main(sys.argv[1:]))")
+    result = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120,
+                            cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert message in result.stderr
+
+
 def test_convert_export_and_detect_end_to_end(tmp_path, photo_paths):
     pytest.importorskip("torch")
     checkpoint, model = tmp_path / "extd32.pt", tmp_path / "extd32.onnx"
