@@ -191,9 +191,12 @@ class Detector:
         """Faces in one BGR uint8 frame (or image file)."""
         return self.detect_batch([image])[0]
 
-    def detect_batch(self, images: Sequence[Frame]) -> list[Detections]:
-        """Faces in each frame (or image file); frames of one size (or all, when letterboxing) share a network
-        run."""
+    def detect_batch(self, images: Union[Sequence[Frame], np.ndarray]) -> list[Detections]:
+        """Faces in each frame (or image file) of `images`, a sequence of them or an N x H x W x 3 array; frames of
+        one size (or all, when letterboxing) share a network run."""
+        if isinstance(images, (str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim != 4):
+            raise ImageError("detect_batch takes a sequence of frames (a list, or an N x H x W x 3 array), got "
+                             f"{_describe(images)}; for one frame call detect(frame)")
         on_gpu = self.gpu_pipeline is not None and self.test_time.single_pass  # device arrays stay on the GPU
         images = list(images)
         several = len(images) > 1
@@ -311,3 +314,10 @@ class Detector:
         return [decode_detections(loc[i], conf[i], anchors, self.spec, transform, self.score_threshold,
                                   self.nms_iou, self.max_detections, active, top_k)
                 for i, transform in enumerate(transforms)]
+
+
+def _describe(value: object) -> str:
+    """`value` in a few words for an error: an array's shape, else its type."""
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {'x'.join(map(str, value.shape))}"
+    return f"a {type(value).__name__}"

@@ -97,6 +97,11 @@ def test_bad_frames_get_clear_errors(extd64_onnx, tmp_path):
         detector.detect_batch([frame, frame, tmp_path / "missing.jpg"])
     with pytest.raises(ImageError, match="^expected a uint8 image"):  # a batch of one says nothing more
         detector.detect_batch([frame.astype(np.float32)])
+    for one in (frame, str(tmp_path / "a.jpg")):  # one frame where a batch belongs
+        with pytest.raises(ImageError, match="^detect_batch takes a sequence of frames .*call detect\\(frame\\)$"):
+            detector.detect_batch(one)
+    stacked = detector.detect_batch(np.stack([frame, frame]))  # an N x H x W x 3 array is a batch
+    assert len(stacked) == 2 and np.array_equal(stacked[1].boxes, detector.detect(frame).boxes)
     with pytest.raises(ImageError, match="no such image"):
         edgeface.read_image(tmp_path / "missing.jpg")
     (tmp_path / "folder.jpg").mkdir()
