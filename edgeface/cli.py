@@ -25,7 +25,9 @@ from .options import (
     check_min_side,
     check_nms_iou,
     check_occlude_prob,
+    check_overlap,
     check_samples,
+    check_scale,
     check_score_threshold,
     check_training_size,
     parse_module_scale,
@@ -534,7 +536,7 @@ def _add_data_source(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", required=True, choices=["facemask", "voc", "imglab", "wider", "fddb"],
                         help="annotation format")
     parser.add_argument("data", nargs="+", metavar="KEY=VALUE",
-                        help="reader arguments: facemask/wider root= split=; voc annotations= images=; "
+                        help="reader arguments: facemask/wider root= split=; voc annotation_dir= image_dir= [stems=]; "
                              "imglab xml=; fddb root=")
 
 
@@ -707,16 +709,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-m", "--model", default="default",
                    help=f"model file, or a shipped model: {SHIPPED_NAMES} (default: %(default)s)")
     _add_data_source(p)
-    p.add_argument("--iou", type=float, default=0.5, help="IoU for a match (default: %(default)s)")
+    p.add_argument("--iou", type=_checked(lambda v: check_overlap(v, "iou")), default=0.5,
+                   help="IoU for a match (default: %(default)s)")
     p.add_argument("--score-threshold", type=_checked(check_score_threshold), default=0.05, metavar="P",
                    help="keep scores above (default: %(default)s)")
     _add_size_options(p)
     _add_device(p)
-    p.add_argument("--scales", type=float, nargs="+",
+    p.add_argument("--scales", type=_checked(check_scale), nargs="+",
                    help="test-time scales (default: the model's own strategy, e.g. one pass for EXTD)")
     p.add_argument("--single-pass", action="store_true", help="one pass at scale 1, whatever the model's strategy")
     p.add_argument("--flip", action="store_true", help="add horizontally mirrored passes")
-    p.add_argument("--box-voting", type=float, metavar="IOU", help="merge with box voting at this IoU (e.g. 0.3)")
+    p.add_argument("--box-voting", type=_checked(lambda v: check_overlap(v, "box voting's IoU")), metavar="IOU",
+                   help="merge with box voting at this IoU (e.g. 0.3)")
     p.add_argument("--plot", help="write the precision-recall curve to this PNG")
     p.add_argument("--json", help="write the result to this JSON file")
     p.add_argument("-q", "--quiet", action="store_true")

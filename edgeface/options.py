@@ -20,6 +20,7 @@ MAX_INPUT_SIDE = 8192
 # The default bound on a frame's longest side when frames run at their own size (see Detector's max_side).
 DEFAULT_MAX_SIDE = 1920
 DEVICES = ("cpu", "cuda", "cuda:N", "tensorrt")
+MAX_SCALE = 8.0  # the largest test-time resize factor (the papers' pyramids go up to 2; max_side bounds the input)
 
 
 def _real(name: str, value: object) -> float:
@@ -49,9 +50,22 @@ def check_score_threshold(value: object) -> float:
 
 def check_nms_iou(value: object) -> float:
     """An IoU in [0, 1]: overlapping boxes above it are suppressed (1 keeps all but exact duplicates)."""
-    value = _real("nms_iou", value)
+    return check_overlap(value, "nms_iou")
+
+
+def check_overlap(value: object, name: str) -> float:
+    """An IoU in [0, 1] (``name`` for the error)."""
+    value = _real(name, value)
     if not 0.0 <= value <= 1.0:
-        raise OptionError(f"nms_iou is an overlap (IoU) in [0, 1], got {value:g}")
+        raise OptionError(f"{name} is an overlap (IoU) in [0, 1], got {value:g}")
+    return value
+
+
+def check_scale(value: object) -> float:
+    """A test-time resize factor, above 0 and at most MAX_SCALE."""
+    value = _real("scale", value)
+    if not 0.0 < value <= MAX_SCALE:
+        raise OptionError(f"a test-time scale is a resize factor above 0 and at most {MAX_SCALE:g}, got {value:g}")
     return value
 
 
@@ -197,10 +211,22 @@ def _side(name: str, value: object) -> Optional[int]:
 
 
 def check_test_time(value: object) -> Optional[TestTimeSpec]:
-    """None (the model's own strategy) or a :class:`~edgeface.spec.TestTimeSpec`."""
-    if value is not None and not isinstance(value, TestTimeSpec):
+    """None (the model's own strategy) or a :class:`~edgeface.spec.TestTimeSpec` with at least one pass, every
+    scale in range and a voting overlap in [0, 1]."""
+    if value is None:
+        return None
+    if not isinstance(value, TestTimeSpec):
         raise OptionError(f"test_time must be an edgeface.spec.TestTimeSpec (for example "
                           f"TestTimeSpec.from_scales((0.5, 1.0), flip=True)) or None, got {value!r}")
+    if not value.pyramid:
+        raise OptionError("test_time has no pass: give at least one scale")
+    for p in value.pyramid:
+        if p.short_side is None:
+            check_scale(p.scale)
+        else:
+            _side("a pass's short_side", p.short_side)
+    if value.voting_iou is not None:
+        check_overlap(value.voting_iou, "box voting's IoU")
     return value
 
 

@@ -18,6 +18,7 @@ from conftest import DLIB_FACES, SHARED, need
 from edgeface import Detector
 from edgeface.core.image import is_truncated, list_inputs
 from edgeface.errors import ImageWarning, ModelFileError, OptionError
+from edgeface.spec import TestTimeSpec
 from edgeface.weights import DEFAULT_MODEL
 
 FACEMASK = SHARED / "data" / "facemask"
@@ -55,6 +56,11 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
     (dict(threads=-1), "threads must be at least 1"),
     (dict(threads="2"), "threads must be a whole number"),
     (dict(test_time="flip"), "test_time must be an edgeface.spec.TestTimeSpec"),
+    (dict(test_time=TestTimeSpec(())), "test_time has no pass: give at least one scale"),
+    (dict(test_time=TestTimeSpec.from_scales((1.0, 0.0))), "a test-time scale is a resize factor above 0 and at "
+                                                          "most 8, got 0"),
+    (dict(test_time=TestTimeSpec.from_scales((1.0,), voting_iou=2)), "box voting's IoU is an overlap (IoU) in [0, "
+                                                                      "1], got 2"),
     (dict(tile=True, max_side=None), "tile splits frames larger than max_side into tiles run at their own size"),
     (dict(tile=True, input_size=(640, 480)), "it needs max_side and no input_size"),
 ])
@@ -89,6 +95,16 @@ def test_cli_rejects_bad_options_in_one_line(args, message, tmp_path):
     result = run_cli("detect", str(image), "-o", str(tmp_path / "out"), *args)
     assert result.returncode == 2 and message in one_line_error(result)  # argparse's usage error
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--iou", "2"), "iou is an overlap (IoU) in [0, 1], got 2"),
+    (("--scales", "0.5", "-1"), "a test-time scale is a resize factor above 0 and at most 8, got -1"),
+    (("--box-voting", "5"), "box voting's IoU is an overlap (IoU) in [0, 1], got 5"),
+])
+def test_eval_rejects_bad_matching_and_test_time_options_in_one_line(args, message, tmp_path):
+    result = run_cli("eval", "--format", "imglab", f"xml={tmp_path / 'never_read.xml'}", *args)
+    assert result.returncode == 2 and message in one_line_error(result)
 
 
 def test_cli_output_that_is_a_file_and_model_spec_mismatch_are_one_line_errors(tmp_path):
