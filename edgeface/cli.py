@@ -29,6 +29,7 @@ from .options import (
     check_samples,
     check_scale,
     check_score_threshold,
+    check_seed,
     check_training_size,
     parse_module_scale,
 )
@@ -697,7 +698,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=_checked(check_samples, int), default=400,
                    help="training images drawn, without replacement (default: %(default)s; about 0.4 s each for "
                         "EXTD-64 on a CPU)")
-    p.add_argument("--seed", type=int, default=0, help="which images and crops (default: %(default)s)")
+    p.add_argument("--seed", type=_checked(check_seed, int), default=0,
+                   help="which images and crops (default: %(default)s)")
     p.add_argument("-o", "--output", required=True, help="the Fisher file to write")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_fisher)
@@ -738,7 +740,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--count", type=_checked(check_samples, int), default=8, help="samples (default: %(default)s)")
     d.add_argument("--size", type=_checked(check_training_size, int), default=320,
                    help="training input side, 32-8192 (default: %(default)s)")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=_checked(check_seed, int), default=0, help="which samples (default: %(default)s)")
     d.add_argument("--recipe", choices=RECIPES, default="extd",
                    help="sampling: EXTD's (data-anchor-sampling / SSD crops), HR/SHF's rescale + crop, or SRN's "
                         "expand + square crop")

@@ -154,6 +154,14 @@ def check_samples(value: object) -> int:
     return value
 
 
+def check_seed(value: object) -> int:
+    """A random seed: a whole number, 0 or more (NumPy's generators take no negative seed)."""
+    value = _integer("seed", value)
+    if value < 0:
+        raise OptionError(f"seed must be 0 or more, got {value}")
+    return value
+
+
 def check_threads(value: object) -> Optional[int]:
     """None (the backend's own choice) or at least one CPU thread."""
     if value is None:

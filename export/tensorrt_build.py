@@ -32,6 +32,7 @@ import numpy as np
 
 from edgeface.backends.engine_file import EngineHeader, tensorrt_generation, write_engine_file
 from edgeface.core.files import atomic_write
+from edgeface.errors import OptionError
 
 from .onnx_spec import DEFAULT_PROFILE, profile_shapes, read_onnx_spec
 from .precision import calibration_batches, cast_fp16, compare_precisions, quantize_int8
@@ -54,10 +55,15 @@ class BuildOptions:
     int8_mode: str = "auto"  # "qdq" (explicit quantisation), "calibrator" (implicit, TRT 8/10), "auto"
 
     def __post_init__(self):
+        """Checked before TensorRT is imported: a typo costs no import and no parse."""
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+            raise OptionError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.int8_mode not in ("auto", "qdq", "calibrator"):
-            raise ValueError(f"int8_mode must be auto, qdq or calibrator, got {self.int8_mode!r}")
+            raise OptionError(f"int8_mode must be auto, qdq or calibrator, got {self.int8_mode!r}")
+        for name, value, low in (("max_batch", self.max_batch, 1), ("workspace_mb", self.workspace_mb, 1),
+                                 ("dla_core", self.dla_core, 0), ("optimization_level", self.optimization_level, 0)):
+            if value is not None and value < low:
+                raise OptionError(f"{name} must be at least {low}, got {value}")
 
 
 @dataclass

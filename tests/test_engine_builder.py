@@ -263,12 +263,17 @@ def test_tensorrt_11_int8_is_explicit_qdq_checked_against_fp32(extd64_onnx, tmp_
 
 
 def test_unsupported_versions_and_missing_tensorrt(extd64_onnx, tmp_path):
-    from edgeface.errors import ModelFileError
+    from edgeface.errors import ModelFileError, OptionError
 
     with pytest.raises(ModelFileError, match="not supported"):
         build_engine(extd64_onnx, tmp_path / "m.engine", trt=fake_tensorrt("7.2.3"), device=ORIN)
-    with pytest.raises(ValueError, match="precision must be"):
+    with pytest.raises(OptionError, match="precision must be"):
         BuildOptions(precision="int4")
+    for option, message in ((dict(max_batch=0), "max_batch must be at least 1, got 0"),
+                            (dict(workspace_mb=-5), "workspace_mb must be at least 1, got -5"),
+                            (dict(dla_core=-1), "dla_core must be at least 0, got -1")):
+        with pytest.raises(OptionError, match=message):
+            BuildOptions(**option)
     try:
         import tensorrt  # noqa: F401
     except ImportError:

@@ -107,6 +107,11 @@ def test_eval_rejects_bad_matching_and_test_time_options_in_one_line(args, messa
     assert result.returncode == 2 and message in one_line_error(result)
 
 
+def test_a_negative_seed_is_a_one_line_error(tmp_path):  # NumPy's generators take none
+    result = run_cli("data", "show", "--format", "imglab", f"xml={tmp_path / 'never_read.xml'}", "--seed", "-1")
+    assert result.returncode == 2 and "seed must be 0 or more, got -1" in one_line_error(result)
+
+
 def test_cli_output_that_is_a_file_and_model_spec_mismatch_are_one_line_errors(tmp_path):
     onnx = pytest.importorskip("onnx")
     image = tmp_path / "a.jpg"

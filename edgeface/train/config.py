@@ -83,7 +83,8 @@ class TrainConfig:
         """Return the recipe if every value is in its range, else raise OptionError naming the first key that is
         not (the types were checked when it was read)."""
         at_least = {"steps": 1, "batch_size": 1, "accumulate": 1, "warmup_steps": 0, "neg_pos_ratio": 1,
-                    "checkpoint_every": 1, "val_every": 0, "log_every": 1, "workers": 0}  # val_every 0: never
+                    "checkpoint_every": 1, "val_every": 0, "log_every": 1, "workers": 0,  # val_every 0: never
+                    "seed": 0}
         for key, low in at_least.items():
             if getattr(self, key) < low:
                 raise OptionError(f"{key} must be at least {low}, got {getattr(self, key)}")
