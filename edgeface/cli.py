@@ -61,14 +61,17 @@ def _parse_size(text: str) -> tuple[int, int]:
 _size = _checked(check_input_size, _parse_size)
 
 
-def _expand_inputs(inputs: Sequence[str], suffixes: tuple[str, ...] = IMAGE_SUFFIXES + VIDEO_SUFFIXES,
-                   exclude: Optional[Path] = None) -> list[Path]:
-    """`inputs` as files: folders searched recursively (:func:`edgeface.core.image.list_inputs`), files under
-    `exclude` (the output folder) left out."""
-    files = list_inputs(inputs, suffixes)
-    if exclude is not None:
-        files = [f for f in files if exclude.resolve() not in f.resolve().parents]
-    return files
+def _inputs_outside(files: list[Path], out_dir: Path) -> list[Path]:
+    """`files` but those below `out_dir` (what an earlier run wrote there, whose annotated copies would overwrite
+    themselves), saying how many were left out; an error when none is left."""
+    inside = [f for f in files if out_dir.resolve() in f.resolve().parents]
+    if len(inside) == len(files):
+        raise EdgefaceError(f"every input is inside the output folder {out_dir}, where annotated copies would "
+                            "overwrite them: give -o another folder")
+    if inside:
+        print(f"note: {len(inside)} inputs inside the output folder {out_dir} left out (earlier output)",
+              file=sys.stderr)
+    return [f for f in files if f not in inside]
 
 
 def annotated_paths(files: Sequence[Path], out_dir: Path) -> dict[Path, Path]:
@@ -110,7 +113,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     detector = Detector(args.model, score_threshold=args.score_threshold, nms_iou=args.nms_iou,
                         max_detections=args.max_detections, input_size=args.input_size, device=args.device,
                         max_side=args.max_side, min_side=args.min_side, tile=args.tile)
-    files = _expand_inputs(args.inputs, exclude=out_dir)
+    files = _inputs_outside(list_inputs(args.inputs), out_dir)
     make_output_folder(out_dir)
     targets = annotated_paths(files, out_dir)
     results: dict[str, dict[str, Any]] = {}
@@ -279,7 +282,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
         spec = spec.with_min_side(args.min_side or None)
     if not trained:
         print(f"note: {args.model} is a registry name: exporting untrained weights", file=sys.stderr)
-    check = [str(p) for p in _expand_inputs(args.check_images, IMAGE_SUFFIXES)] if args.check_images else []
+    check = [str(p) for p in list_inputs(args.check_images, IMAGE_SUFFIXES)] if args.check_images else []
     report = export_onnx(model, spec, args.output, opset=args.opset, input_size=args.input_size,
                          batch=args.batch, check_images=check, slim=not args.no_slim, compare_detections=trained)
     print(report.summary())
@@ -299,9 +302,9 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
     options = BuildOptions(
         precision=args.precision, max_batch=args.max_batch, workspace_mb=args.workspace,
         optimization_level=args.opt_level, timing_cache=args.timing_cache, dla_core=args.dla_core,
-        calibration_images=([str(p) for p in _expand_inputs(args.calibration_images, IMAGE_SUFFIXES)]
+        calibration_images=([str(p) for p in list_inputs(args.calibration_images, IMAGE_SUFFIXES)]
                             if args.calibration_images else []),
-        check_images=[str(p) for p in _expand_inputs(args.check_images, IMAGE_SUFFIXES)] if args.check_images else [],
+        check_images=[str(p) for p in list_inputs(args.check_images, IMAGE_SUFFIXES)] if args.check_images else [],
         calibration_cache=args.calibration_cache, int8_mode=args.int8_mode,
         profile_sizes=(DEFAULT_PROFILE[0], args.opt_size, args.max_size or DEFAULT_PROFILE[2]))
     output = args.output or str(Path(args.onnx).with_suffix(".engine"))

@@ -107,6 +107,19 @@ def test_eval_rejects_bad_matching_and_test_time_options_in_one_line(args, messa
     assert result.returncode == 2 and message in one_line_error(result)
 
 
+def test_detect_leaves_its_own_output_folder_alone_and_says_so(tmp_path):
+    photo = tmp_path / "a.jpg"
+    cv2.imwrite(str(photo), np.zeros((64, 64, 3), np.uint8))
+    before = photo.read_bytes()
+    result = run_cli("detect", str(photo), "-o", str(tmp_path))  # its copy would overwrite the photo itself
+    assert "every input is inside the output folder" in one_line_error(result) and photo.read_bytes() == before
+    (tmp_path / "out").mkdir()
+    cv2.imwrite(str(tmp_path / "out" / "earlier.jpg"), np.zeros((64, 64, 3), np.uint8))
+    result = run_cli("detect", str(tmp_path), "-o", str(tmp_path / "out"), "-q")
+    assert result.returncode == 0, result.stderr
+    assert "note: 1 inputs inside the output folder" in result.stderr and "1/1 inputs done" in result.stdout
+
+
 def test_a_negative_seed_is_a_one_line_error(tmp_path):  # NumPy's generators take none
     result = run_cli("data", "show", "--format", "imglab", f"xml={tmp_path / 'never_read.xml'}", "--seed", "-1")
     assert result.returncode == 2 and "seed must be 0 or more, got -1" in one_line_error(result)
