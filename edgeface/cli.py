@@ -210,8 +210,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    from .core.files import check_not_an_input
     from .models.checkpoint import convert_authors_checkpoint
 
+    check_not_an_input(args.output, [args.source])
     spec = convert_authors_checkpoint(args.source, args.output)
     print(f"{args.source} -> {args.output}: {spec.name} (recognised from the weights)")
     return 0
@@ -231,10 +233,12 @@ def load_weights_of_one_model(paths: list[str], purpose: str) -> list[tuple[Any,
 def cmd_average(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from .core.files import check_not_an_input
     from .models.checkpoint import average_weights, save_checkpoint
 
     if len(args.models) < 2:
         raise EdgefaceError("give at least two models to average")
+    check_not_an_input(args.output, args.models)
     loaded = load_weights_of_one_model(args.models, "a soup")
     soup = average_weights([model for model, _ in loaded], args.weights)
     last_spec = loaded[-1][1]
@@ -250,8 +254,10 @@ def cmd_average(args: argparse.Namespace) -> int:
 def cmd_interpolate(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from .core.files import check_not_an_input
     from .models.checkpoint import interpolate_weights, save_checkpoint
 
+    check_not_an_input(args.output, [args.start, args.end])
     (start, _), (end, end_spec) = load_weights_of_one_model([args.start, args.end], "interpolation")
     scales = dict(args.module_scale)
     mixed = interpolate_weights(start, end, args.alpha, args.keep, scales)  # checks the module names first

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 import edgeface
-from edgeface.core.files import make_output_folder
+from edgeface.core.files import check_not_an_input, make_output_folder
 from edgeface.core.image import IMAGE_SUFFIXES, list_inputs, write_image
 from edgeface.video import open_video_writer
 
@@ -58,6 +58,7 @@ def main() -> None:
                              "small faces; models exported for one fixed input size need it)")
     args = parser.parse_args()
 
+    check_not_an_input(args.output, [args.source])  # anonymising in place would lose the originals
     detector = edgeface.Detector(args.model, score_threshold=args.threshold, tile=not args.no_tile)
     source = Path(args.source)
     if source.suffix.lower() in IMAGE_SUFFIXES:

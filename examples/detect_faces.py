@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 import edgeface
+from edgeface.core.files import check_not_an_input
 from edgeface.core.image import write_image
 
 
@@ -21,6 +22,7 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, help="score threshold (default: the model's)")
     args = parser.parse_args()
 
+    check_not_an_input(args.output, [args.image])  # the annotated copy must not replace the photo
     detector = edgeface.Detector(args.model, score_threshold=args.threshold)
     image = edgeface.read_image(args.image)
     faces = detector(image)

@@ -168,6 +168,12 @@ def test_anonymise_one_photo_and_never_reports_a_copy_it_could_not_write(extd64_
     for target in (tmp_path / "absent" / "covered.jpg", tmp_path / "covered.xyz"):
         error = run_failing_example("anonymise.py", photo_paths[0], "-o", str(target), "-m", str(extd64_onnx))
         assert error.startswith(f"error: could not write {target}") and not target.exists()
+    before = out.read_bytes()  # the output named as the input: refused, the original kept
+    for name, args in (("anonymise.py", (str(out), "-o", str(out))),
+                       ("detect_faces.py", ("m.onnx", str(out), "-o", str(out)))):
+        error = run_failing_example(name, *args)
+        assert error.startswith(f"error: the output {out} is an input: writing it would replace the original")
+        assert out.read_bytes() == before
 
 
 def test_anonymise_tiles_big_photos_so_small_faces_are_covered(extd64_onnx, tmp_path):

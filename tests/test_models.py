@@ -169,6 +169,10 @@ def test_interpolated_weights_lie_on_the_line_between_two_models(tmp_path):
                             capture_output=True, text=True)  # refused by the parser, before any model loads
     assert failed.returncode == 2 and "keep must be in (0, 1], got 0" in failed.stderr
     assert not (tmp_path / "bad.pt").exists()
+    before = (tmp_path / "a.pt").read_bytes()  # an input named as the output is refused and kept
+    failed = subprocess.run([*cli, "--alpha", "0.5", "-o", str(tmp_path / "a.pt")], capture_output=True, text=True)
+    assert failed.returncode == 1 and "the output" in failed.stderr and "is an input" in failed.stderr
+    assert (tmp_path / "a.pt").read_bytes() == before
 
 
 def test_trimmed_interpolation_keeps_only_the_largest_changes_of_each_weight():

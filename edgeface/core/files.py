@@ -17,6 +17,13 @@ def check_output_folder(path: str | os.PathLike) -> None:
         raise OutputError(f"cannot write {os.fspath(path)}: its folder {folder} does not exist")
 
 
+def check_not_an_input(output: str | os.PathLike, inputs: list[str | os.PathLike]) -> None:
+    """Raise OutputError when `output` is one of `inputs` (by any name): writing it would replace an original."""
+    if os.path.exists(output) and any(os.path.exists(i) and os.path.samefile(output, i) for i in inputs):
+        raise OutputError(f"the output {os.fspath(output)} is an input: writing it would replace the original; "
+                          "give another output")
+
+
 def make_output_folder(path: str | os.PathLike) -> None:
     """Make the folder `path` (and its parents) unless it exists, or raise OutputError saying why it cannot be made
     (a read-only place, a file in the way, a missing drive)."""
