@@ -371,7 +371,7 @@ def cmd_fisher(args: argparse.Namespace) -> int:
     from .train.fisher import fisher_information, save_fisher
     from .train.training_data import recipe_weights, training_objective, training_set
 
-    _check_output_folders(args.output)
+    _check_outputs(files=[args.output])
     source = _data_source(args)
     try:
         cfg = TrainConfig.from_yaml(args.config, overrides={"train_data": [source], "seed": args.seed})
@@ -391,13 +391,17 @@ def cmd_fisher(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_output_folders(*paths: Optional[str]) -> None:
-    """Fail before a long pass, not after it, when the folder of an output file given is missing."""
+def _check_outputs(files: Sequence[Optional[str]] = (), images: Sequence[Optional[str]] = ()) -> None:
+    """Fail before a long pass, not after it, when an output file or image given cannot be written there."""
     from .core.files import check_output_folder
+    from .core.image import check_image_output
 
-    for path in paths:
+    for path in files:
         if path:
             check_output_folder(path)
+    for path in images:
+        if path:
+            check_image_output(path)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -409,7 +413,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .eval.voc import box_placement, detect_records, voc_ap
     from .spec import TestTimeSpec
 
-    _check_output_folders(args.plot, args.json)
+    _check_outputs(files=[args.json], images=[args.plot])
     source = _data_source(args)
     records = load_records(source)
     test_time = None  # the model's own strategy
@@ -478,7 +482,7 @@ def cmd_eval_wider(args: argparse.Namespace) -> int:
         write_submission,
     )
 
-    _check_output_folders(args.plot)
+    _check_outputs(images=[args.plot])
     # with --images, only the images present there count (a partial copy of WIDER val); else all of WIDER val
     ground_truth = load_ground_truth(args.ground_truth, args.images)
     if args.model:
@@ -517,7 +521,7 @@ def cmd_data_show(args: argparse.Namespace) -> int:
     from .data.augment import AugmentConfig, augment_sample
     from .data.sources import load_records
 
-    _check_output_folders(args.output)
+    _check_outputs(images=[args.output])
     records = load_records(_data_source(args))
     if not records:
         raise EdgefaceError("the data source has no images")

@@ -135,14 +135,18 @@ def test_eval_cli_refuses_to_score_when_no_image_could_be_read(extd64_onnx, tmp_
     assert "missing0.jpg" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_eval_cli_checks_its_output_folders_before_the_pass(tmp_path):
-    for option in ("--plot", "--json"):
-        target = tmp_path / "absent" / "result"
+def test_eval_cli_checks_its_output_files_before_the_pass(tmp_path):
+    absent = tmp_path / "absent" / "result.png"
+    for option, target, message in (
+            ("--plot", absent, f"its folder {absent.parent} does not exist"),
+            ("--json", absent, f"its folder {absent.parent} does not exist"),
+            ("--json", tmp_path, "it is a folder; name a file"),
+            ("--plot", tmp_path / "curve.txt", "its suffix names no image format OpenCV writes")):
         result = subprocess.run([sys.executable, "-m", "edgeface", "eval", "-m", str(tmp_path / "never_opened.onnx"),
                                  "--format", "imglab", f"xml={tmp_path / 'never_read.xml'}", option, str(target)],
                                 capture_output=True, text=True, timeout=300)
         assert result.returncode == 1 and "Traceback" not in result.stderr
-        assert f"cannot write {target}: its folder {target.parent} does not exist" in result.stderr
+        assert f"cannot write {target}: {message}" in result.stderr
 
 
 def test_box_placement_measures_how_boxes_sit_against_the_labels():

@@ -10,11 +10,13 @@ from ..errors import OutputError
 
 
 def check_output_folder(path: str | os.PathLike) -> None:
-    """Raise OutputError when the folder `path` would be written into does not exist (checked before long work, so
-    that its result is not lost at the end)."""
+    """Raise OutputError when the file `path` cannot be written where it is: its folder does not exist, or `path`
+    is a folder (checked before long work, so that its result is not lost at the end)."""
     folder = os.path.dirname(os.path.abspath(os.fspath(path)))
     if not os.path.isdir(folder):
         raise OutputError(f"cannot write {os.fspath(path)}: its folder {folder} does not exist")
+    if os.path.isdir(path):
+        raise OutputError(f"cannot write {os.fspath(path)}: it is a folder; name a file")
 
 
 def check_not_an_input(output: str | os.PathLike, inputs: list[str | os.PathLike]) -> None:

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from ..errors import ImageError, ImageWarning, OutputError, user_stacklevel
+from .files import check_output_folder
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
@@ -77,6 +78,15 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
                                    "is missing (decoded as grey), so faces there cannot be found"),
                       stacklevel=user_stacklevel())
     return image
+
+
+def check_image_output(path: str | os.PathLike) -> None:
+    """Raise OutputError, before the work that makes the image, when `path` cannot be written as one: a missing
+    folder, a folder in its place, or a suffix OpenCV has no encoder for."""
+    check_output_folder(path)
+    if not cv2.haveImageWriter(os.fspath(path)):
+        raise OutputError(f"cannot write {os.fspath(path)}: its suffix names no image format OpenCV writes (.png, "
+                          ".jpg, ...)")
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
