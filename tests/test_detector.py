@@ -254,6 +254,19 @@ def test_torch_fp16_needs_a_cuda_device(extd64_pt):
         TorchBackend(str(extd64_pt), device="cpu", fp16=True)
 
 
+def test_a_checkpoint_on_a_cuda_device_torch_cannot_use_is_a_backend_error(extd64_pt):
+    import torch
+
+    from edgeface.errors import BackendError
+
+    if torch.cuda.is_available():
+        wanted, message = f"cuda:{torch.cuda.device_count()}", "CUDA GPU\\(s\\)"  # one past the last GPU
+    else:
+        wanted, message = "cuda", "is built without CUDA" if torch.version.cuda is None else "sees no CUDA GPU"
+    with pytest.raises(BackendError, match=f"device '{wanted}' asked for, but torch .*{message}"):
+        Detector(extd64_pt, device=wanted)
+
+
 def test_torch_backend_says_how_many_boxes_it_writes(extd64_pt):
     """What the GPU pipeline checks against its plan's anchors before the network may write into its buffers."""
     from edgeface.backends.torch_backend import TorchBackend

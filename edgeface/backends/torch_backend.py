@@ -9,6 +9,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..errors import BackendError
+
 
 @lru_cache(maxsize=1)
 def avoid_mmap_churn() -> bool:
@@ -48,6 +50,18 @@ def fold_batchnorm(model) -> int:
     return folded
 
 
+def _check_cuda_device(torch, device) -> None:
+    """Raise BackendError unless torch can run on the CUDA `device` (rather than its AssertionError or
+    RuntimeError from deep inside the first transfer)."""
+    if not torch.cuda.is_available():
+        why = "is built without CUDA" if torch.version.cuda is None else "sees no CUDA GPU (driver and device?)"
+        raise BackendError(f"device {str(device)!r} asked for, but torch {torch.__version__} {why}; pass "
+                           "device='cpu', or install a CUDA build of torch on a machine with an NVIDIA GPU")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise BackendError(f"device {str(device)!r} asked for, but torch sees {torch.cuda.device_count()} CUDA "
+                           f"GPU(s) (cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
+
+
 class TorchBackend:
     """An edgeface checkpoint on PyTorch; ``device`` is any torch device string ("cpu", "cuda", "cuda:1").
     ``fp16`` runs the network with half weights (CUDA only; FP16 autocast measured twice as slow on an H200);
@@ -66,6 +80,8 @@ class TorchBackend:
         device_type = torch.device(device).type
         if fp16 and device_type != "cuda":
             raise ValueError(f"fp16 needs a CUDA device (got {device!r}); on the CPU run float32")
+        if device_type == "cuda":
+            _check_cuda_device(torch, torch.device(device))
         channels_last = device_type == "cpu" if channels_last is None else channels_last
         self._setup(*load_checkpoint(path), device, fp16, fold_bn, channels_last)
 
