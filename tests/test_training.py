@@ -34,7 +34,7 @@ from edgeface.data.augment import (  # noqa: E402
 from edgeface.data.imglab import read_imglab  # noqa: E402
 from edgeface.data.voc import read_facemask  # noqa: E402
 from edgeface.data.wider import read_wider_txt  # noqa: E402
-from edgeface.errors import OptionError  # noqa: E402
+from edgeface.errors import OptionError, OutputError  # noqa: E402
 from edgeface.models.checkpoint import load_checkpoint  # noqa: E402
 from edgeface.spec import AnchorSpec  # noqa: E402
 from edgeface.train.config import TrainConfig, learning_rate  # noqa: E402
@@ -851,6 +851,11 @@ def test_a_data_source_that_does_not_load_leaves_no_run_folder(tmp_path):
         Trainer(tiny_config(tmp_path, train_data=[{"format": "imglab", "xml": str(four)}], batch_size=8)).fit(
             progress=False)
     assert not (tmp_path / "run").exists()
+    (tmp_path / "taken").write_text("keep me")  # a file where the run folder (or one above it) would go
+    for output in (tmp_path / "taken", tmp_path / "taken" / "run"):
+        with pytest.raises(OutputError, match=f"cannot make the folder {output}: {tmp_path / 'taken'} is a file"):
+            Trainer(tiny_config(tmp_path, output=str(output))).fit(progress=False)
+    assert (tmp_path / "taken").read_text() == "keep me"
 
 
 def test_validation_turns_cudnn_benchmark_off_for_its_varying_sizes(tmp_path, monkeypatch):

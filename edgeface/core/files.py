@@ -26,6 +26,19 @@ def check_not_an_input(output: str | os.PathLike, inputs: list[str | os.PathLike
                           "give another output")
 
 
+def check_folder_can_be_made(path: str | os.PathLike) -> None:
+    """Raise OutputError, before long work and without making anything, when the folder `path` could not be made or
+    written into: a file in its place or above it, or a nearest existing folder this process cannot write to."""
+    wanted = os.path.abspath(os.fspath(path))
+    nearest = wanted
+    while not os.path.exists(nearest):
+        nearest = os.path.dirname(nearest)
+    if not os.path.isdir(nearest):
+        raise OutputError(f"cannot make the folder {os.fspath(path)}: {nearest} is a file")
+    if not os.access(nearest, os.W_OK):
+        raise OutputError(f"cannot make the folder {os.fspath(path)}: {nearest} is not writable")
+
+
 def make_output_folder(path: str | os.PathLike) -> None:
     """Make the folder `path` (and its parents) unless it exists, or raise OutputError saying why it cannot be made
     (a read-only place, a file in the way, a missing drive)."""

@@ -24,6 +24,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from ..backends.torch_backend import TorchBackend, avoid_mmap_churn
+from ..core.files import check_folder_can_be_made, make_output_folder
 from ..errors import EdgefaceError, ModelFileError, OptionError
 from ..eval.validation import ValidationSet, headline, validation_set
 from ..models.checkpoint import read_torch_file, save_checkpoint
@@ -283,6 +284,7 @@ class Trainer:
         from tqdm import tqdm
 
         cfg = self.cfg
+        check_folder_can_be_made(self.out)  # before the data loads, which can take minutes
         dataset = training_set(cfg, self.objective, progress=progress and self.rank == 0,
                                unlabelled_cache=self.out / UNLABELLED_FACES)
         val_sets = [validation_set(source) for source in cfg.val_data]
@@ -291,7 +293,7 @@ class Trainer:
             self.miner = HardImageMiner(len(dataset), seed=cfg.seed)
         sampler = ResumableSampler(len(dataset), cfg.batch_size * cfg.accumulate, cfg.seed, self.rank,
                                    self.world_size, miner=self.miner)
-        self.out.mkdir(parents=True, exist_ok=True)  # once the data loads: a bad source leaves no folder
+        make_output_folder(self.out)  # once the data loads: a bad source leaves no folder
         sampler.start_at(self.step)
         loader = iter(DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
                                  collate_fn=collate, pin_memory=self.device.type == "cuda",
