@@ -350,6 +350,9 @@ def test_a_held_out_fold_of_wider_train_validates_with_the_height_settings():
     halves = [{f"{g.event}/{g.name}" for g in validation_set({**val, key: 0}).wider_ground_truth}
               for key in ("fold", "skip_fold")]
     assert len(halves[0]) + len(halves[1]) == 400 and not halves[0] & halves[1]
+    # the command line's KEY=VALUE text chooses the same fold
+    as_text = {f"{g.event}/{g.name}" for g in validation_set({**val, "folds": "2", "fold": "0"}).wider_ground_truth}
+    assert as_text == halves[0]
 
 
 @pytest.mark.parametrize("keys, message", [({"folds": 1, "fold": 0}, "at least 2"),

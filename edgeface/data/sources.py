@@ -69,7 +69,9 @@ def fold_of(name: str, folds: int) -> int:
 def fold_filter(source: dict[str, Any]) -> Callable[[str], bool] | None:
     """Whether an image (by its name in the dataset, as :func:`fold_of` takes it) is in the part of the dataset that
     a source's fold keys choose; None for a source without them. Raises OptionError on bad keys."""
-    folds, fold, skip = source.get("folds"), source.get("fold"), source.get("skip_fold")
+    # the command line's KEY=VALUE gives text: "5" is the whole number 5 there
+    folds, fold, skip = (int(v) if isinstance(v, str) and v.strip().isdigit() else v
+                         for v in (source.get("folds"), source.get("fold"), source.get("skip_fold")))
     if folds is None and fold is None and skip is None:
         return None
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
