@@ -550,8 +550,8 @@ def _add_data_source(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", required=True, choices=["facemask", "voc", "imglab", "wider", "fddb"],
                         help="annotation format")
     parser.add_argument("data", nargs="+", metavar="KEY=VALUE",
-                        help="reader arguments: facemask/wider root= split=; voc annotation_dir= image_dir= [stems=]; "
-                             "imglab xml=; fddb root=")
+                        help="reader arguments: facemask/wider root= split=; voc annotation_dir= image_dir= "
+                             "[stems=a,b]; imglab xml=; fddb root=")
 
 
 def _data_source(args: argparse.Namespace) -> dict[str, str]:

@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -406,6 +407,17 @@ def test_the_face_dataset_names_its_splits_when_asked_for_another(tmp_path):
     (tmp_path / "split.json").write_text(json.dumps({"train": ["a"], "val": ["b"], "seed": 0}))
     with pytest.raises(OptionError, match="no split 'test'; its split.json has train, val"):
         load_records({"format": "facemask", "root": str(tmp_path), "split": "test"})
+
+
+def test_voc_stems_come_as_a_list_or_as_the_command_line_s_comma_separated_text():
+    from edgeface.data.sources import load_records
+
+    root = need(SHARED / "data/facemask")
+    source = {"format": "voc", "annotation_dir": str(root / "annotations"), "image_dir": str(root / "images")}
+    listed = load_records({**source, "stems": ["maksssksksss0", "maksssksksss1"]})
+    assert [r.image_path for r in listed] == [r.image_path for r in load_records(
+        {**source, "stems": "maksssksksss0, maksssksksss1"})]
+    assert [Path(r.image_path).stem for r in listed] == ["maksssksksss0", "maksssksksss1"]
 
 
 def test_fold_of_is_fixed_by_the_name():

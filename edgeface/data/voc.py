@@ -45,8 +45,11 @@ def _find_image(image_dir: Path, stem: str) -> Path:
 
 
 def read_voc_folder(annotation_dir: str | os.PathLike, image_dir: str | os.PathLike,
-                    stems: list[str] | None = None) -> list[FaceRecord]:
-    """Records for `stems` (default: every ``*.xml``), images matched by file stem in `image_dir`."""
+                    stems: list[str] | str | None = None) -> list[FaceRecord]:
+    """Records for `stems` (a list, or comma-separated text as the command line gives it; default: every
+    ``*.xml``), images matched by file stem in `image_dir`."""
+    if isinstance(stems, str):
+        stems = [stem.strip() for stem in stems.split(",") if stem.strip()]
     annotation_dir, image_dir = Path(annotation_dir), Path(image_dir)
     for folder, what in ((annotation_dir, "annotation"), (image_dir, "image")):
         if not folder.is_dir():
