@@ -851,6 +851,8 @@ def test_a_data_source_that_does_not_load_leaves_no_run_folder(tmp_path):
         Trainer(tiny_config(tmp_path, train_data=[{"format": "imglab", "xml": str(four)}], batch_size=8)).fit(
             progress=False)
     assert not (tmp_path / "run").exists()
+    with pytest.raises(OptionError, match="the recipe has no train_data"):
+        Trainer(tiny_config(tmp_path, train_data=[])).fit(progress=False)
     (tmp_path / "taken").write_text("keep me")  # a file where the run folder (or one above it) would go
     for output in (tmp_path / "taken", tmp_path / "taken" / "run"):
         with pytest.raises(OutputError, match=f"cannot make the folder {output}: {tmp_path / 'taken'} is a file"):

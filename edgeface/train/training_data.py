@@ -176,6 +176,8 @@ def training_set(cfg: TrainConfig, objective: Objective, progress: bool = False,
     teacher in :func:`teacher_paths` (-1: not distilled). `progress`: a progress bar while an entry's
     ``ignore_unlabelled`` model runs over its images; `unlabelled_cache`: the file that keeps what it found
     (:class:`UnlabelledFinder`)."""
+    if not cfg.train_data:
+        raise OptionError("the recipe has no train_data: list its data sources (see edgeface/train/recipes/)")
     paths = teacher_paths(cfg)
     augment_config = cfg.augment_config()
     records, teachers, labelled, configs = [], [], [], []
