@@ -36,7 +36,7 @@ from edgeface.spec import TestTimeSpec
 from edgeface.weights import SHIPPED
 
 from .latency import AUTHORS, interleaved_ms, test_frame
-from .machine import RESULTS, SHARED, describe_machine, markdown_table, write_results
+from .machine import RESULTS, SHARED, at_least, describe_machine, markdown_table, write_results
 
 TTA = TestTimeSpec.from_scales((1.0, 2.0), flip=True, voting_iou=0.3)
 
@@ -112,7 +112,7 @@ def score_official(kind: str, data, run, args) -> list[tuple[str, str, float]]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="*", default=[], help="more edgeface model files to include")
-    parser.add_argument("--runs", type=int, default=10,
+    parser.add_argument("--runs", type=at_least(1), default=10,
                         help="latency rounds: each model and mode runs once per round, in turns (default: %(default)s)")
     parser.add_argument("--no-tta", action="store_true", help="single-scale only")
     parser.add_argument("--authors", type=int, nargs="*", default=[32, 48, 64], choices=[32, 48, 64],

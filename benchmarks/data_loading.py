@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .machine import describe_machine, markdown_table, write_results
+from .machine import at_least, describe_machine, markdown_table, write_results
 
 RECIPE = Path(__file__).resolve().parents[1] / "edgeface" / "train" / "recipes" / "general_extd64.yaml"
 
@@ -59,10 +59,10 @@ def _loader_rate(dataset, batch_size: int, workers: int, batches: int) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(RECIPE), help="training recipe (default: the shipped default's)")
-    parser.add_argument("--workers", type=int, nargs="+", default=sorted({0, 1, 2, os.cpu_count() or 1}),
+    parser.add_argument("--workers", type=at_least(0), nargs="+", default=sorted({0, 1, 2, os.cpu_count() or 1}),
                         help="DataLoader worker counts to time (default: %(default)s)")
-    parser.add_argument("--batches", type=int, default=8, help="timed batches per worker count (default: 8)")
-    parser.add_argument("--samples", type=int, default=48, help="images timed stage by stage (default: 48)")
+    parser.add_argument("--batches", type=at_least(1), default=8, help="timed batches per worker count (default: 8)")
+    parser.add_argument("--samples", type=at_least(1), default=48, help="images timed stage by stage (default: 48)")
     args = parser.parse_args(argv)
     from edgeface.train.config import TrainConfig
     from edgeface.train.training_data import training_objective, training_set

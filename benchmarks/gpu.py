@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .machine import SHARED, describe_machine, markdown_table, write_results
+from .machine import SHARED, at_least, describe_machine, markdown_table, write_results
 
 SIZES = ((320, 240), (640, 480), (1280, 720))
 
@@ -88,7 +88,7 @@ def _time_stages(gpu, host, frame: np.ndarray, runs: int, sync) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=50, help="timed runs per cell (default: %(default)s)")
+    parser.add_argument("--runs", type=at_least(1), default=50, help="timed runs per cell (default: %(default)s)")
     parser.add_argument("--models", nargs="*", default=["extd32", "extd64"],
                         help="registry names (EXTD: the authors' weights from ../shared when present)")
     args = parser.parse_args(argv)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .machine import SHARED, describe_machine, markdown_table
+from .machine import SHARED, at_least, describe_machine, markdown_table
 
 FAMILIES = ("shf", "hr-res50", "srn")
 # Per family: training input side, batch, peak lr and augmentation. Larger batches than the papers' (one GPU,
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="heavy_training_out", help="results folder (default: %(default)s)")
     parser.add_argument("--budget", type=float, default=480.0, help="training seconds for all families together")
     parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
-    parser.add_argument("--workers", type=int, default=8, help="data-loading processes per family")
+    parser.add_argument("--workers", type=at_least(0), default=8, help="data-loading processes per family")
     parser.add_argument("--tiny", action="store_true", help="toy sizes (a CPU check that everything runs)")
     args = parser.parse_args(argv)
     if args.prepare:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .latency import interleaved_ms
-from .machine import SHARED, describe_machine, markdown_table, write_results
+from .machine import SHARED, at_least, describe_machine, markdown_table, write_results
 from .wise_ft import both_validations, score_model
 
 
@@ -72,7 +72,7 @@ def int8_variants(stem: Path, keep_float: list[str], percentile_keep_float: bool
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--calibration", type=int, default=64, help="calibration photos (default: %(default)s)")
+    parser.add_argument("--calibration", type=at_least(1), default=64, help="calibration photos (default: %(default)s)")
     parser.add_argument("--model", default="default", choices=["default", "fast"],
                         help="the shipped model to quantise (default: %(default)s)")
     parser.add_argument("--keep-float", nargs="*", metavar="MODULE",

@@ -27,7 +27,7 @@ from edgeface import Detector, read_image
 from edgeface.backends.torch_backend import TorchBackend
 from edgeface.models.registry import model_names
 
-from .machine import SHARED, describe_machine, markdown_table, write_results
+from .machine import SHARED, at_least, describe_machine, markdown_table, write_results
 
 PHOTO = SHARED / "data" / "photos" / "dlib_examples_faces" / "2008_002470.jpg"
 AUTHORS = SHARED / "weights" / "extd_official"
@@ -108,8 +108,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="registry names (default: every EXTD variant)")
     parser.add_argument("--backends", nargs="+", default=["onnxruntime", "torch", "torch-plain"],
                         choices=["onnxruntime", "torch", "torch-plain"])
-    parser.add_argument("--runs", type=int, default=15, help="timed runs per cell (default: %(default)s)")
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--runs", type=at_least(1), default=15, help="timed runs per cell (default: %(default)s)")
+    parser.add_argument("--warmup", type=at_least(0), default=3)
     parser.add_argument("--threads", type=int, default=None, help="backend threads (default: all cores)")
     args = parser.parse_args(argv)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
@@ -123,3 +124,20 @@ def check_holdout_fold(fold: int | None) -> None:
 
     if fold is not None and not 0 <= fold < HOLDOUT_FOLDS:
         raise OptionError(f"--wider-holdout must be a fold in 0 .. {HOLDOUT_FOLDS - 1}, got {fold}")
+
+
+def at_least(low: int):
+    """An argparse type: a whole number of at least `low` (a count of runs, images, batches), so that a typo is a
+    usage error before the benchmark runs, not an empty median after it (or results written from no runs)."""
+
+    def count(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    count.__name__ = f"count of at least {low}"
+    return count

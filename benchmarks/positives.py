@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .machine import SHARED, describe_machine, markdown_table, write_results
+from .machine import SHARED, at_least, describe_machine, markdown_table, write_results
 
 BUCKETS = (0, 8, 16, 32, 64, 128, 100_000)
 FAMILIES = {"extd64": 640, "shf": 800, "hr-res50": 500, "srn": 1024}
@@ -83,7 +83,7 @@ def measure(family: str, size: int, records) -> dict[str, list]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=60,
+    parser.add_argument("--images", type=at_least(1), default=60,
                         help="WIDER train images, evenly spaced over the sorted names (default: %(default)s)")
     parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
     parser.add_argument("--json", help="also write the rows here (e.g. to compare two versions of the code)")

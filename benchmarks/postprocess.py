@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from .machine import describe_machine, markdown_table, write_results
+from .machine import at_least, describe_machine, markdown_table, write_results
 
 MODELS = ("extd64", "hr-res50", "srn", "shf")
 
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--sizes", nargs="+", default=["320x240", "640x480"], help="WxH (default: %(default)s)")
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=at_least(1), default=3)
     args = parser.parse_args(argv)
     rows = []
     for model in args.models:

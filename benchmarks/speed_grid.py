@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 
 from .latency import prepare_models, test_frame, time_stages
-from .machine import describe_machine, markdown_table, write_results
+from .machine import at_least, describe_machine, markdown_table, write_results
 
 SIZES = ("320x240", "640x480", "1280x720")
 BACKENDS = ("onnxruntime", "onnxruntime-1t", "torch", "torch-cuda", "onnxruntime-cuda")
@@ -67,9 +67,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", nargs="+", default=["extd32", "extd48", "extd64"])
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), help="WxH (default: %(default)s)")
-    parser.add_argument("--batches", nargs="+", type=int, default=[1, 4])
-    parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--batches", nargs="+", type=at_least(1), default=[1, 4])
+    parser.add_argument("--runs", type=at_least(1), default=10)
+    parser.add_argument("--warmup", type=at_least(0), default=2)
     parser.add_argument("--cell", help=argparse.SUPPRESS)  # internal: run one cell (JSON) and print its result
     args = parser.parse_args(argv)
     if args.cell:

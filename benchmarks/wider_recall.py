@@ -34,6 +34,7 @@ from edgeface.eval.wider import (
 from .machine import (
     HOLDOUT_HELP,
     SHARED,
+    at_least,
     check_holdout_fold,
     describe_machine,
     markdown_table,
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--min-score", type=float, default=0.5,
                         help="a face is found by a detection scoring at least this (default: %(default)s)")
     parser.add_argument("--max-side", type=int, help="downscale the images to this longest side (default: own size)")
-    parser.add_argument("--min-event-faces", type=int, default=20,
+    parser.add_argument("--min-event-faces", type=at_least(1), default=20,
                         help="list the events with at least this many counted faces (default: %(default)s)")
     parser.add_argument("--name", default="wider_recall", help="results file stem (default: %(default)s)")
     parser.add_argument("--wider-holdout", type=int, metavar="FOLD", help=HOLDOUT_HELP)

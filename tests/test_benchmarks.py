@@ -67,12 +67,15 @@ def test_entry_point_help():
     (("false-boxes", "--models", "lost.onnx"), 1,
      "python -m benchmarks false-boxes: error: no such model file: lost.onnx"),
     (("wise-ft", "--end", "lost.pt"), 1, "python -m benchmarks wise-ft: error: no such model file: lost.pt"),
+    (("latency", "--runs", "0"), 2, "argument --runs: must be at least 1, got 0"),  # was a median of nothing
+    (("latency", "--warmup", "-1"), 2, "argument --warmup: must be at least 0, got -1"),  # wrote results
 ])
 def test_entry_point_reports_a_users_mistake_in_one_line(args, code, message, tmp_path):
     result = subprocess.run([sys.executable, "-m", "benchmarks", *args], capture_output=True, text=True, cwd=tmp_path,
                             env={**os.environ, "PYTHONPATH": str(ROOT), "EDGEFACE_RESULTS_DIR": str(tmp_path)},
                             timeout=300)
     assert result.returncode == code and message in result.stderr and "Traceback" not in result.stderr
+    assert not list(tmp_path.glob("*.json"))  # no results written
 
 
 def test_data_loading_times_each_stage_and_the_trainers_loader(tmp_path):
