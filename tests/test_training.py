@@ -699,7 +699,7 @@ def test_train_cli_runs_a_recipe(tmp_path):
     ("modle: extd32\n", "unknown recipe keys ['modle'] (modle: did you mean model?); known: ["),
     ("steps: 0\n", "steps must be at least 1, got 0"),
     ("batch_size: -2\n", "batch_size must be at least 1, got -2"),
-    ("seed: -1\n", "seed must be at least 0, got -1"),
+    ("seed: -1\n", "seed must be 0 or more, got -1"),
     ("lr: -0.1\n", "lr must be 0 or more, got -0.1"),
     ("lr: .nan\n", "lr must be 0 or more, got nan"),
     ("lr_gamma: 0\n", "lr_gamma must be above 0, got 0.0"),

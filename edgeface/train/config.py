@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union, get_args, get_origin, get_type_hints
 
 from ..errors import OptionError
+from ..options import check_seed
 
 if TYPE_CHECKING:
     from ..data.augment import AugmentConfig
@@ -83,8 +84,7 @@ class TrainConfig:
         """Return the recipe if every value is in its range, else raise OptionError naming the first key that is
         not (the types were checked when it was read)."""
         at_least = {"steps": 1, "batch_size": 1, "accumulate": 1, "warmup_steps": 0, "neg_pos_ratio": 1,
-                    "checkpoint_every": 1, "val_every": 0, "log_every": 1, "workers": 0,  # val_every 0: never
-                    "seed": 0}
+                    "checkpoint_every": 1, "val_every": 0, "log_every": 1, "workers": 0}  # val_every 0: never
         for key, low in at_least.items():
             if getattr(self, key) < low:
                 raise OptionError(f"{key} must be at least {low}, got {getattr(self, key)}")
@@ -97,6 +97,7 @@ class TrainConfig:
             value = getattr(self, key)
             if not (math.isfinite(value) and in_range(value)):
                 raise OptionError(f"{key} must be {allowed}, got {value}")
+        check_seed(self.seed)  # the rule the command line's --seed follows
         if self.schedule not in SCHEDULES:
             raise OptionError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if len(self.match_thresholds) != 3 or not 0 <= min(self.match_thresholds) <= max(self.match_thresholds) <= 1:
