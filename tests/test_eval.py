@@ -374,6 +374,8 @@ def test_fold_keys_are_checked_before_reading(keys, message, tmp_path):
     ({"format": "imglab"}, "imglab sources take xml .*missing: xml"),
     ({"format": "fddb", "root": "x", "fold": 0}, "at least 2"),
     ({"format": "vod", "root": "x"}, "unknown data format 'vod'; known: facemask, voc"),
+    ({"format": "fddb", "root": "x", "fddb_folds": [0, 11]}, "fddb_folds are FDDB's official fold numbers, 1 to 10"),
+    ({"format": "fddb", "root": "x", "fddb_folds": "ten"}, "got 'ten'"),
 ])
 def test_a_data_source_with_wrong_keys_is_an_option_error_naming_the_keys_it_takes(source, message):
     from edgeface.data.sources import load_records
@@ -477,10 +479,16 @@ def test_fddb_reader_and_roc():
     import cv2
 
     from edgeface.data.fddb import ellipse_mask, read_fddb
+    from edgeface.data.sources import load_records
     from edgeface.eval.fddb import fddb_roc
 
     records = read_fddb(need(SHARED / "data" / "fddb"))
     assert len(records) == 2845 and sum(len(r.ellipses) for r in records) == 5171  # the official counts
+    # its official folds chosen by number, as a list or as the command line's text (not the K-way `folds` split)
+    last_two = load_records({"format": "fddb", "root": str(SHARED / "data" / "fddb"), "fddb_folds": "9,10"})
+    assert [r.name for r in last_two] == [r.name for r in records[-len(last_two):]]
+    assert len(last_two) == len(read_fddb(SHARED / "data" / "fddb", [9, 10])) == 280 + len(read_fddb(
+        SHARED / "data" / "fddb", [9]))
     box = records[0].boxes[0]
     assert box[3] - box[1] > box[2] - box[0]  # upright faces: taller than wide
     reference = np.zeros((100, 120), np.uint8)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import OptionError
 from .records import FaceRecord, annotation_file
 
 
@@ -39,11 +40,29 @@ def read_fddb_fold(ellipse_list: str | os.PathLike, images_root: str | os.PathLi
     return records
 
 
-def read_fddb(root: str | os.PathLike, folds: list[int] | None = None) -> list[FaceRecord]:
-    """FDDB under `root` (``FDDB-folds/`` and ``originalPics/``), folds 1-10 by default."""
+def read_fddb(root: str | os.PathLike, fddb_folds: list[int] | str | None = None) -> list[FaceRecord]:
+    """FDDB under `root` (``FDDB-folds/`` and ``originalPics/``): its official folds `fddb_folds` (numbers 1-10, a
+    list or comma-separated text as the command line gives it; default: all ten).
+
+    (Named apart from the ``folds`` every data source takes, which splits a dataset K ways by image name.)
+    """
     root = Path(root)
-    return [r for k in (folds or range(1, 11))
+    return [r for k in check_fddb_folds(fddb_folds)
             for r in read_fddb_fold(root / "FDDB-folds" / f"FDDB-fold-{k:02d}-ellipseList.txt", root / "originalPics")]
+
+
+def check_fddb_folds(fddb_folds: list[int] | str | None) -> list[int]:
+    """The official FDDB fold numbers `fddb_folds` names (all ten for None), or OptionError."""
+    if fddb_folds is None:
+        return list(range(1, 11))
+    items = fddb_folds.split(",") if isinstance(fddb_folds, str) else fddb_folds
+    items = items if isinstance(items, (list, tuple)) else [items]
+    numbers = [int(item) if isinstance(item, str) and item.strip().isdigit()
+               else item if isinstance(item, int) and not isinstance(item, bool) else None for item in items]
+    if not numbers or not all(k is not None and 1 <= k <= 10 for k in numbers):
+        raise OptionError(f"fddb_folds are FDDB's official fold numbers, 1 to 10 (e.g. [9, 10] or 9,10), "
+                          f"got {fddb_folds!r}")
+    return numbers
 
 
 def ellipse_mask(ellipse: np.ndarray, width: int, height: int) -> np.ndarray:

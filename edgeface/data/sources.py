@@ -22,7 +22,7 @@ def load_records(source: dict[str, Any]) -> list[FaceRecord]:
     - ``voc``: ``annotation_dir``, ``image_dir`` (folders), optional ``stems`` (default: every ``*.xml``)
     - ``imglab``: ``xml`` (dlib imglab file)
     - ``wider``: ``root``, ``split``
-    - ``fddb``: ``root`` (``FDDB-folds/`` and ``originalPics/``)
+    - ``fddb``: ``root`` (``FDDB-folds/`` and ``originalPics/``), optional ``fddb_folds`` (official folds, 1-10)
 
     Any source also takes ``folds: K`` with ``fold: I`` (only the images of fold I) or ``skip_fold: I`` (all but
     those): a fixed K-way split by image name (:func:`fold_of`), to hold some of a training set out for validation.
