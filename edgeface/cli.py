@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -340,6 +341,13 @@ def _key_value(item: str) -> tuple[str, object]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.keys:
+        from .train.config import describe_keys
+
+        print(describe_keys(min(max(60, shutil.get_terminal_size().columns), 120) - 1))
+        return 0
+    if not args.config:
+        raise EdgefaceError("--config is required: a recipe YAML (edgeface/train/recipes/; --keys lists its keys)")
     from .train.config import TrainConfig
     from .train.trainer import TrainingInterrupted, train
 
@@ -687,7 +695,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train per a recipe (see edgeface/train/recipes/). Resumes from <output>/last.pt "
                                    "when it exists. Several GPUs or machines: "
                                    "torchrun --nproc_per_node N -m edgeface train --config recipe.yaml")
-    p.add_argument("--config", required=True, help="recipe YAML")
+    p.add_argument("--config", help="recipe YAML (required unless --keys)")
     p.add_argument("-o", "--output", help="run folder (default: the recipe's)")
     p.add_argument("--steps", type=int, help="optimizer steps (default: the recipe's)")
     p.add_argument("--model", help="registry name of the variant to train (default: the recipe's)")
@@ -695,6 +703,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a recipe key (YAML value), e.g. --set hard_image_mining=true --set lr=0.002")
     p.add_argument("--no-resume", action="store_true", help="start over even if the run folder has a checkpoint")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--keys", action="store_true",
+                   help="list every key a recipe and its data entries take (type, default, what it does) and exit")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("fisher", help="measure which weights a model's skill on some data rests on",

@@ -642,6 +642,37 @@ def test_a_recipe_extends_another_and_replaces_only_the_keys_it_names(tmp_path):
         TrainConfig.from_yaml(tmp_path / "orphan.yaml")
 
 
+def test_train_keys_lists_every_key_recipes_and_their_entries_take():
+    """`edgeface train --keys` is the recipe reference: every TrainConfig key with its default, every data format
+    with its reader's keys, and exactly the entry keys that training_set and validation_set read."""
+    import inspect
+    import re
+    from dataclasses import fields
+
+    from edgeface.data.sources import READERS
+    from edgeface.eval.validation import validation_set
+    from edgeface.train.config import TRAIN_ENTRY_KEYS, VAL_ENTRY_KEYS
+    from edgeface.train.training_data import training_set
+
+    def read_keys(function) -> set[str]:  # the entry keys a function takes out of its source
+        return set(re.findall(r'source\.pop\("(\w+)"', inspect.getsource(function)))
+
+    assert read_keys(training_set) == set(TRAIN_ENTRY_KEYS)
+    assert read_keys(validation_set) == set(VAL_ENTRY_KEYS)
+    result = subprocess.run([sys.executable, "-m", "edgeface", "train", "--keys"], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "COLUMNS": "100"})
+    assert result.returncode == 0, result.stderr
+    listed = re.findall(r"^  (\S+)", result.stdout, re.MULTILINE)
+    assert listed == [f.name for f in fields(TrainConfig)] + [*READERS, "folds"] + [*TRAIN_ENTRY_KEYS, *VAL_ENTRY_KEYS]
+    assert max(map(len, result.stdout.splitlines()[1:])) <= 99  # wrapped to the terminal
+    text = " ".join(result.stdout.split())
+    assert re.search(r"accumulate [^[]*\[int, default 1\]", text)  # not 'true' (1 == True)
+    assert re.search(r"clip_grad_norm [^[]*\[float or null, default null\]", text) and "fddb_folds=None" in text
+    assert TrainConfig().lr_steps is not TrainConfig().lr_steps  # list defaults are not shared between recipes
+    missing = subprocess.run([sys.executable, "-m", "edgeface", "train"], capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 1 and "--config is required" in missing.stderr and "--keys" in missing.stderr
+
+
 @pytest.mark.parametrize("width", [64, 32])
 def test_the_shipped_models_two_recipes_differ_only_in_learning_without_forgetting(width):
     """Each shipped model averages two runs (its card): they must stay the same recipe but for the teacher, and

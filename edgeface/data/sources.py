@@ -29,13 +29,11 @@ def load_records(source: dict[str, Any]) -> list[FaceRecord]:
     """
     kind = source.get("format")
     args = {k: v for k, v in source.items() if k not in ("format", *FOLD_KEYS)}
-    readers = {"facemask": read_facemask, "voc": read_voc_folder, "imglab": read_imglab, "wider": read_wider,
-               "fddb": read_fddb}
-    if kind not in readers:
-        raise OptionError(f"unknown data format {kind!r}; known: {', '.join(readers)}")
-    check_reader_keys(kind, readers[kind], args)
+    if kind not in READERS:
+        raise OptionError(f"unknown data format {kind!r}; known: {', '.join(READERS)}")
+    check_reader_keys(kind, READERS[kind], args)
     in_choice = fold_filter(source)
-    records = readers[kind](**args)
+    records = READERS[kind](**args)
     if in_choice is None:
         return records
     chosen = [r for r in records if in_choice(r.name or os.path.basename(r.image_path))]
@@ -44,13 +42,21 @@ def load_records(source: dict[str, Any]) -> list[FaceRecord]:
     return chosen
 
 
+READERS: dict[str, Callable[..., list[FaceRecord]]] = {
+    "facemask": read_facemask, "voc": read_voc_folder, "imglab": read_imglab, "wider": read_wider, "fddb": read_fddb}
 FOLD_KEYS = ("folds", "fold", "skip_fold")
+
+
+def reader_keys(reader: Callable) -> list[str]:
+    """The keys a source read by `reader` takes: its parameters, optional ones with their defaults (``split=train``)."""
+    return [name if p.default is p.empty else f"{name}={p.default}"
+            for name, p in inspect.signature(reader).parameters.items()]
 
 
 def check_reader_keys(kind: str, reader: Callable, args: dict[str, Any]) -> None:
     """Raise OptionError naming the keys a `kind` source takes when `args` has one it does not, or lacks one it
     needs (instead of the reader's TypeError)."""
-    params = {name: p for name, p in inspect.signature(reader).parameters.items() if name not in FOLD_KEYS}
+    params = inspect.signature(reader).parameters
     unknown = sorted(set(args) - set(params))
     missing = [name for name, p in params.items() if p.default is p.empty and name not in args]
     if unknown or missing:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
 import math
 import os
-from dataclasses import dataclass, field, fields
+import textwrap
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union, get_args, get_origin, get_type_hints
 
@@ -18,67 +20,71 @@ if TYPE_CHECKING:
 SCHEDULES = ("step", "cosine")
 
 
+def recipe_key(default: Any, about: str) -> Any:
+    """A recipe key's field: its default and what it does, as ``edgeface train --keys`` lists it."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"about": about})
+    return field(default=default, metadata={"about": about})
+
+
 @dataclass
 class TrainConfig:
     """A recipe. Steps count optimizer steps; one step sees ``batch_size x accumulate x ranks`` images."""
 
-    model: str = "extd32"
-    train_data: list[dict[str, Any]] = field(default_factory=list)
-    val_data: list[dict[str, Any]] = field(default_factory=list)
-    output: str = "runs/extd32"
-    input_size: int = 640
-    batch_size: int = 16
-    accumulate: int = 1  # the papers' "iter size"
-    steps: int = 480_000
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup_steps: int = 0
-    schedule: str = "step"  # "step" or "cosine"
-    lr_steps: list[int] = field(default_factory=lambda: [240_000, 360_000])
-    lr_gamma: float = 0.1
-    neg_pos_ratio: int = 3  # EXTD's objective
-    match_thresholds: list[float] = field(default_factory=lambda: [0.1, 0.35, 0.5])  # EXTD's S3FD matching
-    data_anchor_sampling_prob: float = 0.5
-    augment_recipe: str = "extd"  # or "rescale_crop" (HR, SHF): a random rescale, then an input_size window
-    rescales: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])  # rescale_crop's factors
-    blur_prob: float = 0.0  # share of samples blurred (out of focus or moving), at most blur_max_px pixels
-    blur_max_px: float = 7.0
-    occlude_prob: float = 0.0  # share of samples whose faces may get a band covered (see AugmentConfig)
-    background_crop_prob: float = 0.0  # share of samples cropped to a face-free window (see AugmentConfig)
-    checkpoint_every: int = 1000
-    val_every: int = 5000  # 0: never
-    log_every: int = 10
-    workers: int = 2
-    seed: int = 0
-    amp: bool = True  # only on CUDA
-    clip_grad_norm: Optional[float] = None
-    hard_image_mining: bool = False  # SHF's hard image mining: skip well-detected images with p = 0.7
-    init: Optional[str] = None  # weights to start from: an edgeface checkpoint or an EXTD authors' .pth
-    backbone_weights: Optional[str] = None  # torchvision ImageNet weights for SRN/HR/SHF, e.g. "VGG16_Weights.DEFAULT"
-    freeze_bn: bool = False  # keep BatchNorm statistics and affine parameters fixed (fine-tuning small batches)
-    # parts of the model not trained, by module name (e.g. [base] for EXTD's backbone, [base, upfeat] to train only
-    # its heads, base.0 for one layer): their weights and BatchNorm statistics stay as `init` left them
-    freeze: list[str] = field(default_factory=list)
-    # a teacher (checkpoint or authors' .pth, same anchors) to distil from on the training images (LwF); a
-    # train_data entry with `distill: false` is not distilled (images whose teacher outputs training should change),
-    # one with its own `distill_from` is distilled from that teacher instead (one teacher per kind of image), and
-    # one with `labels: false` teaches only through its teacher (its boxes are not learned); an entry's
-    # `redraw_boxes: {dx, dy, width, height}` redraws its labels to another dataset's convention (redraw_boxes);
-    # `ignore_unlabelled: {model, score, min_side}` ignores in training the faces a trusted model finds in its images
-    # that no label covers (mark_unlabelled, UnlabelledFinder)
-    distill_from: Optional[str] = None
-    distill_weight: float = 1.0  # the distillation terms' weight against the ground-truth terms
-    # keep the weights near `init`: keep_init_weight x sum over weights of F x (w - w_init)^2 is minimised with the
-    # loss (a proximal step after each optimizer step), F the Fisher information of `init` on the data it should not
-    # forget (`edgeface fisher`, scaled to mean 1: elastic weight consolidation) or, without keep_init_fisher, 1
-    # for every weight (L2-SP)
-    keep_init_weight: float = 0.0
-    keep_init_fisher: Optional[str] = None
-    # an exponential moving average of the weights over the steps (0: none; e.g. 0.99, which weighs the last ~100
-    # steps): checkpoints, validation and everything that reads them use the average, the trainer resumes from the
-    # weights it trains (kept beside it in the checkpoint)
-    ema_decay: float = 0.0
+    model: str = recipe_key("extd32", "the variant to train, a registry name (extd64, extd32-ssd-leaky, srn, ...)")
+    train_data: list[dict[str, Any]] = recipe_key([], "the data sources trained on (below: their keys)")
+    val_data: list[dict[str, Any]] = recipe_key([], "the data sources validated on, each under its own protocol")
+    output: str = recipe_key("runs/extd32", "the run folder: last.pt, best.pt, log.csv")
+    input_size: int = recipe_key(640, "the side of the square training crops, in pixels")
+    batch_size: int = recipe_key(16, "images per batch on each GPU (or the CPU)")
+    accumulate: int = recipe_key(1, "batches summed into one optimizer step (the papers' 'iter size')")
+    steps: int = recipe_key(480_000, "optimizer steps in the run")
+    lr: float = recipe_key(1e-3, "the learning rate after warm-up (SGD)")
+    momentum: float = recipe_key(0.9, "SGD momentum")
+    weight_decay: float = recipe_key(5e-4, "L2 weight decay")
+    warmup_steps: int = recipe_key(0, "steps of linear warm-up from 0 to lr")
+    schedule: str = recipe_key("step", "the decay after warm-up: step (x lr_gamma at each of lr_steps) or cosine "
+                                       "(to 0)")
+    lr_steps: list[int] = recipe_key([240_000, 360_000], "the steps where the step schedule decays")
+    lr_gamma: float = recipe_key(0.1, "the step schedule's factor")
+    neg_pos_ratio: int = recipe_key(3, "hard-negative mining: background anchors learned per face anchor (EXTD)")
+    match_thresholds: list[float] = recipe_key([0.1, 0.35, 0.5], "S3FD anchor matching's three overlaps (EXTD)")
+    data_anchor_sampling_prob: float = recipe_key(0.5, "share of crops made by data-anchor-sampling (the rest SSD "
+                                                       "crops); a train_data entry may set its own")
+    augment_recipe: str = recipe_key("extd", "extd; rescale_crop (HR, SHF: a random rescale, then an input_size "
+                                             "window); square_crop (SRN: expand, then a square crop)")
+    rescales: list[float] = recipe_key([0.5, 1.0, 2.0], "rescale_crop's factors")
+    blur_prob: float = recipe_key(0.0, "share of samples blurred, out of focus or along a motion line")
+    blur_max_px: float = recipe_key(7.0, "the largest blur, in pixels")
+    occlude_prob: float = recipe_key(0.0, "share of samples whose faces (16 px or more, each with p = 0.5) get a band "
+                                          "along one edge, 20-60 % deep, covered by a patch of the same image")
+    background_crop_prob: float = recipe_key(0.0, "share of samples cropped to a window clear of every face (grown "
+                                                  "by half its size): background seen up close")
+    checkpoint_every: int = recipe_key(1000, "steps between writes of last.pt (also written on Ctrl-C / SIGTERM)")
+    val_every: int = recipe_key(5000, "steps between validations, plus one at the last step (0: never)")
+    log_every: int = recipe_key(10, "steps between log.csv rows")
+    workers: int = recipe_key(2, "DataLoader worker processes (0: load in the training process)")
+    seed: int = recipe_key(0, "the seed of the augmentation and the sampling order")
+    amp: bool = recipe_key(True, "mixed precision (on CUDA only)")
+    clip_grad_norm: Optional[float] = recipe_key(None, "clip the gradient's norm to this (null: no clipping)")
+    hard_image_mining: bool = recipe_key(False, "SHF's hard image mining: skip well-detected images with p = 0.7")
+    init: Optional[str] = recipe_key(None, "weights to start from: an edgeface checkpoint or an EXTD authors' .pth")
+    backbone_weights: Optional[str] = recipe_key(None, "torchvision ImageNet weights for SRN / HR / SHF, e.g. "
+                                                       "VGG16_Weights.DEFAULT")
+    freeze_bn: bool = recipe_key(False, "keep BatchNorm statistics and affine parameters as init left them "
+                                        "(fine-tuning with small batches)")
+    freeze: list[str] = recipe_key([], "parts not trained, by module name ([base]: EXTD's backbone; base.0: one "
+                                       "layer); their weights and statistics stay as init left them")
+    distill_from: Optional[str] = recipe_key(None, "a teacher (checkpoint or authors' .pth, the same anchors) whose "
+                                                   "outputs the student follows where no labelled face is "
+                                                   "(learning without forgetting)")
+    distill_weight: float = recipe_key(1.0, "the distillation terms' weight against the ground-truth terms")
+    keep_init_weight: float = recipe_key(0.0, "keep the weights near init: this times the sum of F x (w - w_init)^2, "
+                                              "a proximal step after each optimizer step (L2-SP; 0: off)")
+    keep_init_fisher: Optional[str] = recipe_key(None, "F above: `edgeface fisher`'s file, each weight's Fisher "
+                                                       "information (elastic weight consolidation); null: F = 1")
+    ema_decay: float = recipe_key(0.0, "an exponential moving average of the weights (e.g. 0.99), which checkpoints "
+                                       "and validation use (0: none)")
 
     def check(self) -> TrainConfig:
         """Return the recipe if every value is in its range, else raise OptionError naming the first key that is
@@ -135,6 +141,61 @@ class TrainConfig:
             return recipe.check()
         except OptionError as exc:
             raise OptionError(f"{path}: {exc}") from None
+
+
+# what a train_data entry takes beside its data source's keys (training_set reads them)
+TRAIN_ENTRY_KEYS = {
+    "distill": "false: not distilled (images whose teacher outputs training should change)",
+    "distill_from": "this entry's own teacher instead of the recipe's (one teacher per kind of image)",
+    "labels": "false: the images teach only through their teacher (their boxes are not learned)",
+    "redraw_boxes": "{dx, dy, width, height}: labels redrawn to another dataset's convention (each box's centre "
+                    "moved by dx / dy of its width / height, its size scaled)",
+    "data_anchor_sampling_prob": "this entry's own share of data-anchor-sampling crops",
+    "ignore_unlabelled": "{model, score: 0.5, min_side: 640}: faces that trusted model finds in the images and no "
+                         "label covers are ignored in training, not taught as background",
+}
+# what a val_data entry takes beside its data source's keys (validation_set reads them)
+VAL_ENTRY_KEYS = {
+    "name": "the prefix of its log.csv columns (default: the format)",
+    "max_side": "validate with the longest image side bounded to this (cheaper)",
+    "frame_side": "each image first downscaled to fit this square, as a camera of that resolution delivers it",
+}
+
+
+def describe_keys(width: int = 100) -> str:
+    """Every key a recipe and its data entries take, with its type, default and what it does: the text of
+    ``edgeface train --keys``."""
+    from ..data.sources import FOLD_KEYS, READERS, reader_keys
+
+    def item(name: str, about: str) -> list[str]:
+        return textwrap.wrap(about, width, initial_indent=f"  {name:<27} ", subsequent_indent=" " * 30)
+
+    hints = get_type_hints(TrainConfig)
+    lines = ["Recipe keys (YAML; `extends: other.yaml` starts from another recipe's keys; `edgeface train --set "
+             "KEY=VALUE` overrides one):"]
+    for f in fields(TrainConfig):
+        default = f.default_factory() if f.default is MISSING else f.default
+        shown = "null" if default is None else str(default).lower() if isinstance(default, bool) else default
+        lines += item(f.name, f"{f.metadata['about']} [{_type_name(hints[f.name])}, default {shown}]")
+    lines += ["", "train_data and val_data entries are data sources, {format: NAME, ...its keys}:"]
+    lines += [line for name, reader in READERS.items() for line in item(name, ", ".join(reader_keys(reader)))]
+    lines += item(" / ".join(FOLD_KEYS), "any source: folds: K with fold: I (only fold I of a fixed K-way split by "
+                                         "image name) or skip_fold: I (all but it)")
+    lines += ["", "train_data entries also take:"]
+    lines += [line for name, about in TRAIN_ENTRY_KEYS.items() for line in item(name, about)]
+    lines += ["", "val_data entries also take:"]
+    lines += [line for name, about in VAL_ENTRY_KEYS.items() for line in item(name, about)]
+    return "\n".join(lines)
+
+
+def _type_name(hint: Any) -> str:
+    """``Optional[float]`` as ``float or null``, ``list[int]`` as ``list of int``."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Union:
+        return f"{_type_name(next(a for a in args if a is not type(None)))} or null"
+    if origin is list:
+        return f"list of {_type_name(args[0])}" if get_origin(args[0]) is not dict else "list of mappings"
+    return getattr(hint, "__name__", str(hint))
 
 
 def _recipe_keys(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
