@@ -9,6 +9,7 @@ from typing import Any, Optional
 
 import cv2
 
+from .core.image import opencv_path
 from .errors import ImageError, ImageWarning, OutputError
 
 # the codec written into each container (OpenCV's FFmpeg backend): VP8 for WebM, MPEG-4 Part 2 for the others
@@ -19,11 +20,19 @@ def open_video_writer(path: str | os.PathLike, fps: float, size: tuple[int, int]
     """An OpenCV writer of `size` (width, height) frames into `path`, in a codec its container takes, or an
     OutputError saying why none could be opened (OpenCV's own writer stays silent and writes nothing)."""
     fourcc = FOURCC_BY_SUFFIX.get(Path(path).suffix.lower(), "mp4v")
-    writer = cv2.VideoWriter(os.fspath(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+    writer = cv2.VideoWriter(opencv_path(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
     if not writer.isOpened():
         raise OutputError(f"cannot write video {path} (does its folder exist? can this OpenCV encode {fourcc} into "
                           f"{Path(path).suffix or 'a file without a suffix'}?)")
     return writer
+
+
+def open_video(source: str | os.PathLike) -> cv2.VideoCapture:
+    """An OpenCV capture of the video file `source`, or an ImageError saying it could not be opened."""
+    capture = cv2.VideoCapture(opencv_path(source))
+    if not capture.isOpened():
+        raise ImageError(f"cannot open video {source}: missing file, or a codec OpenCV cannot read")
+    return capture
 
 
 def annotate_video(detector: Any, source: str | os.PathLike, output: Optional[str | os.PathLike] = None,
@@ -34,9 +43,7 @@ def annotate_video(detector: Any, source: str | os.PathLike, output: Optional[st
     file)."""
     from tqdm import tqdm
 
-    capture = cv2.VideoCapture(os.fspath(source))
-    if not capture.isOpened():
-        raise ImageError(f"cannot open video {source}: missing file, or a codec OpenCV cannot read")
+    capture = open_video(source)
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     writer = None

@@ -22,7 +22,7 @@ import numpy as np
 import edgeface
 from edgeface.core.files import check_not_an_input, make_output_folder
 from edgeface.core.image import IMAGE_SUFFIXES, list_inputs, write_image
-from edgeface.video import open_video_writer
+from edgeface.video import open_video, open_video_writer
 
 
 def anonymise(frame: np.ndarray, faces: edgeface.Detections, mode: str = "blur", margin: float = 0.15) -> np.ndarray:
@@ -82,9 +82,7 @@ def main() -> None:
             done += 1
         print(f"{done} images anonymised into {out_dir}")
         return
-    capture = cv2.VideoCapture(str(source))
-    if not capture.isOpened():
-        raise SystemExit(f"error: cannot open video {source} (no such file, or a codec OpenCV cannot read)")
+    capture = open_video(source)
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     writer, frames = None, 0
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import warnings
@@ -16,9 +17,10 @@ import pytest
 import edgeface
 from conftest import DLIB_FACES, SHARED, need
 from edgeface import Detector
-from edgeface.core.image import is_truncated, list_inputs
+from edgeface.core.image import check_image_output, is_truncated, list_inputs, write_image
 from edgeface.errors import ImageWarning, ModelFileError, OptionError
 from edgeface.spec import TestTimeSpec
+from edgeface.video import annotate_video, open_video_writer
 from edgeface.weights import DEFAULT_MODEL
 
 FACEMASK = SHARED / "data" / "facemask"
@@ -206,6 +208,36 @@ def test_detect_outputs_are_unique_and_the_json_has_one_schema(tmp_path):
             assert entry["error"] and entry["faces"] == [] and entry["annotated"] is None
         else:
             assert entry["error"] is None and len(entry["faces"]) > 0 and Path(entry["annotated"]).exists()
+
+
+def test_files_whose_names_are_not_utf8_are_read_and_written(tmp_path):
+    """A Linux file name in another encoding reaches Python with surrogate escapes, and OpenCV's conversion of such
+    text ends the whole process with a segmentation fault: images and videos so named are read, detected and
+    written like any other, by the API and by `edgeface detect`."""
+    name = os.fsdecode(b"gr\xfcppe")  # 'grueppe' with a Latin-1 u-umlaut: not UTF-8
+    photo = tmp_path / "in" / f"{name}.jpg"
+    photo.parent.mkdir()
+    try:
+        photo.write_bytes(need(DLIB_FACES / "2008_002506.jpg").read_bytes())
+    except (OSError, UnicodeError):
+        pytest.skip("this file system takes only UTF-8 names")
+    image = edgeface.read_image(photo)
+    copy = tmp_path / f"{name}.png"
+    check_image_output(copy)
+    write_image(copy, image)
+    np.testing.assert_array_equal(edgeface.read_image(copy), image)
+    clip = tmp_path / f"{name}.avi"
+    writer = open_video_writer(clip, 5.0, (image.shape[1], image.shape[0]))
+    for _ in range(3):
+        writer.write(image)
+    writer.release()
+    detector = Detector("fast")
+    frames = annotate_video(detector, clip, tmp_path / f"{name}-annotated.avi", progress=False)
+    assert len(frames) == 3 and all(frame["faces"] for frame in frames)
+    result = run_cli("detect", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-m", "fast", "-q")
+    assert result.returncode == 0, result.stderr
+    (entry,) = json.loads((tmp_path / "out" / "detections.json").read_text())["results"].values()
+    assert len(entry["faces"]) == len(detector(image)) > 0 and Path(entry["annotated"]).is_file()
 
 
 def test_folders_are_searched_recursively_by_one_rule(tmp_path):

@@ -54,6 +54,18 @@ def _shape_hint(shape: tuple[int, ...]) -> str:
     return "convert gray with cv2.COLOR_GRAY2BGR, BGRA with cv2.COLOR_BGRA2BGR"
 
 
+def opencv_path(path: str | os.PathLike) -> str | bytes:
+    """`path` as OpenCV's file functions take it. A file name that is not valid UTF-8 (a Linux name in another
+    encoding, which Python holds with surrogate escapes) crashes OpenCV's conversion of text with a segmentation
+    fault, so such a path goes as the file system's bytes, which OpenCV passes through unchanged."""
+    path = os.fspath(path)
+    try:
+        path.encode("utf-8") if isinstance(path, str) else None
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+    return path
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as a BGR uint8 array; raise :class:`ImageError` if it is missing or unreadable.
 
@@ -66,7 +78,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if not os.path.isfile(path):
         raise ImageError(f"no such image file: {path}")
     try:
-        image = cv2.imread(path, cv2.IMREAD_COLOR)  # (imdecode rejects what imread decodes of a truncated JPEG)
+        image = cv2.imread(opencv_path(path), cv2.IMREAD_COLOR)  # (imdecode rejects the truncated JPEGs it reads)
     except cv2.error as error:  # e.g. more pixels than OpenCV decodes (CV_IO_MAX_IMAGE_PIXELS), or out of memory
         reason = (error.err or str(error)).strip()
         raise ImageError(f"cannot decode {path}: OpenCV refused it ({reason})") from None
@@ -84,7 +96,7 @@ def check_image_output(path: str | os.PathLike) -> None:
     """Raise OutputError, before the work that makes the image, when `path` cannot be written as one: a missing
     folder, a folder in its place, or a suffix OpenCV has no encoder for."""
     check_output_folder(path)
-    if not cv2.haveImageWriter(os.fspath(path)):
+    if not cv2.haveImageWriter(opencv_path(path)):
         raise OutputError(f"cannot write {os.fspath(path)}: its suffix names no image format OpenCV writes (.png, "
                           ".jpg, ...)")
 
@@ -92,7 +104,7 @@ def check_image_output(path: str | os.PathLike) -> None:
 def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
     """Write `image` (BGR) in the format its suffix names, or raise OutputError saying it could not."""
     try:
-        written = cv2.imwrite(os.fspath(path), image)
+        written = cv2.imwrite(opencv_path(path), image)
     except cv2.error:  # a suffix OpenCV has no encoder for
         written = False
     if not written:
