@@ -21,7 +21,7 @@ from edgeface.core.image import check_image_output, is_truncated, list_inputs, w
 from edgeface.errors import ImageWarning, ModelFileError, OptionError
 from edgeface.spec import TestTimeSpec
 from edgeface.video import annotate_video, open_video_writer
-from edgeface.weights import DEFAULT_MODEL
+from edgeface.weights import DEFAULT_MODEL, shipped_model
 
 FACEMASK = SHARED / "data" / "facemask"
 
@@ -231,13 +231,23 @@ def test_files_whose_names_are_not_utf8_are_read_and_written(tmp_path):
     for _ in range(3):
         writer.write(image)
     writer.release()
-    detector = Detector("fast")
+    model = tmp_path / f"{name}.onnx"
+    model.write_bytes(Path(shipped_model("fast")).read_bytes())
+    detector = Detector(model)  # ONNX Runtime takes only UTF-8 paths
     frames = annotate_video(detector, clip, tmp_path / f"{name}-annotated.avi", progress=False)
     assert len(frames) == 3 and all(frame["faces"] for frame in frames)
     result = run_cli("detect", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-m", "fast", "-q")
     assert result.returncode == 0, result.stderr
     (entry,) = json.loads((tmp_path / "out" / "detections.json").read_text())["results"].values()
     assert len(entry["faces"]) == len(detector(image)) > 0 and Path(entry["annotated"]).is_file()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_pipe_or_a_device_named_as_an_image_is_an_image_error(tmp_path):
+    os.mkfifo(tmp_path / "camera.jpg")  # reading it would wait forever for a writer
+    for path in (tmp_path / "camera.jpg", "/dev/null"):
+        with pytest.raises(edgeface.ImageError, match="is a device, a pipe or a socket, not an image file"):
+            edgeface.read_image(path)
 
 
 def test_folders_are_searched_recursively_by_one_rule(tmp_path):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from ..core.files import has_utf8_name
 from ..errors import BackendError, ModelFileError
 from ..options import gpu_ordinal
 from ..spec import SPEC_KEY, ModelSpec
@@ -39,7 +41,8 @@ class OnnxBackend:
         try:
             with warnings.catch_warnings():  # ORT warns about missing providers; the check below says more
                 warnings.simplefilter("ignore", UserWarning)
-                self.session = ort.InferenceSession(path, options, providers=wanted,
+                model = path if has_utf8_name(path) else Path(path).read_bytes()  # ORT takes only UTF-8 paths
+                self.session = ort.InferenceSession(model, options, providers=wanted,
                                                     provider_options=provider_options)
         except Exception as exc:
             raise ModelFileError(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0][:200]}; "

@@ -1,4 +1,5 @@
-"""Writing files so that readers never see half of one."""
+"""Files: checking outputs before long work, writing them so that readers never see half of one, and handing
+their names to native libraries."""
 
 from __future__ import annotations
 
@@ -7,6 +8,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ..errors import OutputError
+
+
+def has_utf8_name(path: str | os.PathLike) -> bool:
+    """Whether `path` is valid UTF-8 text. A Linux file name in another encoding reaches Python with surrogate
+    escapes, which native libraries that take UTF-8 paths cannot convert (OpenCV crashes, ONNX Runtime refuses):
+    for such names callers pass the name's bytes (:func:`edgeface.core.image.opencv_path`) or the file's."""
+    path = os.fspath(path)
+    try:
+        path.encode("utf-8") if isinstance(path, str) else path.decode("utf-8")
+    except UnicodeError:
+        return False
+    return True
 
 
 def check_output_folder(path: str | os.PathLike) -> None:

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from ..errors import ImageError, ImageWarning, OutputError, user_stacklevel
-from .files import check_output_folder
+from .files import check_output_folder, has_utf8_name
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
@@ -55,15 +55,10 @@ def _shape_hint(shape: tuple[int, ...]) -> str:
 
 
 def opencv_path(path: str | os.PathLike) -> str | bytes:
-    """`path` as OpenCV's file functions take it. A file name that is not valid UTF-8 (a Linux name in another
-    encoding, which Python holds with surrogate escapes) crashes OpenCV's conversion of text with a segmentation
-    fault, so such a path goes as the file system's bytes, which OpenCV passes through unchanged."""
-    path = os.fspath(path)
-    try:
-        path.encode("utf-8") if isinstance(path, str) else None
-    except UnicodeEncodeError:
-        return os.fsencode(path)
-    return path
+    """`path` as OpenCV's file functions take it: a name that is not UTF-8 (:func:`has_utf8_name`) would crash
+    OpenCV's conversion of text with a segmentation fault, so it goes as the file system's bytes, which OpenCV
+    passes through unchanged."""
+    return os.fspath(path) if has_utf8_name(path) else os.fsencode(path)
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -75,8 +70,10 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     path = os.fspath(path)
     if os.path.isdir(path):
         raise ImageError(f"{path} is a folder, not an image file")
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise ImageError(f"no such image file: {path}")
+    if not os.path.isfile(path):
+        raise ImageError(f"{path} is a device, a pipe or a socket, not an image file")
     try:
         image = cv2.imread(opencv_path(path), cv2.IMREAD_COLOR)  # (imdecode rejects the truncated JPEGs it reads)
     except cv2.error as error:  # e.g. more pixels than OpenCV decodes (CV_IO_MAX_IMAGE_PIXELS), or out of memory
