@@ -24,6 +24,7 @@ import cv2
 from face_tracker import IouTracker
 
 import edgeface
+from edgeface.core.image import opencv_path
 from edgeface.video import open_video_writer
 
 
@@ -105,7 +106,7 @@ def main() -> None:
     elif args.usb_gstreamer:
         capture = cv2.VideoCapture(gstreamer_usb(args.usb_gstreamer, args.width, args.height), cv2.CAP_GSTREAMER)
     else:
-        capture = cv2.VideoCapture(int(args.source) if args.source.isdigit() else args.source)
+        capture = cv2.VideoCapture(int(args.source) if args.source.isdigit() else opencv_path(args.source))
     if not capture.isOpened():
         raise SystemExit(f"cannot open {args.source!r} (for GStreamer sources OpenCV must be built with it, "
                          "as JetPack's is)")

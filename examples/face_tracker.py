@@ -22,6 +22,7 @@ import numpy as np
 
 from edgeface import Detections, EdgefaceError
 from edgeface.core.boxes import box_iou
+from edgeface.core.image import opencv_path
 
 
 @dataclass
@@ -83,7 +84,7 @@ def main() -> None:
     parser.add_argument("--max-frames", type=int, help="stop after this many frames")
     args = parser.parse_args()
     detector, tracker = edgeface.Detector(args.model), IouTracker()
-    capture = cv2.VideoCapture(int(args.video) if args.video.isdigit() else args.video)
+    capture = cv2.VideoCapture(int(args.video) if args.video.isdigit() else opencv_path(args.video))
     if not capture.isOpened():
         raise SystemExit(f"cannot open video {args.video}")
     frame_index = 0
