@@ -124,14 +124,7 @@ class ModelSpec:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
-        if not isinstance(data, dict) or "name" not in data:
-            raise ValueError("not an edgeface model spec (no 'name')")
-        if data.get("spec_version", 0) > SPEC_VERSION:
-            raise ValueError(
-                f"model spec version {data['spec_version']} is newer than this edgeface understands "
-                f"({SPEC_VERSION}); upgrade edgeface"
-            )
+    def _parse(cls, data: dict[str, Any]) -> ModelSpec:
         d = dict(data)
         inp = dict(d.pop("input", {}))
         if inp.get("size") is not None:
@@ -153,8 +146,64 @@ class ModelSpec:
         if "pyramid" in tt:
             tt["pyramid"] = tuple(PyramidScale(**{**p, "anchors": None if p.get("anchors") is None
                                                   else tuple(p["anchors"])}) for p in tt["pyramid"])
-        return cls(input=InputSpec(**inp), anchors=AnchorSpec(**anc), test_time=TestTimeSpec(**tt), **d)
+        return cls(input=InputSpec(**inp), anchors=AnchorSpec(**anc), test_time=TestTimeSpec(**tt), **d).checked()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        """The spec a file carries, or ValueError saying what is wrong with it: not a spec, one from a newer
+        edgeface, a key or value of the wrong type, or a value the runtime cannot use (:meth:`checked`)."""
+        if not isinstance(data, dict) or "name" not in data:
+            raise ValueError("not an edgeface model spec (no 'name')")
+        version = data.get("spec_version", 0)
+        if not isinstance(version, int) or version > SPEC_VERSION:
+            raise ValueError(f"model spec version {version!r} is newer than this edgeface understands "
+                             f"({SPEC_VERSION}); upgrade edgeface")
+        try:
+            return cls._parse(data)
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise ValueError(f"malformed model spec ({exc})") from None
 
     @classmethod
     def from_json(cls, text: str) -> ModelSpec:
-        return cls.from_dict(json.loads(text))
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"the model spec is not JSON ({exc})") from None
+        return cls.from_dict(data)
+
+    def checked(self) -> ModelSpec:
+        """This spec, or ValueError naming the first value the runtime cannot use."""
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise ValueError(what)
+
+        def positive(values: Any) -> bool:
+            return all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+                       for v in values)
+
+        inp, anc = self.input, self.anchors
+        need(isinstance(self.name, str) and bool(self.name), f"name must be a model's name, got {self.name!r}")
+        need(inp.channel_order in ("RGB", "BGR"), f"input.channel_order is RGB or BGR, got {inp.channel_order!r}")
+        need(len(inp.mean) == 3 and all(math.isfinite(m) for m in inp.mean), f"input.mean is 3 numbers, got {inp.mean}")
+        need(len(inp.std) == 3 and positive(inp.std), f"input.std is 3 numbers above 0, got {inp.std}")
+        need(inp.size is None or (len(inp.size) == 2 and positive(inp.size)), f"input.size is (w, h), got {inp.size}")
+        for key in ("batch", "min_side"):
+            need(getattr(inp, key) is None or positive([getattr(inp, key)]), f"input.{key} must be above 0")
+        need(positive([inp.size_multiple]), f"input.size_multiple must be above 0, got {inp.size_multiple}")
+        need(bool(anc.strides) and positive(anc.strides), f"anchors.strides are above 0, got {anc.strides}")
+        levels = anc.shapes if anc.shapes is not None else anc.sizes
+        need(len(levels) == len(anc.strides), f"anchors: {len(levels)} levels of anchor sizes for "
+                                              f"{len(anc.strides)} strides")
+        sizes = [shape for level in anc.shapes for shape in level] if anc.shapes is not None else anc.sizes
+        need(all(positive(size) for size in sizes) and positive(anc.ratios), "anchor sizes are above 0")
+        need(self.box_coding == "ssd" and self.score == "softmax2", f"this edgeface decodes SSD boxes and two-class "
+             f"softmax scores, not {self.box_coding!r} / {self.score!r}; upgrade edgeface")
+        need(len(self.variances) == 2 and positive(self.variances), "variances are 2 numbers above 0")
+        for key in ("score_threshold", "nms_iou"):
+            need(0 <= getattr(self, key) <= 1, f"{key} is in [0, 1], got {getattr(self, key)}")
+        for key in ("max_detections", "pre_nms_top_k"):
+            need(positive([getattr(self, key)]), f"{key} must be above 0, got {getattr(self, key)}")
+        from .options import check_test_time  # (options reads this module)
+
+        check_test_time(self.test_time)
+        return self

@@ -18,7 +18,10 @@ def read_onnx_spec(path: str | os.PathLike) -> ModelSpec:
     props = {p.key: p.value for p in onnx.load(os.fspath(path), load_external_data=False).metadata_props}
     if SPEC_KEY not in props:
         raise ValueError(f"{path} carries no edgeface spec: export it with `edgeface export onnx`")
-    return ModelSpec.from_json(props[SPEC_KEY])
+    try:
+        return ModelSpec.from_json(props[SPEC_KEY])
+    except ValueError as exc:
+        raise ValueError(f"{path} carries a model spec this edgeface cannot use: {exc}") from None
 
 
 def embed_spec(proto: onnx.ModelProto, spec: ModelSpec) -> None:

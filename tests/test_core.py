@@ -209,6 +209,39 @@ def test_spec_round_trips_through_json():
         ModelSpec.from_dict({**spec.to_dict(), "spec_version": 99})
 
 
+def _changed(spec: dict, path: str, value: object) -> dict:
+    """`spec` with the key at dotted `path` set to `value`."""
+    *parents, key = path.split(".")
+    if not parents:
+        return {**spec, key: value}
+    return {**spec, parents[0]: _changed(spec[parents[0]], ".".join([*parents[1:], key]), value)}
+
+
+@pytest.mark.parametrize("path, value, message", [
+    ("score_threshold", float("nan"), "score_threshold is in \\[0, 1\\], got nan"),
+    ("nms_iou", 1.5, "nms_iou is in \\[0, 1\\]"),
+    ("max_detections", 0, "max_detections must be above 0"),
+    ("anchors.strides", [0, 8, 16, 32, 64, 128], "anchors.strides are above 0"),
+    ("anchors.strides", [4, 8], "6 levels of anchor sizes for 2 strides"),
+    ("anchors.sizes", [[16], [32], [64], [128], [256], [-512]], "anchor sizes are above 0"),
+    ("input.std", [0, 1, 1], "input.std is 3 numbers above 0"),
+    ("input.channel_order", "YUV", "RGB or BGR"),
+    ("input.size_multiple", 0, "size_multiple must be above 0"),
+    ("box_coding", "yolo", "decodes SSD boxes"),
+    ("test_time.pyramid", [], "test_time has no pass"),
+    ("anchors", "x", "malformed model spec"),
+    ("surprise", 1, "unexpected keyword argument 'surprise'"),
+])
+def test_a_spec_the_runtime_cannot_use_is_refused_when_read(path, value, message):
+    """A model file's spec is checked when it is read, so a corrupt or hand-edited one is a clear error, not a
+    silent wrong decoding (a NaN threshold kept no face, a negative one every anchor)."""
+    assert ModelSpec.from_json(SPEC.to_json()) == SPEC
+    with pytest.raises(ValueError, match=message):
+        ModelSpec.from_dict(_changed(SPEC.to_dict(), path, value))
+    with pytest.raises(ValueError, match="the model spec is not JSON"):
+        ModelSpec.from_json("{not json")
+
+
 def test_atomic_write_replaces_only_a_complete_file(tmp_path):
     from edgeface.core.files import atomic_write
 

@@ -242,6 +242,26 @@ def test_files_whose_names_are_not_utf8_are_read_and_written(tmp_path):
     assert len(entry["faces"]) == len(detector(image)) > 0 and Path(entry["annotated"]).is_file()
 
 
+def test_a_model_file_with_a_corrupt_spec_is_a_model_file_error_naming_it(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from edgeface.spec import SPEC_KEY
+
+    proto = onnx.load(str(shipped_model("fast")))
+    entry = next(p for p in proto.metadata_props if p.key == SPEC_KEY)
+    entry.value = json.dumps({**json.loads(entry.value), "score_threshold": -1})  # would keep every anchor
+    onnx.save(proto, str(tmp_path / "edited.onnx"))
+    with pytest.raises(ModelFileError, match="edited.onnx carries a model spec this edgeface cannot use: .*"
+                                             "score_threshold is in"):
+        Detector(tmp_path / "edited.onnx")
+    torch = pytest.importorskip("torch")
+    from edgeface.models.checkpoint import CHECKPOINT_FORMAT
+
+    torch.save({"format": CHECKPOINT_FORMAT, "spec": {"name": "extd32", "nms_iou": 2.0}, "state_dict": {}},
+               tmp_path / "edited.pt")
+    with pytest.raises(ModelFileError, match="edited.pt carries a model spec .*nms_iou is in"):
+        Detector(tmp_path / "edited.pt")
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
 def test_a_pipe_or_a_device_named_as_an_image_is_an_image_error(tmp_path):
     os.mkfifo(tmp_path / "camera.jpg")  # reading it would wait forever for a writer

@@ -57,7 +57,10 @@ class OnnxBackend:
         if SPEC_KEY not in meta:
             raise ModelFileError(f"{path} is an ONNX model without an edgeface spec; export models with "
                                  "`edgeface export onnx` so the runtime knows their anchors and input convention")
-        self.spec = ModelSpec.from_json(meta[SPEC_KEY])
+        try:
+            self.spec = ModelSpec.from_json(meta[SPEC_KEY])
+        except ValueError as exc:
+            raise ModelFileError(f"{path} carries a model spec this edgeface cannot use: {exc}") from None
         self.name = f"onnxruntime:{running[0]}"
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]

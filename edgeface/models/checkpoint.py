@@ -62,7 +62,10 @@ def _is_edgeface(payload: Any) -> bool:
 
 
 def _model_from_checkpoint(payload: dict, path: str) -> tuple[nn.Module, ModelSpec]:
-    spec = ModelSpec.from_dict(payload["spec"])
+    try:
+        spec = ModelSpec.from_dict(payload.get("spec"))
+    except ValueError as exc:
+        raise ModelFileError(f"{path} carries a model spec this edgeface cannot use: {exc}") from None
     model = create_model(spec.name)
     try:
         model.load_state_dict(payload["state_dict"])
