@@ -568,6 +568,14 @@ def test_truncated_or_malformed_annotation_files_name_the_file_and_the_place(tmp
     with pytest.raises(AnnotationError, match="missing <ymax> in a <bndbox>"):
         read_voc_xml(write(tmp_path / "ymax.xml", voc.replace("<ymax>", "<ymin>", 1).replace("</ymax>", "</ymin>", 1)),
                      "a.png")
+    with pytest.raises(AnnotationError, match="nan.xml is not a valid Pascal VOC XML file: a face box with a "
+                                              "coordinate that is not a finite number: \\[nan, "):
+        read_voc_xml(write(tmp_path / "nan.xml", re.sub("<xmin>[^<]*", "<xmin>nan", voc, count=1)), "a.png")
+    # a box of no width (or drawn right to left) can never be matched: ignored, not counted as a face missed
+    xmin = voc.split("<xmin>")[1].split("<")[0]
+    inverted = read_voc_xml(write(tmp_path / "inverted.xml", re.sub("<xmax>[^<]*", f"<xmax>{xmin}", voc, count=1)),
+                            "a.png")
+    assert inverted.ignore.tolist() == [True] + [False] * (len(inverted.boxes) - 1)
 
     imglab = need(SHARED / "data/photos/dlib_examples_faces/training.xml").read_text()
     with pytest.raises(AnnotationError, match="not a valid dlib imglab XML file at image '2007_007763.jpg': "

@@ -16,7 +16,8 @@ from ..errors import AnnotationError, EdgefaceError, OptionError
 @dataclass
 class FaceRecord:
     """An image path and its faces: ``boxes`` ``(N, 4)`` float32 xyxy pixels; ``ignore`` ``(N,)`` bool marks
-    faces that are neither matched nor counted in evaluation (dlib's ``ignore``, WIDER's invalid)."""
+    faces that are neither matched nor counted in evaluation (dlib's ``ignore``, WIDER's invalid, and any box of no
+    width or height, which no detector can match). A coordinate that is not a finite number is a ValueError."""
 
     image_path: str
     boxes: np.ndarray
@@ -29,7 +30,11 @@ class FaceRecord:
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, np.float32).reshape(-1, 4)
-        self.ignore = np.zeros(len(self.boxes), bool) if self.ignore is None else np.asarray(self.ignore, bool)
+        if not np.isfinite(self.boxes).all():
+            raise ValueError(f"a face box with a coordinate that is not a finite number: "
+                             f"{self.boxes[~np.isfinite(self.boxes).all(axis=1)][0].tolist()}")
+        empty = (self.boxes[:, 2] <= self.boxes[:, 0]) | (self.boxes[:, 3] <= self.boxes[:, 1])
+        self.ignore = empty | (False if self.ignore is None else np.asarray(self.ignore, bool))
 
 
 def redraw_boxes(records: list[FaceRecord], dx: float = 0.0, dy: float = 0.0, width: float = 1.0,

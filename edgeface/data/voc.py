@@ -34,7 +34,7 @@ def read_voc_xml(xml_path: str | os.PathLike, image_path: str | os.PathLike, cla
         size = root.find("size")
         width = int(size.findtext("width", "0")) if size is not None else 0
         height = int(size.findtext("height", "0")) if size is not None else 0
-    return FaceRecord(os.fspath(image_path), boxes, ignore, width, height)
+        return FaceRecord(os.fspath(image_path), boxes, ignore, width, height)
 
 
 def _find_image(image_dir: Path, stem: str) -> Path:

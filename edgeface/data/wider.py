@@ -30,7 +30,7 @@ def read_wider_txt(gt_txt: str | os.PathLike, images_root: str | os.PathLike) ->
             i += 2 + max(count, 1)  # an image with no faces still has one all-zero line
             data = np.array(rows[:count], np.int64).reshape(-1, 10)
             boxes = np.concatenate([data[:, :2], data[:, :2] + data[:, 2:4]], axis=1).astype(np.float32)
-            ignore = (data[:, 7] == 1) | (data[:, 2] <= 0) | (data[:, 3] <= 0)
+            ignore = data[:, 7] == 1  # (and FaceRecord ignores the boxes of no size)
             records.append(FaceRecord(os.path.join(os.fspath(images_root), name), boxes, ignore, name=name,
                                       attributes=data[:, 4:10]))
     return records
