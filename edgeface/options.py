@@ -7,6 +7,7 @@ with a one-line message that names the option, the value and the allowed range.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Iterable, Mapping
 from numbers import Integral, Real
@@ -163,12 +164,15 @@ def check_seed(value: object) -> int:
 
 
 def check_threads(value: object) -> Optional[int]:
-    """None (the backend's own choice) or at least one CPU thread."""
+    """None (the backend's own choice) or a number of CPU threads from 1 to the larger of 256 and this machine's
+    CPUs (a million threads hung ONNX Runtime's session start; more threads than CPUs only slow it down)."""
     if value is None:
         return None
     value = _integer("threads", value)
-    if value < 1:
-        raise OptionError(f"threads must be at least 1 (or None: the backend's own choice), got {value}")
+    most = max(256, os.cpu_count() or 1)
+    if not 1 <= value <= most:
+        raise OptionError(f"threads must be between 1 and {most} (or None: the backend's own choice; this "
+                          f"machine has {os.cpu_count()} CPUs), got {value}")
     return value
 
 

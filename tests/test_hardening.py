@@ -54,8 +54,10 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
     (dict(max_side=10), "max_side must be between 32 and 8192"),
     (dict(min_side=10_000), "min_side must be between 32 and 8192"),
     (dict(device="tpu"), "device must be one of cpu, cuda, cuda:N, tensorrt, got 'tpu'"),
-    (dict(threads=0), "threads must be at least 1 (or None: the backend's own choice), got 0"),
-    (dict(threads=-1), "threads must be at least 1"),
+    (dict(threads=0), f"threads must be between 1 and {max(256, os.cpu_count())} (or None: the backend's own "
+                      f"choice; this machine has {os.cpu_count()} CPUs), got 0"),
+    (dict(threads=-1), "threads must be between 1 and"),
+    (dict(threads=10**6), "threads must be between 1 and"),  # ONNX Runtime hung starting a million threads
     (dict(threads="2"), "threads must be a whole number"),
     (dict(test_time="flip"), "test_time must be an edgeface.spec.TestTimeSpec"),
     (dict(test_time=TestTimeSpec(())), "test_time has no pass: give at least one scale"),
