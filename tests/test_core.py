@@ -200,6 +200,16 @@ def test_detections_container():
         with pytest.raises(ValueError, match=f"Detections takes \\(N, 4\\) boxes and \\(N,\\) scores, got "
                                              f"{re.escape(str(boxes))}"):
             Detections(np.zeros(boxes), np.zeros(scores))
+    dets = Detections([[1, 2, 3, 4]], [0.5])
+    assert Detections.from_list(dets.to_list()).to_list() == dets.to_list()
+    for items in ([{"box": [1, 2, 3]}], [{"bx": [1, 2, 3, 4], "score": 1}], "x", [{"box": [1, 2, 3, 4], "score": "a"}]):
+        with pytest.raises(ValueError, match="Detections.from_list takes \\[{'box': \\[x1, y1, x2, y2\\], 'score'"):
+            Detections.from_list(items)
+    from edgeface import ImageError
+
+    assert dets.draw(np.zeros((8, 8), np.uint8), colour=(255, 255, 255)).any()  # gray canvases are drawn on
+    with pytest.raises(ImageError, match="expected a uint8 image, got float32"):
+        dets.draw(np.zeros((8, 8, 3), np.float32))  # (OpenCV's putText asserted)
 
 
 def test_spec_round_trips_through_json():

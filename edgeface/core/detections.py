@@ -10,6 +10,8 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 
+from .image import check_image
+
 
 class Face(NamedTuple):
     """One face: ``box`` = (x1, y1, x2, y2) pixels of the input image, ``score`` in [0, 1]."""
@@ -61,6 +63,8 @@ class Detections:
     def draw(self, image: np.ndarray, colour: tuple[int, int, int] = (0, 255, 0), thickness: int = 2,
              show_scores: bool = True, copy: bool = True) -> np.ndarray:
         """Draw boxes (and scores) on a BGR image; returns the drawn image (a copy unless ``copy=False``)."""
+        if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+            check_image(image)  # an ImageError saying how to convert it (gray and BGRA canvases are drawn on)
         canvas = image.copy() if copy else image
         for (x1, y1, x2, y2), score in self:
             p1, p2 = (round(x1), round(y1)), (round(x2), round(y2))
@@ -79,9 +83,17 @@ class Detections:
 
     @classmethod
     def from_list(cls, items: list[dict[str, Any]]) -> Detections:
+        """The faces of :meth:`to_list`'s ``[{"box": [x1, y1, x2, y2], "score": s}, ...]`` (e.g. one image's
+        ``"faces"`` in ``edgeface detect``'s detections.json), or ValueError saying what does not fit."""
         if not items:
             return cls.empty()
-        return cls(np.array([d["box"] for d in items], np.float32), np.array([d["score"] for d in items], np.float32))
+        try:
+            boxes = np.array([item["box"] for item in items], np.float32).reshape(len(items), 4)
+            scores = np.array([item["score"] for item in items], np.float32)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"Detections.from_list takes [{{'box': [x1, y1, x2, y2], 'score': s}}, ...]; "
+                             f"{type(exc).__name__}: {exc}") from None
+        return cls(boxes, scores)
 
     def __repr__(self) -> str:
         return f"Detections({len(self)} faces)"
