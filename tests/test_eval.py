@@ -422,6 +422,20 @@ def test_voc_stems_come_as_a_list_or_as_the_command_line_s_comma_separated_text(
     assert [Path(r.image_path).stem for r in listed] == ["maksssksksss0", "maksssksksss1"]
 
 
+
+def test_voc_images_are_found_whatever_the_case_of_their_suffix(tmp_path):
+    from edgeface.data.voc import read_voc_folder
+
+    root = need(SHARED / "data/facemask")
+    (tmp_path / "ann").mkdir()
+    (tmp_path / "img").mkdir()
+    for stem, suffix in (("maksssksksss0", ".JPG"), ("maksssksksss1", ".jpg")):  # cameras write .JPG
+        (tmp_path / "ann" / f"{stem}.xml").write_bytes((root / "annotations" / f"{stem}.xml").read_bytes())
+        (tmp_path / "img" / f"{stem}{suffix}").write_bytes((root / "images" / f"{stem}.jpg").read_bytes())
+    records = read_voc_folder(tmp_path / "ann", tmp_path / "img")
+    assert [Path(r.image_path).name for r in records] == ["maksssksksss0.JPG", "maksssksksss1.jpg"]
+
+
 def test_fold_of_is_fixed_by_the_name():
     from edgeface.data.sources import fold_of
 

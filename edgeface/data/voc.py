@@ -38,7 +38,7 @@ def read_voc_xml(xml_path: str | os.PathLike, image_path: str | os.PathLike, cla
 
 
 def _find_image(image_dir: Path, stem: str) -> Path:
-    for suffix in IMAGE_SUFFIXES:
+    for suffix in (*IMAGE_SUFFIXES, *(s.upper() for s in IMAGE_SUFFIXES)):  # cameras write .JPG
         if (image_dir / f"{stem}{suffix}").exists():
             return image_dir / f"{stem}{suffix}"
     raise FileNotFoundError(f"no image for annotation {stem!r} in {image_dir}")
