@@ -555,11 +555,13 @@ def cmd_data_show(args: argparse.Namespace) -> int:
 
 
 def _add_data_source(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--format", required=True, choices=["facemask", "voc", "imglab", "wider", "fddb"],
-                        help="annotation format")
+    from .data.sources import READERS, reader_keys
+
+    parser.add_argument("--format", required=True, choices=list(READERS), help="annotation format")
+    keys = "; ".join(f"{name}: {', '.join(reader_keys(reader))}" for name, reader in READERS.items())
     parser.add_argument("data", nargs="+", metavar="KEY=VALUE",
-                        help="reader arguments: facemask/wider root= split=; voc annotation_dir= image_dir= "
-                             "[stems=a,b]; imglab xml=; fddb root=")
+                        help=f"the format's keys ({keys}; lists as comma-separated text, e.g. stems=a,b), and for "
+                             "any format folds=K with fold=I or skip_fold=I")
 
 
 def _data_source(args: argparse.Namespace) -> dict[str, str]:
