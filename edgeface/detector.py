@@ -135,6 +135,7 @@ class Detector:
     # constructor's argument and reaches the GPU pipeline too (which recaptures its CUDA graphs).
     @property
     def score_threshold(self) -> float:
+        """The face probability a box needs to be kept, in [0, 1]."""
         return self._decode[0]
 
     @score_threshold.setter
@@ -143,6 +144,7 @@ class Detector:
 
     @property
     def nms_iou(self) -> float:
+        """The overlap (IoU) above which a box is suppressed by a better-scoring one, in [0, 1]."""
         return self._decode[1]
 
     @nms_iou.setter
@@ -151,6 +153,7 @@ class Detector:
 
     @property
     def max_detections(self) -> int:
+        """The most faces returned per frame (the best-scoring ones)."""
         return self._decode[2]
 
     @max_detections.setter

@@ -56,6 +56,7 @@ class AnchorSpec:
         return tuple((size / math.sqrt(r), size * math.sqrt(r)) for size in self.sizes[level] for r in self.ratios)
 
     def per_cell(self, level: int) -> int:
+        """How many anchors one cell of `level` has."""
         return len(self.cell_shapes(level))
 
 
@@ -80,11 +81,14 @@ class TestTimeSpec:
 
     @property
     def single_pass(self) -> bool:
+        """Whether this strategy is one pass at the frame's own scale, merged by plain NMS."""
         return self.pyramid == (PyramidScale(),) and not self.flip and not self.voting_iou
 
     @classmethod
     def from_scales(cls, scales: tuple[float, ...] = (1.0,), flip: bool = False,
                     voting_iou: Optional[float] = None) -> TestTimeSpec:
+        """One pass per resize factor in `scales` (each mirrored too with `flip`), merged by box voting over
+        overlaps of at least `voting_iou` (None: plain NMS). E.g. ``from_scales((0.5, 1.0, 2.0), flip=True)``."""
         return cls(tuple(PyramidScale(float(s)) for s in scales), flip, voting_iou)
 
 

@@ -15,4 +15,6 @@ class Backend(Protocol):
     spec: ModelSpec
     name: str  # e.g. "onnxruntime:CPUExecutionProvider", "torch:cpu"
 
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The network's box offsets and logits for a pre-processed batch."""
+        ...

@@ -24,6 +24,9 @@ FORMAT_VERSION = 1
 
 @dataclass
 class EngineHeader:
+    """What an edgeface engine file says about the TensorRT plan after it: the model's spec and what the plan was
+    built with and for (a plan runs only on the TensorRT version and GPU it was built for)."""
+
     spec: ModelSpec
     tensorrt_version: str  # e.g. "10.3.0"
     tensorrt_flavour: str = "tensorrt"  # or "tensorrt_rtx"
@@ -33,6 +36,7 @@ class EngineHeader:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
+        """The header as the file stores it, with its format version."""
         data = asdict(self)
         data["spec"] = self.spec.to_dict()
         data["format_version"] = FORMAT_VERSION

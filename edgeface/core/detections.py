@@ -40,6 +40,7 @@ class Detections:
 
     @classmethod
     def empty(cls) -> Detections:
+        """No faces."""
         return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
 
     def __len__(self) -> int:
@@ -79,6 +80,7 @@ class Detections:
         return [{"box": [round(v, 2) for v in box], "score": round(score, 5)} for box, score in self]
 
     def to_json(self) -> str:
+        """:meth:`to_list` as JSON text."""
         return json.dumps(self.to_list())
 
     @classmethod

@@ -21,6 +21,7 @@ class Letterbox:
 
     @classmethod
     def identity(cls, width: int, height: int) -> Letterbox:
+        """The transform of a frame run at its own size: no scaling, no offset."""
         return cls(1.0, 1.0, 0.0, 0.0, width, height)
 
     def to_source(self, boxes: np.ndarray) -> np.ndarray:

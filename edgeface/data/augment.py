@@ -33,6 +33,8 @@ INTERPOLATIONS = (cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_AREA, cv2.INTER_N
 
 @dataclass(frozen=True)
 class AugmentConfig:
+    """The training augmentation's settings (a recipe's keys, :meth:`TrainConfig.augment_config`)."""
+
     size: int = 640  # square training input
     anchor_sizes: tuple[float, ...] = (16, 32, 64, 128, 256, 512)
     data_anchor_sampling_prob: float = 0.5

@@ -23,6 +23,9 @@ from ..data.records import FaceRecord
 
 @dataclass
 class FddbRoc:
+    """FDDB's ROC: the true-positive rate, discrete and continuous, against the false positives at each
+    threshold."""
+
     false_positives: np.ndarray  # at each score threshold, descending
     tpr_discrete: np.ndarray
     tpr_continuous: np.ndarray

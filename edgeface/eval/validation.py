@@ -46,6 +46,8 @@ class SmallFrames:
 
 @dataclass
 class ValidationSet:
+    """One ``val_data`` entry, ready to score: VOC AP over its records, or WIDER FACE's protocol over its images."""
+
     name: str
     max_side: Optional[int]  # None: the detector's default
     records: list[FaceRecord]  # VOC AP sets

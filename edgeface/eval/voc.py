@@ -23,6 +23,8 @@ from ..errors import ImageError, UnscoredImageWarning, user_stacklevel
 
 @dataclass
 class PRCurve:
+    """A precision-recall curve over a labelled set, its VOC AP and the number of faces that count."""
+
     precision: np.ndarray
     recall: np.ndarray
     scores: np.ndarray  # the score threshold at each point

@@ -38,6 +38,8 @@ ATTRIBUTES = {"blur": ("clear", "normal", "heavy"), "expression": ("typical", "e
 
 @dataclass
 class WiderImage:
+    """One WIDER FACE image's official ground truth: its faces and, per setting, which of them count."""
+
     event: str
     name: str  # file stem, e.g. "0_Parade_marchingband_1_465"
     boxes: np.ndarray  # (M, 4) x y w h
@@ -185,6 +187,8 @@ def _image_pr(pred: np.ndarray, gt: np.ndarray, counted: np.ndarray, iou_thresho
 
 @dataclass
 class WiderResult:
+    """AP and the precision-recall curve of each WIDER FACE setting (easy, medium, hard)."""
+
     ap: dict[str, float]
     precision: dict[str, np.ndarray]
     recall: dict[str, np.ndarray]

@@ -25,6 +25,9 @@ from ..spec import InputSpec, ModelSpec
 
 @dataclass(frozen=True)
 class ModelEntry:
+    """A registered model variant: how to build its network (lazily, so the registry needs no torch), its spec,
+    and its training objective."""
+
     name: str
     family: str  # the family folder under edgeface/models
     builder: str  # "module:callable" under edgeface.models, e.g. "srn.network:SRN"
@@ -42,6 +45,7 @@ IMAGENET_INPUT = InputSpec(channel_order="RGB", mean=(123.675, 116.28, 103.53), 
 
 
 def register(entry: ModelEntry) -> None:
+    """Add a variant to the registry (each family package registers its own variants when it is imported)."""
     if entry.name in _REGISTRY:
         raise ValueError(f"model {entry.name!r} registered twice")
     _REGISTRY[entry.name] = entry
@@ -99,6 +103,7 @@ def canonical_name(name: str) -> str:
 
 
 def get_entry(name: str) -> ModelEntry:
+    """The registry entry of the variant `name` (the explicit default suffixes accepted, as canonical_name)."""
     return _REGISTRY[canonical_name(name)]
 
 
