@@ -572,6 +572,8 @@ def test_truncated_or_malformed_annotation_files_name_the_file_and_the_place(tmp
         read_wider_txt(write(tmp_path / "cut.txt", cut), "")
     with pytest.raises(AnnotationError, match="at line 1 .*invalid literal for int"):
         read_wider_txt(write(tmp_path / "count.txt", f"{first_image}\nmany\n"), "")
+    with pytest.raises(AnnotationError, match="at line 1 .*a negative count of faces, -2"):
+        read_wider_txt(write(tmp_path / "negative.txt", f"{first_image}\n-2\n0 0 0 0 0 0 0 0 0 0\n"), "")
 
     voc = need(SHARED / "data/facemask/annotations/maksssksksss0.xml").read_text()
     assert len(read_voc_xml(write(tmp_path / "a.xml", voc), "a.png").boxes) > 0

@@ -26,6 +26,8 @@ def read_wider_txt(gt_txt: str | os.PathLike, images_root: str | os.PathLike) ->
             name = lines[i].strip()
             position.where = f"line {i + 1} ({name})"
             count = int(lines[i + 1])
+            if count < 0:
+                raise ValueError(f"a negative count of faces, {count}")
             rows = [list(map(int, lines[i + 2 + k].split()[:10])) for k in range(max(count, 1))]
             i += 2 + max(count, 1)  # an image with no faces still has one all-zero line
             data = np.array(rows[:count], np.int64).reshape(-1, 10)
