@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 import cv2
+import numpy as np
 
 from .core.image import opencv_path
-from .errors import ImageError, ImageWarning, OutputError
+from .errors import ImageError, ImageWarning, OutputError, user_stacklevel
 
 # the codec written into each container (OpenCV's FFmpeg backend): VP8 for WebM, MPEG-4 Part 2 for the others
 FOURCC_BY_SUFFIX = {".webm": "VP80"}
@@ -25,6 +26,42 @@ def open_video_writer(path: str | os.PathLike, fps: float, size: tuple[int, int]
         raise OutputError(f"cannot write video {path} (does its folder exist? can this OpenCV encode {fourcc} into "
                           f"{Path(path).suffix or 'a file without a suffix'}?)")
     return writer
+
+
+class VideoOutput:
+    """A video file written frame by frame, opened at the first frame's size (:func:`open_video_writer`). A later
+    frame of another size (a stream that changed resolution) is scaled to the first size, with one
+    :class:`ImageWarning`: OpenCV's writer drops such frames without a word. Closed by :meth:`close` or ``with``."""
+
+    def __init__(self, path: str | os.PathLike, fps: float):
+        self.path, self.fps = path, fps
+        self._writer: Optional[cv2.VideoWriter] = None
+        self._size: tuple[int, int] = (0, 0)
+        self._resized = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        size = (frame.shape[1], frame.shape[0])
+        if self._writer is None:
+            self._writer, self._size = open_video_writer(self.path, self.fps, size), size
+        elif size != self._size:
+            if not self._resized:
+                warnings.warn(ImageWarning(f"{self.path}: the frames changed size from {self._size[0]}x{self._size[1]}"
+                                           f" to {size[0]}x{size[1]}; they are written scaled to the first size"),
+                              stacklevel=user_stacklevel())
+            self._resized += 1
+            frame = cv2.resize(frame, self._size, interpolation=cv2.INTER_AREA)
+        self._writer.write(frame)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+    def __enter__(self) -> VideoOutput:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 def open_video(source: str | os.PathLike) -> cv2.VideoCapture:
@@ -46,7 +83,7 @@ def annotate_video(detector: Any, source: str | os.PathLike, output: Optional[st
     capture = open_video(source)
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    writer = None
+    annotated = VideoOutput(output, fps) if output is not None else None
     frames: list[dict[str, Any]] = []
     try:
         with tqdm(total=total, desc=Path(source).name, unit="frame", disable=not progress) as bar:
@@ -56,16 +93,13 @@ def annotate_video(detector: Any, source: str | os.PathLike, output: Optional[st
                     break
                 dets = detector.detect(frame)
                 frames.append({"frame": len(frames), "time": round(len(frames) / fps, 4), "faces": dets.to_list()})
-                if output is not None:
-                    if writer is None:
-                        height, width = frame.shape[:2]
-                        writer = open_video_writer(output, fps, (width, height))
-                    writer.write(dets.draw(frame, copy=False))
+                if annotated is not None:
+                    annotated.write(dets.draw(frame, copy=False))
                 bar.update()
     finally:
         capture.release()
-        if writer is not None:
-            writer.release()
+        if annotated is not None:
+            annotated.close()
     if not frames:
         raise ImageError(f"{source} has no readable frames")
     if total and len(frames) < 0.99 * total:  # containers may estimate their count, but not 1% too high

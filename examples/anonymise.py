@@ -22,7 +22,7 @@ import numpy as np
 import edgeface
 from edgeface.core.files import check_not_an_input, make_output_folder
 from edgeface.core.image import IMAGE_SUFFIXES, list_inputs, write_image
-from edgeface.video import open_video, open_video_writer
+from edgeface.video import VideoOutput, open_video
 
 
 def anonymise(frame: np.ndarray, faces: edgeface.Detections, mode: str = "blur", margin: float = 0.15) -> np.ndarray:
@@ -84,20 +84,17 @@ def main() -> None:
         return
     capture = open_video(source)
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
-    writer, frames = None, 0
+    frames = 0
     try:
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            if writer is None:
-                writer = open_video_writer(args.output, fps, (frame.shape[1], frame.shape[0]))
-            writer.write(anonymise(frame, detector(frame), args.mode))
-            frames += 1
+        with VideoOutput(args.output, fps) as output:
+            while True:
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                output.write(anonymise(frame, detector(frame), args.mode))
+                frames += 1
     finally:
         capture.release()
-        if writer is not None:
-            writer.release()
     print(f"{frames} frames anonymised into {args.output}")
 
 

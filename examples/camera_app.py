@@ -25,7 +25,7 @@ from face_tracker import IouTracker
 
 import edgeface
 from edgeface.core.image import opencv_path
-from edgeface.video import open_video_writer
+from edgeface.video import VideoOutput
 
 
 def gstreamer_csi(sensor_id: int = 0, width: int = 1280, height: int = 720, fps: int = 30, flip: int = 0) -> str:
@@ -119,7 +119,8 @@ def main() -> None:
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    writer, log, processed, fps = None, [], 0, 0.0
+    output = VideoOutput(args.output, fps_in) if args.headless and args.output else None  # opened at frame 1
+    log, processed, fps = [], 0, 0.0
     try:
         while not stop.is_set():
             item = reader.read()
@@ -138,12 +139,9 @@ def main() -> None:
             cv2.putText(frame, f"{fps:.1f} FPS", (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 255), 2)
             log.append({"frame": index, "faces": [{"id": t.id, "box": [round(float(v), 1) for v in t.box],
                                                    "score": round(t.score, 4)} for t in tracks]})
-            if args.headless:
-                if args.output and writer is None:
-                    writer = open_video_writer(args.output, fps_in, (frame.shape[1], frame.shape[0]))
-                if writer is not None:
-                    writer.write(frame)
-            else:
+            if output is not None:
+                output.write(frame)
+            if not args.headless:
                 cv2.imshow("edgeface", frame)
                 if cv2.waitKey(1) & 0xFF in (27, ord("q")):
                     break
@@ -152,8 +150,8 @@ def main() -> None:
                 break
     finally:
         reader.close()
-        if writer is not None:
-            writer.release()
+        if output is not None:
+            output.close()
         if not args.headless:
             cv2.destroyAllWindows()
         if args.log:

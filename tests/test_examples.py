@@ -112,6 +112,20 @@ def test_video_writers_take_the_containers_codec_or_say_why_not(tmp_path):
         open_video_writer(tmp_path / "absent" / "a.mp4", 10, (64, 48))
 
 
+def test_a_video_whose_frames_change_size_is_written_whole(tmp_path):
+    """OpenCV's writer drops frames of another size than the first without a word; VideoOutput scales them."""
+    from edgeface.errors import ImageWarning
+    from edgeface.video import VideoOutput
+
+    with pytest.warns(ImageWarning, match="the frames changed size from 64x48 to 128x96; they are written scaled"):
+        with VideoOutput(tmp_path / "a.mp4", 10) as output:
+            for k in range(6):
+                output.write(np.full((48, 64, 3) if k < 3 else (96, 128, 3), 40 * k, np.uint8))
+    written = read_frames(tmp_path / "a.mp4")
+    assert len(written) == 6 and {frame.shape for frame in written} == {(48, 64, 3)}
+    assert abs(float(written[-1].mean()) - 200) < 8  # the last frame, not a repeat of the third
+
+
 def test_video_examples_say_when_they_cannot_write_their_video(extd64_onnx, clip, tmp_path):
     target = tmp_path / "absent" / "out.mp4"
     for name, args in (("anonymise.py", (str(clip), "-o", str(target))),
