@@ -203,11 +203,11 @@ class ModelSpec:
         need(self.box_coding == "ssd" and self.score == "softmax2", f"this edgeface decodes SSD boxes and two-class "
              f"softmax scores, not {self.box_coding!r} / {self.score!r}; upgrade edgeface")
         need(len(self.variances) == 2 and positive(self.variances), "variances are 2 numbers above 0")
-        for key in ("score_threshold", "nms_iou"):
-            need(0 <= getattr(self, key) <= 1, f"{key} is in [0, 1], got {getattr(self, key)}")
-        for key in ("max_detections", "pre_nms_top_k"):
-            need(positive([getattr(self, key)]), f"{key} must be above 0, got {getattr(self, key)}")
-        from .options import check_test_time  # (options reads this module)
+        need(positive([self.pre_nms_top_k]), f"pre_nms_top_k must be above 0, got {self.pre_nms_top_k}")
+        from .options import check_max_detections, check_nms_iou, check_score_threshold, check_test_time
 
+        check_score_threshold(self.score_threshold)  # the rules Detector's options follow
+        check_nms_iou(self.nms_iou)
+        check_max_detections(self.max_detections)
         check_test_time(self.test_time)
         return self

@@ -228,9 +228,11 @@ def _changed(spec: dict, path: str, value: object) -> dict:
 
 
 @pytest.mark.parametrize("path, value, message", [
-    ("score_threshold", float("nan"), "score_threshold is in \\[0, 1\\], got nan"),
-    ("nms_iou", 1.5, "nms_iou is in \\[0, 1\\]"),
-    ("max_detections", 0, "max_detections must be above 0"),
+    ("score_threshold", float("nan"), "score_threshold must be a finite number, got nan"),
+    ("score_threshold", -1, "score_threshold is a face probability in \\[0, 1\\], got -1"),
+    ("nms_iou", 1.5, "nms_iou is an overlap \\(IoU\\) in \\[0, 1\\], got 1.5"),
+    ("max_detections", 0, "max_detections must be at least 1"),
+    ("pre_nms_top_k", 0, "pre_nms_top_k must be above 0"),
     ("anchors.strides", [0, 8, 16, 32, 64, 128], "anchors.strides are above 0"),
     ("anchors.strides", [4, 8], "6 levels of anchor sizes for 2 strides"),
     ("anchors.sizes", [[16], [32], [64], [128], [256], [-512]], "anchor sizes are above 0"),

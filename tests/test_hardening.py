@@ -253,14 +253,14 @@ def test_a_model_file_with_a_corrupt_spec_is_a_model_file_error_naming_it(tmp_pa
     entry.value = json.dumps({**json.loads(entry.value), "score_threshold": -1})  # would keep every anchor
     onnx.save(proto, str(tmp_path / "edited.onnx"))
     with pytest.raises(ModelFileError, match="edited.onnx carries a model spec this edgeface cannot use: .*"
-                                             "score_threshold is in"):
+                                             "score_threshold is a face probability in"):
         Detector(tmp_path / "edited.onnx")
     torch = pytest.importorskip("torch")
     from edgeface.models.checkpoint import CHECKPOINT_FORMAT
 
     torch.save({"format": CHECKPOINT_FORMAT, "spec": {"name": "extd32", "nms_iou": 2.0}, "state_dict": {}},
                tmp_path / "edited.pt")
-    with pytest.raises(ModelFileError, match="edited.pt carries a model spec .*nms_iou is in"):
+    with pytest.raises(ModelFileError, match="edited.pt carries a model spec .*nms_iou is an overlap"):
         Detector(tmp_path / "edited.pt")
 
 
