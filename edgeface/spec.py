@@ -204,7 +204,12 @@ class ModelSpec:
              f"softmax scores, not {self.box_coding!r} / {self.score!r}; upgrade edgeface")
         need(len(self.variances) == 2 and positive(self.variances), "variances are 2 numbers above 0")
         need(positive([self.pre_nms_top_k]), f"pre_nms_top_k must be above 0, got {self.pre_nms_top_k}")
-        from .options import check_max_detections, check_nms_iou, check_score_threshold, check_test_time
+        from .options import (  # (options imports this module)
+            check_max_detections,
+            check_nms_iou,
+            check_score_threshold,
+            check_test_time,
+        )
 
         check_score_threshold(self.score_threshold)  # the rules Detector's options follow
         check_nms_iou(self.nms_iou)

@@ -37,22 +37,24 @@ class VideoOutput:
         self.path, self.fps = path, fps
         self._writer: Optional[cv2.VideoWriter] = None
         self._size: tuple[int, int] = (0, 0)
-        self._resized = 0
+        self._warned = False
 
     def write(self, frame: np.ndarray) -> None:
+        """Append one BGR frame (the first one opens the file, or raises OutputError saying why it cannot)."""
         size = (frame.shape[1], frame.shape[0])
         if self._writer is None:
             self._writer, self._size = open_video_writer(self.path, self.fps, size), size
         elif size != self._size:
-            if not self._resized:
+            if not self._warned:
                 warnings.warn(ImageWarning(f"{self.path}: the frames changed size from {self._size[0]}x{self._size[1]}"
                                            f" to {size[0]}x{size[1]}; they are written scaled to the first size"),
                               stacklevel=user_stacklevel())
-            self._resized += 1
+                self._warned = True
             frame = cv2.resize(frame, self._size, interpolation=cv2.INTER_AREA)
         self._writer.write(frame)
 
     def close(self) -> None:
+        """Finish the file (nothing was written if no frame came)."""
         if self._writer is not None:
             self._writer.release()
             self._writer = None
