@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import struct
+
 import numpy as np
 import pytest
 
 from edgeface import BackendError, Detector, ModelFileError, ModelSpec
 from edgeface.backends.engine_file import (
+    MAGIC,
     EngineHeader,
     check_engine_fits,
     read_engine_header,
@@ -69,3 +73,30 @@ def test_rtx_built_engine_carries_its_spec(tmp_path):
     except ImportError:
         with pytest.raises(BackendError, match="TensorRT is not installed here"):
             Detector(tmp_path / "m.engine")
+
+
+@pytest.mark.parametrize("header, says", [
+    (b"{}", "no 'spec'; no 'tensorrt_version'"),
+    (b'"text"', "a JSON object was expected"),
+    (b'{"spec": {"name": "extd32"}, "tensorrt_version": 10.3}', "tensorrt_version 10.3 is not a version"),
+    (b'{"spec": {"name": "extd32"}, "tensorrt_version": "10.3", "compute_capability": 8.7}',
+     "compute_capability 8.7 has the wrong type"),
+    (b'{"spec": {"name": "extd32"}, "tensorrt_version": "10.3", "tensorrt_flavour": "x", "new": 1}',
+     "unknown field 'new'; unknown tensorrt_flavour 'x'"),
+])
+def test_malformed_header_is_a_model_file_error(tmp_path, header, says):
+    """A header that is JSON but not what edgeface writes fails at load, naming the field (it used to surface as
+    a KeyError, or an AttributeError only when the TensorRT version was compared)."""
+    path = tmp_path / "m.engine"
+    path.write_bytes(MAGIC + struct.pack("<I", len(header)) + header + b"plan")
+    with pytest.raises(ModelFileError, match=re.escape(f"the engine header is corrupt ({says}")):
+        Detector(path)
+
+
+def test_engine_from_a_newer_edgeface_says_upgrade(tmp_path):
+    path = tmp_path / "m.engine"
+    write_engine_file(path, EngineHeader(SPEC, "10.3.0"), b"plan")
+    data = path.read_bytes().replace(b'"format_version": 1', b'"format_version": 7')
+    path.write_bytes(data)
+    with pytest.raises(ModelFileError, match="written by a newer edgeface .engine file format 7.; upgrade"):
+        read_engine_header(path)

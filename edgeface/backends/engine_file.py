@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional
 
 from ..core.files import atomic_write
@@ -42,6 +43,28 @@ class EngineHeader:
         data["format_version"] = FORMAT_VERSION
         return json.dumps(data, sort_keys=True)
 
+    @classmethod
+    def from_dict(cls, data: Any) -> EngineHeader:
+        """The header from its stored JSON object; ValueError naming the field that is missing or malformed."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON object was expected, not {type(data).__name__}")
+        data = {key: value for key, value in data.items() if key != "format_version"}
+        known = {f.name for f in fields(cls)}
+        problems = [f"unknown field {key!r}" for key in sorted(set(data) - known)]
+        problems += [f"no {key!r}" for key in ("spec", "tensorrt_version") if key not in data]
+        version = data.get("tensorrt_version", "0.0")
+        if not (isinstance(version, str) and re.fullmatch(r"\d+\.\d+(\.\d+)*", version)):
+            problems.append(f"tensorrt_version {version!r} is not a version like '10.3.0'")
+        if data.get("tensorrt_flavour", "tensorrt") not in ("tensorrt", "tensorrt_rtx"):
+            problems.append(f"unknown tensorrt_flavour {data['tensorrt_flavour']!r}")
+        for key, kind in (("compute_capability", (str, type(None))), ("device_name", (str, type(None))),
+                          ("precision", str), ("extra", dict)):
+            if key in data and not isinstance(data[key], kind):
+                problems.append(f"{key} {data[key]!r} has the wrong type")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return cls(spec=ModelSpec.from_dict(data.pop("spec")), **data)
+
 
 def write_engine_file(path: str | os.PathLike, header: EngineHeader, engine: bytes) -> None:
     """Write header and engine; via a temporary file, so a failed build never leaves half a file."""
@@ -67,11 +90,13 @@ def read_engine_header(path: str | os.PathLike) -> tuple[EngineHeader, int]:
         engine_bytes = os.path.getsize(path) - len(start) - size
     try:
         data = json.loads(raw)
-        if data.pop("format_version", 0) > FORMAT_VERSION:
-            raise ModelFileError(f"{path} was written by a newer edgeface; upgrade edgeface")
-        header = EngineHeader(spec=ModelSpec.from_dict(data.pop("spec")), **data)
-    except (ValueError, TypeError) as exc:
+        version = data.get("format_version", 0) if isinstance(data, dict) else 0
+        newer = isinstance(version, int) and version > FORMAT_VERSION
+        header = None if newer else EngineHeader.from_dict(data)
+    except ValueError as exc:
         raise ModelFileError(f"{path}: the engine header is corrupt ({exc}); rebuild the engine") from exc
+    if header is None:
+        raise ModelFileError(f"{path} was written by a newer edgeface (engine file format {version}); upgrade edgeface")
     if engine_bytes <= 0:
         raise ModelFileError(f"{path} holds no engine after its header (truncated copy?); rebuild or copy it again")
     return header, len(start) + size
