@@ -106,6 +106,29 @@ def test_converter_and_loader_reject_foreign_files(tmp_path):
         load_checkpoint(pickled)
 
 
+@pytest.mark.parametrize("damage, says", [
+    ({"state_dict": None}, "without its weights"),
+    ({"state_dict": [1, 2]}, "without its weights"),
+    ({"spec": {"name": "yolo"}}, "a model this edgeface does not build: unknown model 'yolo'"),
+    ({"version": 9}, "format version 9, newer than this edgeface reads"),
+    ({"state_dict": {"base.0.0.weight": 5}}, "weights do not fit model 'extd32': Missing key"),
+])
+def test_damaged_checkpoint_is_a_model_file_error(tmp_path, damage, says):
+    """An edgeface checkpoint with a part missing or foreign fails at load saying which (it was a KeyError, a
+    TypeError, or torch's error heading without its reason)."""
+    from edgeface.models.checkpoint import CHECKPOINT_FORMAT
+
+    payload = {"format": CHECKPOINT_FORMAT, "version": 1, "spec": {"name": "extd32"},
+               "state_dict": create_model("extd32").state_dict(), **damage}
+    torch.save({k: v for k, v in payload.items() if v is not None}, tmp_path / "m.pt")
+    with pytest.raises(ModelFileError, match=says):
+        load_checkpoint(tmp_path / "m.pt")
+    authors = tmp_path / "authors.pt"
+    torch.save({"base.1.conv.3.weight": torch.tensor(1.0), "loc.5.weight": torch.zeros(1)}, authors)
+    with pytest.raises(ModelFileError, match="base.1.conv.3.weight is not a convolution weight"):
+        convert_authors_checkpoint(authors, tmp_path / "out.pt")
+
+
 def test_checkpoint_round_trip_keeps_weights_and_spec(tmp_path):
     from edgeface.models.checkpoint import save_checkpoint
 

@@ -34,7 +34,7 @@ from edgeface.data.augment import (  # noqa: E402
 from edgeface.data.imglab import read_imglab  # noqa: E402
 from edgeface.data.voc import read_facemask  # noqa: E402
 from edgeface.data.wider import read_wider_txt  # noqa: E402
-from edgeface.errors import OptionError, OutputError  # noqa: E402
+from edgeface.errors import ModelFileError, OptionError, OutputError  # noqa: E402
 from edgeface.models.checkpoint import load_checkpoint  # noqa: E402
 from edgeface.spec import AnchorSpec  # noqa: E402
 from edgeface.train.config import TrainConfig, learning_rate  # noqa: E402
@@ -507,6 +507,19 @@ def test_resume_gives_identical_next_steps(tmp_path):
     resumed.fit(progress=False)
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+def test_resume_from_a_finished_model_says_use_init(tmp_path):
+    """A run folder whose last.pt is a converted or finished model (weights without the optimizer and step) is a
+    one-line error saying what is missing and to start from it with `init` (it was a KeyError)."""
+    from edgeface.models.checkpoint import save_checkpoint
+
+    trainer = Trainer(tiny_config(tmp_path))
+    trainer.last_path.parent.mkdir(parents=True)
+    save_checkpoint(trainer.model, trainer.spec, trainer.last_path)
+    with pytest.raises(ModelFileError, match="without the training state .optimizer, scaler, torch_rng, step, "
+                                             "best_ap missing.*set `init` to it"):
+        trainer.resume()
 
 
 def test_a_moving_average_is_what_checkpoints_hold_and_resumes_exactly(tmp_path):
@@ -1163,7 +1176,6 @@ class _LinearTask:
 
 
 def test_fisher_is_the_mean_of_each_images_squared_gradient(tmp_path):
-    from edgeface.errors import ModelFileError
     from edgeface.train.fisher import fisher_information, load_fisher, save_fisher
 
     generator = torch.Generator().manual_seed(0)

@@ -62,16 +62,35 @@ def _is_edgeface(payload: Any) -> bool:
 
 
 def _model_from_checkpoint(payload: dict, path: str) -> tuple[nn.Module, ModelSpec]:
+    version = payload.get("version", 0)
+    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
+        raise ModelFileError(f"{path} is an edgeface checkpoint of format version {version!r}, newer than this "
+                             f"edgeface reads ({CHECKPOINT_VERSION}); upgrade edgeface")
     try:
         spec = ModelSpec.from_dict(payload.get("spec"))
     except ValueError as exc:
         raise ModelFileError(f"{path} carries a model spec this edgeface cannot use: {exc}") from None
-    model = create_model(spec.name)
     try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as exc:
-        raise ModelFileError(f"{path}: weights do not fit model {spec.name!r}: {str(exc).splitlines()[0]}") from exc
+        model = create_model(spec.name)
+    except KeyError as exc:  # the registry's message names the known models
+        raise ModelFileError(f"{path} holds a model this edgeface does not build: {exc.args[0]}") from None
+    weights = payload.get("state_dict")
+    if not isinstance(weights, Mapping):
+        raise ModelFileError(f"{path} is an edgeface checkpoint without its weights (no state_dict); is it "
+                             "complete? save it again")
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise ModelFileError(f"{path}: weights do not fit model {spec.name!r}: {_load_error(exc)}") from exc
     return model.eval(), spec
+
+
+def _load_error(exc: Exception) -> str:
+    """What load_state_dict's error says, in one line: its first reason (the line after torch's "Error(s) in
+    loading state_dict for ..." heading), cut to 300 characters."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reason = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else (lines or [""])[0]
+    return reason if len(reason) <= 300 else reason[:297] + "..."
 
 
 def recognise_authors_width(state_dict: dict[str, torch.Tensor]) -> int:
@@ -79,7 +98,10 @@ def recognise_authors_width(state_dict: dict[str, torch.Tensor]) -> int:
     key = "base.1.conv.3.weight"
     if key not in state_dict or "loc.5.weight" not in state_dict:
         raise ModelFileError("not an EXTD checkpoint from the authors' release (no base.1/loc.5 weights)")
-    width = int(state_dict[key].shape[0])
+    weight = state_dict[key]
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 4:
+        raise ModelFileError(f"not an EXTD checkpoint from the authors' release ({key} is not a convolution weight)")
+    width = int(weight.shape[0])
     if width not in (32, 48, 64):
         raise ModelFileError(f"EXTD checkpoint of width {width}; released widths are 32, 48 and 64")
     return width
@@ -103,7 +125,7 @@ def _model_from_authors(state_dict: Any, src: str) -> tuple[nn.Module, ModelSpec
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as exc:
         raise ModelFileError(f"{src} looks like EXTD-{width} but its weights do not fit the released layout: "
-                             f"{str(exc).splitlines()[0]}") from exc
+                             f"{_load_error(exc)}") from exc
     return model.eval(), ModelSpec(name=name, model_version="authors-release")
 
 

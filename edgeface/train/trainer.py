@@ -34,6 +34,9 @@ from .dataset import ResumableSampler, collate
 from .mining import HardImageMiner
 from .training_data import UNLABELLED_FACES, recipe_weights, teacher_paths, training_objective, training_set
 
+# what a run's checkpoint holds beside the weights, all needed to continue it exactly
+RESUME_KEYS = ("state_dict", "optimizer", "scaler", "torch_rng", "step", "best_ap")
+
 
 def open_csv_log(path: Path, columns: list[str]) -> tuple[TextIO, csv.DictWriter]:
     """The run's CSV log, opened for appending rows by column name. A resumed run that logs columns the file
@@ -214,11 +217,17 @@ class Trainer:
             raise ModelFileError(f"training cannot resume from {path}: it is not a readable checkpoint ({why}); move "
                                  "it aside to keep it, then start over with --no-resume or train into another "
                                  "--output") from exc
-        saved = payload.get("spec", {}).get("name") if isinstance(payload, dict) else None
+        spec = payload.get("spec") if isinstance(payload, dict) else None
+        saved = spec.get("name") if isinstance(spec, dict) else None
         if saved != self.spec.name:
             held = f"a checkpoint of {saved}" if saved else "no edgeface training checkpoint"
             raise ValueError(f"{path} holds {held} but this run trains {self.spec.name}: give the run its own "
                              "--output folder, or start over with --no-resume")
+        missing = [key for key in RESUME_KEYS if key not in payload]
+        if missing:
+            raise ModelFileError(f"training cannot resume from {path}: it holds {saved}'s weights without the "
+                                 f"training state ({', '.join(missing)} missing), as a finished or converted model "
+                                 "does; to start from its weights set `init` to it and train into another --output")
         self.model.load_state_dict(payload.get("trained_state_dict", payload["state_dict"]))
         if self.ema is not None and "trained_state_dict" in payload:
             self.ema.module.load_state_dict(payload["state_dict"])
