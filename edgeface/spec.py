@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Optional
 
 SPEC_KEY = "edgeface.spec"
+TENSOR_NAMES = ("input", "loc", "conf")  # an export's network input and outputs (ONNX graphs, TensorRT engines)
 SPEC_VERSION = 4  # 2: explicit template shapes and the test-time strategy; 3: input.min_side; 4: size_multiple
 
 

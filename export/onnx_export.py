@@ -25,7 +25,7 @@ from edgeface.detector import Detector
 from edgeface.errors import EdgefaceError, OptionError
 from edgeface.models.checkpoint import load_checkpoint
 from edgeface.models.registry import create_model, default_spec, model_names
-from edgeface.spec import ModelSpec
+from edgeface.spec import TENSOR_NAMES, ModelSpec
 
 from .onnx_spec import embed_spec
 
@@ -160,7 +160,8 @@ def export_onnx(model: nn.Module, spec: ModelSpec, output: str | os.PathLike, op
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(exported_model, (dummy,), raw_path, dynamo=False, opset_version=opset,
-                              input_names=["input"], output_names=["loc", "conf"], dynamic_axes=dynamic_axes)
+                              input_names=[TENSOR_NAMES[0]], output_names=list(TENSOR_NAMES[1:]),
+                              dynamic_axes=dynamic_axes)
         proto = onnx.load(raw_path)
     if slim:
         import onnxslim

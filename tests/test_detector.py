@@ -150,6 +150,13 @@ def test_bad_model_files_get_clear_errors(extd64_onnx, tmp_path):
     onnx.save(foreign, tmp_path / "foreign.onnx")
     with pytest.raises(ModelFileError, match="without an edgeface spec"):
         Detector(tmp_path / "foreign.onnx")
+    three_outputs = onnx.load(extd64_onnx)  # a graph that is not an edgeface export, with an edgeface spec
+    three_outputs.graph.output.append(three_outputs.graph.output[0])
+    three_outputs.graph.output[2].name = three_outputs.graph.input[0].name
+    onnx.save(three_outputs, tmp_path / "three.onnx")
+    with pytest.raises(ModelFileError, match=r"three.onnx has inputs \(\S+ tensor\(float\) of rank 4\) and 3 outputs, "
+                                             "where edgeface exports have one float32 N x 3 x H x W input and two"):
+        Detector(tmp_path / "three.onnx")  # (it was a ValueError unpacking the outputs at the first frame)
     engine = tmp_path / "extd64.engine"
     engine.write_bytes(b"a bare TensorRT plan")
     with pytest.raises(ModelFileError, match="not an edgeface engine"):

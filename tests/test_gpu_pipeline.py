@@ -228,8 +228,15 @@ class FakeTensorRTEngine:
     """A TensorRT engine stand-in on emulated device memory: its network is ONNX Runtime, and a context whose input
     shape changed must run eagerly (and be synchronised) before any capture, as TensorRT requires."""
 
-    def __init__(self, backend):
-        self.backend, self.contexts = backend, []
+    def __init__(self, backend, tensors=("input", "loc", "conf")):
+        self.backend, self.contexts, self.tensors = backend, [], tensors
+
+    @property
+    def num_io_tensors(self):
+        return len(self.tensors)
+
+    def get_tensor_name(self, index):
+        return self.tensors[index]
 
     def create_execution_context(self):
         engine = self
@@ -284,7 +291,8 @@ class FakeTensorRT:
         class Runtime:
             def deserialize_cuda_engine(self, plan):
                 trt.deserialized_on.append(emulation.contexts[-1])  # the device current when TensorRT loads it
-                return FakeTensorRTEngine(trt.backend) if plan == b"plan" else None
+                known = {b"plan": ("input", "loc", "conf"), b"foreign plan": ("images", "output0")}
+                return FakeTensorRTEngine(trt.backend, known[plan]) if plan in known else None
 
         return Runtime()
 
@@ -314,6 +322,9 @@ def test_an_engine_on_gpu_n_lives_and_runs_there(emulated_runtime, backend, phot
     assert set(emulated_runtime.contexts) == {1}
     path.write_bytes(path.read_bytes()[:-4] + b"junk")  # a plan this TensorRT cannot load: a clear error
     with pytest.raises(edgeface.BackendError, match="could not deserialize"):
+        edgeface.Detector(path, device="cuda:1")
+    write_engine_file(path, EngineHeader(backend.spec, trt.__version__), b"foreign plan")  # another tool's engine
+    with pytest.raises(edgeface.ModelFileError, match=r"holds an engine with tensors \['images', 'output0'\], not"):
         edgeface.Detector(path, device="cuda:1")
 
 

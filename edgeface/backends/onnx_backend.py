@@ -61,9 +61,15 @@ class OnnxBackend:
             self.spec = ModelSpec.from_json(meta[SPEC_KEY])
         except ValueError as exc:
             raise ModelFileError(f"{path} carries a model spec this edgeface cannot use: {exc}") from None
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or inputs[0].type != "tensor(float)" or len(inputs[0].shape) != 4 or len(outputs) != 2:
+            have = ", ".join(f"{i.name} {i.type} of rank {len(i.shape)}" for i in inputs)
+            raise ModelFileError(f"{path} has inputs ({have}) and {len(outputs)} outputs, where edgeface exports have "
+                                 "one float32 N x 3 x H x W input and two outputs (boxes, scores); re-export it with "
+                                 "`edgeface export onnx`")
         self.name = f"onnxruntime:{running[0]}"
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.input_name = inputs[0].name
+        self.output_names = [o.name for o in outputs]
         self.path = os.fspath(path)
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

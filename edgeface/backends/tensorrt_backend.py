@@ -13,7 +13,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..errors import BackendError
+from ..errors import BackendError, ModelFileError
+from ..spec import TENSOR_NAMES
 from .engine_file import check_engine_fits, read_engine_header
 
 
@@ -42,6 +43,10 @@ class TensorRTBackend:
         if self.engine is None:
             raise BackendError(f"TensorRT {tensorrt.__version__} could not deserialize {path} on {name}: rebuild "
                                "the engine on this machine with `edgeface build-engine`")
+        tensors = sorted(self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors))
+        if tensors != sorted(TENSOR_NAMES):
+            raise ModelFileError(f"{path} holds an engine with tensors {tensors}, not the {list(TENSOR_NAMES)} of "
+                                 "edgeface's exports; build it with `edgeface build-engine` from an edgeface ONNX")
         self.stream = runtime.Stream()
         self._contexts: dict[tuple[int, ...], Any] = {}
         self._buffers: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
