@@ -597,6 +597,8 @@ def test_truncated_or_malformed_annotation_files_name_the_file_and_the_place(tmp
     with pytest.raises(AnnotationError, match="not a valid dlib imglab XML file at image '2007_007763.jpg': "
                                               "missing the 'left' attribute of a <box>"):
         read_imglab(write(tmp_path / "imglab.xml", imglab.replace("left=", "lft=", 1)))
+    with pytest.raises(AnnotationError, match="at image None: missing the 'file' attribute of an <image>"):
+        read_imglab(write(tmp_path / "nofile.xml", imglab.replace("<image file=", "<image fle=", 1)))
 
     fddb = "2002/07/19/big/img_18\n1\n67.36 44.51 1.48 176.92 69.82 1\n2002/07/19/big/img_19\n1\n10 5 0 50 50 1\n"
     assert len(read_fddb_fold(write(tmp_path / "fold.txt", fddb), "")) == 2

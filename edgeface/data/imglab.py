@@ -22,6 +22,7 @@ def read_imglab(xml: str | os.PathLike) -> list[FaceRecord]:
                                             for k in ("left", "top", "width", "height"))
                 boxes.append((left, top, left + width, top + height))
                 ignore.append(box.get("ignore", "0") == "1")
-            records.append(FaceRecord(os.path.join(root_dir, image.get("file")), boxes, ignore,
+            file = required(image.get("file"), "the 'file' attribute of an <image>")
+            records.append(FaceRecord(os.path.join(root_dir, file), boxes, ignore,
                                       int(image.get("width", 0)), int(image.get("height", 0))))
     return records
