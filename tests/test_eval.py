@@ -297,6 +297,10 @@ def test_wider_ground_truth_as_detections_scores_one_through_the_submission_layo
     with pytest.raises(AnnotationError, match="at its second line \\(the count of detections\\): it says 2 "
                                               "detections and holds 1"):
         read_submission(tmp_path)  # the official tools would read a row more than the file holds
+    first.write_text(f"{subset[0].name}\n2\n1 2 3 4 0.9\n1 2 3 4 nan\n")
+    with pytest.raises(AnnotationError, match="at line 4: a detection with a value that is not a finite number: "
+                                              "1 2 3 4 nan"):
+        read_submission(tmp_path)  # one NaN score turned every normalised score, and so every AP, into NaN
     first.write_text("")
     assert len(read_submission(tmp_path)[f"{subset[0].event}/{subset[0].name}"]) == 0  # empty: no detections
     with pytest.raises(FileNotFoundError, match="no submission folder"):

@@ -151,6 +151,8 @@ def read_submission(folder: str | os.PathLike) -> dict[str, np.ndarray]:
                 if len(fields) < 5:
                     raise ValueError("a detection is five numbers: x y w h score")
                 rows.append([float(value) for value in fields[:5]])
+                if not np.isfinite(rows[-1]).all():  # one NaN score would turn the whole normalisation into NaN
+                    raise ValueError(f"a detection with a value that is not a finite number: {' '.join(fields[:5])}")
             position.where = "its second line (the count of detections)"
             count = int(lines[1][1][0]) if lines else 0
             if count != len(rows):
