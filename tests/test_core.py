@@ -210,6 +210,15 @@ def test_detections_container():
     assert dets.draw(np.zeros((8, 8), np.uint8), colour=(255, 255, 255)).any()  # gray canvases are drawn on
     with pytest.raises(ImageError, match="expected a uint8 image, got float32"):
         dets.draw(np.zeros((8, 8, 3), np.float32))  # (OpenCV's putText asserted)
+    for bad in (np.nan, np.inf):
+        with pytest.raises(ValueError, match="finite boxes and scores"):
+            Detections([[1, 2, bad, 4]], [0.5])
+        with pytest.raises(ValueError, match="finite boxes and scores"):
+            Detections([[1, 2, 3, 4]], [bad])
+    # a box far past the canvas (OpenCV's int coordinates overflowed) is drawn as the part inside: here its
+    # top and bottom edges, every column of the canvas crossed
+    wide = Detections([[-1e30, 10, 1e30, 30]], [0.5]).draw(np.zeros((40, 40, 3), np.uint8), show_scores=False)
+    assert wide[10, :, 1].all() and wide[30, :, 1].all() and not wide[20].any()
 
 
 def test_spec_round_trips_through_json():

@@ -35,6 +35,8 @@ class Detections:
         boxes, scores = np.asarray(self.boxes, np.float32), np.asarray(self.scores, np.float32)
         if boxes.ndim != 2 or boxes.shape[1] != 4 or scores.shape != (len(boxes),):
             raise ValueError(f"Detections takes (N, 4) boxes and (N,) scores, got {boxes.shape} and {scores.shape}")
+        if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):  # (detectors drop such outputs)
+            raise ValueError("Detections takes finite boxes and scores; a NaN or infinite value was given")
         object.__setattr__(self, "boxes", boxes)  # frozen: the arrays in their documented dtype
         object.__setattr__(self, "scores", scores)
 
@@ -67,7 +69,10 @@ class Detections:
         if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
             check_image(image)  # an ImageError saying how to convert it (gray and BGRA canvases are drawn on)
         canvas = image.copy() if copy else image
-        for (x1, y1, x2, y2), score in self:
+        # edges beyond the canvas stay out of sight, and coordinates stay in the range OpenCV's int drawing takes
+        margin = thickness + 1
+        low, high = np.float32(-margin), np.float32([canvas.shape[1], canvas.shape[0]] * 2) + margin
+        for (x1, y1, x2, y2), score in zip(np.clip(self.boxes, low, high).tolist(), self.scores.tolist()):
             p1, p2 = (round(x1), round(y1)), (round(x2), round(y2))
             cv2.rectangle(canvas, p1, p2, colour, thickness, cv2.LINE_AA)
             if show_scores:
