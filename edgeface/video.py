@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from pathlib import Path
@@ -66,6 +67,14 @@ class VideoOutput:
         self.close()
 
 
+def frame_rate(capture: cv2.VideoCapture, default: float = 25.0) -> float:
+    """The frames per second `capture` reports, or `default` when that is no rate a writer takes: 0 (unknown),
+    NaN or negative (a damaged header), or 1000 and above (some containers' stand-in for a variable rate). OpenCV's
+    writers refuse such rates, which would lose a whole run's output at its first frame."""
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    return fps if math.isfinite(fps) and 0 < fps < 1000 else default
+
+
 def open_video(source: str | os.PathLike) -> cv2.VideoCapture:
     """An OpenCV capture of the video file `source`, or an ImageError saying it could not be opened."""
     capture = cv2.VideoCapture(opencv_path(source))
@@ -83,7 +92,7 @@ def annotate_video(detector: Any, source: str | os.PathLike, output: Optional[st
     from tqdm import tqdm
 
     capture = open_video(source)
-    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    fps = frame_rate(capture)
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     annotated = VideoOutput(output, fps) if output is not None else None
     frames: list[dict[str, Any]] = []

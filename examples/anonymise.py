@@ -22,7 +22,7 @@ import numpy as np
 import edgeface
 from edgeface.core.files import check_not_an_input, make_output_folder
 from edgeface.core.image import IMAGE_SUFFIXES, list_inputs, write_image
-from edgeface.video import VideoOutput, open_video
+from edgeface.video import VideoOutput, frame_rate, open_video
 
 
 def anonymise(frame: np.ndarray, faces: edgeface.Detections, mode: str = "blur", margin: float = 0.15) -> np.ndarray:
@@ -83,7 +83,7 @@ def main() -> None:
         print(f"{done} images anonymised into {out_dir}")
         return
     capture = open_video(source)
-    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    fps = frame_rate(capture)
     frames = 0
     try:
         with VideoOutput(args.output, fps) as output:

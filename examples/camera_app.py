@@ -25,7 +25,7 @@ from face_tracker import IouTracker
 
 import edgeface
 from edgeface.core.image import opencv_path
-from edgeface.video import VideoOutput
+from edgeface.video import VideoOutput, frame_rate
 
 
 def gstreamer_csi(sensor_id: int = 0, width: int = 1280, height: int = 720, fps: int = 30, flip: int = 0) -> str:
@@ -111,7 +111,7 @@ def main() -> None:
         raise SystemExit(f"cannot open {args.source!r} (for GStreamer sources OpenCV must be built with it, "
                          "as JetPack's is)")
     is_file = Path(args.source).is_file()
-    fps_in = capture.get(cv2.CAP_PROP_FPS) or 30.0
+    fps_in = frame_rate(capture, default=30.0)
     detector = edgeface.Detector(args.model, score_threshold=args.threshold,
                                  input_size=tuple(args.input_size) if args.input_size else None)
     reader = LatestFrameReader(capture, realtime=not is_file)

@@ -244,6 +244,36 @@ def test_files_whose_names_are_not_utf8_are_read_and_written(tmp_path):
     assert len(entry["faces"]) == len(detector(image)) > 0 and Path(entry["annotated"]).is_file()
 
 
+@pytest.mark.parametrize("reported", [float("nan"), 0.0, -1.0, 1000.0])
+def test_a_video_reporting_no_usable_frame_rate_is_annotated_at_the_default(reported, tmp_path, monkeypatch):
+    """A damaged or variable-rate video reports a rate OpenCV's writers refuse (NaN, 0, negative, 1000): the
+    annotated video is written at 25 fps (it was an OutputError at the first frame, after the model loaded)."""
+    import edgeface.video
+
+    image = edgeface.read_image(need(DLIB_FACES / "2008_002506.jpg"))
+    clip = tmp_path / "clip.avi"
+    writer = open_video_writer(clip, 5.0, (image.shape[1], image.shape[0]))
+    for _ in range(2):
+        writer.write(image)
+    writer.release()
+
+    class Damaged:  # the capture of `clip`, reporting `reported` frames per second
+        def __init__(self, source):
+            self.capture = cv2.VideoCapture(str(source))
+
+        def get(self, prop):
+            return reported if prop == cv2.CAP_PROP_FPS else self.capture.get(prop)
+
+        def __getattr__(self, name):
+            return getattr(self.capture, name)
+
+    monkeypatch.setattr(edgeface.video, "open_video", Damaged)
+    frames = annotate_video(Detector("fast"), clip, tmp_path / "annotated.avi", progress=False)
+    assert [frame["time"] for frame in frames] == [0.0, 0.04]
+    annotated = cv2.VideoCapture(str(tmp_path / "annotated.avi"))
+    assert annotated.get(cv2.CAP_PROP_FPS) == 25.0 and annotated.get(cv2.CAP_PROP_FRAME_COUNT) == 2
+
+
 def test_a_model_file_with_a_corrupt_spec_is_a_model_file_error_naming_it(tmp_path):
     onnx = pytest.importorskip("onnx")
     from edgeface.spec import SPEC_KEY
