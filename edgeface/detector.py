@@ -101,6 +101,10 @@ class Detector:
         if tile and (self.max_side is None or input_size is not None):
             raise OptionError("tile splits frames larger than max_side into tiles run at their own size: it needs "
                               "max_side and no input_size")
+        # what another process needs to open the same detector (pickling: multiprocessing's spawn, Ray, Dask, ...)
+        self._reopen = None if hasattr(path, "run") else dict(
+            path=path, input_size=input_size, device=device, threads=threads, test_time=test_time,
+            max_side=self.max_side, min_side=min_side, tile=tile)
         shipped = shipped_model(path) if not hasattr(path, "run") else None
         if shipped is not None:
             if not shipped.exists():
@@ -182,6 +186,14 @@ class Detector:
         if not wanted or not hasattr(self.backend, "gpu_pipeline"):
             return None
         return self.backend.gpu_pipeline(self.score_threshold, self.nms_iou, self.max_detections)
+
+    def __reduce__(self) -> tuple:
+        """Pickled as how to open it again (the model file and every option, decode settings as they are now): a
+        worker process of multiprocessing, Ray or Dask opens its own copy of the model."""
+        if self._reopen is None:
+            raise TypeError("a Detector made from an open Backend cannot be pickled; make it from a model file")
+        score_threshold, nms_iou, max_detections = self._decode
+        return (_reopen, (self._reopen, score_threshold, nms_iou, max_detections))
 
     def __repr__(self) -> str:
         size = "native" if self.input_size is None else f"{self.input_size[0]}x{self.input_size[1]}"
@@ -317,6 +329,11 @@ class Detector:
         return [decode_detections(loc[i], conf[i], anchors, self.spec, transform, self.score_threshold,
                                   self.nms_iou, self.max_detections, active, top_k)
                 for i, transform in enumerate(transforms)]
+
+
+def _reopen(options: dict, score_threshold: float, nms_iou: float, max_detections: int) -> Detector:
+    """A pickled :class:`Detector` opened again (see ``Detector.__reduce__``)."""
+    return Detector(**options, score_threshold=score_threshold, nms_iou=nms_iou, max_detections=max_detections)
 
 
 def _describe(value: object) -> str:

@@ -300,3 +300,44 @@ def test_folded_channels_last_network_keeps_the_outputs_and_training_models_are_
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
     training = create_model("extd32").train()
     assert fold_batchnorm(training) == 0  # batch statistics are not constants: nothing to fold
+
+
+def _detect_in_worker(detector: Detector, path: str) -> list:
+    return detector.detect(path).to_list()
+
+
+def test_a_detector_pickles_as_its_model_and_options_for_worker_processes(photo_paths, tmp_path):
+    """multiprocessing's spawn (macOS and Windows), Ray and Dask pickle what they send a worker: a Detector goes as
+    its model file and options, decode settings changed after construction included, and the worker finds the
+    same faces (ONNX Runtime's session itself cannot be pickled)."""
+    import multiprocessing
+    import pickle
+    from concurrent.futures import ProcessPoolExecutor
+
+    from edgeface.backends import open_backend
+    from edgeface.spec import TestTimeSpec
+    from edgeface.weights import shipped_model
+
+    detector = Detector("fast", max_side=800, min_side=0, test_time=TestTimeSpec())
+    detector.score_threshold, detector.nms_iou = 0.3, 0.4
+    copy = pickle.loads(pickle.dumps(detector))
+    assert (copy.score_threshold, copy.nms_iou, copy.max_detections) == (0.3, 0.4, detector.max_detections)
+    assert (copy.max_side, copy.min_side, copy.test_time, copy.tile) == (800, None, detector.test_time, False)
+    path = str(photo_paths[0])
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        assert pool.submit(_detect_in_worker, detector, path).result() == detector.detect(path).to_list()
+    with pytest.raises(TypeError, match="made from an open Backend cannot be pickled; make it from a model file"):
+        pickle.dumps(Detector(open_backend(str(shipped_model("fast")))))
+
+
+def test_one_detector_serves_several_threads_at_once(photo_paths):
+    """A web server's or camera app's worker threads may share one detector: each frame's faces are what it gets
+    alone (frames of different sizes interleaved, so no per-size state can leak between them)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    detector = Detector("fast")
+    frames = [edgeface.read_image(p) for p in photo_paths[:4]]
+    frames += [cv2.resize(frame, None, fx=0.5, fy=0.5) for frame in frames]
+    alone = [detector(frame).to_list() for frame in frames]
+    with ThreadPoolExecutor(4) as pool:
+        assert [d.to_list() for d in pool.map(detector, frames * 3)] == alone * 3
