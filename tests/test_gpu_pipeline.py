@@ -6,6 +6,7 @@ tested in test_gpu.py."""
 from __future__ import annotations
 
 import ctypes
+import threading
 
 import numpy as np
 import pytest
@@ -316,6 +317,21 @@ def test_an_engine_on_gpu_n_lives_and_runs_there(emulated_runtime, backend, phot
     cpu = edgeface.Detector(DEFAULT_MODEL, min_side=0)
     image = edgeface.read_image(photo_paths[0])
     assert_same(gpu(image), cpu(image))
+    # threads sharing the detector (a camera app's workers) get what each frame gets alone: the pipeline's
+    # buffers, graphs and stream, and the engine's contexts, serve one frame at a time
+    from concurrent.futures import ThreadPoolExecutor
+
+    photos = [edgeface.read_image(path) for path in photo_paths[:3]]
+    frames = [np.ascontiguousarray(photo[:h, :w]) for w, h in ((320, 240), (256, 192)) for photo in photos] * 2
+    alone = [gpu(frame).to_list() for frame in frames]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch often, as on a GPU where kernels overlap host work
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            together = [found.to_list() for found in pool.map(gpu, frames)]
+    finally:
+        sys.setswitchinterval(interval)
+    assert together == alone
     batch = np.random.default_rng(0).normal(size=(1, 3, 96, 128)).astype(np.float32)
     for ours, reference in zip(gpu.backend.run(batch), backend.run(batch)):
         np.testing.assert_allclose(ours, reference, atol=1e-5)
@@ -334,7 +350,7 @@ def test_tensorrt_runs_each_frame_size_on_its_own_context_alternating_sizes(emul
     from edgeface.backends.tensorrt_backend import TensorRTBackend
 
     trt = TensorRTBackend.__new__(TensorRTBackend)  # the engine-facing half, without CUDA or an engine file
-    trt.spec, trt.engine, trt._contexts = backend.spec, FakeTensorRTEngine(backend), {}
+    trt.spec, trt.engine, trt._contexts, trt._lock = backend.spec, FakeTensorRTEngine(backend), {}, threading.RLock()
     graphs = GpuPipeline(backend.spec, trt.network_runner(), 0.5, 0.3, 50, runtime=emulated_runtime)
     eager = pipeline(emulated_runtime, backend, use_graphs=False)
     image = edgeface.read_image(photo_paths[0])
@@ -345,7 +361,7 @@ def test_tensorrt_runs_each_frame_size_on_its_own_context_alternating_sizes(emul
     assert all(len(plan.graphs) == 1 for plan in graphs._plans.values())
     # the plan cache bounds TensorRT's contexts too: an evicted size's context goes with its plan
     trt = TensorRTBackend.__new__(TensorRTBackend)
-    trt.spec, trt.engine, trt._contexts = backend.spec, FakeTensorRTEngine(backend), {}
+    trt.spec, trt.engine, trt._contexts, trt._lock = backend.spec, FakeTensorRTEngine(backend), {}, threading.RLock()
     bounded = GpuPipeline(backend.spec, trt.network_runner(), 0.5, 0.3, 50, runtime=emulated_runtime, max_plans=2)
     for size in [(128, 96), (256, 192), (384, 288), (512, 384)]:  # network inputs padded to multiples of 128
         bounded.detect(image, size)

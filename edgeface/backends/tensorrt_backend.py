@@ -8,6 +8,7 @@ size) that ``Detector`` uses for frames.
 
 from __future__ import annotations
 
+import threading
 from types import ModuleType
 from typing import Any, Optional
 
@@ -50,6 +51,7 @@ class TensorRTBackend:
         self.stream = runtime.Stream()
         self._contexts: dict[tuple[int, ...], Any] = {}
         self._buffers: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
+        self._lock = threading.RLock()  # an execution context runs one input at a time; run's buffers are shared
         self.name = f"tensorrt:{name}"
 
     def context_for(self, shape: tuple[int, ...]) -> Any:
@@ -73,15 +75,20 @@ class TensorRTBackend:
         return int(self.context_for((1, 3, height, width)).get_tensor_shape("loc")[1])
 
     def _execute(self, shape: tuple[int, ...], input_ptr: int, loc_ptr: int, conf_ptr: int, stream_handle: Any) -> None:
-        context = self.context_for(shape)
-        for tensor, ptr in (("input", input_ptr), ("loc", loc_ptr), ("conf", conf_ptr)):
-            context.set_tensor_address(tensor, int(ptr))
-        if not context.execute_async_v3(int(stream_handle)):
-            raise BackendError("TensorRT execution failed (see the TensorRT log above)")
+        with self._lock:
+            context = self.context_for(shape)
+            for tensor, ptr in (("input", input_ptr), ("loc", loc_ptr), ("conf", conf_ptr)):
+                context.set_tensor_address(tensor, int(ptr))
+            if not context.execute_async_v3(int(stream_handle)):
+                raise BackendError("TensorRT execution failed (see the TensorRT log above)")
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Host batch in, host ``(loc, conf)`` out (copies both ways; frames should use :meth:`gpu_pipeline`)."""
         batch = np.ascontiguousarray(batch, np.float32)
+        with self._lock:
+            return self._run(batch)
+
+    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         key = batch.shape
         self.rt.context(self.ordinal)  # current on this thread too
         if key not in self._buffers:

@@ -24,6 +24,7 @@ pipeline's stream (TensorRT, or torch on CUDA). The kernels have NumPy reference
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
@@ -132,18 +133,20 @@ class GpuPipeline:
         self.kernels = runtime.Kernels(ordinal)
         self.stream = runtime.Stream()
         self._plans: OrderedDict[tuple[int, ...], Plan] = OrderedDict()  # least recently used first
+        self._lock = threading.Lock()  # one frame at a time: the plans' buffers, graphs and the stream are shared
         self.set_decode(score_threshold, nms_iou, max_detections)
 
     def set_decode(self, score_threshold: float, nms_iou: float, max_detections: int) -> None:
         """Change the decode settings. Captured graphs hold the old values as kernel arguments, so they are
         dropped (recaptured at the next frames of their size); a new `max_detections` reallocates the plans."""
         max_keep = min(max_detections, self.top_k) if max_detections > 0 else self.top_k
-        if max_keep != getattr(self, "max_keep", max_keep):
-            for key in list(self._plans):  # the result buffers are sized for max_keep
-                self._drop_plan(key)
-        self.score_threshold, self.nms_iou, self.max_keep = float(score_threshold), float(nms_iou), max_keep
-        for plan in self._plans.values():
-            plan.graphs, plan.runs = (), 0
+        with self._lock:
+            if max_keep != getattr(self, "max_keep", max_keep):
+                for key in list(self._plans):  # the result buffers are sized for max_keep
+                    self._drop_plan(key)
+            self.score_threshold, self.nms_iou, self.max_keep = float(score_threshold), float(nms_iou), max_keep
+            for plan in self._plans.values():
+                plan.graphs, plan.runs = (), 0
 
     @staticmethod
     def _source(frame) -> tuple[Optional[int], tuple[int, int, int], int]:
@@ -294,7 +297,12 @@ class GpuPipeline:
     def detect(self, frame, input_size: Optional[tuple[int, int]] = None) -> Detections:
         """Faces in one BGR (or BGRx) uint8 frame, letterboxed to `input_size` or run at its own size. The frame
         is a NumPy array (staged in page-locked memory; see :meth:`host_frame`) or any device array with
-        ``__cuda_array_interface__`` (CuPy, torch, numba: read in place, pitched rows allowed)."""
+        ``__cuda_array_interface__`` (CuPy, torch, numba: read in place, pitched rows allowed). Threads may share
+        the pipeline: their frames run one at a time."""
+        with self._lock:
+            return self._detect(frame, input_size)
+
+    def _detect(self, frame, input_size: Optional[tuple[int, int]]) -> Detections:
         self.rt.context(self.ordinal)  # current on this thread too (camera apps call from their own threads)
         source, frame_shape, pitch = self._source(frame)
         producer = getattr(frame, "__cuda_array_interface__", {}).get("stream")
