@@ -332,12 +332,12 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
 
 
 def _key_value(item: str) -> tuple[str, object]:
-    import yaml
+    from .train.config import load_yaml
 
     key, sep, value = item.partition("=")
     if not sep or not key:
         raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
-    return key.strip(), yaml.safe_load(value)
+    return key.strip(), load_yaml(value)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -755,6 +755,9 @@ def test_train_cli_runs_a_recipe(tmp_path):
     ("augment_recipe: extdd\n", "unknown augmentation recipe 'extdd'; known: extd, rescale_crop, square_crop"),
     ("blur_prob: 1.5\n", "blur_prob is a share of samples in [0, 1], got 1.5"),
     ("input_size: 16\n", "the training input side (input_size) must be between 32"),
+    ("clip_grad_norm: -1\n", "clip_grad_norm must be above 0 (null: no clipping), got -1.0"),
+    ("lr_steps: [100, -3]\n", "lr_steps are the steps where the step schedule decays, each at least 1"),
+    ("rescales: [0.5, -1]\n", "rescales are rescale_crop's zoom factors, each above 0 and at most 16"),
 ])
 def test_a_recipe_out_of_range_or_unreadable_is_an_option_error_naming_the_file_and_the_key(text, message, tmp_path):
     from edgeface.errors import OptionError
@@ -881,6 +884,19 @@ def test_recipe_values_of_the_wrong_type_are_one_line_errors(tmp_path):
         assert result.returncode == 1 and message in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
     assert TrainConfig.from_yaml(recipe, {"lr": 1}).lr == 1.0 and isinstance(TrainConfig.from_yaml(recipe).lr, float)
+
+
+def test_learning_rates_written_with_an_exponent_are_numbers(tmp_path):
+    """``lr: 1e-4`` (no dot) is text to PyYAML's YAML 1.1 rules, and was an error in recipes and ``--set``;
+    recipes read numbers as YAML 1.2 does, and a quoted "1e-4" stays text."""
+    from edgeface.train.config import load_yaml
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("model: extd32\nlr: 1e-4\nweight_decay: 5E-4\nrescales: [.5e0, 2e+0]\n")
+    cfg = TrainConfig.from_yaml(recipe)
+    assert (cfg.lr, cfg.weight_decay, cfg.rescales) == (1e-4, 5e-4, [0.5, 2.0])
+    assert load_yaml('a: -2.5e-3\nb: "1e-4"\nc: 1e\nd: 7') == {"a": -2.5e-3, "b": "1e-4", "c": "1e", "d": 7}
+    assert TrainConfig.from_yaml(recipe, {"lr": load_yaml("3e-3")}).lr == 3e-3  # how --set lr=3e-3 reads
 
 
 def test_a_data_source_that_does_not_load_leaves_no_run_folder(tmp_path):

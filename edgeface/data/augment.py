@@ -13,6 +13,7 @@ way: the faces, and the ignored ones (neither face nor background in training) t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -74,6 +75,9 @@ class AugmentConfig:
         if not self.occlude_min_px >= 1:
             raise OptionError(f"occlude_min_px is the smallest face side covered, at least 1, "
                               f"got {self.occlude_min_px:g}")
+        if not self.rescales or not all(math.isfinite(f) and 0 < f <= 16 for f in self.rescales):
+            raise OptionError(f"rescales are rescale_crop's zoom factors, each above 0 and at most 16, got "
+                              f"{list(self.rescales)}")
         if not self.blur_max_px >= 2:
             raise OptionError(f"blur_max_px is the longest blur in pixels, at least 2, got {self.blur_max_px:g}")
 

@@ -6,6 +6,7 @@ import copy
 import difflib
 import math
 import os
+import re
 import textwrap
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -103,6 +104,12 @@ class TrainConfig:
             value = getattr(self, key)
             if not (math.isfinite(value) and in_range(value)):
                 raise OptionError(f"{key} must be {allowed}, got {value}")
+        if any(step < 1 for step in self.lr_steps):
+            raise OptionError(f"lr_steps are the steps where the step schedule decays, each at least 1, got "
+                              f"{self.lr_steps}")
+        if self.clip_grad_norm is not None and not (math.isfinite(self.clip_grad_norm) and self.clip_grad_norm > 0):
+            # (torch scales the gradient by max_norm / norm: a negative norm would turn descent into ascent)
+            raise OptionError(f"clip_grad_norm must be above 0 (null: no clipping), got {self.clip_grad_norm}")
         check_seed(self.seed)  # the rule the command line's --seed follows
         if self.schedule not in SCHEDULES:
             raise OptionError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
@@ -198,6 +205,22 @@ def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint))
 
 
+def load_yaml(text: str) -> Any:
+    """A recipe's YAML (or a ``--set`` value) read as PyYAML's safe loader does, but with numbers as YAML 1.2 reads
+    them: ``1e-4`` and ``5e-4``, written without a dot, are floats (PyYAML's YAML 1.1 rules make them text, and a
+    recipe's ``lr: 1e-4`` an error)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", EXPONENT_FLOAT, list("-+0123456789."))
+    return yaml.load(text, Loader=Loader)  # a SafeLoader: plain data only
+
+
+EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$")
+
+
 def _recipe_keys(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """The keys the recipe at `path` sets, those of the recipes it ``extends`` included."""
     import yaml
@@ -205,7 +228,7 @@ def _recipe_keys(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path.resolve() in seen:
         raise OptionError(f"{path}: recipes extend each other in a loop: {' -> '.join(map(str, seen + (path,)))}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml(path.read_text()) or {}
     except FileNotFoundError:
         raise OptionError(f"no recipe {path}" + (f" (extended by {seen[-1]})" if seen else "")) from None
     except UnicodeDecodeError:
