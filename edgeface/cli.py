@@ -164,11 +164,20 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from .backends import ENGINE_SUFFIXES
     from .models.registry import get_entry
     from .weights import shipped_model
 
     target = str(shipped_model(args.model) or args.model)
-    if os.path.isfile(target):
+    engine = None
+    if os.path.isfile(target) and Path(target).suffix.lower() in ENGINE_SUFFIXES:
+        from .backends.engine_file import read_engine_header
+
+        header, _ = read_engine_header(target)  # what it was built for, readable without TensorRT or a GPU
+        spec, source = header.spec, target
+        engine = {key: getattr(header, key) for key in ("tensorrt_flavour", "tensorrt_version", "compute_capability",
+                                                         "device_name", "precision")}
+    elif os.path.isfile(target):
         from .backends import open_backend
 
         spec, source = open_backend(target).spec, target
@@ -178,7 +187,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         except KeyError as exc:
             raise EdgefaceError(f"{target!r} is neither a model file nor a registered model: {exc.args[0]}") from None
         spec, source = entry.spec, f"registry: {entry.description}"
-    info: dict[str, object] = {"source": source, "spec": spec.to_dict()}
+    info: dict[str, object] = {"source": source, "spec": spec.to_dict(), **({"engine": engine} if engine else {})}
     try:
         from .models.complexity import count_macs, count_parameters
         from .models.registry import create_model
@@ -207,6 +216,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"  defaults:    score > {spec.score_threshold}, NMS IoU {spec.nms_iou}, "
           f"at most {spec.max_detections} faces")
     print(f"  versions:    model {spec.model_version}, spec {spec.spec_version}")
+    if engine:
+        gpu = engine["device_name"] or "any GPU"
+        built_for = f"{gpu} (sm_{engine['compute_capability'].replace('.', '')})" if engine["compute_capability"] \
+            else f"{gpu} (built ahead of time)"
+        flavour = "TensorRT-RTX" if engine["tensorrt_flavour"] == "tensorrt_rtx" else "TensorRT"
+        print(f"  engine:      {flavour} {engine['tensorrt_version']}, {engine['precision']}, for {built_for}")
     return 0
 
 

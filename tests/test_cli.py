@@ -37,6 +37,24 @@ def test_info_on_a_registry_name_and_a_model_file(extd64_onnx):
     assert result.returncode == 1 and "neither a model file nor a registered model" in result.stderr
 
 
+def test_info_reads_an_engine_without_tensorrt(tmp_path):
+    """What an engine file was built for (the question when it will not load) is in its header, which needs
+    neither TensorRT nor a GPU: `info` shows it (it used to stop at "TensorRT is not installed here")."""
+    from edgeface.backends.engine_file import EngineHeader, write_engine_file
+    from edgeface.spec import ModelSpec
+
+    spec = ModelSpec(name="extd32").with_input_shape((640, 480), batch=1)
+    write_engine_file(tmp_path / "m.engine", EngineHeader(spec, "10.3.0", compute_capability="8.7",
+                                                          device_name="Jetson AGX Orin", precision="fp16"), b"plan")
+    result = run("info", str(tmp_path / "m.engine"))
+    assert result.returncode == 0, result.stderr
+    assert "engine:      TensorRT 10.3.0, fp16, for Jetson AGX Orin (sm_87)" in result.stdout
+    assert "640x480, batch 1" in result.stdout
+    info = json.loads(run("info", str(tmp_path / "m.engine"), "--json").stdout)
+    assert info["engine"] == {"tensorrt_flavour": "tensorrt", "tensorrt_version": "10.3.0",
+                              "compute_capability": "8.7", "device_name": "Jetson AGX Orin", "precision": "fp16"}
+
+
 def test_warnings_are_one_line_and_export_options_are_checked_before_the_model_loads(tmp_path):
     pytest.importorskip("torch")
     result = run("export", "onnx", "extd32", "-o", str(tmp_path / "m.onnx"))
