@@ -70,8 +70,7 @@ def build_engine_rtx(onnx_path: str | os.PathLike, max_batch: int = 4,
     if serialized is None:
         raise RtxBuildError(f"TensorRT-RTX failed to build an engine from {onnx_path}")
     if output is not None:
-        version = getattr(trt, "__version__", "unknown")
-        write_engine_file(output, EngineHeader(spec, version, "tensorrt_rtx", None, None, "fp32",
+        write_engine_file(output, EngineHeader(spec, trt.__version__, "tensorrt_rtx", None, None, "fp32",
                                                {"profile": [list(s) for s in shapes]}), bytes(serialized))
     return RtxBuildReport(onnx_path, serialized.nbytes, dict(zip(("min", "opt", "max"), shapes)),
                           time.perf_counter() - start)

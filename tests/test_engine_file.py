@@ -68,11 +68,21 @@ def test_rtx_built_engine_carries_its_spec(tmp_path):
     header, _ = read_engine_header(tmp_path / "m.engine")
     assert header.spec.name == "extd32" and header.spec.input.size == (160, 120)
     assert header.tensorrt_flavour == "tensorrt_rtx"
+    with pytest.raises(BackendError, match=r"m.engine was built by TensorRT-RTX [\d.]+, edgeface's GPU-free build "
+                                           "check, which is not a runtime here"):
+        Detector(tmp_path / "m.engine")  # (TensorRT would refuse its plan: it said "built with TensorRT 1.7")
+
+
+def test_an_engine_without_tensorrt_says_what_it_needs(tmp_path):
     try:
         import tensorrt  # noqa: F401
+        pytest.skip("TensorRT is installed here")
     except ImportError:
-        with pytest.raises(BackendError, match="TensorRT is not installed here"):
-            Detector(tmp_path / "m.engine")
+        pass
+    write_engine_file(tmp_path / "m.engine", EngineHeader(SPEC, "10.3.0"), b"plan")
+    with pytest.raises(BackendError, match=r"m.engine is a TensorRT engine \(extd64, TensorRT 10.3.0\) and TensorRT "
+                                           "is not installed here"):
+        Detector(tmp_path / "m.engine")
 
 
 @pytest.mark.parametrize("header, says", [

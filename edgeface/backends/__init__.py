@@ -51,11 +51,14 @@ def open_backend(path: str | os.PathLike, device: str = "cpu", threads: Optional
         from .engine_file import check_engine_fits, read_engine_header
 
         header, _ = read_engine_header(path)  # spec and build target, readable without TensorRT
+        if header.tensorrt_flavour == "tensorrt_rtx":
+            raise BackendError(f"{path} was built by TensorRT-RTX {header.tensorrt_version}, edgeface's GPU-free build "
+                               "check, which is not a runtime here; build engines to run with `edgeface build-engine` "
+                               "(TensorRT), or run the .onnx on ONNX Runtime")
         try:
             import tensorrt
         except ImportError:
-            flavour = "TensorRT-RTX" if header.tensorrt_flavour == "tensorrt_rtx" else "TensorRT"
-            raise BackendError(f"{path} is a TensorRT engine ({header.spec.name}, {flavour} {header.tensorrt_version}) "
+            raise BackendError(f"{path} is a TensorRT engine ({header.spec.name}, TensorRT {header.tensorrt_version}) "
                                "and TensorRT is not installed here: JetPack ships it on Jetson, NVIDIA's index on "
                                "desktops; or run the .onnx on ONNX Runtime") from None
         check_engine_fits(header, path, tensorrt.__version__, None)  # the GPU is checked once CUDA is up
