@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -101,14 +102,10 @@ def _output_folder(path: str) -> Path:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    import warnings
-
     from tqdm import tqdm
 
     from .core.files import make_output_folder
-    from .core.image import read_image, write_image
     from .detector import Detector
-    from .video import annotate_video
 
     out_dir = _output_folder(args.output)
     detector = Detector(args.model, score_threshold=args.score_threshold, nms_iou=args.nms_iou,
@@ -118,49 +115,91 @@ def cmd_detect(args: argparse.Namespace) -> int:
     make_output_folder(out_dir)
     targets = annotated_paths(files, out_dir)
     results: dict[str, dict[str, Any]] = {}
-    failures = faces = flagged = frames = video_faces = 0
-    with tqdm(total=len(files), desc="inputs", unit="file", disable=args.quiet) as bar:
-        for path in files:
-            video = path.suffix.lower() in VIDEO_SUFFIXES
-            target = None if args.no_draw else targets[path]
-            entry: dict[str, Any] = {"type": "video" if video else "image", "annotated": None, "error": None,
-                                     "warnings": [], "frames" if video else "faces": []}
-            try:
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always", ImageWarning)
-                    if target is not None:
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                    if video:
-                        entry["frames"] = annotate_video(detector, path, target, progress=not args.quiet)
-                        frames += len(entry["frames"])
-                        video_faces += sum(len(f["faces"]) for f in entry["frames"])
-                    else:
-                        image = read_image(path)
-                        dets = detector.detect(image)
-                        entry["faces"] = dets.to_list()
-                        faces += len(dets)
-                        if target is not None:
-                            write_image(target, dets.draw(image))
-                    entry["annotated"] = None if target is None else str(target)
-                entry["warnings"] = [str(w.message) for w in caught if issubclass(w.category, ImageWarning)]
-                for message in entry["warnings"]:
-                    flagged += 1
-                    tqdm.write(f"warning: {message}", file=sys.stderr)
-            except EdgefaceError as exc:
-                failures += 1
-                entry["error"] = str(exc)
-                tqdm.write(f"skipped {path}: {exc}", file=sys.stderr)
-            results[str(path)] = entry
-            bar.update()
+    interrupted = False
+    with tqdm(total=len(files), desc="inputs", unit="file", disable=args.quiet) as bar, _sigterm_interrupts():
+        try:
+            for path in files:
+                results[str(path)] = _detect_input(detector, path, None if args.no_draw else targets[path],
+                                                   args.quiet)
+                bar.update()
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what is done is kept
+            interrupted = True
     json_path = out_dir / "detections.json"
     json_path.write_text(json.dumps({"schema": DETECTIONS_SCHEMA, "model": detector.spec.name,
                                      "backend": detector.backend.name, "score_threshold": detector.score_threshold,
                                      "max_side": detector.max_side, "min_side": detector.min_side,
-                                     "tile": detector.tile, "results": results}, indent=1))
-    print(f"{len(files) - failures}/{len(files)} inputs done, {faces} faces in images"
+                                     "tile": detector.tile, "complete": not interrupted, "results": results},
+                                    indent=1))
+    entries = results.values()
+    failures = sum(entry["error"] is not None for entry in entries)
+    faces = sum(len(entry.get("faces", [])) for entry in entries)
+    frames = sum(len(entry.get("frames", [])) for entry in entries)
+    video_faces = sum(len(frame["faces"]) for entry in entries for frame in entry.get("frames", []))
+    flagged = sum(len(entry["warnings"]) for entry in entries)
+    print(f"{len(results) - failures}/{len(files)} inputs done, {faces} faces in images"
           + (f", {video_faces} in {frames} video frames" if frames else "")
           + (f", {flagged} flagged (see warnings)" if flagged else "") + f"; results in {json_path}")
+    if interrupted:
+        print(f"interrupted: the {len(files) - len(results)} inputs not done are not in {json_path.name} "
+              "(\"complete\": false)", file=sys.stderr)
+        return 130
     return 2 if failures else 0
+
+
+def _detect_input(detector: Any, path: Path, target: Optional[Path], quiet: bool) -> dict[str, Any]:
+    """`edgeface detect`'s entry for one image or video (see DETECT_EPILOG), its annotated copy written to `target`
+    (None: not drawn); an input that cannot be read or written is an entry with its error, not a stopped run."""
+    import warnings
+
+    from tqdm import tqdm
+
+    from .core.image import read_image, write_image
+    from .video import annotate_video
+
+    video = path.suffix.lower() in VIDEO_SUFFIXES
+    entry: dict[str, Any] = {"type": "video" if video else "image", "annotated": None, "error": None,
+                             "warnings": [], "frames" if video else "faces": []}
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ImageWarning)
+            if target is not None:
+                target.parent.mkdir(parents=True, exist_ok=True)
+            if video:
+                entry["frames"] = annotate_video(detector, path, target, progress=not quiet)
+            else:
+                image = read_image(path)
+                dets = detector.detect(image)
+                entry["faces"] = dets.to_list()
+                if target is not None:
+                    write_image(target, dets.draw(image))
+            entry["annotated"] = None if target is None else str(target)
+        entry["warnings"] = [str(w.message) for w in caught if issubclass(w.category, ImageWarning)]
+        for message in entry["warnings"]:
+            tqdm.write(f"warning: {message}", file=sys.stderr)
+    except EdgefaceError as exc:
+        entry["error"] = str(exc)
+        tqdm.write(f"skipped {path}: {exc}", file=sys.stderr)
+    return entry
+
+
+@contextmanager
+def _sigterm_interrupts():
+    """SIGTERM (a job scheduler's or a container's stop) raises KeyboardInterrupt as Ctrl-C does, inside."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -597,13 +636,15 @@ outputs (under --output):
   annotated copies   each input's path below the inputs' deepest common folder, in the input's own
                      format (x/p.jpg, x/p.png and y/p.jpg stay apart); videos as MP4 (clip.avi -> clip.avi.mp4)
   detections.json    {"schema": 2, "model", "backend", "score_threshold", "max_side", "min_side", "tile",
-                      "results": {INPUT_PATH: ENTRY}}, every ENTRY with the keys
+                      "complete", "results": {INPUT_PATH: ENTRY}}, every ENTRY with the keys
                        "type": "image" | "video", "annotated": path or null, "error": message or null,
                        "warnings": [messages] (e.g. a truncated file), and
                        "faces": [{"box": [x1, y1, x2, y2], "score": s}] for an image, or
                        "frames": [{"frame": i, "time": seconds, "faces": [...]}] for a video
-                     (empty lists when "error" is set)
-exit status: 0 all inputs done, 2 some skipped (see their "error"), 1 an error stopped the run
+                     (empty lists when "error" is set); written on Ctrl-C or SIGTERM too, with the
+                     inputs done and "complete": false
+exit status: 0 all inputs done, 2 some skipped (see their "error"), 1 an error stopped the run,
+             130 interrupted
 """
 
 

@@ -203,13 +203,42 @@ def test_detect_outputs_are_unique_and_the_json_has_one_schema(tmp_path):
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert written == ["detections.json", "x/p.jpg", "x/p.png", "y/deeper/q.jpg", "y/p.jpg"]
     report = json.loads((out / "detections.json").read_text())
-    assert report["schema"] == 2 and len(report["results"]) == 5
+    assert report["schema"] == 2 and report["complete"] is True and len(report["results"]) == 5
     for path, entry in report["results"].items():
         assert set(entry) == {"type", "annotated", "error", "warnings", "faces"}, path
         if path.endswith("broken.jpg"):
             assert entry["error"] and entry["faces"] == [] and entry["annotated"] is None
         else:
             assert entry["error"] is None and len(entry["faces"]) > 0 and Path(entry["annotated"]).exists()
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_an_interrupted_detect_keeps_what_it_did(how, tmp_path, monkeypatch, capsys):
+    """Ctrl-C, or SIGTERM from a scheduler, an hour into a folder of photos: detections.json holds the inputs
+    done, marked "complete": false, and the exit status is 130 (the results were lost with the traceback)."""
+    import signal
+
+    from edgeface.cli import main
+
+    calls = []
+    detect = Detector.detect
+
+    def detect_until_stopped(self, image):
+        calls.append(1)
+        if len(calls) == 3:
+            if how == "sigterm":
+                os.kill(os.getpid(), signal.SIGTERM)  # the handler raises in this, the main, thread
+            raise KeyboardInterrupt
+        return detect(self, image)
+
+    monkeypatch.setattr(Detector, "detect", detect_until_stopped)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["detect", str(need(DLIB_FACES)), "-o", str(tmp_path / "out"), "-q", "-m", "fast"]) == 130
+    assert signal.getsignal(signal.SIGTERM) is before
+    report = json.loads((tmp_path / "out" / "detections.json").read_text())
+    assert report["complete"] is False and len(report["results"]) == 2
+    assert all(entry["faces"] and entry["error"] is None for entry in report["results"].values())
+    assert "interrupted: the 10 inputs not done are not in detections.json" in capsys.readouterr().err
 
 
 def test_files_whose_names_are_not_utf8_are_read_and_written(tmp_path):
