@@ -212,6 +212,15 @@ def test_detect_outputs_are_unique_and_the_json_has_one_schema(tmp_path):
             assert entry["error"] is None and len(entry["faces"]) > 0 and Path(entry["annotated"]).exists()
 
 
+def write_clip(path: Path, image: np.ndarray, frames: int) -> Path:
+    """A video of `frames` copies of `image` at 5 fps."""
+    writer = open_video_writer(path, 5.0, (image.shape[1], image.shape[0]))
+    for _ in range(frames):
+        writer.write(image)
+    writer.release()
+    return path
+
+
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_an_interrupted_detect_keeps_what_it_did(how, tmp_path, monkeypatch, capsys):
     """Ctrl-C, or SIGTERM from a scheduler, an hour into a folder of photos: detections.json holds the inputs
@@ -257,11 +266,7 @@ def test_files_whose_names_are_not_utf8_are_read_and_written(tmp_path):
     check_image_output(copy)
     write_image(copy, image)
     np.testing.assert_array_equal(edgeface.read_image(copy), image)
-    clip = tmp_path / f"{name}.avi"
-    writer = open_video_writer(clip, 5.0, (image.shape[1], image.shape[0]))
-    for _ in range(3):
-        writer.write(image)
-    writer.release()
+    clip = write_clip(tmp_path / f"{name}.avi", image, 3)
     model = tmp_path / f"{name}.onnx"
     model.write_bytes(Path(shipped_model("fast")).read_bytes())
     detector = Detector(model)  # ONNX Runtime takes only UTF-8 paths
@@ -280,11 +285,7 @@ def test_a_video_reporting_no_usable_frame_rate_is_annotated_at_the_default(repo
     import edgeface.video
 
     image = edgeface.read_image(need(DLIB_FACES / "2008_002506.jpg"))
-    clip = tmp_path / "clip.avi"
-    writer = open_video_writer(clip, 5.0, (image.shape[1], image.shape[0]))
-    for _ in range(2):
-        writer.write(image)
-    writer.release()
+    clip = write_clip(tmp_path / "clip.avi", image, 2)
 
     class Damaged:  # the capture of `clip`, reporting `reported` frames per second
         def __init__(self, source):
