@@ -426,7 +426,6 @@ def test_voc_stems_come_as_a_list_or_as_the_command_line_s_comma_separated_text(
     assert [Path(r.image_path).stem for r in listed] == ["maksssksksss0", "maksssksksss1"]
 
 
-
 def test_voc_images_are_found_whatever_the_case_of_their_suffix(tmp_path):
     from edgeface.data.voc import read_voc_folder
 
