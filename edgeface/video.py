@@ -93,7 +93,8 @@ def annotate_video(detector: Any, source: str | os.PathLike, output: Optional[st
 
     capture = open_video(source)
     fps = frame_rate(capture)
-    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+    total = int(count) if math.isfinite(count) and count >= 1 else None  # (streams report 0, -1 or NaN)
     annotated = VideoOutput(output, fps) if output is not None else None
     frames: list[dict[str, Any]] = []
     try:

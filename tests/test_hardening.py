@@ -281,18 +281,20 @@ def test_files_whose_names_are_not_utf8_are_read_and_written(tmp_path):
 @pytest.mark.parametrize("reported", [float("nan"), 0.0, -1.0, 1000.0])
 def test_a_video_reporting_no_usable_frame_rate_is_annotated_at_the_default(reported, tmp_path, monkeypatch):
     """A damaged or variable-rate video reports a rate OpenCV's writers refuse (NaN, 0, negative, 1000): the
-    annotated video is written at 25 fps (it was an OutputError at the first frame, after the model loaded)."""
+    annotated video is written at 25 fps (it was an OutputError at the first frame, after the model loaded). A
+    frame count of NaN is taken as unknown (it was a ValueError)."""
     import edgeface.video
 
     image = edgeface.read_image(need(DLIB_FACES / "2008_002506.jpg"))
     clip = write_clip(tmp_path / "clip.avi", image, 2)
 
-    class Damaged:  # the capture of `clip`, reporting `reported` frames per second
+    class Damaged:  # the capture of `clip`, reporting `reported` frames per second and no frame count
         def __init__(self, source):
             self.capture = cv2.VideoCapture(str(source))
 
         def get(self, prop):
-            return reported if prop == cv2.CAP_PROP_FPS else self.capture.get(prop)
+            unknown = {cv2.CAP_PROP_FPS: reported, cv2.CAP_PROP_FRAME_COUNT: float("nan")}
+            return unknown[prop] if prop in unknown else self.capture.get(prop)
 
         def __getattr__(self, name):
             return getattr(self.capture, name)
