@@ -205,6 +205,10 @@ def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint))
 
 
+# a number with an exponent and maybe no dot: a float in YAML 1.2, text in PyYAML's YAML 1.1
+EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$")
+
+
 def load_yaml(text: str) -> Any:
     """A recipe's YAML (or a ``--set`` value) read as PyYAML's safe loader does, but with numbers as YAML 1.2 reads
     them: ``1e-4`` and ``5e-4``, written without a dot, are floats (PyYAML's YAML 1.1 rules make them text, and a
@@ -216,9 +220,6 @@ def load_yaml(text: str) -> Any:
 
     Loader.add_implicit_resolver("tag:yaml.org,2002:float", EXPONENT_FLOAT, list("-+0123456789."))
     return yaml.load(text, Loader=Loader)  # a SafeLoader: plain data only
-
-
-EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$")
 
 
 def _recipe_keys(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
