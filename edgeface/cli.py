@@ -104,7 +104,7 @@ def _output_folder(path: str) -> Path:
 def cmd_detect(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .core.files import make_output_folder
+    from .core.files import atomic_write, check_output_folder, make_output_folder
     from .detector import Detector
 
     out_dir = _output_folder(args.output)
@@ -113,6 +113,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
                         max_side=args.max_side, min_side=args.min_side, tile=args.tile)
     files = _inputs_outside(list_inputs(args.inputs), out_dir)
     make_output_folder(out_dir)
+    json_path = out_dir / "detections.json"
+    check_output_folder(json_path)  # before the run, whose results it holds
     targets = annotated_paths(files, out_dir)
     results: dict[str, dict[str, Any]] = {}
     interrupted = False
@@ -124,12 +126,11 @@ def cmd_detect(args: argparse.Namespace) -> int:
                 bar.update()
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what is done is kept
             interrupted = True
-    json_path = out_dir / "detections.json"
-    json_path.write_text(json.dumps({"schema": DETECTIONS_SCHEMA, "model": detector.spec.name,
-                                     "backend": detector.backend.name, "score_threshold": detector.score_threshold,
-                                     "max_side": detector.max_side, "min_side": detector.min_side,
-                                     "tile": detector.tile, "complete": not interrupted, "results": results},
-                                    indent=1))
+    report = {"schema": DETECTIONS_SCHEMA, "model": detector.spec.name, "backend": detector.backend.name,
+              "score_threshold": detector.score_threshold, "max_side": detector.max_side,
+              "min_side": detector.min_side, "tile": detector.tile, "complete": not interrupted, "results": results}
+    with atomic_write(json_path) as tmp:  # a second interrupt while writing leaves the previous file, not half
+        Path(tmp).write_text(json.dumps(report, indent=1))
     entries = results.values()
     failures = sum(entry["error"] is not None for entry in entries)
     faces = sum(len(entry.get("faces", [])) for entry in entries)

@@ -139,6 +139,10 @@ def test_cli_output_that_is_a_file_and_model_spec_mismatch_are_one_line_errors(t
     assert "a file of that name exists" in one_line_error(result) and taken.read_text() == "keep me"
     result = run_cli("detect", str(image), "-o", str(taken / "out"))  # under a file: no folder can be made there
     assert f"cannot make the output folder {taken / 'out'}" in one_line_error(result)
+    (tmp_path / "run" / "detections.json").mkdir(parents=True)  # refused before the run, not after it
+    result = run_cli("detect", str(image), "-o", str(tmp_path / "run"), "-q")
+    assert "cannot write" in one_line_error(result) and "detections.json: it is a folder" in result.stderr
+    assert list((tmp_path / "run").iterdir()) == [tmp_path / "run" / "detections.json"]  # nothing done, nothing lost
 
     model = onnx.load(str(need(DEFAULT_MODEL)))  # its graph with a spec of one more anchor per cell
     entry = next(p for p in model.metadata_props if p.key == "edgeface.spec")
