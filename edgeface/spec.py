@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 SPEC_KEY = "edgeface.spec"
 TENSOR_NAMES = ("input", "loc", "conf")  # an export's network input and outputs (ONNX graphs, TensorRT engines)
+INPUT, LOC, CONF = TENSOR_NAMES
 SPEC_VERSION = 4  # 2: explicit template shapes and the test-time strategy; 3: input.min_side; 4: size_multiple
 
 

@@ -25,7 +25,7 @@ from edgeface.detector import Detector
 from edgeface.errors import EdgefaceError, OptionError
 from edgeface.models.checkpoint import load_checkpoint
 from edgeface.models.registry import create_model, default_spec, model_names
-from edgeface.spec import TENSOR_NAMES, ModelSpec
+from edgeface.spec import CONF, INPUT, LOC, ModelSpec
 
 from .onnx_spec import embed_spec
 
@@ -148,20 +148,19 @@ def export_onnx(model: nn.Module, spec: ModelSpec, output: str | os.PathLike, op
     spec = spec.with_input_shape(input_size, batch)
     width, height = input_size or TRACE_SIZE
     dummy = torch.zeros(batch or 1, 3, height, width)
-    dynamic_axes = {"input": {}, "loc": {1: "anchors"}, "conf": {1: "anchors"}}
+    dynamic_axes = {INPUT: {}, LOC: {1: "anchors"}, CONF: {1: "anchors"}}
     if batch is None:
         for name in dynamic_axes:
             dynamic_axes[name][0] = "batch"
     if input_size is None:
-        dynamic_axes["input"].update({2: "height", 3: "width"})
+        dynamic_axes[INPUT].update({2: "height", 3: "width"})
 
     with tempfile.TemporaryDirectory() as tmp:
         raw_path = os.path.join(tmp, "raw.onnx")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(exported_model, (dummy,), raw_path, dynamo=False, opset_version=opset,
-                              input_names=[TENSOR_NAMES[0]], output_names=list(TENSOR_NAMES[1:]),
-                              dynamic_axes=dynamic_axes)
+                              input_names=[INPUT], output_names=[LOC, CONF], dynamic_axes=dynamic_axes)
         proto = onnx.load(raw_path)
     if slim:
         import onnxslim

@@ -23,7 +23,7 @@ from edgeface.core.boxes import box_iou
 from edgeface.core.files import atomic_write
 from edgeface.core.image import read_image
 from edgeface.errors import OptionError
-from edgeface.spec import ModelSpec
+from edgeface.spec import INPUT, ModelSpec
 
 from .onnx_spec import embed_spec, read_onnx_spec
 
@@ -81,7 +81,7 @@ def _ort_quantize_static(src: str, dst: str, batches: list[np.ndarray], **option
             return len(batches)
 
         def set_range(self, start_index: int, end_index: int) -> None:
-            self.items = iter([{"input": b} for b in batches[start_index:end_index]])
+            self.items = iter([{INPUT: b} for b in batches[start_index:end_index]])
 
         def get_next(self):
             return next(self.items, None)

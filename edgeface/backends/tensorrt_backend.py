@@ -15,7 +15,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import BackendError, ModelFileError
-from ..spec import TENSOR_NAMES
+from ..spec import INPUT, LOC, TENSOR_NAMES
 from .engine_file import check_engine_fits, read_engine_header
 
 
@@ -59,8 +59,8 @@ class TensorRTBackend:
         work (allocation, shape inference) that a CUDA graph captured for another shape would not replay."""
         if shape not in self._contexts:
             context = self.engine.create_execution_context()
-            if not context.set_input_shape("input", shape):
-                lo, opt, hi = self.engine.get_tensor_profile_shape("input", 0)
+            if not context.set_input_shape(INPUT, shape):
+                lo, opt, hi = self.engine.get_tensor_profile_shape(INPUT, 0)
                 raise BackendError(f"input {shape} is outside the engine's profile (min {tuple(lo)}, max "
                                    f"{tuple(hi)}); rebuild with a wider --max-size / --max-batch")
             self._contexts[shape] = context
@@ -72,12 +72,12 @@ class TensorRTBackend:
 
     def output_anchors(self, width: int, height: int) -> int:
         """Boxes the engine writes for one ``width`` x ``height`` input."""
-        return int(self.context_for((1, 3, height, width)).get_tensor_shape("loc")[1])
+        return int(self.context_for((1, 3, height, width)).get_tensor_shape(LOC)[1])
 
     def _execute(self, shape: tuple[int, ...], input_ptr: int, loc_ptr: int, conf_ptr: int, stream_handle: Any) -> None:
         with self._lock:
             context = self.context_for(shape)
-            for tensor, ptr in (("input", input_ptr), ("loc", loc_ptr), ("conf", conf_ptr)):
+            for tensor, ptr in zip(TENSOR_NAMES, (input_ptr, loc_ptr, conf_ptr)):
                 context.set_tensor_address(tensor, int(ptr))
             if not context.execute_async_v3(int(stream_handle)):
                 raise BackendError("TensorRT execution failed (see the TensorRT log above)")
@@ -92,7 +92,7 @@ class TensorRTBackend:
         key = batch.shape
         self.rt.context(self.ordinal)  # current on this thread too
         if key not in self._buffers:
-            n = int(np.prod(self.context_for(key).get_tensor_shape("loc"))) // 4
+            n = int(np.prod(self.context_for(key).get_tensor_shape(LOC))) // 4
             self._buffers[key] = tuple(self.rt.DeviceBuffer(b) for b in (batch.nbytes, n * 16, n * 8))
         inp, loc, conf = self._buffers[key]
         inp.copy_from_host(batch, self.stream)
