@@ -101,11 +101,12 @@ class Detector:
         if tile and (self.max_side is None or input_size is not None):
             raise OptionError("tile splits frames larger than max_side into tiles run at their own size: it needs "
                               "max_side and no input_size")
-        # what another process needs to open the same detector (pickling: multiprocessing's spawn, Ray, Dask, ...)
-        self._reopen = None if hasattr(path, "run") else dict(
-            path=path, input_size=input_size, device=device, threads=threads, test_time=test_time,
-            max_side=self.max_side, min_side=min_side, tile=tile)
         shipped = shipped_model(path) if not hasattr(path, "run") else None
+        # what another process needs to open the same detector (pickling: multiprocessing's spawn, Ray, Dask, ...);
+        # a model file by its absolute path, as a worker may run in another folder
+        self._reopen = None if hasattr(path, "run") else dict(
+            path=path if shipped is not None else os.path.abspath(path), input_size=input_size, device=device,
+            threads=threads, test_time=test_time, max_side=self.max_side, min_side=min_side, tile=tile)
         if shipped is not None:
             if not shipped.exists():
                 raise ModelFileError(f"this edgeface install does not ship the {path or 'default'!r} model ({shipped}"

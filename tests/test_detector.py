@@ -330,6 +330,23 @@ def test_a_detector_pickles_as_its_model_and_options_for_worker_processes(photo_
         pickle.dumps(Detector(open_backend(str(shipped_model("fast")))))
 
 
+def test_a_detector_from_a_relative_path_opens_in_a_worker_running_elsewhere(photo_paths, tmp_path, monkeypatch):
+    """A worker process may start in another folder than its parent: the pickled detector names its model file
+    by the absolute path it had when it was made."""
+    import pickle
+    import shutil
+
+    from edgeface.weights import shipped_model
+
+    (tmp_path / "models").mkdir()
+    shutil.copy(shipped_model("fast"), tmp_path / "models" / "fast.onnx")
+    monkeypatch.chdir(tmp_path)
+    data = pickle.dumps(Detector("models/fast.onnx"))
+    monkeypatch.chdir(Path(photo_paths[0]).parent)
+    path = str(photo_paths[0])
+    assert pickle.loads(data).detect(path).to_list() == Detector("fast").detect(path).to_list()
+
+
 def test_one_detector_serves_several_threads_at_once(photo_paths):
     """A web server's or camera app's worker threads may share one detector: each frame's faces are what it gets
     alone (frames of different sizes interleaved, so no per-size state can leak between them)."""
