@@ -237,12 +237,41 @@ def test_annotate_folder_to_coco(extd64_onnx, photo_paths, tmp_path):
     out = tmp_path / "coco.json"
     run_example("annotate_coco.py", str(folder), "-o", str(out), "-m", str(extd64_onnx))
     coco = json.loads(out.read_text())
-    assert len(coco["images"]) == 3 and coco["categories"][0]["name"] == "face"
+    assert len(coco["images"]) == 3 and coco["categories"][0]["name"] == "face" and coco["info"]["complete"]
     assert len(coco["annotations"]) > 0
     for ann in coco["annotations"]:
         image = next(i for i in coco["images"] if i["id"] == ann["image_id"])
         x, y, w, h = ann["bbox"]
         assert 0 <= x and 0 <= y and x + w <= image["width"] + 0.01 and ann["area"] == pytest.approx(w * h, rel=1e-3)
+
+
+def test_annotate_coco_stopped_by_ctrl_c_writes_the_images_done(photo_paths, tmp_path, monkeypatch, capsys):
+    """Ctrl-C an hour into a folder: the file holds the images done, marked incomplete, and the exit status is 130
+    (the annotations were lost with the traceback)."""
+    import annotate_coco
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for path in photo_paths[:4]:
+        (folder / Path(path).name).write_bytes(Path(path).read_bytes())
+    calls = []
+    detect = edgeface.Detector.__call__
+
+    def detect_until_stopped(self, image):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return detect(self, image)
+
+    monkeypatch.setattr(edgeface.Detector, "__call__", detect_until_stopped)
+    out = tmp_path / "coco.json"
+    monkeypatch.setattr(sys, "argv", ["annotate_coco.py", str(folder), "-o", str(out), "-m", "fast"])
+    with pytest.raises(SystemExit) as stopped:
+        annotate_coco.main()
+    assert stopped.value.code == 130 and "interrupted" in capsys.readouterr().err
+    coco = json.loads(out.read_text())
+    assert coco["info"]["complete"] is False and len(coco["images"]) == 2
+    assert {ann["image_id"] for ann in coco["annotations"]} <= {image["id"] for image in coco["images"]}
 
 
 def test_tracker_keeps_ids_smooths_and_bridges_gaps():
