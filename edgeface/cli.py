@@ -643,7 +643,8 @@ outputs (under --output):
                        "faces": [{"box": [x1, y1, x2, y2], "score": s}] for an image, or
                        "frames": [{"frame": i, "time": seconds, "faces": [...]}] for a video
                      (empty lists when "error" is set); written on Ctrl-C or SIGTERM too, with the
-                     inputs done and "complete": false
+                     inputs done and "complete": false; INPUT_PATH is the path as given (a name that is
+                     not UTF-8 keeps its bytes as Python's surrogate escapes, "\\udcXX": os.fsencode(key))
 exit status: 0 all inputs done, 2 some skipped (see their "error"), 1 an error stopped the run,
              130 interrupted
 """

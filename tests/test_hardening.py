@@ -278,8 +278,9 @@ def test_files_whose_names_are_not_utf8_are_read_and_written(tmp_path):
     assert len(frames) == 3 and all(frame["faces"] for frame in frames)
     result = run_cli("detect", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-m", "fast", "-q")
     assert result.returncode == 0, result.stderr
-    (entry,) = json.loads((tmp_path / "out" / "detections.json").read_text())["results"].values()
+    ((key, entry),) = json.loads((tmp_path / "out" / "detections.json").read_text())["results"].items()
     assert len(entry["faces"]) == len(detector(image)) > 0 and Path(entry["annotated"]).is_file()
+    assert os.fsencode(key) == os.fsencode(photo)  # the name's bytes, kept as surrogate escapes (\udcfc)
 
 
 @pytest.mark.parametrize("reported", [float("nan"), 0.0, -1.0, 1000.0])
