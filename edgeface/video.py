@@ -76,10 +76,18 @@ def frame_rate(capture: cv2.VideoCapture, default: float = 25.0) -> float:
 
 
 def open_video(source: str | os.PathLike) -> cv2.VideoCapture:
-    """An OpenCV capture of the video file `source`, or an ImageError saying it could not be opened."""
+    """An OpenCV capture of the video file `source`, or an ImageError saying why it could not be opened (no such
+    file, a folder, an empty file, or one OpenCV cannot read)."""
+    if os.path.isdir(source):
+        raise ImageError(f"{source} is a folder, not a video file")
+    if not os.path.exists(source):
+        raise ImageError(f"no such video file: {source}")
+    if os.path.getsize(source) == 0:
+        raise ImageError(f"cannot open video {source}: the file is empty")
     capture = cv2.VideoCapture(opencv_path(source))
     if not capture.isOpened():
-        raise ImageError(f"cannot open video {source}: missing file, or a codec OpenCV cannot read")
+        raise ImageError(f"cannot open video {source}: not a video OpenCV can read (a corrupt or truncated file, "
+                         "or a codec this OpenCV build lacks)")
     return capture
 
 

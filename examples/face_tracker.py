@@ -22,7 +22,7 @@ import numpy as np
 
 from edgeface import Detections, EdgefaceError
 from edgeface.core.boxes import box_iou
-from edgeface.core.image import opencv_path
+from edgeface.video import open_video
 
 
 @dataclass
@@ -83,10 +83,13 @@ def main() -> None:
     parser.add_argument("-m", "--model", help="edgeface model (default: the one edgeface ships)")
     parser.add_argument("--max-frames", type=int, help="stop after this many frames")
     args = parser.parse_args()
+    if args.video.isdigit():  # a camera
+        capture = cv2.VideoCapture(int(args.video))
+        if not capture.isOpened():
+            raise SystemExit(f"error: cannot open camera {args.video}")
+    else:
+        capture = open_video(args.video)  # an ImageError saying why not
     detector, tracker = edgeface.Detector(args.model), IouTracker()
-    capture = cv2.VideoCapture(int(args.video) if args.video.isdigit() else opencv_path(args.video))
-    if not capture.isOpened():
-        raise SystemExit(f"cannot open video {args.video}")
     frame_index = 0
     while args.max_frames is None or frame_index < args.max_frames:
         ok, frame = capture.read()

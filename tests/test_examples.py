@@ -75,11 +75,12 @@ def test_detect_faces_example_says_what_is_wrong_in_one_line(extd64_onnx, photo_
 @pytest.mark.parametrize("name, args, error", [
     ("annotate_coco.py", ("{photos}", "-o", "{tmp}/absent/faces.json"), "error: cannot write {tmp}/absent/faces.json"),
     ("annotate_coco.py", ("{tmp}/absent",), "error: no such file or folder: {tmp}/absent"),
-    ("face_tracker.py", ("{tmp}/clip.mp4", "-m", "{tmp}/lost.onnx"), "error: no such model file: {tmp}/lost.onnx"),
+    ("face_tracker.py", ("{clip}", "-m", "{tmp}/lost.onnx"), "error: no such model file: {tmp}/lost.onnx"),
+    ("face_tracker.py", ("{tmp}/lost.mp4",), "error: no such video file: {tmp}/lost.mp4"),
     ("triton_repository.py", ("{tmp}/lost.onnx",), "error: no such model file: {tmp}/lost.onnx"),
 ])
-def test_the_other_examples_say_what_is_wrong_in_one_line(name, args, error, photo_paths, tmp_path):
-    fill = {"tmp": tmp_path, "photos": Path(photo_paths[0]).parent}
+def test_the_other_examples_say_what_is_wrong_in_one_line(name, args, error, photo_paths, clip, tmp_path):
+    fill = {"tmp": tmp_path, "photos": Path(photo_paths[0]).parent, "clip": clip}
     line = run_failing_example(name, *(arg.format(**fill) for arg in args))
     assert line.startswith(error.format(**fill)), line
 

@@ -18,7 +18,7 @@ import edgeface
 from conftest import DLIB_FACES, SHARED, need
 from edgeface import Detector
 from edgeface.core.image import check_image_output, is_truncated, list_inputs, write_image
-from edgeface.errors import ImageWarning, ModelFileError, OptionError
+from edgeface.errors import ImageError, ImageWarning, ModelFileError, OptionError
 from edgeface.spec import TestTimeSpec
 from edgeface.video import annotate_video, open_video_writer
 from edgeface.weights import DEFAULT_MODEL, shipped_model
@@ -281,6 +281,32 @@ def test_files_whose_names_are_not_utf8_are_read_and_written(tmp_path):
     ((key, entry),) = json.loads((tmp_path / "out" / "detections.json").read_text())["results"].items()
     assert len(entry["faces"]) == len(detector(image)) > 0 and Path(entry["annotated"]).is_file()
     assert os.fsencode(key) == os.fsencode(photo)  # the name's bytes, kept as surrogate escapes (\udcfc)
+
+
+def test_a_video_that_cannot_be_opened_says_why(tmp_path):
+    """A missing path, a folder, an empty file and a file that is no video each get their own reason (all were
+    "missing file, or a codec OpenCV cannot read"); `edgeface detect` records it as the input's error."""
+    from edgeface.video import open_video
+
+    image = edgeface.read_image(need(DLIB_FACES / "2008_002506.jpg"))
+    data = write_clip(tmp_path / "whole.avi", image, 3).read_bytes()
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "notes.mp4").write_text("not a video")
+    (tmp_path / "cut.avi").write_bytes(data[:200])  # the header cut: no stream to read
+    (tmp_path / "folder.mp4").mkdir()
+    for name, reason in [("lost.mp4", "no such video file: {}"), ("folder.mp4", "{} is a folder, not a video file"),
+                         ("empty.mp4", "cannot open video {}: the file is empty"),
+                         ("notes.mp4", "cannot open video {}: not a video OpenCV can read"),
+                         ("cut.avi", "cannot open video {}: not a video OpenCV can read")]:
+        with pytest.raises(ImageError) as error:
+            open_video(tmp_path / name)
+        assert str(error.value).startswith(reason.format(tmp_path / name))
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "empty.mp4").write_bytes(b"")
+    assert run_cli("detect", str(inputs), "-o", str(tmp_path / "out"), "-m", "fast", "-q").returncode == 2
+    (entry,) = json.loads((tmp_path / "out" / "detections.json").read_text())["results"].values()
+    assert entry["error"].endswith("the file is empty") and entry["frames"] == []
 
 
 @pytest.mark.parametrize("reported", [float("nan"), 0.0, -1.0, 1000.0])
