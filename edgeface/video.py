@@ -82,7 +82,7 @@ def open_video(source: str | os.PathLike) -> cv2.VideoCapture:
         raise ImageError(f"{source} is a folder, not a video file")
     if not os.path.exists(source):
         raise ImageError(f"no such video file: {source}")
-    if os.path.getsize(source) == 0:
+    if os.path.isfile(source) and os.path.getsize(source) == 0:  # (a device such as /dev/video0 has size 0)
         raise ImageError(f"cannot open video {source}: the file is empty")
     capture = cv2.VideoCapture(opencv_path(source))
     if not capture.isOpened():
