@@ -75,6 +75,12 @@ def frame_rate(capture: cv2.VideoCapture, default: float = 25.0) -> float:
     return fps if math.isfinite(fps) and 0 < fps < 1000 else default
 
 
+def frame_count(capture: cv2.VideoCapture) -> Optional[int]:
+    """The number of frames `capture` reports, or None when it reports none usable (streams report 0, -1 or NaN)."""
+    count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+    return int(count) if math.isfinite(count) and count >= 1 else None
+
+
 def open_video(source: str | os.PathLike) -> cv2.VideoCapture:
     """An OpenCV capture of the video file `source`, or an ImageError saying why it could not be opened (no such
     file, a folder, an empty file, or one OpenCV cannot read)."""
@@ -101,8 +107,7 @@ def annotate_video(detector: Any, source: str | os.PathLike, output: Optional[st
 
     capture = open_video(source)
     fps = frame_rate(capture)
-    count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
-    total = int(count) if math.isfinite(count) and count >= 1 else None  # (streams report 0, -1 or NaN)
+    total = frame_count(capture)
     annotated = VideoOutput(output, fps) if output is not None else None
     frames: list[dict[str, Any]] = []
     try:

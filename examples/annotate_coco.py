@@ -15,6 +15,8 @@ import json
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
 import edgeface
 from edgeface.core.files import atomic_write, check_output_folder
 from edgeface.core.image import IMAGE_SUFFIXES, list_inputs
@@ -24,11 +26,11 @@ def coco_document(folder: Path, detector: edgeface.Detector) -> dict:
     images, annotations = [], []
     complete = True
     try:
-        for image_id, path in enumerate(list_inputs([folder], IMAGE_SUFFIXES), 1):
+        for image_id, path in enumerate(tqdm(list_inputs([folder], IMAGE_SUFFIXES), unit="image"), 1):
             try:
                 image = edgeface.read_image(path)
             except edgeface.ImageError as exc:
-                print(f"skipped {path}: {exc}")
+                tqdm.write(f"skipped {path}: {exc}", file=sys.stderr)
                 continue
             faces = detector(image)
             images.append({"id": image_id, "file_name": str(path.relative_to(folder)), "width": image.shape[1],

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 import edgeface
 from edgeface.core.files import check_not_an_input, make_output_folder
 from edgeface.core.image import IMAGE_SUFFIXES, list_inputs, write_image
-from edgeface.video import VideoOutput, frame_rate, open_video
+from edgeface.video import VideoOutput, frame_count, frame_rate, open_video
 
 
 def anonymise(frame: np.ndarray, faces: edgeface.Detections, mode: str = "blur", margin: float = 0.15) -> np.ndarray:
@@ -70,11 +71,11 @@ def main() -> None:
         out_dir = Path(args.output)
         make_output_folder(out_dir)
         done = 0
-        for path in list_inputs([source], IMAGE_SUFFIXES):  # subfolders too; their layout is kept
+        for path in tqdm(list_inputs([source], IMAGE_SUFFIXES), unit="image"):  # subfolders too, layout kept
             try:
                 image = edgeface.read_image(path)
             except edgeface.ImageError as exc:
-                print(f"skipped {path}: {exc}", file=sys.stderr)
+                tqdm.write(f"skipped {path}: {exc}", file=sys.stderr)
                 continue
             target = out_dir / path.relative_to(source)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -86,13 +87,14 @@ def main() -> None:
     fps = frame_rate(capture)
     frames = 0
     try:
-        with VideoOutput(args.output, fps) as output:
+        with VideoOutput(args.output, fps) as output, tqdm(total=frame_count(capture), unit="frame") as bar:
             while True:
                 ok, frame = capture.read()
                 if not ok:
                     break
                 output.write(anonymise(frame, detector(frame), args.mode))
                 frames += 1
+                bar.update()
     finally:
         capture.release()
     print(f"{frames} frames anonymised into {args.output}")
