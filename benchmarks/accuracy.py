@@ -29,6 +29,7 @@ from edgeface import Detector, read_image
 from edgeface.data.imglab import read_imglab
 from edgeface.data.voc import read_facemask
 from edgeface.data.wider import images_folder
+from edgeface.errors import ModelFileError
 from edgeface.eval.plots import plot_pr_curves
 from edgeface.eval.validation import SmallFrames
 from edgeface.eval.voc import voc_ap
@@ -42,6 +43,11 @@ TTA = TestTimeSpec.from_scales((1.0, 2.0), flip=True, voting_iou=0.3)
 
 
 def available_models(extra: list[str], workdir: Path, widths: tuple[int, ...] = (32, 48, 64)) -> dict[str, Path]:
+    """The models to compare: the authors' checkpoints of `widths` (exported to ONNX in `workdir`), the shipped
+    models, then the `extra` model files (checked first: a typo costs no export)."""
+    for path in extra:
+        if not Path(path).is_file():
+            raise ModelFileError(f"no such model file: {path}")
     models: dict[str, Path] = {}
     if AUTHORS.exists():
         from edgeface.export.onnx_export import export_onnx, load_model

@@ -66,6 +66,7 @@ def test_entry_point_help():
     (("sizes",), 2, "python -m benchmarks: error: no benchmark called 'sizes'"),
     (("false-boxes", "--models", "lost.onnx"), 1,
      "python -m benchmarks false-boxes: error: no such model file: lost.onnx"),
+    (("accuracy", "--models", "lost.onnx"), 1, "python -m benchmarks accuracy: error: no such model file: lost.onnx"),
     (("wise-ft", "--end", "lost.pt"), 1, "python -m benchmarks wise-ft: error: no such model file: lost.pt"),
     (("latency", "--runs", "0"), 2, "argument --runs: must be at least 1, got 0"),  # was a median of nothing
     (("latency", "--warmup", "-1"), 2, "argument --warmup: must be at least 0, got -1"),  # wrote results
