@@ -11,7 +11,7 @@ from typing import Any, Optional
 import cv2
 import numpy as np
 
-from .core.image import opencv_path
+from .core.image import check_input_file, opencv_path
 from .errors import ImageError, ImageWarning, OutputError, user_stacklevel
 
 # the codec written into each container (OpenCV's FFmpeg backend): VP8 for WebM, MPEG-4 Part 2 for the others
@@ -84,10 +84,7 @@ def frame_count(capture: cv2.VideoCapture) -> Optional[int]:
 def open_video(source: str | os.PathLike) -> cv2.VideoCapture:
     """An OpenCV capture of the video file `source`, or an ImageError saying why it could not be opened (no such
     file, a folder, an empty file, or one OpenCV cannot read)."""
-    if os.path.isdir(source):
-        raise ImageError(f"{source} is a folder, not a video file")
-    if not os.path.exists(source):
-        raise ImageError(f"no such video file: {source}")
+    check_input_file(source, "video")
     if os.path.isfile(source) and os.path.getsize(source) == 0:  # (a device such as /dev/video0 has size 0)
         raise ImageError(f"cannot open video {source}: the file is empty")
     capture = cv2.VideoCapture(opencv_path(source))

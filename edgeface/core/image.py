@@ -61,6 +61,14 @@ def opencv_path(path: str | os.PathLike) -> str | bytes:
     return os.fspath(path) if has_utf8_name(path) else os.fsencode(path)
 
 
+def check_input_file(path: str | os.PathLike, kind: str) -> None:
+    """Raise :class:`ImageError` when the `kind` ("image", "video") file `path` is a folder or does not exist."""
+    if os.path.isdir(path):
+        raise ImageError(f"{os.fspath(path)} is a folder, not {'an' if kind[0] in 'aeiou' else 'a'} {kind} file")
+    if not os.path.exists(path):
+        raise ImageError(f"no such {kind} file: {os.fspath(path)}")
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as a BGR uint8 array; raise :class:`ImageError` if it is missing or unreadable.
 
@@ -68,10 +76,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     with an :class:`~edgeface.errors.ImageWarning`, so callers can flag results that may miss faces.
     """
     path = os.fspath(path)
-    if os.path.isdir(path):
-        raise ImageError(f"{path} is a folder, not an image file")
-    if not os.path.exists(path):
-        raise ImageError(f"no such image file: {path}")
+    check_input_file(path, "image")
     if not os.path.isfile(path):
         raise ImageError(f"{path} is a device, a pipe or a socket, not an image file")
     try:
