@@ -249,6 +249,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"  input:       {spec.input.channel_order}, mean {spec.input.mean}, std {spec.input.std}, "
           f"{'any size' if size is None else f'{size[0]}x{size[1]}'}, "
           f"{'any batch' if spec.input.batch is None else f'batch {spec.input.batch}'}")
+    if size is None:  # how the runtime sizes a frame for the network (Detector's min_side and the padding)
+        scale = (f"longest side under {spec.input.min_side} px upscaled to it" if spec.input.min_side
+                 else "run at their own size")
+        print(f"  frames:      {scale}, padded at the right and bottom to multiples of {spec.input.size_multiple} px")
     print(f"  anchors:     strides {spec.anchors.strides}, sizes {[list(s) for s in spec.anchors.sizes]}, "
           f"ratios {spec.anchors.ratios}")
     print(f"  boxes:       {spec.box_coding} coding, variances {spec.variances}; scores {spec.score}, "

@@ -49,7 +49,7 @@ def test_info_reads_an_engine_without_tensorrt(tmp_path):
     result = run("info", str(tmp_path / "m.engine"))
     assert result.returncode == 0, result.stderr
     assert "engine:      TensorRT 10.3.0, fp16, for Jetson AGX Orin (sm_87)" in result.stdout
-    assert "640x480, batch 1" in result.stdout
+    assert "640x480, batch 1" in result.stdout and "frames:" not in result.stdout  # static: nothing resized
     info = json.loads(run("info", str(tmp_path / "m.engine"), "--json").stdout)
     assert info["engine"] == {"tensorrt_flavour": "tensorrt", "tensorrt_version": "10.3.0",
                               "compute_capability": "8.7", "device_name": "Jetson AGX Orin", "precision": "fp16"}

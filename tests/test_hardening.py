@@ -381,6 +381,8 @@ def test_info_without_a_model_describes_the_shipped_one():
     result = run_cli("info")
     assert result.returncode == 0, result.stderr
     assert "extd64" in result.stdout and "edgeface_default.onnx" in result.stdout
+    assert "longest side under 640 px upscaled to it, padded at the right and bottom to multiples of 128" \
+        in result.stdout  # how the runtime sizes frames
 
 
 def test_big_photos_run_bounded_and_boxes_come_back_in_their_own_pixels():
