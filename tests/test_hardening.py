@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import struct
 import subprocess
 import sys
 import warnings
@@ -17,6 +18,7 @@ import pytest
 import edgeface
 from conftest import DLIB_FACES, SHARED, need
 from edgeface import Detector
+from edgeface.core.boxes import box_iou
 from edgeface.core.image import check_image_output, is_truncated, list_inputs, write_image
 from edgeface.errors import ImageError, ImageWarning, ModelFileError, OptionError
 from edgeface.spec import TestTimeSpec
@@ -190,6 +192,29 @@ def test_truncated_images_are_flagged(tmp_path):
     assert "warning:" in result.stderr and "truncated" in result.stderr and "1 flagged" in result.stdout
     entries = json.loads((out / "detections.json").read_text())["results"]
     assert "truncated" in entries[str(cut)]["warnings"][0] and entries[str(photo)]["warnings"] == []
+
+
+def with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """JPEG bytes with an EXIF segment whose Orientation tag (0x0112) is `orientation`, as phones write them."""
+    tiff = b"MM\x00*\x00\x00\x00\x08\x00\x01" + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + bytes(4)
+    app1 = b"Exif\x00\x00" + tiff
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", 2 + len(app1)) + app1 + jpeg[2:]
+
+
+def test_a_photo_stored_sideways_with_an_exif_orientation_is_detected_upright(tmp_path):
+    """Phones store a photo as the sensor saw it and an EXIF tag saying how to turn it; viewers turn it, and so
+    does read_image (OpenCV applies the tag), so the detector sees upright faces and the boxes are in the pixels
+    the user sees."""
+    photo = cv2.imread(str(need(DLIB_FACES / "2007_007763.jpg")))  # seven faces upright, one found sideways
+    stored = cv2.rotate(photo, cv2.ROTATE_90_COUNTERCLOCKWISE)  # orientation 6: turn 90 degrees clockwise to view
+    path = tmp_path / "phone.jpg"
+    jpeg = cv2.imencode(".jpg", stored, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+    path.write_bytes(with_exif_orientation(jpeg, 6))
+    assert edgeface.read_image(path).shape == photo.shape
+    detector = Detector("fast")
+    upright, sideways, seen = detector(photo), detector(stored), detector(path)
+    assert len(upright) >= 5 and len(sideways) < len(upright)  # the tag matters: sideways faces are missed
+    assert len(seen) == len(upright) and (box_iou(seen.boxes, upright.boxes).max(axis=1) > 0.8).all()
 
 
 def test_detect_outputs_are_unique_and_the_json_has_one_schema(tmp_path):

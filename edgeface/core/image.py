@@ -70,7 +70,8 @@ def check_input_file(path: str | os.PathLike, kind: str) -> None:
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as a BGR uint8 array; raise :class:`ImageError` if it is missing or unreadable.
+    """Read an image file as a BGR uint8 array; raise :class:`ImageError` if it is missing or unreadable. A photo
+    with an EXIF orientation (as phones store them) comes back turned upright, as viewers show it.
 
     A file that decodes but is cut short (a truncated JPEG or PNG: its lower part comes out grey) is returned
     with an :class:`~edgeface.errors.ImageWarning`, so callers can flag results that may miss faces.
