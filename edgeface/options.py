@@ -21,6 +21,7 @@ MAX_INPUT_SIDE = 8192
 # The default bound on a frame's longest side when frames run at their own size (see Detector's max_side).
 DEFAULT_MAX_SIDE = 1920
 DEVICES = ("cpu", "cuda", "cuda:N", "tensorrt")
+MAX_MARGIN = 10.0  # the most a face region grows on each side, in box sizes (Detections.regions)
 MAX_SCALE = 8.0  # the largest test-time resize factor (the papers' pyramids go up to 2; max_side bounds the input)
 
 
@@ -137,6 +138,15 @@ def check_module_scales(scales: Mapping[str, float], weights: Iterable[str]) -> 
                               f"(or a part of one, such as {part})")
         checked[module] = _module_factor(module, factor)
     return checked
+
+
+def check_margin(value: object) -> float:
+    """A face box's growth on each side, as a share of its width and height, in [0, MAX_MARGIN]."""
+    value = _real("margin", value)
+    if not 0.0 <= value <= MAX_MARGIN:
+        raise OptionError(f"margin is a share of the box's width and height added on each side, in [0, "
+                          f"{MAX_MARGIN:g}], got {value:g}")
+    return value
 
 
 def check_max_detections(value: object) -> int:

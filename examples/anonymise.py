@@ -29,11 +29,7 @@ from edgeface.video import VideoOutput, frame_count, frame_rate, open_video
 def anonymise(frame: np.ndarray, faces: edgeface.Detections, mode: str = "blur", margin: float = 0.15) -> np.ndarray:
     """Copy of `frame` with each face box (grown by `margin` of its size) blurred or pixelated."""
     out = frame.copy()
-    height, width = frame.shape[:2]
-    for (x1, y1, x2, y2), _ in faces:
-        mx, my = (x2 - x1) * margin, (y2 - y1) * margin
-        a, b = max(int(x1 - mx), 0), max(int(y1 - my), 0)
-        c, d = min(int(np.ceil(x2 + mx)), width), min(int(np.ceil(y2 + my)), height)
+    for a, b, c, d in faces.regions((frame.shape[1], frame.shape[0]), margin).tolist():
         if c <= a or d <= b:
             continue
         patch = out[b:d, a:c]

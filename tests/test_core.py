@@ -21,6 +21,7 @@ from edgeface.core.nms import nms, nms_reference
 from edgeface.core.postprocess import decode_detections, face_scores, in_source
 from edgeface.core.preprocess import pad_colour_bgr, prepare_input
 from edgeface.core.tiling import WHOLE_FRAME_FACE, plan_tiles
+from edgeface.errors import ImageError, OptionError
 from edgeface.spec import AnchorSpec, ModelSpec
 
 SPEC = ModelSpec(name="extd64")
@@ -219,6 +220,41 @@ def test_detections_container():
     # top and bottom edges, every column of the canvas crossed
     wide = Detections([[-1e30, 10, 1e30, 30]], [0.5]).draw(np.zeros((40, 40, 3), np.uint8), show_scores=False)
     assert wide[10, :, 1].all() and wide[30, :, 1].all() and not wide[20].any()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(*[st.floats(-60, 160, width=32)] * 4), max_size=6),
+       st.sampled_from([0.0, 0.15, 0.5, 2.0]), st.integers(1, 90), st.integers(1, 90))
+def test_face_regions_hold_exactly_the_pixels_each_grown_box_touches(corners, margin, width, height):
+    boxes = np.array([[min(a, c), min(b, d), max(a, c), max(b, d)] for a, b, c, d in corners],
+                     np.float32).reshape(-1, 4)
+    dets = Detections(boxes, np.linspace(0.9, 0.5, len(boxes)))
+    image = np.random.default_rng(0).integers(0, 256, (height, width, 3), np.uint8)
+    regions, crops = dets.regions((width, height), margin), dets.crops(image, margin)
+    assert regions.shape == (len(boxes), 4) and len(crops) == len(boxes)
+    for box, region, crop in zip(boxes.astype(np.float64), regions.tolist(), crops):
+        grow = (box[2:] - box[:2]) * margin
+        low, high = box[:2] - grow, box[2:] + grow
+        columns = [i for i in range(width) if low[0] < i + 1 and i < high[0]]  # pixel cells the box overlaps
+        rows = [j for j in range(height) if low[1] < j + 1 and j < high[1]]
+        if columns and rows:
+            assert region == [columns[0], rows[0], columns[-1] + 1, rows[-1] + 1]
+            assert np.array_equal(crop, image[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1])
+        else:
+            assert crop.size == 0 and 0 <= region[0] <= region[2] <= width and 0 <= region[1] <= region[3] <= height
+
+
+def test_face_crops_take_any_image_array_and_refuse_bad_margins():
+    dets = Detections([[2.5, 3.5, 6.2, 8.0]], [0.9])
+    gray = np.arange(100, dtype=np.float32).reshape(10, 10)
+    assert np.array_equal(dets.crops(gray)[0], gray[3:8, 2:7])
+    assert dets.regions((10, 10), 0.5).tolist() == [[0, 1, 9, 10]]  # 0.65, 1.25, 8.05, 10.25 cut at the edges
+    for margin, message in ((-0.1, "in \\[0, 10\\], got -0.1"), (math.nan, "finite"), ("0.1", "a number")):
+        with pytest.raises(OptionError, match=message):
+            dets.regions((10, 10), margin)
+    with pytest.raises(ImageError, match="expected a NumPy array"):
+        dets.crops(None)
+    assert Detections.empty().regions((10, 10)).shape == (0, 4) and Detections.empty().crops(gray) == []
 
 
 def test_spec_round_trips_through_json():

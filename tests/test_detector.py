@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import edgeface
+from conftest import DLIB_FACES, need
 from edgeface import BackendError, Detector, ImageError, ModelFileError, OptionError
 from edgeface.core.boxes import box_iou
 from edgeface.data import read_imglab
@@ -358,3 +359,17 @@ def test_one_detector_serves_several_threads_at_once(photo_paths):
     alone = [detector(frame).to_list() for frame in frames]
     with ThreadPoolExecutor(4) as pool:
         assert [d.to_list() for d in pool.map(detector, frames * 3)] == alone * 3
+
+
+def test_the_readmes_python_example_runs_as_written(tmp_path, monkeypatch):
+    """The first thing a new user copies: README's "Use" snippet, run on a real group photo."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    snippet = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "edgeface.Detector()" in snippet and 'read_image("group.jpg")' in snippet
+    (tmp_path / "group.jpg").write_bytes(need(DLIB_FACES / "2007_007763.jpg").read_bytes())  # seven faces
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(snippet, "README.md", "exec"), scope)
+    assert len(scope["faces"]) == 7 and cv2.imread("faces.jpg").shape == scope["image"].shape
+    regions = scope["faces"].regions((500, 375), margin=0.2).tolist()
+    assert [t.shape[:2] for t in scope["thumbnails"]] == [(y2 - y1, x2 - x1) for x1, y1, x2, y2 in regions]

@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 
+from ..options import check_margin
 from .image import check_image
 
 
@@ -62,6 +63,26 @@ class Detections:
         out = self.boxes.copy()
         out[:, 2:] -= out[:, :2]
         return out
+
+    def regions(self, image_size: tuple[int, int], margin: float = 0.0) -> np.ndarray:
+        """``(N, 4)`` int64 pixel rectangles (x1, y1, x2, y2), ``x2`` and ``y2`` exclusive, of each box grown by
+        `margin` of its width and height on every side and cut at the edges of an image of `image_size` =
+        (width, height), so that ``image[y1:y2, x1:x2]`` holds the face; a box wholly outside gives an empty one."""
+        width, height = image_size
+        boxes = self.boxes.astype(np.float64)
+        grow = (boxes[:, 2:] - boxes[:, :2]) * check_margin(margin)
+        low, high = np.floor(boxes[:, :2] - grow).astype(np.int64), np.ceil(boxes[:, 2:] + grow).astype(np.int64)
+        bound = np.array([width, height])
+        low, high = np.clip(low, 0, bound), np.clip(high, 0, bound)
+        return np.concatenate([low, np.maximum(high, low)], axis=1)
+
+    def crops(self, image: np.ndarray, margin: float = 0.0) -> list[np.ndarray]:
+        """Each face's pixels of `image` (the image the boxes are in), best first: :meth:`regions` cut out as
+        views into `image` (``.copy()`` one to keep it apart), e.g. to save thumbnails or feed a face recogniser."""
+        if not isinstance(image, np.ndarray) or image.ndim not in (2, 3):
+            check_image(image)  # an ImageError saying what an image is (gray and BGRA ones are cut alike)
+        return [image[y1:y2, x1:x2] for x1, y1, x2, y2 in self.regions((image.shape[1], image.shape[0]),
+                                                                       margin).tolist()]
 
     def draw(self, image: np.ndarray, colour: tuple[int, int, int] = (0, 255, 0), thickness: int = 2,
              show_scores: bool = True, copy: bool = True) -> np.ndarray:
