@@ -22,6 +22,7 @@ from .options import (
     check_device,
     check_input_size,
     check_keep_share,
+    check_margin,
     check_max_detections,
     check_max_side,
     check_min_side,
@@ -121,8 +122,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
     with tqdm(total=len(files), desc="inputs", unit="file", disable=args.quiet) as bar, _sigterm_interrupts():
         try:
             for path in files:
-                results[str(path)] = _detect_input(detector, path, None if args.no_draw else targets[path],
-                                                   args.quiet)
+                results[str(path)] = _detect_input(detector, path, targets[path], not args.no_draw,
+                                                   args.crop_margin if args.crops else None, args.quiet)
                 bar.update()
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what is done is kept
             interrupted = True
@@ -147,9 +148,32 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return 2 if failures else 0
 
 
-def _detect_input(detector: Any, path: Path, target: Optional[Path], quiet: bool) -> dict[str, Any]:
-    """`edgeface detect`'s entry for one image or video (see DETECT_EPILOG), its annotated copy written to `target`
-    (None: not drawn); an input that cannot be read or written is an entry with its error, not a stopped run."""
+def _write_crops(crops: list, target: Path) -> list[Optional[str]]:
+    """Write an image's face `crops` (best first) into a folder beside its annotated copy `target`, named after
+    it (x/p.jpg -> x/p.jpg.faces/0.jpg, 1.jpg, ...), replacing a previous run's; their paths (None for a face
+    with no pixel in the image, which has nothing to write)."""
+    from .core.image import write_image
+
+    folder = target.with_name(target.name + ".faces")
+    if folder.is_dir():  # a previous run's crops, which may be more
+        for old in folder.glob(f"*{target.suffix}"):
+            if old.stem.isdigit():
+                old.unlink()
+    written: list[Optional[str]] = []
+    for index, crop in enumerate(crops):
+        path = folder / f"{index}{target.suffix}"
+        if crop.size:
+            folder.mkdir(parents=True, exist_ok=True)
+            write_image(path, crop)
+        written.append(str(path) if crop.size else None)
+    return written
+
+
+def _detect_input(detector: Any, path: Path, target: Path, draw: bool, crop_margin: Optional[float],
+                  quiet: bool) -> dict[str, Any]:
+    """`edgeface detect`'s entry for one image or video (see DETECT_EPILOG): its annotated copy written to `target`
+    when `draw`, and an image's faces (boxes grown by `crop_margin`) beside it unless `crop_margin` is None; an
+    input that cannot be read or written is an entry with its error, not a stopped run."""
     import warnings
 
     from tqdm import tqdm
@@ -159,21 +183,23 @@ def _detect_input(detector: Any, path: Path, target: Optional[Path], quiet: bool
 
     video = path.suffix.lower() in VIDEO_SUFFIXES
     entry: dict[str, Any] = {"type": "video" if video else "image", "annotated": None, "error": None,
-                             "warnings": [], "frames" if video else "faces": []}
+                             "warnings": [], **({"frames": []} if video else {"faces": [], "crops": None})}
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ImageWarning)
-            if target is not None:
+            if draw:
                 target.parent.mkdir(parents=True, exist_ok=True)
             if video:
-                entry["frames"] = annotate_video(detector, path, target, progress=not quiet)
+                entry["frames"] = annotate_video(detector, path, target if draw else None, progress=not quiet)
             else:
                 image = read_image(path)
                 dets = detector.detect(image)
                 entry["faces"] = dets.to_list()
-                if target is not None:
+                if draw:
                     write_image(target, dets.draw(image))
-            entry["annotated"] = None if target is None else str(target)
+                if crop_margin is not None:
+                    entry["crops"] = _write_crops(dets.crops(image, crop_margin), target)
+            entry["annotated"] = str(target) if draw else None
         entry["warnings"] = [str(w.message) for w in caught if issubclass(w.category, ImageWarning)]
         for message in entry["warnings"]:
             tqdm.write(f"warning: {message}", file=sys.stderr)
@@ -634,19 +660,22 @@ def _data_source(args: argparse.Namespace) -> dict[str, str]:
     return source
 
 
-DETECTIONS_SCHEMA = 2
+DETECTIONS_SCHEMA = 3  # 3: images' "crops"
 SHIPPED_NAMES = ", ".join(SHIPPED)  # the short names of the models edgeface ships, for --help
 DETECT_EPILOG = """\
 outputs (under --output):
   annotated copies   each input's path below the inputs' deepest common folder, in the input's own
                      format (x/p.jpg, x/p.png and y/p.jpg stay apart); videos as MP4 (clip.avi -> clip.avi.mp4)
-  detections.json    {"schema": 2, "model", "backend", "score_threshold", "max_side", "min_side", "tile",
+  face crops         with --crops, an image's faces best first, beside its annotated copy in a folder
+                     named after it: x/p.jpg.faces/0.jpg, 1.jpg, ... (video frames are not cut)
+  detections.json    {"schema": 3, "model", "backend", "score_threshold", "max_side", "min_side", "tile",
                       "complete", "results": {INPUT_PATH: ENTRY}}, every ENTRY with the keys
                        "type": "image" | "video", "annotated": path or null, "error": message or null,
                        "warnings": [messages] (e.g. a truncated file), and
-                       "faces": [{"box": [x1, y1, x2, y2], "score": s}] for an image, or
+                       "faces": [{"box": [x1, y1, x2, y2], "score": s}] and "crops": [paths, one
+                       per face] (null without --crops) for an image, or
                        "frames": [{"frame": i, "time": seconds, "faces": [...]}] for a video
-                     (empty lists when "error" is set); written on Ctrl-C or SIGTERM too, with the
+                     (empty lists and null crops when "error" is set); written on Ctrl-C or SIGTERM too, with the
                      inputs done and "complete": false; INPUT_PATH is the path as given (a name that is
                      not UTF-8 keeps its bytes as Python's surrogate escapes, "\\udcXX": os.fsencode(key))
 exit status: 0 all inputs done, 2 some skipped (see their "error"), 1 an error stopped the run,
@@ -700,7 +729,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "--max-side (plus the whole scaled down, for large faces): the small faces of big photos "
                         "at the memory of --max-side, several times the time")
     _add_device(p)
-    p.add_argument("--no-draw", action="store_true", help="write detections.json only")
+    p.add_argument("--no-draw", action="store_true", help="write no annotated copies")
+    p.add_argument("--crops", action="store_true",
+                   help="also write each face of an image as an image of its own (see outputs below)")
+    p.add_argument("--crop-margin", type=_checked(check_margin), default=0.2, metavar="SHARE",
+                   help="with --crops, grow each box by this share of its width and height on every side, cut at "
+                        "the image's edges (default: %(default)s)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_detect)
 

@@ -232,13 +232,45 @@ def test_detect_outputs_are_unique_and_the_json_has_one_schema(tmp_path):
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert written == ["detections.json", "x/p.jpg", "x/p.png", "y/deeper/q.jpg", "y/p.jpg"]
     report = json.loads((out / "detections.json").read_text())
-    assert report["schema"] == 2 and report["complete"] is True and len(report["results"]) == 5
+    assert report["schema"] == 3 and report["complete"] is True and len(report["results"]) == 5
     for path, entry in report["results"].items():
-        assert set(entry) == {"type", "annotated", "error", "warnings", "faces"}, path
+        assert set(entry) == {"type", "annotated", "error", "warnings", "faces", "crops"}, path
+        assert entry["crops"] is None  # not asked for
         if path.endswith("broken.jpg"):
             assert entry["error"] and entry["faces"] == [] and entry["annotated"] is None
         else:
             assert entry["error"] is None and len(entry["faces"]) > 0 and Path(entry["annotated"]).exists()
+
+
+def test_detect_writes_each_face_of_an_image_beside_its_annotated_copy(tmp_path):
+    photo = need(DLIB_FACES / "2007_007763.jpg")  # seven faces
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "group.jpg").write_bytes(photo.read_bytes())
+    (tmp_path / "in" / "group.png").write_bytes(cv2.imencode(".png", cv2.imread(str(photo)))[1].tobytes())
+    out = tmp_path / "out"
+    stale = out / "group.jpg.faces" / "9.jpg"  # a previous run's, with more faces: replaced, not left
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
+    (stale.parent / "notes.txt").write_text("the user's")  # not ours: kept
+    result = run_cli("detect", str(tmp_path / "in"), "-o", str(out), "--crops", "--crop-margin", "0.1", "--no-draw",
+                     "-q")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "detections.json").read_text())["results"]
+    image = edgeface.read_image(photo)
+    for name in ("group.jpg", "group.png"):
+        entry = report[str(tmp_path / "in" / name)]
+        faces = edgeface.Detections.from_list(entry["faces"])
+        assert len(faces) == 7 and entry["annotated"] is None
+        assert entry["crops"] == [str(out / f"{name}.faces" / f"{i}{Path(name).suffix}") for i in range(7)]
+        for crop_path, expected in zip(entry["crops"], faces.crops(image, margin=0.1)):
+            crop = cv2.imread(crop_path)
+            assert crop.shape == expected.shape
+            if name.endswith(".png"):  # lossless: the very pixels
+                assert np.array_equal(crop, expected)
+    assert sorted(p.name for p in stale.parent.iterdir()) == [*(f"{i}.jpg" for i in range(7)), "notes.txt"]
+    result = run_cli("detect", str(tmp_path / "in"), "-o", str(out), "--crops", "--crop-margin", "-1")
+    assert "margin is a share of the box's width and height added on each side, in [0, 10], got -1" \
+        in one_line_error(result)
 
 
 def write_clip(path: Path, image: np.ndarray, frames: int) -> Path:
