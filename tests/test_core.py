@@ -252,6 +252,9 @@ def test_face_crops_take_any_image_array_and_refuse_bad_margins():
     for margin, message in ((-0.1, "in \\[0, 10\\], got -0.1"), (math.nan, "finite"), ("0.1", "a number")):
         with pytest.raises(OptionError, match=message):
             dets.regions((10, 10), margin)
+    for size in ((0, 10), (10.5, 10), (-3, 4)):
+        with pytest.raises(OptionError, match="image_size is an image's \\(width, height\\) in pixels"):
+            dets.regions(size)
     with pytest.raises(ImageError, match="expected a NumPy array"):
         dets.crops(None)
     assert Detections.empty().regions((10, 10)).shape == (0, 4) and Detections.empty().crops(gray) == []

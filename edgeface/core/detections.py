@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 
+from ..errors import OptionError
 from ..options import check_margin
 from .image import check_image
 
@@ -69,6 +70,9 @@ class Detections:
         `margin` of its width and height on every side and cut at the edges of an image of `image_size` =
         (width, height), so that ``image[y1:y2, x1:x2]`` holds the face; a box wholly outside gives an empty one."""
         width, height = image_size
+        if not (isinstance(width, (int, np.integer)) and isinstance(height, (int, np.integer)) and width > 0
+                and height > 0):
+            raise OptionError(f"image_size is an image's (width, height) in pixels, got {image_size!r}")
         boxes = self.boxes.astype(np.float64)
         grow = (boxes[:, 2:] - boxes[:, :2]) * check_margin(margin)
         low, high = np.floor(boxes[:, :2] - grow).astype(np.int64), np.ceil(boxes[:, 2:] + grow).astype(np.int64)
