@@ -610,8 +610,9 @@ def cmd_data_show(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .core.detections import Detections
-    from .core.image import read_image, write_image
+    from .core.image import write_image
     from .data.augment import AugmentConfig, augment_sample
+    from .data.records import read_record_image
     from .data.sources import load_records
 
     _check_outputs(images=[args.output])
@@ -624,7 +625,7 @@ def cmd_data_show(args: argparse.Namespace) -> int:
     tiles = []
     for k in range(args.count):
         record = records[int(rng.integers(len(records)))]
-        image, boxes, ignored = augment_sample(read_image(record.image_path), record.boxes[~record.ignore], rng, cfg,
+        image, boxes, ignored = augment_sample(read_record_image(record), record.boxes[~record.ignore], rng, cfg,
                                                ignored=record.boxes[record.ignore])
         tile = image
         for shown, colour in ((ignored, (0, 160, 255)), (boxes, (0, 255, 0))):  # ignored boxes orange, faces green

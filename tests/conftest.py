@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,13 @@ def random_boxes(rng: np.random.Generator, n: int, extent: float = 200.0) -> np.
     xy = rng.uniform(0, extent, (n, 2))
     wh = rng.uniform(1, extent / 3, (n, 2))
     return np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
+
+
+def with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """JPEG bytes with an EXIF segment whose Orientation tag (0x0112) is `orientation`, as phones write them."""
+    tiff = b"MM\x00*\x00\x00\x00\x08\x00\x01" + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + bytes(4)
+    app1 = b"Exif\x00\x00" + tiff
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", 2 + len(app1)) + app1 + jpeg[2:]
 
 
 def write_imglab(records, path: Path) -> Path:

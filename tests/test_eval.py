@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import SHARED, need
+from conftest import SHARED, need, with_exif_orientation
 from edgeface.core.detections import Detections
 from edgeface.data.records import FaceRecord
 from edgeface.data.voc import read_facemask
@@ -225,6 +225,36 @@ def test_an_unreadable_evaluation_image_scores_as_missed_faces_and_the_rest_stil
     with pytest.warns(ImageWarning, match="corrupt.jpg"):
         wider = detect_wider(oracle, truth, tmp_path, progress=False)
     assert [len(wider[f"./{name}"]) for name in ("good", "corrupt")] == [1, 0]
+
+
+def test_an_image_whose_size_disagrees_with_its_annotation_is_flagged(tmp_path):
+    """VOC files give their image's size. A photo stored sideways with an EXIF orientation reads turned upright
+    (read_image applies the tag, as viewers do), so boxes drawn on the stored pixels would not fit: evaluation and
+    training (both read through read_record_image) say so, naming the likely cause."""
+    import warnings
+
+    import cv2
+
+    from edgeface.data.records import read_record_image
+    from edgeface.errors import ImageWarning
+    from edgeface.eval.voc import detect_records
+
+    jpeg = cv2.imencode(".jpg", np.zeros((30, 50, 3), np.uint8))[1].tobytes()  # stored 50 wide, 30 tall
+    (tmp_path / "phone.jpg").write_bytes(with_exif_orientation(jpeg, 6))  # reads 30 wide, 50 tall
+    (tmp_path / "plain.jpg").write_bytes(jpeg)
+    face = [[2, 2, 20, 20]]
+    phone = FaceRecord(str(tmp_path / "phone.jpg"), face, width=50, height=30)
+    with pytest.warns(ImageWarning, match="phone.jpg: the annotation gives 50x30 px, the image reads 30x50 px once "
+                                          "turned upright by its EXIF orientation"):
+        assert read_record_image(phone).shape == (50, 30, 3)
+    with pytest.warns(ImageWarning, match="gives 60x30 px, the image reads 50x30 px: its boxes may not fit"):
+        read_record_image(FaceRecord(str(tmp_path / "plain.jpg"), face, width=60, height=30))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_record_image(FaceRecord(str(tmp_path / "plain.jpg"), face, width=50, height=30))
+        read_record_image(FaceRecord(str(tmp_path / "plain.jpg"), face))  # no size given: nothing to check
+    with pytest.warns(ImageWarning, match="EXIF orientation"):
+        assert len(detect_records(lambda image: dets(face, [0.9]), [phone])[0]) == 1
 
 
 def test_wider_protocol_hand_computed():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import struct
 import subprocess
 import sys
 import warnings
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 
 import edgeface
-from conftest import DLIB_FACES, SHARED, need
+from conftest import DLIB_FACES, SHARED, need, with_exif_orientation
 from edgeface import Detector
 from edgeface.core.boxes import box_iou
 from edgeface.core.image import check_image_output, is_truncated, list_inputs, write_image
@@ -192,13 +191,6 @@ def test_truncated_images_are_flagged(tmp_path):
     assert "warning:" in result.stderr and "truncated" in result.stderr and "1 flagged" in result.stdout
     entries = json.loads((out / "detections.json").read_text())["results"]
     assert "truncated" in entries[str(cut)]["warnings"][0] and entries[str(photo)]["warnings"] == []
-
-
-def with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
-    """JPEG bytes with an EXIF segment whose Orientation tag (0x0112) is `orientation`, as phones write them."""
-    tiff = b"MM\x00*\x00\x00\x00\x08\x00\x01" + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + bytes(4)
-    app1 = b"Exif\x00\x00" + tiff
-    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", 2 + len(app1)) + app1 + jpeg[2:]
 
 
 def test_a_photo_stored_sideways_with_an_exif_orientation_is_detected_upright(tmp_path):

@@ -122,6 +122,11 @@ def test_an_unreadable_training_image_costs_one_sample_not_the_run(tmp_path):
     broken = FaceTrainingSet([records[1]], objective, augment_config)
     with pytest.warns(ImageWarning), pytest.raises(ImageError, match="none of the 1 training images can be read"):
         broken[0]
+    # an image that reads at another size than its annotation gives (e.g. turned by its EXIF orientation) is said
+    turned = FaceTrainingSet([replace(good[0], width=good[0].height, height=good[0].width)], objective,
+                             augment_config)
+    with pytest.warns(ImageWarning, match="the annotation gives .* EXIF orientation"):
+        turned[0]
 
 
 def test_a_records_ignored_boxes_are_neither_faces_nor_background(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..core.boxes import box_iou
-from ..errors import AnnotationError, EdgefaceError, OptionError
+from ..errors import AnnotationError, EdgefaceError, ImageWarning, OptionError, user_stacklevel
 
 
 @dataclass
@@ -35,6 +36,24 @@ class FaceRecord:
                              f"{self.boxes[~np.isfinite(self.boxes).all(axis=1)][0].tolist()}")
         empty = (self.boxes[:, 2] <= self.boxes[:, 0]) | (self.boxes[:, 3] <= self.boxes[:, 1])
         self.ignore = empty | (False if self.ignore is None else np.asarray(self.ignore, bool))
+
+
+def read_record_image(record: FaceRecord) -> np.ndarray:
+    """`record`'s image as :func:`~edgeface.core.image.read_image` reads it, with an
+    :class:`~edgeface.errors.ImageWarning` when the record gives the image's size (VOC's ``<size>``) and the image
+    reads at another: its boxes were drawn on other pixels, most often a photo stored sideways whose EXIF
+    orientation read_image applies (as viewers do) and the labelling tool did not."""
+    from ..core.image import read_image
+
+    image = read_image(record.image_path)
+    height, width = image.shape[:2]
+    if record.width > 0 and record.height > 0 and (width, height) != (record.width, record.height):
+        why = (" once turned upright by its EXIF orientation: the boxes were most likely drawn on the stored, "
+               "unturned pixels; label the upright image" if (width, height) == (record.height, record.width)
+               else ": its boxes may not fit the image; check the annotation")
+        warnings.warn(ImageWarning(f"{record.image_path}: the annotation gives {record.width}x{record.height} px, "
+                                   f"the image reads {width}x{height} px{why}"), stacklevel=user_stacklevel())
+    return image
 
 
 def redraw_boxes(records: list[FaceRecord], dx: float = 0.0, dy: float = 0.0, width: float = 1.0,

@@ -158,19 +158,20 @@ def detect_records(detector, records: Sequence[FaceRecord], progress: bool = Fal
     for record in tqdm(records, desc="eval", unit="img", disable=not progress):
         if should_stop is not None and should_stop():
             return None
-        detections.append(detect_or_miss(detector, record.image_path))
+        detections.append(detect_or_miss(detector, record))
     return detections
 
 
-def detect_or_miss(detector, path: str | os.PathLike) -> Detections:
-    """`detector`'s detections on the image file at `path`, or none, with an :class:`UnscoredImageWarning`, when
-    the file is missing or cannot be decoded: one bad file does not stop an evaluation, and its faces count as
-    missed (as an image without a detections file does in the WIDER FACE protocol), so it can only lower the
-    score."""
+def detect_or_miss(detector, source: str | os.PathLike | FaceRecord) -> Detections:
+    """`detector`'s detections on an image file (`source`: its path, or a record, whose image is read by
+    :func:`~edgeface.data.records.read_record_image`), or none, with an :class:`UnscoredImageWarning`, when the
+    file is missing or cannot be decoded: one bad file does not stop an evaluation, and its faces count as missed
+    (as an image without a detections file does in the WIDER FACE protocol), so it can only lower the score."""
     from ..core.image import read_image
+    from ..data.records import read_record_image
 
     try:
-        image = read_image(path)
+        image = read_record_image(source) if isinstance(source, FaceRecord) else read_image(source)
     except ImageError as exc:
         warnings.warn(UnscoredImageWarning(str(exc)), stacklevel=user_stacklevel())
         return Detections.empty()

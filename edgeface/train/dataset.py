@@ -11,10 +11,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from ..core.image import read_image
 from ..core.preprocess import normalise
 from ..data.augment import AugmentConfig, augment_sample
-from ..data.records import FaceRecord
+from ..data.records import FaceRecord, read_record_image
 from ..errors import ImageError, ImageWarning, OptionError
 from .objectives import Objective
 
@@ -82,7 +81,7 @@ class FaceTrainingSet(Dataset):
         for step in range(len(self.records)):
             at = (index + step) % len(self.records)
             try:
-                return at, read_image(self.records[at].image_path)
+                return at, read_record_image(self.records[at])
             except ImageError as exc:
                 warnings.warn(ImageWarning(f"training image skipped (the next one is used in its place): {exc}"),
                               stacklevel=2)
