@@ -676,8 +676,9 @@ outputs (under --output):
                        "faces": [{"box": [x1, y1, x2, y2], "score": s}] and "crops": [paths, one
                        per face] (null without --crops) for an image, or
                        "frames": [{"frame": i, "time": seconds, "faces": [...]}] for a video
-                     (empty lists and null crops when "error" is set); written on Ctrl-C or SIGTERM too, with the
-                     inputs done and "complete": false; INPUT_PATH is the path as given (a name that is
+                     (empty lists and null crops when the input could not be read; when an output could not
+                     be written, the faces found stay beside the "error"); written on Ctrl-C or SIGTERM too,
+                     with the inputs done and "complete": false; INPUT_PATH is the path as given (a name that is
                      not UTF-8 keeps its bytes as Python's surrogate escapes, "\\udcXX": os.fsencode(key))
 exit status: 0 all inputs done, 2 some skipped (see their "error"), 1 an error stopped the run,
              130 interrupted

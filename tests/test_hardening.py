@@ -265,6 +265,16 @@ def test_detect_writes_each_face_of_an_image_beside_its_annotated_copy(tmp_path)
         in one_line_error(result)
 
 
+def test_an_annotated_copy_that_cannot_be_written_keeps_the_faces_found(tmp_path):
+    photo = tmp_path / "p.jpg"
+    photo.write_bytes(need(DLIB_FACES / "2007_007763.jpg").read_bytes())
+    (tmp_path / "out" / "p.jpg").mkdir(parents=True)  # a folder where the annotated copy goes
+    result = run_cli("detect", str(photo), "-o", str(tmp_path / "out"), "-q")
+    assert result.returncode == 2 and "could not write" in result.stderr
+    entry = json.loads((tmp_path / "out" / "detections.json").read_text())["results"][str(photo)]
+    assert "could not write" in entry["error"] and len(entry["faces"]) == 7 and entry["annotated"] is None
+
+
 def write_clip(path: Path, image: np.ndarray, frames: int) -> Path:
     """A video of `frames` copies of `image` at 5 fps."""
     writer = open_video_writer(path, 5.0, (image.shape[1], image.shape[0]))
