@@ -25,7 +25,7 @@ from face_tracker import IouTracker
 
 import edgeface
 from edgeface.core.image import opencv_path
-from edgeface.video import VideoOutput, frame_rate
+from edgeface.video import VideoOutput, frame_rate, open_video
 
 
 def gstreamer_csi(sensor_id: int = 0, width: int = 1280, height: int = 720, fps: int = 30, flip: int = 0) -> str:
@@ -105,11 +105,23 @@ def main() -> None:
         capture = cv2.VideoCapture(gstreamer_csi(width=args.width, height=args.height), cv2.CAP_GSTREAMER)
     elif args.usb_gstreamer:
         capture = cv2.VideoCapture(gstreamer_usb(args.usb_gstreamer, args.width, args.height), cv2.CAP_GSTREAMER)
-    else:
-        capture = cv2.VideoCapture(int(args.source) if args.source.isdigit() else opencv_path(args.source))
+    elif args.source.isdigit():
+        capture = cv2.VideoCapture(int(args.source))
+    elif "://" in args.source:
+        capture = cv2.VideoCapture(opencv_path(args.source))
+    else:  # a video file: say why it cannot be opened (missing, a folder, empty, not a video)
+        try:
+            capture = open_video(args.source)
+        except edgeface.ImageError as exc:
+            raise SystemExit(f"error: {exc}") from None
     if not capture.isOpened():
-        raise SystemExit(f"cannot open {args.source!r} (for GStreamer sources OpenCV must be built with it, "
-                         "as JetPack's is)")
+        if args.csi or args.usb_gstreamer:
+            why = "cannot open the GStreamer pipeline (OpenCV must be built with GStreamer, as JetPack's is)"
+        elif args.source.isdigit():
+            why = f"no camera at index {args.source} (is it connected? ls /dev/video*)"
+        else:
+            why = f"cannot open the stream {args.source} (is it reachable, and the URL right?)"
+        raise SystemExit(f"error: {why}")
     is_file = Path(args.source).is_file()
     fps_in = frame_rate(capture, default=30.0)
     detector = edgeface.Detector(args.model, score_threshold=args.threshold,

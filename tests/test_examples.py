@@ -78,6 +78,11 @@ def test_detect_faces_example_says_what_is_wrong_in_one_line(extd64_onnx, photo_
     ("face_tracker.py", ("{clip}", "-m", "{tmp}/lost.onnx"), "error: no such model file: {tmp}/lost.onnx"),
     ("face_tracker.py", ("{tmp}/lost.mp4",), "error: no such video file: {tmp}/lost.mp4"),
     ("triton_repository.py", ("{tmp}/lost.onnx",), "error: no such model file: {tmp}/lost.onnx"),
+    ("camera_app.py", ("--source", "{tmp}/lost.mp4", "--headless"), "error: no such video file: {tmp}/lost.mp4"),
+    ("camera_app.py", ("--source", "{tmp}", "--headless"), "error: {tmp} is a folder, not a video file"),
+    ("camera_app.py", ("--source", "97", "--headless"), "error: no camera at index 97 (is it connected?"),
+    ("camera_app.py", ("--source", "rtsp://127.0.0.1:9/none", "--headless"),
+     "error: cannot open the stream rtsp://127.0.0.1:9/none (is it reachable"),
 ])
 def test_the_other_examples_say_what_is_wrong_in_one_line(name, args, error, photo_paths, clip, tmp_path):
     fill = {"tmp": tmp_path, "photos": Path(photo_paths[0]).parent, "clip": clip}
