@@ -107,7 +107,7 @@ def main() -> None:
         capture = cv2.VideoCapture(gstreamer_usb(args.usb_gstreamer, args.width, args.height), cv2.CAP_GSTREAMER)
     elif args.source.isdigit():
         capture = cv2.VideoCapture(int(args.source))
-    elif "://" in args.source:
+    elif "://" in args.source or "!" in args.source:  # a stream URL, or a GStreamer pipeline of one's own
         capture = cv2.VideoCapture(opencv_path(args.source))
     else:  # a video file: say why it cannot be opened (missing, a folder, empty, not a video)
         try:
@@ -120,7 +120,8 @@ def main() -> None:
         elif args.source.isdigit():
             why = f"no camera at index {args.source} (is it connected? ls /dev/video*)"
         else:
-            why = f"cannot open the stream {args.source} (is it reachable, and the URL right?)"
+            why = (f"cannot open the stream {args.source} (is it reachable, and the URL right? a GStreamer pipeline "
+                   "needs an OpenCV built with GStreamer)")
         raise SystemExit(f"error: {why}")
     is_file = Path(args.source).is_file()
     fps_in = frame_rate(capture, default=30.0)
