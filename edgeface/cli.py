@@ -159,11 +159,12 @@ def _write_crops(crops: list, target: Path) -> list[Optional[str]]:
         for old in folder.glob(f"*{target.suffix}"):
             if old.stem.isdigit():
                 old.unlink()
+    if crops:
+        folder.mkdir(parents=True, exist_ok=True)
     written: list[Optional[str]] = []
     for index, crop in enumerate(crops):
         path = folder / f"{index}{target.suffix}"
         if crop.size:
-            folder.mkdir(parents=True, exist_ok=True)
             write_image(path, crop)
         written.append(str(path) if crop.size else None)
     return written

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..core.boxes import box_iou
+from ..core.image import read_image
 from ..errors import AnnotationError, EdgefaceError, ImageWarning, OptionError, user_stacklevel
 
 
@@ -43,8 +44,6 @@ def read_record_image(record: FaceRecord) -> np.ndarray:
     :class:`~edgeface.errors.ImageWarning` when the record gives the image's size (VOC's ``<size>``) and the image
     reads at another: its boxes were drawn on other pixels, most often a photo stored sideways whose EXIF
     orientation read_image applies (as viewers do) and the labelling tool did not."""
-    from ..core.image import read_image
-
     image = read_image(record.image_path)
     height, width = image.shape[:2]
     if record.width > 0 and record.height > 0 and (width, height) != (record.width, record.height):

@@ -17,7 +17,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..core.detections import Detections
-from ..data.records import FaceRecord
+from ..data.records import FaceRecord, read_record_image
 from ..errors import ImageError, UnscoredImageWarning, user_stacklevel
 
 
@@ -168,7 +168,6 @@ def detect_or_miss(detector, source: str | os.PathLike | FaceRecord) -> Detectio
     file is missing or cannot be decoded: one bad file does not stop an evaluation, and its faces count as missed
     (as an image without a detections file does in the WIDER FACE protocol), so it can only lower the score."""
     from ..core.image import read_image
-    from ..data.records import read_record_image
 
     try:
         image = read_record_image(source) if isinstance(source, FaceRecord) else read_image(source)
