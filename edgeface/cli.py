@@ -19,6 +19,8 @@ from .options import (
     DEFAULT_MAX_SIDE,
     check_background_crop_prob,
     check_blur_prob,
+    check_box_scale,
+    check_box_shift,
     check_device,
     check_input_size,
     check_keep_share,
@@ -359,6 +361,24 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     except_for = "".join(f", {module} at {factor:g} x alpha" for module, factor in scales.items())
     print(f"{args.output}: {spec.name}, {1 - args.alpha:g} x {args.start} + {args.alpha:g} x {change}{args.end}"
           f"{except_for}")
+    return 0
+
+
+def cmd_move_boxes(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .core.files import check_not_an_input
+    from .models.checkpoint import load_any_checkpoint, move_boxes, save_checkpoint
+
+    check_not_an_input(args.output, [args.model])
+    model, spec = load_any_checkpoint(args.model)
+    moved = move_boxes(model, spec, args.down, args.width, args.height)
+    version = args.model_version or f"{spec.model_version}-boxes{args.down:+g}x{args.width:g}x{args.height:g}"
+    save_checkpoint(moved, replace(spec, model_version=version), args.output,
+                    moved_boxes={"model": os.path.basename(args.model), "down": args.down, "width": args.width,
+                                 "height": args.height})
+    print(f"{args.output}: {spec.name}, the boxes of {args.model} {args.down:g} anchor heights lower, "
+          f"x{args.width:g} as wide and x{args.height:g} as tall")
     return 0
 
 
@@ -791,6 +811,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-version", help="spec model_version of the result (default: END's + '-wise<alpha>', "
                                            "'-keep<share>' when trimmed, '-<module>x<factor>' per module scale)")
     p.set_defaults(func=cmd_interpolate)
+
+    p = sub.add_parser("move-boxes", help="move and resize every box a model draws (another dataset's convention)",
+                       description="Write the checkpoint of MODEL whose boxes sit DOWN x their anchor's height "
+                                   "lower (an anchor is about the size of the faces it finds) and are WIDTH and "
+                                   "HEIGHT times as wide and tall. Datasets draw faces differently (hairline or "
+                                   "brow to chin, a mask or not), and at IoU 0.5 a model drawn to one convention "
+                                   "misses faces labelled to another: `edgeface eval` prints where a model's boxes "
+                                   "sit against a dataset's labels (box placement). Only the box heads' biases "
+                                   "change, so the move costs no time and every export keeps it. Choose the move "
+                                   "on training splits, and score it on validation sets of every kind you care "
+                                   "about.")
+    p.add_argument("model", help="an edgeface checkpoint or an EXTD authors' .pth")
+    p.add_argument("--down", type=_checked(check_box_shift), default=0.0,
+                   help="centre shift in anchor heights, in [-0.5, 0.5]; negative: up (default: 0)")
+    p.add_argument("--width", type=_checked(check_box_scale), default=1.0,
+                   help="width factor, in [0.5, 2] (default: 1)")
+    p.add_argument("--height", type=_checked(check_box_scale), default=1.0,
+                   help="height factor, in [0.5, 2] (default: 1)")
+    p.add_argument("-o", "--output", required=True, help="edgeface checkpoint to write (.pt)")
+    p.add_argument("--model-version", help="spec model_version of the result (default: MODEL's + "
+                                           "'-boxes<down>x<width>x<height>')")
+    p.set_defaults(func=cmd_move_boxes)
 
     p = sub.add_parser("train", help="train a model from a recipe (YAML)",
                        description="Train per a recipe (see edgeface/train/recipes/). Resumes from <output>/last.pt "

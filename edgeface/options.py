@@ -102,6 +102,22 @@ def check_keep_share(value: float, name: str = "keep") -> float:
     return value
 
 
+def check_box_shift(value: float, name: str = "down") -> float:
+    """A box centre's shift in anchor heights (:func:`edgeface.models.checkpoint.move_boxes`), in [-0.5, 0.5]."""
+    value = float(value)
+    if not -0.5 <= value <= 0.5:  # also false for NaN
+        raise OptionError(f"{name} must be in [-0.5, 0.5] (a share of the anchor's height), got {value:g}")
+    return value
+
+
+def check_box_scale(value: float, name: str = "a box side's factor") -> float:
+    """A box side's factor (:func:`edgeface.models.checkpoint.move_boxes`), in [0.5, 2]."""
+    value = float(value)
+    if not 0.5 <= value <= 2.0:
+        raise OptionError(f"{name} must be in [0.5, 2], got {value:g}")
+    return value
+
+
 def parse_module_scale(text: str) -> tuple[str, float]:
     """``MODULE=FACTOR`` (``conf=0``) as ``(module, factor)``, the factor checked to lie in [0, 1]."""
     module, sep, factor = text.partition("=")

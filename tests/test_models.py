@@ -318,3 +318,47 @@ def test_a_model_soup_is_the_weighted_mean_of_its_models(tmp_path):
     failed = subprocess.run([*cli, "--weights", "1", "-o", str(tmp_path / "bad.pt")], capture_output=True, text=True)
     assert failed.returncode == 1 and "one weight per model" in failed.stderr and "Traceback" not in failed.stderr
     assert not (tmp_path / "bad.pt").exists()
+
+
+def test_moved_boxes_sit_where_asked_and_nothing_else_changes(tmp_path):
+    import subprocess
+    import sys
+
+    from edgeface.core.boxes import decode_boxes
+    from edgeface.errors import OptionError
+    from edgeface.models.checkpoint import move_boxes, save_checkpoint
+
+    torch.manual_seed(0)
+    spec = default_spec("extd32")
+    model = create_model("extd32").eval()
+    moved = move_boxes(model, spec, down=0.1, width=1.2, height=0.9)
+    x = torch.rand(1, 3, 128, 128)
+    with torch.no_grad():
+        (loc, conf), (moved_loc, moved_conf) = model(x), moved(x)
+    assert torch.equal(conf, moved_conf)  # only the boxes move
+    anchors = generate_anchors(spec.anchors, 128, 128)
+    before, after = (decode_boxes(v[0].numpy(), anchors, spec.variances) for v in (loc, moved_loc))
+    size, moved_size = before[:, 2:] - before[:, :2], after[:, 2:] - after[:, :2]
+    np.testing.assert_allclose(moved_size, size * [1.2, 0.9], rtol=1e-4)
+    centre, moved_centre = (before[:, :2] + before[:, 2:]) / 2, (after[:, :2] + after[:, 2:]) / 2
+    np.testing.assert_allclose(moved_centre - centre, np.stack([0 * anchors[:, 3], 0.1 * anchors[:, 3]], 1),
+                               atol=1e-3)
+    with pytest.raises(OptionError, match=r"down must be in \[-0.5, 0.5\]"):
+        move_boxes(model, spec, down=float("nan"))
+    with pytest.raises(OptionError, match=r"width must be in \[0.5, 2\], got 3"):
+        move_boxes(model, spec, width=3)
+    with pytest.raises(OptionError, match="srn has no SSD box heads"):
+        move_boxes(create_model("srn"), default_spec("srn"), down=0.1)
+
+    save_checkpoint(model, spec, tmp_path / "a.pt")
+    cli = [sys.executable, "-m", "edgeface", "move-boxes", str(tmp_path / "a.pt")]
+    done = subprocess.run([*cli, "--down", "0.1", "--width", "1.2", "--height", "0.9", "-o", str(tmp_path / "b.pt")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    loaded, loaded_spec = load_checkpoint(tmp_path / "b.pt")
+    assert loaded_spec.model_version == f"{spec.model_version}-boxes+0.1x1.2x0.9"
+    for key, value in moved.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value, rtol=0, atol=0)
+    failed = subprocess.run([*cli, "--height", "0", "-o", str(tmp_path / "bad.pt")], capture_output=True, text=True)
+    assert failed.returncode == 2 and "--height: a box side's factor must be in [0.5, 2], got 0" in failed.stderr
+    assert not (tmp_path / "bad.pt").exists()

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..core.files import atomic_write
 from ..errors import ModelFileError, OptionError
-from ..options import check_keep_share, check_module_scales, in_module
+from ..options import check_box_scale, check_box_shift, check_keep_share, check_module_scales, in_module
 from ..spec import ModelSpec
 from .registry import create_model
 
@@ -206,6 +206,31 @@ def interpolate_weights(start: nn.Module, end: nn.Module, alpha: float, keep: fl
     model = copy.deepcopy(end)
     model.load_state_dict(mixed)
     return model.eval()
+
+
+def move_boxes(model: nn.Module, spec: ModelSpec, down: float = 0.0, width: float = 1.0,
+               height: float = 1.0) -> nn.Module:
+    """A copy of `model` that draws its boxes elsewhere: each box's centre `down` x its anchor's height lower
+    (negative: higher; an anchor is about the size of the faces it finds), each box `width` and `height` times as
+    wide and tall. Datasets draw faces differently (brow to chin or hairline to chin, a mask included or not), and
+    at IoU 0.5 a model drawn to one convention misses faces labelled to another; ``edgeface eval`` reports where a
+    model's boxes sit against a dataset's labels. The move is exact and costs nothing at run time: SSD box coding
+    adds each box head's bias to the offsets before decoding (centre ``offset * variance * anchor size``, size
+    ``anchor size * exp(offset * variance)``), so it changes only those biases, and every export carries it."""
+    down, width, height = check_box_shift(down), check_box_scale(width, "width"), check_box_scale(height, "height")
+    heads = getattr(model, "loc", None)
+    if spec.box_coding != "ssd" or not isinstance(heads, nn.ModuleList) or not all(
+            isinstance(h, nn.Conv2d) and h.bias is not None and h.out_channels % 4 == 0 for h in heads):
+        raise OptionError(f"{spec.name} has no SSD box heads (`loc` convolutions with biases) whose boxes edgeface "
+                          "can move")
+    centre_variance, size_variance = spec.variances
+    shift = torch.tensor([0.0, down / centre_variance, math.log(width) / size_variance,
+                          math.log(height) / size_variance])
+    moved = copy.deepcopy(model)
+    with torch.no_grad():
+        for head in moved.loc:
+            head.bias.view(-1, 4).add_(shift.to(head.bias))  # each anchor's (dx, dy, dw, dh)
+    return moved.eval()
 
 
 def _largest_entries(change: torch.Tensor, keep: float) -> torch.Tensor:
