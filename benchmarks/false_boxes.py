@@ -6,7 +6,8 @@ files; the first is the baseline every other is compared with, in the same run. 
 by default (its own min_side upscaling included), one pass per image. Images (--images, files or folders): by
 default ../shared's photo of dogs and the face-free photos scikit-image ships (a cat, coffee, coins, a rocket, a
 motorcycle, microscopy, textures, graphics) from an installed scikit-image or its unpacked wheel's
-``skimage/data/`` folder (--skimage-data; ``pip download --no-deps scikit-image`` fetches the wheel). Prints,
+``skimage/data/`` folder (--skimage-data; ``pip download --no-deps scikit-image`` fetches the wheel); with some of
+them missing it measures the photos found only under another --name, never replacing the whole set's results. Prints,
 per model, the boxes scoring 0.5 / 0.7 / 0.9 and more and the photos with a box at 0.5, then each photo's highest
 score per model; writes the JSON and markdown and a contact sheet (JPEG) of every photo some model draws a box on,
 one column per model.
@@ -118,6 +119,11 @@ def main(argv: list[str] | None = None) -> None:
     if not files:
         print(f"skipped: no face-free photo found (../shared is not at {SHARED} and no --images given)")
         return
+    missing = 1 + len(SKIMAGE_FACE_FREE) - len(files)
+    if not args.images and missing and args.name == parser.get_default("name"):
+        parser.error(f"{missing} of the default photos not found (scikit-image's: `pip install scikit-image` or "
+                     "--skimage-data FOLDER): refusing to replace the results of the whole set with a partial one; "
+                     "give --name to measure the photos found")
     images = [read_image(path) for path in files]
     names = [path.name for path in files]
     with tempfile.TemporaryDirectory() as tmp:

@@ -428,3 +428,15 @@ def test_interleaved_latency_times_every_run_in_turns_and_reports_medians(monkey
     result = latency.interleaved_ms(runs, np.zeros((4, 4, 3), np.uint8), rounds=3, warmup=1)
     assert calls == ["slow", "fast"] * 4
     assert result == pytest.approx({"slow": 200.0, "fast": 100.0})
+
+
+def test_false_boxes_keeps_the_whole_sets_results_when_photos_are_missing(tmp_path):
+    """Without scikit-image's photos the default set shrinks to one photo: no results file of that name is
+    overwritten with it unless --name asks for the partial set."""
+    need(SHARED / "data" / "photos" / "dlib_examples_faces" / "dogs.jpg")
+    env = {**os.environ, "EDGEFACE_RESULTS_DIR": str(tmp_path)}
+    refused = subprocess.run([sys.executable, "-m", "benchmarks", "false-boxes", "--skimage-data", str(tmp_path)],
+                             capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    assert refused.returncode == 2 and "20 of the default photos not found" in refused.stderr
+    assert "pip install scikit-image" in refused.stderr and not list(tmp_path.iterdir())
+
