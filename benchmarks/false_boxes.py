@@ -119,15 +119,15 @@ def main(argv: list[str] | None = None) -> None:
     if not files:
         print(f"skipped: no face-free photo found (../shared is not at {SHARED} and no --images given)")
         return
-    missing = 1 + len(SKIMAGE_FACE_FREE) - len(files)
-    if not args.images and missing and args.name == parser.get_default("name"):
-        parser.error(f"{missing} of the default photos not found (scikit-image's: `pip install scikit-image` or "
-                     "--skimage-data FOLDER): refusing to replace the results of the whole set with a partial one; "
-                     "give --name to measure the photos found")
     images = [read_image(path) for path in files]
     names = [path.name for path in files]
     with tempfile.TemporaryDirectory() as tmp:
         models = available_models(args.models, Path(tmp), tuple(args.authors))
+        missing = 1 + len(SKIMAGE_FACE_FREE) - len(files)  # checked after the models, whose errors come first
+        if not args.images and missing and args.name == parser.get_default("name"):
+            parser.error(f"{missing} of the default photos not found (scikit-image's: `pip install scikit-image` or "
+                         "--skimage-data FOLDER): refusing to replace the results of the whole set with a partial "
+                         "one; give --name to measure the photos found")
         top: dict[str, list[float]] = {}
         shown: dict[str, list] = {}
         counts: dict[str, dict[str, int]] = {}
