@@ -439,4 +439,3 @@ def test_false_boxes_keeps_the_whole_sets_results_when_photos_are_missing(tmp_pa
                              capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
     assert refused.returncode == 2 and "20 of the default photos not found" in refused.stderr
     assert "pip install scikit-image" in refused.stderr and not list(tmp_path.iterdir())
-
