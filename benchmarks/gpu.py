@@ -39,8 +39,8 @@ def _median_ms(run, runs: int, sync=lambda: None) -> float:
     return statistics.median(times)
 
 
-SHARED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights" / "extd_official"
-PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "photos" / "dlib_examples_faces"
+SHARED_WEIGHTS = SHARED / "weights" / "extd_official"
+PHOTOS = SHARED / "data" / "photos" / "dlib_examples_faces"
 BATCHES = (1, 4, 8)
 
 
@@ -68,20 +68,26 @@ def _frame(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
     return cv2.resize(cv2.imread(str(photos[0])), (width, height))
 
 
+def _time_graph(graph, stream, runs: int) -> float:
+    return _median_ms(lambda: graph.launch(stream), runs, stream.synchronize)
+
+
 def _time_stages(gpu, host, frame: np.ndarray, runs: int, sync) -> dict:
-    """One frame size: the GPU pipeline end to end and stage by stage (host frame staged, as in `detect`), and
-    the same network with the NumPy pre/post-processing."""
+    """One frame size: the GPU pipeline end to end and stage by stage (host frame staged, as in `detect`: pre- and
+    post-processing replayed from their CUDA graphs around the network's), and the same network with the NumPy
+    pre/post-processing. ``post_eager_ms``: the post-processing launched kernel by kernel (device frames)."""
     pipeline = gpu.gpu_pipeline
     h, w = frame.shape[:2]
-    plan = pipeline.plan(frame.shape, (w, h))
-    plan.staging_frame()[:] = frame
-    stream_sync = pipeline.stream.synchronize
     row = {"faces": len(gpu(frame)),
            "gpu_pipeline_ms": _median_ms(lambda: gpu(frame), runs, sync),
-           "numpy_pre_post_ms": _median_ms(lambda: host(frame), runs, sync),
-           "pre_ms": _median_ms(lambda: pipeline.enqueue_preprocess(plan, None, w * 3), runs, stream_sync),
-           "network_ms": _median_ms(lambda: pipeline.enqueue_network(plan), runs, stream_sync),
-           "post_ms": _median_ms(lambda: pipeline.enqueue_postprocess(plan), runs, stream_sync)}
+           "numpy_pre_post_ms": _median_ms(lambda: host(frame), runs, sync)}
+    plan = next(reversed(pipeline._plans.values()))  # the frame's (most recently used), captured by the runs above
+    pre, _, post = plan.graphs
+    stream = pipeline.stream
+    row.update(pre_ms=_time_graph(pre, stream, runs),
+               network_ms=_median_ms(lambda: pipeline.enqueue_network(plan), runs, stream.synchronize),
+               post_ms=_time_graph(post, stream, runs),
+               post_eager_ms=_median_ms(lambda: pipeline.enqueue_postprocess(plan), runs, stream.synchronize))
     row["frames_per_s"] = 1e3 / row["gpu_pipeline_ms"]
     return row
 
@@ -138,23 +144,26 @@ def main(argv: list[str] | None = None) -> None:
         precision = _fp16_against_fp32(fp32, fp16, wider)
     print(f"crowd frame: {crowd}\nmemory: {memory}\nFP16: {precision}")
     table = markdown_table(
-        ["model", "precision", "size", "faces", "GPU pipeline ms (frames/s)", "pre / network / post ms",
-         "NumPy pre/post ms"],
+        ["model", "precision", "size", "faces", "GPU pipeline ms (frames/s)", "pre / network / post ms (graphs)",
+         "post, kernel by kernel ms", "NumPy pre/post ms"],
         [[r["model"], r["precision"], r["size"], r["faces"], f"{r['gpu_pipeline_ms']:.2f} ({r['frames_per_s']:.0f})",
-          f"{r['pre_ms']:.2f} / {r['network_ms']:.2f} / {r['post_ms']:.2f}", f"{r['numpy_pre_post_ms']:.2f}"]
+          f"{r['pre_ms']:.2f} / {r['network_ms']:.2f} / {r['post_ms']:.2f}", f"{r['post_eager_ms']:.2f}",
+          f"{r['numpy_pre_post_ms']:.2f}"]
          for r in rows])
     table += "\n\n" + markdown_table(
         ["model", "precision", "size", "batch", "network ms", "frames/s"],
         [[r["model"], r["precision"], r["size"], r["batch"], f"{r['network_ms']:.2f}", f"{r['frames_per_s']:.0f}"]
          for r in batch_rows])
-    table += "\n\n" + markdown_table(["EXTD-64 network alone, eager, 640x480", "ms"],
-                                      [[k, f"{v:.2f}"] for k, v in forms.items()])
+    table += "\n\n" + markdown_table(["EXTD-64 network alone, 640x480", "eager ms", "CUDA graph ms"],
+                                      [[k, f"{v['eager']:.2f}", f"{v['graph']:.2f}"] for k, v in forms.items()])
     table += "\n\n" + markdown_table(["NMS, 4096 boxes", "ms"], [[k, f"{v:.3f}"] for k, v in nms.items()])
     table += "\n\n" + markdown_table(["EXTD-64", "result"], [
         [f"post-processing, 1920x1080 crowd photo, threshold 0.01 ({crowd['candidates']} candidates, "
-         f"{crowd['faces']} faces)", f"{crowd['post_ms']:.3f} ms"],
-        [f"device memory after {memory['photos']} photos of {memory['sizes']} sizes (max_plans "
-         f"{memory['max_plans']}): peak / last", f"{memory['peak_mb']:.0f} / {memory['last_mb']:.0f} MB"],
+         f"{crowd['faces']} faces): CUDA graph (its top-K selection alone) / kernel by kernel",
+         f"{crowd['post_ms']:.3f} ({crowd['top_k_ms']:.3f}) / {crowd['post_eager_ms']:.3f} ms"],
+        [f"device memory over {memory['photos']} photos of {memory['sizes']} sizes (max_plans "
+         f"{memory['max_plans']}): peak / after the last / after torch.cuda.empty_cache()",
+         f"{memory['peak_mb']:.0f} / {memory['last_mb']:.0f} / {memory['after_empty_cache_mb']:.0f} MB"],
         [f"FP16 against FP32 on {precision.images} photos", precision.summary()]])
     print(table)
     payload = {"machine": {**describe_machine(), "gpu": name, "compute_capability": capability}, "rows": rows,
@@ -163,9 +172,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"written: {write_results('gpu', payload, table)}")
 
 
-def _network_form_rows(path: Path, runs: int, torch) -> dict[str, float]:
-    """The network alone (eager, no graph) as loaded (BatchNorm, NCHW), with BatchNorm folded into the
-    convolutions, and folded and channels-last; FP32 and FP16."""
+def _network_form_rows(path: Path, runs: int, torch) -> dict[str, dict[str, float]]:
+    """The network alone as loaded (BatchNorm, NCHW), with BatchNorm folded into the convolutions, and folded and
+    channels-last; FP32 and FP16; launched eagerly and replayed from a CUDA graph (as the pipeline runs it)."""
     from edgeface import Detector
     from edgeface.backends.torch_backend import TorchBackend
 
@@ -177,7 +186,10 @@ def _network_form_rows(path: Path, runs: int, torch) -> dict[str, float]:
             batch, _ = detector.prepare([_frame(640, 480, np.random.default_rng(0))])
             name = (f"{'FP16' if fp16 else 'FP32'}, BatchNorm {'folded' if fold else 'kept'}, "
                     f"{'channels-last' if channels_last else 'NCHW'}")
-            timings[name] = _median_ms(lambda d=detector, b=batch: d.infer(b), runs, torch.cuda.synchronize)
+            eager = _median_ms(lambda d=detector, b=batch: d.infer(b), runs, torch.cuda.synchronize)
+            with torch.no_grad():
+                graph, _, _ = backend._capture(torch.from_numpy(batch).cuda())
+            timings[name] = {"eager": eager, "graph": _median_ms(graph.replay, runs, torch.cuda.synchronize)}
     return timings
 
 
@@ -233,7 +245,8 @@ def _wider_val_photos() -> list[Path]:
 
 def _crowd_post_row(detector, wider: list[Path], runs: int) -> dict:
     """Decode + top-K + NMS alone for the most crowded WIDER val photo resized to 1920x1080 (a synthetic frame
-    without ../shared), at the detector's score threshold: the candidates the kernels sort through."""
+    without ../shared), at the detector's score threshold: the candidates the kernels sort through. Replayed from
+    the pipeline's CUDA graph as `detect` runs it, and launched kernel by kernel."""
     import cv2
 
     from edgeface import read_image
@@ -242,32 +255,48 @@ def _crowd_post_row(detector, wider: list[Path], runs: int) -> dict:
     frame = cv2.resize(photo, (1920, 1080))
     pipeline = detector.gpu_pipeline
     faces = len(detector(frame))
+    detector(frame)  # the second frame of a size captures its graphs
     plan = next(reversed(pipeline._plans.values()))  # the frame's, its network outputs in place
     candidates = np.empty(1, np.int32)
     plan.count.copy_to_host(candidates, pipeline.stream)
     pipeline.stream.synchronize()
+    stream = pipeline.stream
+    from edgeface.backends.cuda.runtime import Graph
+
+    top_k = Graph(stream, lambda: pipeline.enqueue_top_k(plan))  # the radix select alone: its share of the post
     return {"size": "x".join(map(str, plan.input_size)), "faces": faces, "candidates": int(candidates[0]),
-            "post_ms": _median_ms(lambda: pipeline.enqueue_postprocess(plan), runs, pipeline.stream.synchronize)}
+            "post_ms": _time_graph(plan.graphs[-1], stream, runs), "top_k_ms": _time_graph(top_k, stream, runs),
+            "post_eager_ms": _median_ms(lambda: pipeline.enqueue_postprocess(plan), runs, stream.synchronize)}
 
 
 def _memory_after_photos(detector, wider: list[Path], torch, count: int = 100) -> dict:
     """Device memory in use (the driver's count: the pipeline's plans and torch's pools) while `count` photos of
-    different sizes run one after another, against before the first."""
+    different sizes run one after another, over what was in use before the first (freed memory of earlier
+    measurements returned to the driver first), and what is left once torch returns its cached blocks."""
+    import gc
+
     from edgeface import read_image
 
+    def in_use() -> int:
+        torch.cuda.synchronize()
+        free, total = torch.cuda.mem_get_info()
+        return total - free
+
     photos = wider[:count]
-    torch.cuda.synchronize()
-    free_before = torch.cuda.mem_get_info()[0]
+    gc.collect()
+    torch.cuda.empty_cache()
+    before = in_use()
     peak, sizes = 0, set()
     for path in photos:
         image = read_image(path)
         sizes.add(image.shape[:2])
         detector(image)
-        torch.cuda.synchronize()
-        peak = max(peak, free_before - torch.cuda.mem_get_info()[0])
-    last = free_before - torch.cuda.mem_get_info()[0]
+        peak = max(peak, in_use() - before)
+    last = in_use() - before
+    torch.cuda.empty_cache()
     return {"photos": len(photos), "sizes": len(sizes), "max_plans": detector.gpu_pipeline.max_plans,
-            "peak_mb": peak / 2**20, "last_mb": last / 2**20}
+            "plans_held": len(detector.gpu_pipeline._plans), "peak_mb": peak / 2**20, "last_mb": last / 2**20,
+            "after_empty_cache_mb": (in_use() - before) / 2**20}
 
 
 def _fp16_against_fp32(fp32, fp16, wider: list[Path], count: int = 20):

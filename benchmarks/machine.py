@@ -75,7 +75,8 @@ def describe_machine() -> dict[str, Any]:
 def machine_line(machine: dict[str, Any]) -> str:
     flags = machine.get("int8_dot_product")
     dot = "unknown" if flags is None else ", ".join(flags) or "none"
-    return (f"{machine['cpu']}, {machine['cores']} cores (INT8 dot-product instructions: {dot}), "
+    gpu = f"GPU {machine['gpu']} (compute capability {machine['compute_capability']}), " if "gpu" in machine else ""
+    return (f"{gpu}{machine['cpu']}, {machine['cores']} cores (INT8 dot-product instructions: {dot}), "
             f"Python {machine['python']}, {machine['date']}")
 
 

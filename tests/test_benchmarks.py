@@ -53,6 +53,9 @@ def test_machine_line_names_the_int8_dot_product_instructions():
     assert "(INT8 dot-product instructions: none)" in machine_line({**machine, "int8_dot_product": []})
     vnni = {**machine, "int8_dot_product": ["avx512_vnni", "avx_vnni"]}
     assert "instructions: avx512_vnni, avx_vnni)" in machine_line(vnni)
+    assert "GPU" not in machine_line(vnni)
+    gpu = machine_line({**vnni, "gpu": "NVIDIA H200", "compute_capability": "9.0"})  # GPU results name their GPU
+    assert gpu.startswith("GPU NVIDIA H200 (compute capability 9.0), AMD EPYC, 2 cores")
 
 
 def test_entry_point_help():

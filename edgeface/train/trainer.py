@@ -386,6 +386,7 @@ class Trainer:
                 if self.step % cfg.checkpoint_every == 0:
                     self.save(self.last_path)
                 if val_sets and self.validation_due() and self.rank == 0:
+                    val_start = time.perf_counter()
                     scores = self.validate(val_sets)
                     if scores is None:  # interrupted: no AP, and no best.pt from a partial pass
                         self.validation_cut = True
@@ -404,7 +405,7 @@ class Trainer:
                         self.save(self.out / "best.pt")
                     mean = f"mean {ap:.4f}, " if len(scores) > 1 else ""
                     tqdm.write(f"step {self.step}: validation " + ", ".join(f"{m} {v:.4f}" for m, v in scores.items())
-                               + f" ({mean}best {self.best_ap:.4f})")
+                               + f" ({mean}best {self.best_ap:.4f}; {time.perf_counter() - val_start:.1f} s)")
                     images, waited, tick = 0, 0.0, time.perf_counter()  # validation is not training time
         finally:
             if not self.diverged:  # on completion, error or interrupt: nothing is lost
