@@ -250,19 +250,18 @@ def _crowd_post_row(detector, wider: list[Path], runs: int) -> dict:
     import cv2
 
     from edgeface import read_image
+    from edgeface.backends.cuda.runtime import Graph
 
     photo = read_image(wider[0]) if wider else _frame(1920, 1080, np.random.default_rng(0))
     frame = cv2.resize(photo, (1920, 1080))
     pipeline = detector.gpu_pipeline
+    stream = pipeline.stream
     faces = len(detector(frame))
     detector(frame)  # the second frame of a size captures its graphs
     plan = next(reversed(pipeline._plans.values()))  # the frame's, its network outputs in place
     candidates = np.empty(1, np.int32)
-    plan.count.copy_to_host(candidates, pipeline.stream)
-    pipeline.stream.synchronize()
-    stream = pipeline.stream
-    from edgeface.backends.cuda.runtime import Graph
-
+    plan.count.copy_to_host(candidates, stream)
+    stream.synchronize()
     top_k = Graph(stream, lambda: pipeline.enqueue_top_k(plan))  # the radix select alone: its share of the post
     return {"size": "x".join(map(str, plan.input_size)), "faces": faces, "candidates": int(candidates[0]),
             "post_ms": _time_graph(plan.graphs[-1], stream, runs), "top_k_ms": _time_graph(top_k, stream, runs),
