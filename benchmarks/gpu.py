@@ -2,9 +2,9 @@
 pre-processing + torch network + CUDA decode/NMS) by model, precision (FP32, FP16 half weights) and input size,
 split into its pre / network / post stages, against the same network with the NumPy pre/post-processing;
 the network's throughput by batch size; the NMS kernels against torchvision's NMS (when installed) and the
-NumPy path; the post-processing of a real crowd photo at 1920x1080 with score threshold 0.01; device memory
-after 100 photos of different sizes; and FP16 against FP32 detections on real photos. Medians of --runs runs
-after a warm-up.
+NumPy path; the post-processing of a real crowd photo at 1920x1080 with score threshold 0.01; 100 photos of
+different sizes one by one (time per photo, device memory, graph captures) with and without CUDA graphs and through
+the NumPy path; and FP16 against FP32 detections on real photos. Medians of --runs runs after a warm-up.
 
 ``python -m benchmarks gpu`` measures; ``python -m benchmarks gpu-suite`` first runs every GPU test
 (``pytest -m gpu``), then measures: the one call to make on a machine with a GPU.
@@ -143,9 +143,10 @@ def main(argv: list[str] | None = None) -> None:
         nms = _nms_rows(args.runs, torch)
         fp32, fp16 = (TorchBackend(str(checkpoints["extd64"][0]), device="cuda", fp16=half) for half in (False, True))
         crowd = _crowd_post_row(Detector(fp32, score_threshold=0.01), wider, args.runs)
-        memory = _memory_after_photos(Detector(fp32), wider, torch)
+        photo_set = _photo_set_rows(_photo_set_detectors(fp32), wider[:100], lambda: _gpu_memory_in_use(torch),
+                                    torch.cuda.empty_cache)
         precision = _fp16_against_fp32(fp32, fp16, wider)
-    print(f"crowd frame: {crowd}\nmemory: {memory}\nFP16: {precision}")
+    print(f"crowd frame: {crowd}\nFP16: {precision}")
     table = markdown_table(
         ["model", "precision", "size", "faces", "GPU pipeline ms (frames/s)", "pre / network / post ms (graphs)",
          "post, kernel by kernel ms", "NumPy pre/post ms"],
@@ -164,14 +165,16 @@ def main(argv: list[str] | None = None) -> None:
         [f"post-processing, 1920x1080 crowd photo, threshold 0.01 ({crowd['candidates']} candidates, "
          f"{crowd['faces']} faces): CUDA graph (its top-K selection alone) / kernel by kernel",
          f"{crowd['post_ms']:.3f} ({crowd['top_k_ms']:.3f}) / {crowd['post_eager_ms']:.3f} ms"],
-        [f"device memory over {memory['photos']} photos of {memory['sizes']} sizes (max_plans "
-         f"{memory['max_plans']}): peak / after the last / after torch.cuda.empty_cache()",
-         f"{memory['peak_mb']:.0f} / {memory['last_mb']:.0f} / {memory['after_empty_cache_mb']:.0f} MB"],
         [f"FP16 against FP32 on {precision.images} photos", precision.summary()]])
+    table += "\n\n" + markdown_table(
+        [f"EXTD-64 FP32, {photo_set[0]['photos']} WIDER photos of {photo_set[0]['sizes']} sizes, one by one",
+         "ms per photo (median / mean)", "device memory MB (peak / after)", "graph captures"],
+        [[r["path"], f"{r['median_ms']:.1f} / {r['mean_ms']:.1f}", f"{r['peak_mb']:.0f} / {r['last_mb']:.0f}",
+          r["captures"]] for r in photo_set])
     print(table)
     payload = {"machine": {**describe_machine(), "gpu": name, "compute_capability": capability}, "rows": rows,
                "batch_rows": batch_rows, "network_forms_ms": forms, "nms_ms": nms, "crowd_1080p": crowd,
-               "memory": memory, "fp16": vars(precision)}
+               "photo_set": photo_set, "fp16": vars(precision)}
     print(f"written: {write_results('gpu', payload, table)}")
 
 
@@ -269,34 +272,55 @@ def _crowd_post_row(detector, wider: list[Path], runs: int) -> dict:
             "post_eager_ms": _median_ms(lambda: pipeline.enqueue_postprocess(plan), runs, stream.synchronize)}
 
 
-def _memory_after_photos(detector, wider: list[Path], torch, count: int = 100) -> dict:
-    """Device memory in use (the driver's count: the pipeline's plans and torch's pools) while `count` photos of
-    different sizes run one after another, over what was in use before the first (freed memory of earlier
-    measurements returned to the driver first), and what is left once torch returns its cached blocks."""
+def _photo_set_rows(detectors: dict, photos: list[Path], in_use, release) -> list[dict]:
+    """Photos of many sizes one after another (a photo collection, or validation at each image's own size) through
+    each of `detectors` (name -> Detector): ms per photo (median and mean), device memory over what was in use before
+    (`in_use()`, bytes; after `release()` returns cached memory), peak and after the last photo, and the CUDA graph
+    captures made (the pipeline's and its network's). The first row is a cold pass (each size new to cuDNN); the
+    photos are read once beforehand, so decoding is not timed."""
     import gc
 
     from edgeface import read_image
 
-    def in_use() -> int:
-        torch.cuda.synchronize()
-        free, total = torch.cuda.mem_get_info()
-        return total - free
+    images = [read_image(p) for p in photos]
+    rows = []
+    for name, detector in detectors.items():
+        gc.collect()
+        release()
+        before = in_use()
+        times, peak = [], 0
+        for image in images:
+            start = time.perf_counter()
+            detector(image)
+            times.append((time.perf_counter() - start) * 1e3)
+            peak = max(peak, in_use() - before)
+        pipeline = detector.gpu_pipeline
+        captures = 0 if pipeline is None else pipeline.captures + getattr(pipeline.network, "captures", 0)
+        rows.append({"path": name, "photos": len(images), "sizes": len({i.shape[:2] for i in images}),
+                     "median_ms": statistics.median(times), "mean_ms": statistics.fmean(times),
+                     "peak_mb": peak / 2**20, "last_mb": (in_use() - before) / 2**20, "captures": captures})
+        print(f"photo set, {name}: {rows[-1]}", flush=True)
+    return rows
 
-    photos = wider[:count]
-    gc.collect()
-    torch.cuda.empty_cache()
-    before = in_use()
-    peak, sizes = 0, set()
-    for path in photos:
-        image = read_image(path)
-        sizes.add(image.shape[:2])
-        detector(image)
-        peak = max(peak, in_use() - before)
-    last = in_use() - before
-    torch.cuda.empty_cache()
-    return {"photos": len(photos), "sizes": len(sizes), "max_plans": detector.gpu_pipeline.max_plans,
-            "plans_held": len(detector.gpu_pipeline._plans), "peak_mb": peak / 2**20, "last_mb": last / 2**20,
-            "after_empty_cache_mb": (in_use() - before) / 2**20}
+
+def _photo_set_detectors(backend) -> dict:
+    """The torch backend's detectors a photo set runs through: cold (sizes new to cuDNN), then warm: NumPy pre/post,
+    the GPU pipeline without and with CUDA graphs (default ``max_plans``)."""
+    from edgeface import Detector
+
+    numpy_cold, numpy_warm, eager, graphs = (Detector(backend) for _ in range(4))
+    numpy_cold.gpu_pipeline = numpy_warm.gpu_pipeline = None
+    eager.gpu_pipeline = backend.gpu_pipeline(eager.score_threshold, eager.nms_iou, eager.max_detections,
+                                              use_graphs=False)
+    return {"first pass, NumPy pre/post (sizes new to cuDNN)": numpy_cold, "NumPy pre/post": numpy_warm,
+            "GPU pipeline, no CUDA graphs": eager, "GPU pipeline, CUDA graphs (the default)": graphs}
+
+
+def _gpu_memory_in_use(torch) -> int:
+    """Bytes of device memory in use, the driver's count (the pipeline's plans and torch's pools alike)."""
+    torch.cuda.synchronize()
+    free, total = torch.cuda.mem_get_info()
+    return total - free
 
 
 def _fp16_against_fp32(fp32, fp16, wider: list[Path], count: int = 20):

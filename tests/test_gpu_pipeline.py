@@ -178,6 +178,28 @@ def test_detector_and_gpu_benchmark_stages_on_the_stand_in(emulated_runtime, bac
     assert crowd["candidates"] > 1000 and crowd["faces"] > 50 and crowd["post_ms"] > crowd["top_k_ms"] > 0
 
 
+def test_gpu_benchmark_photo_set_counts_time_memory_and_captures_on_the_stand_in(emulated_runtime, backend,
+                                                                                    photo_paths):
+    """The photo-set measurement (run on GPUs only) on the stand-in: each path's time per photo, the device memory
+    it holds (here the stand-in's live allocations), and its graph captures: a size's second photo captures, so
+    photos A, A, B, B, A capture twice with graphs and never without them or on the NumPy path."""
+    from benchmarks.gpu import _photo_set_rows
+
+    def in_use() -> int:
+        return sum(m.nbytes for m in list(emulated_runtime._live))
+
+    numpy_path, eager, graphs = (edgeface.Detector(DEFAULT_MODEL) for _ in range(3))
+    eager.gpu_pipeline = pipeline(emulated_runtime, backend, use_graphs=False)
+    graphs.gpu_pipeline = pipeline(emulated_runtime, backend)
+    photos = [photo_paths[i] for i in (0, 0, 1, 1, 0)]
+    rows = _photo_set_rows({"numpy": numpy_path, "eager": eager, "graphs": graphs}, photos, in_use, lambda: None)
+    assert [(r["path"], r["photos"], r["captures"]) for r in rows] == [("numpy", 5, 0), ("eager", 5, 0),
+                                                                        ("graphs", 5, 2)]
+    sizes = len({edgeface.read_image(p).shape[:2] for p in photos})
+    assert all(r["sizes"] == sizes and r["median_ms"] > 0 and r["mean_ms"] > 0 for r in rows)
+    assert rows[0]["peak_mb"] == 0 and rows[1]["peak_mb"] > 0 and rows[2]["last_mb"] > 0  # plans held on the GPU
+
+
 def test_a_network_that_cannot_be_captured_runs_between_graphs(emulated_runtime, backend, photo_paths):
     from edgeface.errors import BackendError
 

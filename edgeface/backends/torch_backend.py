@@ -142,6 +142,7 @@ class TorchBackend:
                 x = torch.as_tensor(CudaArrayView(input_ptr, (1, 3, height, width)), device=self.device)
                 if use_graphs and size in warmed and size not in graphs:
                     graphs[size] = self._capture(x)
+                    run.captures += 1
                 if size in graphs:
                     graph, static_input, (loc, conf) = graphs[size]
                     static_input.copy_(x)
@@ -156,7 +157,7 @@ class TorchBackend:
             graphs.pop((width, height), None)
             warmed.discard((width, height))
 
-        run.output_anchors, run.release, run.graphs = self.output_anchors, release, graphs
+        run.output_anchors, run.release, run.graphs, run.captures = self.output_anchors, release, graphs, 0
         return run
 
     def _capture(self, x):
@@ -177,11 +178,12 @@ class TorchBackend:
             loc, _ = self._forward(torch.zeros((1, 3, height, width), device=self.device))
         return int(loc.shape[1])
 
-    def gpu_pipeline(self, score_threshold: float, nms_iou: float, max_detections: int):
-        """The whole pipeline on the GPU: edgeface's CUDA kernels around the torch model (a CUDA device only)."""
+    def gpu_pipeline(self, score_threshold: float, nms_iou: float, max_detections: int, use_graphs: bool = True):
+        """The whole pipeline on the GPU: edgeface's CUDA kernels around the torch model (a CUDA device only);
+        `use_graphs` False launches everything eagerly (no CUDA graphs, for the network neither)."""
         if self.device.type != "cuda":
             raise ValueError("the GPU pipeline needs the torch backend on a CUDA device")
         from .cuda.pipeline import GpuPipeline
 
-        return GpuPipeline(self.spec, self.network_runner(), score_threshold, nms_iou, max_detections,
-                           ordinal=self.device.index or 0)  # buffers and stream on the model's device
+        return GpuPipeline(self.spec, self.network_runner(use_graphs), score_threshold, nms_iou, max_detections,
+                           use_graphs=use_graphs, ordinal=self.device.index or 0)  # on the model's device
