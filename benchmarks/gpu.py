@@ -7,7 +7,11 @@ different sizes one by one (time per photo, device memory, graph captures) with 
 the NumPy path; and FP16 against FP32 detections on real photos. Medians of --runs runs after a warm-up.
 
 ``python -m benchmarks gpu`` measures; ``python -m benchmarks gpu-suite`` first runs every GPU test
-(``pytest -m gpu``), then measures: the one call to make on a machine with a GPU.
+(``pytest -m gpu``), then measures: the one call to make on a machine with a GPU. A GPU machine without ../shared
+gets what both read (about 20 MB) from a folder made here:
+
+    python -m benchmarks gpu --prepare .device/shared          # here: copy it out of ../shared (git-ignored)
+    EDGEFACE_SHARED=.device/shared python -m benchmarks gpu-suite   # there
 """
 
 from __future__ import annotations
@@ -100,7 +104,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=at_least(1), default=50, help="timed runs per cell (default: %(default)s)")
     parser.add_argument("--models", nargs="*", default=["extd32", "extd64"],
                         help="registry names (EXTD: the authors' weights from ../shared when present)")
+    parser.add_argument("--prepare", metavar="FOLDER", help="copy what the GPU tests and benchmarks read from "
+                        "../shared into FOLDER (for a GPU machine without it; point EDGEFACE_SHARED there) and stop")
     args = parser.parse_args(argv)
+    if args.prepare:
+        prepare(Path(args.prepare))
+        return
     try:
         import torch
 
@@ -176,6 +185,28 @@ def main(argv: list[str] | None = None) -> None:
                "batch_rows": batch_rows, "network_forms_ms": forms, "nms_ms": nms, "crowd_1080p": crowd,
                "photo_set": photo_set, "fp16": vars(precision)}
     print(f"written: {write_results('gpu', payload, table)}")
+
+
+def prepare(destination: Path, crowded: int = 130) -> None:
+    """Copy into `destination` what the GPU tests and benchmarks read from ../shared: the authors' EXTD-32 and -64
+    weights, the dlib photos, and the `crowded` WIDER val photos with the most faces (the crowd frame, the photo
+    set, FP16 against FP32) with the val labels and the official ground truth."""
+    import shutil
+
+    wider = SHARED / "data" / "widerface"
+    photos = _wider_val_photos()[:crowded]
+    if not photos or not (SHARED_WEIGHTS / "EXTD_64.pth").exists() or not PHOTOS.exists():
+        raise SystemExit(f"{SHARED} lacks the authors' weights, the dlib photos or WIDER val: nothing to prepare")
+    copies = [SHARED_WEIGHTS / f"EXTD_{w}.pth" for w in (32, 64)] + sorted(PHOTOS.iterdir()) + photos
+    copies += [wider / "wider_face_split" / "wider_face_val_bbx_gt.txt",
+               *sorted((wider / "eval_tools" / "ground_truth").glob("*.mat"))]
+    for path in copies:
+        target = destination / path.relative_to(SHARED)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    size = sum(p.stat().st_size for p in destination.rglob("*") if p.is_file())
+    print(f"copied {len(copies)} files to {destination} ({size / 1e6:.1f} MB): run the GPU suite with "
+          f"EDGEFACE_SHARED={destination}")
 
 
 def _network_form_rows(path: Path, runs: int, torch) -> dict[str, dict[str, float]]:
