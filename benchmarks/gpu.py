@@ -152,8 +152,8 @@ def main(argv: list[str] | None = None) -> None:
         nms = _nms_rows(args.runs, torch)
         fp32, fp16 = (TorchBackend(str(checkpoints["extd64"][0]), device="cuda", fp16=half) for half in (False, True))
         crowd = _crowd_post_row(Detector(fp32, score_threshold=0.01), wider, args.runs)
-        photo_set = _photo_set_rows(_photo_set_detectors(fp32), wider[:100], lambda: _gpu_memory_in_use(torch),
-                                    torch.cuda.empty_cache)
+        photo_set = _photo_set_rows(_photo_set_detectors(fp32), wider[:100] or sorted(PHOTOS.glob("*.jpg")),
+                                    lambda: _gpu_memory_in_use(torch), torch.cuda.empty_cache)
         precision = _fp16_against_fp32(fp32, fp16, wider)
     print(f"crowd frame: {crowd}\nFP16: {precision}")
     table = markdown_table(
@@ -175,8 +175,8 @@ def main(argv: list[str] | None = None) -> None:
          f"{crowd['faces']} faces): CUDA graph (its top-K selection alone) / kernel by kernel",
          f"{crowd['post_ms']:.3f} ({crowd['top_k_ms']:.3f}) / {crowd['post_eager_ms']:.3f} ms"],
         [f"FP16 against FP32 on {precision.images} photos", precision.summary()]])
-    table += "\n\n" + markdown_table(
-        [f"EXTD-64 FP32, {photo_set[0]['photos']} WIDER photos of {photo_set[0]['sizes']} sizes, one by one",
+    table += "" if not photo_set else "\n\n" + markdown_table(
+        [f"EXTD-64 FP32, {photo_set[0]['photos']} photos of {photo_set[0]['sizes']} sizes, one by one",
          "ms per photo (median / mean)", "device memory MB (peak / after)", "graph captures"],
         [[r["path"], f"{r['median_ms']:.1f} / {r['mean_ms']:.1f}", f"{r['peak_mb']:.0f} / {r['last_mb']:.0f}",
           r["captures"]] for r in photo_set])
@@ -197,7 +197,8 @@ def prepare(destination: Path, crowded: int = 130) -> None:
     photos = _wider_val_photos()[:crowded]
     if not photos or not (SHARED_WEIGHTS / "EXTD_64.pth").exists() or not PHOTOS.exists():
         raise SystemExit(f"{SHARED} lacks the authors' weights, the dlib photos or WIDER val: nothing to prepare")
-    copies = [SHARED_WEIGHTS / f"EXTD_{w}.pth" for w in (32, 64)] + sorted(PHOTOS.iterdir()) + photos
+    copies = [SHARED_WEIGHTS / f"EXTD_{w}.pth" for w in (32, 64)] + sorted(p for p in PHOTOS.iterdir() if p.is_file())
+    copies += photos
     copies += [wider / "wider_face_split" / "wider_face_val_bbx_gt.txt",
                *sorted((wider / "eval_tools" / "ground_truth").glob("*.mat"))]
     for path in copies:
@@ -315,7 +316,7 @@ def _photo_set_rows(detectors: dict, photos: list[Path], in_use, release) -> lis
 
     images = [read_image(p) for p in photos]
     rows = []
-    for name, detector in detectors.items():
+    for name, detector in detectors.items() if images else ():
         gc.collect()
         release()
         before = in_use()

@@ -198,6 +198,7 @@ def test_gpu_benchmark_photo_set_counts_time_memory_and_captures_on_the_stand_in
     sizes = len({edgeface.read_image(p).shape[:2] for p in photos})
     assert all(r["sizes"] == sizes and r["median_ms"] > 0 and r["mean_ms"] > 0 for r in rows)
     assert rows[0]["peak_mb"] == 0 and rows[1]["peak_mb"] > 0 and rows[2]["last_mb"] > 0  # plans held on the GPU
+    assert _photo_set_rows({"numpy": numpy_path}, [], in_use, lambda: None) == []  # no photos: no rows, no error
 
 
 def test_a_network_that_cannot_be_captured_runs_between_graphs(emulated_runtime, backend, photo_paths):
