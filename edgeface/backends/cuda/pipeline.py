@@ -134,7 +134,7 @@ class GpuPipeline:
         self.stream = runtime.Stream()
         self._plans: OrderedDict[tuple[int, ...], Plan] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()  # one frame at a time: the plans' buffers, graphs and the stream are shared
-        self.captures = 0  # graph captures so far (each a few milliseconds of host time; the benchmarks count them)
+        self.captures = 0  # graph captures so far (the GPU benchmark counts them per photo set)
         self.set_decode(score_threshold, nms_iou, max_detections)
 
     def set_decode(self, score_threshold: float, nms_iou: float, max_detections: int) -> None:
