@@ -6,8 +6,8 @@ training targets per face size of each model family; ``int8`` the shipped model 
 interpolations between a release and its fine-tune on both validations (needs --end); ``wider-recall`` which
 WIDER FACE val faces each model finds, by size, blur, occlusion, pose and event (needs --models);
 ``false-boxes`` the boxes each model draws on photos without a face. ``gpu``
-measures the GPU pipeline (skipped without a CUDA GPU); ``gpu-suite`` runs every GPU test and then the GPU
-benchmarks, in one call."""
+measures the GPU pipeline (skipped without a CUDA GPU); ``gpu-training`` where GPU training time goes;
+``gpu-suite`` runs every GPU test and then both GPU benchmarks, in one call."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from . import (
     data_loading,
     false_boxes,
     gpu,
+    gpu_training,
     heavy_training,
     int8_cpu,
     latency,
@@ -36,8 +37,8 @@ from . import (
 TABLES = {"size": model_size.main, "latency": latency.main, "speed": speed_grid.main, "accuracy": accuracy.main,
           "big-photos": big_photos.main, "postprocess": postprocess.main, "positives": positives.main,
           "int8": int8_cpu.main, "data-loading": data_loading.main, "gpu": gpu.main}
-EXTRA = {"gpu-suite": gpu.suite, "heavy-training": heavy_training.main, "wise-ft": wise_ft.main,
-         "wider-recall": wider_recall.main, "false-boxes": false_boxes.main}
+EXTRA = {"gpu-suite": gpu.suite, "gpu-training": gpu_training.main, "heavy-training": heavy_training.main,
+         "wise-ft": wise_ft.main, "wider-recall": wider_recall.main, "false-boxes": false_boxes.main}
 
 
 def main(argv: list[str]) -> None:

@@ -7,7 +7,8 @@ different sizes one by one (time per photo, device memory, graph captures) with 
 the NumPy path; and FP16 against FP32 detections on real photos. Medians of --runs runs after a warm-up.
 
 ``python -m benchmarks gpu`` measures; ``python -m benchmarks gpu-suite`` first runs every GPU test
-(``pytest -m gpu``), then measures: the one call to make on a machine with a GPU. A GPU machine without ../shared
+(``pytest -m gpu``), then measures, then times training (``gpu-training``): the one call to make on a machine
+with a GPU. A GPU machine without ../shared
 gets what both read (about 20 MB) from a folder made here:
 
     python -m benchmarks gpu --prepare .device/shared          # here: copy it out of ../shared (git-ignored)
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import gpu_training
 from .machine import SHARED, at_least, describe_machine, markdown_table, write_results
 
 SIZES = ((320, 240), (640, 480), (1280, 720))
@@ -364,10 +366,11 @@ def _fp16_against_fp32(fp32, fp16, wider: list[Path], count: int = 20):
 
 
 def suite(argv: list[str] | None = None) -> None:
-    """Every GPU test, then the GPU benchmarks: one call on a machine with a GPU."""
+    """Every GPU test, then the GPU benchmarks (pipeline, then training): one call on a machine with a GPU."""
     tests = Path(__file__).resolve().parents[1] / "tests"
     code = subprocess.call([sys.executable, "-m", "pytest", "-m", "gpu", "-v", "-rs", str(tests)])
     print(f"GPU tests: pytest exit code {code}")
     main(argv)
+    gpu_training.main([])
     if code not in (0, 5):
         sys.exit(code)

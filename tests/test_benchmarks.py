@@ -460,3 +460,19 @@ def test_gpu_benchmark_prepares_what_a_gpu_machine_without_shared_reads(tmp_path
     with pytest.warns(UserWarning, match="using the 3 present"):
         assert len(read_wider(tmp_path / "data" / "widerface", "val")) == 3
     assert load_ground_truth(tmp_path / "data" / "widerface" / "eval_tools" / "ground_truth")
+
+
+def test_gpu_training_benchmark_runs_end_to_end_at_toy_sizes(tmp_path):
+    """gpu-training on the CPU: without --tiny it says it needs a GPU; with it, three runs (batch 2 and 8 with a loader
+    process, batch 2 without) give a row each, the first with its validation time per photo, and nothing is kept."""
+    torch = pytest.importorskip("torch")
+    need(SHARED / "weights" / "extd_official" / "EXTD_64.pth")
+    need(SHARED / "data" / "widerface" / "WIDER_val")
+    if not torch.cuda.is_available():
+        assert "skipped: no CUDA GPU here" in bench(tmp_path, "gpu-training").stdout
+    out = bench(tmp_path, "gpu-training", "--tiny").stdout
+    rows = [line.split(" | ") for line in out.splitlines() if line.startswith("| batch ")]
+    assert [r[0] for r in rows] == ["| batch 2, 1 workers", "| batch 8, 1 workers", "| batch 2, 0 workers"]
+    assert all(float(r[1]) > 0 and float(r[2]) > 0 for r in rows)
+    assert float(rows[0][4].rstrip(" |")) > 0 and [r[4].rstrip(" |") for r in rows[1:]] == ["-", "-"]
+    assert not list(tmp_path.glob("gpu_training.*"))

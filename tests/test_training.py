@@ -974,6 +974,7 @@ def test_validation_scores_each_set_under_its_protocol_and_logs_every_metric(tmp
     header, validation = rows[0], rows[-1]
     metrics = ["faces_ap50", "wider_easy", "wider_medium", "wider_hard"]
     assert header[-5:] == [f"val_{m}" for m in metrics] + ["val_ap"] and len(validation) == len(header)
+    assert header[-6] == "val_seconds" and float(validation[-6]) > 0  # how long the pass took (slow on new sizes?)
     scores = [float(v) for v in validation[-5:-1]]
     assert all(0 <= v <= 1 for v in scores) and scores == pytest.approx([result[f"val_{m}"] for m in metrics], abs=1e-5)
     # the best checkpoint is kept by the mean over sets: a set with three metrics weighs as much as one with one

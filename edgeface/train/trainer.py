@@ -309,7 +309,7 @@ class Trainer:
                                  worker_init_fn=_leave_signals_to_the_trainer))
         handlers = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
         columns = ["step", "lr", "loss", *(f"loss_{t}" for t in self.terms), "images_per_s", "data_wait_share",
-                   *(f"val_{m}" for m in val_metrics), "val_ap"]
+                   "val_seconds", *(f"val_{m}" for m in val_metrics), "val_ap"]
         log, writer = open_csv_log(self.out / "log.csv", columns) if self.rank == 0 else (None, None)
         board = self._tensorboard()
         bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step",
@@ -391,9 +391,10 @@ class Trainer:
                     if scores is None:  # interrupted: no AP, and no best.pt from a partial pass
                         self.validation_cut = True
                         break
-                    ap = headline(scores, val_sets)
+                    ap, seconds = headline(scores, val_sets), time.perf_counter() - val_start
                     result.update({f"val_{m}": v for m, v in scores.items()}, val_ap=ap)
                     writer.writerow({"step": self.step, "lr": lr, "val_ap": f"{ap:.5f}",
+                                     "val_seconds": f"{seconds:.2f}",
                                      **{f"val_{m}": f"{scores[m]:.5f}" for m in val_metrics}})
                     log.flush()
                     if board:
@@ -405,7 +406,7 @@ class Trainer:
                         self.save(self.out / "best.pt")
                     mean = f"mean {ap:.4f}, " if len(scores) > 1 else ""
                     tqdm.write(f"step {self.step}: validation " + ", ".join(f"{m} {v:.4f}" for m, v in scores.items())
-                               + f" ({mean}best {self.best_ap:.4f}; {time.perf_counter() - val_start:.1f} s)")
+                               + f" ({mean}best {self.best_ap:.4f}; {seconds:.1f} s)")
                     images, waited, tick = 0, 0.0, time.perf_counter()  # validation is not training time
         finally:
             if not self.diverged:  # on completion, error or interrupt: nothing is lost
