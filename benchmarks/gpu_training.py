@@ -41,15 +41,15 @@ def run_config(out: Path, batch: int, workers: int, steps: int, validate: bool, 
                        val_every=steps if validate else 0, log_every=log_every, workers=workers, amp=True, seed=0)
 
 
-def summarise(log: Path, batch: int, log_every: int, val_photos: int) -> dict:
-    """One run's row from its log.csv."""
+def summarise(log: Path, batch: int, val_photos: int) -> dict:
+    """One run's row from its log.csv (the first logged interval holds as many steps as its row's step number)."""
     with open(log, newline="") as f:
         rows = list(csv.DictReader(f))
     intervals = [r for r in rows if r["images_per_s"]]
     later = intervals[1:] or intervals
     validation = [float(r["val_seconds"]) for r in rows if r.get("val_seconds")]
     return {"batch": batch, "images_per_s": statistics.median(float(r["images_per_s"]) for r in later),
-            "first_interval_s": log_every * batch / float(intervals[0]["images_per_s"]),
+            "first_interval_s": int(intervals[0]["step"]) * batch / float(intervals[0]["images_per_s"]),
             "data_wait_share": statistics.median(float(r["data_wait_share"]) for r in later),
             "validation_s_per_photo": validation[-1] / val_photos if validation else None}
 
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         for i, (size, loaders, validate) in enumerate(runs):
             cfg = run_config(Path(tmp) / str(i), size, loaders, steps, validate, args.tiny)
             train(cfg, resume=False, progress=False)
-            row = {"workers": loaders, **summarise(Path(cfg.output) / "log.csv", size, cfg.log_every, val_photos)}
+            row = {"workers": loaders, **summarise(Path(cfg.output) / "log.csv", size, val_photos)}
             rows.append(row)
             print(f"batch {size}, {loaders} workers: {row}", flush=True)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
