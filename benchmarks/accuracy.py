@@ -36,8 +36,8 @@ from edgeface.eval.voc import voc_ap
 from edgeface.spec import TestTimeSpec
 from edgeface.weights import SHIPPED
 
-from .latency import AUTHORS, interleaved_ms, test_frame
-from .machine import RESULTS, SHARED, at_least, describe_machine, markdown_table, write_results
+from .latency import interleaved_ms, test_frame
+from .machine import AUTHORS, RESULTS, SHARED, WIDER, at_least, describe_machine, markdown_table, write_results
 
 TTA = TestTimeSpec.from_scales((1.0, 2.0), flip=True, voting_iou=0.3)
 
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-tta", action="store_true", help="single-scale only")
     parser.add_argument("--authors", type=int, nargs="*", default=[32, 48, 64], choices=[32, 48, 64],
                         help="widths of the authors' EXTD checkpoints to include (default: %(default)s)")
-    wider = images_folder(SHARED / "data" / "widerface", "val")
+    wider = images_folder(WIDER, "val")
     parser.add_argument("--wider-images", default=str(wider) if wider.exists() else None,
                         help="WIDER_val/images folder: adds WIDER FACE val easy/medium/hard AP over the images "
                              "present (default: ../shared's, when there)")
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--wider-frames", type=int, nargs="*", default=[416],
                         help="also run WIDER images downscaled to frames fitting this square, each model with its "
                              "own settings (default: %(default)s)")
-    parser.add_argument("--wider-ground-truth", default=str(SHARED / "data/widerface/eval_tools/ground_truth"),
+    parser.add_argument("--wider-ground-truth", default=str(WIDER / "eval_tools" / "ground_truth"),
                         help="the official eval_tools/ground_truth folder (default: %(default)s)")
     parser.add_argument("--fddb", help="FDDB folder (FDDB-folds/ and originalPics/): adds TPR at 1000 FP")
     parser.add_argument("--only", nargs="+", metavar="MODEL",

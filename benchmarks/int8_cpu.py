@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .latency import interleaved_ms
-from .machine import SHARED, at_least, describe_machine, markdown_table, write_results
+from .machine import SHARED, WIDER, at_least, describe_machine, markdown_table, write_results
 from .wise_ft import both_validations, score_model
 
 
@@ -42,8 +42,8 @@ def calibration_photos(count: int) -> list[str]:
 
     train = read_facemask(SHARED / "data" / "facemask", "train")
     photos = [r.image_path for r in train[:: max(1, 2 * len(train) // count)]][: count // 2]
-    if (SHARED / "data" / "widerface" / "WIDER_train").exists():
-        wider_train = sorted(read_wider(SHARED / "data" / "widerface", "train"), key=lambda r: r.name)
+    if (WIDER / "WIDER_train").exists():
+        wider_train = sorted(read_wider(WIDER, "train"), key=lambda r: r.name)
         photos += [r.image_path for r in wider_train[:: max(1, len(wider_train) // (count // 2))]]
     return photos
 

@@ -16,6 +16,8 @@ from typing import Any
 RESULTS = Path(os.environ.get("EDGEFACE_RESULTS_DIR", Path(__file__).resolve().parent / "results"))
 # ../shared beside the checkout; EDGEFACE_SHARED points elsewhere
 SHARED = Path(os.environ.get("EDGEFACE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+WIDER = SHARED / "data" / "widerface"  # WIDER FACE in its official layout
+AUTHORS = SHARED / "weights" / "extd_official"  # the EXTD authors' checkpoints, EXTD_{32,48,64}.pth
 PACKAGES = ("edgeface", "numpy", "opencv-python-headless", "onnxruntime", "torch", "onnx", "onnxslim")
 
 
@@ -108,7 +110,7 @@ def wider_validation(holdout_fold: int | None = None, **keys: Any):
     from edgeface.data.wider import images_folder
     from edgeface.eval.validation import validation_set
 
-    root = SHARED / "data" / "widerface"
+    root = WIDER
     source = ({"format": "wider", "root": str(root), "split": "val"} if holdout_fold is None else
               {"format": "wider", "name": "wider_holdout", "root": str(root), "split": "train",
                "folds": HOLDOUT_FOLDS, "fold": holdout_fold})

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .machine import SHARED, at_least, describe_machine, markdown_table, write_results
+from .machine import WIDER, at_least, describe_machine, markdown_table, write_results
 
 BUCKETS = (0, 8, 16, 32, 64, 128, 100_000)
 FAMILIES = {"extd64": 640, "shf": 800, "hr-res50": 500, "srn": 1024}
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from edgeface.data.wider import read_wider
 
-    root = SHARED / "data" / "widerface"
+    root = WIDER
     if not (root / "WIDER_train").exists():
         print(f"skipped: {root} not found (the shared data folder is not beside the checkout)")
         return

@@ -26,6 +26,7 @@ from edgeface.errors import OptionError
 from edgeface.options import check_keep_share, parse_module_scale
 
 from .machine import (
+    AUTHORS,
     HOLDOUT_HELP,
     RESULTS,
     SHARED,
@@ -63,7 +64,7 @@ def score_model(path: str | Path, sets: list) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--start", default=str(SHARED / "weights" / "extd_official" / "EXTD_64.pth"),
+    parser.add_argument("--start", default=str(AUTHORS / "EXTD_64.pth"),
                         help="the released weights (edgeface checkpoint or authors' .pth; default: %(default)s)")
     parser.add_argument("--end", required=True, help="the fine-tune of START (edgeface checkpoint, e.g. last.pt)")
     parser.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0],

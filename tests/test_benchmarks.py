@@ -447,15 +447,16 @@ def test_false_boxes_keeps_the_whole_sets_results_when_photos_are_missing(tmp_pa
 def test_gpu_benchmark_prepares_what_a_gpu_machine_without_shared_reads(tmp_path):
     """--prepare copies the weights, the dlib photos and the most crowded WIDER val photos (with labels and the
     official ground truth), so the GPU suite runs there with EDGEFACE_SHARED pointing at the copy."""
-    from benchmarks.gpu import PHOTOS, SHARED_WEIGHTS, _wider_val_photos, prepare
+    from benchmarks.gpu import PHOTOS, _wider_val_photos, prepare
+    from benchmarks.machine import AUTHORS
     from edgeface.data.wider import read_wider
     from edgeface.eval.wider import load_ground_truth
 
-    if not (SHARED_WEIGHTS / "EXTD_64.pth").exists() or not PHOTOS.exists() or not _wider_val_photos():
+    if not (AUTHORS / "EXTD_64.pth").exists() or not PHOTOS.exists() or not _wider_val_photos():
         pytest.skip("../shared lacks the authors' weights, the dlib photos or WIDER val")
     prepare(tmp_path, crowded=3)
     copied = {p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()}
-    assert {SHARED_WEIGHTS.relative_to(SHARED) / f"EXTD_{w}.pth" for w in (32, 64)} <= copied
+    assert {AUTHORS.relative_to(SHARED) / f"EXTD_{w}.pth" for w in (32, 64)} <= copied
     assert {p.relative_to(SHARED) for p in _wider_val_photos()[:3]} <= copied
     with pytest.warns(UserWarning, match="using the 3 present"):
         assert len(read_wider(tmp_path / "data" / "widerface", "val")) == 3
