@@ -534,7 +534,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.scales or args.flip or args.box_voting or args.single_pass:
         test_time = TestTimeSpec.from_scales(tuple(args.scales or (1.0,)), args.flip, args.box_voting)
     detector = Detector(args.model, score_threshold=args.score_threshold, input_size=args.input_size,
-                        device=args.device, test_time=test_time, max_side=args.max_side, min_side=args.min_side)
+                        device=args.device, test_time=test_time, max_side=args.max_side, min_side=args.min_side,
+                        gpu_pipeline=False)  # a dataset's images have many sizes: as validation runs them
     detections, unreadable = _counting_unreadable(
         lambda: detect_records(detector, records, progress=not args.quiet), len(records))
     curve = voc_ap(records, detections, iou_threshold=args.iou)
@@ -604,7 +605,8 @@ def cmd_eval_wider(args: argparse.Namespace) -> int:
 
         if not args.images:
             raise EdgefaceError("--model needs --images (the WIDER_val/images folder)")
-        detector = Detector(args.model, score_threshold=args.score_threshold, device=args.device)
+        detector = Detector(args.model, score_threshold=args.score_threshold, device=args.device,
+                            gpu_pipeline=False)  # as validation runs WIDER's images of many sizes
         found, unreadable = _counting_unreadable(
             lambda: detect_wider(detector, ground_truth, args.images, progress=not args.quiet), len(ground_truth))
         write_submission(args.submission, found)

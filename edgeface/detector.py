@@ -71,6 +71,11 @@ class Detector:
             tiles: the small faces of a big photo are found at the memory of `max_side`, for a time that grows
             with the number of tiles (default False: scale such frames down). Needs `max_side`, frames at their
             own size (no `input_size`) and one pass per frame.
+        gpu_pipeline: on a GPU backend (an engine, torch on CUDA), run the pre-processing, decode and NMS on the
+            GPU around the network, with memory and CUDA graphs kept per frame size: the fast path for video and
+            for photos of a few sizes (default True). False keeps them on the CPU, only the network on the GPU:
+            for photos of many different sizes, where each size's GPU set-up is paid once and not repaid
+            (validation runs so). The pipeline, when there is one, is the ``gpu_pipeline`` attribute.
 
     Out-of-range options raise :class:`~edgeface.errors.OptionError` (a ``ValueError``) saying the allowed range.
     ``detect(frame)`` takes an OpenCV BGR uint8 ``H x W x 3`` frame (on the GPU runtime also a device array
@@ -87,7 +92,7 @@ class Detector:
                  input_size: Optional[tuple[int, int]] = None, device: str = "cpu",
                  threads: Optional[int] = None, test_time: Optional[TestTimeSpec] = None,
                  max_side: Optional[int] = DEFAULT_MAX_SIDE, min_side: Optional[int] = None,
-                 tile: bool = False):
+                 tile: bool = False, gpu_pipeline: bool = True):
         # every option is checked before the model is opened: a typo costs no model load
         score_threshold = None if score_threshold is None else check_score_threshold(score_threshold)
         nms_iou = None if nms_iou is None else check_nms_iou(nms_iou)
@@ -106,7 +111,8 @@ class Detector:
         # a model file by its absolute path, as a worker may run in another folder
         self._reopen = None if hasattr(path, "run") else dict(
             path=path if shipped is not None else os.path.abspath(path), input_size=input_size, device=device,
-            threads=threads, test_time=test_time, max_side=self.max_side, min_side=min_side, tile=tile)
+            threads=threads, test_time=test_time, max_side=self.max_side, min_side=min_side, tile=tile,
+            gpu_pipeline=gpu_pipeline)
         if shipped is not None:
             if not shipped.exists():
                 raise ModelFileError(f"this edgeface install does not ship the {path or 'default'!r} model ({shipped}"
@@ -134,7 +140,7 @@ class Detector:
                               + ("runs at a fixed input size" if self.input_size else "runs several test-time "
                                  "passes per frame (test_time=TestTimeSpec() makes it one)"))
         self.tile = bool(tile)
-        self.gpu_pipeline = self._open_gpu_pipeline()
+        self.gpu_pipeline = self._open_gpu_pipeline() if gpu_pipeline else None
 
     # The decode settings: one set for the CPU and GPU paths. Changing one after construction is checked like the
     # constructor's argument and reaches the GPU pipeline too (which recaptures its CUDA graphs).

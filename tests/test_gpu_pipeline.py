@@ -201,6 +201,105 @@ def test_gpu_benchmark_photo_set_counts_time_memory_and_captures_on_the_stand_in
     assert _photo_set_rows({"numpy": numpy_path}, [], in_use, lambda: None) == []  # no photos: no rows, no error
 
 
+def test_a_network_with_its_own_capture_captures_the_whole_frame(emulated_runtime, backend, photo_paths):
+    """A runner with ``capture`` (torch's graph API) captures the whole frame, pre- and post-processing kernels
+    included, instead of the runtime's Graph: one graph per size, the same detections as kernel by kernel."""
+    network, captured = host_network(backend), []
+
+    def capture(stream, enqueue):
+        captured.append(emulated_runtime.Graph(stream, enqueue))
+        return captured[-1]
+
+    network.capture = capture
+    gpu = GpuPipeline(backend.spec, network, backend.spec.score_threshold, backend.spec.nms_iou,
+                      backend.spec.max_detections, runtime=emulated_runtime)
+    eager = pipeline(emulated_runtime, backend, use_graphs=False)
+    image = edgeface.read_image(photo_paths[0])
+    for _ in range(3):
+        assert_same(gpu.detect(image), eager.detect(image), 0, 0)
+    plan = next(iter(gpu._plans.values()))
+    assert len(captured) == gpu.captures == 1 and plan.graphs == (captured[0],)
+    whole = emulated_runtime.Graph(gpu.stream, lambda: gpu._enqueue(plan, None, image.shape[1] * 3))
+    assert len(captured[0].operations) == len(whole.operations)  # copy, kernels, network, result copy
+
+
+class FakeTorchCuda:
+    """The slice of ``torch.cuda`` the torch runner's captures use, strict about what a capture may do: work runs
+    on the stream being captured, capture ends on the stream it began on, nothing empties the caches."""
+
+    def __init__(self, fail_with=None):
+        self.current, self.log, self.fail_with = "default", [], fail_with
+        outer = self
+
+        class CUDAGraph:
+            def capture_begin(self, pool=None, capture_error_mode="global"):
+                assert outer.current != "default", "capture on the legacy default stream"
+                self.stream = outer.current
+                outer.log.append(("begin", outer.current, pool, capture_error_mode))
+
+            def capture_end(self):
+                assert outer.current == self.stream, "capture ended on another stream"
+                outer.log.append(("end", outer.current))
+                if outer.fail_with:
+                    raise RuntimeError(outer.fail_with)
+
+            def replay(self):
+                outer.log.append(("replay", outer.current))
+
+        self.CUDAGraph = CUDAGraph
+
+    def ExternalStream(self, handle, device=None):  # noqa: N802 - torch's name
+        return f"stream {handle}"
+
+    def stream(self, stream):
+        import contextlib
+
+        @contextlib.contextmanager
+        def current():
+            before, self.current = self.current, stream
+            try:
+                yield
+            finally:
+                self.current = before
+        return current()
+
+    def graph_pool_handle(self):
+        return ("pool", 1)
+
+
+def test_the_torch_runner_captures_the_whole_frame_on_the_pipelines_stream():
+    """TorchBackend's ``capture`` (run on a GPU in test_gpu.py), against a strict stand-in of torch.cuda: captured
+    on the pipeline's stream into the runner's pool, thread-local, replayed there; a failed capture leaves capture
+    mode and is a BackendError (so the pipeline falls back to capturing around the network)."""
+    import contextlib
+    import types
+
+    from edgeface.backends.torch_backend import TorchBackend
+    from edgeface.errors import BackendError
+
+    cuda = FakeTorchCuda()
+    backend = TorchBackend.__new__(TorchBackend)
+    backend.torch, backend.device = types.SimpleNamespace(cuda=cuda, no_grad=contextlib.nullcontext), "cuda:0"
+    run = backend.network_runner()
+    stream = types.SimpleNamespace(handle=7)
+    graph = run.capture(stream, lambda: cuda.log.append(("work", cuda.current)))
+    graph.launch(stream)
+    assert cuda.log == [("begin", "stream 7", ("pool", 1), "thread_local"), ("work", "stream 7"),
+                        ("end", "stream 7"), ("replay", "stream 7")]
+    cuda.log.clear()
+    cuda.fail_with = "operation not permitted when stream is capturing"
+    with pytest.raises(BackendError, match="torch could not capture the frame"):
+        run.capture(stream, lambda: None)
+    cuda.fail_with = None
+
+    def interrupted():
+        raise RuntimeError("an operation that is not capturable")
+
+    with pytest.raises(BackendError, match="not capturable"):
+        run.capture(stream, interrupted)
+    assert cuda.log[-1] == ("end", "stream 7") and cuda.current == "default"  # capture mode left, stream restored
+
+
 def test_a_network_that_cannot_be_captured_runs_between_graphs(emulated_runtime, backend, photo_paths):
     from edgeface.errors import BackendError
 
@@ -324,7 +423,8 @@ class FakeTensorRT:
 
 def test_an_engine_on_gpu_n_lives_and_runs_there(emulated_runtime, backend, photo_paths, tmp_path, monkeypatch):
     """``Detector("m.engine", device="cuda:1")``: the engine is deserialized, and its buffers, stream, graphs and
-    every run use device 1's context; host batches (``run``) and frames give what the CPU detector gives."""
+    every run use device 1's context; host batches (``run``) and frames give what the CPU detector gives, through
+    the GPU pipeline or (``gpu_pipeline=False``) through the network alone."""
     import sys
 
     import edgeface.backends.cuda
@@ -341,6 +441,13 @@ def test_an_engine_on_gpu_n_lives_and_runs_there(emulated_runtime, backend, phot
     cpu = edgeface.Detector(DEFAULT_MODEL, min_side=0)
     image = edgeface.read_image(photo_paths[0])
     assert_same(gpu(image), cpu(image))
+    # gpu_pipeline=False (validation's choice, for images of many sizes): only the network on the GPU
+    from edgeface.eval.validation import ValidationSet
+
+    network_only = edgeface.Detector(path, device="cuda:1", min_side=0, gpu_pipeline=False)
+    assert network_only.gpu_pipeline is None
+    assert ValidationSet("v", None, []).detector(network_only.backend).gpu_pipeline is None
+    assert_same(network_only(image), cpu(image))
     # threads sharing the detector (a camera app's workers) get what each frame gets alone: the pipeline's
     # buffers, graphs and stream, and the engine's contexts, serve one frame at a time
     from concurrent.futures import ThreadPoolExecutor

@@ -124,26 +124,35 @@ class TorchBackend:
         """The model as a :class:`~edgeface.backends.cuda.pipeline.GpuPipeline` network step: it reads and writes
         the pipeline's device buffers in place (``__cuda_array_interface__``) on the pipeline's stream.
 
-        With `use_graphs` the forward pass is captured by torch in a CUDA graph per input size, at the second frame
-        of that size (the first warms cuDNN and the allocator up), and replayed from then on: one launch instead of
-        hundreds of small kernels. The graph reads a static copy of the input and its outputs are copied out, a
-        few microseconds each. ``release(w, h)``, called by the pipeline when its last plan of a size goes, frees
-        that size's graph and its memory pool."""
+        With `use_graphs` the pipeline captures the whole frame of a size (its pre-processing kernels, this forward
+        pass and its post-processing kernels) as one graph through ``capture``, torch's CUDA graph API (so torch's
+        allocator knows of the capture), at the second frame of that size (the first warms cuDNN and the allocator
+        up), and replays it from then on: one launch per frame. Should that capture fail, the pipeline captures
+        around the network instead and the forward pass is captured on its own here, per input size: it then
+        reads a static copy of the input and its outputs are copied out, a few microseconds each. ``release(w,
+        h)``, called by the pipeline when its last plan of a size goes, frees that size's graph (a whole-frame graph
+        goes with its plan). All are captured on the pipeline's stream into one memory pool, which frames of
+        different sizes can share since they run one at a time and no graph leaves its results in the pool; no
+        capture empties torch's caches, so a new size costs neither the memory nor the re-allocation of the sizes
+        before it."""
         from .cuda.runtime import CudaArrayView
 
         torch = self.torch
         graphs: dict[tuple[int, int], tuple[Any, Any, tuple[Any, Any]]] = {}
         warmed: set[tuple[int, int]] = set()
+        pool = torch.cuda.graph_pool_handle() if use_graphs else None  # this runner's graphs' memory
+        capturing = {"frame": False}  # True while the pipeline captures a whole frame through `capture`
 
         def run(input_ptr, loc_ptr, conf_ptr, width, height, stream):
             size = (width, height)
             with torch.cuda.stream(torch.cuda.ExternalStream(int(stream.handle), device=self.device)), \
                     torch.no_grad():
                 x = torch.as_tensor(CudaArrayView(input_ptr, (1, 3, height, width)), device=self.device)
-                if use_graphs and size in warmed and size not in graphs:
-                    graphs[size] = self._capture(x)
+                whole_frame = capturing["frame"]
+                if use_graphs and size in warmed and size not in graphs and not whole_frame:
+                    graphs[size] = self._capture(x, pool, torch.cuda.current_stream(self.device))
                     run.captures += 1
-                if size in graphs:
+                if size in graphs and not whole_frame:
                     graph, static_input, (loc, conf) = graphs[size]
                     static_input.copy_(x)
                     graph.replay()  # on the current stream: the pipeline's
@@ -153,22 +162,55 @@ class TorchBackend:
                 torch.as_tensor(CudaArrayView(loc_ptr, loc.shape), device=self.device).copy_(loc)
                 torch.as_tensor(CudaArrayView(conf_ptr, conf.shape), device=self.device).copy_(conf)
 
+        def capture(stream, enqueue) -> _FrameGraph:
+            """`enqueue`'s work on the pipeline's `stream` (its kernels and this forward pass) as one torch CUDA
+            graph; BackendError when torch cannot capture it."""
+            on_stream = torch.cuda.ExternalStream(int(stream.handle), device=self.device)
+            capturing["frame"] = True
+            try:
+                graph, _ = self._captured(enqueue, on_stream, pool)
+            except RuntimeError as exc:
+                raise BackendError(f"torch could not capture the frame in a CUDA graph: {exc}") from exc
+            finally:
+                capturing["frame"] = False
+            return _FrameGraph(torch, graph, on_stream)
+
         def release(width: int, height: int) -> None:
             graphs.pop((width, height), None)
             warmed.discard((width, height))
 
+        run.capturable, run.capture = use_graphs, capture
         run.output_anchors, run.release, run.graphs, run.captures = self.output_anchors, release, graphs, 0
         return run
 
-    def _capture(self, x):
-        """``(graph, static input, static outputs)``: the forward pass on a copy of `x`, captured by torch (on its
-        own side stream and private memory pool, after a device synchronisation)."""
+    def _captured(self, work, stream=None, pool=None):
+        """``(graph, work())``: `work`'s CUDA work captured by torch on `stream` (default: a side stream, after a
+        device synchronisation), in memory `pool` (default: the graph's own). Unlike ``torch.cuda.graph`` it
+        leaves torch's memory caches as they are: emptying them at every capture made each new frame size
+        re-allocate everything."""
         torch = self.torch
-        static_input = x.clone()
-        torch.cuda.synchronize(self.device)  # the copy is on the pipeline's stream; capture runs on another
+        if stream is None:
+            torch.cuda.synchronize(self.device)  # the side stream does not wait for the work queued before
+            stream = torch.cuda.Stream(self.device)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            outputs = self._forward(static_input)
+        with torch.cuda.stream(stream), torch.no_grad():
+            graph.capture_begin(pool=pool, capture_error_mode="thread_local")
+            try:
+                result = work()
+            except BaseException:
+                try:  # leave capture mode; the capture itself is lost
+                    graph.capture_end()
+                except RuntimeError:
+                    pass
+                raise
+            graph.capture_end()
+        return graph, result
+
+    def _capture(self, x, pool=None, stream=None):
+        """``(graph, static input, static outputs)``: the forward pass on a copy of `x`, captured on its own (on
+        `stream`, default: a side stream, as :meth:`_captured`)."""
+        static_input = x.clone()
+        graph, outputs = self._captured(lambda: self._forward(static_input), stream, pool)
         return graph, static_input, outputs
 
     def output_anchors(self, width: int, height: int) -> int:
@@ -187,3 +229,15 @@ class TorchBackend:
 
         return GpuPipeline(self.spec, self.network_runner(use_graphs), score_threshold, nms_iou, max_detections,
                            use_graphs=use_graphs, ordinal=self.device.index or 0)  # on the model's device
+
+
+class _FrameGraph:
+    """A whole frame captured by torch (:meth:`TorchBackend.network_runner`'s ``capture``), replayed on the
+    pipeline's stream like the pipeline's own graphs."""
+
+    def __init__(self, torch, graph, stream):
+        self.torch, self.graph, self.stream = torch, graph, stream
+
+    def launch(self, stream) -> None:  # noqa: ARG002 - always the stream it was captured on
+        with self.torch.cuda.stream(self.stream):
+            self.graph.replay()

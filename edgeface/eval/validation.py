@@ -57,13 +57,15 @@ class ValidationSet:
 
     def detector(self, model):
         """The detector validation runs `model` (a model file or an open backend) as: one pass per image, score
-        threshold 0.05, bounded by this set's ``max_side`` when it has one, on frames downscaled to its
-        ``frame_side`` when it has one."""
+        threshold 0.05, pre- and post-processing on the CPU, bounded by this set's ``max_side`` when it has one,
+        on frames downscaled to its ``frame_side`` when it has one."""
         from ..detector import Detector
         from ..spec import TestTimeSpec
 
         bound = {} if self.max_side is None else {"max_side": self.max_side}
-        detector = Detector(model, score_threshold=0.05, test_time=TestTimeSpec(), **bound)
+        # gpu_pipeline=False: on a GPU, images of many sizes run faster with only the network there (each new
+        # size would cost the pipeline memory and a graph capture it rarely replays)
+        detector = Detector(model, score_threshold=0.05, test_time=TestTimeSpec(), gpu_pipeline=False, **bound)
         return detector if self.frame_side is None else SmallFrames(detector, self.frame_side)
 
     @property

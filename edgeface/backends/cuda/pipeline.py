@@ -9,8 +9,9 @@ GPUs such as Jetson, so the kernels read the frame and write the result in place
 Every kernel reads its element counts from device memory, so the sequence never waits on the host; for
 host frames it is captured in CUDA graphs after the first frame of a size and replayed: the whole frame as one
 graph when the network may be captured with it (TensorRT: that first frame is the eager run and synchronisation
-it needs at a shape before capture), otherwise the pre- and post-processing as two graphs with the network run
-between them (torch, which replays a graph of its own). Device frames (``__cuda_array_interface__``) are read
+it needs at a shape before capture; torch, through its own graph API), otherwise the pre- and post-processing as
+two graphs with the network run between them (a network whose capture failed, which may replay a graph of its
+own). Device frames (``__cuda_array_interface__``) are read
 in place, after the stream that wrote them; their address changes from frame to frame, so their sequence is
 launched kernel by kernel. A
 network runner may say how many boxes it writes at a size (``output_anchors(w, h)``): a plan whose anchor
@@ -49,7 +50,8 @@ BLOCK = 256
 RESULT_HEADER = 16  # bytes before the kept rows in the result buffer: the int32 count, padded
 
 # (input, loc, conf, width, height, stream) -> None. A runner with ``capturable = True`` may be captured in
-# the pipeline's CUDA graph (its work is fixed for a given input size once it has run once).
+# the pipeline's CUDA graph (its work is fixed for a given input size once it has run once), by the runner's own
+# ``capture(stream, enqueue)`` when it has one (an object with ``launch(stream)``, like ``runtime.Graph``).
 NetworkRunner = Callable[[int, int, int, int, int, Any], None]
 
 
@@ -281,8 +283,9 @@ class GpuPipeline:
         graph = self.rt.Graph
         self.captures += 1
         if self.capture_network:
-            try:
-                plan.graphs = (graph(self.stream, lambda: self._enqueue(plan, None, pitch)),)
+            try:  # through the network's own capture when it has one (torch's, whose allocator must know)
+                whole_frame = getattr(self.network, "capture", graph)
+                plan.graphs = (whole_frame(self.stream, lambda: self._enqueue(plan, None, pitch)),)
                 return
             except BackendError as exc:  # a network that cannot be captured: capture around it from now on
                 warnings.warn(f"CUDA graph capture failed with the network; capturing the pre- and post-processing "
