@@ -478,10 +478,8 @@ def test_an_engine_on_gpu_n_lives_and_runs_there(emulated_runtime, backend, phot
 def test_tensorrt_runs_each_frame_size_on_its_own_context_alternating_sizes(emulated_runtime, backend, photo_paths):
     """Sizes A, B, A, B, ...: one execution context per size, so each graph is captured on a context that already
     ran eagerly at its shape, and replays give what launching each kernel gives."""
-    from edgeface.backends.tensorrt_backend import TensorRTBackend
 
-    trt = TensorRTBackend.__new__(TensorRTBackend)  # the engine-facing half, without CUDA or an engine file
-    trt.spec, trt.engine, trt._contexts, trt._lock = backend.spec, FakeTensorRTEngine(backend), {}, threading.RLock()
+    trt = engine_half(backend)
     graphs = GpuPipeline(backend.spec, trt.network_runner(), 0.5, 0.3, 50, runtime=emulated_runtime)
     eager = pipeline(emulated_runtime, backend, use_graphs=False)
     image = edgeface.read_image(photo_paths[0])
@@ -491,12 +489,46 @@ def test_tensorrt_runs_each_frame_size_on_its_own_context_alternating_sizes(emul
     assert len(trt.engine.contexts) == 2 and graphs.use_graphs
     assert all(len(plan.graphs) == 1 for plan in graphs._plans.values())
     # the plan cache bounds TensorRT's contexts too: an evicted size's context goes with its plan
-    trt = TensorRTBackend.__new__(TensorRTBackend)
-    trt.spec, trt.engine, trt._contexts, trt._lock = backend.spec, FakeTensorRTEngine(backend), {}, threading.RLock()
+    trt = engine_half(backend)
     bounded = GpuPipeline(backend.spec, trt.network_runner(), 0.5, 0.3, 50, runtime=emulated_runtime, max_plans=2)
     for size in [(128, 96), (256, 192), (384, 288), (512, 384)]:  # network inputs padded to multiples of 128
         bounded.detect(image, size)
     assert sorted(trt._contexts) == [(1, 3, 384, 384), (1, 3, 384, 512)]
+
+
+def engine_half(backend, runtime=None):
+    """TensorRTBackend's engine-facing half on a :class:`FakeTensorRTEngine`, without an engine file."""
+    from collections import OrderedDict
+
+    from edgeface.backends.tensorrt_backend import TensorRTBackend
+
+    trt = TensorRTBackend.__new__(TensorRTBackend)
+    trt.spec, trt.engine, trt._contexts, trt._lock = backend.spec, FakeTensorRTEngine(backend), {}, threading.RLock()
+    trt._buffers, trt._piped, trt.rt, trt.ordinal = OrderedDict(), set(), runtime, 0
+    if runtime is not None:
+        trt.stream = runtime.Stream()
+    return trt
+
+
+def test_tensorrt_host_runs_keep_a_few_shapes_and_the_pipelines_contexts(emulated_runtime, backend):
+    """``run`` over images of ever new sizes (validation, ``edgeface eval`` on an engine) keeps the buffers and
+    context of its last RUN_SHAPES shapes only, and never frees a context a pipeline plan still runs on."""
+    from edgeface.backends.tensorrt_backend import RUN_SHAPES
+
+    trt = engine_half(backend, emulated_runtime)
+    gpu = GpuPipeline(backend.spec, trt.network_runner(), 0.5, 0.3, 50, runtime=emulated_runtime)
+    gpu.detect(np.zeros((96, 128, 3), np.uint8))  # a plan at (1, 3, 128, 128)
+    piped = (1, 3, 128, 128)
+    rng = np.random.default_rng(0)
+    shapes = [(1, 3, 128, 128 * k) for k in range(1, 8)]
+    for shape in shapes:
+        batch = rng.normal(size=shape).astype(np.float32)
+        for ours, reference in zip(trt.run(batch), backend.run(batch)):
+            np.testing.assert_allclose(ours, reference, atol=1e-5)
+    assert list(trt._buffers) == shapes[-RUN_SHAPES:]
+    assert set(trt._contexts) == {*shapes[-RUN_SHAPES:], piped}  # the pipeline's context stays
+    trt.release(128, 128)  # the pipeline's plan goes: so does its context, run no longer keeping its shape
+    assert set(trt._contexts) == set(shapes[-RUN_SHAPES:])
 
 
 def test_plans_are_an_lru_cache_and_their_memory_goes_with_them(emulated_runtime, backend, photo_paths):

@@ -9,6 +9,7 @@ size) that ``Detector`` uses for frames.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from types import ModuleType
 from typing import Any, Optional
 
@@ -18,11 +19,15 @@ from ..errors import BackendError, ModelFileError
 from ..spec import INPUT, LOC, TENSOR_NAMES
 from .engine_file import check_engine_fits, read_engine_header
 
+RUN_SHAPES = 4  # input shapes whose buffers (and execution context) ``run`` keeps, least recently used evicted
+
 
 class TensorRTBackend:
     """An edgeface engine file on GPU `ordinal`: the engine, its execution contexts, buffers and stream all live
     in that device's primary context, made current on the calling thread before each use. `runtime` is
-    :mod:`edgeface.backends.cuda.runtime` (the default) or a stand-in with the same names (the tests' emulation)."""
+    :mod:`edgeface.backends.cuda.runtime` (the default) or a stand-in with the same names (the tests' emulation).
+    An execution context lives while ``run`` keeps its shape (the last :data:`RUN_SHAPES`) or a GPU pipeline has a
+    plan at it, so images of ever new sizes do not pile up contexts and buffers."""
 
     def __init__(self, path: str, tensorrt: Any = None, ordinal: int = 0, runtime: Optional[ModuleType] = None):
         header, offset = read_engine_header(path)
@@ -50,7 +55,8 @@ class TensorRTBackend:
                                  "edgeface's exports; build it with `edgeface build-engine` from an edgeface ONNX")
         self.stream = runtime.Stream()
         self._contexts: dict[tuple[int, ...], Any] = {}
-        self._buffers: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
+        self._buffers: OrderedDict[tuple[int, ...], tuple[Any, Any, Any]] = OrderedDict()  # run's, by shape
+        self._piped: set[tuple[int, ...]] = set()  # shapes a GPU pipeline runs (until it releases them)
         self._lock = threading.RLock()  # an execution context runs one input at a time; run's buffers are shared
         self.name = f"tensorrt:{name}"
 
@@ -67,8 +73,13 @@ class TensorRTBackend:
         return self._contexts[shape]
 
     def release(self, width: int, height: int) -> None:
-        """Free the execution context of one ``width`` x ``height`` input (its plan was evicted)."""
-        self._contexts.pop((1, 3, height, width), None)
+        """The GPU pipeline's last plan of one ``width`` x ``height`` input was evicted: free its execution
+        context, unless ``run`` still keeps that shape."""
+        shape = (1, 3, height, width)
+        with self._lock:
+            self._piped.discard(shape)
+            if shape not in self._buffers:
+                self._contexts.pop(shape, None)
 
     def output_anchors(self, width: int, height: int) -> int:
         """Boxes the engine writes for one ``width`` x ``height`` input."""
@@ -91,7 +102,13 @@ class TensorRTBackend:
     def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         key = batch.shape
         self.rt.context(self.ordinal)  # current on this thread too
-        if key not in self._buffers:
+        if key in self._buffers:
+            self._buffers.move_to_end(key)
+        else:
+            while len(self._buffers) >= RUN_SHAPES:
+                evicted, _ = self._buffers.popitem(last=False)  # its buffers go with it
+                if evicted not in self._piped:
+                    self._contexts.pop(evicted, None)
             n = int(np.prod(self.context_for(key).get_tensor_shape(LOC))) // 4
             self._buffers[key] = tuple(self.rt.DeviceBuffer(b) for b in (batch.nbytes, n * 16, n * 8))
         inp, loc, conf = self._buffers[key]
@@ -108,7 +125,9 @@ class TensorRTBackend:
     def network_runner(self):
         """The engine as a :class:`~edgeface.backends.cuda.pipeline.GpuPipeline` network step."""
         def run(input_ptr, loc_ptr, conf_ptr, width, height, stream):
-            self._execute((1, 3, height, width), input_ptr, loc_ptr, conf_ptr, stream.handle)
+            shape = (1, 3, height, width)
+            self._piped.add(shape)  # kept until the pipeline releases it
+            self._execute(shape, input_ptr, loc_ptr, conf_ptr, stream.handle)
 
         run.capturable = True  # once its context has run at its shape, execute_async_v3 may be captured
         run.output_anchors, run.release = self.output_anchors, self.release
