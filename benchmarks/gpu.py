@@ -135,8 +135,7 @@ def main(argv: list[str] | None = None) -> None:
             for precision in ("fp32", "fp16"):
                 backend = TorchBackend(str(path), device="cuda", fp16=precision == "fp16")
                 gpu = Detector(backend)
-                host = Detector(backend)
-                host.gpu_pipeline = None  # the same torch network with NumPy pre/post-processing
+                host = Detector(backend, gpu_pipeline=False)  # the same torch network, NumPy pre/post-processing
                 for w, h in SIZES:
                     frame = _frame(w, h, rng)
                     row = {"model": model, "weights": weights, "precision": precision, "size": f"{w}x{h}",
@@ -348,12 +347,13 @@ def _photo_set_rows(detectors: dict, photos: list[Path], in_use, release) -> lis
 
 
 def _photo_set_detectors(backend) -> dict:
-    """The torch backend's detectors a photo set runs through: cold (sizes new to cuDNN), then warm: NumPy pre/post,
-    the GPU pipeline without and with CUDA graphs (default ``max_plans``)."""
+    """The torch backend's detectors a photo set runs through: cold (sizes new to cuDNN), then warm: NumPy pre/post
+    (``gpu_pipeline=False``, as validation runs), the GPU pipeline without and with CUDA graphs (default
+    ``max_plans``)."""
     from edgeface import Detector
 
-    numpy_cold, numpy_warm, eager, graphs = (Detector(backend) for _ in range(4))
-    numpy_cold.gpu_pipeline = numpy_warm.gpu_pipeline = None
+    numpy_cold, numpy_warm = (Detector(backend, gpu_pipeline=False) for _ in range(2))
+    eager, graphs = Detector(backend), Detector(backend)
     eager.gpu_pipeline = backend.gpu_pipeline(eager.score_threshold, eager.nms_iou, eager.max_detections,
                                               use_graphs=False)
     return {"first pass, NumPy pre/post (sizes new to cuDNN)": numpy_cold, "NumPy pre/post": numpy_warm,
