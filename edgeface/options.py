@@ -96,23 +96,23 @@ def check_background_crop_prob(value: object) -> float:
 
 def check_keep_share(value: float, name: str = "keep") -> float:
     """The share of each weight tensor's changes a trimmed interpolation keeps, in (0, 1] (1: all of them)."""
-    value = float(value)
-    if not 0.0 < value <= 1.0:  # also false for NaN
+    value = _real(name, value)
+    if not 0.0 < value <= 1.0:
         raise OptionError(f"{name} must be in (0, 1], got {value:g}")
     return value
 
 
 def check_box_shift(value: float, name: str = "down") -> float:
     """A box centre's shift in anchor heights (:func:`edgeface.models.checkpoint.move_boxes`), in [-0.5, 0.5]."""
-    value = float(value)
-    if not -0.5 <= value <= 0.5:  # also false for NaN
+    value = _real(name, value)
+    if not -0.5 <= value <= 0.5:
         raise OptionError(f"{name} must be in [-0.5, 0.5] (a share of the anchor's height), got {value:g}")
     return value
 
 
 def check_box_scale(value: float, name: str = "a box side's factor") -> float:
     """A box side's factor (:func:`edgeface.models.checkpoint.move_boxes`), in [0.5, 2]."""
-    value = float(value)
+    value = _real(name, value)
     if not 0.5 <= value <= 2.0:
         raise OptionError(f"{name} must be in [0.5, 2], got {value:g}")
     return value

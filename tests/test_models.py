@@ -226,8 +226,9 @@ def test_trimmed_interpolation_keeps_only_the_largest_changes_of_each_weight():
         torch.testing.assert_close(mixed[key][moved], (a[key] + alpha * change)[moved], rtol=0, atol=1e-6)
     full = interpolate_weights(start, end, alpha, 1.0).state_dict()
     assert all(torch.equal(full[k], interpolate_weights(start, end, alpha).state_dict()[k]) for k in full)
-    for bad in (0.0, 1.5, float("nan")):
-        with pytest.raises(OptionError, match=r"keep must be in \(0, 1\]"):
+    for bad, why in ((0.0, r"in \(0, 1\]"), (1.5, r"in \(0, 1\]"), (float("nan"), "a finite number"),
+                     ("0.5", "a number")):
+        with pytest.raises(OptionError, match=f"keep must be {why}"):
             interpolate_weights(start, end, alpha, bad)
 
 
@@ -344,7 +345,10 @@ def test_moved_boxes_sit_where_asked_and_nothing_else_changes(tmp_path):
     np.testing.assert_allclose(moved_centre - centre, np.stack([0 * anchors[:, 3], 0.1 * anchors[:, 3]], 1),
                                atol=1e-3)
     with pytest.raises(OptionError, match=r"down must be in \[-0.5, 0.5\]"):
-        move_boxes(model, spec, down=float("nan"))
+        move_boxes(model, spec, down=0.6)
+    for bad, why in ((float("nan"), "a finite number"), ("0.1", "a number"), (True, "a number")):
+        with pytest.raises(OptionError, match=f"down must be {why}"):
+            move_boxes(model, spec, down=bad)
     with pytest.raises(OptionError, match=r"width must be in \[0.5, 2\], got 3"):
         move_boxes(model, spec, width=3)
     with pytest.raises(OptionError, match="srn has no SSD box heads"):

@@ -180,7 +180,9 @@ class TorchBackend:
             warmed.discard((width, height))
 
         run.capturable, run.capture = use_graphs, capture
-        run.output_anchors, run.release, run.graphs, run.captures = self.output_anchors, release, graphs, 0
+        # the pipeline checks each new plan's anchor count: one forward pass per input size, not per plan
+        run.output_anchors = lru_cache(maxsize=None)(self.output_anchors)
+        run.release, run.graphs, run.captures = release, graphs, 0
         return run
 
     def _captured(self, work, stream=None, pool=None):
