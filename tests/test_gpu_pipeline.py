@@ -227,8 +227,8 @@ class FakeTorchCuda:
     """The slice of ``torch.cuda`` the torch runner's captures use, strict about what a capture may do: work runs
     on the stream being captured, capture ends on the stream it began on, nothing empties the caches."""
 
-    def __init__(self, fail_with=None):
-        self.current, self.log, self.fail_with = "default", [], fail_with
+    def __init__(self):
+        self.current, self.log, self.fail_with = "default", [], None  # fail_with: capture_end's error
         outer = self
 
         class CUDAGraph:

@@ -188,8 +188,8 @@ class TorchBackend:
     def _captured(self, work, stream=None, pool=None):
         """``(graph, work())``: `work`'s CUDA work captured by torch on `stream` (default: a side stream, after a
         device synchronisation), in memory `pool` (default: the graph's own). Unlike ``torch.cuda.graph`` it
-        leaves torch's memory caches as they are: emptying them at every capture made each new frame size
-        re-allocate everything."""
+        leaves torch's memory caches as they are (emptied at every capture, they hand their blocks back to the
+        driver only for the next frames to allocate them again)."""
         torch = self.torch
         if stream is None:
             torch.cuda.synchronize(self.device)  # the side stream does not wait for the work queued before

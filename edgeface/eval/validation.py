@@ -63,8 +63,8 @@ class ValidationSet:
         from ..spec import TestTimeSpec
 
         bound = {} if self.max_side is None else {"max_side": self.max_side}
-        # gpu_pipeline=False: on a GPU, images of many sizes run faster with only the network there (each new
-        # size would cost the pipeline memory and a graph capture it rarely replays)
+        # gpu_pipeline=False: only the network on a GPU. Through the GPU pipeline each new image size would cost
+        # memory, a forward pass checking its anchors, and a graph capture when it recurs, rarely repaid here
         detector = Detector(model, score_threshold=0.05, test_time=TestTimeSpec(), gpu_pipeline=False, **bound)
         return detector if self.frame_side is None else SmallFrames(detector, self.frame_side)
 
