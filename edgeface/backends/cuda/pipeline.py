@@ -3,20 +3,18 @@
 only the kept boxes copied back, with one synchronisation per frame.
 
 Memory is allocated once per (frame size, input size), for at most ``max_plans`` sizes (least recently used
-evicted), and owned here: device buffers, a page-locked
-staging buffer for host frames and a page-locked result buffer (both mapped into the GPU on integrated
-GPUs such as Jetson, so the kernels read the frame and write the result in place, with no copies).
-Every kernel reads its element counts from device memory, so the sequence never waits on the host; for
-host frames it is captured in CUDA graphs after the first frame of a size and replayed: the whole frame as one
-graph when the network may be captured with it (TensorRT: that first frame is the eager run and synchronisation
-it needs at a shape before capture; torch, through its own graph API), otherwise the pre- and post-processing as
-two graphs with the network run between them (a network whose capture failed, which may replay a graph of its
-own). Device frames (``__cuda_array_interface__``) are read
-in place, after the stream that wrote them; their address changes from frame to frame, so their sequence is
-launched kernel by kernel. A
-network runner may say how many boxes it writes at a size (``output_anchors(w, h)``): a plan whose anchor
-layout disagrees is refused, since the network would write past its output buffers; and it may keep state per
-input size, freed by ``release(w, h)`` when the last plan of that size goes.
+evicted), and owned here: device buffers, a page-locked staging buffer for host frames and a page-locked result
+buffer (both mapped into the GPU on integrated GPUs such as Jetson, so the kernels read the frame and write the
+result in place, with no copies). Every kernel reads its element counts from device memory, so the sequence never
+waits on the host; for host frames it is captured in CUDA graphs after the first frame of a size and replayed: the
+whole frame as one graph when the network may be captured with it (TensorRT: that first frame is the eager run and
+synchronisation it needs at a shape before capture; torch, through its own graph API), otherwise the pre- and post-
+processing as two graphs with the network run between them (a network whose capture failed, which may replay a
+graph of its own). Device frames (``__cuda_array_interface__``) are read in place, after the stream that wrote
+them; their address changes from frame to frame, so their sequence is launched kernel by kernel. A network runner
+may say how many boxes it writes at a size (``output_anchors(w, h)``): a plan whose anchor layout disagrees is
+refused, since the network would write past its output buffers; and it may keep state per input size, freed by
+``release(w, h)`` when the last plan of that size goes.
 
 The network is any runner that reads the input buffer and writes the ``loc`` / ``conf`` buffers on the
 pipeline's stream (TensorRT, or torch on CUDA). The kernels have NumPy references in
