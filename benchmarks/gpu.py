@@ -352,8 +352,9 @@ def _photo_set_detectors(backend) -> dict:
     ``max_plans``)."""
     from edgeface import Detector
 
-    numpy_cold, numpy_warm = (Detector(backend, gpu_pipeline=False) for _ in range(2))
-    eager, graphs = Detector(backend), Detector(backend)
+    numpy_cold, numpy_warm, eager = (Detector(backend, gpu_pipeline=False) for _ in range(3))
+    graphs = Detector(backend)
+    # the eager path gets a pipeline without graphs (no default one is opened only to be dropped)
     eager.gpu_pipeline = backend.gpu_pipeline(eager.score_threshold, eager.nms_iou, eager.max_detections,
                                               use_graphs=False)
     return {"first pass, NumPy pre/post (sizes new to cuDNN)": numpy_cold, "NumPy pre/post": numpy_warm,

@@ -466,9 +466,11 @@ def test_gpu_benchmark_prepares_what_a_gpu_machine_without_shared_reads(tmp_path
 def test_gpu_training_benchmark_runs_end_to_end_at_toy_sizes(tmp_path):
     """gpu-training on the CPU: without --tiny it says it needs a GPU; with it, three runs (batch 2 and 8 with a loader
     process, batch 2 without) give a row each, the first with its validation time per photo, and nothing is kept."""
+    from benchmarks.machine import AUTHORS, WIDER
+
     torch = pytest.importorskip("torch")
-    need(SHARED / "weights" / "extd_official" / "EXTD_64.pth")
-    need(SHARED / "data" / "widerface" / "WIDER_val")
+    need(AUTHORS / "EXTD_64.pth")
+    need(WIDER / "WIDER_val")
     if not torch.cuda.is_available():
         assert "skipped: no CUDA GPU here" in bench(tmp_path, "gpu-training").stdout
     out = bench(tmp_path, "gpu-training", "--tiny").stdout

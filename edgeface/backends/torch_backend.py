@@ -132,9 +132,10 @@ class TorchBackend:
         reads a static copy of the input and its outputs are copied out, a few microseconds each. ``release(w,
         h)``, called by the pipeline when its last plan of a size goes, frees that size's graph (a whole-frame graph
         goes with its plan). All are captured on the pipeline's stream into one memory pool, which frames of
-        different sizes can share since they run one at a time and no graph leaves its results in the pool; no
-        capture empties torch's caches, so a new size costs neither the memory nor the re-allocation of the sizes
-        before it."""
+        different sizes can share since they run one at a time: a replay rewrites its intermediates before reading
+        them, and the static outputs of the network's own graphs stay referenced, so no other capture takes their
+        memory. No capture empties torch's caches, so a new size costs neither the memory nor the re-allocation of
+        the sizes before it."""
         from .cuda.runtime import CudaArrayView
 
         torch = self.torch
@@ -148,11 +149,12 @@ class TorchBackend:
             with torch.cuda.stream(torch.cuda.ExternalStream(int(stream.handle), device=self.device)), \
                     torch.no_grad():
                 x = torch.as_tensor(CudaArrayView(input_ptr, (1, 3, height, width)), device=self.device)
-                whole_frame = capturing["frame"]
-                if use_graphs and size in warmed and size not in graphs and not whole_frame:
+                # the network's own graph, unless it is being captured within the whole frame's
+                replay = use_graphs and size in warmed and not capturing["frame"]
+                if replay and size not in graphs:
                     graphs[size] = self._capture(x, pool, torch.cuda.current_stream(self.device))
                     run.captures += 1
-                if size in graphs and not whole_frame:
+                if replay:
                     graph, static_input, (loc, conf) = graphs[size]
                     static_input.copy_(x)
                     graph.replay()  # on the current stream: the pipeline's
