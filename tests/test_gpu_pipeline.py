@@ -171,8 +171,8 @@ def test_detector_and_gpu_benchmark_stages_on_the_stand_in(emulated_runtime, bac
     assert_same(gpu(image), host(image))
     row = _time_stages(gpu, host, image, runs=1, sync=lambda: None)
     assert row["faces"] == len(host(image)) > 0
-    assert all(row[k] > 0 for k in ("gpu_pipeline_ms", "numpy_pre_post_ms", "pre_ms", "network_ms", "post_ms",
-                                    "post_eager_ms"))
+    assert all(row[k] > 0 for k in ("gpu_pipeline_ms", "replay_ms", "numpy_pre_post_ms", "pre_ms", "network_ms",
+                                    "post_ms", "post_eager_ms"))
     gpu.score_threshold = 0.01
     crowd = _crowd_post_row(gpu, _wider_val_photos(), runs=1)  # the most crowded WIDER val photo, at 1920x1080
     assert crowd["candidates"] > 1000 and crowd["faces"] > 50 and crowd["post_ms"] > crowd["top_k_ms"] > 0

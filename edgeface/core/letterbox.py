@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import cv2
 import numpy as np
@@ -24,12 +25,18 @@ class Letterbox:
         """The transform of a frame run at its own size: no scaling, no offset."""
         return cls(1.0, 1.0, 0.0, 0.0, width, height)
 
+    @cached_property
+    def _xyxy(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Pad, scale and source size, each as an x1, y1, x2, y2 row (float32, as the boxes are)."""
+        rows = ((self.pad_x, self.pad_y), (self.scale_x, self.scale_y), (self.source_width, self.source_height))
+        return tuple(np.float32(row * 2) for row in rows)
+
     def to_source(self, boxes: np.ndarray) -> np.ndarray:
         """Map ``(N, 4)`` xyxy boxes from input pixels to source pixels, clipped to the source image."""
-        out = boxes.astype(np.float32, copy=True)
-        out[:, 0::2] = np.clip((out[:, 0::2] - self.pad_x) / self.scale_x, 0, self.source_width)
-        out[:, 1::2] = np.clip((out[:, 1::2] - self.pad_y) / self.scale_y, 0, self.source_height)
-        return out
+        pad, scale, size = self._xyxy
+        out = np.subtract(boxes, pad, dtype=np.float32)
+        np.divide(out, scale, out=out)
+        return np.minimum(np.maximum(out, 0, out=out), size, out=out)  # ufuncs: np.clip costs more than the math
 
     def to_input(self, boxes: np.ndarray) -> np.ndarray:
         """Map ``(N, 4)`` xyxy boxes from source pixels to input pixels (inverse of :meth:`to_source`)."""

@@ -27,7 +27,7 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Optional
 
@@ -101,9 +101,22 @@ class Plan:
     num_anchors: int
     graphs: tuple = ()  # captured stages, launched in order; None stands for the network, run between them
     runs: int = 0
+    # what each frame reads on the host, made once: views of the staging and result buffers, the letterbox
+    frame_view: np.ndarray = field(init=False)
+    count_view: np.ndarray = field(init=False)
+    rows_view: np.ndarray = field(init=False)
+    transform: Letterbox = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.frame_view = self.staging.array(self.frame_shape, np.uint8)
+        self.count_view = self.result.array((1,), np.int32)
+        self.rows_view = self.result.array(((self.result.nbytes - RESULT_HEADER) // 20, 5), np.float32, RESULT_HEADER)
+        frame_h, frame_w = self.frame_shape[:2]
+        new_w, new_h, pad_x, pad_y = fit(frame_w, frame_h, self.input_size)
+        self.transform = Letterbox(new_w / frame_w, new_h / frame_h, float(pad_x), float(pad_y), frame_w, frame_h)
 
     def staging_frame(self) -> np.ndarray:
-        return self.staging.array(self.frame_shape, np.uint8)
+        return self.frame_view
 
 
 class GpuPipeline:
@@ -297,6 +310,15 @@ class GpuPipeline:
                           stacklevel=user_stacklevel())
             self.use_graphs = False
 
+    def replay(self, plan: Plan) -> None:
+        """Launch the plan's captured graphs (the network between them when it is not in one) on the stream: a
+        host frame's whole sequence, once its graphs are captured."""
+        for graph in plan.graphs:
+            if graph is None:
+                self.enqueue_network(plan)
+            else:
+                graph.launch(self.stream)
+
     def detect(self, frame, input_size: Optional[tuple[int, int]] = None) -> Detections:
         """Faces in one BGR (or BGRx) uint8 frame, letterboxed to `input_size` or run at its own size. The frame
         is a NumPy array (staged in page-locked memory; see :meth:`host_frame`) or any device array with
@@ -320,17 +342,10 @@ class GpuPipeline:
             if not plan.graphs and self.use_graphs and plan.runs > 0:  # the network has run once at this size
                 self._capture(plan, pitch)
         if source is None and plan.graphs:
-            for graph in plan.graphs:
-                if graph is None:
-                    self.enqueue_network(plan)
-                else:
-                    graph.launch(self.stream)
+            self.replay(plan)
         else:
             self._enqueue(plan, source, pitch)
         self.stream.synchronize()
         plan.runs += 1
-        count = int(plan.result.array((1,), np.int32)[0])
-        kept = plan.result.array((self.max_keep, 5), np.float32, RESULT_HEADER)[:count].copy()
-        new_w, new_h, pad_x, pad_y = fit(frame_w, frame_h, plan.input_size)
-        transform = Letterbox(new_w / frame_w, new_h / frame_h, float(pad_x), float(pad_y), frame_w, frame_h)
-        return in_source(transform, kept[:, :4], kept[:, 4])
+        kept = plan.rows_view[:int(plan.count_view[0])]  # in the result buffer: in_source copies what it keeps
+        return in_source(plan.transform, kept[:, :4], kept[:, 4])
