@@ -37,7 +37,17 @@ from edgeface.spec import TestTimeSpec
 from edgeface.weights import SHIPPED
 
 from .latency import interleaved_ms, test_frame
-from .machine import AUTHORS, RESULTS, SHARED, WIDER, at_least, describe_machine, markdown_table, write_results
+from .machine import (
+    AUTHORS,
+    DLIB_PHOTOS,
+    RESULTS,
+    SHARED,
+    WIDER,
+    at_least,
+    describe_machine,
+    markdown_table,
+    write_results,
+)
 
 TTA = TestTimeSpec.from_scales((1.0, 2.0), flip=True, voting_iou=0.3)
 
@@ -78,7 +88,7 @@ def labelled_sets() -> dict[str, list]:
     facemask = SHARED / "data" / "facemask"
     if facemask.exists():
         sets["facemask val"] = read_facemask(facemask, "val")
-    dlib = SHARED / "data" / "photos" / "dlib_examples_faces" / "testing.xml"
+    dlib = DLIB_PHOTOS / "testing.xml"
     if dlib.exists():
         sets["dlib testing"] = read_imglab(dlib)
     if not sets:

@@ -26,7 +26,7 @@ from edgeface import Detector, read_image
 from edgeface.spec import TestTimeSpec
 
 from .accuracy import available_models
-from .machine import RESULTS, SHARED, describe_machine, markdown_table, write_results
+from .machine import DLIB_PHOTOS, RESULTS, SHARED, describe_machine, markdown_table, write_results
 
 SCORES = (0.5, 0.7, 0.9)  # boxes are counted at these scores and above
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp")
@@ -41,7 +41,7 @@ TILE = 220  # contact sheet cell, px
 def default_images(skimage_data: str | None = None) -> list[Path]:
     """../shared's dog photo and scikit-image's face-free photos (from `skimage_data`, else the installed
     package's data folder), those present."""
-    images = [SHARED / "data" / "photos" / "dlib_examples_faces" / "dogs.jpg"]
+    images = [DLIB_PHOTOS / "dogs.jpg"]
     if skimage_data is None:
         try:
             import skimage

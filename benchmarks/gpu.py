@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from . import gpu_training
-from .machine import AUTHORS, SHARED, WIDER, at_least, describe_machine, markdown_table, write_results
+from .machine import AUTHORS, DLIB_PHOTOS, SHARED, WIDER, at_least, describe_machine, markdown_table, write_results
 
 SIZES = ((320, 240), (640, 480), (1280, 720))
 
@@ -46,7 +46,7 @@ def _median_ms(run, runs: int, sync=lambda: None) -> float:
     return statistics.median(times)
 
 
-PHOTOS = SHARED / "data" / "photos" / "dlib_examples_faces"
+PHOTOS = DLIB_PHOTOS
 BATCHES = (1, 4, 8)
 
 

@@ -27,9 +27,9 @@ from edgeface import Detector, read_image
 from edgeface.backends.torch_backend import TorchBackend
 from edgeface.models.registry import model_names
 
-from .machine import AUTHORS, SHARED, at_least, describe_machine, markdown_table, write_results
+from .machine import AUTHORS, DLIB_PHOTOS, at_least, describe_machine, markdown_table, write_results
 
-PHOTO = SHARED / "data" / "photos" / "dlib_examples_faces" / "2008_002470.jpg"
+PHOTO = DLIB_PHOTOS / "2008_002470.jpg"
 
 
 def test_frame() -> tuple[np.ndarray, str]:

@@ -18,6 +18,7 @@ RESULTS = Path(os.environ.get("EDGEFACE_RESULTS_DIR", Path(__file__).resolve().p
 SHARED = Path(os.environ.get("EDGEFACE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 WIDER = SHARED / "data" / "widerface"  # WIDER FACE in its official layout
 AUTHORS = SHARED / "weights" / "extd_official"  # the EXTD authors' checkpoints, EXTD_{32,48,64}.pth
+DLIB_PHOTOS = SHARED / "data" / "photos" / "dlib_examples_faces"  # dlib's example photos, imglab labels
 PACKAGES = ("edgeface", "numpy", "opencv-python-headless", "onnxruntime", "torch", "onnx", "onnxslim")
 
 

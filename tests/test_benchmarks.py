@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED, need
+from conftest import DLIB_FACES, SHARED, need
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -373,7 +373,7 @@ def test_false_boxes_counts_boxes_on_face_free_photos_against_the_first_model(tm
     save_checkpoint(model, spec, tmp_path / "everywhere.pt")
     photos = tmp_path / "photos"
     photos.mkdir()
-    dogs = need(SHARED / "data" / "photos" / "dlib_examples_faces" / "dogs.jpg")
+    dogs = need(DLIB_FACES / "dogs.jpg")
     (photos / "dogs.jpg").write_bytes(dogs.read_bytes())
     ramp = np.tile(np.arange(256, dtype=np.uint8), (200, 1))
     cv2.imwrite(str(photos / "gradient.png"), cv2.merge([ramp, ramp, ramp]))
@@ -436,7 +436,7 @@ def test_interleaved_latency_times_every_run_in_turns_and_reports_medians(monkey
 def test_false_boxes_keeps_the_whole_sets_results_when_photos_are_missing(tmp_path):
     """Without scikit-image's photos the default set shrinks to one photo: no results file of that name is
     overwritten with it unless --name asks for the partial set."""
-    need(SHARED / "data" / "photos" / "dlib_examples_faces" / "dogs.jpg")
+    need(DLIB_FACES / "dogs.jpg")
     env = {**os.environ, "EDGEFACE_RESULTS_DIR": str(tmp_path)}
     refused = subprocess.run([sys.executable, "-m", "benchmarks", "false-boxes", "--skimage-data", str(tmp_path)],
                              capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import SHARED, need, with_exif_orientation
+from conftest import DLIB_FACES, SHARED, need, with_exif_orientation
 from edgeface.core.detections import Detections
 from edgeface.data.records import FaceRecord
 from edgeface.data.voc import read_facemask
@@ -191,7 +191,7 @@ def test_small_frames_run_the_detector_on_a_downscaled_frame_and_map_boxes_back(
     small = np.zeros((300, 200, 3), np.uint8)  # already small enough: passed on untouched
     assert frames(small).boxes.tolist() == [[10, 20, 50, 60]] and seen[-1] == (300, 200, 3)
 
-    vset = validation_set({"format": "imglab", "xml": str(need(SHARED / "data/photos/dlib_examples_faces/testing.xml")),
+    vset = validation_set({"format": "imglab", "xml": str(need(DLIB_FACES / "testing.xml")),
                            "frame_side": 320})
     assert vset.frame_side == 320 and isinstance(vset.detector("fast"), SmallFrames)
     with pytest.raises(OptionError, match="frame_side"):
@@ -626,7 +626,7 @@ def test_truncated_or_malformed_annotation_files_name_the_file_and_the_place(tmp
                             "a.png")
     assert inverted.ignore.tolist() == [True] + [False] * (len(inverted.boxes) - 1)
 
-    imglab = need(SHARED / "data/photos/dlib_examples_faces/training.xml").read_text()
+    imglab = need(DLIB_FACES / "training.xml").read_text()
     with pytest.raises(AnnotationError, match="not a valid dlib imglab XML file at image '2007_007763.jpg': "
                                               "missing the 'left' attribute of a <box>"):
         read_imglab(write(tmp_path / "imglab.xml", imglab.replace("left=", "lft=", 1)))

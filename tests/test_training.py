@@ -16,7 +16,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import SHARED, need, write_imglab  # noqa: E402
+from conftest import DLIB_FACES, SHARED, need, write_imglab  # noqa: E402
 from edgeface import Detector  # noqa: E402
 from edgeface.core.anchors import generate_anchors  # noqa: E402
 from edgeface.core.boxes import box_iou, cxcywh_to_xyxy  # noqa: E402
@@ -53,7 +53,7 @@ def test_readers_on_the_real_files():
     assert all(os.path.exists(r.image_path) for r in val)
     first = read_facemask(FACEMASK, "train")[0]
     assert first.boxes[0].tolist() == [79, 105, 109, 142] and (first.width, first.height) == (512, 366)
-    dlib = read_imglab(need(SHARED / "data/photos/dlib_examples_faces/training.xml"))
+    dlib = read_imglab(need(DLIB_FACES / "training.xml"))
     assert len(dlib) == 4 and sum(len(r.boxes) for r in dlib) == 18
     wider = read_wider_txt(need(SHARED / "data/widerface/wider_face_split/wider_face_val_bbx_gt.txt"), "/images")
     assert len(wider) == 3226 and sum(len(r.boxes) for r in wider) == 39708
