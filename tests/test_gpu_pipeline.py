@@ -89,6 +89,19 @@ def test_graph_replay_equals_launching_each_kernel(emulated_runtime, backend, ph
     assert eager.plan((300, 400, 3), (400, 300)).graphs == ()
 
 
+def test_results_own_their_memory_while_the_plan_is_reused(emulated_runtime, backend, photo_paths):
+    """A frame's Detections are copies: the next frame of the same size, which rewrites the plan's page-locked
+    result buffer, leaves them as they were."""
+    gpu = pipeline(emulated_runtime, backend)
+    image = edgeface.read_image(photo_paths[0])
+    first = gpu.detect(image)
+    boxes, scores = first.boxes.copy(), first.scores.copy()
+    mirrored = gpu.detect(np.ascontiguousarray(image[:, ::-1]))  # same plan, other boxes
+    assert len(first) > 0 and not np.array_equal(mirrored.boxes[:1], boxes[:1])
+    np.testing.assert_array_equal(first.boxes, boxes)
+    np.testing.assert_array_equal(first.scores, scores)
+
+
 def test_max_detections_and_top_k_bound_the_result(emulated_runtime, backend, photo_paths):
     image = edgeface.read_image(photo_paths[0])
     everything = pipeline(emulated_runtime, backend, score_threshold=0.01, nms_iou=0.9).detect(image)
