@@ -5,8 +5,9 @@ every face that counts) it finds, meaning some detection overlaps the face at Io
 --min-score, split by face height, by each of WIDER FACE's per-face labels (blur, occlusion, pose, illumination,
 expression) and by event; and how many boxes scoring 0.5, 0.7 or 0.9 and more overlap no labelled face (the false
 boxes a user sees; an upper bound, as WIDER leaves some crowd faces unlabelled). Every model after the first is
-shown with its difference from the first (the baseline, run in the same call), in the tables and, per group of
-faces, in a bar plot. Where two models' APs differ, this says which faces make the difference: what a fine-tune
+shown with its difference from the first (the baseline, run in the same call), in the tables (the APs' with a 95%
+interval from a paired bootstrap over the images: how far these images alone can move it) and, per group of faces,
+in a bar plot. Where two models' APs differ, this says which faces make the difference: what a fine-tune
 forgot, not only how much. Models run through edgeface as ``Detector`` runs them (score threshold 0.05), at the
 images' own size unless --max-side is given; with --wider-holdout on a held-out fold of WIDER train instead.
 """
@@ -28,6 +29,8 @@ from edgeface.eval.wider import (
     best_match_scores,
     detect_wider,
     evaluate_wider,
+    image_curves,
+    paired_bootstrap,
     stray_scores,
 )
 
@@ -98,6 +101,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-side", type=int, help="downscale the images to this longest side (default: own size)")
     parser.add_argument("--min-event-faces", type=at_least(1), default=20,
                         help="list the events with at least this many counted faces (default: %(default)s)")
+    parser.add_argument("--resamples", type=at_least(0), default=2000,
+                        help="image resamples of the paired bootstrap giving each AP difference from the first "
+                             "model its 95%% interval (default: %(default)s; 0: none)")
     parser.add_argument("--name", default="wider_recall", help="results file stem (default: %(default)s)")
     parser.add_argument("--wider-holdout", type=int, metavar="FOLD", help=HOLDOUT_HELP)
     args = parser.parse_args(argv)
@@ -114,10 +120,11 @@ def main(argv: list[str] | None = None) -> None:
     faces = face_table(ground_truth, args.setting)
     groups = face_groups(faces, args.min_event_faces)
     names = [Path(m).stem for m in args.models]
-    aps, found, strays = {}, {}, {}
+    aps, curves, found, strays = {}, {}, {}, {}
     for name, model in zip(names, args.models):
         predictions = as_predictions(detect_wider(vset.detector(model), ground_truth, vset.wider_images))
         aps[name] = evaluate_wider(predictions, ground_truth).ap
+        curves[name] = image_curves(predictions, ground_truth)
         scores = np.concatenate([best_match_scores(predictions, image)[image.keep[args.setting]]
                                  for image in ground_truth] + [np.zeros(0)])
         found[name] = scores >= args.min_score
@@ -133,8 +140,22 @@ def main(argv: list[str] | None = None) -> None:
     def cell(name: str, mask: np.ndarray) -> str:
         return against_first(name, lambda n: found[n][mask].mean(), ".3f")
 
+    # each AP difference from the first model, with its interval over resamples of the images (paired bootstrap)
+    differences = {n: paired_bootstrap(curves[names[0]], curves[n], args.resamples) for n in names[1:]}
+
+    def ap_cell(name: str, setting: str) -> str:
+        if name == names[0]:
+            return f"{aps[name][setting]:.4f}"
+        d = differences[name][setting]
+        interval = f"; 95%: {d.low:+.4f} to {d.high:+.4f}" if args.resamples else ""
+        return f"{aps[name][setting]:.4f} ({d.difference:+.4f}{interval})"
+
     ap_table = markdown_table(["model", *(f"{s} AP" for s in SETTINGS)],
-                              [[n, *(f"{aps[n][s]:.3f}" for s in SETTINGS)] for n in names])
+                              [[n, *(ap_cell(n, s) for s in SETTINGS)] for n in names])
+    if args.resamples and len(names) > 1:
+        ap_table += (f"\n\nIn brackets: the difference from {names[0]} and its 95% interval over {args.resamples} "
+                     f"resamples of the {len(ground_truth)} images (paired bootstrap: an interval spanning 0 is a "
+                     "difference these images cannot tell from chance).")
     recall_table = markdown_table(["faces", "count", *names],
                                   [[group, int(mask.sum()), *(cell(n, mask) for n in names)]
                                    for group, mask in groups])
@@ -150,7 +171,9 @@ def main(argv: list[str] | None = None) -> None:
     print(table)
     payload = {"machine": describe_machine(), "models": args.models, "setting": args.setting,
                "min_score": args.min_score, "max_side": args.max_side, "wider_holdout_fold": args.wider_holdout,
-               "images": len(ground_truth), "ap": aps, "stray_boxes": stray_counts,
+               "images": len(ground_truth), "ap": aps, "resamples": args.resamples,
+               "ap_difference": {n: {s: vars(d) for s, d in differences[n].items()} for n in names[1:]},
+               "stray_boxes": stray_counts,
                "found": {group: {"faces": int(mask.sum()), **{n: float(found[n][mask].mean()) for n in names}}
                          for group, mask in groups}}
     written = write_results(args.name, payload, table)

@@ -307,6 +307,9 @@ def test_wider_recall_splits_found_faces_by_wider_labels_against_the_first_model
     assert sum(found[f"blur {b}"]["faces"] for b in ("clear", "normal", "heavy")) == found["all faces"]["faces"]
     assert any(group.startswith("event ") for group in found)
     assert "(-" in (tmp_path / "wider_recall.md").read_text()  # the lost model's differences from the first
+    lost_hard = payload["ap_difference"]["lost"]["hard"]  # with their interval over resamples of the images
+    assert lost_hard["difference"] == -payload["ap"]["release"]["hard"] and lost_hard["low"] <= lost_hard["high"] <= 0
+    assert "95%: " in (tmp_path / "wider_recall.md").read_text()
     strays = payload["stray_boxes"]  # boxes on no labelled face, by score
     assert strays["lost"] == {"0.5": 0, "0.7": 0, "0.9": 0}
     assert strays["release"]["0.5"] >= strays["release"]["0.7"] >= strays["release"]["0.9"]

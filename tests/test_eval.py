@@ -270,6 +270,35 @@ def test_wider_protocol_hand_computed():
     assert result.recall["easy"][-1] == 1.0 and result.precision["easy"][-1] == pytest.approx(2 / 3)
 
 
+def test_paired_bootstrap_tells_a_consistent_difference_from_a_few_images_worth():
+    from edgeface.eval.wider import WiderImage, evaluate_wider, image_curves, paired_bootstrap
+
+    keep = {s: np.array([0, 1]) for s in ("easy", "medium", "hard")}
+    faces = np.array([[0, 0, 10, 10], [20, 20, 10, 10]], float)
+    gt = [WiderImage("0--Parade", f"{i}", faces, keep) for i in range(40)]
+    both = np.array([[0, 0, 10, 10, 0.9], [20, 20, 10, 10, 0.8]])
+    everything = {f"0--Parade/{i}": both for i in range(40)}
+    # misses the second face in every other image: worse however the images are drawn
+    half = {k: both[: 1 + i % 2] for i, k in enumerate(everything)}
+    # worse on two of the 40 images only (a face missed, a false box): draws without them show no difference
+    swing = {**everything, "0--Parade/0": both[:1],
+             "0--Parade/1": np.vstack([both, [[50, 50, 10, 10, 0.95]]])}
+    first = image_curves(everything, gt)
+    assert first["hard"][0].shape == (40, 1000, 2) and first["hard"][1].tolist() == [2] * 40
+    same = paired_bootstrap(first, image_curves(everything, gt), resamples=200)
+    assert all((d.difference, d.low, d.high, d.share_not_worse) == (0, 0, 0, 1) for d in same.values())
+    worse = paired_bootstrap(first, image_curves(half, gt), resamples=200)["hard"]
+    whole = evaluate_wider(half, gt).ap["hard"] - evaluate_wider(everything, gt).ap["hard"]
+    assert worse.difference == pytest.approx(whole)
+    assert worse.low <= worse.difference <= worse.high < 0 and worse.share_not_worse == 0
+    chance = paired_bootstrap(first, image_curves(swing, gt), resamples=200)["hard"]
+    assert chance.difference < 0 and chance.low < 0 <= chance.high and 0 < chance.share_not_worse < 1
+    again = paired_bootstrap(first, image_curves(swing, gt), resamples=200)["hard"]
+    assert (again.low, again.high) == (chance.low, chance.high)  # the same seed draws the same images
+    with pytest.raises(ValueError, match="same images"):
+        paired_bootstrap(first, image_curves(everything, gt[:10]))
+
+
 def test_best_match_scores_give_each_face_its_best_overlapping_detection():
     from edgeface.eval.wider import WiderImage, best_match_scores
 

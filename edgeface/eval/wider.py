@@ -196,29 +196,87 @@ class WiderResult:
     recall: dict[str, np.ndarray]
 
 
-def evaluate_wider(predictions: Mapping[str, np.ndarray], ground_truth: list[WiderImage],
-                   iou_threshold: float = 0.5) -> WiderResult:
-    """AP on easy / medium / hard of ``{"<event>/<stem>": (N, 5) x y w h score}`` predictions."""
+def image_curves(predictions: Mapping[str, np.ndarray], ground_truth: list[WiderImage],
+                 iou_threshold: float = 0.5) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each image's share of the protocol's sums, per setting: ``(curves, faces)``, ``curves`` ``(images,
+    THRESHOLDS, 2)`` kept proposals and recalled faces at each threshold, ``faces`` ``(images,)`` the faces that
+    count (ground-truth order). Summed over the images they give :func:`evaluate_wider`'s curves; resampled, a
+    confidence interval (:func:`paired_bootstrap`)."""
     scores = np.concatenate([p[:, 4] for p in predictions.values() if len(p)] + [np.zeros(0)])
     low, span = (scores.min(), max(scores.max() - scores.min(), 1e-12)) if len(scores) else (0.0, 1.0)
     normalised = {k: np.concatenate([p[:, :4], (p[:, 4:5] - low) / span], axis=1) for k, p in predictions.items()}
-    result = WiderResult({}, {}, {})
+    result = {}
     for setting in SETTINGS:
-        curve = np.zeros((THRESHOLDS, 2))
-        faces = 0
-        for image in ground_truth:
-            keep = image.keep[setting]
-            faces += len(keep)
+        curves = np.zeros((len(ground_truth), THRESHOLDS, 2), np.int32)  # counts: int32 keeps 3,226 images in 77 MB
+        faces = np.array([len(image.keep[setting]) for image in ground_truth], np.int64)
+        for i, image in enumerate(ground_truth):
             pred = normalised.get(f"{image.event}/{image.name}")
             if pred is None or not len(pred) or not len(image.boxes):
                 continue
             counted = np.zeros(len(image.boxes), bool)
-            counted[keep] = True
-            curve += _image_pr(pred, image.boxes, counted, iou_threshold)
-        precision = np.divide(curve[:, 1], curve[:, 0], out=np.zeros(THRESHOLDS), where=curve[:, 0] > 0)
-        recall = curve[:, 1] / max(faces, 1)
-        result.ap[setting] = interpolated_ap(recall, precision)
-        result.precision[setting], result.recall[setting] = precision, recall
+            counted[image.keep[setting]] = True
+            curves[i] = _image_pr(pred, image.boxes, counted, iou_threshold)
+        result[setting] = (curves, faces)
+    return result
+
+
+def _curve_ap(curve: np.ndarray, faces: float) -> tuple[float, np.ndarray, np.ndarray]:
+    """AP, precision and recall of a dataset's summed ``(THRESHOLDS, 2)`` curve over `faces` counted faces."""
+    precision = np.divide(curve[:, 1], curve[:, 0], out=np.zeros(THRESHOLDS), where=curve[:, 0] > 0)
+    recall = curve[:, 1] / max(faces, 1)
+    return interpolated_ap(recall, precision), precision, recall
+
+
+def evaluate_wider(predictions: Mapping[str, np.ndarray], ground_truth: list[WiderImage],
+                   iou_threshold: float = 0.5) -> WiderResult:
+    """AP on easy / medium / hard of ``{"<event>/<stem>": (N, 5) x y w h score}`` predictions."""
+    result = WiderResult({}, {}, {})
+    for setting, (curves, faces) in image_curves(predictions, ground_truth, iou_threshold).items():
+        ap, precision, recall = _curve_ap(curves.sum(axis=0, dtype=np.float64), faces.sum())
+        result.ap[setting], result.precision[setting], result.recall[setting] = ap, precision, recall
+    return result
+
+
+@dataclass
+class ApDifference:
+    """How a second model's AP differs from a first's on the same images: the difference on the whole set, the
+    central `level` interval of the difference over image resamples (paired bootstrap), and the share of
+    resamples in which the second model is at least as good."""
+
+    difference: float
+    low: float
+    high: float
+    share_not_worse: float
+    level: float
+
+
+def paired_bootstrap(first: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                     second: Mapping[str, tuple[np.ndarray, np.ndarray]], resamples: int = 2000, seed: int = 0,
+                     level: float = 0.95) -> dict[str, ApDifference]:
+    """Per setting, the second model's AP minus the first's (both :func:`image_curves` on the same ground truth),
+    with a percentile interval from `resamples` draws of the images with replacement, the same draws for both
+    models. A difference whose interval spans 0 is one these images cannot tell from chance: which faces and
+    images happen to be in the set. (Scores stay normalised as on the whole set.)"""
+    images = len(next(iter(first.values()))[1])
+    if images == 0 or any(len(second[s][1]) != images for s in first):
+        raise ValueError(f"paired_bootstrap needs both models' curves over the same images, at least one; got "
+                         f"{images} and {[len(second[s][1]) for s in first]}")
+    rng = np.random.default_rng(seed)
+    draws = rng.multinomial(images, np.full(images, 1 / max(images, 1)), size=resamples).astype(np.float64)
+    result = {}
+    for setting in first:
+        differences = []
+        for weights in (np.ones((1, images)), draws):
+            aps = []
+            for curves, faces in (first[setting], second[setting]):
+                sums = weights @ curves.reshape(images, -1).astype(np.float64)
+                aps.append(np.array([_curve_ap(curve.reshape(THRESHOLDS, 2), total)[0]
+                                     for curve, total in zip(sums, weights @ faces)]))
+            differences.append(aps[1] - aps[0])
+        whole, resampled = differences[0][0], differences[1]
+        low, high = np.quantile(resampled, [(1 - level) / 2, (1 + level) / 2]) if resamples else (whole, whole)
+        result[setting] = ApDifference(float(whole), float(low), float(high),
+                                       float(np.mean(resampled >= 0)) if resamples else float(whole >= 0), level)
     return result
 
 
