@@ -9,7 +9,8 @@ shown with its difference from the first (the baseline, run in the same call), i
 interval from a paired bootstrap over the images: how far these images alone can move it) and, per group of faces,
 in a bar plot. Where two models' APs differ, this says which faces make the difference: what a fine-tune
 forgot, not only how much. Models run through edgeface as ``Detector`` runs them (score threshold 0.05), at the
-images' own size unless --max-side is given; with --wider-holdout on a held-out fold of WIDER train instead.
+images' own size unless --max-side or --frame-side is given; with --wider-holdout on a held-out fold of WIDER
+train instead.
 """
 
 from __future__ import annotations
@@ -99,6 +100,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--min-score", type=float, default=0.5,
                         help="a face is found by a detection scoring at least this (default: %(default)s)")
     parser.add_argument("--max-side", type=int, help="downscale the images to this longest side (default: own size)")
+    parser.add_argument("--frame-side", type=int,
+                        help="downscale each image to fit FRAME_SIDE x FRAME_SIDE before the detector, as a "
+                             "low-resolution camera's frames (the detector may then upscale it: its min_side)")
     parser.add_argument("--min-event-faces", type=at_least(1), default=20,
                         help="list the events with at least this many counted faces (default: %(default)s)")
     parser.add_argument("--resamples", type=at_least(0), default=2000,
@@ -111,7 +115,8 @@ def main(argv: list[str] | None = None) -> None:
         check_holdout_fold(args.wider_holdout)
     except OptionError as exc:
         parser.error(str(exc))
-    vset = wider_validation(args.wider_holdout, **({"max_side": args.max_side} if args.max_side else {}))
+    bound = {key: value for key, value in (("max_side", args.max_side), ("frame_side", args.frame_side)) if value}
+    vset = wider_validation(args.wider_holdout, **bound)
     if vset is None:
         print(f"skipped: the WIDER images are not under {SHARED / 'data' / 'widerface'} (the shared data folder is "
               f"not beside the checkout)")
@@ -170,7 +175,8 @@ def main(argv: list[str] | None = None) -> None:
               f"images, by score (in brackets: the difference from {names[0]}):\n\n{stray_table}")
     print(table)
     payload = {"machine": describe_machine(), "models": args.models, "setting": args.setting,
-               "min_score": args.min_score, "max_side": args.max_side, "wider_holdout_fold": args.wider_holdout,
+               "min_score": args.min_score, "max_side": args.max_side, "frame_side": args.frame_side,
+               "wider_holdout_fold": args.wider_holdout,
                "images": len(ground_truth), "ap": aps, "resamples": args.resamples,
                "ap_difference": {n: {s: vars(d) for s, d in differences[n].items()} for n in names[1:]},
                "stray_boxes": stray_counts,
