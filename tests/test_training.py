@@ -585,6 +585,8 @@ def test_ddp_on_gloo_with_two_processes(tmp_path):
         again = training_set(cfg, trainer.objective, unlabelled_cache=Path(cfg.output) / "unlabelled_faces.json")
         json.dump({{"looked": looked, "boxes": [r.boxes.tolist() for r in again.records]}},
                   open(os.path.join(out, f"rank{{rank}}.json"), "w"))
+        # as edgeface.train.train does: a gloo group left to interpreter exit can abort it (seen under CPU load)
+        torch.distributed.destroy_process_group()
     """))
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                              "--master_port", "29517", str(script)], capture_output=True, text=True, timeout=600,
