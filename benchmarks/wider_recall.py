@@ -29,7 +29,7 @@ from edgeface.eval.wider import (
     as_predictions,
     best_match_scores,
     detect_wider,
-    evaluate_wider,
+    evaluate_curves,
     image_curves,
     paired_bootstrap,
     stray_scores,
@@ -128,8 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     aps, curves, found, strays = {}, {}, {}, {}
     for name, model in zip(names, args.models):
         predictions = as_predictions(detect_wider(vset.detector(model), ground_truth, vset.wider_images))
-        aps[name] = evaluate_wider(predictions, ground_truth).ap
         curves[name] = image_curves(predictions, ground_truth)
+        aps[name] = evaluate_curves(curves[name]).ap
         scores = np.concatenate([best_match_scores(predictions, image)[image.keep[args.setting]]
                                  for image in ground_truth] + [np.zeros(0)])
         found[name] = scores >= args.min_score

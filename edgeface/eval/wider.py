@@ -230,9 +230,14 @@ def _curve_ap(curve: np.ndarray, faces: float) -> tuple[float, np.ndarray, np.nd
 def evaluate_wider(predictions: Mapping[str, np.ndarray], ground_truth: list[WiderImage],
                    iou_threshold: float = 0.5) -> WiderResult:
     """AP on easy / medium / hard of ``{"<event>/<stem>": (N, 5) x y w h score}`` predictions."""
+    return evaluate_curves(image_curves(predictions, ground_truth, iou_threshold))
+
+
+def evaluate_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> WiderResult:
+    """:func:`evaluate_wider`'s result from the images' :func:`image_curves`."""
     result = WiderResult({}, {}, {})
-    for setting, (curves, faces) in image_curves(predictions, ground_truth, iou_threshold).items():
-        ap, precision, recall = _curve_ap(curves.sum(axis=0, dtype=np.float64), faces.sum())
+    for setting, (per_image, faces) in curves.items():
+        ap, precision, recall = _curve_ap(per_image.sum(axis=0, dtype=np.float64), faces.sum())
         result.ap[setting], result.precision[setting], result.recall[setting] = ap, precision, recall
     return result
 
@@ -256,13 +261,14 @@ def paired_bootstrap(first: Mapping[str, tuple[np.ndarray, np.ndarray]],
     """Per setting, the second model's AP minus the first's (both :func:`image_curves` on the same ground truth),
     with a percentile interval from `resamples` draws of the images with replacement, the same draws for both
     models. A difference whose interval spans 0 is one these images cannot tell from chance: which faces and
-    images happen to be in the set. (Scores stay normalised as on the whole set.)"""
+    images happen to be in the set. (Scores stay normalised as on the whole set; with no resamples the interval is
+    the difference itself.)"""
     images = len(next(iter(first.values()))[1])
     if images == 0 or any(len(second[s][1]) != images for s in first):
         raise ValueError(f"paired_bootstrap needs both models' curves over the same images, at least one; got "
                          f"{images} and {[len(second[s][1]) for s in first]}")
     rng = np.random.default_rng(seed)
-    draws = rng.multinomial(images, np.full(images, 1 / max(images, 1)), size=resamples).astype(np.float64)
+    draws = rng.multinomial(images, np.full(images, 1 / images), size=resamples).astype(np.float64)
     result = {}
     for setting in first:
         differences = []
