@@ -46,7 +46,6 @@ def _median_ms(run, runs: int, sync=lambda: None) -> float:
     return statistics.median(times)
 
 
-PHOTOS = DLIB_PHOTOS
 BATCHES = (1, 4, 8)
 
 
@@ -66,7 +65,7 @@ def _checkpoint(model: str, folder: Path) -> tuple[Path, str]:
 
 
 def _frame(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
-    photos = sorted(PHOTOS.glob("*.jpg"))
+    photos = sorted(DLIB_PHOTOS.glob("*.jpg"))
     if not photos:
         return rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
     import cv2
@@ -162,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         nms = _nms_rows(args.runs, torch)
         fp32, fp16 = (TorchBackend(str(checkpoints["extd64"][0]), device="cuda", fp16=half) for half in (False, True))
         crowd = _crowd_post_row(Detector(fp32, score_threshold=0.01), wider, args.runs)
-        photo_set = _photo_set_rows(_photo_set_detectors(fp32), wider[:100] or sorted(PHOTOS.glob("*.jpg")),
+        photo_set = _photo_set_rows(_photo_set_detectors(fp32), wider[:100] or sorted(DLIB_PHOTOS.glob("*.jpg")),
                                     lambda: _gpu_memory_in_use(torch), torch.cuda.empty_cache)
         precision = _fp16_against_fp32(fp32, fp16, wider)
     print(f"crowd frame: {crowd}\nFP16: {precision}")
@@ -206,9 +205,9 @@ def prepare(destination: Path, crowded: int = 130) -> None:
     import shutil
 
     photos = _wider_val_photos()[:crowded]
-    if not photos or not (AUTHORS / "EXTD_64.pth").exists() or not PHOTOS.exists():
+    if not photos or not (AUTHORS / "EXTD_64.pth").exists() or not DLIB_PHOTOS.exists():
         raise SystemExit(f"{SHARED} lacks the authors' weights, the dlib photos or WIDER val: nothing to prepare")
-    copies = [AUTHORS / f"EXTD_{w}.pth" for w in (32, 64)] + sorted(p for p in PHOTOS.iterdir() if p.is_file())
+    copies = [AUTHORS / f"EXTD_{w}.pth" for w in (32, 64)] + sorted(p for p in DLIB_PHOTOS.iterdir() if p.is_file())
     copies += photos
     copies += [WIDER / "wider_face_split" / "wider_face_val_bbx_gt.txt",
                *sorted((WIDER / "eval_tools" / "ground_truth").glob("*.mat"))]
@@ -378,7 +377,7 @@ def _fp16_against_fp32(fp32, fp16, wider: list[Path], count: int = 20):
     """The half-weight network's detections against the float32 one's on real photos (faces kept, score change)."""
     from edgeface.export.precision import compare_precisions
 
-    photos = [str(p) for p in sorted(PHOTOS.glob("*.jpg"))] + [str(p) for p in wider]
+    photos = [str(p) for p in sorted(DLIB_PHOTOS.glob("*.jpg"))] + [str(p) for p in wider]
     return compare_precisions(fp32, fp16, "fp16 (torch, half weights)", photos[:count])
 
 

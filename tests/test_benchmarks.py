@@ -458,12 +458,12 @@ def test_false_boxes_keeps_the_whole_sets_results_when_photos_are_missing(tmp_pa
 def test_gpu_benchmark_prepares_what_a_gpu_machine_without_shared_reads(tmp_path):
     """--prepare copies the weights, the dlib photos and the most crowded WIDER val photos (with labels and the
     official ground truth), so the GPU suite runs there with EDGEFACE_SHARED pointing at the copy."""
-    from benchmarks.gpu import PHOTOS, _wider_val_photos, prepare
+    from benchmarks.gpu import _wider_val_photos, prepare
     from benchmarks.machine import AUTHORS
     from edgeface.data.wider import read_wider
     from edgeface.eval.wider import load_ground_truth
 
-    if not (AUTHORS / "EXTD_64.pth").exists() or not PHOTOS.exists() or not _wider_val_photos():
+    if not (AUTHORS / "EXTD_64.pth").exists() or not DLIB_FACES.exists() or not _wider_val_photos():
         pytest.skip("../shared lacks the authors' weights, the dlib photos or WIDER val")
     prepare(tmp_path, crowded=3)
     copied = {p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()}

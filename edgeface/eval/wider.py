@@ -268,18 +268,16 @@ def paired_bootstrap(first: Mapping[str, tuple[np.ndarray, np.ndarray]],
         raise ValueError(f"paired_bootstrap needs both models' curves over the same images, at least one; got "
                          f"{images} and {[len(second[s][1]) for s in first]}")
     rng = np.random.default_rng(seed)
-    draws = rng.multinomial(images, np.full(images, 1 / images), size=resamples).astype(np.float64)
+    draws = rng.multinomial(images, np.full(images, 1 / images), size=resamples)
+    weights = np.vstack([np.ones(images), draws])  # row 0: the images as they are, then each draw's counts
     result = {}
     for setting in first:
-        differences = []
-        for weights in (np.ones((1, images)), draws):
-            aps = []
-            for curves, faces in (first[setting], second[setting]):
-                sums = weights @ curves.reshape(images, -1).astype(np.float64)
-                aps.append(np.array([_curve_ap(curve.reshape(THRESHOLDS, 2), total)[0]
-                                     for curve, total in zip(sums, weights @ faces)]))
-            differences.append(aps[1] - aps[0])
-        whole, resampled = differences[0][0], differences[1]
+        aps = []
+        for curves, faces in (first[setting], second[setting]):
+            sums = weights @ curves.reshape(images, -1).astype(np.float64)
+            aps.append(np.array([_curve_ap(curve.reshape(THRESHOLDS, 2), total)[0]
+                                 for curve, total in zip(sums, weights @ faces)]))
+        whole, resampled = aps[1][0] - aps[0][0], aps[1][1:] - aps[0][1:]
         low, high = np.quantile(resampled, [(1 - level) / 2, (1 + level) / 2]) if resamples else (whole, whole)
         result[setting] = ApDifference(float(whole), float(low), float(high),
                                        float(np.mean(resampled >= 0)) if resamples else float(whole >= 0), level)

@@ -115,9 +115,6 @@ class Plan:
         new_w, new_h, pad_x, pad_y = fit(frame_w, frame_h, self.input_size)
         self.transform = Letterbox(new_w / frame_w, new_h / frame_h, float(pad_x), float(pad_y), frame_w, frame_h)
 
-    def staging_frame(self) -> np.ndarray:
-        return self.frame_view
-
 
 class GpuPipeline:
     """Frame in, :class:`Detections` out, on the GPU. `network(input_ptr, loc_ptr, conf_ptr, w, h, stream)` runs
@@ -228,7 +225,7 @@ class GpuPipeline:
         """The page-locked buffer that host frames of this size, run at `input_size` (default: their own size), are
         staged in. A camera app that decodes straight into it and passes it to :meth:`detect` with the same
         `input_size` saves the one host-side copy per frame."""
-        return self.plan((height, width, channels), input_size or (width, height)).staging_frame()
+        return self.plan((height, width, channels), input_size or (width, height)).frame_view
 
     def _enqueue(self, plan: Plan, source: Optional[int], pitch: int) -> None:
         """Put the whole sequence for one frame on the stream. Nothing in it reads device memory on the host,
@@ -244,7 +241,7 @@ class GpuPipeline:
             if plan.frame is None:
                 source = plan.staging.device_ptr
             else:
-                plan.frame.copy_from_host(plan.staging_frame(), self.stream)
+                plan.frame.copy_from_host(plan.frame_view, self.stream)
                 source = plan.frame.ptr
         new_w, new_h, pad_x, pad_y = fit(frame_w, frame_h, plan.input_size)
         inp = self.spec.input
@@ -336,7 +333,7 @@ class GpuPipeline:
         frame_h, frame_w = frame_shape[:2]
         plan = self.plan(tuple(frame_shape), input_size or (frame_w, frame_h))
         if source is None:
-            staged = plan.staging_frame()
+            staged = plan.frame_view
             if frame.__array_interface__["data"][0] != staged.__array_interface__["data"][0]:
                 np.copyto(staged, frame)
             if not plan.graphs and self.use_graphs and plan.runs > 0:  # the network has run once at this size
