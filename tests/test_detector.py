@@ -118,6 +118,20 @@ def test_bad_frames_get_clear_errors(extd64_onnx, tmp_path):
         edgeface.read_image(bomb)
 
 
+
+@pytest.mark.parametrize("name, data, reason", [
+    ("empty.jpg", b"", "the file is empty"),
+    ("IMG_0001.HEIC", b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64), "HEIC .* convert it to JPEG"),
+    ("photo.avif", b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf" + bytes(64), "AVIF photo"),
+    ("scan.jpg", b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj", "a PDF document"),
+    ("saved.jpg", b"\n<!DOCTYPE html><html><body>Not Found</body></html>", "a web page saved under an image's name"),
+    ("noise.jpg", bytes(range(256)) * 4, "not an image OpenCV can read, or the file is corrupt"),
+])
+def test_an_undecodable_file_says_what_it_is(tmp_path, name, data, reason):
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(ImageError, match=f"cannot decode .*{name}: .*{reason}"):
+        edgeface.read_image(tmp_path / name)
+
 def _png_header(width: int, height: int) -> bytes:
     import struct
     import zlib

@@ -433,6 +433,11 @@ def test_folders_are_searched_recursively_by_one_rule(tmp_path):
     assert list_inputs([tmp_path / "sub" / "notes.txt"]) == [tmp_path / "sub" / "notes.txt"]  # named: taken
     with pytest.raises(edgeface.ImageError, match="no such file or folder"):
         list_inputs([tmp_path / "missing"])
+    for name in ("IMG_0001.HEIC", "sub/IMG_0002.heic", ".trash/IMG_0003.heic"):  # phones' photos: said, not silent
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    with pytest.warns(ImageWarning, match="2 HEIF / HEIC / AVIF photo\\(s\\) skipped.*convert them to JPEG or PNG"):
+        assert len(list_inputs([tmp_path])) == 3
 
 
 def test_info_without_a_model_describes_the_shipped_one():

@@ -85,9 +85,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     except cv2.error as error:  # e.g. more pixels than OpenCV decodes (CV_IO_MAX_IMAGE_PIXELS), or out of memory
         reason = (error.err or str(error)).strip()
         raise ImageError(f"cannot decode {path}: OpenCV refused it ({reason})") from None
-    if image is None:
-        raise ImageError(f"cannot decode {path}: not an image OpenCV can read, or the file is corrupt")
     data = Path(path).read_bytes()
+    if image is None:
+        raise ImageError(f"cannot decode {path}: {undecodable_reason(data)}")
     if is_truncated(data):
         warnings.warn(ImageWarning(f"{path} is truncated ({len(data)} bytes): the part of the image after the cut "
                                    "is missing (decoded as grey), so faces there cannot be found"),
@@ -114,6 +114,24 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
         raise OutputError(f"could not write {path} (does its folder exist? is its suffix an image format?)")
 
 
+HEIF_SUFFIXES = (".heic", ".heif", ".avif")
+HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis")
+
+
+def undecodable_reason(data: bytes) -> str:
+    """What a file OpenCV could not decode most likely is, from its first bytes, and what to do about it."""
+    if not data:
+        return "the file is empty (0 bytes)"
+    if data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:
+        return ("a HEIF / HEIC or AVIF photo (as phones save them), which OpenCV does not decode; convert it to JPEG "
+                "or PNG first (e.g. with the pillow-heif package)")
+    if data[:5] == b"%PDF-":
+        return "a PDF document, not an image"
+    if data.lstrip()[:1] == b"<":
+        return "a text file (HTML, XML or SVG), not a raster image: a web page saved under an image's name?"
+    return "not an image OpenCV can read, or the file is corrupt"
+
+
 def is_truncated(data: bytes) -> bool:
     """Whether JPEG or PNG bytes stop before the image's end: no JPEG end-of-image marker after the last
     start-of-scan (entropy-coded data cannot contain one), or no PNG IEND chunk near the end. Other formats: False.
@@ -137,8 +155,13 @@ def list_inputs(paths: Sequence[str | os.PathLike], suffixes: tuple[str, ...] = 
     files: list[Path] = []
     for item in map(Path, paths):
         if item.is_dir():
-            found = (p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
-            files += sorted(p for p in found if not any(part.startswith(".") for part in p.relative_to(item).parts))
+            found = [p for p in item.rglob("*")
+                     if p.is_file() and not any(part.startswith(".") for part in p.relative_to(item).parts)]
+            files += sorted(p for p in found if p.suffix.lower() in suffixes)
+            heif = sum(p.suffix.lower() in HEIF_SUFFIXES for p in found)
+            if heif:
+                warnings.warn(ImageWarning(f"{item}: {heif} HEIF / HEIC / AVIF photo(s) skipped, which OpenCV does not "
+                                           "decode; convert them to JPEG or PNG first"), stacklevel=user_stacklevel())
         elif item.exists():
             files.append(item)
         else:
