@@ -118,7 +118,6 @@ def test_bad_frames_get_clear_errors(extd64_onnx, tmp_path):
         edgeface.read_image(bomb)
 
 
-
 @pytest.mark.parametrize("name, data, reason", [
     ("empty.jpg", b"", "the file is empty"),
     ("IMG_0001.HEIC", b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64), "HEIC .* convert it to JPEG"),
@@ -131,6 +130,7 @@ def test_an_undecodable_file_says_what_it_is(tmp_path, name, data, reason):
     (tmp_path / name).write_bytes(data)
     with pytest.raises(ImageError, match=f"cannot decode .*{name}: .*{reason}"):
         edgeface.read_image(tmp_path / name)
+
 
 def _png_header(width: int, height: int) -> bytes:
     import struct

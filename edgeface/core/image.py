@@ -15,6 +15,7 @@ from .files import check_output_folder, has_utf8_name
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+HEIF_SUFFIXES = (".heic", ".heif", ".avif")  # phones' photos, which OpenCV does not decode
 
 
 def check_image(image: object) -> np.ndarray:
@@ -114,7 +115,6 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
         raise OutputError(f"could not write {path} (does its folder exist? is its suffix an image format?)")
 
 
-HEIF_SUFFIXES = (".heic", ".heif", ".avif")
 HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis")
 
 
