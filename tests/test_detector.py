@@ -82,6 +82,7 @@ def test_bad_frames_get_clear_errors(extd64_onnx, tmp_path):
         (frame[:, :, 0], "H x W x 3"),
         (np.zeros((48, 64, 4), np.uint8), "BGRA"),
         (np.zeros((0, 64, 3), np.uint8), "empty"),
+        (np.array(7, np.uint8), r"got shape \(\) \(a scalar\); a frame is rows x columns x 3"),
         (b"\xff\xd8 jpeg bytes", "NumPy array .* or an image file's path, got bytes; decode .* cv2.imdecode"),
         ([[0, 0, 0]], "got list; convert it to a BGR uint8 array"),
         (None, "got NoneType; cv2.imread returns None for a file it cannot read"),

@@ -34,7 +34,7 @@ def check_image(image: object) -> np.ndarray:
     if image.dtype != np.uint8:
         raise ImageError(f"expected a uint8 image, got {image.dtype}; {_dtype_hint(image.dtype)}")
     if image.ndim != 3 or image.shape[2] != 3:
-        shape = "x".join(map(str, image.shape))
+        shape = "x".join(map(str, image.shape)) or "() (a scalar)"
         raise ImageError(f"expected an H x W x 3 BGR image, got shape {shape}; {_shape_hint(image.shape)}")
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ImageError(f"the image is empty (shape {image.shape}); check the capture or the file it came from")
@@ -48,6 +48,8 @@ def _dtype_hint(dtype: np.dtype) -> str:
 
 
 def _shape_hint(shape: tuple[int, ...]) -> str:
+    if len(shape) < 2:
+        return "a frame is rows x columns x 3 channels: check what produced this array"
     if len(shape) == 4:
         return "for several frames pass a list of H x W x 3 frames to detect_batch"
     if len(shape) == 3 and shape[0] in (1, 3, 4) and shape[2] > 4:
