@@ -9,8 +9,8 @@ shown with its difference from the first (the baseline, run in the same call), i
 interval from a paired bootstrap over the images: how far these images alone can move it) and, per group of faces,
 in a bar plot. Where two models' APs differ, this says which faces make the difference: what a fine-tune
 forgot, not only how much. Models run through edgeface as ``Detector`` runs them (score threshold 0.05), at the
-images' own size unless --max-side or --frame-side is given; with --wider-holdout on a held-out fold of WIDER
-train instead.
+images' own size unless --max-side, --frame-side or --input-size is given; with --wider-holdout on a held-out
+fold of WIDER train instead.
 """
 
 from __future__ import annotations
@@ -103,6 +103,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frame-side", type=int,
                         help="downscale each image to fit FRAME_SIDE x FRAME_SIDE before the detector, as a "
                              "low-resolution camera's frames (the detector may then upscale it: its min_side)")
+    parser.add_argument("--input-size", type=int, nargs=2, metavar=("W", "H"),
+                        help="letterbox every image to this fixed network input, as an app running the model at one "
+                             "size does (Detector(input_size=(W, H)); no upscaling or --max-side then)")
     parser.add_argument("--min-event-faces", type=at_least(1), default=20,
                         help="list the events with at least this many counted faces (default: %(default)s)")
     parser.add_argument("--resamples", type=at_least(0), default=2000,
@@ -111,12 +114,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default="wider_recall", help="results file stem (default: %(default)s)")
     parser.add_argument("--wider-holdout", type=int, metavar="FOLD", help=HOLDOUT_HELP)
     args = parser.parse_args(argv)
+    bound = {key: value for key, value in (("max_side", args.max_side), ("frame_side", args.frame_side),
+                                           ("input_size", args.input_size)) if value}
     try:
         check_holdout_fold(args.wider_holdout)
+        vset = wider_validation(args.wider_holdout, **bound)
     except OptionError as exc:
         parser.error(str(exc))
-    bound = {key: value for key, value in (("max_side", args.max_side), ("frame_side", args.frame_side)) if value}
-    vset = wider_validation(args.wider_holdout, **bound)
     if vset is None:
         print(f"skipped: the WIDER images are not under {SHARED / 'data' / 'widerface'} (the shared data folder is "
               f"not beside the checkout)")
@@ -176,6 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     print(table)
     payload = {"machine": describe_machine(), "models": args.models, "setting": args.setting,
                "min_score": args.min_score, "max_side": args.max_side, "frame_side": args.frame_side,
+               "input_size": args.input_size,
                "wider_holdout_fold": args.wider_holdout,
                "images": len(ground_truth), "ap": aps, "resamples": args.resamples,
                "ap_difference": {n: {s: vars(d) for s, d in differences[n].items()} for n in names[1:]},

@@ -316,14 +316,19 @@ def test_wider_recall_splits_found_faces_by_wider_labels_against_the_first_model
     assert strays["everywhere"]["0.9"] > max(50, 10 * strays["release"]["0.5"])
     assert "Boxes on no labelled face" in (tmp_path / "wider_recall.md").read_text()
     assert cv2.imread(str(tmp_path / "wider_recall.png")).shape[0] > 60 + 18 * len(found)  # a bar row per group
-    # one model on low-resolution frames: no difference to draw or resample
+    # one model on low-resolution frames letterboxed to a fixed input: no difference to draw or resample
     framed = subprocess.run([sys.executable, "-m", "benchmarks", "wider-recall", "--models",
-                             str(tmp_path / "release.pt"), "--frame-side", "160", "--wider-holdout", "0",
-                             "--name", "framed"],
+                             str(tmp_path / "release.pt"), "--frame-side", "160", "--input-size", "192", "160",
+                             "--wider-holdout", "0", "--name", "framed"],
                             capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
     assert framed.returncode == 0, framed.stderr[-2000:]
     payload = json.loads((tmp_path / "framed.json").read_text())
-    assert payload["frame_side"] == 160 and payload["ap_difference"] == {} and not (tmp_path / "framed.png").exists()
+    assert payload["frame_side"] == 160 and payload["input_size"] == [192, 160]
+    assert payload["ap_difference"] == {} and not (tmp_path / "framed.png").exists()
+    bad = subprocess.run([sys.executable, "-m", "benchmarks", "wider-recall", "--models", "fast", "--input-size",
+                          "0", "160", "--wider-holdout", "0"],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    assert bad.returncode == 2 and "input_size sides must be between 1 and" in bad.stderr  # a usage error
 
 
 def test_wider_recall_names_missing_face_labels():

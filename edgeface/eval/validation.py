@@ -1,10 +1,12 @@
 """Validation sets as recipes name them, each scored under its own protocol.
 
-A recipe's ``val_data`` entry is a data source (see :func:`edgeface.data.sources.load_records`) plus three
+A recipe's ``val_data`` entry is a data source (see :func:`edgeface.data.sources.load_records`) plus four
 optional keys: ``name`` (the metric prefix; default: the format), ``max_side`` (the detector's bound on
-the longest image side, to keep validation cheap; default: the detector's) and ``frame_side`` (each image is
+the longest image side, to keep validation cheap; default: the detector's), ``frame_side`` (each image is
 first downscaled to fit a square of this side, as a low-resolution camera would deliver it; the detector then
-applies its own settings, e.g. a shipped model's upscaling, and its boxes are scored on the full image).
+applies its own settings, e.g. a shipped model's upscaling, and its boxes are scored on the full image) and
+``input_size`` (``[w, h]``: every image letterboxed to this fixed network input, as an app running a model at one
+size does, ``Detector(input_size=...)``; no upscaling or ``max_side`` then).
 WIDER FACE entries are scored with its easy / medium / hard protocol on the images present: val
 (``{format: wider, root: ..., split: val}``) with the official keep lists (``eval_tools/ground_truth`` under
 ``root``), train (or a fold of it held out from training: ``folds: 5, fold: 0``) with keep lists by face height
@@ -20,7 +22,7 @@ from typing import Any, Callable, Optional
 from ..core.detections import Detections
 from ..data.records import FaceRecord
 from ..errors import OptionError
-from ..options import check_frame_side
+from ..options import check_frame_side, check_input_size
 
 
 class SmallFrames:
@@ -54,15 +56,19 @@ class ValidationSet:
     wider_ground_truth: Optional[list] = None  # WIDER val: official protocol over these images
     wider_images: Optional[Path] = None
     frame_side: Optional[int] = None  # None: the images as they are
+    input_size: Optional[tuple[int, int]] = None  # None: each image at its own size
 
     def detector(self, model):
         """The detector validation runs `model` (a model file or an open backend) as: one pass per image, score
         threshold 0.05, pre- and post-processing on the CPU, bounded by this set's ``max_side`` when it has one,
-        on frames downscaled to its ``frame_side`` when it has one."""
+        on frames downscaled to its ``frame_side`` when it has one, letterboxed to its ``input_size`` when it has
+        one."""
         from ..detector import Detector
         from ..spec import TestTimeSpec
 
         bound = {} if self.max_side is None else {"max_side": self.max_side}
+        if self.input_size is not None:
+            bound["input_size"] = self.input_size
         # gpu_pipeline=False: only the network on a GPU. Through the GPU pipeline each new image size would cost
         # memory, a forward pass checking its anchors, and a graph capture when it recurs, rarely repaid here
         detector = Detector(model, score_threshold=0.05, test_time=TestTimeSpec(), gpu_pipeline=False, **bound)
@@ -85,6 +91,8 @@ def validation_set(source: dict[str, Any]) -> ValidationSet:
     source = dict(source)
     name, max_side = str(source.pop("name", source.get("format"))), source.pop("max_side", None)
     frame_side = check_frame_side(source.pop("frame_side", None))
+    input_size = source.pop("input_size", None)
+    input_size = None if input_size is None else check_input_size(input_size)
     if source.get("format") == "wider":
         from ..data.sources import fold_filter
         from ..data.wider import images_folder
@@ -94,15 +102,15 @@ def validation_set(source: dict[str, Any]) -> ValidationSet:
         images = images_folder(source["root"], split)
         if split != "val":
             return ValidationSet(name, max_side, [], ground_truth_from_records(load_records(source)), images,
-                                 frame_side)
+                                 frame_side, input_size)
         truth = load_ground_truth(Path(source["root"]) / "eval_tools" / "ground_truth", images)
         in_choice = fold_filter(source)
         if in_choice is not None:
             truth = [g for g in truth if in_choice(f"{g.event}/{g.name}.jpg")]
             if not truth:
                 raise OptionError(f"WIDER val: no image of {images} left after the fold choice")
-        return ValidationSet(name, max_side, [], truth, images, frame_side)
-    return ValidationSet(name, max_side, load_records(source), frame_side=frame_side)
+        return ValidationSet(name, max_side, [], truth, images, frame_side, input_size)
+    return ValidationSet(name, max_side, load_records(source), frame_side=frame_side, input_size=input_size)
 
 
 def score(detector, vset: ValidationSet, should_stop: Optional[Callable[[], bool]] = None,
