@@ -166,6 +166,8 @@ VAL_ENTRY_KEYS = {
     "name": "the prefix of its log.csv columns (default: the format)",
     "max_side": "validate with the longest image side bounded to this (cheaper)",
     "frame_side": "each image first downscaled to fit this square, as a camera of that resolution delivers it",
+    "input_size": "[w, h]: every image letterboxed to this fixed network input, as an app running a model at one "
+                  "size does",
 }
 
 
