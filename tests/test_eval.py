@@ -198,8 +198,9 @@ def test_small_frames_run_the_detector_on_a_downscaled_frame_and_map_boxes_back(
         validation_set({"format": "imglab", "xml": "x.xml", "frame_side": 8})
     # a fixed network input: every image letterboxed to it, as an app running a model at one size does
     vset = validation_set({"format": "imglab", "xml": str(DLIB_FACES / "testing.xml"), "input_size": [416, 416]})
-    assert vset.input_size == (416, 416) and vset.detector("fast").input_size == (416, 416)
-    assert vset.detector("fast").run_size(1024, 600) == (416, 416)
+    detector = vset.detector("fast")
+    assert vset.input_size == (416, 416) and detector.input_size == (416, 416)
+    assert detector.run_size(1024, 600) == (416, 416)
     with pytest.raises(OptionError, match="input_size"):
         validation_set({"format": "imglab", "xml": "x.xml", "input_size": 416})
 

@@ -66,9 +66,8 @@ class ValidationSet:
         from ..detector import Detector
         from ..spec import TestTimeSpec
 
-        bound = {} if self.max_side is None else {"max_side": self.max_side}
-        if self.input_size is not None:
-            bound["input_size"] = self.input_size
+        bound = {key: value for key, value in (("max_side", self.max_side), ("input_size", self.input_size))
+                 if value is not None}
         # gpu_pipeline=False: only the network on a GPU. Through the GPU pipeline each new image size would cost
         # memory, a forward pass checking its anchors, and a graph capture when it recurs, rarely repaid here
         detector = Detector(model, score_threshold=0.05, test_time=TestTimeSpec(), gpu_pipeline=False, **bound)
