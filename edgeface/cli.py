@@ -785,7 +785,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "fine-tunes that start from the same weights (e.g. several runs from one "
                                    "release), whose weights stay close enough to average; score the soup on "
                                    "validation sets of every kind you care about (edgeface eval) before using it.")
-    p.add_argument("models", nargs="+", help="edgeface checkpoints (or EXTD authors' .pth) of one model")
+    p.add_argument("models", nargs="+", help="weights of one model: edgeface checkpoints, EXTD authors' .pth, "
+                   "edgeface ONNX exports or shipped models (default, fast; BatchNorm folded, the others then "
+                   "too)")
     p.add_argument("--weights", type=float, nargs="+", help="one non-negative weight per model (default: equal)")
     p.add_argument("-o", "--output", required=True, help="edgeface checkpoint to write (.pt)")
     p.add_argument("--model-version", help="spec model_version of the result (default: the last model's + "
@@ -798,7 +800,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "al. 2022), which keeps much of what START knew while adding most of what the "
                                    "fine-tune learned. Choose alpha on validation sets of both kinds: "
                                    "python -m benchmarks wise-ft.")
-    p.add_argument("start", help="the first weights: an edgeface checkpoint or an EXTD authors' .pth")
+    p.add_argument("start", help="the first weights: an edgeface checkpoint, an EXTD authors' .pth, or "
+                                  "an edgeface ONNX export or shipped model (default, fast)")
     p.add_argument("end", help="the second weights (the fine-tune), same model")
     p.add_argument("--alpha", type=float, required=True, help="weight of END, in [0, 1]")
     p.add_argument("--keep", type=_checked(check_keep_share), default=1.0, metavar="SHARE",
@@ -824,7 +827,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "change, so the move costs no time and every export keeps it. Choose the move "
                                    "on training splits, and score it on validation sets of every kind you care "
                                    "about.")
-    p.add_argument("model", help="an edgeface checkpoint or an EXTD authors' .pth")
+    p.add_argument("model", help="an edgeface checkpoint, an EXTD authors' .pth, or an edgefac"
+                                  "e ONNX export or shipped model (default, fast)")
     p.add_argument("--down", type=_checked(check_box_shift), default=0.0,
                    help="centre shift in anchor heights, in [-0.5, 0.5]; negative: up (default: 0)")
     p.add_argument("--width", type=_checked(check_box_scale), default=1.0,
@@ -861,7 +865,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "`edgeface fisher --config general_extd64.yaml --format wider "
                                    "root=../shared/data/widerface split=train -o wider.fisher`.")
     p.add_argument("--config", required=True, help="recipe YAML (its model, crops, augmentation and matching)")
-    p.add_argument("-m", "--model", help="checkpoint or authors' .pth (default: the recipe's init)")
+    p.add_argument("-m", "--model", help="checkpoint, authors' .pth, ONNX export or shipped model (default: the "
+                                            "recipe's init)")
     _add_data_source(p)
     p.add_argument("--samples", type=_checked(check_samples, int), default=400,
                    help="training images drawn, without replacement (default: %(default)s; about 0.4 s each for "

@@ -15,7 +15,12 @@ DEFAULT_PROFILE = ((64, 64), (640, 480), (1920, 1080))  # (w, h) of the frames a
 
 def read_onnx_spec(path: str | os.PathLike) -> ModelSpec:
     """The edgeface spec stored in an ONNX file's ``metadata_props``."""
-    props = {p.key: p.value for p in onnx.load(os.fspath(path), load_external_data=False).metadata_props}
+    return spec_of(onnx.load(os.fspath(path), load_external_data=False), path)
+
+
+def spec_of(proto: onnx.ModelProto, path: str | os.PathLike) -> ModelSpec:
+    """The edgeface spec in a loaded ONNX model (read from `path`); ValueError when it has none."""
+    props = {p.key: p.value for p in proto.metadata_props}
     if SPEC_KEY not in props:
         raise ValueError(f"{path} carries no edgeface spec: export it with `edgeface export onnx`")
     try:

@@ -148,3 +148,120 @@ def test_fp16_cast_builds_with_tensorrt_rtx(extd64_onnx, tmp_path):
     fp32 = build_engine_rtx(extd64_onnx, max_batch=1)
     fp16 = build_engine_rtx(half, max_batch=1)
     assert 0 < fp16.engine_bytes and fp16.engine_bytes != fp32.engine_bytes
+
+
+def _perturbed(name: str) -> torch.nn.Module:
+    """A registry model with random weights and BatchNorm statistics, as a trained one has."""
+    from edgeface.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.5, 0.5)
+        elif isinstance(module, torch.nn.PReLU):
+            module.weight.data.uniform_(0.05, 0.4)
+    return model
+
+
+@pytest.mark.parametrize("name", ["extd32", "extd48-ssd-relu", "extd64-leaky"])
+def test_an_export_reads_back_into_the_model_it_came_from(name, tmp_path, photo_paths):
+    from edgeface.export.onnx_import import load_onnx_weights
+    from edgeface.models import create_model, default_spec
+    from edgeface.models.checkpoint import is_baked
+
+    model = _perturbed(name)
+    spec = default_spec(name)
+    export_onnx(model, spec, tmp_path / "m.onnx", check_images=photo_paths[:1], compare_detections=False)
+    loaded, loaded_spec = load_onnx_weights(tmp_path / "m.onnx")
+    assert loaded_spec == spec and is_baked(loaded) and not is_baked(model)
+    assert list(loaded.state_dict()) == list(create_model(name).state_dict())  # lines up with every checkpoint
+    x = torch.rand(2, 3, 96, 160)
+    with torch.no_grad():
+        for expected, got in zip(model(x), loaded(x)):
+            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_the_shipped_models_read_back_mix_with_checkpoints_and_move(tmp_path):
+    from conftest import AUTHORS_WEIGHTS, need
+    from edgeface.models import checkpoint
+    from edgeface.weights import FAST_MODEL
+
+    fast, spec = checkpoint.load_any_checkpoint("fast")
+    assert spec.name == "extd32" and spec.input.min_side == 640 and checkpoint.is_baked(fast)
+    assert checkpoint.load_any_checkpoint(str(FAST_MODEL))[1] == spec
+    release, _ = checkpoint.load_authors_checkpoint(need(AUTHORS_WEIGHTS / "EXTD_32.pth"))
+    x = torch.rand(1, 3, 128, 128)
+    with torch.no_grad():
+        want_release, want_fast = release(x), fast(x)
+        # the release, not folded, is folded before the mix: the weights mean the same, the ends are the models
+        for mixed, want in ((checkpoint.interpolate_weights(release, fast, 0.0), want_release),
+                            (checkpoint.interpolate_weights(release, fast, 1.0), want_fast),
+                            (checkpoint.average_weights([release, fast], [1.0, 0.0]), want_release)):
+            assert checkpoint.is_baked(mixed)
+            for a, b in zip(mixed(x), want):
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+        assert not checkpoint.is_baked(release)  # the caller's model is left as it was
+        moved = checkpoint.move_boxes(fast, spec, down=0.1)
+        assert not torch.equal(moved(x)[0], want_fast[0]) and torch.equal(moved(x)[1], want_fast[1])
+
+
+def test_files_that_are_no_plain_export_are_refused(tmp_path):
+    from edgeface.errors import ModelFileError
+    from edgeface.export.onnx_import import load_onnx_weights
+    from edgeface.weights import FAST_MODEL, SHIPPED
+
+    with pytest.raises(ModelFileError, match="is quantised"):
+        load_onnx_weights(SHIPPED["fast-int8"])
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(FAST_MODEL.read_bytes()[:50_000])
+    with pytest.raises(ModelFileError, match="not a readable ONNX model"):
+        load_onnx_weights(truncated)
+    with pytest.raises(ModelFileError, match="no such model file"):
+        load_onnx_weights(tmp_path / "none.onnx")
+
+    def edited(change) -> str:
+        proto = onnx.load(FAST_MODEL)
+        change(proto)
+        path = tmp_path / "edited.onnx"
+        onnx.save(proto, path)
+        return str(path)
+
+    with pytest.raises(ModelFileError, match="carries no edgeface spec"):
+        load_onnx_weights(edited(lambda p: p.metadata_props.__delitem__(slice(None))))
+
+    def as_extd64(proto):
+        spec = ModelSpec.from_json(_metadata(FAST_MODEL)[SPEC_KEY])
+        proto.metadata_props[0].value = ModelSpec.from_dict({**spec.to_dict(), "name": "extd64"}).to_json()
+
+    with pytest.raises(ModelFileError, match=r"does not fit base\.1\.conv\.3 of extd64: weight \(32, 64, 1, 1\)"):
+        load_onnx_weights(edited(as_extd64))
+
+    def rename_first_conv(proto):
+        next(n for n in proto.graph.node if n.op_type == "Conv").name = "/head.9/Conv"
+
+    with pytest.raises(ModelFileError, match=r"node /head\.9/Conv \(Conv\) is no layer of extd32"):
+        load_onnx_weights(edited(rename_first_conv))
+
+    def edit_one_use(proto):  # the second use of the shared block base.2 gets weights of its own
+        node = next(n for n in proto.graph.node if n.name == "/base.2/conv/conv.0_1/Conv")
+        weight = next(i for i in proto.graph.initializer if i.name == node.input[1])
+        copy = onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(weight) * 1.5, "edited_weight")
+        proto.graph.initializer.append(copy)
+        node.input[1] = "edited_weight"
+
+    with pytest.raises(ModelFileError, match=r"the uses of extd32's shared base\.2\.conv\.0 hold different weights"):
+        load_onnx_weights(edited(edit_one_use))
+
+    def change_the_output(proto):  # a graph that computes something else after the layers
+        conf = next(o for o in proto.graph.output if o.name == "conf")
+        conf.name = "conf_in"
+        next(n for n in proto.graph.node if "conf" in n.output).output[0] = "conf_in"
+        proto.graph.node.append(onnx.helper.make_node("Neg", ["conf_in"], ["conf"]))
+        conf.name = "conf"
+
+    with pytest.raises(ModelFileError, match="give other conf outputs than the file"):
+        load_onnx_weights(edited(change_the_output))

@@ -1287,3 +1287,18 @@ def test_fisher_cli_measures_a_model_on_real_images(tmp_path):
                           "facemask", f"root={need(FACEMASK)}", "split=train", "--samples", "0", "-o", str(out)],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "samples must be at least 1" in bad.stderr
+
+
+def test_a_shipped_model_is_a_starting_point_with_batchnorm_frozen(tmp_path):
+    from edgeface.models.checkpoint import is_baked, load_any_checkpoint
+
+    with pytest.raises(OptionError, match="init fast has its BatchNorm folded .* freeze_bn: true"):
+        Trainer(tiny_config(tmp_path / "a", init="fast"))
+    trainer = Trainer(tiny_config(tmp_path / "b", init="fast", freeze_bn=True, steps=1))
+    shipped, _ = load_any_checkpoint("fast")
+    for name, w in shipped.state_dict().items():
+        torch.testing.assert_close(trainer.model.state_dict()[name], w, rtol=0, atol=0, msg=name)
+    trainer.fit(progress=False)
+    tuned, _ = load_checkpoint(tmp_path / "b" / "run" / "last.pt")
+    assert is_baked(tuned)  # trained, its BatchNorm still only adds the folded biases
+    assert not torch.equal(tuned.state_dict()["loc.0.weight"], shipped.state_dict()["loc.0.weight"])

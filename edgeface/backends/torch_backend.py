@@ -40,13 +40,14 @@ def fold_batchnorm(model) -> int:
     from torch import nn
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+    from ..models.checkpoint import conv_batchnorm_pairs
+
     folded = 0
-    for sequence in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
-        for i in range(len(sequence) - 1):
-            conv, norm = sequence[i], sequence[i + 1]
-            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d) and not norm.training:
-                sequence[i], sequence[i + 1] = fuse_conv_bn_eval(conv, norm), nn.Identity()
-                folded += 1
+    for sequence, i in conv_batchnorm_pairs(model):
+        conv, norm = sequence[i], sequence[i + 1]
+        if not norm.training:
+            sequence[i], sequence[i + 1] = fuse_conv_bn_eval(conv, norm), nn.Identity()
+            folded += 1
     return folded
 
 

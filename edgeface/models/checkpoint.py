@@ -130,8 +130,20 @@ def _model_from_authors(state_dict: Any, src: str) -> tuple[nn.Module, ModelSpec
 
 
 def load_any_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, ModelSpec]:
-    """An edgeface checkpoint or, failing that, an EXTD authors' release file."""
-    path = os.fspath(path)
+    """An edgeface checkpoint, an edgeface ONNX export or shipped model's short name ("default", "fast"; the
+    weights read back with BatchNorm folded, :mod:`edgeface.export.onnx_import`) or an EXTD authors' release
+    file."""
+    from ..weights import shipped_model
+
+    shipped = shipped_model(path) if isinstance(path, str) else None
+    path = os.fspath(shipped or path)
+    if path.lower().endswith(".onnx"):
+        try:
+            from ..export.onnx_import import load_onnx_weights
+        except ImportError as exc:
+            raise ModelFileError(f"reading the weights of {path} needs the onnx package ({exc}): "
+                                 "pip install 'edgeface[train]'") from None
+        return load_onnx_weights(path)
     payload = read_torch_file(path)  # read once, then interpreted as whichever format it is
     return _model_from_checkpoint(payload, path) if _is_edgeface(payload) else _model_from_authors(payload, path)
 
@@ -145,13 +157,72 @@ def convert_authors_checkpoint(src: str | os.PathLike, dst: str | os.PathLike,
     return spec
 
 
+def conv_batchnorm_pairs(model: nn.Module) -> list[tuple[nn.Sequential, int]]:
+    """Where a BatchNorm directly follows a convolution in an ``nn.Sequential``: ``(sequence, index of the
+    convolution)``, each pair once even when the model runs it several times (EXTD's shared blocks)."""
+    return [(sequence, i) for sequence in model.modules() if isinstance(sequence, nn.Sequential)
+            for i in range(len(sequence) - 1)
+            if isinstance(sequence[i], nn.Conv2d) and isinstance(sequence[i + 1], nn.BatchNorm2d)]
+
+
+def bake_batchnorm(model: nn.Module) -> dict[nn.Conv2d, nn.BatchNorm2d]:
+    """Fold each BatchNorm after a convolution into it, in place, keeping both modules (and so the state dict's
+    names): the convolution gets the folded weights, the BatchNorm the folded bias, with scale 1, mean 0 and
+    variance 1 - eps, so it only adds that bias. Exact in eval mode; the form ONNX exports are read back in, and
+    the one checkpoints are brought to before their weights mix with such a model's. Returns conv -> BatchNorm."""
+    baked = {}
+    with torch.no_grad():
+        for sequence, i in conv_batchnorm_pairs(model):
+            conv, norm = sequence[i], sequence[i + 1]
+            scale = torch.rsqrt(norm.running_var + norm.eps)
+            if norm.weight is not None:
+                scale = scale * norm.weight
+            bias = conv.bias if conv.bias is not None else torch.zeros_like(norm.running_mean)
+            shift = (bias - norm.running_mean) * scale + (norm.bias if norm.bias is not None else 0.0)
+            conv.weight.mul_(scale.view(-1, *([1] * (conv.weight.dim() - 1))))
+            if conv.bias is not None:
+                conv.bias.zero_()
+            norm.running_mean.zero_()
+            norm.running_var.fill_(1.0 - norm.eps)
+            if norm.weight is None or norm.bias is None:
+                raise OptionError(f"{type(model).__name__} has a BatchNorm without scale and bias, which cannot "
+                                  "hold a folded bias")
+            norm.weight.fill_(1.0)
+            norm.bias.copy_(shift)
+            baked[conv] = norm
+    return baked
+
+
+def is_baked(model: nn.Module) -> bool:
+    """True when every BatchNorm after a convolution is in :func:`bake_batchnorm`'s form (models read back from
+    ONNX exports, and fine-tunes of them with BatchNorm frozen)."""
+    norms = [sequence[i + 1] for sequence, i in conv_batchnorm_pairs(model)]
+    def baked(norm: nn.BatchNorm2d) -> bool:  # to float rounding: averaged models hold sums of these values
+        return norm.weight is not None and all(
+            torch.allclose(value, torch.full_like(value, target), rtol=0.0, atol=1e-6)
+            for value, target in ((norm.weight, 1.0), (norm.running_mean, 0.0), (norm.running_var, 1.0 - norm.eps)))
+
+    return bool(norms) and all(baked(n) for n in norms)
+
+
 def _state_dicts_of_one_architecture(models: Sequence[nn.Module]) -> list[dict[str, torch.Tensor]]:
-    """Each model's state dict; an error unless all hold the same weights of the same shapes."""
+    """Each model's state dict; an error unless all hold the same weights of the same shapes. When some models
+    have BatchNorm folded (:func:`is_baked`) and others not, the others' state dicts are given folded too, so that
+    their weights mean the same and mix exactly."""
+    baked = [is_baked(m) for m in models]
+    if any(baked) and not all(baked):
+        models = [m if b else _baked_copy(m) for m, b in zip(models, baked)]
     states = [m.state_dict() for m in models]
     last = states[-1]
     if any(s.keys() != last.keys() or any(s[k].shape != last[k].shape for k in last) for s in states):
         raise ModelFileError("the models are not the same architecture: their weights do not correspond")
     return states
+
+
+def _baked_copy(model: nn.Module) -> nn.Module:
+    baked = copy.deepcopy(model).eval()
+    bake_batchnorm(baked)
+    return baked
 
 
 def average_weights(models: Sequence[nn.Module], weights: Optional[Sequence[float]] = None) -> nn.Module:

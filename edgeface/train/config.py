@@ -69,7 +69,9 @@ class TrainConfig:
     amp: bool = recipe_key(True, "mixed precision (on CUDA only)")
     clip_grad_norm: Optional[float] = recipe_key(None, "clip the gradient's norm to this (null: no clipping)")
     hard_image_mining: bool = recipe_key(False, "SHF's hard image mining: skip well-detected images with p = 0.7")
-    init: Optional[str] = recipe_key(None, "weights to start from: an edgeface checkpoint or an EXTD authors' .pth")
+    init: Optional[str] = recipe_key(None, "weights to start from: an edgeface checkpoint, an EXTD authors' .pth, "
+                                           "an edgeface ONNX export or a shipped model's name (default, fast; "
+                                           "BatchNorm folded: with freeze_bn)")
     backbone_weights: Optional[str] = recipe_key(None, "torchvision ImageNet weights for SRN / HR / SHF, e.g. "
                                                        "VGG16_Weights.DEFAULT")
     freeze_bn: bool = recipe_key(False, "keep BatchNorm statistics and affine parameters as init left them "

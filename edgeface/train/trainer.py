@@ -27,7 +27,7 @@ from ..backends.torch_backend import TorchBackend, avoid_mmap_churn
 from ..core.files import check_folder_can_be_made, make_output_folder
 from ..errors import EdgefaceError, ModelFileError, OptionError
 from ..eval.validation import ValidationSet, headline, validation_set
-from ..models.checkpoint import read_torch_file, save_checkpoint
+from ..models.checkpoint import is_baked, read_torch_file, save_checkpoint
 from ..models.registry import create_model, default_spec
 from .config import TrainConfig, learning_rate
 from .dataset import ResumableSampler, collate
@@ -79,7 +79,11 @@ class Trainer:
         # channels-last: 3x faster depthwise convolutions with autograd on CPU, and what tensor cores want
         self.model = create_model(cfg.model).to(self.device, memory_format=torch.channels_last)
         if cfg.init:
-            self.model.load_state_dict(recipe_weights(cfg, cfg.init).state_dict())
+            init = recipe_weights(cfg, cfg.init)
+            if not cfg.freeze_bn and is_baked(init):  # batch statistics would replace the folded identities
+                raise OptionError(f"init {cfg.init} has its BatchNorm folded into the convolutions (weights read "
+                                  "back from an ONNX export): train it with freeze_bn: true")
+            self.model.load_state_dict(init.state_dict())
         if cfg.backbone_weights:
             from ..models.backbones import load_imagenet
 
