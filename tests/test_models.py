@@ -366,3 +366,26 @@ def test_moved_boxes_sit_where_asked_and_nothing_else_changes(tmp_path):
     failed = subprocess.run([*cli, "--height", "0", "-o", str(tmp_path / "bad.pt")], capture_output=True, text=True)
     assert failed.returncode == 2 and "--height: a box side's factor must be in [0.5, 2], got 0" in failed.stderr
     assert not (tmp_path / "bad.pt").exists()
+
+
+def test_batchnorm_baked_into_the_convolutions_keeps_the_function_and_the_names():
+    from edgeface.models.checkpoint import bake_batchnorm, is_baked
+
+    torch.manual_seed(0)
+    model = create_model("extd32-ssd-leaky").eval()
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.5, 0.5)
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        before = model(x)
+        names = list(model.state_dict())
+        baked = bake_batchnorm(model)
+        assert len(baked) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == 21
+        assert is_baked(model) and list(model.state_dict()) == names
+        for a, b in zip(model(x), before):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert not is_baked(create_model("extd32-ssd-leaky"))  # a fresh model's variance is 1, not 1 - eps

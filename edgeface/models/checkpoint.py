@@ -174,21 +174,18 @@ def bake_batchnorm(model: nn.Module) -> dict[nn.Conv2d, nn.BatchNorm2d]:
     with torch.no_grad():
         for sequence, i in conv_batchnorm_pairs(model):
             conv, norm = sequence[i], sequence[i + 1]
-            scale = torch.rsqrt(norm.running_var + norm.eps)
-            if norm.weight is not None:
-                scale = scale * norm.weight
+            if not norm.affine:
+                raise OptionError(f"{type(model).__name__} has a BatchNorm without scale and bias, which cannot "
+                                  "hold a folded bias")
+            scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
             bias = conv.bias if conv.bias is not None else torch.zeros_like(norm.running_mean)
-            shift = (bias - norm.running_mean) * scale + (norm.bias if norm.bias is not None else 0.0)
+            norm.bias.copy_((bias - norm.running_mean) * scale + norm.bias)
             conv.weight.mul_(scale.view(-1, *([1] * (conv.weight.dim() - 1))))
             if conv.bias is not None:
                 conv.bias.zero_()
+            norm.weight.fill_(1.0)
             norm.running_mean.zero_()
             norm.running_var.fill_(1.0 - norm.eps)
-            if norm.weight is None or norm.bias is None:
-                raise OptionError(f"{type(model).__name__} has a BatchNorm without scale and bias, which cannot "
-                                  "hold a folded bias")
-            norm.weight.fill_(1.0)
-            norm.bias.copy_(shift)
             baked[conv] = norm
     return baked
 
@@ -197,6 +194,7 @@ def is_baked(model: nn.Module) -> bool:
     """True when every BatchNorm after a convolution is in :func:`bake_batchnorm`'s form (models read back from
     ONNX exports, and fine-tunes of them with BatchNorm frozen)."""
     norms = [sequence[i + 1] for sequence, i in conv_batchnorm_pairs(model)]
+
     def baked(norm: nn.BatchNorm2d) -> bool:  # to float rounding: averaged models hold sums of these values
         return norm.weight is not None and all(
             torch.allclose(value, torch.full_like(value, target), rtol=0.0, atol=1e-6)
