@@ -1289,12 +1289,12 @@ def test_fisher_cli_measures_a_model_on_real_images(tmp_path):
     assert bad.returncode == 2 and "samples must be at least 1" in bad.stderr
 
 
-def test_a_shipped_model_is_a_starting_point_with_batchnorm_frozen(tmp_path):
+def test_a_shipped_model_is_a_starting_point_and_a_teacher(tmp_path):
     from edgeface.models.checkpoint import is_baked, load_any_checkpoint
 
     with pytest.raises(OptionError, match="init fast has its BatchNorm folded .* freeze_bn: true"):
         Trainer(tiny_config(tmp_path / "a", init="fast"))
-    trainer = Trainer(tiny_config(tmp_path / "b", init="fast", freeze_bn=True, steps=1))
+    trainer = Trainer(tiny_config(tmp_path / "b", init="fast", freeze_bn=True, steps=1, distill_from="fast"))
     shipped, _ = load_any_checkpoint("fast")
     for name, w in shipped.state_dict().items():
         torch.testing.assert_close(trainer.model.state_dict()[name], w, rtol=0, atol=0, msg=name)

@@ -78,7 +78,8 @@ class TrainConfig:
                                         "(fine-tuning with small batches)")
     freeze: list[str] = recipe_key([], "parts not trained, by module name ([base]: EXTD's backbone; base.0: one "
                                        "layer); their weights and statistics stay as init left them")
-    distill_from: Optional[str] = recipe_key(None, "a teacher (checkpoint or authors' .pth, the same anchors) whose "
+    distill_from: Optional[str] = recipe_key(None, "a teacher (checkpoint, authors' .pth, ONNX export or shipped "
+                                                   "model's name; the same anchors) whose "
                                                    "outputs the student follows where no labelled face is "
                                                    "(learning without forgetting)")
     distill_weight: float = recipe_key(1.0, "the distillation terms' weight against the ground-truth terms")
