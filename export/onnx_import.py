@@ -5,9 +5,9 @@ An export folds every BatchNorm into the convolution before it and writes single
 model read back keeps its BatchNorm modules, so its weights line up with every checkpoint of the architecture,
 in the folded form :func:`~edgeface.models.checkpoint.bake_batchnorm` gives: the convolution holds the folded
 weights, the BatchNorm only adds the folded bias (scale 1, mean 0, variance 1 - eps). Such a model trains with
-``freeze_bn: true``. Weights are matched to the graph's Conv and LeakyRelu / PRelu nodes by the module paths
-torch writes into node names, each checked for its shape, and the model read back must give the file's outputs on
-ONNX Runtime, or nothing is returned.
+``freeze_bn: true``. Weights are matched to the graph's Conv and LeakyRelu / PRelu nodes by their weights' names
+where the export kept them, else by the module paths torch writes into node names, each checked for its shape, and
+the model read back must give the file's outputs on ONNX Runtime, or nothing is returned.
 """
 
 from __future__ import annotations
@@ -94,8 +94,11 @@ def _load(model: nn.Module, spec: ModelSpec, nodes: list, weights: dict[str, np.
           folded_into: dict[nn.Module, nn.BatchNorm2d], path: str) -> None:
     names = {module: name for name, module in model.named_modules()}
     loaded: dict[nn.Module, list[np.ndarray]] = {}
+    modules = dict(model.named_modules())
     for node in nodes:
-        module = _module_of(model, node.name)
+        named = node.input[1].rsplit(".", 1) if len(node.input) > 1 else ()  # unfolded weights keep their names
+        module = (modules[named[0]] if len(named) == 2 and named[1] == "weight" and named[0] in modules
+                  else _module_of(model, node.name))
         kind = nn.Conv2d if node.op_type == "Conv" else (nn.PReLU, nn.LeakyReLU)
         if not isinstance(module, kind):
             raise ModelFileError(f"{path}: node {node.name} ({node.op_type}) is no layer of {spec.name}; was it "

@@ -71,6 +71,23 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
 
 
+def perturb_batchnorm(model, spread: float = 0.5, seed: int = 0) -> None:
+    """Random BatchNorm statistics and affine values (and PReLU slopes), as a trained model has: means within
+    +-`spread`, variances and scales within 1 -+ `spread`."""
+    import torch
+
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-spread, spread)
+                module.running_var.uniform_(1 - spread, 1 + spread)
+                module.weight.uniform_(1 - spread, 1 + spread)
+                module.bias.uniform_(-spread, spread)
+            elif isinstance(module, torch.nn.PReLU):
+                module.weight.uniform_(0.05, 0.4)
+
+
 def random_boxes(rng: np.random.Generator, n: int, extent: float = 200.0) -> np.ndarray:
     xy = rng.uniform(0, extent, (n, 2))
     wh = rng.uniform(1, extent / 3, (n, 2))

@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import SHARED, need  # noqa: E402
+from conftest import SHARED, need, perturb_batchnorm  # noqa: E402
 from edgeface.core.anchors import feature_sizes, generate_anchors  # noqa: E402
 from edgeface.core.boxes import decode_boxes, xyxy_to_cxcywh  # noqa: E402
 from edgeface.core.testtime import active_anchors, pass_size  # noqa: E402
@@ -278,3 +278,20 @@ def test_a_model_family_is_one_folder_found_by_the_registry(tmp_path, monkeypatc
     from edgeface.models.toy import Toy  # the package forwards its network's names
 
     assert Toy(2).out_channels == 2
+
+
+def test_batchnorm_called_after_a_convolution_folds_too():
+    """ResNet calls bn1 after conv1 outside any nn.Sequential: inference folds those pairs as well."""
+    from edgeface.backends.torch_backend import fold_batchnorm
+    from edgeface.models.checkpoint import conv_batchnorm_pairs
+
+    model = create_model("hr-res50").eval()
+    perturb_batchnorm(model, spread=0.1)
+    assert ("backbone.conv1", "backbone.bn1") in conv_batchnorm_pairs(model)
+    x = torch.rand(1, 3, 96, 128)
+    with torch.no_grad():
+        before = model(x)
+        assert fold_batchnorm(model) == 43
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+        for a, b in zip(model(x), before):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import AUTHORS_WEIGHTS, need  # noqa: E402
+from conftest import AUTHORS_WEIGHTS, need, perturb_batchnorm  # noqa: E402
 from edgeface.core.anchors import generate_anchors  # noqa: E402
 from edgeface.errors import ModelFileError  # noqa: E402
 from edgeface.models import create_model, default_spec, model_names  # noqa: E402
@@ -371,14 +371,8 @@ def test_moved_boxes_sit_where_asked_and_nothing_else_changes(tmp_path):
 def test_batchnorm_baked_into_the_convolutions_keeps_the_function_and_the_names():
     from edgeface.models.checkpoint import bake_batchnorm, is_baked
 
-    torch.manual_seed(0)
     model = create_model("extd32-ssd-leaky").eval()
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-1, 1)
-            module.running_var.uniform_(0.5, 2)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.5, 0.5)
+    perturb_batchnorm(model)
     x = torch.rand(1, 3, 64, 96)
     with torch.no_grad():
         before = model(x)

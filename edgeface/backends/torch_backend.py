@@ -33,20 +33,22 @@ def avoid_mmap_churn() -> bool:
 
 
 def fold_batchnorm(model) -> int:
-    """Fold every eval-mode BatchNorm that directly follows a convolution in an ``nn.Sequential`` into that
-    convolution's weights and bias (the BatchNorm becomes ``nn.Identity``): one kernel less per pair at inference,
-    the same outputs up to float rounding. Modules reused several times (EXTD's shared blocks) are folded once.
-    Returns the number of pairs folded."""
+    """Fold every eval-mode BatchNorm that takes a convolution's output into that convolution's weights and bias
+    (the BatchNorm becomes ``nn.Identity``): one kernel less per pair at inference, the same outputs up to float
+    rounding. Modules reused several times (EXTD's shared blocks) are folded once. Returns the number of pairs
+    folded."""
     from torch import nn
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     from ..models.checkpoint import conv_batchnorm_pairs
 
     folded = 0
-    for sequence, i in conv_batchnorm_pairs(model):
-        conv, norm = sequence[i], sequence[i + 1]
-        if not norm.training:
-            sequence[i], sequence[i + 1] = fuse_conv_bn_eval(conv, norm), nn.Identity()
+    modules = dict(model.named_modules())
+    for conv, norm in conv_batchnorm_pairs(model):
+        if not modules[norm].training:
+            for name, replacement in ((conv, fuse_conv_bn_eval(modules[conv], modules[norm])), (norm, nn.Identity())):
+                parent, _, attribute = name.rpartition(".")
+                setattr(modules[parent], attribute, replacement)
             folded += 1
     return folded
 

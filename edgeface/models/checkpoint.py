@@ -157,12 +157,40 @@ def convert_authors_checkpoint(src: str | os.PathLike, dst: str | os.PathLike,
     return spec
 
 
-def conv_batchnorm_pairs(model: nn.Module) -> list[tuple[nn.Sequential, int]]:
-    """Where a BatchNorm directly follows a convolution in an ``nn.Sequential``: ``(sequence, index of the
-    convolution)``, each pair once even when the model runs it several times (EXTD's shared blocks)."""
-    return [(sequence, i) for sequence in model.modules() if isinstance(sequence, nn.Sequential)
-            for i in range(len(sequence) - 1)
-            if isinstance(sequence[i], nn.Conv2d) and isinstance(sequence[i + 1], nn.BatchNorm2d)]
+PROBE_SIZE = 256  # side of the blank input a model runs once on to find which BatchNorm follows which convolution
+
+
+def conv_batchnorm_pairs(model: nn.Module) -> list[tuple[str, str]]:
+    """``(convolution, BatchNorm)`` module names wherever a BatchNorm takes exactly a convolution's output (in an
+    ``nn.Sequential`` or called one after the other, as ResNet's ``conv1`` / ``bn1``), each pair once even when the
+    model runs it several times (EXTD's shared blocks). Found by running the model once, in eval mode, on a blank
+    input; training flags are restored after."""
+    names = {module: name for name, module in model.named_modules()}
+    produced: dict[int, tuple[str, torch.Tensor]] = {}  # id(output) -> (convolution, output kept alive)
+    pairs: dict[str, str] = {}
+
+    def convolved(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        produced[id(output)] = (names[module], output)
+
+    def normalised(module: nn.Module, inputs: Any) -> None:
+        conv = produced.get(id(inputs[0]))
+        if conv is not None:
+            pairs.setdefault(names[module], conv[0])
+
+    modes = {module: module.training for module in model.modules()}
+    hooks = [m.register_forward_hook(convolved) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    hooks += [m.register_forward_pre_hook(normalised) for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    weight = next(model.parameters())
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 3, PROBE_SIZE, PROBE_SIZE, dtype=weight.dtype, device=weight.device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for module, training in modes.items():
+            module.training = training
+    return [(conv, norm) for norm, conv in pairs.items()]
 
 
 def bake_batchnorm(model: nn.Module) -> dict[nn.Conv2d, nn.BatchNorm2d]:
@@ -171,9 +199,9 @@ def bake_batchnorm(model: nn.Module) -> dict[nn.Conv2d, nn.BatchNorm2d]:
     variance 1 - eps, so it only adds that bias. Exact in eval mode; the form ONNX exports are read back in, and
     the one checkpoints are brought to before their weights mix with such a model's. Returns conv -> BatchNorm."""
     baked = {}
+    modules = dict(model.named_modules())
     with torch.no_grad():
-        for sequence, i in conv_batchnorm_pairs(model):
-            conv, norm = sequence[i], sequence[i + 1]
+        for conv, norm in ((modules[c], modules[n]) for c, n in conv_batchnorm_pairs(model)):
             if not norm.affine:
                 raise OptionError(f"{type(model).__name__} has a BatchNorm without scale and bias, which cannot "
                                   "hold a folded bias")
@@ -192,8 +220,9 @@ def bake_batchnorm(model: nn.Module) -> dict[nn.Conv2d, nn.BatchNorm2d]:
 
 def is_baked(model: nn.Module) -> bool:
     """True when every BatchNorm after a convolution is in :func:`bake_batchnorm`'s form (models read back from
-    ONNX exports, and fine-tunes of them with BatchNorm frozen)."""
-    norms = [sequence[i + 1] for sequence, i in conv_batchnorm_pairs(model)]
+    ONNX exports, and fine-tunes of them with BatchNorm frozen); False for models without such BatchNorms."""
+    modules = dict(model.named_modules())
+    norms = [modules[norm] for _, norm in conv_batchnorm_pairs(model)]
 
     def baked(norm: nn.BatchNorm2d) -> bool:  # to float rounding: averaged models hold sums of these values
         return norm.weight is not None and all(
