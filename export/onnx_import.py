@@ -171,8 +171,14 @@ def _check_outputs(model: nn.Module, spec: ModelSpec, path: str) -> None:
 
     height, width = _probe_size(spec)
     batch = np.random.default_rng(0).standard_normal((spec.input.batch or 1, 3, height, width)).astype(np.float32)
-    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    expected = session.run(None, {session.get_inputs()[0].name: batch})
+    try:
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        feed = session.get_inputs()[0]
+        expected = [e.astype(np.float32) for e in session.run(None, {feed.name: batch.astype(
+            np.float16 if feed.type == "tensor(float16)" else np.float32)})]
+    except Exception as exc:  # onnxruntime's own error types
+        raise ModelFileError(f"{path}: ONNX Runtime cannot run it, so its weights cannot be checked: "
+                             f"{str(exc).splitlines()[0][:300]}") from exc
     with torch.no_grad():
         got = [t.numpy() for t in model(torch.from_numpy(batch))]
     for name, e, g in zip(("loc", "conf"), expected, got):

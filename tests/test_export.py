@@ -203,6 +203,13 @@ def test_the_shipped_models_read_back_mix_with_checkpoints_and_move(tmp_path):
         assert not checkpoint.is_baked(release)  # the caller's model is left as it was
         moved = checkpoint.move_boxes(fast, spec, down=0.1)
         assert not torch.equal(moved(x)[0], want_fast[0]) and torch.equal(moved(x)[1], want_fast[1])
+    pytest.importorskip("onnxconverter_common")
+    from edgeface.export.precision import cast_fp16
+
+    half, _ = checkpoint.load_any_checkpoint(cast_fp16(FAST_MODEL, tmp_path / "half.onnx"))  # FP16 weights
+    with torch.no_grad():
+        for a, b in zip(half(x), want_fast):
+            torch.testing.assert_close(a, b, rtol=0, atol=0.02)
 
 
 def test_files_that_are_no_plain_export_are_refused(tmp_path):
