@@ -800,8 +800,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "al. 2022), which keeps much of what START knew while adding most of what the "
                                    "fine-tune learned. Choose alpha on validation sets of both kinds: "
                                    "python -m benchmarks wise-ft.")
-    p.add_argument("start", help="the first weights: an edgeface checkpoint, an EXTD authors' .pth, or "
-                                  "an edgeface ONNX export or shipped model (default, fast)")
+    p.add_argument("start", help="the first weights: an edgeface checkpoint, an EXTD authors' .pth, or an "
+                                  "edgeface ONNX export or shipped model (default, fast)")
     p.add_argument("end", help="the second weights (the fine-tune), same model")
     p.add_argument("--alpha", type=float, required=True, help="weight of END, in [0, 1]")
     p.add_argument("--keep", type=_checked(check_keep_share), default=1.0, metavar="SHARE",
@@ -827,8 +827,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "change, so the move costs no time and every export keeps it. Choose the move "
                                    "on training splits, and score it on validation sets of every kind you care "
                                    "about.")
-    p.add_argument("model", help="an edgeface checkpoint, an EXTD authors' .pth, or an edgefac"
-                                  "e ONNX export or shipped model (default, fast)")
+    p.add_argument("model", help="an edgeface checkpoint, an EXTD authors' .pth, or an edgeface ONNX export or "
+                                  "shipped model (default, fast)")
     p.add_argument("--down", type=_checked(check_box_shift), default=0.0,
                    help="centre shift in anchor heights, in [-0.5, 0.5]; negative: up (default: 0)")
     p.add_argument("--width", type=_checked(check_box_scale), default=1.0,

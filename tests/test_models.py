@@ -383,3 +383,32 @@ def test_batchnorm_baked_into_the_convolutions_keeps_the_function_and_the_names(
         for a, b in zip(model(x), before):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     assert not is_baked(create_model("extd32-ssd-leaky"))  # a fresh model's variance is 1, not 1 - eps
+
+
+def test_only_unambiguous_convolution_batchnorm_pairs_are_folded():
+    from edgeface.backends.torch_backend import fold_batchnorm
+    from edgeface.models.checkpoint import conv_batchnorm_pairs
+
+    class Shared(torch.nn.Module):
+        """conv -> bn (a pair); shared -> bn_a and shared -> bn_b (one convolution, two BatchNorms); mixed takes a
+        convolution's output once and a sum once."""
+
+        def __init__(self):
+            super().__init__()
+            self.conv, self.shared, self.other = (torch.nn.Conv2d(3, 4, 3, padding=1) for _ in range(3))
+            self.bn, self.bn_a, self.bn_b, self.mixed = (torch.nn.BatchNorm2d(4) for _ in range(4))
+
+        def forward(self, x):
+            y = self.bn(self.conv(x))
+            shared = self.shared(x)
+            z = self.mixed(self.other(x)) + self.mixed(y + 1)
+            return self.bn_a(shared) + self.bn_b(shared) + z, y
+
+    model = Shared().eval()
+    assert conv_batchnorm_pairs(model) == [("conv", "bn")]
+    x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        before = model(x)
+        assert fold_batchnorm(model) == 1 and isinstance(model.bn, torch.nn.Identity)
+        for a, b in zip(model(x), before):
+            torch.testing.assert_close(a, b)

@@ -163,19 +163,22 @@ PROBE_SIZE = 256  # side of the blank input a model runs once on to find which B
 def conv_batchnorm_pairs(model: nn.Module) -> list[tuple[str, str]]:
     """``(convolution, BatchNorm)`` module names wherever a BatchNorm takes exactly a convolution's output (in an
     ``nn.Sequential`` or called one after the other, as ResNet's ``conv1`` / ``bn1``), each pair once even when the
-    model runs it several times (EXTD's shared blocks). Found by running the model once, in eval mode, on a blank
-    input; training flags are restored after."""
+    model runs it several times (EXTD's shared blocks); a module that pairs with different partners on different
+    uses is left out. Found by running the model once, in eval mode, on a blank input; training flags are restored
+    after."""
     names = {module: name for name, module in model.named_modules()}
     produced: dict[int, tuple[str, torch.Tensor]] = {}  # id(output) -> (convolution, output kept alive)
-    pairs: dict[str, str] = {}
+    inputs_of: dict[str, set] = {}  # BatchNorm -> what made its inputs (a convolution's name, or None)
+    outputs_of: dict[str, set] = {}  # convolution -> the BatchNorms its outputs went to
 
     def convolved(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
         produced[id(output)] = (names[module], output)
 
     def normalised(module: nn.Module, inputs: Any) -> None:
-        conv = produced.get(id(inputs[0]))
+        conv = produced.get(id(inputs[0]), (None,))[0]
+        inputs_of.setdefault(names[module], set()).add(conv)
         if conv is not None:
-            pairs.setdefault(names[module], conv[0])
+            outputs_of.setdefault(conv, set()).add(names[module])
 
     modes = {module: module.training for module in model.modules()}
     hooks = [m.register_forward_hook(convolved) for m in model.modules() if isinstance(m, nn.Conv2d)]
@@ -190,7 +193,8 @@ def conv_batchnorm_pairs(model: nn.Module) -> list[tuple[str, str]]:
             hook.remove()
         for module, training in modes.items():
             module.training = training
-    return [(conv, norm) for norm, conv in pairs.items()]
+    return [(next(iter(convs)), norm) for norm, convs in inputs_of.items()
+            if len(convs) == 1 and None not in convs and outputs_of[next(iter(convs))] == {norm}]
 
 
 def bake_batchnorm(model: nn.Module) -> dict[nn.Conv2d, nn.BatchNorm2d]:
