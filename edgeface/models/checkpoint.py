@@ -164,8 +164,9 @@ def conv_batchnorm_pairs(model: nn.Module) -> list[tuple[str, str]]:
     """``(convolution, BatchNorm)`` module names wherever a BatchNorm takes exactly a convolution's output (in an
     ``nn.Sequential`` or called one after the other, as ResNet's ``conv1`` / ``bn1``), each pair once even when the
     model runs it several times (EXTD's shared blocks); a module that pairs with different partners on different
-    uses is left out. Found by running the model once, in eval mode, on a blank input; training flags are restored
-    after."""
+    uses is left out. (A convolution whose output also feeds something besides its BatchNorm is not seen; no
+    edgeface model has one.) Found by running the model once, in eval mode, on a blank input; training flags are
+    restored after."""
     names = {module: name for name, module in model.named_modules()}
     produced: dict[int, tuple[str, torch.Tensor]] = {}  # id(output) -> (convolution, output kept alive)
     inputs_of: dict[str, set] = {}  # BatchNorm -> what made its inputs (a convolution's name, or None)
