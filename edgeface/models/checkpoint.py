@@ -157,7 +157,7 @@ def convert_authors_checkpoint(src: str | os.PathLike, dst: str | os.PathLike,
     return spec
 
 
-PROBE_SIZE = 256  # side of the blank input a model runs once on to find which BatchNorm follows which convolution
+PROBE_SIZE = 128  # side of the blank input a model runs once on to find which BatchNorm follows which convolution
 
 
 def conv_batchnorm_pairs(model: nn.Module) -> list[tuple[str, str]]:
