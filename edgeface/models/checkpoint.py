@@ -203,6 +203,8 @@ def bake_batchnorm(model: nn.Module) -> dict[nn.Conv2d, nn.BatchNorm2d]:
     names): the convolution gets the folded weights, the BatchNorm the folded bias, with scale 1, mean 0 and
     variance 1 - eps, so it only adds that bias. Exact in eval mode; the form ONNX exports are read back in, and
     the one checkpoints are brought to before their weights mix with such a model's. Returns conv -> BatchNorm."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
     baked = {}
     modules = dict(model.named_modules())
     with torch.no_grad():
@@ -210,10 +212,9 @@ def bake_batchnorm(model: nn.Module) -> dict[nn.Conv2d, nn.BatchNorm2d]:
             if not norm.affine:
                 raise OptionError(f"{type(model).__name__} has a BatchNorm without scale and bias, which cannot "
                                   "hold a folded bias")
-            scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
-            bias = conv.bias if conv.bias is not None else torch.zeros_like(norm.running_mean)
-            norm.bias.copy_((bias - norm.running_mean) * scale + norm.bias)
-            conv.weight.mul_(scale.view(-1, *([1] * (conv.weight.dim() - 1))))
+            fused = fuse_conv_bn_eval(conv, norm)  # as inference folds them (fold_batchnorm)
+            conv.weight.copy_(fused.weight)
+            norm.bias.copy_(fused.bias)
             if conv.bias is not None:
                 conv.bias.zero_()
             norm.weight.fill_(1.0)
