@@ -567,15 +567,15 @@ def _counting_unreadable(detect: Callable[[], Any], total: int) -> tuple[Any, in
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UnscoredImageWarning)
         result = detect()
-    unscored = [w for w in caught if issubclass(w.category, UnscoredImageWarning)]
+    unscored = [w.message for w in caught if isinstance(w.message, UnscoredImageWarning)]
     for w in caught:
         if not issubclass(w.category, UnscoredImageWarning):  # anything else as Python would have shown it
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     if total and len(unscored) == total:
         raise EdgefaceError(f"none of the {total} images could be read, so there is nothing to score; the first: "
-                            f"{unscored[0].message.reason}")
-    for w in unscored[:_SHOWN_UNREADABLE]:
-        print(f"warning: {w.message}", file=sys.stderr)
+                            f"{unscored[0].reason}")
+    for message in unscored[:_SHOWN_UNREADABLE]:
+        print(f"warning: {message}", file=sys.stderr)
     if len(unscored) > _SHOWN_UNREADABLE:
         print(f"warning: {len(unscored) - _SHOWN_UNREADABLE} more images could not be read", file=sys.stderr)
     return result, len(unscored)

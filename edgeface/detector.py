@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union, cast
 
 import cv2
 import numpy as np
@@ -33,6 +33,9 @@ from .options import (
 )
 from .spec import TestTimeSpec
 from .weights import shipped_model
+
+if TYPE_CHECKING:
+    from .backends.cuda.pipeline import GpuPipeline
 
 Frame = Union[np.ndarray, str, os.PathLike]  # a BGR uint8 H x W x 3 frame, or an image file's path
 
@@ -106,27 +109,28 @@ class Detector:
         if tile and (self.max_side is None or input_size is not None):
             raise OptionError("tile splits frames larger than max_side into tiles run at their own size: it needs "
                               "max_side and no input_size")
-        shipped = shipped_model(path) if not hasattr(path, "run") else None
+        opened = hasattr(path, "run")  # an open backend rather than a model file or a shipped model's name
+        file = cast("str | os.PathLike", path)
+        shipped = None if opened else shipped_model(file)
         # what another process needs to open the same detector (pickling: multiprocessing's spawn, Ray, Dask, ...);
         # a model file by its absolute path, as a worker may run in another folder
-        self._reopen = None if hasattr(path, "run") else dict(
-            path=path if shipped is not None else os.path.abspath(path), input_size=input_size, device=device,
+        self._reopen = None if opened else dict(
+            path=path if shipped is not None else os.path.abspath(file), input_size=input_size, device=device,
             threads=threads, test_time=test_time, max_side=self.max_side, min_side=min_side, tile=tile,
             gpu_pipeline=gpu_pipeline)
         if shipped is not None:
             if not shipped.exists():
                 raise ModelFileError(f"this edgeface install does not ship the {path or 'default'!r} model ({shipped}"
                                      " is missing); pass a model file, e.g. Detector('extd64.onnx')")
-            path = shipped
-        is_backend = hasattr(path, "run") and hasattr(path, "spec")
-        self.backend = path if is_backend else open_backend(path, device=device, threads=threads,
-                                                            varying_sizes=input_size is None)
+            file = shipped
+        self.backend: Backend = cast(Backend, path) if opened and hasattr(path, "spec") else open_backend(
+            file, device=device, threads=threads, varying_sizes=input_size is None)
         self.spec = self.backend.spec
         fixed = self.spec.input.size
         if input_size is not None and fixed is not None and tuple(fixed) != input_size:
             raise OptionError(f"{path} was exported for input {fixed[0]}x{fixed[1]} only; "
                               "drop input_size, or re-export without --input-size for any size")
-        self.input_size = input_size or (tuple(fixed) if fixed else None)
+        self.input_size = input_size or ((fixed[0], fixed[1]) if fixed else None)
         self.min_side = self.spec.input.min_side if min_side is None else (min_side or None)
         self._decode = (self.spec.score_threshold if score_threshold is None else score_threshold,
                         self.spec.nms_iou if nms_iou is None else nms_iou,
@@ -182,7 +186,7 @@ class Detector:
         and bottom to the spec's size multiple (:func:`~edgeface.core.preprocess.network_size`)."""
         return self.input_size or fit_within(width, height, self.max_side, self.min_side)
 
-    def _open_gpu_pipeline(self):
+    def _open_gpu_pipeline(self) -> Optional[GpuPipeline]:
         """The all-GPU path (CUDA pre-processing, network, decode and NMS) for TensorRT engines, and for torch on
         CUDA when cuda-bindings is installed; None for CPU backends."""
         import importlib.util
@@ -229,8 +233,9 @@ class Detector:
 
     def _detect_frames(self, images: list, on_gpu: bool) -> list[Detections]:
         """Faces in each checked frame, each run whole (bounded by `max_side`)."""
-        if on_gpu:
-            return [self.gpu_pipeline.detect(frame, self._gpu_input_size(frame)) for frame in images]
+        pipeline = self.gpu_pipeline if on_gpu else None
+        if pipeline is not None:
+            return [pipeline.detect(frame, self._gpu_input_size(frame)) for frame in images]
         if not self.test_time.single_pass:
             return [self._detect_passes(image) for image in images]
         results: list[Optional[Detections]] = [None] * len(images)
@@ -254,10 +259,11 @@ class Detector:
                 raise
             raise ImageError(f"batch item {index}: {exc}") from None
 
-    def _detect_tiled(self, frame, on_gpu: bool) -> Detections:
+    def _detect_tiled(self, frame: Any, on_gpu: bool) -> Detections:
         """A frame larger than `max_side` as tiles at full resolution plus the whole scaled down (see `tile`)."""
         device = hasattr(frame, "__cuda_array_interface__")
         height, width = (frame.__cuda_array_interface__["shape"] if device else frame.shape)[:2]
+        assert self.max_side is not None  # tile needs it (checked when opened)
         plan = plan_tiles(width, height, self.max_side)
         if plan is not None and device:
             raise OptionError("tile cuts frames larger than max_side from host memory (NumPy arrays or image "
@@ -269,7 +275,7 @@ class Detector:
         for tile in plan.tiles:
             window = np.ascontiguousarray(frame[tile.y0 : tile.y1, tile.x0 : tile.x1])
             found = self._detect_frames([window], on_gpu)[0]
-            boxes = found.boxes + np.float32([tile.x0, tile.y0] * 2)
+            boxes = found.boxes + np.array([tile.x0, tile.y0] * 2, np.float32)
             keep = plan.tile_keeps(boxes, tile)
             passes.append(Detections(boxes[keep], found.scores[keep]))
         return merge_passes(passes, self.nms_iou, self.max_detections, top_k=self.spec.pre_nms_top_k)
@@ -293,11 +299,12 @@ class Detector:
                 boxes = dets.boxes
                 if mirrored:
                     boxes[:, [0, 2]] = size[0] - boxes[:, [2, 0]]
-                passes.append(Detections(boxes * np.float32([width / size[0], height / size[1]] * 2), dets.scores))
+                to_frame = np.array([width / size[0], height / size[1]] * 2, np.float32)
+                passes.append(Detections(boxes * to_frame, dets.scores))
         return merge_passes(passes, self.nms_iou, self.max_detections, self.test_time.voting_iou,
                             self.spec.pre_nms_top_k)
 
-    def _gpu_input_size(self, frame) -> Optional[tuple[int, int]]:
+    def _gpu_input_size(self, frame: Any) -> Optional[tuple[int, int]]:
         """The GPU pipeline's input size for a host or device frame (None: its own size)."""
         shape = frame.__cuda_array_interface__["shape"] if hasattr(frame, "__cuda_array_interface__") else frame.shape
         size = self.run_size(int(shape[1]), int(shape[0]))

@@ -2,6 +2,8 @@
 
 import os
 import sys
+from types import FrameType
+from typing import Optional
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
@@ -52,7 +54,8 @@ class UnscoredImageWarning(ImageWarning):
 def user_stacklevel() -> int:
     """The ``warnings.warn`` stacklevel of the first caller outside edgeface, for the function calling this: a
     warning then names the user's line (their ``detector(path)``), not the edgeface line that noticed."""
-    frame, level = sys._getframe(1), 1
+    frame: Optional[FrameType] = sys._getframe(1)
+    level = 1
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
         frame, level = frame.f_back, level + 1
     return level

@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from numbers import Integral, Real
-from typing import Optional
+from typing import Optional, cast
 
 from .errors import OptionError
 from .spec import TestTimeSpec
@@ -38,7 +38,7 @@ def _integer(name: str, value: object) -> int:
     if isinstance(value, Integral) and not isinstance(value, bool):
         return int(value)
     if isinstance(value, Real) and not isinstance(value, bool) and float(value).is_integer():
-        return int(value)
+        return int(float(value))
     raise OptionError(f"{name} must be a whole number, got {value!r}")
 
 
@@ -206,7 +206,7 @@ def check_input_size(value: object) -> tuple[int, int]:
     """``(w, h)``, each side in [1, MAX_INPUT_SIDE]."""
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
         raise OptionError(f"input_size must be a (width, height) pair such as (640, 480), got {value!r}")
-    w, h = (_integer("input_size", v) for v in value)
+    w, h = (_integer("input_size", v) for v in cast("Sequence[object]", value))
     if not (0 < w <= MAX_INPUT_SIDE and 0 < h <= MAX_INPUT_SIDE):
         raise OptionError(f"input_size sides must be between 1 and {MAX_INPUT_SIDE} pixels, got {w}x{h}")
     return w, h

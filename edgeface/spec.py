@@ -115,7 +115,7 @@ class ModelSpec:
 
     def with_input_shape(self, size: Optional[tuple[int, int]], batch: Optional[int] = None) -> ModelSpec:
         """Copy for an artifact with a fixed input ``size = (w, h)`` and/or batch (None: dynamic)."""
-        return replace(self, input=replace(self.input, size=tuple(size) if size else None, batch=batch))
+        return replace(self, input=replace(self.input, size=(size[0], size[1]) if size else None, batch=batch))
 
     def with_min_side(self, min_side: Optional[int]) -> ModelSpec:
         """Copy whose frames smaller than `min_side` (longest side) run upscaled to it (None: own size)."""
@@ -155,7 +155,7 @@ class ModelSpec:
         return cls(input=InputSpec(**inp), anchors=AnchorSpec(**anc), test_time=TestTimeSpec(**tt), **d).checked()
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+    def from_dict(cls, data: Any) -> ModelSpec:
         """The spec a file carries, or ValueError saying what is wrong with it: not a spec, one from a newer
         edgeface, a key or value of the wrong type, or a value the runtime cannot use (:meth:`checked`)."""
         if not isinstance(data, dict) or "name" not in data:

@@ -22,7 +22,7 @@ def open_video_writer(path: str | os.PathLike, fps: float, size: tuple[int, int]
     """An OpenCV writer of `size` (width, height) frames into `path`, in a codec its container takes, or an
     OutputError saying why none could be opened (OpenCV's own writer stays silent and writes nothing)."""
     fourcc = FOURCC_BY_SUFFIX.get(Path(path).suffix.lower(), "mp4v")
-    writer = cv2.VideoWriter(opencv_path(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+    writer = cv2.VideoWriter(opencv_path(path), cv2.VideoWriter.fourcc(*fourcc), fps, size)
     if not writer.isOpened():
         raise OutputError(f"cannot write video {path} (does its folder exist? can this OpenCV encode {fourcc} into "
                           f"{Path(path).suffix or 'a file without a suffix'}?)")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Union
 
 import numpy as np
 import torch
@@ -27,6 +28,8 @@ from edgeface.spec import ModelSpec
 from .onnx_spec import spec_of
 
 ACTIVATIONS = ("LeakyRelu", "PRelu")
+LAYERS = (nn.Conv2d, nn.PReLU, nn.LeakyReLU)  # the modules whose weights a graph's nodes hold
+Layer = Union[nn.Conv2d, nn.PReLU, nn.LeakyReLU]
 PARITY_RTOL = 1e-3  # outputs of the model read back against the file's, relative to max(|output|, 1)
 QUANTISED = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger"}
 
@@ -78,7 +81,8 @@ def _module_of(model: nn.Module, node_name: str) -> nn.Module | None:
     """The module a node was traced from, by the scope path torch writes into node names: ``/base.1/conv/conv.0_3/
     Conv`` is ``base.1.conv.0`` (its fourth use); each scope repeats its parent's name before its own. None when the
     name is no such path."""
-    module, parent = model, ""
+    module: nn.Module | None = model
+    parent = ""
     for scope in node_name.strip("/").split("/")[:-1]:
         scope = re.sub(r"_\d+$", "", scope)  # the n-th use of a shared module
         own = scope[len(parent) + 1:] if parent and scope.startswith(parent + ".") else scope
@@ -91,16 +95,15 @@ def _module_of(model: nn.Module, node_name: str) -> nn.Module | None:
 
 
 def _load(model: nn.Module, spec: ModelSpec, nodes: list, weights: dict[str, np.ndarray],
-          folded_into: dict[nn.Module, nn.BatchNorm2d], path: str) -> None:
+          folded_into: dict[nn.Conv2d, nn.BatchNorm2d], path: str) -> None:
     names = {module: name for name, module in model.named_modules()}
     loaded: dict[nn.Module, list[np.ndarray]] = {}
     modules = dict(model.named_modules())
     for node in nodes:
-        named = node.input[1].rsplit(".", 1) if len(node.input) > 1 else ()  # unfolded weights keep their names
+        named = node.input[1].rsplit(".", 1) if len(node.input) > 1 else []  # unfolded weights keep their names
         module = (modules[named[0]] if len(named) == 2 and named[1] == "weight" and named[0] in modules
                   else _module_of(model, node.name))
-        kind = nn.Conv2d if node.op_type == "Conv" else (nn.PReLU, nn.LeakyReLU)
-        if not isinstance(module, kind):
+        if not isinstance(module, LAYERS) or isinstance(module, nn.Conv2d) != (node.op_type == "Conv"):
             raise ModelFileError(f"{path}: node {node.name} ({node.op_type}) is no layer of {spec.name}; was it "
                                  "exported by edgeface from this model?")
         try:
@@ -114,7 +117,8 @@ def _load(model: nn.Module, spec: ModelSpec, nodes: list, weights: dict[str, np.
                                      "weights; the graph was edited, not exported")
             continue
         loaded[module] = values
-        _assign(module, values, folded_into.get(module), f"{names[module]} ({node.name})")
+        norm = folded_into.get(module) if isinstance(module, nn.Conv2d) else None
+        _assign(module, values, norm, f"{names[module]} ({node.name})")
     missing = [name for name, m in model.named_modules()
                if m not in loaded and not isinstance(m, (nn.BatchNorm2d, nn.LeakyReLU))
                and any(True for _ in m.parameters(recurse=False))]
@@ -122,7 +126,7 @@ def _load(model: nn.Module, spec: ModelSpec, nodes: list, weights: dict[str, np.
         raise ModelFileError(f"{path}: no weights for {', '.join(missing[:5])} of {spec.name} in the graph")
 
 
-def _node_weights(module: nn.Module, node, weights: dict[str, np.ndarray]) -> list[np.ndarray]:
+def _node_weights(module: Layer, node, weights: dict[str, np.ndarray]) -> list[np.ndarray]:
     """A Conv node's weight and bias (zeros when it has none), or an activation's slope, as `module` holds them."""
     if isinstance(module, nn.Conv2d):
         weight = weights[node.input[1]]
@@ -147,7 +151,7 @@ def _node_weights(module: nn.Module, node, weights: dict[str, np.ndarray]) -> li
     return [np.broadcast_to(slope, tuple(module.weight.shape)).copy()]
 
 
-def _assign(module: nn.Module, values: list[np.ndarray], norm: nn.BatchNorm2d | None, where: str) -> None:
+def _assign(module: Layer, values: list[np.ndarray], norm: nn.BatchNorm2d | None, where: str) -> None:
     if isinstance(module, nn.LeakyReLU):
         return
     if isinstance(module, nn.PReLU):

@@ -47,7 +47,7 @@ def calibration_batches(images: Sequence[str | np.ndarray], spec: ModelSpec,
     """Calibration inputs: each image letterboxed to `size` (or the export's fixed size) and normalised."""
     from edgeface.core.preprocess import prepare_input
 
-    size = tuple(spec.input.size) if spec.input.size else size
+    size = spec.input.size or size
     return [prepare_input(read_image(i) if isinstance(i, (str, os.PathLike)) else i, spec.input, size)[0][None]
             for i in images]
 

@@ -586,6 +586,8 @@ def test_fddb_reader_and_roc():
     assert roc.num_faces == 1 and roc.false_positives.tolist() == [0, 1]
     assert roc.tpr_at(0) == 1.0 and roc.tpr_at(0, continuous=True) == pytest.approx(np.pi / 4, abs=0.03)
     assert fddb_roc([record], [dets([[0, 0, 10, 10]], [0.9])], [(100, 100)]).tpr_at(1000) == 0.0
+    with pytest.raises(ValueError, match="no face ellipses"):  # a box-only record (VOC, WIDER) is no FDDB record
+        fddb_roc([FaceRecord("x.jpg", [[30, 20, 70, 80]])], [found], [(100, 100)])
 
 
 def test_ellipse_regressor_beats_rectangles_on_fddb():

@@ -6,6 +6,7 @@ import glob
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,32 @@ def find_python(version: str) -> str | None:
     return None
 
 
+def build_wheel(folder: Path) -> Path:
+    """edgeface's wheel, built from a copy of the checkout in `folder` (building in the checkout would leave a
+    build/ folder there)."""
+    source = folder / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "edgeface", "export"):
+        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy2
+        copy(ROOT / name, source / name, **({"ignore": shutil.ignore_patterns("__pycache__")}
+                                            if (ROOT / name).is_dir() else {}))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(folder / "wheels"),
+                    str(source)], check=True, capture_output=True, timeout=600)
+    (wheel,) = (folder / "wheels").glob("*.whl")
+    return wheel
+
+
+def test_the_wheel_holds_the_shipped_models_kernels_and_type_marker(tmp_path):
+    """What the runtime reads besides Python files, and PEP 561's py.typed, which tells users' type checkers
+    (mypy, pyright) to read edgeface's own annotations."""
+    from edgeface.weights import SHIPPED
+
+    names = set(zipfile.ZipFile(build_wheel(tmp_path)).namelist())
+    wanted = {"edgeface/py.typed", "edgeface/backends/cuda/kernels.cu", "edgeface/export/onnx_import.py",
+              *(f"edgeface/weights/{path.name}" for path in SHIPPED.values())}
+    assert wanted <= names, sorted(wanted - names)
+
+
 def test_requires_python_is_the_oldest_tested():
     assert f'requires-python = ">={OLDEST_PYTHON}"' in (ROOT / "pyproject.toml").read_text()
 
@@ -33,20 +60,12 @@ def test_requires_python_is_the_oldest_tested():
 def test_the_cpu_runtime_installs_and_detects_on_the_oldest_python(tmp_path):
     photo = need(DLIB_FACES / "2008_002506.jpg")
     python = find_python(OLDEST_PYTHON)
-    (tmp_path / "source").mkdir()
     if python is None:
         pytest.skip(f"no Python {OLDEST_PYTHON} interpreter on this machine")
-    source = tmp_path / "source"  # a copy: building in the checkout would leave a build/ folder there
-    for name in ("pyproject.toml", "README.md", "edgeface", "export"):
-        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy2
-        copy(ROOT / name, source / name, **({"ignore": shutil.ignore_patterns("__pycache__")}
-                                            if (ROOT / name).is_dir() else {}))
-    wheels = tmp_path / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(source)],
-                   check=True, capture_output=True, timeout=600)
+    wheel = build_wheel(tmp_path)
     venv = tmp_path / "venv"
     subprocess.run([python, "-m", "venv", str(venv)], check=True, timeout=120)
-    pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *wheels.glob("*.whl")],
+    pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel)],
                          capture_output=True, text=True, timeout=900)
     if pip.returncode != 0 and ("Could not find a version" in pip.stderr or "connection" in pip.stderr.lower()):
         pytest.skip(f"the package registry cannot serve the runtime's dependencies here: {pip.stderr[-300:]}")

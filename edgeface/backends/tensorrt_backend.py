@@ -11,13 +11,16 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from types import ModuleType
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
 from ..errors import BackendError, ModelFileError
 from ..spec import INPUT, LOC, TENSOR_NAMES
 from .engine_file import check_engine_fits, read_engine_header
+
+if TYPE_CHECKING:
+    from .cuda.pipeline import GpuPipeline, NetworkRunner
 
 RUN_SHAPES = 4  # input shapes whose buffers (and execution context) ``run`` keeps, least recently used evicted
 
@@ -32,9 +35,13 @@ class TensorRTBackend:
     def __init__(self, path: str, tensorrt: Any = None, ordinal: int = 0, runtime: Optional[ModuleType] = None):
         header, offset = read_engine_header(path)
         if tensorrt is None:
-            import tensorrt
+            import tensorrt as installed
+
+            tensorrt = installed
         if runtime is None:
-            from .cuda import runtime
+            from .cuda import runtime as cuda_runtime
+
+            runtime = cuda_runtime
         self.rt, self.ordinal = runtime, ordinal
         runtime.context(ordinal)  # TensorRT deserializes into the current context
         name, capability = runtime.device_identity(ordinal)
@@ -122,18 +129,19 @@ class TensorRTBackend:
         self.stream.synchronize()
         return out_loc, out_conf
 
-    def network_runner(self):
+    def network_runner(self) -> NetworkRunner:
         """The engine as a :class:`~edgeface.backends.cuda.pipeline.GpuPipeline` network step."""
-        def run(input_ptr, loc_ptr, conf_ptr, width, height, stream):
+        def run(input_ptr: int, loc_ptr: int, conf_ptr: int, width: int, height: int, stream: Any) -> None:
             shape = (1, 3, height, width)
             self._piped.add(shape)  # kept until the pipeline releases it
             self._execute(shape, input_ptr, loc_ptr, conf_ptr, stream.handle)
 
-        run.capturable = True  # once its context has run at its shape, execute_async_v3 may be captured
-        run.output_anchors, run.release = self.output_anchors, self.release
-        return run
+        runner: Any = run  # with what the pipeline asks of a network runner (pipeline.NetworkRunner)
+        runner.capturable = True  # once its context has run at its shape, execute_async_v3 may be captured
+        runner.output_anchors, runner.release = self.output_anchors, self.release
+        return runner
 
-    def gpu_pipeline(self, score_threshold: float, nms_iou: float, max_detections: int):
+    def gpu_pipeline(self, score_threshold: float, nms_iou: float, max_detections: int) -> GpuPipeline:
         from .cuda.pipeline import GpuPipeline
 
         return GpuPipeline(self.spec, self.network_runner(), score_threshold, nms_iou, max_detections,

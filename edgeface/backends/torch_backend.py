@@ -5,11 +5,19 @@ from __future__ import annotations
 import ctypes
 import sys
 from functools import lru_cache
-from typing import Any, Optional
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 
 from ..errors import BackendError
+from ..spec import ModelSpec
+
+if TYPE_CHECKING:  # torch is imported when a backend opens, not with edgeface
+    import torch
+    from torch import nn
+
+    from .cuda.pipeline import GpuPipeline, NetworkRunner
 
 
 @lru_cache(maxsize=1)
@@ -32,7 +40,7 @@ def avoid_mmap_churn() -> bool:
         (m_mmap_threshold, 32 << 20), (m_top_pad, 256 << 20), (m_trim_threshold, 2**31 - 1)))
 
 
-def fold_batchnorm(model) -> int:
+def fold_batchnorm(model: nn.Module) -> int:
     """Fold every eval-mode BatchNorm that takes a convolution's output into that convolution's weights and bias
     (the BatchNorm becomes ``nn.Identity``): one kernel less per pair at inference, the same outputs up to float
     rounding. Modules reused several times (EXTD's shared blocks) are folded once. Returns the number of pairs
@@ -53,7 +61,7 @@ def fold_batchnorm(model) -> int:
     return folded
 
 
-def _check_cuda_device(torch, device) -> None:
+def _check_cuda_device(torch: ModuleType, device: torch.device) -> None:
     """Raise BackendError unless torch can run on the CUDA `device` (rather than its AssertionError or
     RuntimeError from deep inside the first transfer)."""
     if not torch.cuda.is_available():
@@ -89,7 +97,7 @@ class TorchBackend:
         self._setup(*load_checkpoint(path), device, fp16, fold_bn, channels_last)
 
     @classmethod
-    def from_model(cls, model, spec, device: str = "cpu", fold_bn: bool = False,
+    def from_model(cls, model: nn.Module, spec: ModelSpec, device: str = "cpu", fold_bn: bool = False,
                    channels_last: bool = False) -> TorchBackend:
         """Wrap an in-memory model (e.g. during export or training) without a checkpoint file. By default the model
         runs as it is and inputs go in as they come (a trainer's model is channels-last already); ``fold_bn`` and
@@ -98,7 +106,8 @@ class TorchBackend:
         self._setup(model, spec, device, False, fold_bn, channels_last)
         return self
 
-    def _setup(self, model, spec, device: str, fp16: bool, fold_bn: bool, channels_last: bool) -> None:
+    def _setup(self, model: nn.Module, spec: ModelSpec, device: str, fp16: bool, fold_bn: bool,
+               channels_last: bool) -> None:
         import torch
 
         avoid_mmap_churn()
@@ -107,12 +116,13 @@ class TorchBackend:
         if fold_bn:
             fold_batchnorm(model)
         self.channels_last = channels_last
-        self.model = model.to(self.device, memory_format=torch.channels_last if channels_last else None)
+        layout = torch.channels_last if channels_last else None  # (torch's type stubs lack Module.to's memory_format)
+        self.model = model.to(self.device, memory_format=layout)  # type: ignore[call-overload]
         if fp16:
             self.model.half()
         self.name = f"torch:{self.device}" + (":fp16" if fp16 else "")
 
-    def _forward(self, x):
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The network on a float32 input tensor: float32 ``(loc, conf)``."""
         x = x.half() if self.fp16 else x
         loc, conf = self.model(x.contiguous(memory_format=self.torch.channels_last) if self.channels_last else x)
@@ -123,7 +133,7 @@ class TorchBackend:
             loc, conf = self._forward(self.torch.from_numpy(batch).to(self.device))
         return loc.cpu().numpy(), conf.cpu().numpy()
 
-    def network_runner(self, use_graphs: bool = True):
+    def network_runner(self, use_graphs: bool = True) -> NetworkRunner:
         """The model as a :class:`~edgeface.backends.cuda.pipeline.GpuPipeline` network step: it reads and writes
         the pipeline's device buffers in place (``__cuda_array_interface__``) on the pipeline's stream.
 
@@ -147,7 +157,7 @@ class TorchBackend:
         pool = torch.cuda.graph_pool_handle() if use_graphs else None  # this runner's graphs' memory
         capturing = {"frame": False}  # True while the pipeline captures a whole frame through `capture`
 
-        def run(input_ptr, loc_ptr, conf_ptr, width, height, stream):
+        def run(input_ptr: int, loc_ptr: int, conf_ptr: int, width: int, height: int, stream: Any) -> None:
             size = (width, height)
             with torch.cuda.stream(torch.cuda.ExternalStream(int(stream.handle), device=self.device)), \
                     torch.no_grad():
@@ -156,7 +166,7 @@ class TorchBackend:
                 replay = use_graphs and size in warmed and not capturing["frame"]
                 if replay and size not in graphs:
                     graphs[size] = self._capture(x, pool, torch.cuda.current_stream(self.device))
-                    run.captures += 1
+                    runner.captures += 1  # (the runner is this function)
                 if replay:
                     graph, static_input, (loc, conf) = graphs[size]
                     static_input.copy_(x)
@@ -167,7 +177,7 @@ class TorchBackend:
                 torch.as_tensor(CudaArrayView(loc_ptr, loc.shape), device=self.device).copy_(loc)
                 torch.as_tensor(CudaArrayView(conf_ptr, conf.shape), device=self.device).copy_(conf)
 
-        def capture(stream, enqueue) -> _FrameGraph:
+        def capture(stream: Any, enqueue: Callable[[], None]) -> _FrameGraph:
             """`enqueue`'s work on the pipeline's `stream` (its kernels and this forward pass) as one torch CUDA
             graph; BackendError when torch cannot capture it."""
             on_stream = torch.cuda.ExternalStream(int(stream.handle), device=self.device)
@@ -184,13 +194,14 @@ class TorchBackend:
             graphs.pop((width, height), None)
             warmed.discard((width, height))
 
-        run.capturable, run.capture = use_graphs, capture
+        runner: Any = run  # with what the pipeline asks of a network runner (pipeline.NetworkRunner)
+        runner.capturable, runner.capture = use_graphs, capture
         # the pipeline checks each new plan's anchor count: one forward pass per input size, not per plan
-        run.output_anchors = lru_cache(maxsize=None)(self.output_anchors)
-        run.release, run.graphs, run.captures = release, graphs, 0
-        return run
+        runner.output_anchors = lru_cache(maxsize=None)(self.output_anchors)
+        runner.release, runner.graphs, runner.captures = release, graphs, 0
+        return runner
 
-    def _captured(self, work, stream=None, pool=None):
+    def _captured(self, work: Callable[[], Any], stream: Any = None, pool: Any = None) -> tuple[Any, Any]:
         """``(graph, work())``: `work`'s CUDA work captured by torch on `stream` (default: a side stream, after a
         device synchronisation), in memory `pool` (default: the graph's own). Unlike ``torch.cuda.graph`` it
         leaves torch's memory caches as they are (emptied at every capture, they hand their blocks back to the
@@ -213,7 +224,7 @@ class TorchBackend:
             graph.capture_end()
         return graph, result
 
-    def _capture(self, x, pool=None, stream=None):
+    def _capture(self, x: torch.Tensor, pool: Any = None, stream: Any = None) -> tuple[Any, torch.Tensor, Any]:
         """``(graph, static input, static outputs)``: the forward pass on a copy of `x`, captured on its own (on
         `stream`, default: a side stream, as :meth:`_captured`)."""
         static_input = x.clone()
@@ -227,7 +238,8 @@ class TorchBackend:
             loc, _ = self._forward(torch.zeros((1, 3, height, width), device=self.device))
         return int(loc.shape[1])
 
-    def gpu_pipeline(self, score_threshold: float, nms_iou: float, max_detections: int, use_graphs: bool = True):
+    def gpu_pipeline(self, score_threshold: float, nms_iou: float, max_detections: int,
+                     use_graphs: bool = True) -> GpuPipeline:
         """The whole pipeline on the GPU: edgeface's CUDA kernels around the torch model (a CUDA device only);
         `use_graphs` False launches everything eagerly (no CUDA graphs, for the network neither)."""
         if self.device.type != "cuda":
@@ -242,9 +254,9 @@ class _FrameGraph:
     """A whole frame captured by torch (:meth:`TorchBackend.network_runner`'s ``capture``), replayed on the
     pipeline's stream like the pipeline's own graphs."""
 
-    def __init__(self, torch, graph, stream):
+    def __init__(self, torch: ModuleType, graph: Any, stream: Any):
         self.torch, self.graph, self.stream = torch, graph, stream
 
-    def launch(self, stream) -> None:  # noqa: ARG002 - always the stream it was captured on
+    def launch(self, stream: Any) -> None:  # noqa: ARG002 - always the stream it was captured on
         with self.torch.cuda.stream(self.stream):
             self.graph.replay()

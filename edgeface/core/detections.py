@@ -96,7 +96,7 @@ class Detections:
         canvas = image.copy() if copy else image
         # edges beyond the canvas stay out of sight, and coordinates stay in the range OpenCV's int drawing takes
         margin = thickness + 1
-        low, high = np.float32(-margin), np.float32([canvas.shape[1], canvas.shape[0]] * 2) + margin
+        low, high = np.float32(-margin), np.array([canvas.shape[1], canvas.shape[0]] * 2, np.float32) + margin
         for (x1, y1, x2, y2), score in zip(np.clip(self.boxes, low, high).tolist(), self.scores.tolist()):
             p1, p2 = (round(x1), round(y1)), (round(x2), round(y2))
             cv2.rectangle(canvas, p1, p2, colour, thickness, cv2.LINE_AA)

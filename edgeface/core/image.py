@@ -6,6 +6,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -57,10 +58,10 @@ def _shape_hint(shape: tuple[int, ...]) -> str:
     return "convert gray with cv2.COLOR_GRAY2BGR, BGRA with cv2.COLOR_BGRA2BGR"
 
 
-def opencv_path(path: str | os.PathLike) -> str | bytes:
+def opencv_path(path: str | os.PathLike) -> Any:
     """`path` as OpenCV's file functions take it: a name that is not UTF-8 (:func:`has_utf8_name`) would crash
     OpenCV's conversion of text with a segmentation fault, so it goes as the file system's bytes, which OpenCV
-    passes through unchanged."""
+    passes through unchanged (a ``str`` or ``bytes``; typed Any, as OpenCV's type stubs name only ``str``)."""
     return os.fspath(path) if has_utf8_name(path) else os.fsencode(path)
 
 

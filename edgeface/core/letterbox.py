@@ -29,7 +29,8 @@ class Letterbox:
     def _xyxy(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Pad, scale and source size, each as an x1, y1, x2, y2 row (float32, as the boxes are)."""
         rows = ((self.pad_x, self.pad_y), (self.scale_x, self.scale_y), (self.source_width, self.source_height))
-        return tuple(np.float32(row * 2) for row in rows)
+        pad, scale, size = (np.array(row * 2, np.float32) for row in rows)
+        return pad, scale, size
 
     def to_source(self, boxes: np.ndarray) -> np.ndarray:
         """Map ``(N, 4)`` xyxy boxes from input pixels to source pixels, clipped to the source image."""

@@ -52,5 +52,6 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_keep: i
     if scores.min() <= 0:  # OpenCV drops scores <= 0: pass their dense ranks, which order the same
         scores = (np.unique(scores, return_inverse=True)[1] + 1).astype(np.float32)
     # (OpenCV's own top_k truncates the candidates before suppression, not the kept boxes)
-    keep = np.asarray(cv2.dnn.NMSBoxes(xywh, scores, 0.0, float(iou_threshold)), dtype=np.int64).reshape(-1)
+    found = cv2.dnn.NMSBoxes(xywh, scores, 0.0, float(iou_threshold))  # type: ignore[arg-type]  # takes arrays
+    keep = np.asarray(found, dtype=np.int64).reshape(-1)
     return keep[:max_keep] if max_keep else keep

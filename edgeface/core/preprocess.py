@@ -11,7 +11,7 @@ from .letterbox import Letterbox, letterbox
 def pad_colour_bgr(spec: InputSpec) -> tuple[float, float, float]:
     """BGR colour that normalises to zero: letterbox padding looks like 'no signal' to the network."""
     mean = spec.mean if spec.channel_order == "BGR" else spec.mean[::-1]
-    return tuple(float(m) for m in mean)
+    return float(mean[0]), float(mean[1]), float(mean[2])
 
 
 def normalise(image_bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
@@ -29,7 +29,7 @@ def network_size(spec: InputSpec, size: tuple[int, int]) -> tuple[int, int]:
     """``(w, h)`` of the network input for frames fitted into ``size = (w, h)``: `size` padded at the right and
     bottom to a multiple of ``spec.size_multiple`` (the fixed size of a static-shape export as it is)."""
     if spec.size is not None:
-        return tuple(spec.size)
+        return spec.size[0], spec.size[1]
     multiple = spec.size_multiple
     return -(-size[0] // multiple) * multiple, -(-size[1] // multiple) * multiple
 
@@ -39,9 +39,9 @@ def prepare_input(image_bgr: np.ndarray, spec: InputSpec,
     """Normalised ``3 x H x W`` network input (:func:`network_size`) for one frame, at its own size or letterboxed
     to ``size = (w, h)``, padded with the colour that normalises to zero."""
     height, width = image_bgr.shape[:2]
-    size = (width, height) if size is None else tuple(size)
-    canvas = network_size(spec, size)
-    if size == canvas == (width, height):
+    fitted = (width, height) if size is None else (size[0], size[1])
+    canvas = network_size(spec, fitted)
+    if fitted == canvas == (width, height):
         return normalise(image_bgr, spec), Letterbox.identity(width, height)
-    boxed, transform = letterbox(image_bgr, size, pad_colour_bgr(spec), canvas=canvas)
+    boxed, transform = letterbox(image_bgr, fitted, pad_colour_bgr(spec), canvas=canvas)
     return normalise(boxed, spec), transform

@@ -62,7 +62,7 @@ def check_fddb_folds(fddb_folds: list[int] | str | None) -> list[int]:
     if not numbers or not all(k is not None and 1 <= k <= 10 for k in numbers):
         raise OptionError(f"fddb_folds are FDDB's official fold numbers, 1 to 10 (e.g. [9, 10] or 9,10), "
                           f"got {fddb_folds!r}")
-    return numbers
+    return [k for k in numbers if k is not None]
 
 
 def ellipse_mask(ellipse: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import xml.etree.ElementTree as ET
 
+import numpy as np
+
 from .records import FaceRecord, annotation_file, required
 
 
@@ -23,6 +25,6 @@ def read_imglab(xml: str | os.PathLike) -> list[FaceRecord]:
                 boxes.append((left, top, left + width, top + height))
                 ignore.append(box.get("ignore", "0") == "1")
             file = required(image.get("file"), "the 'file' attribute of an <image>")
-            records.append(FaceRecord(os.path.join(root_dir, file), boxes, ignore,
+            records.append(FaceRecord(os.path.join(root_dir, file), np.array(boxes), np.array(ignore),
                                       int(image.get("width", 0)), int(image.get("height", 0))))
     return records

@@ -23,7 +23,7 @@ class FaceRecord:
 
     image_path: str
     boxes: np.ndarray
-    ignore: np.ndarray = field(default=None)  # type: ignore[assignment]
+    ignore: np.ndarray = field(default=None)  # type: ignore[arg-type]  # None: no face ignored
     width: int = 0
     height: int = 0
     name: str = ""  # the image's name in its dataset (e.g. WIDER's "<event>/<file>.jpg")
@@ -73,8 +73,8 @@ def redraw_boxes(records: list[FaceRecord], dx: float = 0.0, dy: float = 0.0, wi
     out = []
     for record in records:
         size = record.boxes[:, 2:] - record.boxes[:, :2]
-        centre = (record.boxes[:, :2] + record.boxes[:, 2:]) / 2 + size * np.float32([dx, dy])
-        half = size * np.float32([width, height]) / 2
+        centre = (record.boxes[:, :2] + record.boxes[:, 2:]) / 2 + size * np.array([dx, dy], np.float32)
+        half = size * np.array([width, height], np.float32) / 2
         out.append(replace(record, boxes=np.concatenate([centre - half, centre + half], axis=1)))
     return out
 

@@ -7,6 +7,8 @@ import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import numpy as np
+
 from ..core.image import IMAGE_SUFFIXES
 from ..errors import OptionError
 from .records import FaceRecord, annotation_file, required
@@ -34,7 +36,7 @@ def read_voc_xml(xml_path: str | os.PathLike, image_path: str | os.PathLike, cla
         size = root.find("size")
         width = int(size.findtext("width", "0")) if size is not None else 0
         height = int(size.findtext("height", "0")) if size is not None else 0
-        return FaceRecord(os.fspath(image_path), boxes, ignore, width, height)
+        return FaceRecord(os.fspath(image_path), np.array(boxes), np.array(ignore), width, height)
 
 
 def _find_image(image_dir: Path, stem: str) -> Path:

@@ -42,6 +42,8 @@ def region_overlaps(record: FaceRecord, dets: Detections, width: int, height: in
                     ellipses: Optional[np.ndarray] = None) -> np.ndarray:
     """``(D, F)`` overlap (intersection over union of pixel regions) of detections and face ellipses; each
     detection's region is its rectangle, or its row of ``(D, 5)`` `ellipses` when given (FDDB takes both)."""
+    if record.ellipses is None:
+        raise ValueError(f"{record.image_path} has no face ellipses: FDDB's evaluation needs its ellipse annotations")
     faces = [ellipse_mask(e, width, height) for e in record.ellipses]
     out = np.zeros((len(dets), len(faces)))
     for d, (x1, y1, x2, y2) in enumerate(np.round(dets.boxes).astype(int).tolist()):
@@ -63,7 +65,9 @@ def fddb_roc(records: Sequence[FaceRecord], detections: Sequence[Detections],
     :class:`~edgeface.eval.ellipse.EllipseRegressor`, detections are scored as the ellipses it predicts."""
     from scipy.optimize import linear_sum_assignment
 
-    scores, discrete, continuous = [], [], []
+    score_parts: list[np.ndarray] = []
+    discrete: list[np.ndarray] = []
+    continuous: list[np.ndarray] = []
     for record, dets, (width, height) in zip(records, detections, image_sizes):
         regions = ellipse_regressor.predict(dets.boxes) if ellipse_regressor is not None and len(dets) else None
         overlap = region_overlaps(record, dets, width, height, regions)
@@ -72,13 +76,13 @@ def fddb_roc(records: Sequence[FaceRecord], detections: Sequence[Detections],
             rows, cols = linear_sum_assignment(np.where(overlap > 0.5, overlap, 0.0), maximize=True)
             paired = overlap[rows, cols] > 0.5
             hit[rows[paired]] = overlap[rows[paired], cols[paired]]
-        scores.append(dets.scores)
+        score_parts.append(dets.scores)
         discrete.append((hit > 0).astype(float))
         continuous.append(hit)
-    scores = np.concatenate(scores) if scores else np.zeros(0)
+    scores = np.concatenate(score_parts) if score_parts else np.zeros(0)
     order = np.argsort(-scores, kind="stable")
     tp_d = np.cumsum(np.concatenate(discrete)[order]) if len(order) else np.zeros(0)
     tp_c = np.cumsum(np.concatenate(continuous)[order]) if len(order) else np.zeros(0)
     fp = np.cumsum(1 - np.concatenate(discrete)[order]) if len(order) else np.zeros(0)
-    num_faces = int(sum(len(r.ellipses) for r in records))
+    num_faces = sum(0 if r.ellipses is None else len(r.ellipses) for r in records)
     return FddbRoc(fp, tp_d / max(num_faces, 1), tp_c / max(num_faces, 1), num_faces)

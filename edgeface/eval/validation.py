@@ -123,6 +123,7 @@ def score(detector, vset: ValidationSet, should_stop: Optional[Callable[[], bool
         return None if curve is None else {f"{vset.name}_ap50": curve.ap}
     from .wider import SETTINGS, as_predictions, detect_wider, evaluate_wider
 
+    assert vset.wider_images is not None  # set with wider_ground_truth
     found = detect_wider(detector, vset.wider_ground_truth, vset.wider_images, progress, should_stop)
     if found is None:
         return None

@@ -112,7 +112,7 @@ class BoxPlacement:
     def __str__(self) -> str:
         shares = (f"{self.matched:.1%} of the {self.faces} labelled faces have a box scoring >= {self.min_score:g} "
                   f"at IoU >= 0.5, {self.misplaced:.1%} one at IoU 0.2-0.5 (found but drawn differently)")
-        if self.dx is None:
+        if self.dx is None or self.dy is None:
             return shares
         return (f"{shares}; box centres sit {abs(self.dy):.3f} label heights {'above' if self.dy < 0 else 'below'} "
                 f"and {abs(self.dx):.3f} widths {'left' if self.dx < 0 else 'right'} of the labels', the boxes "

@@ -96,7 +96,7 @@ class VGG16(nn.Module):
     """VGG16 ``features`` up to conv5_3 + ReLU (torchvision's indices, pool5 dropped); ``forward`` returns
     ``(conv4_3, conv5_3)`` (strides 8 and 16)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         channels = 3

@@ -231,9 +231,9 @@ def is_baked(model: nn.Module) -> bool:
     norms = [modules[norm] for _, norm in conv_batchnorm_pairs(model)]
 
     def baked(norm: nn.BatchNorm2d) -> bool:  # to float rounding: averaged models hold sums of these values
-        return norm.weight is not None and all(
-            torch.allclose(value, torch.full_like(value, target), rtol=0.0, atol=1e-6)
-            for value, target in ((norm.weight, 1.0), (norm.running_mean, 0.0), (norm.running_var, 1.0 - norm.eps)))
+        expected = ((norm.weight, 1.0), (norm.running_mean, 0.0), (norm.running_var, 1.0 - norm.eps))
+        return all(value is not None and torch.allclose(value, torch.full_like(value, target), rtol=0.0, atol=1e-6)
+                   for value, target in expected)
 
     return bool(norms) and all(baked(n) for n in norms)
 
@@ -332,8 +332,9 @@ def move_boxes(model: nn.Module, spec: ModelSpec, down: float = 0.0, width: floa
                           math.log(height) / size_variance])
     moved = copy.deepcopy(model)
     with torch.no_grad():
-        for head in moved.loc:
-            head.bias.view(-1, 4).add_(shift.to(head.bias))  # each anchor's (dx, dy, dw, dh)
+        for name, bias in moved.named_parameters():
+            if name.startswith("loc.") and name.endswith(".bias"):  # the box heads' (checked above)
+                bias.view(-1, 4).add_(shift.to(bias))  # each anchor's (dx, dy, dw, dh)
     return moved.eval()
 
 

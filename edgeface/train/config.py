@@ -8,7 +8,7 @@ import math
 import os
 import re
 import textwrap
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union, get_args, get_origin, get_type_hints
 
@@ -186,7 +186,7 @@ def describe_keys(width: int = 100) -> str:
     lines = ["Recipe keys (YAML; `extends: other.yaml` starts from another recipe's keys; `edgeface train --set "
              "KEY=VALUE` overrides one):"]
     for f in fields(TrainConfig):
-        default = f.default_factory() if f.default is MISSING else f.default
+        default = f.default_factory() if callable(f.default_factory) else f.default
         shown = "null" if default is None else str(default).lower() if isinstance(default, bool) else default
         lines += item(f.name, f"{f.metadata['about']} [{_type_name(hints[f.name])}, default {shown}]")
     lines += ["", "train_data and val_data entries are data sources, {format: NAME, ...its keys}:"]

@@ -115,7 +115,8 @@ class ResumableSampler(Sampler[int]):
         order = np.random.default_rng([self.seed, epoch]).permutation(self.n)
         if self.miner is None:
             return order
-        need, parts, k = len(order), [], 0
+        need, k = len(order), 0
+        parts: list[np.ndarray] = []
         while sum(len(p) for p in parts) < need:
             parts.append(self.miner.keep(np.random.default_rng([self.seed, epoch, k]).permutation(self.n), epoch))
             k += 1

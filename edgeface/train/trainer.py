@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Optional, TextIO
+from typing import Any, Optional, cast
 
 import torch
 import torch.distributed as dist
@@ -38,26 +38,35 @@ from .training_data import UNLABELLED_FACES, recipe_weights, teacher_paths, trai
 RESUME_KEYS = ("state_dict", "optimizer", "scaler", "torch_rng", "step", "best_ap")
 
 
-def open_csv_log(path: Path, columns: list[str]) -> tuple[TextIO, csv.DictWriter]:
-    """The run's CSV log, opened for appending rows by column name. A resumed run that logs columns the file
-    lacks (a recipe that adds distillation or a validation set) rewrites it once with them appended to the
+class CsvLog:
+    """The run's CSV log: rows by column name, each flushed as it is written. A resumed run that logs columns the
+    file lacks (a recipe that adds distillation or a validation set) rewrites it once with them appended to the
     header, so every row stays under its own names."""
-    if not path.exists():
-        log = open(path, "w", newline="")
-        writer = csv.DictWriter(log, columns, restval="")
-        writer.writeheader()
-        return log, writer
-    with open(path, newline="") as old:
-        reader = csv.DictReader(old)
-        rows, header = list(reader), list(reader.fieldnames or [])
-    missing = [c for c in columns if c not in header]
-    if missing:
-        with open(path, "w", newline="") as new:
-            rewriter = csv.DictWriter(new, header + missing, restval="")
-            rewriter.writeheader()
-            rewriter.writerows(rows)
-    log = open(path, "a", newline="")
-    return log, csv.DictWriter(log, header + missing, restval="")
+
+    def __init__(self, path: Path, columns: list[str]):
+        if not path.exists():
+            self.file = open(path, "w", newline="")
+            self.writer = csv.DictWriter(self.file, columns, restval="")
+            self.writer.writeheader()
+            return
+        with open(path, newline="") as old:
+            reader = csv.DictReader(old)
+            rows, header = list(reader), list(reader.fieldnames or [])
+        missing = [c for c in columns if c not in header]
+        if missing:
+            with open(path, "w", newline="") as new:
+                rewriter = csv.DictWriter(new, header + missing, restval="")
+                rewriter.writeheader()
+                rewriter.writerows(rows)
+        self.file = open(path, "a", newline="")
+        self.writer = csv.DictWriter(self.file, header + missing, restval="")
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.writer.writerow(row)
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
 
 
 class Trainer:
@@ -121,7 +130,9 @@ class Trainer:
         if spec.anchors != self.spec.anchors or get_entry(spec.name).family != get_entry(self.spec.name).family:
             raise OptionError(f"distill_from {path} is {spec.name}, whose outputs do not correspond to "
                               f"{self.spec.name}'s anchors: distil from a model of the same family and anchors")
-        return teacher.to(self.device, memory_format=torch.channels_last).eval().requires_grad_(False)
+        # (torch's type stubs lack Module.to's memory_format)
+        teacher = teacher.to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+        return teacher.eval().requires_grad_(False)
 
     def _kept_weights(self) -> dict[torch.nn.Parameter, tuple[torch.Tensor, Optional[torch.Tensor]]]:
         """Each trainable weight's `init` value and Fisher information (None: 1), when the recipe keeps them."""
@@ -157,8 +168,8 @@ class Trainer:
     @torch.no_grad()
     def _keep_init_penalty(self) -> torch.Tensor:
         """``keep_init_weight x sum F (w - w_init)^2`` over the kept weights (what :meth:`_pull_to_init` minimises)."""
-        total = sum(((p - start) ** 2 * (1.0 if fisher is None else fisher)).sum()
-                    for p, (start, fisher) in self.kept.items())
+        total = torch.stack([((p - start) ** 2 * (1.0 if fisher is None else fisher)).sum()
+                             for p, (start, fisher) in self.kept.items()]).sum()
         return self.cfg.keep_init_weight * total
 
     @torch.no_grad()
@@ -187,7 +198,7 @@ class Trainer:
 
     def param_groups(self) -> list[dict[str, Any]]:
         """Trainable parameters, grouped by the model's learning-rate multipliers (e.g. HR's res3 branch at 0.1)."""
-        multipliers = getattr(self.model, "lr_multipliers", dict)()
+        multipliers: dict[str, float] = getattr(self.model, "lr_multipliers", dict)()
         groups: dict[float, list[torch.nn.Parameter]] = {}
         for name, p in self.model.named_parameters():
             if p.requires_grad:
@@ -202,7 +213,7 @@ class Trainer:
 
     def save(self, path: Path) -> None:
         if self.rank == 0:
-            extra = {"miner": self.miner.state_dict()} if self.miner is not None else {}
+            extra: dict[str, Any] = {"miner": self.miner.state_dict()} if self.miner is not None else {}
             if self.ema is not None:  # the checkpoint's weights are the average; training resumes from these
                 extra.update(trained_state_dict=self.model.state_dict(), ema_updates=self.ema.n_averaged)
             save_checkpoint(self.weights, self.spec, path, step=self.step, best_ap=self.best_ap, **extra,
@@ -271,18 +282,19 @@ class Trainer:
         backend = TorchBackend.from_model(self.weights, self.spec, device=str(self.device))
         benchmark = torch.backends.cudnn.benchmark
         torch.backends.cudnn.benchmark = False  # every image has its own size: no re-tuning per shape
-        scores: Optional[dict[str, float]] = {}
+        scores: dict[str, float] = {}
+        stopped = False
         try:
             for vset in sets:
                 found = score(vset.detector(backend), vset, should_stop=lambda: self.stop_signal is not None)
+                stopped = found is None
                 if found is None:
-                    scores = None
                     break
                 scores.update(found)
         finally:
             torch.backends.cudnn.benchmark = benchmark
         self.train_mode()
-        return scores
+        return None if stopped else scores
 
     def validation_due(self) -> bool:
         """Every ``val_every`` steps, and at the last step when ``val_every`` fits in the run (0: never)."""
@@ -314,7 +326,7 @@ class Trainer:
         handlers = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
         columns = ["step", "lr", "loss", *(f"loss_{t}" for t in self.terms), "images_per_s", "data_wait_share",
                    "val_seconds", *(f"val_{m}" for m in val_metrics), "val_ap"]
-        log, writer = open_csv_log(self.out / "log.csv", columns) if self.rank == 0 else (None, None)
+        log = CsvLog(self.out / "log.csv", columns) if self.rank == 0 else None
         board = self._tensorboard()
         bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step",
                    disable=not progress or self.rank != 0)
@@ -348,12 +360,11 @@ class Trainer:
                                           for t, v in self.objective.distill(outputs, taught, targets).items()})
                         if kept is not None:
                             terms["keep_init"] = kept
-                        loss = sum(terms.values()) / cfg.accumulate
+                        loss = cast(torch.Tensor, sum(terms.values())) / cfg.accumulate
                     self.scaler.scale(loss).backward()
                     if self.miner is not None:
-                        self._update_miner(indices, self.objective.face_prob(outputs), targets["labels"])
-                    terms = torch.stack([terms[t].detach().float().cpu() for t in self.terms])
-                    totals += terms / cfg.accumulate
+                        self._update_miner(self.miner, indices, self.objective.face_prob(outputs), targets["labels"])
+                    totals += torch.stack([terms[t].detach().float().cpu() for t in self.terms]) / cfg.accumulate
                     images += len(x) * self.world_size
                 if not torch.isfinite(totals).all():
                     self.diverged = True
@@ -379,10 +390,9 @@ class Trainer:
                     images, waited, tick = 0, 0.0, time.perf_counter()
                     bar.set_postfix(loss=f"{result['loss']:.3f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}",
                                     data=f"{100 * data_share:.0f}%")
-                    if self.rank == 0:
-                        writer.writerow({"step": self.step, "lr": lr, **{k: f"{v:.5f}" for k, v in result.items()},
-                                         "images_per_s": f"{rate:.2f}", "data_wait_share": f"{data_share:.3f}"})
-                        log.flush()
+                    if log is not None:
+                        log.write({"step": self.step, "lr": lr, **{k: f"{v:.5f}" for k, v in result.items()},
+                                   "images_per_s": f"{rate:.2f}", "data_wait_share": f"{data_share:.3f}"})
                         if board:
                             for key, value in result.items():
                                 board.add_scalar(f"train/{key}", value, self.step)
@@ -397,10 +407,9 @@ class Trainer:
                         break
                     ap, seconds = headline(scores, val_sets), time.perf_counter() - val_start
                     result.update({f"val_{m}": v for m, v in scores.items()}, val_ap=ap)
-                    writer.writerow({"step": self.step, "lr": lr, "val_ap": f"{ap:.5f}",
-                                     "val_seconds": f"{seconds:.2f}",
-                                     **{f"val_{m}": f"{scores[m]:.5f}" for m in val_metrics}})
-                    log.flush()
+                    if log is not None:
+                        log.write({"step": self.step, "lr": lr, "val_ap": f"{ap:.5f}", "val_seconds": f"{seconds:.2f}",
+                                   **{f"val_{m}": f"{scores[m]:.5f}" for m in val_metrics}})
                     if board:
                         for metric, value in scores.items():
                             board.add_scalar(f"val/{metric}", value, self.step)
@@ -416,7 +425,7 @@ class Trainer:
             if not self.diverged:  # on completion, error or interrupt: nothing is lost
                 self.save(self.last_path)
             bar.close()
-            if log:
+            if log is not None:
                 log.close()
             if board:
                 board.close()
@@ -424,7 +433,8 @@ class Trainer:
                 signal.signal(s, handler)
         return result
 
-    def _update_miner(self, indices: torch.Tensor, face_prob: torch.Tensor, labels: torch.Tensor) -> None:
+    def _update_miner(self, miner: HardImageMiner, indices: torch.Tensor, face_prob: torch.Tensor,
+                      labels: torch.Tensor) -> None:
         indices = indices.to(self.device)
         if self.distributed:  # every rank keeps the same flags
             gathered = [torch.empty_like(t) for t in (indices, face_prob, labels) for _ in range(self.world_size)]
@@ -433,7 +443,7 @@ class Trainer:
             dist.all_gather(gathered[k : 2 * k], face_prob.contiguous())
             dist.all_gather(gathered[2 * k :], labels)
             indices, face_prob, labels = (torch.cat(gathered[i * k : (i + 1) * k]) for i in range(3))
-        self.miner.update(indices, face_prob, labels)
+        miner.update(indices, face_prob, labels)
 
     def _tensorboard(self):
         if self.rank != 0:

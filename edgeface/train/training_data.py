@@ -91,7 +91,7 @@ class UnlabelledFinder:
                                "min_side": self.min_side}, sort_keys=True)
         self.saved = self._read_cache()
         self.found: dict[str, list] = self.saved.setdefault(self.key, {})
-        self.detector = None
+        self.detector: Any = None  # a Detector, opened at the first image it must look at
         self.digests: dict[tuple, str] = {}
 
     def _read_cache(self) -> dict:

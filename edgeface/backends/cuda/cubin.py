@@ -7,6 +7,7 @@ of ``.text.<kernel>`` in older cubins) and static shared memory (the size of ``.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 EIATTR_REGCOUNT = 0x2F
@@ -19,7 +20,7 @@ class KernelResources:
     shared_bytes: int
 
 
-def _info_entries(data: bytes):
+def _info_entries(data: bytes) -> Iterator[tuple[int, bytes]]:
     """(attribute, payload) pairs of an ``.nv.info`` section."""
     i = 0
     while i + 2 <= len(data):

@@ -133,7 +133,9 @@ class GpuPipeline:
         if max_plans < 1:
             raise ValueError(f"max_plans must be at least 1, got {max_plans}")
         if runtime is None:
-            from . import runtime
+            from . import runtime as cuda_runtime
+
+            runtime = cuda_runtime
         self.rt, self.spec, self.network, self.ordinal = runtime, spec, network, ordinal
         self.top_k, self.max_plans = top_k, max_plans
         self.use_graphs = use_graphs
@@ -160,7 +162,7 @@ class GpuPipeline:
                 plan.graphs, plan.runs = (), 0
 
     @staticmethod
-    def _source(frame) -> tuple[Optional[int], tuple[int, int, int], int]:
+    def _source(frame: Any) -> tuple[Optional[int], tuple[int, int, int], int]:
         """``(device pointer or None for host frames, (h, w, channels), row pitch in bytes)``; the producer stream of
         a device frame is handled by :meth:`detect`."""
         interface = getattr(frame, "__cuda_array_interface__", None)
@@ -186,6 +188,7 @@ class GpuPipeline:
             while len(self._plans) >= self.max_plans:  # least recently used first; its memory goes with it
                 self._drop_plan(next(iter(self._plans)))
             rt, k = self.rt, self.top_k
+            (frame_h, frame_w, channels), (input_w, input_h) = frame_shape, input_size
             width, height = network_size(self.spec.input, input_size)
             anchors = generate_anchors(self.spec.anchors, width, height)
             n = len(anchors)
@@ -196,7 +199,7 @@ class GpuPipeline:
             staging = rt.HostBuffer(int(np.prod(frame_shape)), mapped=self.mapped)
             result = rt.HostBuffer(RESULT_HEADER + self.max_keep * 20, mapped=self.mapped)
             plan = Plan(
-                frame_shape=tuple(frame_shape), input_size=tuple(input_size), network_size=(width, height),
+                frame_shape=(frame_h, frame_w, channels), input_size=(input_w, input_h), network_size=(width, height),
                 staging=staging,
                 frame=None if self.mapped else rt.DeviceBuffer(staging.nbytes),
                 input=rt.DeviceBuffer(3 * width * height * 4), loc=rt.DeviceBuffer(n * 16),
@@ -316,7 +319,7 @@ class GpuPipeline:
             else:
                 graph.launch(self.stream)
 
-    def detect(self, frame, input_size: Optional[tuple[int, int]] = None) -> Detections:
+    def detect(self, frame: Any, input_size: Optional[tuple[int, int]] = None) -> Detections:
         """Faces in one BGR (or BGRx) uint8 frame, letterboxed to `input_size` or run at its own size. The frame
         is a NumPy array (staged in page-locked memory; see :meth:`host_frame`) or any device array with
         ``__cuda_array_interface__`` (CuPy, torch, numba: read in place, pitched rows allowed). Threads may share
@@ -324,14 +327,14 @@ class GpuPipeline:
         with self._lock:
             return self._detect(frame, input_size)
 
-    def _detect(self, frame, input_size: Optional[tuple[int, int]]) -> Detections:
+    def _detect(self, frame: Any, input_size: Optional[tuple[int, int]]) -> Detections:
         self.rt.context(self.ordinal)  # current on this thread too (camera apps call from their own threads)
         source, frame_shape, pitch = self._source(frame)
         producer = getattr(frame, "__cuda_array_interface__", {}).get("stream")
         if source is not None and producer:  # v3: wait for the stream that wrote the frame (None/0: no need)
             self.stream.wait_for(producer)
         frame_h, frame_w = frame_shape[:2]
-        plan = self.plan(tuple(frame_shape), input_size or (frame_w, frame_h))
+        plan = self.plan(frame_shape, input_size or (frame_w, frame_h))
         if source is None:
             staged = plan.frame_view
             if frame.__array_interface__["data"][0] != staged.__array_interface__["data"][0]:

@@ -20,7 +20,7 @@ from ...errors import BackendError
 from .nvrtc import compile_cubin
 
 
-def _driver():
+def _driver() -> Any:
     try:
         from cuda.bindings import driver
     except ImportError as exc:
@@ -42,7 +42,7 @@ _thread = threading.local()  # the device this thread last made current
 
 
 @cache
-def _primary_context(ordinal: int):
+def _primary_context(ordinal: int) -> tuple[Any, Any]:
     driver = _driver()
     check(driver.cuInit(0))
     count = check(driver.cuDeviceGetCount())
@@ -52,7 +52,7 @@ def _primary_context(ordinal: int):
     return device, check(driver.cuDevicePrimaryCtxRetain(device))
 
 
-def context(ordinal: Optional[int] = None):
+def context(ordinal: Optional[int] = None) -> tuple[Any, Any]:
     """The primary context of device `ordinal` (the one torch and TensorRT use), made current on this thread;
     default: the device this thread last made current (0 at first). Buffers, streams and graphs are created in
     the current context, so a pipeline on device 1 calls ``context(1)`` first."""
@@ -128,7 +128,7 @@ class HostBuffer:
 
     def array(self, shape: tuple[int, ...], dtype: Any, offset: int = 0) -> np.ndarray:
         """A NumPy view of the buffer from byte `offset`."""
-        raw = (ctypes.c_char * self.nbytes).from_address(self.ptr)
+        raw: Any = (ctypes.c_char * self.nbytes).from_address(self.ptr)
         raw.owner = self  # the view keeps the page-locked memory alive (a plan evicted meanwhile frees it later)
         return np.frombuffer(raw, dtype, int(np.prod(shape)), offset).reshape(shape)
 
@@ -146,7 +146,7 @@ class Stream:
     synchronise with the legacy default stream, so while it captures a graph other threads' default-stream
     work (torch's, CuPy's) goes on."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         context()
         driver = _driver()
         self.handle = check(driver.cuStreamCreate(driver.CUstream_flags.CU_STREAM_NON_BLOCKING))

@@ -32,6 +32,8 @@ class HR(nn.Module):
     logits (``(0, z)``: the template's logistic score as a two-class softmax), anchors ordered row,
     column, template."""
 
+    upsample: torch.Tensor  # the fixed bilinear 2x upsampling kernel (a buffer)
+
     def __init__(self, depth: int = 101, templates: int = TEMPLATES):
         super().__init__()
         self.templates = templates
@@ -42,7 +44,8 @@ class HR(nn.Module):
         self.register_buffer("upsample", bilinear_kernel(outputs), persistent=False)
         for layer in (self.score_res3, self.score_res4):
             nn.init.normal_(layer.weight, std=0.01)
-            nn.init.zeros_(layer.bias)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
 
     def lr_multipliers(self) -> dict[str, float]:
         """Parameter-name prefixes whose learning rate differs from the base rate."""
