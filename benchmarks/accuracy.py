@@ -19,13 +19,14 @@ import json
 import tempfile
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgeface import Detector, read_image
+from edgeface import Detections, Detector, read_image
 from edgeface.data.imglab import read_imglab
 from edgeface.data.voc import read_facemask
 from edgeface.data.wider import images_folder
@@ -73,9 +74,9 @@ def available_models(extra: list[str], workdir: Path, widths: tuple[int, ...] = 
             models[f"extd{width} (authors)"] = onnx_path
     else:
         print(f"skipped the authors' checkpoints: {AUTHORS} not found")
-    for short, path in SHIPPED.items():
-        if path.exists():
-            models[f"edgeface {short}"] = path
+    for short, shipped in SHIPPED.items():
+        if shipped.exists():
+            models[f"edgeface {short}"] = shipped
         else:
             print(f"skipped the shipped {short} model: this install has none")
     for path in extra:
@@ -173,9 +174,10 @@ def main(argv: list[str] | None = None) -> None:
             modes = model_modes[name]
             latency = {mode: timed[name, mode] for mode in modes}
             # WIDER images are large and many: single-scale only, at each side asked for
-            wider_modes = {"single-scale" if side == 0 else f"single-scale, {side} px":
-                           Detector(path, score_threshold=0.05, test_time=TestTimeSpec(), max_side=side or None)
-                           for side in args.wider_sides}
+            wider_modes: dict[str, Callable[[np.ndarray], Detections]] = {
+                "single-scale" if side == 0 else f"single-scale, {side} px":
+                Detector(path, score_threshold=0.05, test_time=TestTimeSpec(), max_side=side or None)
+                for side in args.wider_sides}
             wider_modes.update({f"single-scale, {side} px frames": SmallFrames(modes["single-scale"], side)
                                 for side in args.wider_frames})
             latency.update({mode: latency["single-scale"] for mode in wider_modes})
@@ -188,8 +190,9 @@ def main(argv: list[str] | None = None) -> None:
                     if set_name == "facemask val" and mode == "single-scale":
                         curves.append((f"{name} AP {curve.ap:.3f}", curve.recall, curve.precision))
             for kind, data in official.items():
-                for mode, run in (wider_modes if kind == "wider" else modes).items():
-                    scored += [(s, mode, metric, value) for s, metric, value in score_official(kind, data, run, args)]
+                for mode, detect in (wider_modes if kind == "wider" else modes).items():
+                    scored += [(s, mode, metric, value)
+                               for s, metric, value in score_official(kind, data, detect, args)]
             for set_name, mode, metric, value in scored:
                 rows.append({"model": name, "set": set_name, "mode": mode, "metric": metric, "score": value,
                              "latency_ms_640x480": latency[mode], "measured": measured})
@@ -260,7 +263,7 @@ def _nice_step(extent: float, ticks: int = 5) -> float:
     return float(next(m * power for m in (1, 2, 5, 10) if m * power >= raw))
 
 
-def place_labels(points: list[tuple[int, int]], sizes: list[tuple[int, int]], bounds: tuple[int, int, int, int],
+def place_labels(points: list[tuple[int, int]], sizes: Sequence[Sequence[int]], bounds: tuple[int, int, int, int],
                  gap: int = 8) -> list[tuple[int, int]]:
     """Bottom-left corners for text boxes of `sizes` beside `points`, each clear of the others, of every point
     and inside `bounds` (x0, y0, x1, y1): right of its point if it fits, else left, moved down or up until free."""

@@ -24,6 +24,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edgeface.core.image import read_image
+
 from .machine import SHARED, WIDER, describe_machine, markdown_table, write_results
 from .speed_grid import peak_rss_mb
 
@@ -40,11 +42,11 @@ def build_mosaic(records, columns: int, rows: int, path: Path) -> np.ndarray:
     mosaic = np.zeros((rows * TILE[1], columns * TILE[0], 3), np.uint8)
     boxes = []
     for k, record in enumerate(records[: columns * rows]):
-        tile, transform = letterbox(cv2.imread(record.image_path), TILE)
+        tile, transform = letterbox(read_image(record.image_path), TILE)
         r, c = divmod(k, columns)
         mosaic[r * TILE[1] : (r + 1) * TILE[1], c * TILE[0] : (c + 1) * TILE[0]] = tile
         kept = record.boxes[~record.ignore]
-        boxes.append(transform.to_input(kept) + np.float32([c * TILE[0], r * TILE[1]] * 2))
+        boxes.append(transform.to_input(kept) + np.array([c * TILE[0], r * TILE[1]] * 2, np.float32))
     cv2.imwrite(str(path), mosaic, [cv2.IMWRITE_JPEG_QUALITY, 92])
     return np.concatenate(boxes)
 

@@ -70,7 +70,9 @@ def _frame(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
         return rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
     import cv2
 
-    return cv2.resize(cv2.imread(str(photos[0])), (width, height))
+    from edgeface import read_image
+
+    return cv2.resize(read_image(photos[0]), (width, height))
 
 
 def _time_graph(pipeline, enqueue, runs: int) -> float:

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"skipped: {SHARED} lacks the authors' EXTD-64 weights or WIDER val")
         return
     warnings.filterwarnings("ignore", message="WIDER val: ")  # ../shared holds a few of the listed images
-    val_photos = len(validation_set(wider_photos(args.tiny, validation=True)).wider_ground_truth)
+    val_photos = len(validation_set(wider_photos(args.tiny, validation=True)).wider_ground_truth or [])
     batch, steps, workers = (2, 3, 1) if args.tiny else (16, args.steps, args.workers)
     runs = [(batch, workers, True), (4 * batch, workers, False), (batch, 0, False)]
     rows = []

@@ -22,6 +22,7 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,13 +31,13 @@ from .machine import SHARED, at_least, describe_machine, markdown_table
 FAMILIES = ("shf", "hr-res50", "srn")
 # Per family: training input side, batch, peak lr and augmentation. Larger batches than the papers' (one GPU,
 # minutes not days), warm-up then cosine decay.
-SETTINGS = {
+SETTINGS: dict[str, dict[str, Any]] = {
     "shf": dict(input_size=320, batch_size=32, lr=0.02, augment_recipe="rescale_crop", rescales=[0.6, 1.15, 1.7],
                 weight_decay=2.5e-4),
     "hr-res50": dict(input_size=320, batch_size=32, lr=1e-3, augment_recipe="rescale_crop", rescales=[0.5, 1.0, 2.0]),
     "srn": dict(input_size=320, batch_size=32, lr=0.02, augment_recipe="square_crop", weight_decay=1e-4),
 }
-TINY = dict(input_size=64, batch_size=2)
+TINY: dict[str, Any] = dict(input_size=64, batch_size=2)
 
 
 def prepare(destination: Path) -> None:

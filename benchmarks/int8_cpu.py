@@ -55,7 +55,7 @@ def int8_variants(stem: Path, keep_float: list[str], percentile_keep_float: bool
     ranges with `keep_float` in FP32: the shipped INT8 models' recipe; otherwise every layer with percentile
     ranges)."""
     kept = ", ".join(keep_float) or "nothing"
-    variants = {
+    variants: dict[str, tuple[Path, dict]] = {
         "INT8": (stem.with_name(f"{stem.name}_int8_every_layer.onnx"), {}),
         f"INT8, FP32 {kept}": (stem.with_name(f"{stem.name}_int8_partly.onnx"), {"keep_float": keep_float}),
         "INT8, percentile calibration": (stem.with_name(f"{stem.name}_int8.onnx"), {"calibration": "percentile"}),

@@ -17,8 +17,9 @@ import statistics
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -28,6 +29,8 @@ from edgeface.backends.torch_backend import TorchBackend
 from edgeface.models.registry import model_names
 
 from .machine import AUTHORS, DLIB_PHOTOS, at_least, describe_machine, markdown_table, write_results
+
+Key = TypeVar("Key")  # how interleaved_ms's caller names its runs
 
 PHOTO = DLIB_PHOTOS / "2008_002470.jpg"
 
@@ -39,12 +42,12 @@ def test_frame() -> tuple[np.ndarray, str]:
     return cv2.GaussianBlur(rng.integers(0, 256, (480, 640, 3), np.uint8), (0, 0), 2), "synthetic"
 
 
-def interleaved_ms(runs: dict[str, Callable[[np.ndarray], object]], frame: np.ndarray, rounds: int,
-                   warmup: int = 2) -> dict[str, float]:
+def interleaved_ms(runs: Mapping[Key, Callable[[np.ndarray], object]], frame: np.ndarray, rounds: int,
+                   warmup: int = 2) -> dict[Key, float]:
     """Median milliseconds of each ``run(frame)``, timed in turns: every round calls each run once, so a change in
     the machine's speed while they are measured (a VM's neighbours, a thermal limit) reaches every run alike and
     the ratios between them hold."""
-    samples: dict[str, list[float]] = {name: [] for name in runs}
+    samples: dict[Key, list[float]] = {name: [] for name in runs}
     for i in range(warmup + rounds):
         for name, run in runs.items():
             start = time.perf_counter()

@@ -10,7 +10,7 @@ import platform
 import warnings
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 # where tables go; EDGEFACE_RESULTS_DIR redirects them (tests, or runs on another machine)
 RESULTS = Path(os.environ.get("EDGEFACE_RESULTS_DIR", Path(__file__).resolve().parent / "results"))
@@ -57,7 +57,7 @@ def int8_dot_product(cpuinfo: str | None = None) -> list[str] | None:
 
 
 def describe_machine() -> dict[str, Any]:
-    versions = {}
+    versions: dict[str, Optional[str]] = {}
     for name in PACKAGES:
         try:
             versions[name] = metadata.version(name)
@@ -112,7 +112,7 @@ def wider_validation(holdout_fold: int | None = None, **keys: Any):
     from edgeface.eval.validation import validation_set
 
     root = WIDER
-    source = ({"format": "wider", "root": str(root), "split": "val"} if holdout_fold is None else
+    source: dict[str, Any] = ({"format": "wider", "root": str(root), "split": "val"} if holdout_fold is None else
               {"format": "wider", "name": "wider_holdout", "root": str(root), "split": "train",
                "folds": HOLDOUT_FOLDS, "fold": holdout_fold})
     if not images_folder(root, source["split"]).exists():

@@ -49,17 +49,17 @@ def second_step_labels(objective, faces: np.ndarray, targets: dict) -> np.ndarra
 
 
 def measure(family: str, size: int, records) -> dict[str, list]:
-    import cv2
-
+    from edgeface.core.image import read_image
     from edgeface.core.letterbox import letterbox
     from edgeface.models.registry import default_spec
     from edgeface.train.objectives import objective_for
 
     objective = objective_for(default_spec(family), size)
     steps = ("first", "second") if family == "srn" else ("all",)
-    sizes, counts = [], {step: [] for step in steps}
+    sizes: list[np.ndarray] = []
+    counts: dict[str, list[np.ndarray]] = {step: [] for step in steps}
     for record in records:
-        _, transform = letterbox(cv2.imread(record.image_path), (size, size))
+        _, transform = letterbox(read_image(record.image_path), (size, size))
         faces = transform.to_input(record.boxes[~record.ignore])
         faces = faces[(faces[:, 2:] - faces[:, :2]).min(axis=1) >= 1]
         targets = objective.targets(faces)

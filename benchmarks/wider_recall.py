@@ -16,7 +16,6 @@ fold of WIDER train instead.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -141,13 +140,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name}: AP " + " / ".join(f"{aps[name][s]:.4f}" for s in SETTINGS)
               + f", finds {found[name].mean():.4f} of the {args.setting} faces", flush=True)
 
-    def against_first(name: str, value_of: Callable[[str], float], spec: str) -> str:
+    def against_first(name: str, values: dict[str, float], spec: str) -> str:
         """`name`'s value, and after the first model its difference from the first's in brackets."""
-        value = value_of(name)
-        return f"{value:{spec}}" if name == names[0] else f"{value:{spec}} ({value - value_of(names[0]):+{spec}})"
+        value = values[name]
+        return f"{value:{spec}}" if name == names[0] else f"{value:{spec}} ({value - values[names[0]]:+{spec}})"
 
     def cell(name: str, mask: np.ndarray) -> str:
-        return against_first(name, lambda n: found[n][mask].mean(), ".3f")
+        return against_first(name, {n: float(found[n][mask].mean()) for n in names}, ".3f")
 
     # each AP difference from the first model, with its interval over resamples of the images (paired bootstrap)
     differences = {n: paired_bootstrap(curves[names[0]], curves[n], args.resamples) for n in names[1:]}
@@ -173,8 +172,8 @@ def main(argv: list[str] | None = None) -> None:
     stray_counts = {n: {t: int((strays[n] >= t).sum()) for t in STRAY_SCORES} for n in names}
 
     stray_table = markdown_table(["model", *(f"score >= {t:g}" for t in STRAY_SCORES)],
-                                 [[n, *(against_first(n, lambda m, t=t: stray_counts[m][t], "d") for t in STRAY_SCORES)]
-                                  for n in names])
+                                 [[n, *(against_first(n, {m: stray_counts[m][t] for m in names}, "d")
+                                        for t in STRAY_SCORES)] for n in names])
     table += (f"\n\nBoxes on no labelled face (IoU < 0.5 with every labelled face) over the {len(ground_truth)} "
               f"images, by score (in brackets: the difference from {names[0]}):\n\n{stray_table}")
     print(table)

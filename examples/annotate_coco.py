@@ -23,7 +23,8 @@ from edgeface.core.image import IMAGE_SUFFIXES, list_inputs
 
 
 def coco_document(folder: Path, detector: edgeface.Detector) -> dict:
-    images, annotations = [], []
+    images: list[dict] = []
+    annotations: list[dict] = []
     complete = True
     try:
         for image_id, path in enumerate(tqdm(list_inputs([folder], IMAGE_SUFFIXES), unit="image"), 1):

@@ -19,8 +19,10 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Optional
 
 import cv2
+import numpy as np
 from face_tracker import IouTracker
 
 import edgeface
@@ -47,7 +49,8 @@ class LatestFrameReader:
 
     def __init__(self, capture: cv2.VideoCapture, realtime: bool):
         self.capture, self.realtime = capture, realtime
-        self.frame, self.index, self.ended = None, -1, False
+        self.frame: Optional[np.ndarray] = None  # the newest frame read
+        self.index, self.ended = -1, False
         self._returned = -1
         self._cond = threading.Condition()
         self._stop = threading.Event()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, overload
 
 from ..core.detections import Detections
 from ..data.records import FaceRecord
@@ -112,7 +112,16 @@ def validation_set(source: dict[str, Any]) -> ValidationSet:
     return ValidationSet(name, max_side, load_records(source), frame_side=frame_side, input_size=input_size)
 
 
-def score(detector, vset: ValidationSet, should_stop: Optional[Callable[[], bool]] = None,
+@overload
+def score(detector: Any, vset: ValidationSet, should_stop: None = ..., progress: bool = ...) -> dict[str, float]: ...
+
+
+@overload
+def score(detector: Any, vset: ValidationSet, should_stop: Optional[Callable[[], bool]] = ...,
+          progress: bool = ...) -> Optional[dict[str, float]]: ...
+
+
+def score(detector: Any, vset: ValidationSet, should_stop: Optional[Callable[[], bool]] = None,
           progress: bool = False) -> Optional[dict[str, float]]:
     """``{metric: value}`` of `detector` (an :class:`edgeface.Detector`) on `vset`; None when `should_stop`
     turned true before the last image."""

@@ -12,7 +12,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional, overload
 
 import numpy as np
 
@@ -148,7 +148,17 @@ def box_placement(records: Sequence[FaceRecord], detections: Sequence[Detections
                         float(np.mean((ious >= 0.2) & (ious < 0.5))) if len(ious) else 0.0, *medians)
 
 
-def detect_records(detector, records: Sequence[FaceRecord], progress: bool = False,
+@overload
+def detect_records(detector: Any, records: Sequence[FaceRecord], progress: bool = ...,
+                   should_stop: None = ...) -> list[Detections]: ...
+
+
+@overload
+def detect_records(detector: Any, records: Sequence[FaceRecord], progress: bool = ...,
+                   should_stop: Optional[Callable[[], bool]] = ...) -> Optional[list[Detections]]: ...
+
+
+def detect_records(detector: Any, records: Sequence[FaceRecord], progress: bool = False,
                    should_stop: Optional[Callable[[], bool]] = None) -> Optional[list[Detections]]:
     """`detector`'s detections on each record's image, in order; None when `should_stop` turns true before the
     last image (checked before each one)."""
@@ -177,8 +187,18 @@ def detect_or_miss(detector, source: str | os.PathLike | FaceRecord) -> Detectio
     return detector(image)
 
 
-def evaluate_detector(detector, records: Sequence[FaceRecord], iou_threshold: float = 0.5, progress: bool = False,
-                      should_stop: Optional[Callable[[], bool]] = None) -> Optional[PRCurve]:
+@overload
+def evaluate_detector(detector: Any, records: Sequence[FaceRecord], iou_threshold: float = ...,
+                      progress: bool = ..., should_stop: None = ...) -> PRCurve: ...
+
+
+@overload
+def evaluate_detector(detector: Any, records: Sequence[FaceRecord], iou_threshold: float = ...,
+                      progress: bool = ..., should_stop: Optional[Callable[[], bool]] = ...) -> Optional[PRCurve]: ...
+
+
+def evaluate_detector(detector: Any, records: Sequence[FaceRecord], iou_threshold: float = 0.5,
+                      progress: bool = False, should_stop: Optional[Callable[[], bool]] = None) -> Optional[PRCurve]:
     """Run `detector` (an :class:`edgeface.Detector`) over the records' images (:func:`detect_records`) and score
     it with :func:`voc_ap`: validation during training; ``edgeface eval`` takes the same two steps and also
     reports :func:`box_placement` from the same detections. Returns None when `should_stop` turns true before the

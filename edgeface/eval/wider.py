@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, overload
 
 import numpy as np
 
@@ -114,7 +114,18 @@ def write_submission(folder: str | os.PathLike, detections: Mapping[str, Detecti
         (folder / event / f"{stem}.txt").write_text("\n".join(lines) + "\n")
 
 
-def detect_wider(detector, ground_truth: list[WiderImage], images_root: str | os.PathLike, progress: bool = True,
+@overload
+def detect_wider(detector: Any, ground_truth: list[WiderImage], images_root: str | os.PathLike,
+                 progress: bool = ..., should_stop: None = ...) -> dict[str, Detections]: ...
+
+
+@overload
+def detect_wider(detector: Any, ground_truth: list[WiderImage], images_root: str | os.PathLike,
+                 progress: bool = ..., should_stop: Optional[Callable[[], bool]] = ...,
+                 ) -> Optional[dict[str, Detections]]: ...
+
+
+def detect_wider(detector: Any, ground_truth: list[WiderImage], images_root: str | os.PathLike, progress: bool = True,
                  should_stop: Optional[Callable[[], bool]] = None) -> Optional[dict[str, Detections]]:
     """Run `detector` over the WIDER val images (``WIDER_val/images/<event>/<file>.jpg``) of the ground truth.
     Returns None when `should_stop` turns true before the last image (checked before each one)."""
