@@ -726,10 +726,53 @@ def _add_device(p: argparse.ArgumentParser) -> None:
                         "checkpoints on CUDA take cuda)")
 
 
+# what --version reports: the name shown, the distributions that provide it (the first installed counts) and the
+# module to look for when none has package metadata (JetPack installs TensorRT's Python module with apt)
+RUNTIME_PACKAGES = (
+    ("numpy", ("numpy",), "numpy"),
+    ("OpenCV", ("opencv-python-headless", "opencv-python", "opencv-contrib-python-headless", "opencv-contrib-python"),
+     "cv2"),
+    ("ONNX Runtime", ("onnxruntime", "onnxruntime-gpu"), "onnxruntime"),
+    ("torch", ("torch",), "torch"),
+    ("TensorRT", ("tensorrt", "tensorrt-cu13", "tensorrt-cu12"), "tensorrt"),
+    ("TensorRT-RTX (engine build check)", ("tensorrt-rtx-cu13-bindings",), "tensorrt_rtx_bindings"),
+    ("cuda-bindings", ("cuda-bindings",), "cuda.bindings"),
+)
+
+
+def version_text() -> str:
+    """edgeface's version and those of what it runs on, for bug reports, from the installed packages' metadata
+    (nothing is imported)."""
+    import importlib.util
+    import platform
+    from importlib import metadata
+
+    from . import __version__
+
+    def version(distributions: tuple[str, ...], module: str) -> str:
+        for name in distributions:
+            try:
+                return metadata.version(name)
+            except metadata.PackageNotFoundError:
+                pass
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # a dotted name whose parent is missing
+            found = False
+        return "installed (version not recorded)" if found else "not installed"
+
+    return (f"edgeface {__version__} (Python {platform.python_version()}, {platform.system()} {platform.machine()})\n"
+            + "\n".join(f"  {shown}: {version(names, module)}" for shown, names, module in RUNTIME_PACKAGES))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgeface", description="Face detection for edge devices and CPUs.",
-        epilog="Run `edgeface COMMAND --help` for a command's options.")
+        epilog="Run `edgeface COMMAND --help` for a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)  # (keeps --version's lines)
+    parser.add_argument("--version", action="version", version=version_text(),
+                        help="show edgeface's version and those of numpy, OpenCV, ONNX Runtime, torch, TensorRT "
+                             "and cuda-bindings, then exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("detect", help="detect faces in images, folders and videos",

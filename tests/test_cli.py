@@ -26,6 +26,18 @@ def test_help_lists_every_command():
     assert "--check-images" in run("export", "onnx", "--help").stdout
 
 
+def test_version_names_edgeface_and_what_it_runs_on():
+    import onnxruntime
+
+    import edgeface
+
+    result = run("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"edgeface {edgeface.__version__} (Python {sys.version.split()[0]}, ")
+    assert f"  ONNX Runtime: {onnxruntime.__version__}\n" in result.stdout
+    assert re.search(r"^  TensorRT: .+$", result.stdout, re.MULTILINE)  # a version, or that it is not installed
+
+
 def test_info_on_a_registry_name_and_a_model_file(extd64_onnx):
     pytest.importorskip("torch")
     result = run("info", "extd64", "--json")
