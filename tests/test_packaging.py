@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import glob
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -41,15 +43,51 @@ def build_wheel(folder: Path) -> Path:
     return wheel
 
 
-def test_the_wheel_holds_the_shipped_models_kernels_and_type_marker(tmp_path):
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+def test_the_wheel_holds_the_shipped_models_kernels_and_type_marker(wheel):
     """What the runtime reads besides Python files, and PEP 561's py.typed, which tells users' type checkers
     (mypy, pyright) to read edgeface's own annotations."""
     from edgeface.weights import SHIPPED
 
-    names = set(zipfile.ZipFile(build_wheel(tmp_path)).namelist())
+    names = set(zipfile.ZipFile(wheel).namelist())
     wanted = {"edgeface/py.typed", "edgeface/backends/cuda/kernels.cu", "edgeface/export/onnx_import.py",
               *(f"edgeface/weights/{path.name}" for path in SHIPPED.values())}
     assert wanted <= names, sorted(wanted - names)
+
+
+USER_APP = """
+import numpy as np
+import edgeface
+
+detector = edgeface.Detector("fast", score_threshold=0.6)
+image: np.ndarray = edgeface.read_image("group.jpg")
+faces = detector(image)
+reveal_type(faces)
+for (x1, y1, x2, y2), score in faces:
+    reveal_type(score)
+reveal_type(detector.detect_batch([image, image]))
+reveal_type(faces.crops(image, margin=0.2))
+reveal_type(faces.to_json())
+"""
+
+
+def test_an_app_using_the_installed_runtime_passes_a_strict_type_check(wheel, tmp_path):
+    """What a user's `mypy --strict` sees of the runtime from the wheel: precise types where an app meets edgeface
+    (a frame in, Detections out), no Any."""
+    pytest.importorskip("mypy")
+    zipfile.ZipFile(wheel).extractall(tmp_path / "site")
+    (tmp_path / "app.py").write_text(USER_APP)
+    result = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent", "--cache-dir",
+                             str(tmp_path / "cache"), "app.py"], cwd=tmp_path, capture_output=True, text=True,
+                            env={**os.environ, "MYPYPATH": str(tmp_path / "site")}, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:]
+    revealed = re.findall(r'Revealed type is "(.+)"', result.stdout)
+    assert revealed == ["edgeface.core.detections.Detections", "float", "list[edgeface.core.detections.Detections]",
+                        "list[numpy.ndarray[tuple[Any, ...], numpy.dtype[Any]]]", "str"]
 
 
 def test_requires_python_is_the_oldest_tested():

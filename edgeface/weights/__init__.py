@@ -17,7 +17,6 @@ SHIPPED = {"default": HERE / "edgeface_default.onnx",  # EXTD-64: the most accur
            "fast-int8": HERE / "edgeface_fast_int8.onnx"}  # the fast one, INT8 for ONNX Runtime on CPUs
 DEFAULT_MODEL = SHIPPED["default"]
 FAST_MODEL = SHIPPED["fast"]
-MODEL_CARD = DEFAULT_MODEL.with_suffix(".md")
 
 
 def shipped_model(name: str | os.PathLike | None) -> Optional[Path]:
