@@ -38,6 +38,18 @@ def test_version_names_edgeface_and_what_it_runs_on():
     assert re.search(r"^  TensorRT: .+$", result.stdout, re.MULTILINE)  # a version, or that it is not installed
 
 
+def test_version_tells_a_module_without_package_metadata_from_a_missing_one(monkeypatch):
+    """JetPack installs TensorRT's Python module with apt, without pip's metadata: present, version unknown."""
+    from edgeface import cli
+
+    monkeypatch.setattr(cli, "RUNTIME_PACKAGES", (("apt-installed", ("no-such-distribution",), "json"),
+                                                  ("absent", ("no-such-distribution",), "no_such_module.sub"),
+                                                  ("pip-installed", ("numpy", "json"), "numpy")))
+    lines = cli.version_text().splitlines()[1:]
+    assert lines == ["  apt-installed: installed (version not recorded)", "  absent: not installed",
+                     f"  pip-installed: {np.__version__}"]
+
+
 def test_info_on_a_registry_name_and_a_model_file(extd64_onnx):
     pytest.importorskip("torch")
     result = run("info", "extd64", "--json")
