@@ -742,7 +742,7 @@ RUNTIME_PACKAGES = (
 
 def version_text() -> str:
     """edgeface's version and those of what it runs on, for bug reports, from the installed packages' metadata
-    (nothing is imported)."""
+    (a package without any is looked for, not imported)."""
     import importlib.util
     import platform
     from importlib import metadata
@@ -765,14 +765,25 @@ def version_text() -> str:
             + "\n".join(f"  {shown}: {version(names, module)}" for shown, names, module in RUNTIME_PACKAGES))
 
 
+class _ShowVersion(argparse.Action):
+    """``--version``: :func:`version_text`, made only when asked for (it reads every package's metadata)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: Optional[str] = None) -> None:
+        print(version_text())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgeface", description="Face detection for edge devices and CPUs.",
-        epilog="Run `edgeface COMMAND --help` for a command's options.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)  # (keeps --version's lines)
-    parser.add_argument("--version", action="version", version=version_text(),
+        epilog="Run `edgeface COMMAND --help` for a command's options.")
+    parser.add_argument("--version", action=_ShowVersion,
                         help="show edgeface's version and those of numpy, OpenCV, ONNX Runtime, torch, TensorRT "
-                             "and cuda-bindings, then exit")
+                             "(and TensorRT-RTX) and cuda-bindings, then exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("detect", help="detect faces in images, folders and videos",
