@@ -1,4 +1,5 @@
-"""The runtime as users install it: a wheel, from the package registry, on the oldest Python edgeface claims."""
+"""The runtime as users install it: a wheel, from the package registry, on the oldest Python edgeface claims and
+the newest there is here."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from conftest import DLIB_FACES, need
 
 ROOT = Path(__file__).resolve().parents[1]
 OLDEST_PYTHON = "3.9"  # pyproject's requires-python
+NEWEST_PYTHON = "3.13"  # the newest Python this machine and CI have
 
 
 def find_python(version: str) -> str | None:
@@ -95,12 +97,12 @@ def test_requires_python_is_the_oldest_tested():
 
 
 @pytest.mark.slow
-def test_the_cpu_runtime_installs_and_detects_on_the_oldest_python(tmp_path):
+@pytest.mark.parametrize("python_version", [OLDEST_PYTHON, NEWEST_PYTHON], ids=["oldest", "newest"])
+def test_the_cpu_runtime_installs_and_detects_on_the_oldest_and_newest_python(tmp_path, wheel, python_version):
     photo = need(DLIB_FACES / "2008_002506.jpg")
-    python = find_python(OLDEST_PYTHON)
+    python = find_python(python_version)
     if python is None:
-        pytest.skip(f"no Python {OLDEST_PYTHON} interpreter on this machine")
-    wheel = build_wheel(tmp_path)
+        pytest.skip(f"no Python {python_version} interpreter on this machine")
     venv = tmp_path / "venv"
     subprocess.run([python, "-m", "venv", str(venv)], check=True, timeout=120)
     pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel)],
@@ -116,4 +118,4 @@ def test_the_cpu_runtime_installs_and_detects_on_the_oldest_python(tmp_path):
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     version, faces = result.stdout.strip().rsplit(" ", 1)
-    assert version == str(tuple(int(v) for v in OLDEST_PYTHON.split("."))) and int(faces) > 0
+    assert version == str(tuple(int(v) for v in python_version.split("."))) and int(faces) > 0
