@@ -168,8 +168,8 @@ class Trainer:
     @torch.no_grad()
     def _keep_init_penalty(self) -> torch.Tensor:
         """``keep_init_weight x sum F (w - w_init)^2`` over the kept weights (what :meth:`_pull_to_init` minimises)."""
-        total = torch.stack([((p - start) ** 2 * (1.0 if fisher is None else fisher)).sum()
-                             for p, (start, fisher) in self.kept.items()]).sum()
+        total = cast(torch.Tensor, sum(((p - start) ** 2 * (1.0 if fisher is None else fisher)).sum()
+                                       for p, (start, fisher) in self.kept.items()))
         return self.cfg.keep_init_weight * total
 
     @torch.no_grad()
@@ -287,8 +287,8 @@ class Trainer:
         try:
             for vset in sets:
                 found = score(vset.detector(backend), vset, should_stop=lambda: self.stop_signal is not None)
-                stopped = found is None
                 if found is None:
+                    stopped = True
                     break
                 scores.update(found)
         finally:
