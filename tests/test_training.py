@@ -16,6 +16,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import edgeface.train.trainer as trainer_module  # noqa: E402
 from conftest import DLIB_FACES, SHARED, need, write_imglab  # noqa: E402
 from edgeface import Detector  # noqa: E402
 from edgeface.core.anchors import generate_anchors  # noqa: E402
@@ -40,7 +41,7 @@ from edgeface.spec import AnchorSpec  # noqa: E402
 from edgeface.train.config import TrainConfig, learning_rate  # noqa: E402
 from edgeface.train.losses import distillation_loss, multibox_loss  # noqa: E402
 from edgeface.train.matching import build_targets, match_s3fd  # noqa: E402
-from edgeface.train.trainer import Trainer  # noqa: E402
+from edgeface.train.trainer import CsvLog, Trainer  # noqa: E402
 from edgeface.train.training_data import teacher_paths, training_objective, training_set  # noqa: E402
 
 FACEMASK = SHARED / "data" / "facemask"
@@ -473,6 +474,26 @@ def tiny_config(tmp_path, **overrides) -> TrainConfig:
                 schedule="cosine", checkpoint_every=2, val_every=1000, log_every=1, workers=0)
     base.update(overrides)
     return TrainConfig(**base)
+
+
+def test_a_failed_last_save_still_closes_the_log_and_restores_signal_handlers(tmp_path, monkeypatch):
+    """The save at the end of fit failing (a full disk) leaves no open log and no trainer's handler for Ctrl-C."""
+    import signal
+
+    trainer = Trainer(tiny_config(tmp_path, steps=1, checkpoint_every=100))
+
+    def full_disk(path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(trainer, "save", full_disk)
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    opened = []
+    monkeypatch.setattr(trainer_module, "CsvLog", lambda *a: opened.append(CsvLog(*a)) or opened[-1])
+    with pytest.raises(OSError, match="No space left"):
+        trainer.fit(progress=False)
+    assert {s: signal.getsignal(s) for s in before} == before
+    assert len(opened) == 1 and opened[0].file.closed
+    assert (tmp_path / "run" / "log.csv").read_text().startswith("step,")
 
 
 def test_learning_rate_schedules():

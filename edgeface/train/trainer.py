@@ -422,15 +422,17 @@ class Trainer:
                                + f" ({mean}best {self.best_ap:.4f}; {seconds:.1f} s)")
                     images, waited, tick = 0, 0.0, time.perf_counter()  # validation is not training time
         finally:
-            if not self.diverged:  # on completion, error or interrupt: nothing is lost
-                self.save(self.last_path)
-            bar.close()
-            if log is not None:
-                log.close()
-            if board:
-                board.close()
-            for s, handler in handlers.items():
-                signal.signal(s, handler)
+            try:
+                if not self.diverged:  # on completion, error or interrupt: nothing is lost
+                    self.save(self.last_path)
+            finally:  # even when that save fails (a full disk): the log closed, the caller's signal handlers back
+                bar.close()
+                if log is not None:
+                    log.close()
+                if board:
+                    board.close()
+                for s, handler in handlers.items():
+                    signal.signal(s, handler)
         return result
 
     def _update_miner(self, miner: HardImageMiner, indices: torch.Tensor, face_prob: torch.Tensor,
