@@ -97,7 +97,7 @@ def labelled_sets() -> dict[str, list]:
     return sets
 
 
-def official_sets(args) -> dict[str, Any]:
+def official_sets(args: argparse.Namespace) -> dict[str, Any]:
     """WIDER FACE val (official protocol) and FDDB (ROC) when the user points at their images."""
     sets: dict[str, Any] = {}
     if args.wider_images:
@@ -111,7 +111,8 @@ def official_sets(args) -> dict[str, Any]:
     return sets
 
 
-def score_official(kind: str, data, run, args) -> list[tuple[str, str, float]]:
+def score_official(kind: str, data: Any, run: Callable[[Any], Detections],
+                   args: argparse.Namespace) -> list[tuple[str, str, float]]:
     """``(set, metric, value)`` rows of one model/mode on WIDER val or FDDB."""
     if kind == "wider":
         from edgeface.eval.wider import SETTINGS, as_predictions, detect_wider, evaluate_wider

@@ -24,7 +24,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edgeface import Detector
 from edgeface.core.image import read_image
+from edgeface.data.records import FaceRecord
 
 from .machine import SHARED, WIDER, describe_machine, markdown_table, write_results
 from .speed_grid import peak_rss_mb
@@ -35,7 +37,7 @@ MOSAICS = {"12 MP": (4, 4), "48 MP": (8, 8)}  # tiles across, down: 4000x3000 an
 MAX_DETECTIONS = 3000
 
 
-def build_mosaic(records, columns: int, rows: int, path: Path) -> np.ndarray:
+def build_mosaic(records: list[FaceRecord], columns: int, rows: int, path: Path) -> np.ndarray:
     """Write a mosaic of the records' photos to `path`; returns its faces' ``(N, 4)`` boxes in mosaic pixels."""
     from edgeface.core.letterbox import letterbox
 
@@ -78,13 +80,13 @@ def run_cell(cell: dict) -> dict:
     return row
 
 
-def network_inputs(detector, width: int, height: int) -> str:
+def network_inputs(detector: Detector, width: int, height: int) -> str:
     """The sizes a ``width`` x ``height`` photo runs at, before the padding to the spec's size multiple: the whole
     (scaled) and, when tiled, the tiles."""
     from edgeface.core.tiling import plan_tiles
 
     whole = "x".join(map(str, detector.run_size(width, height)))
-    plan = plan_tiles(width, height, detector.max_side) if detector.tile else None
+    plan = plan_tiles(width, height, detector.max_side) if detector.tile and detector.max_side else None
     if plan is None:
         return whole
     tile = plan.tiles[0]

@@ -15,15 +15,19 @@ import statistics
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # torch: imported when the benchmark runs
+    from edgeface.train.dataset import FaceTrainingSet
 
 from .machine import at_least, describe_machine, markdown_table, write_results
 
 RECIPE = Path(__file__).resolve().parents[1] / "edgeface" / "train" / "recipes" / "general_extd64.yaml"
 
 
-def _stage_times(dataset, samples: int) -> dict[str, float]:
+def _stage_times(dataset: FaceTrainingSet, samples: int) -> dict[str, float]:
     """Median ms per image of each stage of ``FaceTrainingSet.sample``, over `samples` images of epoch 0."""
     times: dict[str, list[float]] = {}
     last = 0.0
@@ -40,7 +44,7 @@ def _stage_times(dataset, samples: int) -> dict[str, float]:
     return {stage: statistics.median(values) for stage, values in times.items()}
 
 
-def _loader_rate(dataset, batch_size: int, workers: int, batches: int) -> float:
+def _loader_rate(dataset: FaceTrainingSet, batch_size: int, workers: int, batches: int) -> float:
     """Images/s of the trainer's DataLoader with `workers` processes, after one warm-up batch."""
     from torch.utils.data import DataLoader
 

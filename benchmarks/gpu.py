@@ -24,17 +24,26 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import gpu_training
+
+if TYPE_CHECKING:  # torch and the GPU runtime: imported when the benchmark runs
+    from edgeface import Detector
+    from edgeface.backends.torch_backend import TorchBackend
+    from edgeface.export.precision import PrecisionReport
+
 from .machine import AUTHORS, DLIB_PHOTOS, SHARED, WIDER, at_least, describe_machine, markdown_table, write_results
 
 SIZES = ((320, 240), (640, 480), (1280, 720))
 
 
-def _median_ms(run, runs: int, sync=lambda: None) -> float:
+def _median_ms(run: Callable[[], object], runs: int, sync: Callable[[], object] = lambda: None) -> float:
     run()
     sync()
     times = []
@@ -75,7 +84,7 @@ def _frame(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
     return cv2.resize(read_image(photos[0]), (width, height))
 
 
-def _time_graph(pipeline, enqueue, runs: int) -> float:
+def _time_graph(pipeline: Any, enqueue: Callable[[], object], runs: int) -> float:
     """Median ms of `enqueue`'s work captured as a CUDA graph on the pipeline's stream and replayed, as `detect` replays
     its stages (the pipeline's runtime: the real driver, or the tests' stand-in)."""
     stream = pipeline.stream
@@ -83,13 +92,14 @@ def _time_graph(pipeline, enqueue, runs: int) -> float:
     return _median_ms(lambda: graph.launch(stream), runs, stream.synchronize)
 
 
-def _time_stages(gpu, host, frame: np.ndarray, runs: int, sync) -> dict:
+def _time_stages(gpu: Detector, host: Detector, frame: np.ndarray, runs: int, sync: Callable[[], object]) -> dict:
     """One frame size: the GPU pipeline end to end; ``replay_ms``, the frame's captured graphs alone (no staging
     copy, no result read: end to end less this is the host's work per frame); the stages one by one, pre- and
     post-processing each replayed as a graph and the network as it runs between them (a graph of its own); and the
     same network with the NumPy pre/post-processing. ``post_eager_ms``: the post-processing launched kernel by
     kernel (device frames)."""
     pipeline = gpu.gpu_pipeline
+    assert pipeline is not None  # a detector on a GPU backend
     h, w = frame.shape[:2]
     row = {"faces": len(gpu(frame)),
            "gpu_pipeline_ms": _median_ms(lambda: gpu(frame), runs, sync),
@@ -156,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
                           f"{row['numpy_pre_post_ms']:.2f} ms", flush=True)
                 for batch_size in BATCHES:  # the network alone, batched: throughput
                     batch, _ = host.prepare([_frame(640, 480, rng)] * batch_size)
-                    ms = _median_ms(lambda d=host, b=batch: d.infer(b), args.runs, sync)
+                    ms = _median_ms(partial(host.infer, batch), args.runs, sync)
                     batch_rows.append({"model": model, "precision": precision, "size": "640x480",
                                        "batch": batch_size, "network_ms": ms, "frames_per_s": batch_size * 1e3 / ms})
         forms = _network_form_rows(checkpoints["extd64"][0], args.runs, torch)
@@ -222,7 +232,7 @@ def prepare(destination: Path, crowded: int = 130) -> None:
           f"EDGEFACE_SHARED={destination}")
 
 
-def _network_form_rows(path: Path, runs: int, torch) -> dict[str, dict[str, float]]:
+def _network_form_rows(path: Path, runs: int, torch: Any) -> dict[str, dict[str, float]]:
     """The network alone as loaded (BatchNorm, NCHW), with BatchNorm folded into the convolutions, and folded and
     channels-last; FP32 and FP16; launched eagerly and replayed from a CUDA graph (as the pipeline runs it)."""
     from edgeface import Detector
@@ -236,12 +246,12 @@ def _network_form_rows(path: Path, runs: int, torch) -> dict[str, dict[str, floa
             batch, _ = detector.prepare([_frame(640, 480, np.random.default_rng(0))])
             name = (f"{'FP16' if fp16 else 'FP32'}, BatchNorm {'folded' if fold else 'kept'}, "
                     f"{'channels-last' if channels_last else 'NCHW'}")
-            eager = _median_ms(lambda d=detector, b=batch: d.infer(b), runs, torch.cuda.synchronize)
+            eager = _median_ms(partial(detector.infer, batch), runs, torch.cuda.synchronize)
             timings[name] = {"eager": eager, "graph": _network_graph_ms(backend, batch, runs, torch)}
     return timings
 
 
-def _network_graph_ms(backend, batch: np.ndarray, runs: int, torch) -> float:
+def _network_graph_ms(backend: TorchBackend, batch: np.ndarray, runs: int, torch: Any) -> float:
     """Median ms of the torch `backend`'s forward pass on `batch` (prepared input), captured alone in a CUDA graph
     and replayed: the floor the whole pipeline is compared with."""
     with torch.no_grad():
@@ -249,7 +259,7 @@ def _network_graph_ms(backend, batch: np.ndarray, runs: int, torch) -> float:
     return _median_ms(graph.replay, runs, torch.cuda.synchronize)
 
 
-def _nms_rows(runs: int, torch) -> dict[str, float]:
+def _nms_rows(runs: int, torch: Any) -> dict[str, float]:
     """ef_nms_mask + ef_nms_reduce against torchvision.ops.nms and the NumPy NMS, 4096 boxes."""
     from edgeface.backends.cuda.pipeline import RESULT_HEADER, enqueue_nms, nms_mask_nbytes
     from edgeface.backends.cuda.runtime import DeviceBuffer, Kernels, Stream
@@ -268,7 +278,7 @@ def _nms_rows(runs: int, torch) -> dict[str, float]:
     num.copy_from_host(np.array([k], np.int32), stream)
     mask, result = DeviceBuffer(nms_mask_nbytes(k)), DeviceBuffer(RESULT_HEADER + 750 * 20)
 
-    def ours():
+    def ours() -> None:
         enqueue_nms(kernels, stream, k, 0.3, 750, sorted_boxes.ptr, sorted_scores.ptr, num.ptr, mask.ptr, result.ptr)
 
     timings = {"edgeface kernels (mask + reduce)": _median_ms(ours, runs, stream.synchronize),
@@ -299,7 +309,7 @@ def _wider_val_photos() -> list[Path]:
     return [Path(r.image_path) for r in sorted(records, key=lambda r: -len(r.boxes))]
 
 
-def _crowd_post_row(detector, wider: list[Path], runs: int) -> dict:
+def _crowd_post_row(detector: Detector, wider: list[Path], runs: int) -> dict:
     """Decode + top-K + NMS alone for the most crowded WIDER val photo resized to 1920x1080 (a synthetic frame
     without ../shared), at the detector's score threshold: the candidates the kernels sort through. Captured as a
     CUDA graph and replayed, as `detect` runs it, and launched kernel by kernel."""
@@ -310,6 +320,7 @@ def _crowd_post_row(detector, wider: list[Path], runs: int) -> dict:
     photo = read_image(wider[0]) if wider else _frame(1920, 1080, np.random.default_rng(0))
     frame = cv2.resize(photo, (1920, 1080))
     pipeline = detector.gpu_pipeline
+    assert pipeline is not None  # a detector on a GPU backend
     stream = pipeline.stream
     faces = len(detector(frame))
     plan = next(reversed(pipeline._plans.values()))  # the frame's, its network outputs in place
@@ -322,7 +333,8 @@ def _crowd_post_row(detector, wider: list[Path], runs: int) -> dict:
             "post_eager_ms": _median_ms(lambda: pipeline.enqueue_postprocess(plan), runs, stream.synchronize)}
 
 
-def _photo_set_rows(detectors: dict, photos: list[Path], in_use, release) -> list[dict]:
+def _photo_set_rows(detectors: dict[str, Detector], photos: list[Path], in_use: Callable[[], int],
+                    release: Callable[[], object]) -> list[dict]:
     """Photos of many sizes one after another (a photo collection, or validation at each image's own size) through
     each of `detectors` (name -> Detector): ms per photo (median and mean), device memory over what was in use before
     (`in_use()`, bytes; after `release()` returns cached memory), peak and after the last photo, and the CUDA graph
@@ -353,7 +365,7 @@ def _photo_set_rows(detectors: dict, photos: list[Path], in_use, release) -> lis
     return rows
 
 
-def _photo_set_detectors(backend) -> dict:
+def _photo_set_detectors(backend: TorchBackend) -> dict[str, Detector]:
     """The torch backend's detectors a photo set runs through: cold (sizes new to cuDNN), then warm: NumPy pre/post
     (``gpu_pipeline=False``, as validation runs), the GPU pipeline without and with CUDA graphs (default
     ``max_plans``)."""
@@ -368,14 +380,14 @@ def _photo_set_detectors(backend) -> dict:
             "GPU pipeline, no CUDA graphs": eager, "GPU pipeline, CUDA graphs (the default)": graphs}
 
 
-def _gpu_memory_in_use(torch) -> int:
+def _gpu_memory_in_use(torch: Any) -> int:
     """Bytes of device memory in use, the driver's count (the pipeline's plans and torch's pools alike)."""
     torch.cuda.synchronize()
     free, total = torch.cuda.mem_get_info()
     return total - free
 
 
-def _fp16_against_fp32(fp32, fp16, wider: list[Path], count: int = 20):
+def _fp16_against_fp32(fp32: TorchBackend, fp16: TorchBackend, wider: list[Path], count: int = 20) -> PrecisionReport:
     """The half-weight network's detections against the float32 one's on real photos (faces kept, score change)."""
     from edgeface.export.precision import compare_precisions
 

@@ -17,8 +17,12 @@ import statistics
 import tempfile
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .machine import AUTHORS, SHARED, WIDER, at_least, describe_machine, markdown_table, write_results
+
+if TYPE_CHECKING:  # torch: imported when the benchmark runs
+    from edgeface.train.config import TrainConfig
 
 INIT = AUTHORS / "EXTD_64.pth"
 
@@ -29,7 +33,7 @@ def wider_photos(tiny: bool, validation: bool = False) -> dict:
     return {**wider, "folds": 20, "fold": 0, **({"max_side": 160} if validation else {})} if tiny else wider
 
 
-def run_config(out: Path, batch: int, workers: int, steps: int, validate: bool, tiny: bool):
+def run_config(out: Path, batch: int, workers: int, steps: int, validate: bool, tiny: bool) -> TrainConfig:
     from edgeface.train.config import TrainConfig
 
     log_every = 1 if tiny else 5

@@ -22,11 +22,15 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .machine import SHARED, at_least, describe_machine, markdown_table
+
+if TYPE_CHECKING:  # torch: imported when the benchmark runs
+    from edgeface.train.config import TrainConfig
+    from edgeface.train.trainer import Trainer
 
 FAMILIES = ("shf", "hr-res50", "srn")
 # Per family: training input side, batch, peak lr and augmentation. Larger batches than the papers' (one GPU,
@@ -50,7 +54,7 @@ def prepare(destination: Path) -> None:
     print(f"copied the face dataset to {destination} ({size / 1e6:.1f} MB)")
 
 
-def config(family: str, data: Path, out: Path, steps: int, tiny: bool, workers: int):
+def config(family: str, data: Path, out: Path, steps: int, tiny: bool, workers: int) -> TrainConfig:
     from edgeface.train.config import TrainConfig
 
     settings = {**SETTINGS[family], **(TINY if tiny else {})}
@@ -81,7 +85,7 @@ def train_family(family: str, data: Path, out: Path, budget_s: float, tiny: bool
             "input_size": cfg.input_size, "lr": cfg.lr}
 
 
-def validate(trainer, data: Path, tiny: bool) -> dict[str, float]:
+def validate(trainer: Trainer, data: Path, tiny: bool) -> dict[str, float]:
     """VOC AP50 on the val split: one pass, and the model's own test-time strategy."""
     from edgeface import Detector
     from edgeface.backends.torch_backend import TorchBackend

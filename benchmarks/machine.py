@@ -10,7 +10,10 @@ import platform
 import warnings
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+if TYPE_CHECKING:
+    from edgeface.eval.validation import ValidationSet
 
 # where tables go; EDGEFACE_RESULTS_DIR redirects them (tests, or runs on another machine)
 RESULTS = Path(os.environ.get("EDGEFACE_RESULTS_DIR", Path(__file__).resolve().parent / "results"))
@@ -104,7 +107,7 @@ HOLDOUT_HELP = (f"score WIDER on fold FOLD of {HOLDOUT_FOLDS} of the WIDER train
                 f"events the val images here lack")
 
 
-def wider_validation(holdout_fold: int | None = None, **keys: Any):
+def wider_validation(holdout_fold: int | None = None, **keys: Any) -> ValidationSet | None:
     """The benchmarks' WIDER validation set (an :class:`edgeface.eval.validation.ValidationSet`, with `keys` such
     as ``max_side``): the val images in ../shared, or with `holdout_fold` that fold of the train images (metrics
     ``wider_holdout_*``); None when ../shared lacks those images."""
@@ -130,7 +133,7 @@ def check_holdout_fold(fold: int | None) -> None:
         raise OptionError(f"--wider-holdout must be a fold in 0 .. {HOLDOUT_FOLDS - 1}, got {fold}")
 
 
-def at_least(low: int):
+def at_least(low: int) -> Callable[[str], int]:
     """An argparse type: a whole number of at least `low` (a count of runs, images, batches), so that a typo is a
     usage error before the benchmark runs, not an empty median after it (or results written from no runs)."""
 

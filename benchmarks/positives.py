@@ -13,8 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from edgeface.data.records import FaceRecord
 
 from .machine import WIDER, at_least, describe_machine, markdown_table, write_results
 
@@ -34,7 +37,7 @@ def positives_per_face(labels: np.ndarray, faces: np.ndarray, anchors: np.ndarra
     return counts
 
 
-def second_step_labels(objective, faces: np.ndarray, targets: dict) -> np.ndarray:
+def second_step_labels(objective: Any, faces: np.ndarray, targets: dict) -> np.ndarray:
     """SRN's second-step labels with unmoved anchors (whatever the objective's version provides)."""
     from edgeface.train.objectives import match_iou
 
@@ -48,7 +51,7 @@ def second_step_labels(objective, faces: np.ndarray, targets: dict) -> np.ndarra
     return labels2
 
 
-def measure(family: str, size: int, records) -> dict[str, list]:
+def measure(family: str, size: int, records: list[FaceRecord]) -> dict[str, list]:
     from edgeface.core.image import read_image
     from edgeface.core.letterbox import letterbox
     from edgeface.models.registry import default_spec

@@ -14,6 +14,8 @@ import time
 
 import numpy as np
 
+from edgeface.spec import ModelSpec
+
 from .machine import at_least, describe_machine, markdown_table, write_results
 
 MODELS = ("extd64", "hr-res50", "srn", "shf")
@@ -25,7 +27,7 @@ class FiresEverywhere:
 
     name = "stand-in"
 
-    def __init__(self, spec, fire: bool = True, seed: int = 0):
+    def __init__(self, spec: ModelSpec, fire: bool = True, seed: int = 0):
         self.spec, self.fire, self.rng, self.passes = spec, fire, np.random.default_rng(seed), 0
         self.seconds: list[float] = []
 

@@ -124,13 +124,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"skipped: the WIDER images are not under {SHARED / 'data' / 'widerface'} (the shared data folder is "
               f"not beside the checkout)")
         return
-    ground_truth = vset.wider_ground_truth
+    ground_truth, images = vset.wider_ground_truth, vset.wider_images
+    assert ground_truth is not None and images is not None  # a WIDER set
     faces = face_table(ground_truth, args.setting)
     groups = face_groups(faces, args.min_event_faces)
     names = [Path(m).stem for m in args.models]
     aps, curves, found, strays = {}, {}, {}, {}
     for name, model in zip(names, args.models):
-        predictions = as_predictions(detect_wider(vset.detector(model), ground_truth, vset.wider_images))
+        predictions = as_predictions(detect_wider(vset.detector(model), ground_truth, images))
         curves[name] = image_curves(predictions, ground_truth)
         aps[name] = evaluate_curves(curves[name]).ap
         scores = np.concatenate([best_match_scores(predictions, image)[image.keep[args.setting]]

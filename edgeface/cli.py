@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -213,7 +213,7 @@ def _detect_input(detector: Any, path: Path, target: Path, draw: bool, crop_marg
 
 
 @contextmanager
-def _sigterm_interrupts():
+def _sigterm_interrupts() -> Iterator[None]:
     """SIGTERM (a job scheduler's or a container's stop) raises KeyboardInterrupt as Ctrl-C does, inside."""
     import signal
     import threading

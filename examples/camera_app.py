@@ -70,11 +70,11 @@ class LatestFrameReader:
                 self.frame, self.index = frame, self.index + 1
                 self._cond.notify_all()
 
-    def read(self, timeout: float = 5.0):
+    def read(self, timeout: float = 5.0) -> Optional[tuple[int, np.ndarray]]:
         """(index, frame) of the newest frame not yet returned, or None at the end of the stream."""
         with self._cond:
             self._cond.wait_for(lambda: self.index > self._returned or self.ended, timeout)
-            if self.index <= self._returned:
+            if self.index <= self._returned or self.frame is None:  # the frame is set with the index
                 return None
             self._returned = self.index
             self._cond.notify_all()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from edgeface.models.registry import create_model
 from edgeface.spec import ModelSpec
 
 from .onnx_spec import spec_of
+
+if TYPE_CHECKING:
+    import onnx
 
 ACTIVATIONS = ("LeakyRelu", "PRelu")
 LAYERS = (nn.Conv2d, nn.PReLU, nn.LeakyReLU)  # the modules whose weights a graph's nodes hold
@@ -126,7 +129,7 @@ def _load(model: nn.Module, spec: ModelSpec, nodes: list, weights: dict[str, np.
         raise ModelFileError(f"{path}: no weights for {', '.join(missing[:5])} of {spec.name} in the graph")
 
 
-def _node_weights(module: Layer, node, weights: dict[str, np.ndarray]) -> list[np.ndarray]:
+def _node_weights(module: Layer, node: onnx.NodeProto, weights: dict[str, np.ndarray]) -> list[np.ndarray]:
     """A Conv node's weight and bias (zeros when it has none), or an activation's slope, as `module` holds them."""
     if isinstance(module, nn.Conv2d):
         weight = weights[node.input[1]]

@@ -74,7 +74,7 @@ def _ort_quantize_static(src: str, dst: str, batches: list[np.ndarray], **option
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
 
     class Reader(CalibrationDataReader):  # set_range: ONNX Runtime's CalibStridedMinMax reads a stride at a time
-        def __init__(self):
+        def __init__(self) -> None:
             self.set_range(0, len(batches))
 
         def __len__(self) -> int:
@@ -83,7 +83,7 @@ def _ort_quantize_static(src: str, dst: str, batches: list[np.ndarray], **option
         def set_range(self, start_index: int, end_index: int) -> None:
             self.items = iter([{INPUT: b} for b in batches[start_index:end_index]])
 
-        def get_next(self):
+        def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.items, None)
 
     quantize_static(src, dst, Reader(), quant_format=QuantFormat.QDQ, **options)

@@ -26,7 +26,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
@@ -36,6 +36,9 @@ from edgeface.errors import OptionError
 
 from .onnx_spec import DEFAULT_PROFILE, profile_shapes, read_onnx_spec
 from .precision import calibration_batches, cast_fp16, compare_precisions, quantize_int8
+
+if TYPE_CHECKING:
+    from edgeface.spec import ModelSpec
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -54,7 +57,7 @@ class BuildOptions:
     calibration_cache: Optional[str] = None  # entropy calibrator's cache (TensorRT 8/10)
     int8_mode: str = "auto"  # "qdq" (explicit quantisation), "calibrator" (implicit, TRT 8/10), "auto"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         """Checked before TensorRT is imported: a typo costs no import and no parse."""
         if self.precision not in PRECISIONS:
             raise OptionError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
@@ -80,7 +83,7 @@ class BuildReport:
     notes: list[str] = field(default_factory=list)
 
 
-def _import_tensorrt():
+def _import_tensorrt() -> Any:
     try:
         import tensorrt as trt
     except ImportError as exc:
@@ -254,7 +257,7 @@ def _save_timing_cache(config: Any, path: str) -> list[str]:
     return []
 
 
-def make_calibrator(trt: Any, options: BuildOptions, spec, shape: tuple[int, int, int, int]):
+def make_calibrator(trt: Any, options: BuildOptions, spec: ModelSpec, shape: tuple[int, int, int, int]) -> Any:
     """An ``IInt8EntropyCalibrator2`` feeding letterboxed calibration images from device memory
     (cuda-bindings), reading and writing `options.calibration_cache`."""
     from edgeface.backends.cuda.runtime import DeviceBuffer
@@ -264,29 +267,29 @@ def make_calibrator(trt: Any, options: BuildOptions, spec, shape: tuple[int, int
         raise ValueError("the INT8 calibrator needs calibration images or an existing calibration cache")
 
     class Calibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self):
+        def __init__(self) -> None:
             super().__init__()
             self.batches = iter(batches)
             self.buffer = DeviceBuffer(int(np.prod((1, *shape[1:]))) * 4) if batches else None
 
-        def get_batch_size(self):
+        def get_batch_size(self) -> int:
             return 1
 
-        def get_batch(self, names):
+        def get_batch(self, names: list[str]) -> list[int] | None:
             batch = next(self.batches, None)
-            if batch is None:
+            if batch is None or self.buffer is None:  # no buffer: no batches
                 return None
             self.buffer.copy_from_host(np.ascontiguousarray(batch, np.float32))
             return [self.buffer.ptr]
 
-        def read_calibration_cache(self):
+        def read_calibration_cache(self) -> bytes | None:
             path = options.calibration_cache
             if path and os.path.isfile(path):
                 with open(path, "rb") as f:
                     return f.read()
             return None
 
-        def write_calibration_cache(self, cache):
+        def write_calibration_cache(self, cache: Any) -> None:
             if options.calibration_cache:
                 with open(options.calibration_cache, "wb") as f:
                     f.write(bytes(cache))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from edgeface.backends.engine_file import EngineHeader, write_engine_file
 from edgeface.errors import EdgefaceError
@@ -22,7 +22,7 @@ class RtxBuildError(EdgefaceError, RuntimeError):
     """TensorRT-RTX is missing, or it could not parse or build the ONNX file."""
 
 
-def rtx_bindings():
+def rtx_bindings() -> Any:
     """The TensorRT-RTX Python bindings, or an RtxBuildError saying how to install them."""
     try:
         import tensorrt_rtx_bindings

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from ..core.detections import Detections
 from ..data.fddb import ellipse_mask
 from ..data.records import FaceRecord
+
+if TYPE_CHECKING:
+    from .ellipse import EllipseRegressor
 
 
 @dataclass
@@ -60,7 +63,7 @@ def region_overlaps(record: FaceRecord, dets: Detections, width: int, height: in
 
 
 def fddb_roc(records: Sequence[FaceRecord], detections: Sequence[Detections],
-             image_sizes: Sequence[tuple[int, int]], ellipse_regressor=None) -> FddbRoc:
+             image_sizes: Sequence[tuple[int, int]], ellipse_regressor: EllipseRegressor | None = None) -> FddbRoc:
     """ROC of `detections` on FDDB `records` (with ``ellipses``); `image_sizes` are (width, height). With an
     :class:`~edgeface.eval.ellipse.EllipseRegressor`, detections are scored as the ellipses it predicts."""
     from scipy.optimize import linear_sum_assignment

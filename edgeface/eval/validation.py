@@ -17,12 +17,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, overload
+from typing import TYPE_CHECKING, Any, Callable, Optional, overload
 
 from ..core.detections import Detections
 from ..data.records import FaceRecord
 from ..errors import OptionError
 from ..options import check_frame_side, check_input_size
+
+if TYPE_CHECKING:
+    import os
+
+    import numpy as np
+
+    from ..backends.base import Backend
 
 
 class SmallFrames:
@@ -32,7 +39,7 @@ class SmallFrames:
     def __init__(self, detector: Callable, side: int):
         self.detector, self.side = detector, side
 
-    def __call__(self, image) -> Detections:
+    def __call__(self, image: np.ndarray) -> Detections:
         import cv2
         import numpy as np
 
@@ -58,7 +65,7 @@ class ValidationSet:
     frame_side: Optional[int] = None  # None: the images as they are
     input_size: Optional[tuple[int, int]] = None  # None: each image at its own size
 
-    def detector(self, model):
+    def detector(self, model: str | os.PathLike | Backend) -> Callable[[np.ndarray], Detections]:
         """The detector validation runs `model` (a model file or an open backend) as: one pass per image, score
         threshold 0.05, pre- and post-processing on the CPU, bounded by this set's ``max_side`` when it has one,
         on frames downscaled to its ``frame_side`` when it has one, letterboxed to its ``input_size`` when it has
@@ -66,8 +73,8 @@ class ValidationSet:
         from ..detector import Detector
         from ..spec import TestTimeSpec
 
-        bound = {key: value for key, value in (("max_side", self.max_side), ("input_size", self.input_size))
-                 if value is not None}
+        limits = (("max_side", self.max_side), ("input_size", self.input_size))
+        bound: dict[str, Any] = {key: value for key, value in limits if value is not None}
         # gpu_pipeline=False: only the network on a GPU. Through the GPU pipeline each new image size would cost
         # memory, a forward pass checking its anchors, and a graph capture when it recurs, rarely repaid here
         detector = Detector(model, score_threshold=0.05, test_time=TestTimeSpec(), gpu_pipeline=False, **bound)

@@ -172,7 +172,7 @@ def detect_records(detector: Any, records: Sequence[FaceRecord], progress: bool 
     return detections
 
 
-def detect_or_miss(detector, source: str | os.PathLike | FaceRecord) -> Detections:
+def detect_or_miss(detector: Callable[..., Detections], source: str | os.PathLike | FaceRecord) -> Detections:
     """`detector`'s detections on an image file (`source`: its path, or a record, whose image is read by
     :func:`~edgeface.data.records.read_record_image`), or none, with an :class:`UnscoredImageWarning`, when the
     file is missing or cannot be decoded: one bad file does not stop an evaluation, and its faces count as missed

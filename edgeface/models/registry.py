@@ -18,9 +18,12 @@ import importlib
 import pkgutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from ..spec import InputSpec, ModelSpec
+
+if TYPE_CHECKING:  # the registry itself needs no torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,7 @@ def default_spec(name: str) -> ModelSpec:
     return get_entry(name).spec
 
 
-def create_model(name: str, **overrides: Any):
+def create_model(name: str, **overrides: Any) -> nn.Module:
     """Build the torch module of a registered model with fresh weights (needs torch)."""
     entry = get_entry(name)
     return resolve(entry.builder)(**{**entry.kwargs, **overrides})

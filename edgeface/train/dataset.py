@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import torch
@@ -16,6 +16,9 @@ from ..data.augment import AugmentConfig, augment_sample
 from ..data.records import FaceRecord, read_record_image
 from ..errors import ImageError, ImageWarning, OptionError
 from .objectives import Objective
+
+if TYPE_CHECKING:
+    from .mining import HardImageMiner
 
 
 class FaceTrainingSet(Dataset):
@@ -99,7 +102,7 @@ class ResumableSampler(Sampler[int]):
     """
 
     def __init__(self, n: int, samples_per_step: int, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 miner=None):
+                 miner: HardImageMiner | None = None):
         self.n, self.samples_per_step, self.seed, self.miner = n, samples_per_step, seed, miner
         self.rank, self.world_size = rank, world_size
         self.steps_per_epoch = n // (samples_per_step * world_size)
@@ -137,6 +140,8 @@ class ResumableSampler(Sampler[int]):
             epoch, step_in_epoch = epoch + 1, 0
 
 
-def collate(batch):
+def collate(batch: Sequence[tuple[torch.Tensor, dict[str, torch.Tensor], int]],
+            ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+    """Stack a batch of ``(input, targets, index)`` items."""
     xs, targets, indices = zip(*batch)
     return torch.stack(xs), {k: torch.stack([t[k] for t in targets]) for k in targets[0]}, torch.tensor(indices)

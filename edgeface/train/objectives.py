@@ -20,6 +20,7 @@ face is never taught as background. Matching lives in :mod:`edgeface.train.match
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,8 @@ from ..core.anchors import generate_anchors
 from ..spec import ModelSpec
 from .losses import focal_loss, ohem_mask  # noqa: F401  (the families' helpers, importable from here too)
 from .matching import encoded, ignore_near, match_iou  # noqa: F401
+
+Outputs = Sequence[torch.Tensor]  # a training forward's outputs (EXTD: loc, conf; SRN: both steps')
 
 FAMILY_OBJECTIVES = {  # names importable from here as before the family folders, resolved on first use
     "SSDObjective": "extd", "SHFObjective": "shf", "HRObjective": "hr", "SRNObjective": "srn",
@@ -51,16 +54,17 @@ class Objective:
         neither positives nor negatives (see :func:`ignore_near`)."""
         raise NotImplementedError
 
-    def loss(self, outputs, targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def loss(self, outputs: Outputs, targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Named loss terms of a batch (the trainer sums them)."""
         raise NotImplementedError
 
-    def distill(self, outputs, teacher_outputs, targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def distill(self, outputs: Outputs, teacher_outputs: Outputs,
+                targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Named loss terms that keep a batch's `outputs` close to a teacher's on the same images (learning
         without forgetting); the trainer adds them, prefixed ``distill_``, when a recipe names a teacher."""
         raise ValueError(f"{type(self).__name__} ({self.spec.name}) has no distillation loss")
 
-    def face_prob(self, outputs) -> torch.Tensor:
+    def face_prob(self, outputs: Outputs) -> torch.Tensor:
         """``(B, A)`` face probabilities (for hard image mining), from the outputs of a training forward."""
         return outputs[1].detach().float().softmax(dim=-1)[..., 1]
 
@@ -78,7 +82,7 @@ def objective_for(spec: ModelSpec, size: int, **options: Any) -> Objective:
     return resolve(entry.objective)(spec, size, **options)
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in FAMILY_OBJECTIVES:
         import importlib
 

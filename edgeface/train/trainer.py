@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Optional, cast
+from typing import TYPE_CHECKING, Any, Optional, cast
 
 import torch
 import torch.distributed as dist
@@ -33,6 +33,9 @@ from .config import TrainConfig, learning_rate
 from .dataset import ResumableSampler, collate
 from .mining import HardImageMiner
 from .training_data import UNLABELLED_FACES, recipe_weights, teacher_paths, training_objective, training_set
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 # what a run's checkpoint holds beside the weights, all needed to continue it exactly
 RESUME_KEYS = ("state_dict", "optimizer", "scaler", "torch_rng", "step", "best_ap")
@@ -86,7 +89,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.spec = default_spec(cfg.model)
         # channels-last: 3x faster depthwise convolutions with autograd on CPU, and what tensor cores want
-        self.model = create_model(cfg.model).to(self.device, memory_format=torch.channels_last)
+        self.model = create_model(cfg.model).to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack it
         if cfg.init:
             init = recipe_weights(cfg, cfg.init)
             if not cfg.freeze_bn and is_baked(init):  # batch statistics would replace the folded identities
@@ -302,7 +305,7 @@ class Trainer:
         return every > 0 and (self.step % every == 0 or (self.step == self.cfg.steps and every <= self.cfg.steps))
 
     # -- the loop ---------------------------------------------------------------------------------
-    def _request_stop(self, signum, frame) -> None:  # noqa: ARG002
+    def _request_stop(self, signum: int, frame: object) -> None:  # noqa: ARG002
         self.stop_signal = signum
 
     def fit(self, progress: bool = True) -> dict[str, float]:
@@ -447,7 +450,7 @@ class Trainer:
             indices, face_prob, labels = (torch.cat(gathered[i * k : (i + 1) * k]) for i in range(3))
         miner.update(indices, face_prob, labels)
 
-    def _tensorboard(self):
+    def _tensorboard(self) -> SummaryWriter | None:
         if self.rank != 0:
             return None
         try:

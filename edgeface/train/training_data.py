@@ -9,7 +9,7 @@ import os
 import warnings
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import torch
@@ -24,6 +24,10 @@ from ..models.registry import default_spec
 from .config import TrainConfig
 from .dataset import FaceTrainingSet
 from .objectives import Objective, objective_for
+
+if TYPE_CHECKING:
+    from ..data.records import FaceRecord
+    from ..detector import Detector
 
 
 def training_objective(cfg: TrainConfig) -> Objective:
@@ -105,16 +109,16 @@ class UnlabelledFinder:
             return {}
         return saved if isinstance(saved, dict) else {}
 
-    def _open(self):
+    def _open(self) -> Detector:
         from ..backends import CHECKPOINT_SUFFIXES
         from ..detector import Detector
 
-        model = self.model
-        if model.lower().endswith(CHECKPOINT_SUFFIXES):  # authors' .pth files too
+        model: str | TorchBackend = self.model
+        if self.model.lower().endswith(CHECKPOINT_SUFFIXES):  # authors' .pth files too
             from ..models.checkpoint import load_any_checkpoint
 
             # BatchNorm folded and channels-last, as a checkpoint file runs on the CPU (3x faster than as trained)
-            model = TorchBackend.from_model(*load_any_checkpoint(model), fold_bn=True, channels_last=True)
+            model = TorchBackend.from_model(*load_any_checkpoint(self.model), fold_bn=True, channels_last=True)
         return Detector(model, score_threshold=self.score, min_side=self.min_side)
 
     def digest(self, path: str) -> str:
@@ -125,7 +129,7 @@ class UnlabelledFinder:
             self.digests[key] = file_sha256(path)
         return self.digests[key]
 
-    def __call__(self, record) -> np.ndarray:
+    def __call__(self, record: FaceRecord) -> np.ndarray:
         image = self.digest(record.image_path)
         if image not in self.found:
             if self.detector is None:

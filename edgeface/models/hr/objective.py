@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
+import torch
 import torch.nn.functional as F
 
 from ...core.boxes import cxcywh_to_xyxy
 from ...train.losses import ohem_mask
 from ...train.matching import encoded, ignore_near, match_iou
-from ...train.objectives import Objective
+from ...train.objectives import Objective, Outputs
 
 
 class HRObjective(Objective):
@@ -19,7 +21,7 @@ class HRObjective(Objective):
 
     terms = ("conf", "loc")
 
-    def targets(self, faces, ignored=None):
+    def targets(self, faces: np.ndarray, ignored: np.ndarray | None = None) -> dict[str, np.ndarray]:
         labels, assigned, _ = match_iou(faces, self.anchors, 0.7, 0.3, min_forced_iou=0.3)
         box = cxcywh_to_xyxy(self.anchors)
         crossing = (box[:, :2] < 0).any(axis=1) | (box[:, 2:] > self.size).any(axis=1)
@@ -27,7 +29,7 @@ class HRObjective(Objective):
         return {"labels": ignore_near(labels, ignored, self.anchors),
                 "loc": encoded(faces, self.anchors, assigned, labels == 1, self.spec.variances)}
 
-    def loss(self, outputs, targets):
+    def loss(self, outputs: Outputs, targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         loc, conf = outputs
         labels = targets["labels"]
         logits = conf[..., 1].float() - conf[..., 0].float()

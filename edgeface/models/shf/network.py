@@ -22,7 +22,7 @@ class SHF(nn.Module):
     """``forward`` maps ``(N, 3, H, W)`` to ``loc (N, A, 4)`` Fast R-CNN deltas and ``conf (N, A, 2)``
     (background, face) logits, anchors ordered row, column, then dilation branch (16, 32, 64 px)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.backbone = VGG16()
         for p in self.backbone.features[:FROZEN_FEATURES].parameters():
@@ -37,7 +37,8 @@ class SHF(nn.Module):
         # detection map keeps the backbone's scale, and std 0.01 for the predictors
         for layer in (self.reduce5, self.reduce4, self.fuse, self.dilated):
             nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
-            nn.init.zeros_(layer.bias)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
         for layer in (*self.conf, *self.loc):
             nn.init.normal_(layer.weight, std=0.01)
             nn.init.zeros_(layer.bias)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
+import torch
 import torch.nn.functional as F
 
 from ...train.losses import ohem_mask
 from ...train.matching import encoded, ignore_near, match_iou
-from ...train.objectives import Objective
+from ...train.objectives import Objective, Outputs
 
 
 class SHFObjective(Objective):
@@ -16,13 +18,13 @@ class SHFObjective(Objective):
 
     terms = ("conf", "loc")
 
-    def targets(self, faces, ignored=None):
+    def targets(self, faces: np.ndarray, ignored: np.ndarray | None = None) -> dict[str, np.ndarray]:
         labels, assigned, best = match_iou(faces, self.anchors, 0.5, 0.3, best_anchor_positive=False)
         regress = best >= 0.3
         return {"labels": ignore_near(labels, ignored, self.anchors),
                 "loc": encoded(faces, self.anchors, assigned, regress, self.spec.variances), "regress": regress}
 
-    def loss(self, outputs, targets):
+    def loss(self, outputs: Outputs, targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         loc, conf = outputs
         labels = targets["labels"]
         ce = F.cross_entropy(conf.float().reshape(-1, 2), labels.clamp(min=0).reshape(-1),

@@ -13,6 +13,7 @@ graph, so exports give plain per-anchor ``(loc, conf)`` like every edgeface mode
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -69,7 +70,7 @@ def compose_deltas(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
 
 
 class SRN(nn.Module):
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.backbone = ResNet(50, stages=4)
         for p in (*self.backbone.conv1.parameters(), *self.backbone.bn1.parameters()):
@@ -87,8 +88,9 @@ class SRN(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d) and not any(m is b for b in self.backbone.modules()):
                 nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
-        nn.init.constant_(self.cls[-1].bias, -math.log((1 - PRIOR) / PRIOR))
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        nn.init.constant_(cast(torch.Tensor, self.cls[-1].bias), -math.log((1 - PRIOR) / PRIOR))
 
     def train(self, mode: bool = True) -> SRN:
         """Training mode with the frozen stem's BatchNorm kept in eval mode (its statistics stay ImageNet's)."""
@@ -113,7 +115,7 @@ class SRN(nn.Module):
         second = [*p, p6, self.p7(p6)]
         return first, second
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Training: ``(loc1, conf1, loc2, conf2)`` of both steps, ``(N, A, 4)`` deltas and ``(N, A, 1)`` logits.
         Eval: per-anchor ``loc (N, A, 4)`` relative to the anchors and ``conf (N, A, 2)`` logits."""
         first, second = self.feature_sets(x)

@@ -12,7 +12,7 @@ from ...core.anchors import feature_sizes
 from ...spec import ModelSpec
 from ...train.losses import focal_loss
 from ...train.matching import encoded, ignore_near, match_iou
-from ...train.objectives import Objective
+from ...train.objectives import Objective, Outputs
 from .network import FIRST_STEP_THRESHOLD, MAX_LOG_SCALE, STC_LEVELS
 
 MAX_FACES = 512  # faces per training image kept for the second step's matching inside the loss
@@ -44,7 +44,7 @@ class SRNObjective(Objective):
         labels, assigned, _ = match_iou(faces, anchors, *thresholds, min_forced_iou=thresholds[1] - 1e-6)
         return ignore_near(labels, ignored, anchors), assigned
 
-    def targets(self, faces, ignored=None):
+    def targets(self, faces: np.ndarray, ignored: np.ndarray | None = None) -> dict[str, np.ndarray]:
         labels, assigned = self.match_step(faces, self.anchors, self.first_step, ignored)
         labels2, assigned2 = self.match_step(faces, self.anchors, self.refined_step, ignored)
         padded = np.zeros((MAX_FACES, 4), np.float32)
@@ -52,12 +52,12 @@ class SRNObjective(Objective):
         variances = self.spec.variances
         return {"labels": labels, "loc": encoded(faces, self.anchors, assigned, labels == 1, variances),
                 "labels2": labels2, "loc2": encoded(faces, self.anchors, assigned2, labels2 == 1, variances),
-                "faces": padded, "num_faces": np.int64(min(len(faces), MAX_FACES))}
+                "faces": padded, "num_faces": np.array(min(len(faces), MAX_FACES), np.int64)}
 
-    def face_prob(self, outputs) -> torch.Tensor:
+    def face_prob(self, outputs: Outputs) -> torch.Tensor:
         return outputs[3].detach().float()[..., 0].sigmoid()
 
-    def loss(self, outputs, targets):
+    def loss(self, outputs: Outputs, targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         loc1, conf1, loc2, conf2 = (t.float() for t in outputs)
         labels, loc_t = targets["labels"], targets["loc"]
         low = torch.from_numpy(self.low).to(labels.device)
