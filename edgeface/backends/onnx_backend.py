@@ -27,7 +27,8 @@ def providers(device: str) -> tuple[list[str], list[dict]]:
 
 class OnnxBackend:
     """An edgeface ONNX file on ONNX Runtime; ``device`` is "cpu", "cuda", "cuda:N" or "tensorrt". ``memory_pattern``:
-    ONNX Runtime's memory planning, 5-10 % faster for frames of one size, but it keeps a block per size seen."""
+    ONNX Runtime's memory planning, at most a few % faster for frames of one size, but it keeps memory for each size
+    it meets (README, Big photos)."""
 
     def __init__(self, path: str, device: str = "cpu", threads: Optional[int] = None, memory_pattern: bool = True):
         import onnxruntime as ort
