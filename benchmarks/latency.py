@@ -44,12 +44,15 @@ def test_frame() -> tuple[np.ndarray, str]:
 
 def interleaved_ms(runs: Mapping[Key, Callable[[np.ndarray], object]], frame: np.ndarray, rounds: int,
                    warmup: int = 2) -> dict[Key, float]:
-    """Median milliseconds of each ``run(frame)``, timed in turns: every round calls each run once, so a change in
-    the machine's speed while they are measured (a VM's neighbours, a thermal limit) reaches every run alike and
-    the ratios between them hold."""
+    """Median milliseconds of each ``run(frame)``, timed in turns: every round calls each run twice in a row and
+    times the second call, so a change in the machine's speed while they are measured (a VM's neighbours, a thermal
+    limit) reaches every run alike and the ratios between them hold. The first call after another run's waits for
+    that run's CPU: ONNX Runtime's threads keep spinning for a while after a session's run, which added about 30 ms
+    to every model timed in single turns on a 2-core VM (the fast model 108 against 78 ms at 640x480)."""
     samples: dict[Key, list[float]] = {name: [] for name in runs}
     for i in range(warmup + rounds):
         for name, run in runs.items():
+            run(frame)  # waits out the previous run's spinning threads
             start = time.perf_counter()
             run(frame)
             if i >= warmup:

@@ -428,7 +428,7 @@ def test_int8_benchmark_saves_the_recipe_the_shipped_int8_model_names(tmp_path):
     assert len(set(files)) == 4 and all(f.parent == tmp_path and f.name.startswith("fast_int8") for f in files)
 
 
-def test_interleaved_latency_times_every_run_in_turns_and_reports_medians(monkeypatch):
+def test_interleaved_latency_times_every_run_in_turns_after_an_untimed_call_and_reports_medians(monkeypatch):
     import numpy as np
 
     from benchmarks import latency
@@ -442,10 +442,12 @@ def test_interleaved_latency_times_every_run_in_turns_and_reports_medians(monkey
         return run
 
     monkeypatch.setattr(latency.time, "perf_counter", lambda: clock[0])
-    # the slow model's first (warm-up) call is the slowest and its last an outlier: neither reaches the median
-    runs = {"slow": run_taking("slow", [9.0, 0.2, 0.2, 5.0]), "fast": run_taking("fast", [0.1, 0.1, 0.1, 0.1])}
+    # each turn is two calls, the first untimed (it follows another model's run, whose threads may still hold the
+    # CPU); the slow model's warm-up turn is the slowest and its last timed call an outlier: neither reaches the median
+    runs = {"slow": run_taking("slow", [9.0, 9.0, 3.0, 0.2, 3.0, 0.2, 3.0, 5.0]),
+            "fast": run_taking("fast", [0.1, 0.1, 1.0, 0.1, 1.0, 0.1, 1.0, 0.1])}
     result = latency.interleaved_ms(runs, np.zeros((4, 4, 3), np.uint8), rounds=3, warmup=1)
-    assert calls == ["slow", "fast"] * 4
+    assert calls == ["slow", "slow", "fast", "fast"] * 4
     assert result == pytest.approx({"slow": 200.0, "fast": 100.0})
 
 
