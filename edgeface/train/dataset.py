@@ -20,6 +20,8 @@ from .objectives import Objective
 if TYPE_CHECKING:
     from .mining import HardImageMiner
 
+Sample = tuple[torch.Tensor, dict[str, torch.Tensor], int]  # a training input, its anchor targets, its index
+
 
 class FaceTrainingSet(Dataset):
     """Item ``epoch * len(records) + i`` is record i augmented with the RNG seeded by (seed, epoch, i):
@@ -54,11 +56,10 @@ class FaceTrainingSet(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, key: int) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
+    def __getitem__(self, key: int) -> Sample:
         return self.sample(key)
 
-    def sample(self, key: int, stage_done: Callable[[str], None] = lambda stage: None
-               ) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
+    def sample(self, key: int, stage_done: Callable[[str], None] = lambda stage: None) -> Sample:
         """Item `key`; `stage_done` is called after each stage ("decode", "augment", "targets", "normalise"),
         for timing them (``python -m benchmarks data-loading``)."""
         epoch, index = divmod(int(key), len(self.records))
@@ -140,8 +141,7 @@ class ResumableSampler(Sampler[int]):
             epoch, step_in_epoch = epoch + 1, 0
 
 
-def collate(batch: Sequence[tuple[torch.Tensor, dict[str, torch.Tensor], int]],
-            ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-    """Stack a batch of ``(input, targets, index)`` items."""
+def collate(batch: Sequence[Sample]) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+    """Stack a batch of samples."""
     xs, targets, indices = zip(*batch)
     return torch.stack(xs), {k: torch.stack([t[k] for t in targets]) for k in targets[0]}, torch.tensor(indices)
