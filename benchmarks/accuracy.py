@@ -1,5 +1,6 @@
 """Accuracy of every available model on every labelled set present, and a plot of accuracy against CPU latency
-(ONNX Runtime, 640x480, median of --runs rounds in which every model and mode runs once, in turns).
+(ONNX Runtime, 640x480, median of --runs rounds in which every model and mode runs in turns, twice in a row,
+the second call timed).
 
 Models: the EXTD authors' released checkpoints (converted on the fly from ../shared, never written into the
 repository), the models edgeface ships (default and fast), and any --models files. Sets: the face dataset's val
@@ -131,7 +132,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="*", default=[], help="more edgeface model files to include")
     parser.add_argument("--runs", type=at_least(1), default=10,
-                        help="latency rounds: each model and mode runs once per round, in turns (default: %(default)s)")
+                        help="latency rounds: each model and mode runs in turns, twice in a row, the second call "
+                             "timed (default: %(default)s)")
     parser.add_argument("--no-tta", action="store_true", help="single-scale only")
     parser.add_argument("--authors", type=int, nargs="*", default=[32, 48, 64], choices=[32, 48, 64],
                         help="widths of the authors' EXTD checkpoints to include (default: %(default)s)")
