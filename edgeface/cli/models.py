@@ -164,6 +164,13 @@ def cmd_move_boxes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_checkpoint_output(p: argparse.ArgumentParser, version: str) -> None:
+    """The options of a command that writes new weights: the checkpoint and its spec's model_version (`version`
+    describes the default)."""
+    p.add_argument("-o", "--output", required=True, help="edgeface checkpoint to write (.pt)")
+    p.add_argument("--model-version", help=f"spec model_version of the result (default: {version})")
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add the parsers of ``info``, ``convert``, ``average``, ``interpolate`` and ``move-boxes`` to the ``edgeface``
     command's subparsers."""
@@ -193,9 +200,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    "edgeface ONNX exports or shipped models (default, fast; BatchNorm folded, the others then "
                    "too)")
     p.add_argument("--weights", type=float, nargs="+", help="one non-negative weight per model (default: equal)")
-    p.add_argument("-o", "--output", required=True, help="edgeface checkpoint to write (.pt)")
-    p.add_argument("--model-version", help="spec model_version of the result (default: the last model's + "
-                                           "'-soup<N>')")
+    _add_checkpoint_output(p, "the last model's + '-soup<N>'")
     p.set_defaults(func=cmd_average)
 
     p = sub.add_parser("interpolate", help="mix two sets of weights of one model (WiSE-FT)",
@@ -216,9 +221,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="move this module's weights only FACTOR x alpha of the way (0: START's as they are), e.g. "
                         "conf=0 keeps START's classification heads; repeat for more modules (names as in the "
                         "state dict; EXTD's: base, upfeat, loc, conf, and parts such as base.0)")
-    p.add_argument("-o", "--output", required=True, help="edgeface checkpoint to write (.pt)")
-    p.add_argument("--model-version", help="spec model_version of the result (default: END's + '-wise<alpha>', "
-                                           "'-keep<share>' when trimmed, '-<module>x<factor>' per module scale)")
+    _add_checkpoint_output(p, "END's + '-wise<alpha>', '-keep<share>' when trimmed, '-<module>x<factor>' per module "
+                              "scale")
     p.set_defaults(func=cmd_interpolate)
 
     p = sub.add_parser("move-boxes", help="move and resize every box a model draws (another dataset's convention)",
@@ -239,7 +243,5 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="width factor, in [0.5, 2] (default: 1)")
     p.add_argument("--height", type=checked(check_box_scale), default=1.0,
                    help="height factor, in [0.5, 2] (default: 1)")
-    p.add_argument("-o", "--output", required=True, help="edgeface checkpoint to write (.pt)")
-    p.add_argument("--model-version", help="spec model_version of the result (default: MODEL's + "
-                                           "'-boxes<down>x<width>x<height>')")
+    _add_checkpoint_output(p, "MODEL's + '-boxes<down>x<width>x<height>'")
     p.set_defaults(func=cmd_move_boxes)
