@@ -11,6 +11,10 @@ image's own size, downscaled by the detector to a longest side of 416 px (--wide
 (--wider-frames: each image first downscaled to fit 416 x 416, as a low-resolution camera delivers it, then
 run as the model runs any frame, its own min_side upscaling included); FDDB true-positive rate at 1000
 false positives when --fddb is given.
+
+Writes ``benchmarks/results/accuracy.{md,json}``, the plots, and the README's accuracy table (between its
+markers), where each shipped model's score is bold when at or above its release's (the authors' checkpoint of its
+architecture).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import json
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -47,11 +51,19 @@ from .machine import (
     WIDER,
     at_least,
     describe_machine,
+    machine_line,
     markdown_table,
     write_results,
 )
 
 TTA = TestTimeSpec.from_scales((1.0, 2.0), flip=True, voting_iou=0.3)
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_markers(table: str) -> tuple[str, str]:
+    """The README lines between which this benchmark writes `table` (``"accuracy"``, ``"targets"``)."""
+    return (f"<!-- {table} table: python -m benchmarks accuracy rewrites what follows, up to the end marker -->",
+            f"<!-- end of the {table} table -->")
 
 
 def available_models(extra: list[str], workdir: Path, widths: tuple[int, ...] = (32, 48, 64)) -> dict[str, Path]:
@@ -154,7 +166,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="measure only these models (as the table names them, e.g. 'edgeface default-int8') and "
                              "keep every other model's rows from the last run's accuracy.json (its PR plot is not "
                              "redrawn)")
+    parser.add_argument("--tables-only", action="store_true",
+                        help="measure nothing: rewrite the README's accuracy and targets tables from the last run's "
+                             "accuracy.json")
     args = parser.parse_args(argv)
+    if args.tables_only:
+        write_readme_tables(json.loads((RESULTS / "accuracy.json").read_text()))
+        return
     rows, curves = [], []
     measured = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     with tempfile.TemporaryDirectory() as tmp:
@@ -216,12 +234,48 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(table)
     print(f"\nwritten: {write_results('accuracy', payload, table)}")
+    write_readme_tables(payload)
     if curves and not args.only:
         plot_pr_curves(curves, RESULTS / "pr_facemask_val.png", title="face dataset val, single-scale")
         print(f"plot: {RESULTS / 'pr_facemask_val.png'}")
     if any(r["set"] == "facemask val" for r in rows):
         plot_accuracy_latency([r for r in rows if r["set"] == "facemask val"], RESULTS / "accuracy_vs_latency.png")
         print(f"plot: {RESULTS / 'accuracy_vs_latency.png'}")
+
+
+def releases_of(models: Collection[str]) -> dict[str, str]:
+    """Each shipped model's release among the `models` named: the authors' checkpoint of the architecture its spec
+    names (``edgeface default``: ``extd64 (authors)``)."""
+    releases = {}
+    for short, path in SHIPPED.items():
+        name = f"edgeface {short}"
+        if name in models and path.exists():
+            release = f"{Detector(path).spec.name} (authors)"
+            if release in models:
+                releases[name] = release
+    return releases
+
+
+def write_readme_tables(payload: dict[str, Any]) -> None:
+    """Rewrite the README's accuracy and targets tables from a run's results (the accuracy.json `payload`)."""
+    rows = payload["rows"]
+    releases = releases_of({r["model"] for r in rows})
+    provenance = f"Machine: {machine_line(payload['machine'])}; runs begun {when_measured(rows)}."
+    for name, table in (("accuracy", summary_table(rows, releases)), ("targets", targets_table(rows, releases))):
+        rewritten = rewrite_between(README, readme_markers(name), f"{table}\n\n{provenance}")
+        print(f"README: {name} table rewritten" if rewritten else f"README: {README} has no {name} table markers")
+
+
+def rewrite_between(path: Path, markers: tuple[str, str], text: str) -> bool:
+    """Replace what lies between the two `markers` lines of the file at `path` by `text`; False (the file left as
+    it is) when the file or either marker is missing."""
+    start, end = markers
+    content = path.read_text() if path.is_file() else ""
+    if start not in content or end not in content.split(start, 1)[1]:
+        return False
+    head, rest = content.split(start, 1)
+    path.write_text(f"{head}{start}\n{text}\n{end}{rest.split(end, 1)[1]}")
+    return True
 
 
 def when_measured(rows: list[dict]) -> str:
@@ -242,10 +296,43 @@ def kept_rows(previous: list[dict], measured: list[dict], names: list[str]) -> l
 MODE_SUFFIX = {"single-scale": "", "flip + scales 1,2 + voting": ", TTA"}
 
 
-def summary_table(rows: list[dict]) -> str:
+TARGET_SETS = ("facemask val", "WIDER val ")
+
+
+def targets_table(rows: list[dict], releases: dict[str, str]) -> str:
+    """Each release, then the models measured against it (`releases`: model: its release), to four digits on the
+    sets the targets name (the face dataset, WIDER's easy / medium / hard in one column per setting), single pass;
+    a score at or above the release's is bold."""
+    scores: dict[str, dict[tuple[str, str], float]] = {}
+    columns: dict[str, list[tuple[str, str]]] = {}
+    for r in rows:
+        key = (r["set"], r["mode"])
+        scores.setdefault(r["model"], {})[key] = r["score"]
+        if (r["mode"] in MODE_SUFFIX and r["mode"] != "single-scale") or not r["set"].startswith(TARGET_SETS):
+            continue
+        wider = r["set"].startswith("WIDER val ")
+        title = ("WIDER easy / medium / hard" if wider else r["set"]) + r["mode"][len("single-scale"):]
+        if key not in columns.setdefault(title, []):
+            columns[title].append(key)
+
+    def number(model: str, key: tuple[str, str]) -> str:
+        value, release = scores[model].get(key), scores.get(releases.get(model, ""), {}).get(key)
+        if value is None:
+            return ""
+        return f"**{value:.4f}**" if release is not None and value >= release else f"{value:.4f}"
+
+    def cell(model: str, keys: list[tuple[str, str]]) -> str:
+        return " / ".join(number(model, k) for k in keys)
+
+    order = [m for release in dict.fromkeys(releases.values())
+             for m in (release, *(m for m, r in releases.items() if r == release))]
+    return markdown_table(["model", *columns], [[m, *(cell(m, keys) for keys in columns.values())] for m in order])
+
+
+def summary_table(rows: list[dict], releases: dict[str, str] | None = None) -> str:
     """One line per model, one column per set and mode (``, TTA``: flip + scales 1, 2 + voting; ``, 416 px``:
     downscaled to that longest side; ``, 416 px frames``: run on frames of that size), and its single-scale CPU
-    latency."""
+    latency; with `releases` (model: the model it is measured against), a score at or above that model's is bold."""
     columns: dict[tuple[str, str], str] = {}
     cells: dict[str, dict] = {}
     for r in rows:
@@ -254,8 +341,15 @@ def summary_table(rows: list[dict]) -> str:
         cells.setdefault(r["model"], {})[(r["set"], r["mode"])] = r["score"]
         if r["mode"] == "single-scale":
             cells[r["model"]]["ms"] = r["latency_ms_640x480"]
+    def cell(model: str, key: tuple[str, str]) -> str:
+        if key not in cells[model]:
+            return ""
+        value = cells[model][key]
+        release = cells.get((releases or {}).get(model, ""), {})
+        return f"**{value:.3f}**" if key in release and value >= release[key] else f"{value:.3f}"
+
     return markdown_table(["model", *columns.values(), "CPU ms, 640x480"],
-                          [[model, *(f"{c[k]:.3f}" if k in c else "" for k in columns), f"{c.get('ms', 0):.0f}"]
+                          [[model, *(cell(model, k) for k in columns), f"{c.get('ms', 0):.0f}"]
                            for model, c in cells.items()])
 
 

@@ -357,6 +357,47 @@ def test_accuracy_summary_has_a_line_per_model_and_a_column_per_set_and_mode():
     assert lines[2:] == ["| a | 0.500 | 0.600 | 0.700 | 0.800 | 10 |", "| b | 0.500 | 0.600 | 0.700 | 0.900 | 20 |"]
 
 
+def test_accuracy_summary_bolds_a_score_at_or_above_the_release_of_the_model():
+    from benchmarks.accuracy import summary_table
+
+    scores = {"release": (0.5, 0.7), "tuned": (0.5, 0.69), "other": (0.9, 0.9)}
+    rows = [{"model": m, "set": s, "mode": "single-scale", "metric": "AP", "score": score, "latency_ms_640x480": 5.0}
+            for m, pair in scores.items() for s, score in zip(("x", "y"), pair)]
+    lines = summary_table(rows, {"tuned": "release", "other": "absent"}).splitlines()
+    assert lines[2:] == ["| release | 0.500 | 0.700 | 5 |", "| tuned | **0.500** | 0.690 | 5 |",
+                         "| other | 0.900 | 0.900 | 5 |"]
+
+
+def test_accuracy_rewrites_only_the_readme_table_between_its_markers(tmp_path):
+    from benchmarks.accuracy import readme_markers, rewrite_between
+
+    markers = start, end = readme_markers("accuracy")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\ntext {start} old\ntable\n{end}\nafter\n{end}\n")
+    assert rewrite_between(readme, markers, "| new |")
+    assert readme.read_text() == f"# x\n\ntext {start}\n| new |\n{end}\nafter\n{end}\n"
+    for text in ("# x\n", f"{end}\n{start}\n", f"{readme_markers('targets')[0]}\n{end}\n"):  # none, wrong order
+        readme.write_text(text)
+        assert not rewrite_between(readme, markers, "| new |") and readme.read_text() == text
+    assert not rewrite_between(tmp_path / "missing.md", markers, "| new |")
+
+
+def test_accuracy_targets_table_puts_each_release_above_its_models_wider_settings_in_one_cell():
+    from benchmarks.accuracy import targets_table
+
+    scores = {("facemask val", "single-scale"): (0.7, 0.8123),
+              ("facemask val", "flip + scales 1,2 + voting"): (0.1, 0.1), ("dlib testing", "single-scale"): (1.0, 1.0),
+              **{(f"WIDER val {s}", mode): (0.9, value) for mode in ("single-scale", "single-scale, 416 px frames")
+                 for s, value in (("easy", 0.95), ("medium", 0.9), ("hard", 0.85))}}
+    rows = [{"model": m, "set": s, "mode": mode, "score": pair[i]}
+            for i, m in enumerate(("release", "tuned")) for (s, mode), pair in scores.items()]
+    assert targets_table(rows, {"tuned": "release"}).splitlines() == [
+        "| model | facemask val | WIDER easy / medium / hard | WIDER easy / medium / hard, 416 px frames |",
+        "|---|---|---|---|",
+        "| release | 0.7000 | 0.9000 / 0.9000 / 0.9000 | 0.9000 / 0.9000 / 0.9000 |",
+        "| tuned | **0.8123** | **0.9500** / **0.9000** / 0.8500 | **0.9500** / **0.9000** / 0.8500 |"]
+
+
 def test_accuracy_remeasures_only_the_models_asked_for():
     from benchmarks.accuracy import kept_rows, when_measured
 
