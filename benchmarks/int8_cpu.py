@@ -1,13 +1,14 @@
 """INT8 on the CPU for a model edgeface ships (--model default or fast): ONNX Runtime static quantisation (Q/DQ,
 unsigned activations, per-channel signed weights; :func:`edgeface.export.precision.quantize_int8_cpu`) calibrated on
 real photos (face-dataset and WIDER FACE train images), every layer quantised with min-max and with percentile
-ranges (``calibration="percentile"``), and with --keep-float's modules left in FP32 (default: the backbone's first
-stage and the heads; min-max, and with --percentile-keep-float percentile ranges too: the recipe of both shipped
-INT8 models), against FP32 in the same run: VOC AP50 on the face dataset's val split, WIDER FACE val easy / medium /
-hard AP (official protocol, over the val images ``../shared`` holds) and the latency at 640x480 (median of 8 rounds
-after 2 warm-up rounds, the models timed in turns in each round). INT8 scores and speed depend on the CPU's integer
-dot-product instructions (VNNI on x86, SDOT on ARM; without them ONNX Runtime's x86 kernels can saturate), which the
-results' Machine line names.
+ranges (``calibration="percentile"``), and with --keep-float's modules left in FP32 (default: those the shipped INT8
+model keeps; min-max, and with --percentile-keep-float percentile ranges too: the shipped INT8 models' recipe),
+against FP32 in the same run: VOC AP50 on the face dataset's val split, WIDER FACE val easy / medium / hard AP
+(official protocol, over the val images ``../shared`` holds, at their own size and on --wider-frames frames: each
+image first downscaled to fit that square, as a camera of that resolution delivers it) and the latency at 640x480
+(median of 8 rounds after 2 warm-up rounds, the models timed in turns in each round). INT8 scores and speed depend
+on the CPU's integer dot-product instructions (VNNI on x86, SDOT on ARM; without them ONNX Runtime's x86 kernels can
+saturate), which the results' Machine line names.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .latency import interleaved_ms
-from .machine import SHARED, WIDER, at_least, describe_machine, markdown_table, write_results
+from .machine import SHARED, WIDER, at_least, describe_machine, markdown_table, wider_validation, write_results
 from .wise_ft import both_validations, score_model
 
 
@@ -76,15 +77,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="default", choices=["default", "fast"],
                         help="the shipped model to quantise (default: %(default)s)")
     parser.add_argument("--keep-float", nargs="*", metavar="MODULE",
-                        help="modules (PyTorch names) the partly quantised model keeps in FP32 (default: "
-                             "base.0 base.1 base.2 loc conf: the backbone's first stage and the heads)")
+                        help="modules (PyTorch names) the partly quantised model keeps in FP32 (default: those the "
+                             "shipped INT8 model keeps: base.0 base.1 base.2 loc conf, the backbone's first stage and "
+                             "the heads, and for the default upfeat, the FPN's upsampling convolutions)")
     parser.add_argument("--percentile-keep-float", action="store_true",
                         help="also measure percentile ranges with --keep-float's modules in FP32, the model --save "
                              "keeps (the shipped INT8 models' recipe)")
     parser.add_argument("--save", help="also keep the percentile-calibrated INT8 model here: every layer INT8 "
                                        "or, with --percentile-keep-float, that one (the shipped INT8 models' recipe)")
+    parser.add_argument("--wider-frames", type=int, nargs="*", default=[416], metavar="SIDE",
+                        help="also score WIDER val on frames fitting this square (default: %(default)s; none: only "
+                             "at the images' own size)")
     args = parser.parse_args(argv)
-    from edgeface.export.precision import FIRST_STAGE_AND_HEADS, quantize_int8_cpu
+    from edgeface.export.precision import SHIPPED_INT8_KEEP_FLOAT, quantize_int8_cpu
     from edgeface.weights import SHIPPED
 
     if not (SHARED / "data" / "facemask").exists():
@@ -92,9 +97,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     calibration = calibration_photos(args.calibration)
     sets = both_validations()
+    if len(sets) > 1:  # WIDER val is there
+        sets += [wider_validation(name=f"wider_{side}px_frames", frame_side=side) for side in args.wider_frames]
     with tempfile.TemporaryDirectory() as tmp:
         shipped = SHIPPED[args.model]
-        keep_float = FIRST_STAGE_AND_HEADS if args.keep_float is None else args.keep_float
+        keep_float = SHIPPED_INT8_KEEP_FLOAT[args.model] if args.keep_float is None else args.keep_float
         variants = int8_variants(Path(tmp) / shipped.stem, keep_float, args.percentile_keep_float, args.save)
         models = {f"{args.model}: FP32 (shipped)": str(shipped)}
         for label, (file, options) in variants.items():
@@ -109,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
                    "megabytes": Path(path).stat().st_size / 1e6}
             rows.append(row)
             print(row, flush=True)
-    columns = [k for k in ("face_val_ap50", "wider_easy", "wider_medium", "wider_hard") if k in rows[0]]
+    columns = [k for k in rows[0] if k not in ("model", "latency_ms", "megabytes")]  # each set's metrics
     table = markdown_table(["model", "MB", *columns, "ms at 640x480 (median)"],
                            [[r["model"], f"{r['megabytes']:.1f}", *(f"{r[c]:.3f}" for c in columns),
                              f"{r['latency_ms']:.1f}"] for r in rows])
