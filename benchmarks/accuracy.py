@@ -12,9 +12,9 @@ image's own size, downscaled by the detector to a longest side of 416 px (--wide
 run as the model runs any frame, its own min_side upscaling included); FDDB true-positive rate at 1000
 false positives when --fddb is given.
 
-Writes ``benchmarks/results/accuracy.{md,json}``, the plots, and the README's accuracy table (between its
-markers), where each shipped model's score is bold when at or above its release's (the authors' checkpoint of its
-architecture).
+Writes ``benchmarks/results/accuracy.{md,json}``, the plots, and the README's accuracy and targets tables (between
+their markers), where each shipped model's score is bold when at or above its release's (the authors' checkpoint of
+its architecture).
 """
 
 from __future__ import annotations
@@ -308,7 +308,7 @@ def targets_table(rows: list[dict], releases: dict[str, str]) -> str:
     for r in rows:
         key = (r["set"], r["mode"])
         scores.setdefault(r["model"], {})[key] = r["score"]
-        if (r["mode"] in MODE_SUFFIX and r["mode"] != "single-scale") or not r["set"].startswith(TARGET_SETS):
+        if not (r["mode"].startswith("single-scale") and r["set"].startswith(TARGET_SETS)):
             continue
         wider = r["set"].startswith("WIDER val ")
         title = ("WIDER easy / medium / hard" if wider else r["set"]) + r["mode"][len("single-scale"):]
@@ -341,6 +341,7 @@ def summary_table(rows: list[dict], releases: dict[str, str] | None = None) -> s
         cells.setdefault(r["model"], {})[(r["set"], r["mode"])] = r["score"]
         if r["mode"] == "single-scale":
             cells[r["model"]]["ms"] = r["latency_ms_640x480"]
+
     def cell(model: str, key: tuple[str, str]) -> str:
         if key not in cells[model]:
             return ""
