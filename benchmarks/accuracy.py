@@ -270,11 +270,10 @@ def rewrite_between(path: Path, markers: tuple[str, str], text: str) -> bool:
     """Replace what lies between the two `markers` lines of the file at `path` by `text`; False (the file left as
     it is) when the file or either marker is missing."""
     start, end = markers
-    content = path.read_text() if path.is_file() else ""
-    if start not in content or end not in content.split(start, 1)[1]:
+    head, found, rest = (path.read_text() if path.is_file() else "").partition(start)
+    if not found or end not in rest:
         return False
-    head, rest = content.split(start, 1)
-    path.write_text(f"{head}{start}\n{text}\n{end}{rest.split(end, 1)[1]}")
+    path.write_text(f"{head}{start}\n{text}\n{end}{rest.partition(end)[2]}")
     return True
 
 
@@ -299,6 +298,12 @@ MODE_SUFFIX = {"single-scale": "", "flip + scales 1,2 + voting": ", TTA"}
 TARGET_SETS = ("facemask val", "WIDER val ")
 
 
+def score_text(value: float, release: float | None, digits: int) -> str:
+    """`value` to `digits` decimals, bold when at or above its release's score (None: no release to compare)."""
+    text = f"{value:.{digits}f}"
+    return f"**{text}**" if release is not None and value >= release else text
+
+
 def targets_table(rows: list[dict], releases: dict[str, str]) -> str:
     """Each release, then the models measured against it (`releases`: model: its release), to four digits on the
     sets the targets name (the face dataset, WIDER's easy / medium / hard in one column per setting), single pass;
@@ -317,9 +322,7 @@ def targets_table(rows: list[dict], releases: dict[str, str]) -> str:
 
     def number(model: str, key: tuple[str, str]) -> str:
         value, release = scores[model].get(key), scores.get(releases.get(model, ""), {}).get(key)
-        if value is None:
-            return ""
-        return f"**{value:.4f}**" if release is not None and value >= release else f"{value:.4f}"
+        return "" if value is None else score_text(value, release, 4)
 
     def cell(model: str, keys: list[tuple[str, str]]) -> str:
         return " / ".join(number(model, k) for k in keys)
@@ -343,11 +346,8 @@ def summary_table(rows: list[dict], releases: dict[str, str] | None = None) -> s
             cells[r["model"]]["ms"] = r["latency_ms_640x480"]
 
     def cell(model: str, key: tuple[str, str]) -> str:
-        if key not in cells[model]:
-            return ""
-        value = cells[model][key]
-        release = cells.get((releases or {}).get(model, ""), {})
-        return f"**{value:.3f}**" if key in release and value >= release[key] else f"{value:.3f}"
+        release = cells.get((releases or {}).get(model, ""), {}).get(key)
+        return score_text(cells[model][key], release, 3) if key in cells[model] else ""
 
     return markdown_table(["model", *columns.values(), "CPU ms, 640x480"],
                           [[model, *(cell(model, k) for k in columns), f"{c.get('ms', 0):.0f}"]
