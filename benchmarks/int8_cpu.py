@@ -78,8 +78,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="the shipped model to quantise (default: %(default)s)")
     parser.add_argument("--keep-float", nargs="*", metavar="MODULE",
                         help="modules (PyTorch names) the partly quantised model keeps in FP32 (default: those the "
-                             "shipped INT8 model keeps: base.0 base.1 base.2 loc conf, the backbone's first stage and "
-                             "the heads, and for the default upfeat, the FPN's upsampling convolutions)")
+                             "shipped INT8 model keeps: the heads, loc conf, and for the default the backbone's first "
+                             "stage and the FPN's upsampling convolutions, base.0 base.1 base.2 upfeat, for the fast "
+                             "model the stem convolution, base.0)")
     parser.add_argument("--percentile-keep-float", action="store_true",
                         help="also measure percentile ranges with --keep-float's modules in FP32, the model --save "
                              "keeps (the shipped INT8 models' recipe)")

@@ -60,8 +60,8 @@ def test_the_shipped_models_meet_their_face_dataset_targets(short, release, targ
 @pytest.mark.parametrize("fp32", ["default", "fast"])
 def test_the_int8_models_are_the_shipped_ones_quantised_and_as_accurate_on_the_face_dataset(fp32):
     """Every convolution INT8 (its input and weights come through DequantizeLinear) but those of the modules the
-    cards keep in FP32 (the backbone's first stage and the heads; the default's FPN too), the FP32 model's spec, within
-    0.01 of the FP32 model's VOC AP50 on the face dataset's val split (README: INT8 on the CPU)."""
+    cards keep in FP32 (the heads; the default's first stage and FPN, the fast model's stem), the FP32 model's spec,
+    within 0.01 of the FP32 model's VOC AP50 on the face dataset's val split (README: INT8 on the CPU)."""
     import onnx
 
     import edgeface
