@@ -72,15 +72,19 @@ def int8_variants(stem: Path, keep_float: list[str], percentile_keep_float: bool
 
 
 def main(argv: list[str] | None = None) -> None:
+    from edgeface.export.precision import SHIPPED_INT8_KEEP_FLOAT, quantize_int8_cpu
+
+    shipped_keep = "; ".join(f"with --model {model}, {' '.join(modules)}"
+                             for model, modules in SHIPPED_INT8_KEEP_FLOAT.items())
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calibration", type=at_least(1), default=64, help="calibration photos (default: %(default)s)")
     parser.add_argument("--model", default="default", choices=["default", "fast"],
                         help="the shipped model to quantise (default: %(default)s)")
     parser.add_argument("--keep-float", nargs="*", metavar="MODULE",
                         help="modules (PyTorch names) the partly quantised model keeps in FP32 (default: those the "
-                             "shipped INT8 model keeps: the heads, loc conf, and for the default the backbone's first "
-                             "stage and the FPN's upsampling convolutions, base.0 base.1 base.2 upfeat, for the fast "
-                             "model the stem convolution, base.0)")
+                             f"shipped INT8 model keeps: {shipped_keep}. base.0 is the stem convolution, base.1 and "
+                             "base.2 the rest of the backbone's first stage, upfeat the FPN's upsampling convolutions, "
+                             "loc and conf the heads)")
     parser.add_argument("--percentile-keep-float", action="store_true",
                         help="also measure percentile ranges with --keep-float's modules in FP32, the model --save "
                              "keeps (the shipped INT8 models' recipe)")
@@ -90,7 +94,6 @@ def main(argv: list[str] | None = None) -> None:
                         help="also score WIDER val on frames fitting this square (default: %(default)s; none: only "
                              "at the images' own size)")
     args = parser.parse_args(argv)
-    from edgeface.export.precision import SHIPPED_INT8_KEEP_FLOAT, quantize_int8_cpu
     from edgeface.weights import SHIPPED
 
     if not (SHARED / "data" / "facemask").exists():

@@ -155,12 +155,13 @@ def quantize_int8_cpu(src: str | os.PathLike, dst: str | os.PathLike, images: Se
 
 # The backbone's first stage (highest resolution: the small faces) and the heads: with min-max ranges the default
 # lost up to 0.015 AP quantising every layer and at most 0.009 keeping these in FP32 (README, INT8 on the CPU)
-FIRST_STAGE_AND_HEADS = ("base.0", "base.1", "base.2", "loc", "conf")
+HEADS = ("loc", "conf")
+FIRST_STAGE_AND_HEADS = ("base.0", "base.1", "base.2", *HEADS)
 # What each shipped INT8 model keeps in FP32 (percentile ranges for the rest). The default also keeps the FPN's
 # upsampling convolutions: without them it lost 0.0104 on WIDER hard in 416 px frames on VNNI CPUs, with them 0.0094,
 # for 0.03x more of the FP32 model's time (edgeface_default_int8.md). The fast model keeps only the stem convolution
 # of its first stage: 416 px frames' hard setting then lost 0.005 instead of 0.008, in less time (edgeface_fast_int8.md)
-SHIPPED_INT8_KEEP_FLOAT = {"default": (*FIRST_STAGE_AND_HEADS, "upfeat"), "fast": ("base.0", "loc", "conf")}
+SHIPPED_INT8_KEEP_FLOAT = {"default": (*FIRST_STAGE_AND_HEADS, "upfeat"), "fast": ("base.0", *HEADS)}
 
 
 def nodes_of(model: onnx.ModelProto, modules: Sequence[str]) -> list[str]:
