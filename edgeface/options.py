@@ -103,7 +103,7 @@ def check_keep_share(value: float, name: str = "keep") -> float:
 
 
 def check_box_shift(value: float, name: str = "down") -> float:
-    """A box centre's shift in anchor heights (:func:`edgeface.models.checkpoint.move_boxes`), in [-0.5, 0.5]."""
+    """A box centre's shift in box heights (:func:`edgeface.models.checkpoint.move_boxes`), in [-0.5, 0.5]."""
     value = _real(name, value)
     if not -0.5 <= value <= 0.5:
         raise OptionError(f"{name} must be in [-0.5, 0.5] (a share of the anchor's height), got {value:g}")

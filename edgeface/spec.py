@@ -15,7 +15,8 @@ from typing import Any, Optional
 SPEC_KEY = "edgeface.spec"
 TENSOR_NAMES = ("input", "loc", "conf")  # an export's network input and outputs (ONNX graphs, TensorRT engines)
 INPUT, LOC, CONF = TENSOR_NAMES
-SPEC_VERSION = 4  # 2: explicit template shapes and the test-time strategy; 3: input.min_side; 4: size_multiple
+SPEC_VERSION = 5  # 2: explicit template shapes and the test-time strategy; 3: input.min_side; 4: size_multiple;
+# 5: box_down
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,9 @@ class ModelSpec:
     anchors: AnchorSpec = field(default_factory=AnchorSpec)
     box_coding: str = "ssd"  # SSD centre-offset coding
     variances: tuple[float, float] = (0.1, 0.2)
+    # every decoded box moves down this share of its own height (negative: up): a dataset's label convention,
+    # which sits higher or lower on the face than the one the network learned (`edgeface move-boxes`)
+    box_down: float = 0.0
     score: str = "softmax2"  # outputs are (background, face) logits; max-out background is in the graph
     max_out_background: int = 3  # background logits max-pooled on the first level (documentation)
     score_threshold: float = 0.5
@@ -205,6 +209,9 @@ class ModelSpec:
         need(self.box_coding == "ssd" and self.score == "softmax2", f"this edgeface decodes SSD boxes and two-class "
              f"softmax scores, not {self.box_coding!r} / {self.score!r}; upgrade edgeface")
         need(len(self.variances) == 2 and positive(self.variances), "variances are 2 numbers above 0")
+        need(isinstance(self.box_down, (int, float)) and not isinstance(self.box_down, bool)
+             and abs(self.box_down) <= 0.5, f"box_down is a share of a box's height in [-0.5, 0.5], got "
+             f"{self.box_down!r}")
         need(positive([self.pre_nms_top_k]), f"pre_nms_top_k must be above 0, got {self.pre_nms_top_k}")
         from .options import (  # (options imports this module)
             check_max_detections,

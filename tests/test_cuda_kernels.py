@@ -147,27 +147,28 @@ def test_preprocess_kernel_on_a_real_photo(cuda, photo_paths):
     assert np.abs(got - expected).mean() < 1e-3
 
 
-def run_decode(cuda, loc, conf, anchors, threshold, capacity):
+def run_decode(cuda, loc, conf, anchors, threshold, capacity, down=0.0):
     runtime, kernels, stream = cuda
     n = len(anchors)
     inputs = [upload(runtime, a, stream) for a in (loc, conf, anchors)]
     boxes, scores, anchor, count = (runtime.DeviceBuffer(capacity * s) for s in (16, 4, 4, 4))
     count.zero(stream)
     kernels.launch("ef_decode", ((n + 255) // 256, 1, 1), (256, 1, 1), stream, *(b.ptr for b in inputs), n,
-                   threshold, *SPEC.variances, capacity, boxes.ptr, scores.ptr, anchor.ptr, count.ptr)
+                   threshold, *SPEC.variances, down, capacity, boxes.ptr, scores.ptr, anchor.ptr, count.ptr)
     total = int(download(count, 1, np.int32, stream)[0])
     k = min(total, capacity)
     return (download(boxes, (capacity, 4), np.float32, stream)[:k], download(scores, capacity, np.float32, stream)[:k],
             download(anchor, capacity, np.int32, stream)[:k], total)
 
 
-def test_decode_kernel_matches_its_reference(cuda, rng):
+@pytest.mark.parametrize("down", [0.0, 0.05, -0.3])
+def test_decode_kernel_matches_its_reference(cuda, rng, down):
     anchors = np.ascontiguousarray(generate_anchors(SPEC.anchors, 160, 120))
     loc = rng.normal(0, 1, (len(anchors), 4)).astype(np.float32)
     loc[::7, 2:] = rng.uniform(20, 1e4, (len(loc[::7]), 2))  # log-sizes that overflow exp unless both clamp
     conf = rng.normal(0, 2, (len(anchors), 2)).astype(np.float32)
-    boxes, scores, anchor, count = run_decode(cuda, loc, conf, anchors, 0.8, len(anchors))
-    ref_boxes, ref_scores, ref_anchor = decode_reference(loc, conf, anchors, 0.8, SPEC.variances)
+    boxes, scores, anchor, count = run_decode(cuda, loc, conf, anchors, 0.8, len(anchors), down)
+    ref_boxes, ref_scores, ref_anchor = decode_reference(loc, conf, anchors, 0.8, SPEC.variances, down)
     assert count == len(ref_anchor) > 0 and np.isfinite(ref_boxes).all() and np.isfinite(boxes).all()
     order = np.argsort(anchor)  # compaction order is arbitrary on a GPU
     np.testing.assert_array_equal(anchor[order], ref_anchor)

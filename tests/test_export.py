@@ -201,8 +201,9 @@ def test_the_shipped_models_read_back_mix_with_checkpoints_and_move(tmp_path):
             for a, b in zip(mixed(x), want):
                 torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
         assert not checkpoint.is_baked(release)  # the caller's model is left as it was
-        moved = checkpoint.move_boxes(fast, spec, down=0.1)
+        moved, moved_spec = checkpoint.move_boxes(fast, spec, down=0.1, width=1.1)
         assert not torch.equal(moved(x)[0], want_fast[0]) and torch.equal(moved(x)[1], want_fast[1])
+        assert moved_spec.box_down == spec.box_down + 0.1
     pytest.importorskip("onnxconverter_common")
     from edgeface.export.precision import cast_fp16
 

@@ -69,6 +69,21 @@ def test_gpu_pipeline_matches_the_cpu_detector(emulated_runtime, backend, photo_
     assert (plan.frame is None) == integrated and (plan.result_device is None) == integrated
 
 
+def test_boxes_moved_by_the_spec_move_alike_on_both_paths(emulated_runtime, backend, photo_paths):
+    from dataclasses import replace
+
+    moved = OnnxBackend(str(DEFAULT_MODEL))
+    moved.spec = replace(moved.spec, box_down=0.2)  # a label convention lower on the face, as the fast model's
+    gpu = pipeline(emulated_runtime, moved)
+    image = edgeface.read_image(photo_paths[0])
+    plain, cpu = (edgeface.Detector(b, min_side=0)(image) for b in (backend, moved))
+    got = gpu.detect(image)
+    assert len(got) > 0
+    assert_same(got, cpu)
+    height = plain.boxes[:, 3] - plain.boxes[:, 1]
+    np.testing.assert_allclose(got.boxes[:, 1] - plain.boxes[:, 1], 0.2 * height, atol=0.5)
+
+
 @pytest.mark.parametrize("capturable", [True, False], ids=["whole-frame", "around-the-network"])
 def test_graph_replay_equals_launching_each_kernel(emulated_runtime, backend, photo_paths, capturable):
     """Captured once at the second frame of a size, the graphs re-read the staging buffer and re-zero the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -332,18 +333,29 @@ def test_moved_boxes_sit_where_asked_and_nothing_else_changes(tmp_path):
     torch.manual_seed(0)
     spec = default_spec("extd32")
     model = create_model("extd32").eval()
-    moved = move_boxes(model, spec, down=0.1, width=1.2, height=0.9)
+    moved, moved_spec = move_boxes(model, spec, down=0.1, width=1.2, height=0.9)
+    assert moved_spec == replace(spec, box_down=0.1)
     x = torch.rand(1, 3, 128, 128)
     with torch.no_grad():
         (loc, conf), (moved_loc, moved_conf) = model(x), moved(x)
     assert torch.equal(conf, moved_conf)  # only the boxes move
     anchors = generate_anchors(spec.anchors, 128, 128)
-    before, after = (decode_boxes(v[0].numpy(), anchors, spec.variances) for v in (loc, moved_loc))
+    before = decode_boxes(loc[0].numpy(), anchors, spec.variances)
+    after = decode_boxes(moved_loc[0].numpy(), anchors, spec.variances, moved_spec.box_down)
     size, moved_size = before[:, 2:] - before[:, :2], after[:, 2:] - after[:, :2]
     np.testing.assert_allclose(moved_size, size * [1.2, 0.9], rtol=1e-4)
     centre, moved_centre = (before[:, :2] + before[:, 2:]) / 2, (after[:, :2] + after[:, 2:]) / 2
-    np.testing.assert_allclose(moved_centre - centre, np.stack([0 * anchors[:, 3], 0.1 * anchors[:, 3]], 1),
-                               atol=1e-3)
+    np.testing.assert_allclose(moved_centre - centre, np.stack([0 * size[:, 1], 0.1 * moved_size[:, 1]], 1),
+                               rtol=1e-4, atol=1e-3)  # in each box's own height, however far from its anchor's
+    # a second move adds to the first, each in the heights of the boxes it moved
+    again, again_spec = move_boxes(moved, moved_spec, down=-0.05, height=1.25)
+    twice = decode_boxes(again(x)[0][0].detach().numpy(), anchors, spec.variances, again_spec.box_down)
+    (cx, cy), (w, h) = moved_centre.T, moved_size.T
+    cy, h = cy - 0.05 * 1.25 * h, 1.25 * h
+    want = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
+    np.testing.assert_allclose(twice, want, rtol=1e-4, atol=2e-3)
+    with pytest.raises(OptionError, match="would sit 0.6 lower"):
+        move_boxes(moved, moved_spec, down=0.5)
     with pytest.raises(OptionError, match=r"down must be in \[-0.5, 0.5\]"):
         move_boxes(model, spec, down=0.6)
     for bad, why in ((float("nan"), "a finite number"), ("0.1", "a number"), (True, "a number")):
@@ -360,12 +372,18 @@ def test_moved_boxes_sit_where_asked_and_nothing_else_changes(tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     loaded, loaded_spec = load_checkpoint(tmp_path / "b.pt")
-    assert loaded_spec.model_version == f"{spec.model_version}-boxes+0.1x1.2x0.9"
+    assert loaded_spec == replace(moved_spec, model_version=f"{spec.model_version}-boxes+0.1x1.2x0.9")
     for key, value in moved.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[key], value, rtol=0, atol=0)
     failed = subprocess.run([*cli, "--height", "0", "-o", str(tmp_path / "bad.pt")], capture_output=True, text=True)
     assert failed.returncode == 2 and "--height: a box side's factor must be in [0.5, 2], got 0" in failed.stderr
     assert not (tmp_path / "bad.pt").exists()
+    for mix in (["average", "a.pt", "b.pt"], ["interpolate", "a.pt", "b.pt", "--alpha", "0.5"]):
+        failed = subprocess.run([sys.executable, "-m", "edgeface", *mix, "-o", "mix.pt"], capture_output=True,
+                                text=True, cwd=tmp_path)
+        assert failed.returncode == 1 and "moved by different shares of their height (a.pt 0, b.pt 0.1)" in \
+            failed.stderr and "Traceback" not in failed.stderr
+    assert not (tmp_path / "mix.pt").exists()
 
 
 def test_batchnorm_baked_into_the_convolutions_keeps_the_function_and_the_names():

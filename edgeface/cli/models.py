@@ -66,7 +66,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"  frames:      {scale}, padded at the right and bottom to multiples of {spec.input.size_multiple} px")
     print(f"  anchors:     strides {spec.anchors.strides}, sizes {[list(s) for s in spec.anchors.sizes]}, "
           f"ratios {spec.anchors.ratios}")
-    print(f"  boxes:       {spec.box_coding} coding, variances {spec.variances}; scores {spec.score}, "
+    moved = f", moved {spec.box_down:g} of their height down" if spec.box_down else ""
+    print(f"  boxes:       {spec.box_coding} coding, variances {spec.variances}{moved}; scores {spec.score}, "
           f"max-out background {spec.max_out_background}")
     print(f"  defaults:    score > {spec.score_threshold}, NMS IoU {spec.nms_iou}, "
           f"at most {spec.max_detections} faces")
@@ -98,6 +99,10 @@ def load_weights_of_one_model(paths: list[str], purpose: str) -> list[tuple[Any,
     if len({spec.name for _, spec in loaded}) > 1:
         held = ", ".join(f"{path} holds {spec.name}" for path, (_, spec) in zip(paths, loaded))
         raise EdgefaceError(f"{held}: {purpose} needs weights of one model")
+    if len({spec.box_down for _, spec in loaded}) > 1:
+        held = ", ".join(f"{path} {spec.box_down:g}" for path, (_, spec) in zip(paths, loaded))
+        raise EdgefaceError(f"the models' boxes are moved by different shares of their height ({held}): {purpose} "
+                            "needs models whose boxes sit alike; mix the unmoved weights, then `edgeface move-boxes`")
     return loaded
 
 
@@ -154,13 +159,13 @@ def cmd_move_boxes(args: argparse.Namespace) -> int:
 
     check_not_an_input(args.output, [args.model])
     model, spec = load_any_checkpoint(args.model)
-    moved = move_boxes(model, spec, args.down, args.width, args.height)
+    moved, moved_spec = move_boxes(model, spec, args.down, args.width, args.height)
     version = args.model_version or f"{spec.model_version}-boxes{args.down:+g}x{args.width:g}x{args.height:g}"
-    save_checkpoint(moved, replace(spec, model_version=version), args.output,
+    save_checkpoint(moved, replace(moved_spec, model_version=version), args.output,
                     moved_boxes={"model": os.path.basename(args.model), "down": args.down, "width": args.width,
                                  "height": args.height})
-    print(f"{args.output}: {spec.name}, the boxes of {args.model} {args.down:g} anchor heights lower, "
-          f"x{args.width:g} as wide and x{args.height:g} as tall")
+    print(f"{args.output}: {spec.name}, the boxes of {args.model} x{args.width:g} as wide, x{args.height:g} as "
+          f"tall and {args.down:g} of their height lower")
     return 0
 
 
@@ -226,19 +231,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_interpolate)
 
     p = sub.add_parser("move-boxes", help="move and resize every box a model draws (another dataset's convention)",
-                       description="Write the checkpoint of MODEL whose boxes sit DOWN x their anchor's height "
-                                   "lower (an anchor is about the size of the faces it finds) and are WIDTH and "
-                                   "HEIGHT times as wide and tall. Datasets draw faces differently (hairline or "
-                                   "brow to chin, a mask or not), and at IoU 0.5 a model drawn to one convention "
-                                   "misses faces labelled to another: `edgeface eval` prints where a model's boxes "
-                                   "sit against a dataset's labels (box placement). Only the box heads' biases "
-                                   "change, so the move costs no time and every export keeps it. Choose the move "
-                                   "on training splits, and score it on validation sets of every kind you care "
+                       description="Write the checkpoint of MODEL whose boxes are WIDTH and HEIGHT times as "
+                                   "wide and tall and sit DOWN x their height lower. Datasets draw faces "
+                                   "differently (hairline or brow to chin, a mask or not), and at IoU 0.5 a model "
+                                   "drawn to one convention misses faces labelled to another: `edgeface eval` "
+                                   "prints where a model's boxes sit against a dataset's labels (box placement). "
+                                   "The box heads' biases resize the boxes and the model spec's box_down moves "
+                                   "them, so the move costs no time and every export keeps it. Choose the move on "
+                                   "training splits, and score it on validation sets of every kind you care "
                                    "about.")
     p.add_argument("model", help="an edgeface checkpoint, an EXTD authors' .pth, or an edgeface ONNX export or "
                                   "shipped model (default, fast)")
     p.add_argument("--down", type=checked(check_box_shift), default=0.0,
-                   help="centre shift in anchor heights, in [-0.5, 0.5]; negative: up (default: 0)")
+                   help="centre shift in box heights, in [-0.5, 0.5]; negative: up (default: 0)")
     p.add_argument("--width", type=checked(check_box_scale), default=1.0,
                    help="width factor, in [0.5, 2] (default: 1)")
     p.add_argument("--height", type=checked(check_box_scale), default=1.0,

@@ -34,10 +34,14 @@ def encode_boxes(boxes: np.ndarray, anchors: np.ndarray, variances: tuple[float,
     return np.concatenate([centre, size], axis=1).astype(np.float32)
 
 
-def decode_boxes(offsets: np.ndarray, anchors: np.ndarray, variances: tuple[float, float]) -> np.ndarray:
-    """Inverse of :func:`encode_boxes`: ``(N, 4)`` offsets and cxcywh anchors -> ``(N, 4)`` xyxy float32."""
+def decode_boxes(offsets: np.ndarray, anchors: np.ndarray, variances: tuple[float, float],
+                 down: float = 0.0) -> np.ndarray:
+    """Inverse of :func:`encode_boxes`: ``(N, 4)`` offsets and cxcywh anchors -> ``(N, 4)`` xyxy float32, each box
+    then moved `down` x its own height (a spec's ``box_down``)."""
     centre = anchors[:, :2] + offsets[:, :2] * variances[0] * anchors[:, 2:]
     size = anchors[:, 2:] * np.exp(np.fmin(offsets[:, 2:] * variances[1], np.float32(MAX_LOG_SIZE)))
+    if down:
+        centre[:, 1] += np.float32(down) * size[:, 1]
     return np.concatenate([centre - size / 2, centre + size / 2], axis=1).astype(np.float32)
 
 

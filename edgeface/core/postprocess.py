@@ -43,7 +43,7 @@ def decode_detections(loc: np.ndarray, conf: np.ndarray, anchors: np.ndarray, sp
     candidates = best_scoring(candidates, scores, top_k or spec.pre_nms_top_k)
     if len(candidates) == 0:
         return Detections.empty()
-    boxes = decode_boxes(loc[candidates], anchors[candidates], spec.variances)
+    boxes = decode_boxes(loc[candidates], anchors[candidates], spec.variances, spec.box_down)
     scores = scores[candidates].astype(np.float32)
     keep = nms(boxes, scores, nms_iou, max_detections)
     return in_source(transform, boxes[keep], scores[keep])

@@ -7,6 +7,7 @@ import copy
 import math
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Optional
 
 import torch
@@ -313,29 +314,34 @@ def interpolate_weights(start: nn.Module, end: nn.Module, alpha: float, keep: fl
 
 
 def move_boxes(model: nn.Module, spec: ModelSpec, down: float = 0.0, width: float = 1.0,
-               height: float = 1.0) -> nn.Module:
-    """A copy of `model` that draws its boxes elsewhere: each box's centre `down` x its anchor's height lower
-    (negative: higher; an anchor is about the size of the faces it finds), each box `width` and `height` times as
-    wide and tall. Datasets draw faces differently (brow to chin or hairline to chin, a mask included or not), and
-    at IoU 0.5 a model drawn to one convention misses faces labelled to another; ``edgeface eval`` reports where a
-    model's boxes sit against a dataset's labels. The move is exact and costs nothing at run time: SSD box coding
-    adds each box head's bias to the offsets before decoding (centre ``offset * variance * anchor size``, size
-    ``anchor size * exp(offset * variance)``), so it changes only those biases, and every export carries it."""
+               height: float = 1.0) -> tuple[nn.Module, ModelSpec]:
+    """A copy of `model` and its spec that draw the boxes elsewhere: each box `width` and `height` times as wide and
+    tall, then its centre `down` x its height lower (negative: higher). Datasets draw faces differently (brow to
+    chin or hairline to chin, a mask included or not), and at IoU 0.5 a model drawn to one convention misses faces
+    labelled to another; ``edgeface eval`` reports where a model's boxes sit against a dataset's labels.
+
+    Exact and free at run time: SSD box coding sizes a box ``anchor size * exp(offset * variance)``, so the box
+    heads' biases scale it; the shift, in the box's own height (a 6 px face moves as far, for its size, as a
+    60 px one), is the spec's ``box_down``, which every decoder applies. Training starts from the network's own
+    convention (its spec's ``box_down`` 0)."""
     down, width, height = check_box_shift(down), check_box_scale(width, "width"), check_box_scale(height, "height")
     heads = getattr(model, "loc", None)
     if spec.box_coding != "ssd" or not isinstance(heads, nn.ModuleList) or not all(
             isinstance(h, nn.Conv2d) and h.bias is not None and h.out_channels % 4 == 0 for h in heads):
         raise OptionError(f"{spec.name} has no SSD box heads (`loc` convolutions with biases) whose boxes edgeface "
                           "can move")
-    centre_variance, size_variance = spec.variances
-    shift = torch.tensor([0.0, down / centre_variance, math.log(width) / size_variance,
-                          math.log(height) / size_variance])
+    box_down = spec.box_down / height + down  # the earlier shift was in the heights before this resize
+    if abs(box_down) > 0.5:
+        raise OptionError(f"{spec.name}'s boxes already sit {spec.box_down:g} of their height lower: moved "
+                          f"{down:g} more, they would sit {box_down:g} lower, beyond the 0.5 a box can move")
+    size_variance = spec.variances[1]
+    resize = torch.tensor([0.0, 0.0, math.log(width) / size_variance, math.log(height) / size_variance])
     moved = copy.deepcopy(model)
     with torch.no_grad():
         for name, bias in moved.named_parameters():
             if name.startswith("loc.") and name.endswith(".bias"):  # the box heads' (checked above)
-                bias.view(-1, 4).add_(shift.to(bias))  # each anchor's (dx, dy, dw, dh)
-    return moved.eval()
+                bias.view(-1, 4).add_(resize.to(bias))  # each anchor's (dx, dy, dw, dh)
+    return moved.eval(), replace(spec, box_down=box_down)
 
 
 def _largest_entries(change: torch.Tensor, keep: float) -> torch.Tensor:

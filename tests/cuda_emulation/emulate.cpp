@@ -41,10 +41,10 @@ extern "C" void emulate_ef_preprocess(int gx, int gy, int bx, int by, const unsi
 }
 
 extern "C" void emulate_ef_decode(int gx, int gy, int bx, int by, const float* loc, const float* conf,
-                                  const float* anchors, int n, float threshold, float v0, float v1, int capacity,
-                                  float* boxes, float* scores, int* anchor, int* count) {
+                                  const float* anchors, int n, float threshold, float v0, float v1, float down,
+                                  int capacity, float* boxes, float* scores, int* anchor, int* count) {
     EF_GRID(gx, gy, bx, by,
-            ef_decode(loc, conf, anchors, n, threshold, v0, v1, capacity, boxes, scores, anchor, count))
+            ef_decode(loc, conf, anchors, n, threshold, v0, v1, down, capacity, boxes, scores, anchor, count))
 }
 
 extern "C" void emulate_ef_select_histogram(int gx, int gy, int bx, int by, const float* scores, const int* anchor,

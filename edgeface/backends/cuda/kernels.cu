@@ -85,7 +85,7 @@ extern "C" __global__ void ef_preprocess(
 // with an atomic counter (order is arbitrary; ef_rank restores a deterministic one). One thread per anchor.
 extern "C" __global__ void ef_decode(
     const float* loc, const float* conf, const float* anchors, int num_anchors, float threshold,
-    float variance0, float variance1, int capacity,
+    float variance0, float variance1, float down, int capacity,
     float* out_boxes, float* out_scores, int* out_anchor, int* out_count)
 {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -99,6 +99,7 @@ extern "C" __global__ void ef_decode(
     float cx = a[0] + d[0] * variance0 * a[2], cy = a[1] + d[1] * variance0 * a[3];
     float w = a[2] * expf(fminf(d[2] * variance1, EF_MAX_LOG_SIZE));
     float h = a[3] * expf(fminf(d[3] * variance1, EF_MAX_LOG_SIZE));
+    cy += down * h;  // the spec's box_down: the boxes in another dataset's convention
     out_boxes[4 * k + 0] = cx - 0.5f * w;
     out_boxes[4 * k + 1] = cy - 0.5f * h;
     out_boxes[4 * k + 2] = cx + 0.5f * w;

@@ -263,8 +263,8 @@ class GpuPipeline:
         s, launch, n, k = self.stream, self.kernels.launch, plan.num_anchors, self.top_k
         plan.count.zero(s)
         launch("ef_decode", ((n + BLOCK - 1) // BLOCK, 1, 1), (BLOCK, 1, 1), s, plan.loc.ptr, plan.conf.ptr,
-               plan.anchors.ptr, n, self.score_threshold, *self.spec.variances, n, plan.boxes.ptr, plan.scores.ptr,
-               plan.anchor_index.ptr, plan.count.ptr)
+               plan.anchors.ptr, n, self.score_threshold, *self.spec.variances, self.spec.box_down, n, plan.boxes.ptr,
+               plan.scores.ptr, plan.anchor_index.ptr, plan.count.ptr)
         self.enqueue_top_k(plan)
         launch("ef_rank", ((k + BLOCK - 1) // BLOCK, 1, 1), (BLOCK, 1, 1), s, plan.selected_boxes.ptr,
                plan.selected_scores.ptr, plan.selected_anchor.ptr, plan.select.ptr + 4 * SELECT_COUNT, k, k,

@@ -46,11 +46,11 @@ def preprocess_reference(image: np.ndarray, spec: InputSpec, size: tuple[int, in
 
 
 def decode_reference(loc: np.ndarray, conf: np.ndarray, anchors: np.ndarray, threshold: float,
-                     variances: tuple[float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     variances: tuple[float, float], down: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ef_decode (in anchor order): boxes, scores and anchor indices of the anchors scoring above `threshold`."""
     scores = face_scores(conf)
     keep = np.flatnonzero(scores > threshold)
-    return decode_boxes(loc[keep], anchors[keep], variances), scores[keep].astype(np.float32), keep
+    return decode_boxes(loc[keep], anchors[keep], variances, down), scores[keep].astype(np.float32), keep
 
 
 def rank_reference(scores: np.ndarray, anchor: np.ndarray, k: int) -> np.ndarray:

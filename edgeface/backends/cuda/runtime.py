@@ -196,7 +196,8 @@ POINTER, INT, FLOAT = "p", "i", "f"
 SIGNATURES = {  # the kernels' parameters, in order
     "ef_preprocess": (POINTER, INT, INT, INT, INT, INT, POINTER, INT, INT, INT, INT, INT, INT, INT, INT,
                       FLOAT, FLOAT, FLOAT, FLOAT, FLOAT, FLOAT),
-    "ef_decode": (POINTER, POINTER, POINTER, INT, FLOAT, FLOAT, FLOAT, INT, POINTER, POINTER, POINTER, POINTER),
+    "ef_decode": (POINTER, POINTER, POINTER, INT, FLOAT, FLOAT, FLOAT, FLOAT, INT, POINTER, POINTER, POINTER,
+                  POINTER),
     "ef_select_histogram": (POINTER, POINTER, POINTER, INT, INT, POINTER),
     "ef_select_pick": (POINTER, INT, INT, INT, POINTER),
     "ef_select_compact": (POINTER, POINTER, POINTER, POINTER, INT, POINTER, POINTER, POINTER, POINTER),
