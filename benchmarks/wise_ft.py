@@ -94,13 +94,12 @@ def main(argv: list[str] | None = None) -> None:
     except OptionError as exc:
         parser.error(str(exc))
     from edgeface.export.onnx_export import export_onnx
-    from edgeface.models.checkpoint import interpolate_weights, load_any_checkpoint
+    from edgeface.models.checkpoint import interpolate_weights, load_weights_of_one_model
 
     if not (SHARED / "data" / "facemask").exists():
         print(f"skipped: {SHARED / 'data'} not found (the shared data folder is not beside the checkout)")
         return
-    start, spec = load_any_checkpoint(args.start)
-    end, end_spec = load_any_checkpoint(args.end)
+    (start, spec), (end, end_spec) = load_weights_of_one_model([args.start, args.end], "wise-ft")
     sets = both_validations(args.wider_max_side, args.wider_frame_side, args.wider_holdout)
     check = str(next((SHARED / "data" / "facemask" / "images").glob("*.jpg")))
     rows = []

@@ -7,7 +7,6 @@ import argparse
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 from ..errors import EdgefaceError
 from ..options import check_box_scale, check_box_shift, check_keep_share, parse_module_scale
@@ -91,26 +90,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_weights_of_one_model(paths: list[str], purpose: str) -> list[tuple[Any, Any]]:
-    """``(model, spec)`` of each checkpoint at `paths`; an error naming each file's model when they differ."""
-    from ..models.checkpoint import load_any_checkpoint
-
-    loaded = [load_any_checkpoint(path) for path in paths]
-    if len({spec.name for _, spec in loaded}) > 1:
-        held = ", ".join(f"{path} holds {spec.name}" for path, (_, spec) in zip(paths, loaded))
-        raise EdgefaceError(f"{held}: {purpose} needs weights of one model")
-    if len({spec.box_down for _, spec in loaded}) > 1:
-        held = ", ".join(f"{path} {spec.box_down:g}" for path, (_, spec) in zip(paths, loaded))
-        raise EdgefaceError(f"the models' boxes are moved by different shares of their height ({held}): {purpose} "
-                            "needs models whose boxes sit alike; mix the unmoved weights, then `edgeface move-boxes`")
-    return loaded
-
-
 def cmd_average(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from ..core.files import check_not_an_input
-    from ..models.checkpoint import average_weights, save_checkpoint
+    from ..models.checkpoint import average_weights, load_weights_of_one_model, save_checkpoint
 
     if len(args.models) < 2:
         raise EdgefaceError("give at least two models to average")
@@ -131,7 +115,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from ..core.files import check_not_an_input
-    from ..models.checkpoint import interpolate_weights, save_checkpoint
+    from ..models.checkpoint import interpolate_weights, load_weights_of_one_model, save_checkpoint
 
     check_not_an_input(args.output, [args.start, args.end])
     (start, _), (end, end_spec) = load_weights_of_one_model([args.start, args.end], "interpolation")

@@ -259,6 +259,21 @@ def _baked_copy(model: nn.Module) -> nn.Module:
     return baked
 
 
+def load_weights_of_one_model(paths: Sequence[str | os.PathLike], purpose: str) -> list[tuple[nn.Module, ModelSpec]]:
+    """``(model, spec)`` of each model file at `paths`, to mix in weight space (`purpose`, e.g. "a soup"); an
+    :class:`OptionError` when they are not one model (naming each file's) or their boxes are moved apart (the
+    spec's ``box_down``, which no weight carries)."""
+    loaded = [load_any_checkpoint(path) for path in paths]
+    if len({spec.name for _, spec in loaded}) > 1:
+        held = ", ".join(f"{path} holds {spec.name}" for path, (_, spec) in zip(paths, loaded))
+        raise OptionError(f"{held}: {purpose} needs weights of one model")
+    if len({spec.box_down for _, spec in loaded}) > 1:
+        held = ", ".join(f"{path} {spec.box_down:g}" for path, (_, spec) in zip(paths, loaded))
+        raise OptionError(f"the models' boxes are moved by different shares of their height ({held}): {purpose} "
+                          "needs models whose boxes sit alike; mix the unmoved weights, then `edgeface move-boxes`")
+    return loaded
+
+
 def average_weights(models: Sequence[nn.Module], weights: Optional[Sequence[float]] = None) -> nn.Module:
     """A copy of the last of `models` whose floating-point weights and buffers are their weighted mean (`weights`,
     non-negative, normalised to sum 1; default: equal): a model soup of fine-tunes of one model (Wortsman et al.
