@@ -106,7 +106,7 @@ def check_box_shift(value: float, name: str = "down") -> float:
     """A box centre's shift in box heights (:func:`edgeface.models.checkpoint.move_boxes`), in [-0.5, 0.5]."""
     value = _real(name, value)
     if not -0.5 <= value <= 0.5:
-        raise OptionError(f"{name} must be in [-0.5, 0.5] (a share of the anchor's height), got {value:g}")
+        raise OptionError(f"{name} must be in [-0.5, 0.5] (a share of the box's height), got {value:g}")
     return value
 
 
