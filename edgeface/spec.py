@@ -209,11 +209,9 @@ class ModelSpec:
         need(self.box_coding == "ssd" and self.score == "softmax2", f"this edgeface decodes SSD boxes and two-class "
              f"softmax scores, not {self.box_coding!r} / {self.score!r}; upgrade edgeface")
         need(len(self.variances) == 2 and positive(self.variances), "variances are 2 numbers above 0")
-        need(isinstance(self.box_down, (int, float)) and not isinstance(self.box_down, bool)
-             and abs(self.box_down) <= 0.5, f"box_down is a share of a box's height in [-0.5, 0.5], got "
-             f"{self.box_down!r}")
         need(positive([self.pre_nms_top_k]), f"pre_nms_top_k must be above 0, got {self.pre_nms_top_k}")
         from .options import (  # (options imports this module)
+            check_box_shift,
             check_max_detections,
             check_nms_iou,
             check_score_threshold,
@@ -224,4 +222,5 @@ class ModelSpec:
         check_nms_iou(self.nms_iou)
         check_max_detections(self.max_detections)
         check_test_time(self.test_time)
+        check_box_shift(self.box_down, "box_down")  # the rule `edgeface move-boxes --down` follows
         return self
