@@ -167,14 +167,27 @@ SHIPPED_INT8_KEEP_FLOAT = {"default": (*FIRST_STAGE_AND_HEADS, "upfeat"), "fast"
 
 def nodes_of(model: onnx.ModelProto, modules: Sequence[str]) -> list[str]:
     """Names of the nodes the PyTorch export made for `modules` (``"base.0"``: ``/base.0/...``; ``"loc"``: every
-    ``/loc.N/...`` too); a module that matches no node is a ValueError, not a silent full quantisation."""
+    ``/loc.N/...`` too), and of the module-less operations whose every float input comes from those (the heads'
+    transposes, reshapes and concatenations into the graph's outputs): quantised, they would round the FP32 heads'
+    box offsets and scores to 8 bits. A module that matches no node is a ValueError, not a silent full quantisation."""
     def module(node: onnx.NodeProto) -> str:
-        return node.name.split("/")[1] if node.name.startswith("/") else ""
+        return node.name.split("/")[1] if node.name.startswith("/") and node.name.count("/") > 1 else ""
 
     found = {m: [n.name for n in model.graph.node if module(n) == m or module(n).startswith(f"{m}.")] for m in modules}
     if missing := [m for m, names in found.items() if not names]:
         raise ValueError(f"no operations of module(s) {', '.join(missing)} in this ONNX graph")
-    return [name for names in found.values() for name in names]
+    kept = {name for names in found.values() for name in names}
+    typed = onnx.shape_inference.infer_shapes(model).graph
+    weights = {i.name for i in typed.initializer}
+    activations = {v.name for v in [*typed.input, *typed.value_info, *typed.output]
+                   if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT and v.name not in weights}
+    float_outputs = {out for n in model.graph.node if n.name in kept for out in n.output}
+    for node in model.graph.node:  # topological order: a tail's operations come after what they read
+        read = activations.intersection(node.input)
+        if not module(node) and read and read <= float_outputs:
+            kept.add(node.name)
+            float_outputs.update(node.output)
+    return [n.name for n in model.graph.node if n.name in kept]
 
 
 @dataclass

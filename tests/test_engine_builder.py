@@ -404,3 +404,24 @@ def test_cpu_int8_percentile_calibration_clips_rare_outliers(photo_paths, tmp_pa
     assert all(narrow[n] <= wide[n] * 1.0001 for n in shared)
     report = compare_precisions(FAST_MODEL, percentile, "int8", photo_paths[4:8])
     assert report.face_recall >= 0.8, report.summary()
+
+
+def test_cpu_int8_heads_kept_in_fp32_give_unrounded_outputs(photo_paths, tmp_path):
+    """With the heads in FP32 the operations that carry their outputs on (transposes, reshapes, concatenations)
+    stay FP32 too: the box offsets and scores are not rounded to 8 bits on their way out, while the FPN's
+    additions, which also read the INT8 backbone, are not pulled into FP32 by keeping its convolutions."""
+    from edgeface.export.precision import HEADS, nodes_of, quantize_int8_cpu
+    from edgeface.weights import FAST_MODEL
+
+    fp32 = onnx.load(FAST_MODEL)
+    assert all(name.startswith("/upfeat.") for name in nodes_of(fp32, ["upfeat"]))
+    int8 = onnx.load(quantize_int8_cpu(FAST_MODEL, tmp_path / "int8.onnx", photo_paths[:2], keep_float=HEADS))
+    producers = {out: n for n in int8.graph.node for out in n.output}
+    tail, todo = [], [o.name for o in int8.graph.output]
+    while todo:  # back from the outputs to the heads' convolutions
+        node = producers[todo.pop()]
+        tail.append(node.op_type)
+        if node.op_type != "Conv":
+            todo += [name for name in node.input if name in producers and producers[name].op_type != "Constant"]
+    assert "Conv" in tail and not {"QuantizeLinear", "DequantizeLinear"} & set(tail), tail
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in int8.graph.node}
