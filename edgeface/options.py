@@ -23,6 +23,7 @@ DEFAULT_MAX_SIDE = 1920
 DEVICES = ("cpu", "cuda", "cuda:N", "tensorrt")
 MAX_MARGIN = 10.0  # the most a face region grows on each side, in box sizes (Detections.regions)
 MAX_SCALE = 8.0  # the largest test-time resize factor (the papers' pyramids go up to 2; max_side bounds the input)
+INT8_CALIBRATIONS = ("minmax", "percentile")  # how INT8 quantisation sets each activation's range
 
 
 def _real(name: str, value: object) -> float:
@@ -100,6 +101,12 @@ def check_keep_share(value: float, name: str = "keep") -> float:
     if not 0.0 < value <= 1.0:
         raise OptionError(f"{name} must be in (0, 1], got {value:g}")
     return value
+
+
+def check_int8_calibration(value: object) -> str:
+    if value not in INT8_CALIBRATIONS:
+        raise OptionError(f"calibration must be one of {', '.join(INT8_CALIBRATIONS)}, got {value!r}")
+    return cast(str, value)
 
 
 def check_box_shift(value: float, name: str = "down") -> float:

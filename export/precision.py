@@ -22,7 +22,7 @@ import onnx
 from edgeface.core.boxes import box_iou
 from edgeface.core.files import atomic_write
 from edgeface.core.image import read_image
-from edgeface.errors import OptionError
+from edgeface.options import check_int8_calibration
 from edgeface.spec import INPUT, ModelSpec
 
 from .onnx_spec import embed_spec, read_onnx_spec
@@ -109,9 +109,6 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, images: Sequen
     return _calibrated(src, dst, images, size, quantise)
 
 
-INT8_CALIBRATIONS = ("minmax", "percentile")
-
-
 def quantize_int8_cpu(src: str | os.PathLike, dst: str | os.PathLike, images: Sequence[str | np.ndarray],
                       size: tuple[int, int] = (640, 480), keep_float: Sequence[str] = (),
                       calibration: str = "minmax") -> str:
@@ -129,8 +126,7 @@ def quantize_int8_cpu(src: str | os.PathLike, dst: str | os.PathLike, images: Se
     out only convolutions would still round what they read to 8 bits (:data:`SHIPPED_INT8_KEEP_FLOAT`).
     """
     src, dst = os.fspath(src), os.fspath(dst)
-    if calibration not in INT8_CALIBRATIONS:
-        raise OptionError(f"calibration must be one of {', '.join(INT8_CALIBRATIONS)}, got {calibration!r}")
+    check_int8_calibration(calibration)
 
     def quantise(batches: list[np.ndarray], out: str) -> None:
         from onnxruntime.quantization import CalibrationMethod, QuantType
@@ -165,15 +161,24 @@ FIRST_STAGE_AND_HEADS = ("base.0", "base.1", "base.2", *HEADS)
 SHIPPED_INT8_KEEP_FLOAT = {"default": (*FIRST_STAGE_AND_HEADS, "upfeat"), "fast": ("base.0", *HEADS)}
 
 
+def _module(node: onnx.NodeProto) -> str:
+    """The PyTorch module an exported node belongs to (``/base.0/conv/Conv``: ``base.0``); "" for module-less ones."""
+    return node.name.split("/")[1] if node.name.startswith("/") and node.name.count("/") > 1 else ""
+
+
+def heads_of(model: onnx.ModelProto) -> list[str]:
+    """Those of :data:`HEADS` that `model` has (EXTD's and SHF's `loc` / `conf`): what to keep in FP32 by default."""
+    found = {_module(n).split(".")[0] for n in model.graph.node}
+    return [head for head in HEADS if head in found]
+
+
 def nodes_of(model: onnx.ModelProto, modules: Sequence[str]) -> list[str]:
     """Names of the nodes the PyTorch export made for `modules` (``"base.0"``: ``/base.0/...``; ``"loc"``: every
     ``/loc.N/...`` too), and of the module-less operations whose every float input comes from those (the heads'
     transposes, reshapes and concatenations into the graph's outputs): quantised, they would round the FP32 heads'
     box offsets and scores to 8 bits. A module that matches no node is a ValueError, not a silent full quantisation."""
-    def module(node: onnx.NodeProto) -> str:
-        return node.name.split("/")[1] if node.name.startswith("/") and node.name.count("/") > 1 else ""
-
-    found = {m: [n.name for n in model.graph.node if module(n) == m or module(n).startswith(f"{m}.")] for m in modules}
+    found = {m: [n.name for n in model.graph.node if _module(n) == m or _module(n).startswith(f"{m}.")]
+             for m in modules}
     if missing := [m for m, names in found.items() if not names]:
         raise ValueError(f"no operations of module(s) {', '.join(missing)} in this ONNX graph")
     kept = {name for names in found.values() for name in names}
@@ -184,7 +189,7 @@ def nodes_of(model: onnx.ModelProto, modules: Sequence[str]) -> list[str]:
     float_outputs = {out for n in model.graph.node if n.name in kept for out in n.output}
     for node in model.graph.node:  # topological order: a tail's operations come after what they read
         read = activations.intersection(node.input)
-        if not module(node) and read and read <= float_outputs:
+        if not _module(node) and read and read <= float_outputs:
             kept.add(node.name)
             float_outputs.update(node.output)
     return [n.name for n in model.graph.node if n.name in kept]

@@ -94,6 +94,9 @@ def test_warnings_are_one_line_and_export_options_are_checked_before_the_model_l
     ("torch", ("train", "--config", "recipe.yaml"), "needs torch, which is not installed: pip install "
                                                     "'edgeface[train]'"),
     ("torch", ("export", "onnx", "extd32", "-o", "m.onnx"), "pip install 'edgeface[export]'"),
+    ("onnx", ("export", "int8", "m.onnx", "-o", "q.onnx", "--calibration-images", "."), "needs onnx, which is not "
+                                                                                     "installed: pip install "
+                                                                                     "'edgeface[export]'"),
     ("scipy", ("eval-wider", "submission", "--ground-truth", "gt"), "needs scipy, which is not installed: pip "
                                                                    "install 'edgeface[eval]'"),
 ])
@@ -107,6 +110,40 @@ def test_a_command_whose_extra_is_not_installed_says_which_to_install(blocked, a
                             cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert message in result.stderr
+
+
+def test_export_int8_quantises_an_export_for_the_cpu_and_checks_it_on_held_out_photos(tmp_path, photo_paths, capsys):
+    """`edgeface export int8`: the shipped fast model quantised on two photos, its heads in FP32 by default, checked
+    against FP32 on two others; bad options and modules are one-line errors that leave no file."""
+    import onnx
+
+    from edgeface.cli import main
+    from edgeface.export.precision import HEADS, nodes_of
+    from edgeface.weights import FAST_MODEL
+
+    out = tmp_path / "fast_int8.onnx"
+    assert main(["export", "int8", str(FAST_MODEL), "-o", str(out), "--calibration", "minmax",
+                 "--calibration-images", *photo_paths[:2], "--check-images", *photo_paths[2:4]]) == 0
+    printed = capsys.readouterr()
+    assert "calibrating on 2 photos (minmax ranges; FP32: loc, conf)" in printed.err
+    assert "fast_int8.onnx: INT8 for ONNX Runtime on CPUs" in printed.out
+    assert "int8 vs fp32 on 2 held-out images" in printed.out and "of FP32's faces kept" in printed.out
+    model = onnx.load(out)
+    producers = {name: n.op_type for n in model.graph.node for name in n.output}
+    convs = {n.name: producers.get(n.input[1]) for n in model.graph.node if n.op_type == "Conv"}  # weights
+    float_convs = {name for name, source in convs.items() if source != "DequantizeLinear"}
+    assert float_convs == set(nodes_of(model, HEADS)) & set(convs) and len(float_convs) == 12
+    assert main(["export", "int8", str(FAST_MODEL), "-o", str(tmp_path / "x.onnx"), "--keep-float", "backbone",
+                 "--calibration-images", photo_paths[0]]) == 1
+    assert "error: no operations of module(s) backbone in this ONNX graph" in capsys.readouterr().err
+    assert main(["export", "int8", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "x.onnx"),
+                 "--calibration-images", photo_paths[0]]) == 1
+    assert "missing.onnx: no such ONNX file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["export", "int8", str(FAST_MODEL), "-o", str(tmp_path / "x.onnx"), "--calibration", "entropy",
+              "--calibration-images", photo_paths[0]])
+    assert "calibration must be one of minmax, percentile, got 'entropy'" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fast_int8.onnx"]
 
 
 def test_convert_export_and_detect_end_to_end(tmp_path, photo_paths):

@@ -1,6 +1,6 @@
 """The ``edgeface`` command line. Each module holds a group of commands and adds their parsers: ``detect``;
 ``models`` (info, convert, average, interpolate, move-boxes); ``train`` (train, fisher, data show); ``evaluate``
-(eval, eval-wider); ``export`` (export onnx, build-engine); ``arguments``, what they share."""
+(eval, eval-wider); ``export`` (export onnx, export int8, build-engine); ``arguments``, what they share."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""``edgeface export onnx`` and ``edgeface build-engine`` (TensorRT, on the device that runs the engine)."""
+"""``edgeface export onnx``, ``edgeface export int8`` (ONNX Runtime on CPUs) and ``edgeface build-engine`` (TensorRT, on
+the device that runs the engine)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 from ..core.image import IMAGE_SUFFIXES, list_inputs
 from ..errors import EdgefaceError
-from ..options import check_min_side
+from ..options import INT8_CALIBRATIONS, check_int8_calibration, check_min_side
 from .arguments import checked, size_type
 
 
@@ -35,6 +36,34 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
         rtx = build_engine_rtx(args.output)
         print(f"TensorRT-RTX: parsed and built ({rtx.engine_bytes / 1e6:.1f} MB engine, profile {rtx.profile}) "
               f"in {rtx.seconds:.1f} s")
+    return 0
+
+
+def cmd_export_int8(args: argparse.Namespace) -> int:
+    import time
+
+    import onnx
+
+    from ..export.precision import compare_precisions, heads_of, quantize_int8_cpu
+
+    if not Path(args.onnx).is_file():
+        raise EdgefaceError(f"{args.onnx}: no such ONNX file")
+    calibration = [str(p) for p in list_inputs(args.calibration_images, IMAGE_SUFFIXES)]
+    check = [str(p) for p in list_inputs(args.check_images, IMAGE_SUFFIXES)] if args.check_images else []
+    keep = heads_of(onnx.load(args.onnx)) if args.keep_float is None else args.keep_float
+    print(f"calibrating on {len(calibration)} photos ({args.calibration} ranges; FP32: {', '.join(keep) or 'nothing'})",
+          file=sys.stderr)
+    start = time.perf_counter()
+    try:
+        quantize_int8_cpu(args.onnx, args.output, calibration, size=args.size, keep_float=keep,
+                          calibration=args.calibration)
+    except ValueError as exc:
+        raise EdgefaceError(str(exc)) from exc
+    mb = Path(args.output).stat().st_size / 1e6, Path(args.onnx).stat().st_size / 1e6
+    print(f"{args.output}: INT8 for ONNX Runtime on CPUs, {mb[0]:.1f} MB (FP32 {mb[1]:.1f} MB), "
+          f"{time.perf_counter() - start:.0f} s")
+    if check:
+        print(compare_precisions(args.onnx, args.output, "int8", check).summary())
     return 0
 
 
@@ -68,8 +97,8 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Add the parsers of ``export onnx`` and ``build-engine`` to the ``edgeface`` command's subparsers."""
-    p = sub.add_parser("export", help="export a model (onnx)")
+    """Add the parsers of ``export onnx``, ``export int8`` and ``build-engine`` to the ``edgeface`` subparsers."""
+    p = sub.add_parser("export", help="export a model (onnx; int8 for CPUs)")
     export_sub = p.add_subparsers(dest="format", required=True, metavar="FORMAT")
     e = export_sub.add_parser("onnx", help="export to ONNX with the spec embedded",
                               description="Export to ONNX (spec in metadata_props), simplify with onnxslim, "
@@ -90,6 +119,33 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--rtx-check", action="store_true",
                    help="also parse and build the ONNX with TensorRT-RTX (pip install edgeface[tensorrt-rtx])")
     e.set_defaults(func=cmd_export_onnx)
+
+    q = export_sub.add_parser(
+        "int8", help="quantise an exported ONNX to INT8 for ONNX Runtime on CPUs",
+        description="Quantise an ONNX from `edgeface export onnx` to INT8 for ONNX Runtime on CPUs (static Q/DQ: "
+                    "unsigned 8-bit activations, signed per-channel 8-bit weights), calibrated on real photos like "
+                    "the ones it will see, the spec kept. The shipped default-int8 and fast-int8 are made this way "
+                    "(percentile ranges; their --keep-float: `python -m benchmarks int8`). INT8 speed and accuracy "
+                    "depend on the CPU (VNNI on x86, dot-product instructions on ARM): compare it with the FP32 model "
+                    "on yours (--check-images, `edgeface eval`). For TensorRT use `edgeface build-engine --int8`.")
+    q.add_argument("onnx", help="FP32 ONNX exported by `edgeface export onnx`")
+    q.add_argument("-o", "--output", required=True, help="INT8 ONNX file to write (only once it is complete)")
+    q.add_argument("--calibration-images", nargs="+", required=True, metavar="PATH",
+                   help="calibration photos or folders (searched recursively); some 50-100 varied ones")
+    q.add_argument("--check-images", nargs="+", metavar="PATH",
+                   help="photos held out from calibration: INT8's faces and scores against FP32's, reported")
+    q.add_argument("--calibration", type=checked(check_int8_calibration, str), default="percentile",
+                   metavar="|".join(INT8_CALIBRATIONS),
+                   help="activation ranges: each one's 0.001st-99.999th percentile on the photos, or their "
+                        "extremes (default: %(default)s)")
+    q.add_argument("--keep-float", nargs="*", metavar="MODULE",
+                   help="modules (PyTorch names: base.0, upfeat, loc, ...) left in FP32 with what carries their "
+                        "outputs on (default: the heads, loc and conf, where the model has them; the option alone: "
+                        "every layer INT8)")
+    q.add_argument("--size", type=size_type, default=(640, 480), metavar="WxH",
+                   help="calibration photos are letterboxed to this size (default 640x480; a fixed-size export's "
+                        "own size wins)")
+    q.set_defaults(func=cmd_export_int8)
 
     p = sub.add_parser("build-engine", help="build a TensorRT engine (Jetson or desktop GPU with TensorRT)",
                        description="Build an edgeface engine file from an exported ONNX with the TensorRT installed "
