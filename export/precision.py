@@ -91,7 +91,9 @@ def _ort_quantize_static(src: str, dst: str, batches: list[np.ndarray], **option
 
 def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, images: Sequence[str | np.ndarray],
                   size: tuple[int, int] = (640, 480)) -> str:
-    """Write an explicitly quantised (Q/DQ, symmetric INT8) copy of `src`, calibrated on `images`."""
+    """Write an explicitly quantised (Q/DQ, symmetric INT8) copy of `src`, calibrated on `images`: NVIDIA's
+    ModelOpt where installed, else ONNX Runtime's quantiser with the heads and what carries their outputs left
+    unquantised (TensorRT runs them in FP16 / FP32), as the CPU recipe keeps them (:func:`quantize_int8_cpu`)."""
     src, dst = os.fspath(src), os.fspath(dst)
 
     def quantise(batches: list[np.ndarray], out: str) -> None:
@@ -100,7 +102,9 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, images: Sequen
         except ImportError:
             from onnxruntime.quantization import QuantType
 
+            model = onnx.load(src)
             _ort_quantize_static(src, out, batches, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                                 nodes_to_exclude=nodes_of(model, heads_of(model)),
                                  extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
             return
         modelopt_quantize(src, quantize_mode="int8", calibration_data=np.concatenate(batches),

@@ -257,6 +257,10 @@ def test_tensorrt_11_int8_is_explicit_qdq_checked_against_fp32(extd64_onnx, tmp_
     parsed = next(c[2] for c in trt.recorder.calls if c[0] == "parse")
     ops = {n.op_type for n in parsed.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    producers = {name: n.op_type for n in parsed.graph.node for name in n.output}
+    heads = [n for n in parsed.graph.node if n.op_type == "Conv" and n.name.startswith(("/loc.", "/conf."))]
+    assert len(heads) == 12 and all(producers.get(n.input[1]) != "DequantizeLinear" for n in heads)  # FP16/32 heads
+    assert all(producers[o.name] == "Concat" for o in parsed.graph.output)  # their outputs not rounded to 8 bits
     assert "int8 vs fp32 on 3 held-out images" in report.accuracy
     kept = float(report.accuracy.split(", ")[1].split("%")[0])
     assert kept >= 80.0, report.accuracy  # INT8 keeps most of FP32's faces on real photos
