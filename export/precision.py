@@ -126,8 +126,9 @@ def quantize_int8_cpu(src: str | os.PathLike, dst: str | os.PathLike, images: Se
     the common values finer steps.
 
     `keep_float` names parts of the network as PyTorch names its modules (``"base.0"``, ``"loc"`` for every
-    ``loc.N``): each of their operations stays FP32, the activations between them included, where leaving
-    out only convolutions would still round what they read to 8 bits (:data:`SHIPPED_INT8_KEEP_FLOAT`).
+    ``loc.N``): each of their operations stays FP32, the activations between them and the operations that only
+    carry their outputs on included (:func:`nodes_of`), where leaving out only convolutions would still round what
+    they read and write to 8 bits (:data:`SHIPPED_INT8_KEEP_FLOAT`).
     """
     src, dst = os.fspath(src), os.fspath(dst)
     check_int8_calibration(calibration)
