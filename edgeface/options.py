@@ -104,6 +104,8 @@ def check_keep_share(value: float, name: str = "keep") -> float:
 
 
 def check_int8_calibration(value: object) -> str:
+    """An INT8 calibration method, one of :data:`INT8_CALIBRATIONS` (how activation ranges are read from the
+    calibration photos), for the API and the command line alike."""
     if value not in INT8_CALIBRATIONS:
         raise OptionError(f"calibration must be one of {', '.join(INT8_CALIBRATIONS)}, got {value!r}")
     return cast(str, value)
@@ -144,7 +146,8 @@ def _module_factor(module: str, value: object) -> float:
 
 
 def in_module(weight: str, module: str) -> bool:
-    """Whether the state-dict entry `weight` (``conf.0.bias``) belongs to `module` (``conf``, ``conf.0``)."""
+    """Whether `weight`, a state-dict entry (``conf.0.bias``) or a module (``conf.0``), belongs to `module`
+    (``conf``)."""
     return weight == module or weight.startswith(module + ".")
 
 

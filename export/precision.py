@@ -22,7 +22,7 @@ import onnx
 from edgeface.core.boxes import box_iou
 from edgeface.core.files import atomic_write
 from edgeface.core.image import read_image
-from edgeface.options import check_int8_calibration
+from edgeface.options import check_int8_calibration, in_module
 from edgeface.spec import INPUT, ModelSpec
 
 from .onnx_spec import embed_spec, read_onnx_spec
@@ -182,8 +182,7 @@ def nodes_of(model: onnx.ModelProto, modules: Sequence[str]) -> list[str]:
     ``/loc.N/...`` too), and of the module-less operations whose every float input comes from those (the heads'
     transposes, reshapes and concatenations into the graph's outputs): quantised, they would round the FP32 heads'
     box offsets and scores to 8 bits. A module that matches no node is a ValueError, not a silent full quantisation."""
-    found = {m: [n.name for n in model.graph.node if _module(n) == m or _module(n).startswith(f"{m}.")]
-             for m in modules}
+    found = {m: [n.name for n in model.graph.node if in_module(_module(n), m)] for m in modules}
     if missing := [m for m, names in found.items() if not names]:
         raise ValueError(f"no operations of module(s) {', '.join(missing)} in this ONNX graph")
     kept = {name for names in found.values() for name in names}
