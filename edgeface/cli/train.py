@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from ..data.augment import RECIPES
 from ..errors import EdgefaceError
@@ -32,6 +33,24 @@ def _key_value(item: str) -> tuple[str, object]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    status = _train(args)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a torchrun worker
+        _leave_worker(status)
+    return status
+
+
+def _leave_worker(status: int) -> NoReturn:
+    """End a torchrun worker whose training is over without the interpreter's teardown. torch's communication
+    threads outlive ``destroy_process_group`` (DistributedDataParallel keeps the process group alive) and may still
+    be releasing a collective's tensors, which takes the GIL; the teardown ends such a thread inside a destructor
+    and the process aborts ("terminate called without an active exception", pytorch/pytorch#190489): 4 of 30
+    two-process runs with hard image mining failed so. What training writes is closed and on disk by now."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+def _train(args: argparse.Namespace) -> int:
     if args.keys:
         from ..train.config import describe_keys
 
