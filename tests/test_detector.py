@@ -157,6 +157,9 @@ def test_bad_model_files_get_clear_errors(extd64_onnx, tmp_path):
         Detector("yunet")  # nothing like a shipped name: no guess
     with pytest.raises(ModelFileError, match="is a folder, not a model file: name the ONNX"):
         Detector(tmp_path)
+    for wrong in (3, ["fast"], b"fast"):  # not a name, a path nor a backend: said before anything is opened
+        with pytest.raises(ModelFileError, match=f"shipped model's name \\('default'.*got {type(wrong).__name__}$"):
+            Detector(wrong)
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(extd64_onnx.read_bytes()[:1000])
     with pytest.raises(ModelFileError, match="cannot load"):
