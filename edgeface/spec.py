@@ -17,6 +17,9 @@ TENSOR_NAMES = ("input", "loc", "conf")  # an export's network input and outputs
 INPUT, LOC, CONF = TENSOR_NAMES
 SPEC_VERSION = 5  # 2: explicit template shapes and the test-time strategy; 3: input.min_side; 4: size_multiple;
 # 5: box_down
+# keys added since version 4 that older readers act as if they held a neutral value: the version that added each,
+# and that value. A spec leaving them neutral is written without them, in the version before.
+NEUTRAL_SINCE: dict[str, tuple[int, Any]] = {"box_down": (5, 0.0)}
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,7 @@ class ModelSpec:
     pre_nms_top_k: int = 5000  # best-scoring candidates that enter NMS
     test_time: TestTimeSpec = field(default_factory=TestTimeSpec)  # what Detector runs by default
     model_version: str = "0"
-    spec_version: int = SPEC_VERSION
+    spec_version: int = field(default=SPEC_VERSION, compare=False)  # the version it was read in (not what it says)
 
     def with_input_shape(self, size: Optional[tuple[int, int]], batch: Optional[int] = None) -> ModelSpec:
         """Copy for an artifact with a fixed input ``size = (w, h)`` and/or batch (None: dynamic)."""
@@ -126,9 +129,18 @@ class ModelSpec:
         return replace(self, input=replace(self.input, min_side=min_side))
 
     def to_dict(self) -> dict[str, Any]:
-        """The spec in this edgeface's schema (so its ``spec_version`` is this edgeface's, whatever it was read
-        from: an older edgeface then refuses it with "upgrade edgeface" instead of misreading new fields)."""
-        return {**asdict(self), "spec_version": SPEC_VERSION}
+        """The spec in the oldest schema that holds it: keys of :data:`NEUTRAL_SINCE` at their neutral values are
+        left out (an edgeface of that older version runs the file as this one does), and ``spec_version`` is the
+        newest version among the keys kept, so an older edgeface refuses a spec it would misread with "upgrade
+        edgeface", whatever version the spec was read from."""
+        data = asdict(self)
+        version = 4
+        for key, (since, neutral) in NEUTRAL_SINCE.items():
+            if data[key] == neutral:
+                del data[key]
+            else:
+                version = max(version, since)
+        return {**data, "spec_version": version}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)

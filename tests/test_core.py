@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -265,6 +266,22 @@ def test_spec_round_trips_through_json():
     assert ModelSpec.from_json(spec.to_json()) == spec
     with pytest.raises(ValueError, match="newer"):
         ModelSpec.from_dict({**spec.to_dict(), "spec_version": 99})
+
+
+def test_spec_is_written_in_the_oldest_version_that_holds_it():
+    """A spec that leaves box_down (version 5) at 0 is written as version 4 without the key, which an edgeface of
+    version 4 parses (it passed every key to the dataclass, so an unknown one failed); one that moves boxes is 5."""
+    from dataclasses import fields
+
+    from edgeface.spec import NEUTRAL_SINCE, SPEC_VERSION
+
+    plain = SPEC.to_dict()
+    assert plain["spec_version"] == 4 and set(plain) == {f.name for f in fields(ModelSpec)} - set(NEUTRAL_SINCE)
+    assert ModelSpec.from_dict(plain) == SPEC
+    moved = replace(SPEC, box_down=0.05)
+    assert moved.to_dict()["spec_version"] == SPEC_VERSION == 5 and moved.to_dict()["box_down"] == 0.05
+    assert ModelSpec.from_json(moved.to_json()) == moved
+    assert ModelSpec.from_dict({**moved.to_dict(), "spec_version": 5, "box_down": 0.0}).to_dict() == plain
 
 
 def _changed(spec: dict, path: str, value: object) -> dict:
