@@ -118,7 +118,8 @@ class ModelSpec:
     pre_nms_top_k: int = 5000  # best-scoring candidates that enter NMS
     test_time: TestTimeSpec = field(default_factory=TestTimeSpec)  # what Detector runs by default
     model_version: str = "0"
-    spec_version: int = field(default=SPEC_VERSION, compare=False)  # the version it was read in (not what it says)
+    # the schema version it was read from; informative only: specs that say the same are equal
+    spec_version: int = field(default=SPEC_VERSION, compare=False)
 
     def with_input_shape(self, size: Optional[tuple[int, int]], batch: Optional[int] = None) -> ModelSpec:
         """Copy for an artifact with a fixed input ``size = (w, h)`` and/or batch (None: dynamic)."""
@@ -134,7 +135,7 @@ class ModelSpec:
         newest version among the keys kept, so an older edgeface refuses a spec it would misread with "upgrade
         edgeface", whatever version the spec was read from."""
         data = asdict(self)
-        version = 4
+        version = min(since for since, _ in NEUTRAL_SINCE.values()) - 1  # what a spec without those keys is
         for key, (since, neutral) in NEUTRAL_SINCE.items():
             if data[key] == neutral:
                 del data[key]
