@@ -608,7 +608,7 @@ def test_ddp_on_gloo_with_two_processes(tmp_path):
                   open(os.path.join(out, f"rank{{rank}}.json"), "w"))
         # as edgeface.train.train does: a gloo group left to interpreter exit can abort it (seen under CPU load)
         torch.distributed.destroy_process_group()
-        os._exit(0)  # as edgeface train leaves a torchrun worker: see edgeface.cli.train._leave_worker
+        os._exit(0)  # as edgeface train leaves a torchrun worker: see edgeface.cli.train.leave_worker
     """))
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                              "--master_port", "29517", str(script)], capture_output=True, text=True, timeout=600,
@@ -644,8 +644,15 @@ def test_torchrun_edgeface_train_with_hard_image_mining_exits_cleanly(tmp_path):
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 2
 
 
-def test_a_torchrun_worker_leaves_with_the_commands_status_and_flushed_output(monkeypatch):
-    import edgeface.cli.train as cli_train
+def test_a_torchrun_worker_leaves_with_the_commands_status_and_flushed_output(monkeypatch, tmp_path, capsys):
+    """Finished, interrupted or failed with a one-line error, a torchrun worker of edgeface train leaves through
+    os._exit with the status the command line returns, its output flushed; one process exits as usual."""
+    import signal
+
+    import yaml
+
+    from edgeface.cli import main
+    from edgeface.train.trainer import TrainingInterrupted
 
     class Left(Exception):
         pass
@@ -653,17 +660,29 @@ def test_a_torchrun_worker_leaves_with_the_commands_status_and_flushed_output(mo
     def leave(status):
         raise Left(status)
 
+    def interrupted(cfg, resume, progress):
+        raise TrainingInterrupted(3, 8, signal.SIGTERM, tmp_path / "last.pt")
+
     flushed = []
-    monkeypatch.setattr(cli_train, "_train", lambda args: 143)  # a worker stopped by SIGTERM
-    monkeypatch.setattr(cli_train.os, "_exit", leave)
+    monkeypatch.setattr(os, "_exit", leave)
     monkeypatch.setattr(sys.stdout, "flush", lambda: flushed.append("stdout"))
     monkeypatch.setattr(sys.stderr, "flush", lambda: flushed.append("stderr"))
+    monkeypatch.setattr(trainer_module, "train", interrupted)
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_config(tmp_path).__dict__))
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    assert cli_train.cmd_train(None) == 143 and not flushed  # one process: the normal exit
+    assert main(["train", "--config", str(recipe)]) == 128 + signal.SIGTERM and not flushed  # one process
     monkeypatch.setenv("WORLD_SIZE", "2")
+    for argv, status in ((["train", "--config", str(recipe)], 128 + signal.SIGTERM), (["train"], 1)):
+        flushed.clear()
+        with pytest.raises(Left) as left:
+            main(argv)
+        assert left.value.args == (status,) and flushed == ["stdout", "stderr"]
+    assert "edgeface train: error: --config is required" in capsys.readouterr().err
+    monkeypatch.setattr(trainer_module, "train", lambda cfg, resume, progress: {})
     with pytest.raises(Left) as left:
-        cli_train.cmd_train(None)
-    assert left.value.args == (143,) and flushed == ["stdout", "stderr"]
+        main(["train", "--config", str(recipe), "-q"])
+    assert left.value.args == (0,)
 
 
 def test_hard_image_miner_flags_and_skips():

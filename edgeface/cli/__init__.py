@@ -89,9 +89,18 @@ def _show_warning(message: Warning | str, *_: Any, **__: Any) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    status = _run(args)
+    leave = getattr(args, "leave_process", None)  # a command's own way out (edgeface train's torchrun workers)
+    if leave is not None:
+        leave(status)
+    return status
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command's exit status; the errors a user can act on as one line on stderr."""
     import warnings
 
-    args = build_parser().parse_args(argv)
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning

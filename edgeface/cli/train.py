@@ -32,25 +32,21 @@ def _key_value(item: str) -> tuple[str, object]:
     return key.strip(), load_yaml(value)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    status = _train(args)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a torchrun worker
-        _leave_worker(status)
-    return status
-
-
-def _leave_worker(status: int) -> NoReturn:
-    """End a torchrun worker whose training is over without the interpreter's teardown. torch's communication
-    threads outlive ``destroy_process_group`` (DistributedDataParallel keeps the process group alive) and may still
-    be releasing a collective's tensors, which takes the GIL; the teardown ends such a thread inside a destructor
-    and the process aborts ("terminate called without an active exception", pytorch/pytorch#190489): 4 of 30
-    two-process runs with hard image mining failed so. What training writes is closed and on disk by now."""
+def leave_worker(status: int) -> NoReturn:
+    """End a torchrun worker whose command is over (finished, interrupted or failed with a one-line error) without
+    the interpreter's teardown. torch's communication threads outlive ``destroy_process_group``
+    (DistributedDataParallel keeps the process group alive) and may still be releasing a collective's tensors, which
+    takes the GIL; the teardown ends such a thread inside a destructor and the process aborts ("terminate called
+    without an active exception", pytorch/pytorch#190489): 4 of 30 two-process runs with hard image mining failed so.
+    What training writes is closed and on disk by then."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
 
 
-def _train(args: argparse.Namespace) -> int:
+def cmd_train(args: argparse.Namespace) -> int:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a torchrun worker: the command line leaves through it
+        args.leave_process = leave_worker
     if args.keys:
         from ..train.config import describe_keys
 

@@ -483,7 +483,7 @@ def train(cfg: TrainConfig, resume: bool = True, progress: bool = True) -> dict[
     Returns the last step's losses (and ``val_ap`` when it validated). Raises :class:`TrainingInterrupted` when a
     SIGINT or SIGTERM stopped it early (after saving ``last.pt``). Under torchrun, a script calling this should end
     its process with ``os._exit`` once it has written what it needs, as ``edgeface train`` does (see
-    ``edgeface.cli.train._leave_worker``): torch's communication threads can abort Python's teardown."""
+    ``edgeface.cli.train.leave_worker``): torch's communication threads can abort Python's teardown."""
     trainer = Trainer(cfg)
     if resume and trainer.resume():
         print(f"resuming {cfg.output} at step {trainer.step}")
