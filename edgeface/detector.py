@@ -32,7 +32,7 @@ from .options import (
     check_threads,
 )
 from .spec import TestTimeSpec
-from .weights import SHIPPED, shipped_model
+from .weights import SHIPPED_QUOTED, shipped_model
 
 if TYPE_CHECKING:
     from .backends.cuda.pipeline import GpuPipeline
@@ -111,8 +111,7 @@ class Detector:
                               "max_side and no input_size")
         opened = hasattr(path, "run")  # an open backend rather than a model file or a shipped model's name
         if not opened and path is not None and not isinstance(path, (str, os.PathLike)):
-            names = ", ".join(map(repr, SHIPPED))
-            raise ModelFileError(f"expected a model file's path, a shipped model's name ({names}) or an open "
+            raise ModelFileError(f"expected a model file's path, a shipped model's name ({SHIPPED_QUOTED}) or an open "
                                  f"backend, got {type(path).__name__}")
         file = cast("str | os.PathLike", path)
         shipped = None if opened else shipped_model(file)

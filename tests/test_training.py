@@ -589,6 +589,7 @@ def test_ddp_on_gloo_with_two_processes(tmp_path):
     script.write_text(textwrap.dedent(f"""
         import json, os, torch
         from pathlib import Path
+        from edgeface.cli.train import leave_worker
         from edgeface.train.config import TrainConfig
         from edgeface.train.trainer import Trainer
         from edgeface.train.training_data import UnlabelledFinder, training_set
@@ -608,7 +609,7 @@ def test_ddp_on_gloo_with_two_processes(tmp_path):
                   open(os.path.join(out, f"rank{{rank}}.json"), "w"))
         # as edgeface.train.train does: a gloo group left to interpreter exit can abort it (seen under CPU load)
         torch.distributed.destroy_process_group()
-        os._exit(0)  # as edgeface train leaves a torchrun worker: see edgeface.cli.train.leave_worker
+        leave_worker(0)  # as edgeface train leaves a torchrun worker
     """))
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                              "--master_port", "29517", str(script)], capture_output=True, text=True, timeout=600,

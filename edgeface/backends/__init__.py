@@ -27,12 +27,12 @@ def open_backend(path: str | os.PathLike, device: str = "cpu", threads: Optional
     if os.path.isdir(path):
         raise ModelFileError(f"{path} is a folder, not a model file: name the {MODEL_FILE_TYPES} file in it")
     if not os.path.isfile(path):
-        from ..weights import SHIPPED
+        from ..weights import SHIPPED, SHIPPED_QUOTED
 
         named = ""
         if not os.path.splitext(path)[1]:  # a short name, perhaps mistyped
             close = difflib.get_close_matches(path, SHIPPED, n=1)
-            named = (f" (nor a shipped model: {', '.join(map(repr, SHIPPED))}"
+            named = (f" (nor a shipped model: {SHIPPED_QUOTED}"
                      + (f"; did you mean {close[0]!r}?)" if close else ")"))
         raise ModelFileError(f"no such model file: {path}{named}")
     suffix = os.path.splitext(path)[1].lower()

@@ -15,6 +15,7 @@ SHIPPED = {"default": HERE / "edgeface_default.onnx",  # EXTD-64: the most accur
            "fast": HERE / "edgeface_fast.onnx",  # EXTD-32: 2.5x fewer MACs
            "default-int8": HERE / "edgeface_default_int8.onnx",  # the default, INT8 for ONNX Runtime on CPUs
            "fast-int8": HERE / "edgeface_fast_int8.onnx"}  # the fast one, INT8 for ONNX Runtime on CPUs
+SHIPPED_QUOTED = ", ".join(map(repr, SHIPPED))  # their short names as error messages list them
 DEFAULT_MODEL = SHIPPED["default"]
 FAST_MODEL = SHIPPED["fast"]
 
