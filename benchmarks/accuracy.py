@@ -128,10 +128,11 @@ def score_official(kind: str, data: Any, run: Callable[[Any], Detections],
                    args: argparse.Namespace) -> list[tuple[str, str, float]]:
     """``(set, metric, value)`` rows of one model/mode on WIDER val or FDDB."""
     if kind == "wider":
-        from edgeface.eval.wider import SETTINGS, as_predictions, detect_wider, evaluate_wider
+        from edgeface.eval.wider import OFFICIAL_SETTINGS, SETTINGS, as_predictions, detect_wider, evaluate_wider
 
         result = evaluate_wider(as_predictions(detect_wider(run, data, args.wider_images, progress=False)), data)
-        return [(f"WIDER val {s}", "AP (official)", result.ap[s]) for s in SETTINGS]
+        return [(f"{WIDER_SET}{s}", "AP (official)" if s in OFFICIAL_SETTINGS else "AP (every labelled face)",
+                 result.ap[s]) for s in SETTINGS]
     from edgeface.eval.fddb import fddb_roc
 
     images = [read_image(r.image_path) for r in data]
@@ -295,7 +296,8 @@ def kept_rows(previous: list[dict], measured: list[dict], names: list[str]) -> l
 MODE_SUFFIX = {"single-scale": "", "flip + scales 1,2 + voting": ", TTA"}
 
 
-TARGET_SETS = ("facemask val", "WIDER val ")
+WIDER_SET = "WIDER val "  # the rows' set names: "WIDER val easy", ...
+TARGET_SETS = ("facemask val", WIDER_SET)
 
 
 def score_text(value: float, release: float | None, digits: int) -> str:
@@ -306,19 +308,23 @@ def score_text(value: float, release: float | None, digits: int) -> str:
 
 def targets_table(rows: list[dict], releases: dict[str, str]) -> str:
     """Each release, then the models measured against it (`releases`: model: its release), to four digits on the
-    sets the targets name (the face dataset, WIDER's easy / medium / hard in one column per setting), single pass;
-    a score at or above the release's is bold."""
+    sets the targets name (the face dataset; WIDER's settings, e.g. easy / medium / hard / all, in one column per
+    size), single pass; a score at or above the release's is bold."""
     scores: dict[str, dict[tuple[str, str], float]] = {}
-    columns: dict[str, list[tuple[str, str]]] = {}
+    columns: dict[str, list[tuple[str, str]]] = {}  # (set or "WIDER") + mode suffix -> its (set, mode) keys
     for r in rows:
         key = (r["set"], r["mode"])
         scores.setdefault(r["model"], {})[key] = r["score"]
         if not (r["mode"].startswith("single-scale") and r["set"].startswith(TARGET_SETS)):
             continue
-        wider = r["set"].startswith("WIDER val ")
-        title = ("WIDER easy / medium / hard" if wider else r["set"]) + r["mode"][len("single-scale"):]
-        if key not in columns.setdefault(title, []):
-            columns[title].append(key)
+        group = ("WIDER" if r["set"].startswith(WIDER_SET) else r["set"]) + r["mode"][len("single-scale"):]
+        if key not in columns.setdefault(group, []):
+            columns[group].append(key)
+
+    def title(group: str, keys: list[tuple[str, str]]) -> str:
+        if not group.startswith("WIDER"):
+            return group
+        return "WIDER " + " / ".join(s[len(WIDER_SET):] for s, _ in keys) + group[len("WIDER"):]
 
     def number(model: str, key: tuple[str, str]) -> str:
         value, release = scores[model].get(key), scores.get(releases.get(model, ""), {}).get(key)
@@ -329,7 +335,8 @@ def targets_table(rows: list[dict], releases: dict[str, str]) -> str:
 
     order = [m for release in dict.fromkeys(releases.values())
              for m in (release, *(m for m, r in releases.items() if r == release))]
-    return markdown_table(["model", *columns], [[m, *(cell(m, keys) for keys in columns.values())] for m in order])
+    return markdown_table(["model", *(title(group, keys) for group, keys in columns.items())],
+                          [[m, *(cell(m, keys) for keys in columns.values())] for m in order])
 
 
 def summary_table(rows: list[dict], releases: dict[str, str] | None = None) -> str:

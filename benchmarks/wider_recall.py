@@ -59,7 +59,7 @@ def face_table(ground_truth: list, setting: str) -> dict[str, np.ndarray]:
         if missing:
             raise ValueError(f"WIDER ground truth of {image.event}/{image.name} has no {', '.join(missing)} labels "
                              "(the official wider_face_val.mat has them)")
-        keep = image.keep[setting]
+        keep = image.counted(setting)
         columns["event"] += [image.event] * len(keep)
         columns["height"] += image.boxes[keep, 3].tolist()
         for label in LABELS:
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         predictions = as_predictions(detect_wider(vset.detector(model), ground_truth, images))
         curves[name] = image_curves(predictions, ground_truth)
         aps[name] = evaluate_curves(curves[name]).ap
-        scores = np.concatenate([best_match_scores(predictions, image)[image.keep[args.setting]]
+        scores = np.concatenate([best_match_scores(predictions, image)[image.counted(args.setting)]
                                  for image in ground_truth] + [np.zeros(0)])
         found[name] = scores >= args.min_score
         strays[name] = np.concatenate([stray_scores(predictions, image) for image in ground_truth] + [np.zeros(0)])

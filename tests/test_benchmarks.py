@@ -139,7 +139,8 @@ def test_accuracy_benchmark_scores_wider_and_fddb_folders(tmp_path, photo_paths)
 
     args = argparse.Namespace(wider_images=str(tmp_path / "WIDER_val"))
     rows = score_official("wider", gt, wider_truth, args)
-    assert [r[0] for r in rows] == ["WIDER val easy", "WIDER val medium", "WIDER val hard"]
+    assert [r[:2] for r in rows] == [("WIDER val easy", "AP (official)"), ("WIDER val medium", "AP (official)"),
+                                     ("WIDER val hard", "AP (official)"), ("WIDER val all", "AP (every labelled face)")]
     assert all(r[2] > 0.99 for r in rows)
 
     fold = (need(SHARED / "data/fddb/FDDB-folds") / "FDDB-fold-01-ellipseList.txt").read_text().splitlines()
@@ -256,7 +257,7 @@ def test_wise_ft_scores_the_line_from_release_to_fine_tune_on_both_validations(t
     payload = json.loads((tmp_path / "wise_ft.json").read_text())
     assert payload["validation_images"] == {"face_val": 3, "wider": 2}
     first, last = payload["rows"]
-    metrics = ["face_val_ap50", "wider_easy", "wider_medium", "wider_hard"]
+    metrics = ["face_val_ap50", "wider_easy", "wider_medium", "wider_hard", "wider_all"]
     assert first["alpha"] == 0 and first["face_val_ap50"] > 0.3 and max(first[m] for m in metrics[1:]) > 0
     assert last["alpha"] == 1 and all(last[m] == 0 for m in metrics)
     assert (tmp_path / "wise_ft.png").exists()
@@ -300,7 +301,7 @@ def test_wider_recall_splits_found_faces_by_wider_labels_against_the_first_model
                              "--wider-holdout", "0"], capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     payload = json.loads((tmp_path / "wider_recall.json").read_text())
-    assert payload["images"] == 3 and payload["ap"]["lost"] == {"easy": 0.0, "medium": 0.0, "hard": 0.0}
+    assert payload["images"] == 3 and payload["ap"]["lost"] == {"easy": 0.0, "medium": 0.0, "hard": 0.0, "all": 0.0}
     assert payload["wider_holdout_fold"] == 0 and payload["ap"]["release"]["hard"] > 0
     found = payload["found"]
     assert found["all faces"]["release"] > 0 and all(group["lost"] == 0 for group in found.values())
@@ -388,14 +389,15 @@ def test_accuracy_targets_table_puts_each_release_above_its_models_wider_setting
     scores = {("facemask val", "single-scale"): (0.7, 0.8123),
               ("facemask val", "flip + scales 1,2 + voting"): (0.1, 0.1), ("dlib testing", "single-scale"): (1.0, 1.0),
               **{(f"WIDER val {s}", mode): (0.9, value) for mode in ("single-scale", "single-scale, 416 px frames")
-                 for s, value in (("easy", 0.95), ("medium", 0.9), ("hard", 0.85))}}
+                 for s, value in (("easy", 0.95), ("medium", 0.9), ("hard", 0.85), ("all", 0.8))}}
     rows = [{"model": m, "set": s, "mode": mode, "score": pair[i]}
             for i, m in enumerate(("release", "tuned")) for (s, mode), pair in scores.items()]
     assert targets_table(rows, {"tuned": "release"}).splitlines() == [
-        "| model | facemask val | WIDER easy / medium / hard | WIDER easy / medium / hard, 416 px frames |",
+        "| model | facemask val | WIDER easy / medium / hard / all | WIDER easy / medium / hard / all, 416 px frames |",
         "|---|---|---|---|",
-        "| release | 0.7000 | 0.9000 / 0.9000 / 0.9000 | 0.9000 / 0.9000 / 0.9000 |",
-        "| tuned | **0.8123** | **0.9500** / **0.9000** / 0.8500 | **0.9500** / **0.9000** / 0.8500 |"]
+        "| release | 0.7000 | 0.9000 / 0.9000 / 0.9000 / 0.9000 | 0.9000 / 0.9000 / 0.9000 / 0.9000 |",
+        "| tuned | **0.8123** | **0.9500** / **0.9000** / 0.8500 / 0.8000 | **0.9500** / **0.9000** / 0.8500 / 0.8000 "
+        "|"]
 
 
 def test_accuracy_remeasures_only_the_models_asked_for():

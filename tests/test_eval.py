@@ -275,6 +275,11 @@ def test_wider_protocol_hand_computed():
     result = evaluate_wider(pred, gt)
     assert result.ap["hard"] == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
     assert result.recall["easy"][-1] == 1.0 and result.precision["easy"][-1] == pytest.approx(2 / 3)
+    # "all" counts the third face too: hits at 0.9 and 0.8, a miss, a hit; WIDER's 0 x 0 "no face" box never counts
+    assert result.ap["all"] == pytest.approx(2 / 3 * 1 + 1 / 3 * 3 / 4)
+    assert gt[0].counted("all").tolist() == [0, 1, 2] and gt[0].counted("hard").tolist() == [0, 1]
+    empty = WiderImage("0--Parade", "b", np.zeros((1, 4)), {s: np.zeros(0, int) for s in keep})
+    assert evaluate_wider(pred, [*gt, empty]).ap["all"] == result.ap["all"] and not len(empty.counted("all"))
 
 
 def test_paired_bootstrap_tells_a_consistent_difference_from_a_few_images_worth():
@@ -413,7 +418,7 @@ def test_a_held_out_fold_of_wider_train_validates_with_the_height_settings():
     with pytest.warns(UserWarning, match="not under"):
         vset = validation_set({**source, "fold": 0, "name": "wider_holdout"})
     assert {f"{g.event}/{g.name}.jpg" for g in vset.wider_ground_truth} == names
-    assert vset.metrics == ["wider_holdout_easy", "wider_holdout_medium", "wider_holdout_hard"]
+    assert vset.metrics == ["wider_holdout_easy", "wider_holdout_medium", "wider_holdout_hard", "wider_holdout_all"]
     heights = np.concatenate([g.boxes[g.keep["easy"], 3] for g in vset.wider_ground_truth])
     assert heights.min() > 50 and vset.wider_images == root / "WIDER_train" / "images"
     # val keeps its official lists; its folds split the images present

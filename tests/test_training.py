@@ -1050,18 +1050,18 @@ def test_validation_scores_each_set_under_its_protocol_and_logs_every_metric(tmp
              "xml": str(write_imglab(read_facemask(need(FACEMASK), "val")[:2], tmp_path / "two.xml"))}
     vset = validation_set(wider)
     assert len(vset.wider_ground_truth) == 2 and vset.max_side == 320  # only the images present count
-    assert vset.metrics == ["wider_easy", "wider_medium", "wider_hard"]
+    assert vset.metrics == ["wider_easy", "wider_medium", "wider_hard", "wider_all"]
     assert validation_set(faces).metrics == ["faces_ap50"]
 
     result = Trainer(tiny_config(tmp_path, steps=1, val_every=1, val_data=[faces, wider])).fit(progress=False)
     rows = list(csv_rows(tmp_path / "run" / "log.csv"))
     header, validation = rows[0], rows[-1]
-    metrics = ["faces_ap50", "wider_easy", "wider_medium", "wider_hard"]
-    assert header[-5:] == [f"val_{m}" for m in metrics] + ["val_ap"] and len(validation) == len(header)
-    assert header[-6] == "val_seconds" and float(validation[-6]) > 0  # how long the pass took (slow on new sizes?)
-    scores = [float(v) for v in validation[-5:-1]]
+    metrics = ["faces_ap50", "wider_easy", "wider_medium", "wider_hard", "wider_all"]
+    assert header[-6:] == [f"val_{m}" for m in metrics] + ["val_ap"] and len(validation) == len(header)
+    assert header[-7] == "val_seconds" and float(validation[-7]) > 0  # how long the pass took (slow on new sizes?)
+    scores = [float(v) for v in validation[-6:-1]]
     assert all(0 <= v <= 1 for v in scores) and scores == pytest.approx([result[f"val_{m}"] for m in metrics], abs=1e-5)
-    # the best checkpoint is kept by the mean over sets: a set with three metrics weighs as much as one with one
+    # the best checkpoint is kept by the mean over sets: a set with four metrics weighs as much as one with one
     exact = [result[f"val_{m}"] for m in metrics]
     assert result["val_ap"] == pytest.approx((exact[0] + np.mean(exact[1:])) / 2)
     assert (tmp_path / "run" / "best.pt").exists()

@@ -9,6 +9,9 @@
   (that detection is dropped from the proposals); a face counts once.
 - At 1000 thresholds ``1 - (t + 1) / 1000`` the kept proposals and recalled faces are summed over the
   dataset; precision and recall (over the keep-list faces) give a VOC-style AP.
+- Beside the official easy / medium / hard, ``all`` counts every labelled face (every box with a width and a
+  height: WIDER marks an image without faces with a 0 x 0 one): the faces hard leaves out, nearly all under 11
+  px, and the few labelled invalid, must be found too.
 
 Submissions use the official layout: a folder per event, one ``<file>.txt`` per image holding the file
 name, the count, then ``x y w h score`` lines.
@@ -28,7 +31,8 @@ from ..core.detections import Detections
 from ..data.records import annotation_file
 from .voc import detect_or_miss, interpolated_ap, iou_matrix
 
-SETTINGS = ("easy", "medium", "hard")
+OFFICIAL_SETTINGS = ("easy", "medium", "hard")  # the settings with keep lists in eval_tools/ground_truth
+SETTINGS = (*OFFICIAL_SETTINGS, "all")
 THRESHOLDS = 1000
 # WIDER FACE's per-face labels (``<name>_label_list`` in the .mat) and what each value (0, 1, ...) means
 ATTRIBUTES = {"blur": ("clear", "normal", "heavy"), "expression": ("typical", "exaggerated"),
@@ -43,8 +47,14 @@ class WiderImage:
     event: str
     name: str  # file stem, e.g. "0_Parade_marchingband_1_465"
     boxes: np.ndarray  # (M, 4) x y w h
-    keep: dict[str, np.ndarray]  # setting -> 0-based indices of the faces that count
+    keep: dict[str, np.ndarray]  # official setting -> 0-based indices of the faces that count
     attributes: dict[str, np.ndarray] = field(default_factory=dict)  # ATTRIBUTES name -> (M,) label per face
+
+    def counted(self, setting: str) -> np.ndarray:
+        """0-based indices of the faces that count in `setting` (one of SETTINGS)."""
+        if setting == "all":
+            return np.flatnonzero((self.boxes[:, 2] > 0) & (self.boxes[:, 3] > 0))
+        return self.keep[setting]
 
 
 def load_ground_truth(gt_dir: str | os.PathLike, images_root: str | os.PathLike | None = None) -> list[WiderImage]:
@@ -55,19 +65,19 @@ def load_ground_truth(gt_dir: str | os.PathLike, images_root: str | os.PathLike 
     from scipy.io import loadmat
 
     gt_dir = Path(gt_dir)
-    needed = ["wider_face_val.mat"] + [f"wider_{s}_val.mat" for s in SETTINGS]
+    needed = ["wider_face_val.mat"] + [f"wider_{s}_val.mat" for s in OFFICIAL_SETTINGS]
     missing = [name for name in needed if not (gt_dir / name).is_file()]
     if missing:
         raise FileNotFoundError(f"{gt_dir} is not WIDER FACE's eval_tools/ground_truth folder: it has no "
                                 f"{', '.join(missing)}")
     full = loadmat(gt_dir / "wider_face_val.mat")
-    keeps = {s: loadmat(gt_dir / f"wider_{s}_val.mat")["gt_list"] for s in SETTINGS}
+    keeps = {s: loadmat(gt_dir / f"wider_{s}_val.mat")["gt_list"] for s in OFFICIAL_SETTINGS}
     images = []
     for e, event in enumerate(full["event_list"][:, 0]):
         event_name = str(event[0])
         for i, file in enumerate(full["file_list"][e, 0][:, 0]):
             boxes = np.asarray(full["face_bbx_list"][e, 0][i, 0], np.float64).reshape(-1, 4)
-            keep = {s: np.asarray(keeps[s][e, 0][i, 0], np.int64).reshape(-1) - 1 for s in SETTINGS}
+            keep = {s: np.asarray(keeps[s][e, 0][i, 0], np.int64).reshape(-1) - 1 for s in OFFICIAL_SETTINGS}
             attributes = {a: np.asarray(full[f"{a}_label_list"][e, 0][i, 0], np.int64).reshape(-1)
                           for a in ATTRIBUTES if f"{a}_label_list" in full}
             images.append(WiderImage(event_name, str(file[0]), boxes, keep, attributes))
@@ -200,7 +210,7 @@ def _image_pr(pred: np.ndarray, gt: np.ndarray, counted: np.ndarray, iou_thresho
 
 @dataclass
 class WiderResult:
-    """AP and the precision-recall curve of each WIDER FACE setting (easy, medium, hard)."""
+    """AP and the precision-recall curve of each WIDER FACE setting (easy, medium, hard, all)."""
 
     ap: dict[str, float]
     precision: dict[str, np.ndarray]
@@ -219,13 +229,13 @@ def image_curves(predictions: Mapping[str, np.ndarray], ground_truth: list[Wider
     result = {}
     for setting in SETTINGS:
         curves = np.zeros((len(ground_truth), THRESHOLDS, 2), np.int32)  # counts: int32 keeps 3,226 images in 77 MB
-        faces = np.array([len(image.keep[setting]) for image in ground_truth], np.int64)
+        faces = np.array([len(image.counted(setting)) for image in ground_truth], np.int64)
         for i, image in enumerate(ground_truth):
             pred = normalised.get(f"{image.event}/{image.name}")
             if pred is None or not len(pred) or not len(image.boxes):
                 continue
             counted = np.zeros(len(image.boxes), bool)
-            counted[image.keep[setting]] = True
+            counted[image.counted(setting)] = True
             curves[i] = _image_pr(pred, image.boxes, counted, iou_threshold)
         result[setting] = (curves, faces)
     return result
@@ -240,7 +250,7 @@ def _curve_ap(curve: np.ndarray, faces: float) -> tuple[float, np.ndarray, np.nd
 
 def evaluate_wider(predictions: Mapping[str, np.ndarray], ground_truth: list[WiderImage],
                    iou_threshold: float = 0.5) -> WiderResult:
-    """AP on easy / medium / hard of ``{"<event>/<stem>": (N, 5) x y w h score}`` predictions."""
+    """AP on easy / medium / hard / all of ``{"<event>/<stem>": (N, 5) x y w h score}`` predictions."""
     return evaluate_curves(image_curves(predictions, ground_truth, iou_threshold))
 
 
