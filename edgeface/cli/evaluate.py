@@ -148,10 +148,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("eval-wider", help="WIDER FACE easy/medium/hard AP (official protocol)",
+    p = sub.add_parser("eval-wider", help="WIDER FACE easy/medium/hard AP (official protocol), and all",
                        description="Score detections in the official WIDER submission layout (a folder per event, "
-                                   "one txt per image) against the official ground truth; with --model, first run "
-                                   "the model over WIDER_val/images and write that submission.")
+                                   "one txt per image) against the official ground truth: AP on easy, medium and "
+                                   "hard (the official keep lists) and on all (every labelled face counted); with "
+                                   "--model, first run the model over WIDER_val/images and write that submission.")
     p.add_argument("submission", help="submission folder (read, or written when --model is given)")
     p.add_argument("--ground-truth", required=True, help="the eval_tools/ground_truth folder (.mat files)")
     p.add_argument("-m", "--model", help="model to run first")
@@ -160,6 +161,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--score-threshold", type=checked(check_score_threshold), default=0.05, metavar="P",
                    help="with --model (default: %(default)s)")
     add_device(p)
-    p.add_argument("--plot", help="write the three precision-recall curves to this PNG")
+    p.add_argument("--plot", help="write the four precision-recall curves (easy, medium, hard, all) to this PNG")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_eval_wider)
