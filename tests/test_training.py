@@ -647,7 +647,8 @@ def test_torchrun_edgeface_train_with_hard_image_mining_exits_cleanly(tmp_path):
 
 def test_a_torchrun_worker_leaves_with_the_commands_status_and_flushed_output(monkeypatch, tmp_path, capsys):
     """Finished, interrupted or failed with a one-line error, a torchrun worker of edgeface train leaves through
-    os._exit with the status the command line returns, its output flushed; one process exits as usual."""
+    os._exit with the status the command line returns, its output flushed; failed with an unexpected exception, it
+    prints the traceback and leaves with status 1; one process exits as usual."""
     import signal
 
     import yaml
@@ -684,6 +685,17 @@ def test_a_torchrun_worker_leaves_with_the_commands_status_and_flushed_output(mo
     with pytest.raises(Left) as left:
         main(["train", "--config", str(recipe), "-q"])
     assert left.value.args == (0,)
+
+    def bug(cfg, resume, progress):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(trainer_module, "train", bug)
+    with pytest.raises(Left) as left:
+        main(["train", "--config", str(recipe), "-q"])
+    assert left.value.args == (1,) and "ZeroDivisionError: a bug" in capsys.readouterr().err
+    monkeypatch.delenv("WORLD_SIZE")
+    with pytest.raises(ZeroDivisionError):  # one process: the exception goes on as Python's own
+        main(["train", "--config", str(recipe), "-q"])
 
 
 def test_hard_image_miner_flags_and_skips():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Any, Optional
 
@@ -90,7 +91,13 @@ def _show_warning(message: Warning | str, *_: Any, **__: Any) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    status = _run(args)
+    try:
+        status = _run(args)
+    except Exception:
+        if getattr(args, "leave_process", None) is None:
+            raise
+        traceback.print_exc()  # a bug's traceback, then the command's own way out with status 1
+        status = 1
     leave = getattr(args, "leave_process", None)  # a command's own way out (edgeface train's torchrun workers)
     if leave is not None:
         leave(status)
