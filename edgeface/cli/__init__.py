@@ -94,13 +94,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         status = _run(args)
     except Exception:
-        if getattr(args, "leave_process", None) is None:
+        if not hasattr(args, "leave_process"):
             raise
-        traceback.print_exc()  # a bug's traceback, then the command's own way out with status 1
+        traceback.print_exc()  # a bug in a command with its own way out: the traceback, then status 1
         status = 1
-    leave = getattr(args, "leave_process", None)  # a command's own way out (edgeface train's torchrun workers)
-    if leave is not None:
-        leave(status)
+    if hasattr(args, "leave_process"):  # a command's own way out (edgeface train's torchrun workers)
+        args.leave_process(status)
     return status
 
 
