@@ -1,16 +1,16 @@
 """Which WIDER FACE val faces each model finds, by the faces' own labels, and where it draws false boxes.
 
-For each model: the official easy / medium / hard AP, then the share of one setting's faces (hard by default:
-every face that counts) it finds, meaning some detection overlaps the face at IoU >= 0.5 with a score of at least
---min-score, split by face height, by each of WIDER FACE's per-face labels (blur, occlusion, pose, illumination,
-expression) and by event; and how many boxes scoring 0.5, 0.7 or 0.9 and more overlap no labelled face (the false
-boxes a user sees; an upper bound, as WIDER leaves some crowd faces unlabelled). Every model after the first is
-shown with its difference from the first (the baseline, run in the same call), in the tables (the APs' with a 95%
-interval from a paired bootstrap over the images: how far these images alone can move it) and, per group of faces,
-in a bar plot. Where two models' APs differ, this says which faces make the difference: what a fine-tune
-forgot, not only how much. Models run through edgeface as ``Detector`` runs them (score threshold 0.05), at the
-images' own size unless --max-side, --frame-side or --input-size is given; with --wider-holdout on a held-out
-fold of WIDER train instead.
+For each model: the official easy / medium / hard AP and all's (every labelled face counted), then the share of one
+setting's faces (hard by default: every face the official protocol counts) it finds, meaning some detection overlaps
+the face at IoU >= 0.5 with a score of at least --min-score, split by face height, by each of WIDER FACE's per-face
+labels (blur, occlusion, pose, illumination, expression) and by event; and how many boxes scoring 0.5, 0.7 or 0.9
+and more overlap no labelled face (the false boxes a user sees; an upper bound, as WIDER leaves some crowd faces
+unlabelled). Every model after the first is shown with its difference from the first (the baseline, run in the same
+call), in the tables (the APs' with a 95% interval from a paired bootstrap over the images: how far these images
+alone can move it) and, per group of faces, in a bar plot. Where two models' APs differ, this says which faces make
+the difference: what a fine-tune forgot, not only how much. Models run through edgeface as ``Detector`` runs them
+(score threshold 0.05), at the images' own size unless --max-side, --frame-side or --input-size is given; with
+--wider-holdout on a held-out fold of WIDER train instead.
 """
 
 from __future__ import annotations
@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", nargs="+", required=True,
                         help="model files (.onnx, checkpoints, short names like 'default'); the first is the baseline")
     parser.add_argument("--setting", choices=SETTINGS, default="hard",
-                        help="whose faces are counted (default: %(default)s, every face the protocol counts)")
+                        help="whose faces are counted (default: %(default)s, every face the official protocol "
+                             "counts; all: every labelled face)")
     parser.add_argument("--min-score", type=float, default=0.5,
                         help="a face is found by a detection scoring at least this (default: %(default)s)")
     parser.add_argument("--max-side", type=int, help="downscale the images to this longest side (default: own size)")
