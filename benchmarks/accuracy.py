@@ -311,20 +311,20 @@ def targets_table(rows: list[dict], releases: dict[str, str]) -> str:
     sets the targets name (the face dataset; WIDER's settings, e.g. easy / medium / hard / all, in one column per
     size), single pass; a score at or above the release's is bold."""
     scores: dict[str, dict[tuple[str, str], float]] = {}
-    columns: dict[str, list[tuple[str, str]]] = {}  # (set or "WIDER") + mode suffix -> its (set, mode) keys
+    # (the set, or None for WIDER's settings together; the mode's suffix) -> the column's (set, mode) keys
+    columns: dict[tuple[str | None, str], list[tuple[str, str]]] = {}
     for r in rows:
         key = (r["set"], r["mode"])
         scores.setdefault(r["model"], {})[key] = r["score"]
         if not (r["mode"].startswith("single-scale") and r["set"].startswith(TARGET_SETS)):
             continue
-        group = ("WIDER" if r["set"].startswith(WIDER_SET) else r["set"]) + r["mode"][len("single-scale"):]
-        if key not in columns.setdefault(group, []):
-            columns[group].append(key)
+        column = (None if r["set"].startswith(WIDER_SET) else r["set"], r["mode"][len("single-scale"):])
+        if key not in columns.setdefault(column, []):
+            columns[column].append(key)
 
-    def title(group: str, keys: list[tuple[str, str]]) -> str:
-        if not group.startswith("WIDER"):
-            return group
-        return "WIDER " + " / ".join(s[len(WIDER_SET):] for s, _ in keys) + group[len("WIDER"):]
+    def title(column: tuple[str | None, str], keys: list[tuple[str, str]]) -> str:
+        name, suffix = column
+        return (name or "WIDER " + " / ".join(s[len(WIDER_SET):] for s, _ in keys)) + suffix
 
     def number(model: str, key: tuple[str, str]) -> str:
         value, release = scores[model].get(key), scores.get(releases.get(model, ""), {}).get(key)
@@ -335,7 +335,7 @@ def targets_table(rows: list[dict], releases: dict[str, str]) -> str:
 
     order = [m for release in dict.fromkeys(releases.values())
              for m in (release, *(m for m, r in releases.items() if r == release))]
-    return markdown_table(["model", *(title(group, keys) for group, keys in columns.items())],
+    return markdown_table(["model", *(title(column, keys) for column, keys in columns.items())],
                           [[m, *(cell(m, keys) for keys in columns.values())] for m in order])
 
 

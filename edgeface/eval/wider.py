@@ -229,13 +229,14 @@ def image_curves(predictions: Mapping[str, np.ndarray], ground_truth: list[Wider
     result = {}
     for setting in SETTINGS:
         curves = np.zeros((len(ground_truth), THRESHOLDS, 2), np.int32)  # counts: int32 keeps 3,226 images in 77 MB
-        faces = np.array([len(image.counted(setting)) for image in ground_truth], np.int64)
-        for i, image in enumerate(ground_truth):
+        faces_counted = [image.counted(setting) for image in ground_truth]
+        faces = np.array([len(indices) for indices in faces_counted], np.int64)
+        for i, (image, indices) in enumerate(zip(ground_truth, faces_counted)):
             pred = normalised.get(f"{image.event}/{image.name}")
             if pred is None or not len(pred) or not len(image.boxes):
                 continue
             counted = np.zeros(len(image.boxes), bool)
-            counted[image.counted(setting)] = True
+            counted[indices] = True
             curves[i] = _image_pr(pred, image.boxes, counted, iou_threshold)
         result[setting] = (curves, faces)
     return result
