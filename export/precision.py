@@ -11,7 +11,10 @@ images held out from calibration and reports how much outputs and detections mov
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -70,8 +73,12 @@ def _calibrated(src: str, dst: str, images: Sequence[str | np.ndarray], size: tu
 
 
 def _ort_quantize_static(src: str, dst: str, batches: list[np.ndarray], **options: Any) -> None:
-    """ONNX Runtime's static quantisation of `src` into `dst`, calibrated on `batches`."""
+    """ONNX Runtime's static quantisation of `src` into `dst`, calibrated on `batches`, with a progress bar over the
+    calibration images on a terminal (percentile ranges of 65 photos took 460 s on a 2-core EPYC)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(batches), desc="calibrating", unit="image", disable=None, file=sys.stderr)
 
     class Reader(CalibrationDataReader):  # set_range: ONNX Runtime's CalibStridedMinMax reads a stride at a time
         def __init__(self) -> None:
@@ -84,9 +91,14 @@ def _ort_quantize_static(src: str, dst: str, batches: list[np.ndarray], **option
             self.items = iter([{INPUT: b} for b in batches[start_index:end_index]])
 
         def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.items, None)
+            item = next(self.items, None)
+            bar.update(item is not None)
+            return item
 
-    quantize_static(src, dst, Reader(), quant_format=QuantFormat.QDQ, **options)
+    # the percentile calibrator prints its settings and a line for every stride (every image here) on stdout, where
+    # a command's results go: kept out of it
+    with bar, contextlib.redirect_stdout(io.StringIO()):
+        quantize_static(src, dst, Reader(), quant_format=QuantFormat.QDQ, **options)
 
 
 def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, images: Sequence[str | np.ndarray],

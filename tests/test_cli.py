@@ -133,6 +133,12 @@ def test_export_int8_quantises_an_export_for_the_cpu_and_checks_it_on_held_out_p
     convs = {n.name: producers.get(n.input[1]) for n in model.graph.node if n.op_type == "Conv"}  # weights
     float_convs = {name for name, source in convs.items() if source != "DequantizeLinear"}
     assert float_convs == set(nodes_of(model, HEADS)) & set(convs) and len(float_convs) == 12
+    # percentile ranges (the default): ONNX Runtime's calibrator prints a line per image, kept out of stdout
+    assert main(["export", "int8", str(FAST_MODEL), "-o", str(tmp_path / "percentile.onnx"),
+                 "--calibration-images", *photo_paths[:2]]) == 0
+    printed = capsys.readouterr()
+    assert "calibrating on 2 photos (percentile ranges; FP32: loc, conf)" in printed.err
+    assert len(printed.out.splitlines()) == 1 and "percentile.onnx: INT8 for ONNX Runtime" in printed.out
     assert main(["export", "int8", str(FAST_MODEL), "-o", str(tmp_path / "x.onnx"), "--keep-float", "backbone",
                  "--calibration-images", photo_paths[0]]) == 1
     assert "error: no operations of module(s) backbone in this ONNX graph" in capsys.readouterr().err
@@ -143,7 +149,7 @@ def test_export_int8_quantises_an_export_for_the_cpu_and_checks_it_on_held_out_p
         main(["export", "int8", str(FAST_MODEL), "-o", str(tmp_path / "x.onnx"), "--calibration", "entropy",
               "--calibration-images", photo_paths[0]])
     assert "calibration must be one of minmax, percentile, got 'entropy'" in capsys.readouterr().err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["fast_int8.onnx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fast_int8.onnx", "percentile.onnx"]
 
 
 def test_convert_export_and_detect_end_to_end(tmp_path, photo_paths):
