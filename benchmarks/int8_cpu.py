@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--wider-frames", type=int, nargs="*", default=[416], metavar="SIDE",
                         help="also score WIDER val on frames fitting this square (default: %(default)s; none: only "
                              "at the images' own size)")
+    parser.add_argument("--name", help="results file stem (default: int8_cpu with --model default, int8_cpu_fast "
+                                       "with --model fast)")
     args = parser.parse_args(argv)
     from edgeface.weights import SHIPPED
 
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     payload = {"machine": describe_machine(), "model": args.model, "calibration_images": len(calibration),
                "keep_float": list(keep_float),
                "wider_val_images": len(sets[-1].wider_ground_truth or []), "rows": rows}
-    name = "int8_cpu" if args.model == "default" else f"int8_cpu_{args.model}"
+    name = args.name or ("int8_cpu" if args.model == "default" else f"int8_cpu_{args.model}")
     print(f"\nwritten: {write_results(name, payload, table)}")
 
 
