@@ -51,6 +51,7 @@ from .machine import (
     WIDER,
     at_least,
     describe_machine,
+    hardware_line,
     machine_line,
     markdown_table,
     write_results,
@@ -176,6 +177,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     rows, curves = [], []
     measured = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    machine = describe_machine()
     with tempfile.TemporaryDirectory() as tmp:
         models = available_models(args.models, Path(tmp), tuple(args.authors))
         if args.only:
@@ -217,12 +219,15 @@ def main(argv: list[str] | None = None) -> None:
                                for s, metric, value in score_official(kind, data, detect, args)]
             for set_name, mode, metric, value in scored:
                 rows.append({"model": name, "set": set_name, "mode": mode, "metric": metric, "score": value,
-                             "latency_ms_640x480": latency[mode], "measured": measured})
+                             "latency_ms_640x480": latency[mode], "measured": measured,
+                             "hardware": hardware_line(machine)})
                 print(f"{name:22s} {set_name:16s} {mode:27s} {metric} {value:.4f}", flush=True)
-    payload = {"machine": describe_machine(), "tta": asdict(TTA), "rows": rows}
+    payload = {"machine": machine, "tta": asdict(TTA), "rows": rows}
     if args.only:
-        previous = json.loads((RESULTS / "accuracy.json").read_text())["rows"]
-        rows = payload["rows"] = kept_rows(previous, rows, args.only)
+        previous = json.loads((RESULTS / "accuracy.json").read_text())
+        for row in previous["rows"]:  # runs before rows named their hardware were whole runs on the file's machine
+            row.setdefault("hardware", hardware_line(previous["machine"]))
+        rows = payload["rows"] = kept_rows(previous["rows"], rows, args.only)
         payload["measured_now"] = args.only
     table = summary_table(rows) + "\n\n" + markdown_table(
         ["model", "set", "mode", "metric", "score", "CPU ms (640x480)"],
@@ -279,11 +284,13 @@ def rewrite_between(path: Path, markers: tuple[str, str], text: str) -> bool:
 
 
 def when_measured(rows: list[dict]) -> str:
-    """Which models' rows were measured when, e.g. ``2026-12-01 11:37 UTC: a, b; 2026-12-01 20:44 UTC: c``."""
+    """Which models' rows were measured when and on what, e.g. ``2026-12-01 11:37 UTC on AMD EPYC, 2 cores (...): a,
+    b; 2026-12-01 20:44 UTC: c`` (a row without ``hardware`` names none)."""
     models: dict[str, dict] = {}
     for r in rows:
-        models.setdefault(r.get("measured", "at an unrecorded time"), {})[r["model"]] = None
-    return "; ".join(f"{when}: {', '.join(names)}" for when, names in sorted(models.items()))
+        run = r.get("measured", "at an unrecorded time") + (f" on {r['hardware']}" if "hardware" in r else "")
+        models.setdefault(run, {})[r["model"]] = None
+    return "; ".join(f"{run}: {', '.join(names)}" for run, names in sorted(models.items()))
 
 
 def kept_rows(previous: list[dict], measured: list[dict], names: list[str]) -> list[dict]:

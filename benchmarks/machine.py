@@ -78,12 +78,17 @@ def describe_machine() -> dict[str, Any]:
     }
 
 
-def machine_line(machine: dict[str, Any]) -> str:
+def hardware_line(machine: dict[str, Any]) -> str:
+    """The processors of a :func:`describe_machine` record, e.g. ``AMD EPYC, 2 cores (INT8 dot-product instructions:
+    avx512_vnni)``: what a speed or INT8 score depends on."""
     flags = machine.get("int8_dot_product")
     dot = "unknown" if flags is None else ", ".join(flags) or "none"
     gpu = f"GPU {machine['gpu']} (compute capability {machine['compute_capability']}), " if "gpu" in machine else ""
-    return (f"{gpu}{machine['cpu']}, {machine['cores']} cores (INT8 dot-product instructions: {dot}), "
-            f"Python {machine['python']}, {machine['date']}")
+    return f"{gpu}{machine['cpu']}, {machine['cores']} cores (INT8 dot-product instructions: {dot})"
+
+
+def machine_line(machine: dict[str, Any]) -> str:
+    return f"{hardware_line(machine)}, Python {machine['python']}, {machine['date']}"
 
 
 def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:

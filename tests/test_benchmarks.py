@@ -405,14 +405,17 @@ def test_accuracy_remeasures_only_the_models_asked_for():
 
     previous = [{"model": m, "set": s, "score": 0.1} for m in ("a", "b", "c") for s in ("x", "y")]
     previous[0]["measured"] = previous[1]["measured"] = "2026-11-30 09:00 UTC"
-    measured = [{"model": m, "set": s, "score": 0.9, "measured": "2026-12-01 10:00 UTC"} for m in ("b", "d")
-                for s in ("x", "y")]
+    measured = [{"model": m, "set": s, "score": 0.9, "measured": "2026-12-01 10:00 UTC", "hardware": "AMD EPYC"}
+                for m in ("b", "d") for s in ("x", "y")]
     rows = kept_rows(previous, measured, ["b", "d"])
     assert [(r["model"], r["set"], r["score"]) for r in rows] == [
         ("a", "x", 0.1), ("a", "y", 0.1), ("b", "x", 0.9), ("b", "y", 0.9), ("c", "x", 0.1), ("c", "y", 0.1),
         ("d", "x", 0.9), ("d", "y", 0.9)]
-    assert when_measured(rows) == ("2026-11-30 09:00 UTC: a; 2026-12-01 10:00 UTC: b, d; "
+    assert when_measured(rows) == ("2026-11-30 09:00 UTC: a; 2026-12-01 10:00 UTC on AMD EPYC: b, d; "
                                    "at an unrecorded time: c")
+    rows[0]["hardware"] = "Intel Xeon"  # one run's rows from two machines are two runs
+    assert when_measured(rows) == ("2026-11-30 09:00 UTC: a; 2026-11-30 09:00 UTC on Intel Xeon: a; "
+                                   "2026-12-01 10:00 UTC on AMD EPYC: b, d; at an unrecorded time: c")
 
 
 def test_false_boxes_counts_boxes_on_face_free_photos_against_the_first_model(tmp_path):
