@@ -178,6 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     rows, curves = [], []
     measured = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     machine = describe_machine()
+    hardware = hardware_line(machine)  # each row names it: --only keeps rows of runs on other machines
     with tempfile.TemporaryDirectory() as tmp:
         models = available_models(args.models, Path(tmp), tuple(args.authors))
         if args.only:
@@ -220,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
             for set_name, mode, metric, value in scored:
                 rows.append({"model": name, "set": set_name, "mode": mode, "metric": metric, "score": value,
                              "latency_ms_640x480": latency[mode], "measured": measured,
-                             "hardware": hardware_line(machine)})
+                             "hardware": hardware})
                 print(f"{name:22s} {set_name:16s} {mode:27s} {metric} {value:.4f}", flush=True)
     payload = {"machine": machine, "tta": asdict(TTA), "rows": rows}
     if args.only:
