@@ -267,7 +267,7 @@ def write_readme_tables(payload: dict[str, Any]) -> None:
     """Rewrite the README's accuracy and targets tables from a run's results (the accuracy.json `payload`)."""
     rows = payload["rows"]
     releases = releases_of({r["model"] for r in rows})
-    provenance = f"Machine: {machine_line(payload['machine'])}; runs begun {when_measured(rows)}."
+    provenance = provenance_line(payload)
     for name, table in (("accuracy", summary_table(rows, releases)), ("targets", targets_table(rows, releases))):
         rewritten = rewrite_between(README, readme_markers(name), f"{table}\n\n{provenance}")
         print(f"README: {name} table rewritten" if rewritten else f"README: {README} has no {name} table markers")
@@ -284,14 +284,28 @@ def rewrite_between(path: Path, markers: tuple[str, str], text: str) -> bool:
     return True
 
 
-def when_measured(rows: list[dict]) -> str:
-    """Which models' rows were measured when and on what, e.g. ``2026-12-01 11:37 UTC on AMD EPYC, 2 cores (...): a,
-    b; 2026-12-01 20:44 UTC: c`` (a row without ``hardware`` names none)."""
+def provenance_line(payload: dict[str, Any]) -> str:
+    """The line under the README's tables: the machine of the run that wrote them and, where the rows come from
+    several runs (``--only``), when and on what each model was measured."""
+    rows = payload["rows"]
+    several = len(measured_runs(rows)) > 1
+    return f"Machine: {machine_line(payload['machine'])}" + (f"; runs begun {when_measured(rows)}." if several else ".")
+
+
+def measured_runs(rows: list[dict]) -> dict[str, list[str]]:
+    """The models of each run among `rows`, by when and on what it was measured (a row without ``hardware`` names
+    none)."""
     models: dict[str, dict] = {}
     for r in rows:
         run = r.get("measured", "at an unrecorded time") + (f" on {r['hardware']}" if "hardware" in r else "")
         models.setdefault(run, {})[r["model"]] = None
-    return "; ".join(f"{run}: {', '.join(names)}" for run, names in sorted(models.items()))
+    return {run: list(names) for run, names in models.items()}
+
+
+def when_measured(rows: list[dict]) -> str:
+    """Which models' rows were measured when and on what, e.g. ``2026-12-01 11:37 UTC on AMD EPYC, 2 cores (...): a,
+    b; 2026-12-01 20:44 UTC: c``."""
+    return "; ".join(f"{run}: {', '.join(names)}" for run, names in sorted(measured_runs(rows).items()))
 
 
 def kept_rows(previous: list[dict], measured: list[dict], names: list[str]) -> list[dict]:

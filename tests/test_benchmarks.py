@@ -401,7 +401,8 @@ def test_accuracy_targets_table_puts_each_release_above_its_models_wider_setting
 
 
 def test_accuracy_remeasures_only_the_models_asked_for():
-    from benchmarks.accuracy import kept_rows, when_measured
+    from benchmarks.accuracy import kept_rows, provenance_line, when_measured
+    from benchmarks.machine import machine_line
 
     previous = [{"model": m, "set": s, "score": 0.1} for m in ("a", "b", "c") for s in ("x", "y")]
     previous[0]["measured"] = previous[1]["measured"] = "2026-11-30 09:00 UTC"
@@ -416,6 +417,11 @@ def test_accuracy_remeasures_only_the_models_asked_for():
     rows[0]["hardware"] = "Intel Xeon"  # one run's rows from two machines are two runs
     assert when_measured(rows) == ("2026-11-30 09:00 UTC: a; 2026-11-30 09:00 UTC on Intel Xeon: a; "
                                    "2026-12-01 10:00 UTC on AMD EPYC: b, d; at an unrecorded time: c")
+    machine = {"cpu": "AMD EPYC", "cores": 2, "python": "3.11.7", "date": "2026-12-01 10:00 UTC"}
+    assert provenance_line({"machine": machine, "rows": rows}) == (
+        f"Machine: {machine_line(machine)}; runs begun {when_measured(rows)}.")
+    # a whole run's rows: the machine line alone says where and when
+    assert provenance_line({"machine": machine, "rows": measured}) == f"Machine: {machine_line(machine)}."
 
 
 def test_false_boxes_counts_boxes_on_face_free_photos_against_the_first_model(tmp_path):
