@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 import warnings
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict
@@ -176,9 +175,8 @@ def main(argv: list[str] | None = None) -> None:
         write_readme_tables(json.loads((RESULTS / "accuracy.json").read_text()))
         return
     rows, curves = [], []
-    measured = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     machine = describe_machine()
-    hardware = hardware_line(machine)  # each row names it: --only keeps rows of runs on other machines
+    measured, hardware = machine["date"], hardware_line(machine)  # each row names them: --only keeps older rows
     with tempfile.TemporaryDirectory() as tmp:
         models = available_models(args.models, Path(tmp), tuple(args.authors))
         if args.only:
