@@ -9,8 +9,8 @@ unlabelled). Every model after the first is shown with its difference from the f
 call), in the tables (the APs' with a 95% interval from a paired bootstrap over the images: how far these images
 alone can move it) and, per group of faces, in a bar plot. Where two models' APs differ, this says which faces make
 the difference: what a fine-tune forgot, not only how much. Models run through edgeface as ``Detector`` runs them
-(score threshold 0.05), at the images' own size unless --max-side, --frame-side or --input-size is given; with
---wider-holdout on a held-out fold of WIDER train instead.
+(score threshold 0.05), at the images' own size unless --max-side, --frame-side, --frame-size or --input-size is
+given; with --wider-holdout on a held-out fold of WIDER train instead.
 """
 
 from __future__ import annotations
@@ -103,6 +103,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frame-side", type=int,
                         help="downscale each image to fit FRAME_SIDE x FRAME_SIDE before the detector, as a "
                              "low-resolution camera's frames (the detector may then upscale it: its min_side)")
+    parser.add_argument("--frame-size", type=int, nargs=2, metavar=("W", "H"),
+                        help="resize each image to exactly W x H before the detector, its aspect ratio not kept, as "
+                             "apps that squash every frame to a square do (boxes are scored on the image)")
     parser.add_argument("--input-size", type=int, nargs=2, metavar=("W", "H"),
                         help="letterbox every image to this fixed network input, as an app running the model at one "
                              "size does (Detector(input_size=(W, H)); no upscaling or --max-side then)")
@@ -115,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--wider-holdout", type=int, metavar="FOLD", help=HOLDOUT_HELP)
     args = parser.parse_args(argv)
     bound = {key: value for key, value in (("max_side", args.max_side), ("frame_side", args.frame_side),
-                                           ("input_size", args.input_size)) if value}
+                                           ("frame_size", args.frame_size), ("input_size", args.input_size)) if value}
     try:
         check_holdout_fold(args.wider_holdout)
         vset = wider_validation(args.wider_holdout, **bound)
@@ -181,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     print(table)
     payload = {"machine": describe_machine(), "models": args.models, "setting": args.setting,
                "min_score": args.min_score, "max_side": args.max_side, "frame_side": args.frame_side,
-               "input_size": args.input_size,
+               "frame_size": args.frame_size, "input_size": args.input_size,
                "wider_holdout_fold": args.wider_holdout,
                "images": len(ground_truth), "ap": aps, "resamples": args.resamples,
                "ap_difference": {n: {s: vars(d) for s, d in differences[n].items()} for n in names[1:]},

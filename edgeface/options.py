@@ -212,13 +212,13 @@ def check_threads(value: object) -> Optional[int]:
     return value
 
 
-def check_input_size(value: object) -> tuple[int, int]:
-    """``(w, h)``, each side in [1, MAX_INPUT_SIDE]."""
+def check_input_size(value: object, name: str = "input_size") -> tuple[int, int]:
+    """``(w, h)``, each side in [1, MAX_INPUT_SIDE]; `name`: the option's name in the error."""
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
-        raise OptionError(f"input_size must be a (width, height) pair such as (640, 480), got {value!r}")
-    w, h = (_integer("input_size", v) for v in cast("Sequence[object]", value))
+        raise OptionError(f"{name} must be a (width, height) pair such as (640, 480), got {value!r}")
+    w, h = (_integer(name, v) for v in cast("Sequence[object]", value))
     if not (0 < w <= MAX_INPUT_SIDE and 0 < h <= MAX_INPUT_SIDE):
-        raise OptionError(f"input_size sides must be between 1 and {MAX_INPUT_SIDE} pixels, got {w}x{h}")
+        raise OptionError(f"{name} sides must be between 1 and {MAX_INPUT_SIDE} pixels, got {w}x{h}")
     return w, h
 
 

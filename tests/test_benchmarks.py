@@ -326,6 +326,14 @@ def test_wider_recall_splits_found_faces_by_wider_labels_against_the_first_model
     payload = json.loads((tmp_path / "framed.json").read_text())
     assert payload["frame_side"] == 160 and payload["input_size"] == [192, 160]
     assert payload["ap_difference"] == {} and not (tmp_path / "framed.png").exists()
+    squashed = subprocess.run([sys.executable, "-m", "benchmarks", "wider-recall", "--models",
+                               str(tmp_path / "release.pt"), "--frame-size", "160", "160", "--wider-holdout", "0",
+                               "--resamples", "0", "--name", "squashed"],
+                              capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    assert squashed.returncode == 0, squashed.stderr[-2000:]
+    squashed_payload = json.loads((tmp_path / "squashed.json").read_text())
+    assert squashed_payload["frame_size"] == [160, 160] and squashed_payload["frame_side"] is None
+    assert squashed_payload["ap"] != payload["ap"]  # the squashed frames reached the detector
     bad = subprocess.run([sys.executable, "-m", "benchmarks", "wider-recall", "--models", "fast", "--input-size",
                           "0", "160", "--wider-holdout", "0"],
                          capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)

@@ -171,7 +171,7 @@ def test_box_placement_measures_how_boxes_sit_against_the_labels():
     assert box_placement(records, [Detections.empty(), Detections.empty()]).dy is None
 
 
-def test_small_frames_run_the_detector_on_a_downscaled_frame_and_map_boxes_back():
+def test_small_frames_run_the_detector_on_a_downscaled_or_squashed_frame_and_map_boxes_back():
     from edgeface.errors import OptionError
     from edgeface.eval.validation import SmallFrames, validation_set
 
@@ -196,6 +196,21 @@ def test_small_frames_run_the_detector_on_a_downscaled_frame_and_map_boxes_back(
     assert vset.frame_side == 320 and isinstance(vset.detector("fast"), SmallFrames)
     with pytest.raises(OptionError, match="frame_side"):
         validation_set({"format": "imglab", "xml": "x.xml", "frame_side": 8})
+    # frames squashed to a square, as apps that resize every frame to their network's input do
+    squashed = SmallFrames(detector, size=(416, 416))
+    found = squashed(image)
+    assert seen[-1] == (416, 416, 3)
+    np.testing.assert_allclose(found.boxes, [[10 * 1024 / 416, 20 * 600 / 416, 50 * 1024 / 416, 60 * 600 / 416]],
+                               rtol=1e-6)
+    assert squashed(np.zeros((416, 416, 3), np.uint8)).boxes.tolist() == [[10, 20, 50, 60]]
+    vset = validation_set({"format": "imglab", "xml": str(DLIB_FACES / "testing.xml"), "frame_size": [416, 416]})
+    assert vset.frame_size == (416, 416) and vset.detector("fast").size == (416, 416)
+    with pytest.raises(OptionError, match="frame_size"):
+        validation_set({"format": "imglab", "xml": "x.xml", "frame_size": [416, 0]})
+    with pytest.raises(OptionError, match="not both"):
+        validation_set({"format": "imglab", "xml": "x.xml", "frame_side": 320, "frame_size": [416, 416]})
+    with pytest.raises(ValueError, match="one of them"):
+        SmallFrames(detector)
     # a fixed network input: every image letterboxed to it, as an app running a model at one size does
     vset = validation_set({"format": "imglab", "xml": str(DLIB_FACES / "testing.xml"), "input_size": [416, 416]})
     detector = vset.detector("fast")

@@ -169,6 +169,8 @@ VAL_ENTRY_KEYS = {
     "name": "the prefix of its log.csv columns (default: the format)",
     "max_side": "validate with the longest image side bounded to this (cheaper)",
     "frame_side": "each image first downscaled to fit this square, as a camera of that resolution delivers it",
+    "frame_size": "[w, h]: each image first resized to exactly this, its aspect ratio not kept, as apps that squash "
+                  "frames to a square do",
     "input_size": "[w, h]: every image letterboxed to this fixed network input, as an app running a model at one "
                   "size does",
 }
