@@ -15,11 +15,14 @@ from conftest import DLIB_FACES, SHARED, need
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def bench(tmp_path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "EDGEFACE_RESULTS_DIR": str(tmp_path)}
+def bench(tmp_path, *args: str, shared: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """`python -m benchmarks ARGS` writing its results under `tmp_path`, reading `shared` as ../shared when given;
+    `check`: assert that it succeeded."""
+    env = {**os.environ, "EDGEFACE_RESULTS_DIR": str(tmp_path), **({"EDGEFACE_SHARED": str(shared)} if shared else {})}
     result = subprocess.run([sys.executable, "-m", "benchmarks", *args], capture_output=True, text=True,
                             timeout=600, cwd=ROOT, env=env)
-    assert result.returncode == 0, result.stderr
+    if check:
+        assert result.returncode == 0, result.stderr
     return result
 
 
@@ -249,11 +252,8 @@ def test_wise_ft_scores_the_line_from_release_to_fine_tune_on_both_validations(t
     """alpha 0 is the release itself and alpha 1 the fine-tune: scored in the same run, on both kinds of set."""
     release, _ = release_and_lost(tmp_path)
     shared = small_shared(tmp_path, face_images=3, wider_images=2)
-    env = {**os.environ, "EDGEFACE_RESULTS_DIR": str(tmp_path), "EDGEFACE_SHARED": str(shared)}
-    result = subprocess.run([sys.executable, "-m", "benchmarks", "wise-ft", "--start", str(release), "--end",
-                             str(tmp_path / "lost.pt"), "--alphas", "0", "1", "--wider-max-side", "320"],
-                            capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
-    assert result.returncode == 0, result.stderr[-2000:]
+    bench(tmp_path, "wise-ft", "--start", str(release), "--end", str(tmp_path / "lost.pt"), "--alphas", "0", "1",
+          "--wider-max-side", "320", shared=shared)
     payload = json.loads((tmp_path / "wise_ft.json").read_text())
     assert payload["validation_images"] == {"face_val": 3, "wider": 2}
     first, last = payload["rows"]
@@ -262,19 +262,16 @@ def test_wise_ft_scores_the_line_from_release_to_fine_tune_on_both_validations(t
     assert last["alpha"] == 1 and all(last[m] == 0 for m in metrics)
     assert (tmp_path / "wise_ft.png").exists()
     # the fine-tune lost every face through its classification heads alone: kept as released, it is the release
-    result = subprocess.run([sys.executable, "-m", "benchmarks", "wise-ft", "--start", str(release), "--end",
-                             str(tmp_path / "lost.pt"), "--alphas", "1", "--wider-max-side", "320",
-                             "--module-scale", "conf=0", "--name", "heads"],
-                            capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
-    assert result.returncode == 0, result.stderr[-2000:]
+    bench(tmp_path, "wise-ft", "--start", str(release), "--end", str(tmp_path / "lost.pt"), "--alphas", "1",
+          "--wider-max-side", "320", "--module-scale", "conf=0", "--name", "heads", shared=shared)
     payload = json.loads((tmp_path / "heads.json").read_text())
     assert payload["module_scales"] == {"conf": 0.0}
     assert all(payload["rows"][0][m] == first[m] for m in metrics)
     for option, value, message in (("--keep", "0", "--keep must be in (0, 1], got 0"),
                                    ("--module-scale", "conf=2", "the factor of conf must be a number in [0, 1]"),
                                    ("--wider-holdout", "5", "--wider-holdout must be a fold in 0 .. 4, got 5")):
-        result = subprocess.run([sys.executable, "-m", "benchmarks", "wise-ft", "--end", str(tmp_path / "lost.pt"),
-                                 option, value], capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+        result = bench(tmp_path, "wise-ft", "--end", str(tmp_path / "lost.pt"), option, value, shared=shared,
+                       check=False)
         assert result.returncode == 2 and message in result.stderr
 
 
@@ -294,12 +291,9 @@ def test_wider_recall_splits_found_faces_by_wider_labels_against_the_first_model
     save_checkpoint(model, spec, tmp_path / "everywhere.pt")
     # scored on a held-out fold of WIDER train: its per-face labels come from the train txt, its settings by height
     shared = small_shared(tmp_path, face_images=0, wider_images=0, holdout_images=3)
-    env = {**os.environ, "EDGEFACE_RESULTS_DIR": str(tmp_path), "EDGEFACE_SHARED": str(shared)}
-    result = subprocess.run([sys.executable, "-m", "benchmarks", "wider-recall", "--models",
-                             str(tmp_path / "release.pt"), str(lost), str(tmp_path / "everywhere.pt"),
-                             "--max-side", "320", "--min-event-faces", "1",
-                             "--wider-holdout", "0"], capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
-    assert result.returncode == 0, result.stderr[-2000:]
+    bench(tmp_path, "wider-recall", "--models", str(tmp_path / "release.pt"), str(lost),
+          str(tmp_path / "everywhere.pt"), "--max-side", "320", "--min-event-faces", "1", "--wider-holdout", "0",
+          shared=shared)
     payload = json.loads((tmp_path / "wider_recall.json").read_text())
     assert payload["images"] == 3 and payload["ap"]["lost"] == {"easy": 0.0, "medium": 0.0, "hard": 0.0, "all": 0.0}
     assert payload["wider_holdout_fold"] == 0 and payload["ap"]["release"]["hard"] > 0
@@ -318,25 +312,18 @@ def test_wider_recall_splits_found_faces_by_wider_labels_against_the_first_model
     assert "Boxes on no labelled face" in (tmp_path / "wider_recall.md").read_text()
     assert cv2.imread(str(tmp_path / "wider_recall.png")).shape[0] > 60 + 18 * len(found)  # a bar row per group
     # one model on low-resolution frames letterboxed to a fixed input: no difference to draw or resample
-    framed = subprocess.run([sys.executable, "-m", "benchmarks", "wider-recall", "--models",
-                             str(tmp_path / "release.pt"), "--frame-side", "160", "--input-size", "192", "160",
-                             "--wider-holdout", "0", "--name", "framed"],
-                            capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
-    assert framed.returncode == 0, framed.stderr[-2000:]
+    bench(tmp_path, "wider-recall", "--models", str(tmp_path / "release.pt"), "--frame-side", "160", "--input-size",
+          "192", "160", "--wider-holdout", "0", "--name", "framed", shared=shared)
     payload = json.loads((tmp_path / "framed.json").read_text())
     assert payload["frame_side"] == 160 and payload["input_size"] == [192, 160]
     assert payload["ap_difference"] == {} and not (tmp_path / "framed.png").exists()
-    squashed = subprocess.run([sys.executable, "-m", "benchmarks", "wider-recall", "--models",
-                               str(tmp_path / "release.pt"), "--frame-size", "160", "160", "--wider-holdout", "0",
-                               "--resamples", "0", "--name", "squashed"],
-                              capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
-    assert squashed.returncode == 0, squashed.stderr[-2000:]
+    bench(tmp_path, "wider-recall", "--models", str(tmp_path / "release.pt"), "--frame-size", "160", "160",
+          "--wider-holdout", "0", "--resamples", "0", "--name", "squashed", shared=shared)
     squashed_payload = json.loads((tmp_path / "squashed.json").read_text())
     assert squashed_payload["frame_size"] == [160, 160] and squashed_payload["frame_side"] is None
     assert squashed_payload["ap"] != payload["ap"]  # the squashed frames reached the detector
-    bad = subprocess.run([sys.executable, "-m", "benchmarks", "wider-recall", "--models", "fast", "--input-size",
-                          "0", "160", "--wider-holdout", "0"],
-                         capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    bad = bench(tmp_path, "wider-recall", "--models", "fast", "--input-size", "0", "160", "--wider-holdout", "0",
+                shared=shared, check=False)
     assert bad.returncode == 2 and "input_size sides must be between 1 and" in bad.stderr  # a usage error
 
 
